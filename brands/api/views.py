@@ -1,0 +1,72 @@
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, mixins, serializers, viewsets
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from brands.api.base import BrandScopedAPIMixin, StrictModelSerializer
+from brands.models import ApiKey, Brand
+from brands.roles import Role
+from brands.services import api_key_create, api_key_revoke
+
+
+class BrandSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Brand
+        fields = ["id", "name", "slug", "default_country", "time_zone", "integration_model"]
+
+
+class MeView(BrandScopedAPIMixin, APIView):
+    """The brand and role this request acts as."""
+
+    @extend_schema(responses={200: BrandSerializer})
+    def get(self, request):
+        return Response(
+            {
+                "brand": BrandSerializer(self.brand).data,
+                "role": self.role,
+                "api_key": request.auth.prefix if isinstance(request.auth, ApiKey) else None,
+            }
+        )
+
+
+class ApiKeySerializer(StrictModelSerializer):
+    class Meta:
+        model = ApiKey
+        fields = ["id", "name", "role", "prefix", "created_at", "last_used_at", "revoked_at"]
+        read_only_fields = ["id", "prefix", "created_at", "last_used_at", "revoked_at"]
+
+
+class ApiKeyViewSet(
+    BrandScopedAPIMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """API keys of the brand (brand admins only). The key is in the create answer, once."""
+
+    queryset = ApiKey.objects.all()
+    serializer_class = ApiKeySerializer
+    read_role = Role.BRAND_ADMIN
+    write_role = Role.BRAND_ADMIN
+
+    def create(self, request, *args, **kwargs):
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        issued = api_key_create(
+            brand=self.brand, created_by=self.actor(), **serializer.validated_data
+        )
+        data = ApiKeySerializer(issued.api_key).data | {"key": issued.key}
+        return Response(data, status=201)
+
+    def perform_destroy(self, instance):
+        api_key_revoke(api_key=instance)
+
+
+class BrandDetail(BrandScopedAPIMixin, generics.RetrieveAPIView):
+    queryset = Brand.objects.all()
+    serializer_class = BrandSerializer
+
+    def get_object(self):
+        return self.brand

@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+import hashlib
+import secrets
+import zoneinfo
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+
+import phonenumbers
+
+from brands.roles import Role
+from brands.scoping import BrandScopedManager
+
+
+def validate_region(value: str) -> None:
+    if value not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValidationError(f"'{value}' is not a known ISO 3166 country code.")
+
+
+def validate_time_zone(value: str) -> None:
+    if value not in zoneinfo.available_timezones():
+        raise ValidationError(f"'{value}' is not a known IANA time zone.")
+
+
+class Brand(models.Model):
+    """A tenant: an organisation with a licence, its users, projects and settings."""
+
+    class IntegrationModel(models.TextChoices):
+        SUB_ACCOUNT = "sub_account", "Sub-account (credits bought from Relay)"
+        SELF_SERVICE = "self_service", "Self-service (the brand's own provider account)"
+
+    brand_path = "pk"
+
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=80, unique=True)
+    default_country = models.CharField(
+        max_length=2,
+        default="US",
+        validators=[validate_region],
+        help_text="ISO country used to read phone numbers written without a country code.",
+    )
+    time_zone = models.CharField(max_length=64, default="UTC", validators=[validate_time_zone])
+    integration_model = models.CharField(
+        max_length=20, choices=IntegrationModel.choices, default=IntegrationModel.SUB_ACCOUNT
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = BrandScopedManager()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def zone(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.time_zone)
+
+
+class Membership(models.Model):
+    """A user's role in one brand. A user may belong to several brands."""
+
+    brand_path = "brand"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=20, choices=Role.choices, default=Role.VIEWER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = BrandScopedManager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "brand"], name="membership_unique_user_brand")
+        ]
+        ordering = ["brand__name"]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.brand} ({self.get_role_display()})"
+
+
+class ApiKey(models.Model):
+    """A REST client's credential. The secret is shown once; only its SHA-256 is stored.
+
+    A key reads ``rly_<prefix>_<secret>``: the prefix finds the row, the hash proves the secret.
+    """
+
+    brand_path = "brand"
+    PREFIX_LENGTH = 8
+    SECRET_BYTES = 24
+
+    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=120)
+    prefix = models.CharField(max_length=16, unique=True, editable=False)
+    secret_hash = models.CharField(max_length=64, editable=False)
+    role = models.CharField(max_length=20, choices=Role.choices, default=Role.PROJECT_ADMIN)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = BrandScopedManager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} (rly_{self.prefix}_…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+    @staticmethod
+    def hash_secret(secret: str) -> str:
+        return hashlib.sha256(secret.encode()).hexdigest()
+
+    @classmethod
+    def new_credentials(cls) -> tuple[str, str, str]:
+        """Return (prefix, secret, full key)."""
+        prefix = secrets.token_hex(cls.PREFIX_LENGTH // 2)
+        secret = secrets.token_urlsafe(cls.SECRET_BYTES)
+        return prefix, secret, f"rly_{prefix}_{secret}"

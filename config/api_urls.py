@@ -1,0 +1,39 @@
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
+from rest_framework.routers import SimpleRouter
+
+from brands.api.views import ApiKeyViewSet, MeView
+from participants.api import (
+    ParticipantDetail,
+    ParticipantListCreate,
+    PersonDetail,
+    PersonListCreate,
+)
+from projects.api import ProjectViewSet
+
+router = SimpleRouter()
+router.register("projects", ProjectViewSet, basename="project")
+router.register("api-keys", ApiKeyViewSet, basename="api-key")
+
+urlpatterns = [
+    path("schema/", SpectacularAPIView.as_view(permission_classes=[]), name="schema"),
+    path(
+        "docs/",
+        SpectacularRedocView.as_view(url_name="api:schema", permission_classes=[]),
+        name="docs",
+    ),
+    path("me/", MeView.as_view(), name="me"),
+    path("people/", PersonListCreate.as_view(), name="person-list"),
+    path("people/<int:pk>/", PersonDetail.as_view(), name="person-detail"),
+    path(
+        "projects/<int:project_pk>/participants/",
+        ParticipantListCreate.as_view(),
+        name="participant-list",
+    ),
+    path(
+        "projects/<int:project_pk>/participants/<int:pk>/",
+        ParticipantDetail.as_view(),
+        name="participant-detail",
+    ),
+    path("", include(router.urls)),
+]

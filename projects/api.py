@@ -1,0 +1,69 @@
+from django.core.exceptions import ValidationError
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from brands.api.base import BrandScopedAPIMixin, StrictModelSerializer, StrictSerializer
+from brands.roles import Role
+from projects.models import Project
+from projects.services import project_change_stage, project_create, project_update
+
+
+class ProjectSerializer(StrictModelSerializer):
+    class Meta:
+        model = Project
+        fields = [
+            "id",
+            "name",
+            "kind",
+            "stage",
+            "available_from",
+            "available_until",
+            "default_country",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["id", "stage", "created_at", "updated_at"]
+
+
+class StageChangeSerializer(StrictSerializer):
+    stage = serializers.ChoiceField(choices=Project.Stage.choices)
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=200)
+
+
+class ProjectViewSet(
+    BrandScopedAPIMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Projects of the caller's brand. Deleting one needs a brand admin."""
+
+    queryset = Project.objects.select_related("brand")
+    serializer_class = ProjectSerializer
+    role_for_method = {"DELETE": Role.BRAND_ADMIN}
+
+    def perform_create(self, serializer):
+        serializer.instance = project_create(
+            brand=self.brand, actor=self.actor(), **serializer.validated_data
+        )
+
+    def perform_update(self, serializer):
+        project_update(project=serializer.instance, actor=self.actor(), **serializer.validated_data)
+
+    @extend_schema(request=StageChangeSerializer, responses=ProjectSerializer)
+    @action(detail=True, methods=["post"])
+    def stage(self, request, pk=None):
+        """Change the project's stage (new, active, paused, closed); invalid moves answer 400."""
+        project = self.get_object()
+        payload = StageChangeSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        try:
+            project_change_stage(project=project, actor=self.actor(), **payload.validated_data)
+        except ValidationError:
+            raise
+        return Response(ProjectSerializer(project).data, status=status.HTTP_200_OK)

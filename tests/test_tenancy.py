@@ -1,0 +1,139 @@
+"""The tenancy matrix: brand A's users and keys never see or touch brand B's objects."""
+
+from django.urls import reverse
+
+import pytest
+
+from brands.roles import Role
+from tests.factories.brands import ApiKeyFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def api_detail_urls(t):
+    """Every API object URL of brand B (extend as models become reachable)."""
+    return {
+        "project": reverse("api:project-detail", args=[t.project_b.pk]),
+        "project-stage": reverse("api:project-stage", args=[t.project_b.pk]),
+        "participants-of-project": reverse("api:participant-list", args=[t.project_b.pk]),
+        "participant": reverse("api:participant-detail", args=[t.project_b.pk, t.participant_b.pk]),
+        "participant-via-own-project": reverse(
+            "api:participant-detail", args=[t.project_a.pk, t.participant_b.pk]
+        ),
+        "person": reverse("api:person-detail", args=[t.participant_b.person.pk]),
+        "api-key": reverse("api:api-key-detail", args=[ApiKeyFactory(brand=t.brand_b).pk]),
+    }
+
+
+def page_urls(t):
+    """Brand B's page URLs: (url, accepts POST)."""
+    return {
+        "project": (reverse("projects:detail", args=[t.project_b.pk]), False),
+        "project-edit": (reverse("projects:edit", args=[t.project_b.pk]), True),
+        "project-stage": (reverse("projects:stage", args=[t.project_b.pk]), True),
+        "participants": (reverse("participants:project", args=[t.project_b.pk]), False),
+        "participant-add": (reverse("participants:create", args=[t.project_b.pk]), True),
+        "participant-edit": (
+            reverse("participants:edit", args=[t.project_b.pk, t.participant_b.pk]),
+            True,
+        ),
+        "participant-remove": (
+            reverse("participants:remove", args=[t.project_b.pk, t.participant_b.pk]),
+            True,
+        ),
+        "participant-via-own-project": (
+            reverse("participants:edit", args=[t.project_a.pk, t.participant_b.pk]),
+            True,
+        ),
+        "person": (reverse("participants:person", args=[t.participant_b.person.pk]), False),
+    }
+
+
+@pytest.mark.parametrize("auth", ["session", "api_key"])
+def test_other_brands_objects_answer_404_in_the_api(tenancy, api_client_for, auth):
+    key = ApiKeyFactory(brand=tenancy.brand_a, role=Role.BRAND_ADMIN)
+    client = (
+        api_client_for(api_key=key) if auth == "api_key" else api_client_for(user=tenancy.admin_a)
+    )
+    for name, url in api_detail_urls(tenancy).items():
+        response = client.get(url)
+        if name == "project-stage":
+            response = client.post(url, {"stage": "paused"}, format="json")
+        assert response.status_code == 404, (name, response.status_code, response.content)
+        assert response.json()["error"]["code"] == "not_found"
+        for method in ("patch", "delete"):
+            assert getattr(client, method)(url, {}, format="json").status_code in (404, 405), name
+    tenancy.project_b.refresh_from_db()
+    assert tenancy.project_b.stage == "active"
+
+
+def test_other_brands_pages_answer_404(tenancy, page_client_for):
+    client = page_client_for(tenancy.admin_a)
+    for name, (url, accepts_post) in page_urls(tenancy).items():
+        if not name.endswith(("stage", "remove")):
+            assert client.get(url).status_code == 404, name
+        if accepts_post:
+            response = client.post(url, {"name": "hijack", "stage": "paused", "first_name": "X"})
+            assert response.status_code == 404, name
+    tenancy.project_b.refresh_from_db()
+    assert (tenancy.project_b.name, tenancy.project_b.stage) == ("Beta pulse", "active")
+    assert tenancy.project_b.participants.count() == 1
+
+
+@pytest.mark.parametrize(
+    "url_name,args,needle",
+    [
+        ("api:project-list", [], "Beta pulse"),
+        ("api:person-list", [], "P"),
+        ("api:api-key-list", [], "beta-key"),
+    ],
+)
+def test_api_lists_never_include_other_brands(tenancy, api_client_for, url_name, args, needle):
+    ApiKeyFactory(brand=tenancy.brand_b, name="beta-key")
+    client = api_client_for(user=tenancy.admin_a)
+    response = client.get(reverse(url_name, args=args))
+    assert response.status_code == 200
+    ids = {row["id"] for row in response.json()["results"]}
+    if url_name == "api:project-list":
+        assert ids == {tenancy.project_a.pk}
+    elif url_name == "api:person-list":
+        assert ids == {tenancy.participant_a.person.pk}
+    else:
+        assert all(row["name"] != "beta-key" for row in response.json()["results"])
+
+
+def test_page_lists_never_include_other_brands(tenancy, page_client_for):
+    client = page_client_for(tenancy.admin_a)
+    body = client.get(reverse("projects:list")).content.decode()
+    assert "Alpha pulse" in body and "Beta pulse" not in body
+    body = client.get(reverse("participants:directory")).content.decode()
+    assert tenancy.participant_a.person.person_id in body
+    assert tenancy.participant_b.person.person_id not in body
+
+
+def test_api_key_of_brand_b_only_sees_brand_b(tenancy, api_client_for):
+    key_b = ApiKeyFactory(brand=tenancy.brand_b)
+    response = api_client_for(api_key=key_b).get(reverse("api:project-list"))
+    assert [row["name"] for row in response.json()["results"]] == ["Beta pulse"]
+
+
+def test_switching_brand_changes_what_a_user_sees(tenancy, page_client_for):
+    from tests.factories.brands import MembershipFactory
+
+    MembershipFactory(user=tenancy.admin_a, brand=tenancy.brand_b, role=Role.VIEWER)
+    client = page_client_for(tenancy.admin_a)
+    assert "Alpha pulse" in client.get(reverse("projects:list")).content.decode()
+    client.post(reverse("brands:switch"), {"brand": tenancy.brand_b.pk})
+    body = client.get(reverse("projects:list")).content.decode()
+    assert "Beta pulse" in body and "Alpha pulse" not in body
+    # As a viewer in brand B, writes are refused.
+    assert (
+        client.post(reverse("projects:create"), {"name": "x", "kind": "ad_hoc"}).status_code == 403
+    )
+
+
+def test_switching_to_a_brand_you_do_not_belong_to_is_refused(tenancy, page_client_for):
+    client = page_client_for(tenancy.admin_a)
+    client.post(reverse("brands:switch"), {"brand": tenancy.brand_b.pk})
+    body = client.get(reverse("projects:list")).content.decode()
+    assert "Alpha pulse" in body and "Beta pulse" not in body
