@@ -7,6 +7,7 @@ The defaults run the whole product on one machine with nothing installed by hand
 
 import base64
 import hashlib
+import os
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -111,8 +112,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "timeout": 30,
         }
     )
-    # A file, not memory, for the test database: integration tests share it with worker processes.
-    DATABASES["default"].setdefault("TEST", {"NAME": str(VAR_DIR / "test_relay.sqlite3")})
+    # A file, not memory, for the test database: integration tests share it with worker
+    # processes. One file per test run, so that parallel runs in one checkout do not collide.
+    DATABASES["default"].setdefault(
+        "TEST", {"NAME": str(VAR_DIR / f"test_relay_{os.getpid()}.sqlite3")}
+    )
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
     DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
