@@ -3,6 +3,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
 from rest_framework.routers import SimpleRouter
 
 from brands.api.views import ApiKeyViewSet, MeView
+from distributions.api import DistributionViewSet
 from participants.api import (
     ParticipantDetail,
     ParticipantListCreate,
@@ -14,6 +15,7 @@ from projects.api import ProjectViewSet
 router = SimpleRouter()
 router.register("projects", ProjectViewSet, basename="project")
 router.register("api-keys", ApiKeyViewSet, basename="api-key")
+router.register("distributions", DistributionViewSet, basename="distribution")
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(permission_classes=[]), name="schema"),

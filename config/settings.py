@@ -235,17 +235,27 @@ CELERY_BEAT_SCHEDULE = {
         "task": "projects.tasks.projects_apply_availability_task",
         "schedule": 60.0,
     },
+    "distributions-dispatch-due": {
+        "task": "distributions.tasks.distributions_dispatch_due_task",
+        "schedule": 5.0,
+    },
+    "distributions-recover": {
+        "task": "distributions.tasks.distributions_recover_task",
+        "schedule": 60.0,
+    },
 }
 
 # --- Relay ----------------------------------------------------------------------------------
 RELAY_SMS_PROVIDERS = [
     "distributions.providers.outbox.OutboxProvider",
-    "distributions.providers.twilio.TwilioProvider",
+    # "distributions.providers.twilio.TwilioProvider",
 ]
 RELAY_DEFAULT_SMS_PROVIDER = env.str("RELAY_DEFAULT_SMS_PROVIDER", default="outbox")
 TWILIO_API_BASE_URL = env.str("TWILIO_API_BASE_URL", default="https://api.twilio.com")
 TWILIO_ACCOUNT_SID = env.str("TWILIO_ACCOUNT_SID", default="")
 TWILIO_AUTH_TOKEN = env.str("TWILIO_AUTH_TOKEN", default="")
+# A row left in Sending longer than this (a worker died mid-call) is reconciled with the provider.
+RELAY_SEND_LEASE_SECONDS = env.int("RELAY_SEND_LEASE_SECONDS", default=120)
 RELAY_DEMO_PASSWORD = env.str("RELAY_DEMO_PASSWORD", default="relay-demo")
 
 LOGGING = {

@@ -14,5 +14,6 @@ urlpatterns = [
     path("brands/", include("brands.urls")),
     path("projects/", include("projects.urls")),
     path("", include("participants.urls")),
+    path("webhooks/", include("distributions.webhook_urls")),
     path("api/v1/", include(("config.api_urls", "api"), namespace="api")),
 ]

@@ -91,3 +91,53 @@ class ProjectStageChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.project}: {self.from_stage} → {self.to_stage}"
+
+
+class SurveyLink(models.Model):
+    """A personal survey link: an opaque token tied to a participant and why they got it.
+
+    Made per message of a distribution (``${link}``) or per transaction through the API; it
+    answers once. The URL carries the token only (short: it costs SMS segments).
+    """
+
+    brand_path = "project__brand"
+
+    token = models.CharField(max_length=16, unique=True)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="links")
+    participant = models.ForeignKey(
+        "participants.Participant",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="links",
+    )
+    distribution = models.ForeignKey(
+        "distributions.Distribution",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="links",
+    )
+    message = models.OneToOneField(
+        "distributions.Message",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="link",
+    )
+    expires_at = models.DateTimeField(null=True, blank=True)
+    opened_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = BrandScopedManager()
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return self.token
+
+    @property
+    def url(self) -> str:
+        return f"{settings.PUBLIC_BASE_URL}/s/{self.token}"

@@ -140,3 +140,15 @@ def user_factory():
 
 # Real worker processes (integration): ``start_worker`` lives in tests/workers.py.
 from tests.workers import start_worker  # noqa: E402, F401
+
+
+@pytest.fixture
+def eager_tasks():
+    """Run Celery tasks inline (unit tests). Integration tests use real workers instead."""
+    from config.celery import app
+
+    app.conf.task_always_eager = True
+    app.conf.task_eager_propagates = True
+    yield
+    app.conf.task_always_eager = False
+    app.conf.task_eager_propagates = False

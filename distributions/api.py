@@ -1,0 +1,279 @@
+"""REST API for distributions: create (send now or schedule), list, retrieve with metrics,
+edit while scheduled, cancel, bulk edit, preview, history as JSON and CSV."""
+
+from __future__ import annotations
+
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, serializers, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from brands.api.base import BrandScopedAPIMixin, StrictSerializer
+from distributions.conditions import CRITERIA, OPERATORS
+from distributions.csvio import DELIMITERS, ENCLOSURES, csv_rows
+from distributions.models import Distribution, Message
+from distributions.selectors import (
+    HISTORY_HEADER,
+    distribution_metrics,
+    history_queryset,
+    history_rows,
+    related_distributions,
+)
+from distributions.services import (
+    distribution_cancel,
+    distribution_create,
+    distribution_preview_count,
+    distribution_update,
+    distributions_bulk_update,
+)
+from projects.models import Project
+
+
+class ConditionSerializer(StrictSerializer):
+    criterion = serializers.ChoiceField(choices=CRITERIA)
+    operator = serializers.ChoiceField(choices=OPERATORS, default="is")
+    value = serializers.CharField(required=False, allow_blank=True, default="")
+    field = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class DistributionSerializer(StrictSerializer):
+    id = serializers.IntegerField(read_only=True)
+    project = serializers.IntegerField()
+    channel = serializers.ChoiceField(choices=Distribution.Channel.choices, default="sms")
+    kind = serializers.ChoiceField(choices=Distribution.Kind.choices, default="invite")
+    parent = serializers.IntegerField(required=False, allow_null=True)
+    name = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    message = serializers.CharField(max_length=1600)
+    sender = serializers.CharField(required=False, allow_blank=True, max_length=32)
+    conditions = ConditionSerializer(many=True, required=False)
+    send_at = serializers.DateTimeField(
+        required=False, allow_null=True, help_text="Omit or null to send now."
+    )
+    status = serializers.CharField(read_only=True)
+    status_reason = serializers.CharField(read_only=True)
+    created_at = serializers.DateTimeField(read_only=True)
+    started_at = serializers.DateTimeField(read_only=True)
+    finished_at = serializers.DateTimeField(read_only=True)
+
+    def to_representation(self, instance: Distribution):
+        data = {
+            "id": instance.pk,
+            "project": instance.project_id,
+            "channel": instance.channel,
+            "kind": instance.kind,
+            "parent": instance.parent_id,
+            "name": instance.name,
+            "message": instance.message,
+            "sender": instance.sender,
+            "conditions": instance.conditions,
+            "send_at": serializers.DateTimeField().to_representation(instance.send_at),
+            "status": instance.status,
+            "status_reason": instance.status_reason,
+            "created_at": serializers.DateTimeField().to_representation(instance.created_at),
+            "started_at": serializers.DateTimeField().to_representation(instance.started_at)
+            if instance.started_at
+            else None,
+            "finished_at": serializers.DateTimeField().to_representation(instance.finished_at)
+            if instance.finished_at
+            else None,
+        }
+        if self.context.get("with_metrics"):
+            data["metrics"] = distribution_metrics(distribution=instance)
+            data["related"] = [
+                {
+                    "id": d.pk,
+                    "kind": d.kind,
+                    "status": d.status,
+                    "send_at": serializers.DateTimeField().to_representation(d.send_at),
+                }
+                for d in related_distributions(distribution=instance)
+            ]
+        return data
+
+
+class DistributionUpdateSerializer(StrictSerializer):
+    name = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    message = serializers.CharField(required=False, max_length=1600)
+    sender = serializers.CharField(required=False, allow_blank=True, max_length=32)
+    conditions = ConditionSerializer(many=True, required=False)
+    send_at = serializers.DateTimeField(required=False)
+
+
+class BulkUpdateSerializer(DistributionUpdateSerializer):
+    ids = serializers.ListField(child=serializers.IntegerField(), min_length=1, max_length=500)
+
+
+class PreviewSerializer(StrictSerializer):
+    project = serializers.IntegerField()
+    conditions = ConditionSerializer(many=True, required=False)
+
+
+class HistoryRowSerializer(serializers.Serializer):
+    id = serializers.IntegerField(source="pk")
+    person_id = serializers.CharField(source="person.person_id", default="")
+    first_name = serializers.CharField(source="person.first_name", default="")
+    last_name = serializers.CharField(source="person.last_name", default="")
+    address = serializers.CharField()
+    username = serializers.CharField(source="person.username", default="")
+    respondent = serializers.BooleanField()
+    status = serializers.CharField()
+    status_label = serializers.CharField(source="get_status_display")
+    status_reason = serializers.CharField()
+    timestamp = serializers.DateTimeField(source="status_changed_at")
+    segments = serializers.IntegerField()
+    error_code = serializers.CharField()
+
+
+def _conditions(data):
+    return [dict(c) for c in data] if data is not None else None
+
+
+class DistributionViewSet(
+    BrandScopedAPIMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Distributions of the caller's brand. ``?project=``, ``?channel=``, ``?status=`` filter."""
+
+    queryset = Distribution.objects.select_related("project", "parent")
+    serializer_class = DistributionSerializer
+
+    def get_queryset(self):
+        queryset = super().get_queryset()
+        params = self.request.query_params
+        if params.get("project"):
+            queryset = (
+                queryset.filter(project_id=params["project"])
+                if params["project"].isdigit()
+                else queryset.none()
+            )
+        if params.get("channel"):
+            queryset = queryset.filter(channel=params["channel"])
+        if params.get("status"):
+            queryset = queryset.filter(status=params["status"])
+        return queryset
+
+    def get_serializer_context(self):
+        return super().get_serializer_context() | {"with_metrics": self.action == "retrieve"}
+
+    def _project(self, project_id) -> Project:
+        return self.get_scoped(Project, pk=project_id)
+
+    def create(self, request):
+        payload = DistributionSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = dict(payload.validated_data)
+        project = self._project(data.pop("project"))
+        parent_id = data.pop("parent", None)
+        parent = self.get_scoped(Distribution, pk=parent_id) if parent_id else None
+        distribution = distribution_create(
+            project=project,
+            parent=parent,
+            actor=self.actor(),
+            conditions=_conditions(data.pop("conditions", None)),
+            **data,
+        )
+        return Response(DistributionSerializer(distribution).data, status=201)
+
+    @extend_schema(request=DistributionUpdateSerializer, responses=DistributionSerializer)
+    def partial_update(self, request, pk=None):
+        distribution = self.get_object()
+        payload = DistributionUpdateSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = dict(payload.validated_data)
+        if "conditions" in data:
+            data["conditions"] = _conditions(data["conditions"])
+        distribution = distribution_update(distribution=distribution, actor=self.actor(), **data)
+        return Response(DistributionSerializer(distribution).data)
+
+    @extend_schema(request=None, responses=DistributionSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        """Cancel a scheduled distribution, or stop one in progress."""
+        distribution = distribution_cancel(distribution=self.get_object(), actor=self.actor())
+        return Response(DistributionSerializer(distribution).data)
+
+    @extend_schema(request=BulkUpdateSerializer, responses=DistributionSerializer(many=True))
+    @action(detail=False, methods=["post"], url_path="bulk-edit")
+    def bulk_edit(self, request):
+        """Edit several scheduled distributions at once: all of them or none."""
+        payload = BulkUpdateSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = dict(payload.validated_data)
+        ids = data.pop("ids")
+        found = list(self.get_queryset().filter(pk__in=ids))
+        missing = sorted(set(ids) - {d.pk for d in found})
+        if missing:
+            from rest_framework.exceptions import NotFound
+
+            raise NotFound(f"No distribution {', '.join(map(str, missing))}.")
+        if "conditions" in data:
+            data["conditions"] = _conditions(data["conditions"])
+        updated = distributions_bulk_update(distributions=found, actor=self.actor(), **data)
+        return Response(DistributionSerializer(updated, many=True).data)
+
+    @extend_schema(request=PreviewSerializer, responses={200: OpenApiTypes.OBJECT})
+    @action(detail=False, methods=["post"])
+    def preview(self, request):
+        """How many participants the conditions select, before scheduling."""
+        payload = PreviewSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        project = self._project(payload.validated_data["project"])
+        count = distribution_preview_count(
+            project=project, conditions=_conditions(payload.validated_data.get("conditions", []))
+        )
+        return Response({"participants": count})
+
+    @extend_schema(responses=HistoryRowSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def history(self, request, pk=None):
+        """Per-recipient history, paginated (``?status=`` filters)."""
+        distribution = self.get_object()
+        queryset = history_queryset(distribution=distribution).select_related("person")
+        if request.query_params.get("status"):
+            queryset = queryset.filter(status=request.query_params["status"])
+        page = self.paginate_queryset(queryset)
+        return self.get_paginated_response(HistoryRowSerializer(page, many=True).data)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("delimiter", enum=list(DELIMITERS), default="comma"),
+            OpenApiParameter("enclosure", enum=list(ENCLOSURES), default="double"),
+        ],
+        responses={(200, "text/csv"): OpenApiTypes.STR},
+    )
+    @action(detail=True, methods=["get"], url_path="history.csv")
+    def history_csv(self, request, pk=None):
+        """The history CSV (streamed; formula-looking cells neutralised)."""
+        return history_csv_response(
+            distribution=self.get_object(),
+            zone=self.brand.zone,
+            delimiter=request.query_params.get("delimiter", "comma"),
+            enclosure=request.query_params.get("enclosure", "double"),
+        )
+
+
+def history_csv_response(*, distribution, zone, delimiter: str, enclosure: str):
+    from rest_framework.exceptions import ValidationError
+
+    try:
+        lines = csv_rows(
+            HISTORY_HEADER,
+            history_rows(distribution=distribution, zone=zone),
+            delimiter=delimiter,
+            enclosure=enclosure,
+        )
+    except ValueError as exc:
+        raise ValidationError(
+            {"delimiter" if "delimiter" in str(exc) else "enclosure": str(exc)}
+        ) from exc
+    response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
+    filename = f"distribution-{distribution.pk}-history.csv"
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+__all__ = ["DistributionViewSet", "Message", "history_csv_response"]

@@ -1,0 +1,262 @@
+"""Distributions: one send on one channel to the participants its conditions select.
+
+A ``Message`` is one recipient row (distribution, participant): the idempotency key of a send.
+Its ``status`` moves forward only (see ``Message.STATUS_RANK``), and every change is a
+``MessageEvent``. ``ProviderAccount`` holds a brand's provider settings, secrets encrypted.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from brands.fields import EncryptedTextField, redact
+from brands.models import Brand
+from brands.scoping import BrandScopedManager
+from participants.models import Participant, Person
+from projects.models import Project
+
+
+class ProviderAccount(models.Model):
+    """How a brand sends SMS: the outbox (default) or Twilio, in either integration model.
+
+    Secrets (``auth_token``) are Fernet-encrypted at rest and only ever shown redacted.
+    Workers receive the brand id and load this row; secrets never travel through the broker.
+    """
+
+    brand_path = "brand"
+    REDACTED_FIELDS = ("auth_token",)
+
+    brand = models.OneToOneField(Brand, on_delete=models.CASCADE, related_name="provider_account")
+    provider = models.CharField(max_length=40, default="outbox")
+    account_sid = models.CharField(max_length=64, blank=True)
+    auth_token = EncryptedTextField(blank=True)
+    messaging_service_sid = models.CharField(max_length=64, blank=True)
+    default_sender = models.CharField(
+        max_length=32,
+        blank=True,
+        help_text="E.164 number, short code or alphanumeric sender ID used when none is chosen.",
+    )
+    messages_per_second = models.PositiveIntegerField(
+        default=100, help_text="Throughput limit of the sender, shared by every worker."
+    )
+    help_text = models.CharField(
+        max_length=300,
+        blank=True,
+        help_text="Answer to HELP/INFO replies.",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = BrandScopedManager()
+
+    def __str__(self) -> str:
+        return f"{self.brand}: {self.provider}"
+
+    @property
+    def auth_token_redacted(self) -> str:
+        return redact(self.auth_token)
+
+
+class Distribution(models.Model):
+    class Channel(models.TextChoices):
+        SMS = "sms", "SMS"
+        EMAIL = "email", "Email"
+
+    class Kind(models.TextChoices):
+        INVITE = "invite", "Invite"
+        REMINDER = "reminder", "Reminder"
+        THANK_YOU = "thank_you", "Thank you"
+
+    class Status(models.TextChoices):
+        SCHEDULED = "scheduled", "Scheduled"
+        IN_PROGRESS = "in_progress", "In progress"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Failed"
+        INTERRUPTED = "interrupted", "Interrupted"
+        CANCELLED = "cancelled", "Cancelled"
+
+    FINISHED = (Status.SENT, Status.FAILED, Status.INTERRUPTED, Status.CANCELLED)
+    brand_path = "project__brand"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="distributions")
+    channel = models.CharField(max_length=10, choices=Channel.choices, default=Channel.SMS)
+    kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.INVITE)
+    parent = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="reminders",
+        help_text="For a reminder: the invite whose non-respondents it targets.",
+    )
+    name = models.CharField(max_length=200, blank=True)
+    message = models.TextField(
+        help_text="Text with piped fields such as ${first_name} and ${link}."
+    )
+    sender = models.CharField(max_length=32, blank=True)
+    conditions = models.JSONField(default=list, blank=True)
+    send_at = models.DateTimeField(db_index=True)
+    status = models.CharField(
+        max_length=20, choices=Status.choices, default=Status.SCHEDULED, db_index=True
+    )
+    status_reason = models.CharField(max_length=500, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = BrandScopedManager()
+
+    class Meta:
+        ordering = ["-send_at", "-pk"]
+        indexes = [models.Index(fields=["status", "send_at"])]
+
+    def __str__(self) -> str:
+        return self.name or f"{self.get_kind_display()} {self.pk}"
+
+    @property
+    def is_editable(self) -> bool:
+        return self.status == self.Status.SCHEDULED
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED
+
+
+class Message(models.Model):
+    """One recipient of one distribution; unique per (distribution, participant)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SENDING = "sending", "Sending"
+        SENT = "sent", "Sent"
+        DELIVERED = "delivered", "Delivered"
+        OPENED = "opened", "Opened"
+        FAILED = "failed", "Failed"
+        BOUNCED = "bounced", "Bounced"
+        BLOCKED = "blocked", "Blocked"
+        DUPLICATED = "duplicated", "Duplicated"
+        SKIPPED = "skipped", "Skipped"
+        SKIPPED_OPTOUT = "skipped_optout", "Skipped (opt-out)"
+
+    # Statuses only move forward: a late "sent" callback never undoes "delivered".
+    STATUS_RANK = {
+        Status.PENDING: 0,
+        Status.SENDING: 1,
+        Status.SENT: 2,
+        Status.DELIVERED: 3,
+        Status.OPENED: 4,
+        Status.FAILED: 3,
+        Status.BOUNCED: 3,
+        Status.BLOCKED: 3,
+        Status.DUPLICATED: 9,
+        Status.SKIPPED: 9,
+        Status.SKIPPED_OPTOUT: 9,
+    }
+    # Handed to the provider (counts as "messages sent" in metrics and credits).
+    HANDED_OVER = (Status.SENT, Status.DELIVERED, Status.OPENED, Status.BOUNCED)
+    NOT_SENDABLE = (Status.DUPLICATED, Status.SKIPPED, Status.SKIPPED_OPTOUT)
+    FAILED_STATUSES = (Status.FAILED, Status.BLOCKED)
+    OPEN_STATUSES = (Status.PENDING, Status.SENDING)
+
+    brand_path = "distribution__project__brand"
+
+    distribution = models.ForeignKey(
+        Distribution, on_delete=models.CASCADE, related_name="messages"
+    )
+    participant = models.ForeignKey(
+        Participant, null=True, blank=True, on_delete=models.SET_NULL, related_name="messages"
+    )
+    person = models.ForeignKey(
+        Person, null=True, blank=True, on_delete=models.SET_NULL, related_name="messages"
+    )
+    address = models.CharField(max_length=254, blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    status_reason = models.CharField(max_length=300, blank=True)
+    status_changed_at = models.DateTimeField()
+    body = models.TextField(blank=True)
+    segments = models.PositiveSmallIntegerField(default=0)
+    provider_id = models.CharField(max_length=64, blank=True)
+    lease = models.CharField(max_length=32, blank=True)
+    leased_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    error_code = models.CharField(max_length=20, blank=True)
+
+    objects = BrandScopedManager()
+
+    class Meta:
+        ordering = ["pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["distribution", "participant"],
+                condition=Q(participant__isnull=False),
+                name="message_unique_participant_per_distribution",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["distribution", "status"]),
+            models.Index(
+                fields=["provider_id"], condition=~Q(provider_id=""), name="message_provider_id"
+            ),
+            models.Index(fields=["address", "sent_at"]),
+            models.Index(fields=["lease"], condition=~Q(lease=""), name="message_lease"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.address} ({self.status})"
+
+
+class MessageEvent(models.Model):
+    """A status change of a message, with its time and where it came from."""
+
+    class Source(models.TextChoices):
+        MATERIALISE = "materialise", "Materialisation"
+        WORKER = "worker", "Worker"
+        CALLBACK = "callback", "Provider callback"
+        RECONCILE = "reconcile", "Reconciliation"
+        LINK = "link", "Survey link"
+        SYSTEM = "system", "System"
+
+    brand_path = "message__distribution__project__brand"
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="events")
+    status = models.CharField(max_length=20, choices=Message.Status.choices)
+    at = models.DateTimeField()
+    source = models.CharField(max_length=20, choices=Source.choices)
+    detail = models.CharField(max_length=300, blank=True)
+
+    objects = BrandScopedManager()
+
+    class Meta:
+        ordering = ["at", "pk"]
+        indexes = [models.Index(fields=["message", "at"])]
+
+    def __str__(self) -> str:
+        return f"{self.message_id}: {self.status} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class OutboxMessage(models.Model):
+    """What the outbox provider "sent": shown on the Outbox page as a phone would show it."""
+
+    brand_path = "brand"
+
+    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="outbox")
+    sid = models.CharField(max_length=40, unique=True)
+    to = models.CharField(max_length=32, db_index=True)
+    sender = models.CharField(max_length=32, blank=True)
+    body = models.TextField()
+    status = models.CharField(max_length=20, default="sent")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    objects = BrandScopedManager()
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.to}: {self.body[:40]}"

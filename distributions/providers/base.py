@@ -1,0 +1,85 @@
+"""The SMS provider interface: a code, the channels it serves, five methods.
+
+The engine (``distributions.sending``) owns leasing, throttling, retries and bookkeeping; a
+provider only turns a window of outgoing messages into one ``SendResult`` each, finds a message
+it may already have accepted (reconciliation), checks credentials and reads its callbacks.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from distributions.models import ProviderAccount
+
+
+class ProviderError(Exception):
+    """The provider refused an account-wide operation (bad credentials, suspended account)."""
+
+
+@dataclass(frozen=True)
+class OutgoingSms:
+    message_id: int
+    to: str
+    sender: str
+    body: str
+    status_callback: str = ""
+
+
+class Outcome(enum.StrEnum):
+    ACCEPTED = "accepted"  # the provider took it: never hand it over again
+    REJECTED = "rejected"  # permanently refused for this recipient
+    RETRY = "retry"  # refused for now (throttled, provider error before acceptance): try again
+    UNKNOWN = "unknown"  # may or may not have been accepted (timeout): reconcile, never resend
+    FATAL = "fatal"  # refused for the whole account: stop the distribution
+
+
+@dataclass(frozen=True)
+class SendResult:
+    message_id: int
+    outcome: Outcome
+    provider_id: str = ""
+    error_code: str = ""
+    error_message: str = ""
+    blocked: bool = False  # the recipient unsubscribed at the carrier (e.g. Twilio 21610)
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True)
+class StatusUpdate:
+    """A provider callback, read: which message, which provider status, which error."""
+
+    provider_id: str
+    provider_status: str
+    error_code: str = ""
+    message_id: int | None = None
+
+
+class SmsProvider(ABC):
+    code: ClassVar[str]
+    label: ClassVar[str]
+    channels: ClassVar[tuple[str, ...]] = ("sms",)
+    # Config fields never shown back in full (see ProviderAccount.REDACTED_FIELDS).
+    redacted_config_keys: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, account: ProviderAccount):
+        self.account = account
+
+    @abstractmethod
+    def send_window(self, messages: list[OutgoingSms]) -> list[SendResult]:
+        """Hand ``messages`` to the provider (concurrently if it can); one result each."""
+
+    @abstractmethod
+    def find_sent(self, *, to: str, sender: str, since: datetime, body: str) -> str | None:
+        """The provider id of a message to ``to`` with ``body`` accepted since ``since``."""
+
+    @abstractmethod
+    def check_credentials(self) -> None:
+        """Raise ProviderError if the account cannot send."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook: release pooled connections
+        """Release pooled connections (optional)."""

@@ -1,0 +1,62 @@
+"""The outbox: stores each message instead of sending it and simulates delivery receipts.
+
+Receipts go through ``distributions.services.message_status_ingest``, the same path as real
+provider callbacks, from a Celery task a moment after the send.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+
+from django.db import transaction
+
+from distributions.providers.base import Outcome, OutgoingSms, SendResult, SmsProvider
+
+DELIVERY_DELAY_SECONDS = 1.0
+
+
+class OutboxProvider(SmsProvider):
+    code = "outbox"
+    label = "Outbox (stores messages, simulates delivery)"
+
+    def send_window(self, messages: list[OutgoingSms]) -> list[SendResult]:
+        from distributions.models import OutboxMessage
+        from distributions.tasks import outbox_deliver_task
+
+        rows = [
+            OutboxMessage(
+                brand_id=self.account.brand_id,
+                sid="OB" + secrets.token_hex(16),
+                to=message.to,
+                sender=message.sender,
+                body=message.body,
+            )
+            for message in messages
+        ]
+        OutboxMessage.objects.bulk_create(rows)
+        receipts = [[m.message_id, row.sid] for m, row in zip(messages, rows, strict=True)]
+        transaction.on_commit(
+            lambda: outbox_deliver_task.apply_async(
+                args=[receipts], countdown=DELIVERY_DELAY_SECONDS
+            )
+        )
+        return [
+            SendResult(message_id=message.message_id, outcome=Outcome.ACCEPTED, provider_id=row.sid)
+            for message, row in zip(messages, rows, strict=True)
+        ]
+
+    def find_sent(self, *, to: str, sender: str, since: datetime, body: str) -> str | None:
+        from distributions.models import OutboxMessage
+
+        row = (
+            OutboxMessage.objects.filter(
+                brand_id=self.account.brand_id, to=to, body=body, created_at__gte=since
+            )
+            .order_by("created_at")
+            .first()
+        )
+        return row.sid if row else None
+
+    def check_credentials(self) -> None:
+        return None

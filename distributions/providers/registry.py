@@ -1,0 +1,36 @@
+"""Providers listed by dotted path in ``settings.RELAY_SMS_PROVIDERS``, loaded once."""
+
+from __future__ import annotations
+
+from functools import cache
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
+
+from distributions.providers.base import SmsProvider
+
+
+@cache
+def provider_classes() -> dict[str, type[SmsProvider]]:
+    classes: dict[str, type[SmsProvider]] = {}
+    for path in settings.RELAY_SMS_PROVIDERS:
+        cls = import_string(path)
+        if cls.code in classes:
+            raise ImproperlyConfigured(
+                f"SMS provider code '{cls.code}' is used by {classes[cls.code]} and {cls}"
+            )
+        classes[cls.code] = cls
+    return classes
+
+
+def provider_choices() -> list[tuple[str, str]]:
+    return [(code, cls.label) for code, cls in provider_classes().items()]
+
+
+def provider_for(account) -> SmsProvider:
+    try:
+        cls = provider_classes()[account.provider]
+    except KeyError as exc:
+        raise ImproperlyConfigured(f"Unknown SMS provider '{account.provider}'") from exc
+    return cls(account)

@@ -1,0 +1,143 @@
+"""Reads for distributions: lists, metrics, history."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from django.db.models import Count, Exists, OuterRef, Q, Sum
+
+from distributions.models import Distribution, Message
+from projects.models import SurveyLink
+
+MStatus = Message.Status
+HISTORY_HEADER = [
+    "PersonID",
+    "First name",
+    "Last name",
+    "Phone number",
+    "User name",
+    "Respondent",
+    "Status",
+    "Timestamp",
+]
+HISTORY_BATCH = 2000  # rows fetched per round trip; a server-side cursor on PostgreSQL
+
+
+def distribution_list(*, brand, project=None, channel=None, status=None):
+    queryset = Distribution.objects.for_brand(brand).select_related("project", "parent")
+    if project is not None:
+        queryset = queryset.filter(project=project)
+    if channel:
+        queryset = queryset.filter(channel=channel)
+    if status:
+        queryset = queryset.filter(status=status)
+    return queryset
+
+
+def distribution_metrics(*, distribution: Distribution) -> dict:
+    """Participants included, messages sent, failed, delivered, opened, skipped, credits."""
+    rows = (
+        Message.objects.filter(distribution=distribution)
+        .values("status")
+        .annotate(n=Count("pk"), segments=Sum("segments"))
+        .order_by()
+    )
+    by_status = {row["status"]: row["n"] for row in rows}
+    total = sum(by_status.values())
+
+    def count(*statuses):
+        return sum(by_status.get(status, 0) for status in statuses)
+
+    sent = count(*Message.HANDED_OVER)
+    closed = total - count(*Message.OPEN_STATUSES)
+    from credits.hooks_read import credits_consumed
+
+    return {
+        "participants": total,
+        "sent": sent,
+        "delivered": count(MStatus.DELIVERED, MStatus.OPENED),
+        "opened": count(MStatus.OPENED),
+        "failed": count(MStatus.FAILED, MStatus.BLOCKED, MStatus.BOUNCED),
+        "blocked": count(MStatus.BLOCKED),
+        "duplicated": count(MStatus.DUPLICATED),
+        "skipped": count(MStatus.SKIPPED),
+        "skipped_optout": count(MStatus.SKIPPED_OPTOUT),
+        "pending": count(*Message.OPEN_STATUSES),
+        "progress": round(100 * closed / total)
+        if total
+        else (100 if distribution.is_finished else 0),
+        "credits": credits_consumed(distribution=distribution),
+        "by_status": by_status,
+    }
+
+
+def related_distributions(*, distribution: Distribution):
+    """The invite of a reminder and its other reminders, or an invite's reminders."""
+    root_id = distribution.parent_id or distribution.pk
+    return (
+        Distribution.objects.filter(Q(pk=root_id) | Q(parent_id=root_id))
+        .exclude(pk=distribution.pk)
+        .order_by("send_at", "pk")
+    )
+
+
+def history_queryset(*, distribution: Distribution):
+    respondent = SurveyLink.objects.filter(
+        project_id=distribution.project_id,
+        participant_id=OuterRef("participant_id"),
+        completed_at__isnull=False,
+    )
+    return (
+        Message.objects.filter(distribution=distribution)
+        .annotate(respondent=Exists(respondent))
+        .order_by("pk")
+    )
+
+
+HISTORY_FIELDS = (
+    "pk",
+    "person__person_id",
+    "person__first_name",
+    "person__last_name",
+    "address",
+    "person__username",
+    "respondent",
+    "status",
+    "status_changed_at",
+    "status_reason",
+    "error_code",
+    "segments",
+    "provider_id",
+)
+
+
+def history_rows(*, distribution: Distribution, zone) -> Iterator[list]:
+    """The seed's history columns, one row per recipient, streamed."""
+    labels = dict(MStatus.choices)
+    values = history_queryset(distribution=distribution).values_list(*HISTORY_FIELDS)
+    for row in values.iterator(chunk_size=HISTORY_BATCH):
+        (
+            _pk,
+            person_id,
+            first,
+            last,
+            address,
+            username,
+            respondent,
+            status,
+            changed,
+            _reason,
+            _code,
+            _segments,
+            _sid,
+        ) = row
+        yield [
+            person_id or "",
+            first or "",
+            last or "",
+            address,
+            username or "",
+            "Yes" if respondent else "No",
+            labels.get(status, status),
+            changed.astimezone(zone).isoformat(timespec="seconds") if changed else "",
+        ]

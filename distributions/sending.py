@@ -1,0 +1,461 @@
+"""The fan-out: send chunks of recipient rows through the brand's provider.
+
+A chunk is a range of message ids. Sending one:
+1. reconciles rows of the range left in Sending by a dead worker (asks the provider, never
+   resends blindly);
+2. leases the range's Pending rows (one conditional UPDATE: a row is leased by one task only);
+3. drops rows whose address opted out meanwhile (Skipped (opt-out));
+4. renders each body (links, piped fields), counts segments;
+5. per window of ``SEND_WINDOW`` rows: checks opt-outs again, waits for the sender's token
+   bucket, hands the window to the provider, records every result at once.
+A row handed to the provider is never handed over again: Sent rows are never leased, and an
+unknown outcome stays Sending until reconciliation decides.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from datetime import timedelta
+from itertools import islice
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Case, F, Value, When
+from django.urls import reverse
+from django.utils import timezone
+
+from credits.segments import count_segments
+from distributions import throttle
+from distributions.models import Distribution, Message, MessageEvent, ProviderAccount
+from distributions.providers.base import Outcome, OutgoingSms, SendResult, SmsProvider
+from distributions.providers.registry import provider_for
+from distributions.rendering import new_token, piped_fields, recipient_values, render
+from distributions.services import distribution_finish_if_done
+from optouts.links import opt_out_url
+from optouts.selectors import opted_out_addresses
+from projects.models import SurveyLink
+
+logger = logging.getLogger(__name__)
+
+
+def batched(iterable, size: int):
+    """itertools.batched (Python 3.12) for 3.11."""
+    iterator = iter(iterable)
+    while batch := tuple(islice(iterator, size)):
+        yield batch
+
+
+MStatus = Message.Status
+# Rows per send task: ~0.5 s of provider calls at 1,000 messages/s, so a task that is redone
+# after a worker dies redoes little; 500 rows with bodies are well under 1 MB of memory.
+SEND_CHUNK_SIZE = 500
+# Rows handed to the provider concurrently; also the granularity of the opt-out re-check.
+SEND_WINDOW = 50
+# Retries of throttled (429) or failed-before-acceptance (5xx) rows inside one task.
+IN_TASK_RETRIES = 4
+RETRY_BASE_SECONDS = 0.5
+RETRY_MAX_SECONDS = 8.0
+# Further attempts of a chunk through the queue before its remaining rows are Failed.
+MAX_CHUNK_ATTEMPTS = 6
+
+
+def lease_seconds() -> int:
+    return settings.RELAY_SEND_LEASE_SECONDS
+
+
+def provider_account_for(brand) -> ProviderAccount:
+    account = ProviderAccount.objects.filter(brand=brand).first()
+    return account or ProviderAccount(
+        brand=brand, provider=settings.RELAY_DEFAULT_SMS_PROVIDER, messages_per_second=100
+    )
+
+
+def status_callback_url(message_id: int) -> str:
+    return settings.PUBLIC_BASE_URL + reverse("webhooks:twilio-status", args=[message_id])
+
+
+# --- credits: reserved at start, debited per accepted message, released at the end ---------
+def reserve_credits(*, distribution: Distribution) -> None:
+    from credits.hooks import credits_reserve_for_distribution
+
+    credits_reserve_for_distribution(distribution=distribution)
+
+
+def release_credits(*, distribution: Distribution) -> None:
+    from credits.hooks import credits_release_for_distribution
+
+    credits_release_for_distribution(distribution=distribution)
+
+
+def _allowance(distribution: Distribution, rows: list[Message]) -> set[int]:
+    """Message ids the brand's credits cover (all, for self-service brands)."""
+    from credits.hooks import credits_covering
+
+    return credits_covering(distribution=distribution, messages=rows)
+
+
+def _debit(distribution: Distribution, message_ids: list[int]) -> None:
+    from credits.hooks import credits_debit_messages
+
+    credits_debit_messages(distribution=distribution, message_ids=message_ids)
+
+
+# --- chunks -------------------------------------------------------------------------------
+def distribution_enqueue_chunks(*, distribution: Distribution, countdown: float = 0) -> int:
+    """Queue one send task per ``SEND_CHUNK_SIZE`` Pending rows (after commit)."""
+    from distributions.tasks import send_chunk_task
+
+    ids = Message.objects.filter(distribution=distribution, status=MStatus.PENDING).order_by("pk")
+    ranges = []
+    for batch in batched(
+        ids.values_list("pk", flat=True).iterator(chunk_size=10_000), SEND_CHUNK_SIZE
+    ):
+        ranges.append((batch[0], batch[-1]))
+    distribution_id = distribution.pk
+
+    def queue():
+        for first, last in ranges:
+            send_chunk_task.apply_async(args=[distribution_id, first, last], countdown=countdown)
+
+    transaction.on_commit(queue)
+    return len(ranges)
+
+
+def send_chunk(*, distribution_id: int, first_id: int, last_id: int, attempt: int = 0) -> dict:
+    distribution = Distribution.objects.select_related("project__brand").get(pk=distribution_id)
+    if distribution.status != Distribution.Status.IN_PROGRESS:
+        return {"skipped": distribution.status}
+    account = provider_account_for(distribution.project.brand)
+    provider = provider_for(account)
+    try:
+        stats = {
+            "reconciled": reconcile_range(
+                distribution=distribution, provider=provider, first_id=first_id, last_id=last_id
+            )
+        }
+        lease = uuid.uuid4().hex
+        now = timezone.now()
+        leased = Message.objects.filter(
+            distribution=distribution, pk__gte=first_id, pk__lte=last_id, status=MStatus.PENDING
+        ).update(status=MStatus.SENDING, lease=lease, leased_at=now, attempts=F("attempts") + 1)
+        if leased:
+            stats.update(_send_leased(distribution, account, provider, lease, attempt))
+    finally:
+        provider.close()
+    distribution_finish_if_done(distribution_id=distribution_id)
+    return stats
+
+
+def _send_leased(distribution, account, provider: SmsProvider, lease: str, attempt: int) -> dict:
+    rows = list(
+        Message.objects.filter(lease=lease, status=MStatus.SENDING)
+        .select_related("person", "participant")
+        .order_by("pk")
+    )
+    stats = {"leased": len(rows), "sent": 0, "failed": 0, "skipped_optout": 0, "retry": 0}
+    rows = _drop_opted_out(distribution, rows, lease, stats)
+    if not rows:
+        return stats
+
+    covered = _allowance(distribution, rows)
+    if len(covered) < len(rows):
+        uncovered = [row for row in rows if row.pk not in covered]
+        _close_rows(uncovered, lease, MStatus.FAILED, "Not sent: not enough credits.")
+        rows = [row for row in rows if row.pk in covered]
+        stats["failed"] += len(uncovered)
+
+    _render(distribution, rows)
+    sender = distribution.sender or account.default_sender or account.messaging_service_sid
+    bucket_key = f"{account.provider}:{account.brand_id}:{sender or 'default'}"
+    callback = getattr(provider, "wants_status_callback", False)
+    by_id = {row.pk: row for row in rows}
+    pending = rows
+    for retry in range(IN_TASK_RETRIES + 1):
+        retry_rows: list[Message] = []
+        retry_after = 0.0
+        for window in batched(pending, SEND_WINDOW):
+            window = _drop_opted_out(distribution, list(window), lease, stats)
+            if not window:
+                continue
+            throttle.acquire(bucket_key, rate=account.messages_per_second, tokens=len(window))
+            outgoing = [
+                OutgoingSms(
+                    message_id=row.pk,
+                    to=row.address,
+                    sender=sender,
+                    body=row.body,
+                    status_callback=status_callback_url(row.pk) if callback else "",
+                )
+                for row in window
+            ]
+            results = provider.send_window(outgoing)
+            fatal = _apply_results(distribution, results, lease, stats)
+            if fatal:
+                _stop_distribution(distribution, fatal)
+                return stats
+            for result in results:
+                if result.outcome == Outcome.RETRY:
+                    retry_rows.append(by_id[result.message_id])
+                    retry_after = max(retry_after, result.retry_after or 0.0)
+        if not retry_rows:
+            return stats
+        pending = retry_rows
+        if retry < IN_TASK_RETRIES:
+            delay = min(RETRY_MAX_SECONDS, max(retry_after, RETRY_BASE_SECONDS * 2**retry))
+            time.sleep(delay)
+    # Still throttled: give the rows back and try this range again later through the queue.
+    stats["retry"] = len(pending)
+    ids = [row.pk for row in pending]
+    if attempt + 1 >= MAX_CHUNK_ATTEMPTS:
+        _close_rows(pending, lease, MStatus.FAILED, "The provider kept refusing (throttled).")
+        return stats
+    Message.objects.filter(pk__in=ids, lease=lease, status=MStatus.SENDING).update(
+        status=MStatus.PENDING, lease="", leased_at=None
+    )
+    from distributions.tasks import send_chunk_task
+
+    send_chunk_task.apply_async(
+        args=[distribution.pk, min(ids), max(ids)],
+        kwargs={"attempt": attempt + 1},
+        countdown=min(300, 15 * 2**attempt),
+    )
+    return stats
+
+
+def _drop_opted_out(distribution, rows: list[Message], lease: str, stats: dict) -> list[Message]:
+    opted = opted_out_addresses(
+        brand_id=distribution.project.brand_id,
+        channel=distribution.channel,
+        addresses=[row.address for row in rows],
+    )
+    if not opted:
+        return rows
+    dropped = [row for row in rows if row.address in opted]
+    _close_rows(dropped, lease, MStatus.SKIPPED_OPTOUT, "Opted out")
+    stats["skipped_optout"] += len(dropped)
+    return [row for row in rows if row.address not in opted]
+
+
+def _close_rows(rows: list[Message], lease: str, status: str, reason: str) -> None:
+    if not rows:
+        return
+    now = timezone.now()
+    ids = [row.pk for row in rows]
+    Message.objects.filter(pk__in=ids, lease=lease, status=MStatus.SENDING).update(
+        status=status, status_reason=reason[:300], status_changed_at=now
+    )
+    MessageEvent.objects.bulk_create(
+        [
+            MessageEvent(message_id=pk, status=status, at=now, source="worker", detail=reason[:300])
+            for pk in ids
+        ]
+    )
+
+
+def _render(distribution: Distribution, rows: list[Message]) -> None:
+    """Render every body (creating personal links when the text asks for one)."""
+    fields = set(piped_fields(distribution.message))
+    links: list[SurveyLink] = []
+    existing = {}
+    if "link" in fields:
+        existing = {
+            link.message_id: link
+            for link in SurveyLink.objects.filter(message_id__in=[row.pk for row in rows])
+        }
+    for row in rows:
+        link_url = ""
+        if "link" in fields:
+            link = existing.get(row.pk)
+            if link is None:
+                link = SurveyLink(
+                    token=new_token(),
+                    project_id=distribution.project_id,
+                    participant_id=row.participant_id,
+                    distribution_id=distribution.pk,
+                    message_id=row.pk,
+                )
+                links.append(link)
+            link_url = link.url
+        values, metadata = recipient_values(
+            person=row.person,
+            participant=row.participant,
+            link=link_url,
+            opt_out_link=opt_out_url(row.pk) if "opt_out_link" in fields else "",
+        )
+        row.body = render(distribution.message, values, metadata)
+        row.segments = count_segments(row.body)
+    if links:
+        SurveyLink.objects.bulk_create(links)
+    Message.objects.bulk_update(rows, ["body", "segments"])
+
+
+def _apply_results(distribution, results: list[SendResult], lease: str, stats: dict) -> str:
+    """Record a window's results in a few statements. Returns a fatal reason, if any."""
+    now = timezone.now()
+    accepted = [r for r in results if r.outcome == Outcome.ACCEPTED]
+    rejected = [r for r in results if r.outcome == Outcome.REJECTED]
+    fatal = next((r for r in results if r.outcome == Outcome.FATAL), None)
+    events: list[MessageEvent] = []
+    if accepted:
+        Message.objects.filter(
+            pk__in=[r.message_id for r in accepted], lease=lease, status=MStatus.SENDING
+        ).update(
+            status=MStatus.SENT,
+            sent_at=now,
+            status_changed_at=now,
+            provider_id=Case(
+                *[When(pk=r.message_id, then=Value(r.provider_id)) for r in accepted],
+                default=F("provider_id"),
+            ),
+        )
+        events += [
+            MessageEvent(
+                message_id=r.message_id,
+                status=MStatus.SENT,
+                at=now,
+                source="worker",
+                detail=r.provider_id,
+            )
+            for r in accepted
+        ]
+        _debit(distribution, [r.message_id for r in accepted])
+        stats["sent"] += len(accepted)
+    for result in rejected:
+        status = MStatus.BLOCKED if result.blocked else MStatus.FAILED
+        reason = f"{result.error_code} {result.error_message}".strip()[:300]
+        Message.objects.filter(pk=result.message_id, lease=lease, status=MStatus.SENDING).update(
+            status=status,
+            status_reason=reason,
+            error_code=result.error_code[:20],
+            status_changed_at=now,
+        )
+        events.append(
+            MessageEvent(
+                message_id=result.message_id, status=status, at=now, source="worker", detail=reason
+            )
+        )
+        if result.blocked:
+            from optouts.services import optout_record_provider
+
+            message = Message.objects.select_related("distribution__project", "person").get(
+                pk=result.message_id
+            )
+            optout_record_provider(message=message)
+        stats["failed"] += 1
+    if fatal:
+        fatal_rows = [r.message_id for r in results if r.outcome in (Outcome.FATAL,)]
+        reason = (
+            f"Not sent: the provider refused the account ({fatal.error_code} {fatal.error_message})"
+        )
+        Message.objects.filter(pk__in=fatal_rows, lease=lease, status=MStatus.SENDING).update(
+            status=MStatus.FAILED,
+            status_reason=reason[:300],
+            error_code=fatal.error_code[:20],
+            status_changed_at=now,
+        )
+        events += [
+            MessageEvent(
+                message_id=pk, status=MStatus.FAILED, at=now, source="worker", detail=reason[:300]
+            )
+            for pk in fatal_rows
+        ]
+    MessageEvent.objects.bulk_create(events)
+    return (
+        f"the provider refused the account ({fatal.error_code} {fatal.error_message})".strip()
+        if fatal
+        else ""
+    )
+
+
+def _stop_distribution(distribution: Distribution, reason: str) -> None:
+    """An account-wide refusal: every Pending row fails; rows other tasks are sending finish
+    on their own (the provider refuses them too), then the run ends Failed or Interrupted."""
+    now = timezone.now()
+    detail = f"Not sent: {reason}"[:300]
+    ids = list(
+        Message.objects.filter(distribution=distribution, status=MStatus.PENDING).values_list(
+            "pk", flat=True
+        )
+    )
+    Message.objects.filter(pk__in=ids, status=MStatus.PENDING).update(
+        status=MStatus.FAILED, status_reason=detail, status_changed_at=now
+    )
+    MessageEvent.objects.bulk_create(
+        [
+            MessageEvent(
+                message_id=pk, status=MStatus.FAILED, at=now, source="system", detail=detail
+            )
+            for pk in ids
+        ],
+        batch_size=1000,
+    )
+    distribution_finish_if_done(distribution_id=distribution.pk)
+
+
+# --- reconciliation of rows whose fate is unknown ------------------------------------------
+def reconcile_range(*, distribution, provider: SmsProvider, first_id=None, last_id=None) -> int:
+    """Settle rows left in Sending longer than the lease: Sent if the provider has them,
+    Pending again (to be sent) if it does not. Returns how many rows were settled."""
+    stale_before = timezone.now() - timedelta(seconds=lease_seconds())
+    stale = Message.objects.filter(
+        distribution=distribution, status=MStatus.SENDING, leased_at__lt=stale_before
+    )
+    if first_id is not None:
+        stale = stale.filter(pk__gte=first_id, pk__lte=last_id)
+    settled = 0
+    sender = distribution.sender
+    for row in stale.order_by("pk")[:SEND_CHUNK_SIZE]:
+        since = row.leased_at - timedelta(seconds=5)
+        provider_id = (
+            provider.find_sent(to=row.address, sender=sender, since=since, body=row.body)
+            if row.body
+            else None
+        )
+        now = timezone.now()
+        if provider_id:
+            changed = Message.objects.filter(
+                pk=row.pk, status=MStatus.SENDING, lease=row.lease
+            ).update(
+                status=MStatus.SENT, provider_id=provider_id, sent_at=now, status_changed_at=now
+            )
+            if changed:
+                MessageEvent.objects.create(
+                    message_id=row.pk,
+                    status=MStatus.SENT,
+                    at=now,
+                    source="reconcile",
+                    detail=provider_id,
+                )
+                _debit(distribution, [row.pk])
+        else:
+            changed = Message.objects.filter(
+                pk=row.pk, status=MStatus.SENDING, lease=row.lease
+            ).update(status=MStatus.PENDING, lease="", leased_at=None)
+        settled += changed
+    return settled
+
+
+def distributions_recover(*, now=None) -> dict:
+    """Periodic safety net: settle stale Sending rows, requeue stalled Pending rows, finish."""
+    now = now or timezone.now()
+    stale_before = now - timedelta(seconds=lease_seconds())
+    stats = {"reconciled": 0, "requeued": 0, "finished": 0}
+    for distribution in Distribution.objects.filter(
+        status=Distribution.Status.IN_PROGRESS
+    ).select_related("project__brand"):
+        provider = provider_for(provider_account_for(distribution.project.brand))
+        try:
+            stats["reconciled"] += reconcile_range(distribution=distribution, provider=provider)
+        finally:
+            provider.close()
+        pending = Message.objects.filter(distribution=distribution, status=MStatus.PENDING)
+        recently_active = Message.objects.filter(
+            distribution=distribution, status_changed_at__gte=stale_before
+        ).exists() or (distribution.started_at and distribution.started_at >= stale_before)
+        if pending.exists() and not recently_active:
+            stats["requeued"] += distribution_enqueue_chunks(distribution=distribution)
+        if distribution_finish_if_done(distribution_id=distribution.pk):
+            stats["finished"] += 1
+    return stats

@@ -1,0 +1,538 @@
+"""Writes for distributions: schedule, edit, cancel, claim, materialise, finish, ingest status.
+
+What callers can rely on:
+- a distribution is started at most once (``distribution_claim`` is a conditional UPDATE);
+- recipient rows are materialised by one INSERT … SELECT, unique per (distribution,
+  participant), so a repeated start adds nothing;
+- a message status only moves forward (``Message.STATUS_RANK``), whatever order callbacks
+  arrive in, and every change is a ``MessageEvent``.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from django.core.exceptions import ValidationError
+from django.db import connection, transaction
+from django.db.models import Count, F, Q, Window
+from django.db.models.functions import RowNumber
+from django.utils import timezone
+
+from distributions.conditions import conditions_clean, conditions_q
+from distributions.models import Distribution, Message, MessageEvent
+from distributions.rendering import piped_fields
+from participants.models import Participant
+from projects.models import Project
+
+logger = logging.getLogger(__name__)
+
+Status = Distribution.Status
+MStatus = Message.Status
+
+INACTIVE_PROJECT_MESSAGE = (
+    "Your project must be activated to send text messages: this project is {stage}."
+)
+MAX_MESSAGE_LENGTH = 1600  # Twilio's limit for one message body
+
+
+def _is_alphanumeric_sender(sender: str) -> bool:
+    return bool(sender) and any(ch.isalpha() for ch in sender) and not sender.startswith("MG")
+
+
+def _validate(
+    *,
+    project: Project,
+    channel: str,
+    kind: str,
+    message: str,
+    sender: str,
+    parent: Distribution | None,
+    send_at: datetime,
+) -> None:
+    errors: dict[str, str] = {}
+    if project.stage != Project.Stage.ACTIVE:
+        errors["project"] = INACTIVE_PROJECT_MESSAGE.format(stage=project.get_stage_display())
+    elif not project.is_within_availability(send_at):
+        errors["send_at"] = "The project is outside its availability window at that time."
+    if channel not in Distribution.Channel.values:
+        errors["channel"] = f"Unknown channel '{channel}'."
+    if kind not in Distribution.Kind.values:
+        errors["kind"] = f"Unknown kind '{kind}'."
+    text = (message or "").strip()
+    if not text:
+        errors["message"] = "The message is empty."
+    elif len(text) > MAX_MESSAGE_LENGTH:
+        errors["message"] = f"The message is longer than {MAX_MESSAGE_LENGTH} characters."
+    elif (
+        channel == Distribution.Channel.SMS
+        and _is_alphanumeric_sender(sender)
+        and "opt_out_link" not in piped_fields(text)
+    ):
+        errors["message"] = (
+            "Messages from an alphanumeric sender cannot receive STOP replies: include "
+            "${opt_out_link} so that recipients can opt out."
+        )
+    if parent is not None:
+        if parent.project_id != project.pk:
+            errors["parent"] = "The invite belongs to another project."
+        elif parent.kind != Distribution.Kind.INVITE:
+            errors["parent"] = "A reminder follows an invite."
+        elif kind != Distribution.Kind.REMINDER:
+            errors["parent"] = "Only a reminder can follow an invite."
+    if errors:
+        raise ValidationError(errors)
+
+
+def distribution_create(
+    *,
+    project: Project,
+    message: str,
+    actor=None,
+    channel: str = Distribution.Channel.SMS,
+    kind: str = Distribution.Kind.INVITE,
+    sender: str = "",
+    conditions: list | None = None,
+    send_at: datetime | None = None,
+    parent: Distribution | None = None,
+    name: str = "",
+) -> Distribution:
+    """Schedule a distribution (``send_at`` None or past: now). Queued after commit when due."""
+    now = timezone.now()
+    send_at = send_at or now
+    sender = (sender or "").strip()
+    cleaned_conditions = conditions_clean(conditions)
+    _validate(
+        project=project,
+        channel=channel,
+        kind=kind,
+        message=message,
+        sender=sender,
+        parent=parent,
+        send_at=max(send_at, now),
+    )
+    distribution = Distribution.objects.create(
+        project=project,
+        channel=channel,
+        kind=kind,
+        parent=parent,
+        name=(name or "").strip()[:200],
+        message=message.strip(),
+        sender=sender,
+        conditions=cleaned_conditions,
+        send_at=send_at,
+        created_by=actor if getattr(actor, "pk", None) else None,
+    )
+    if send_at <= now:
+        _queue_start(distribution.pk)
+    return distribution
+
+
+def _queue_start(distribution_id: int) -> None:
+    from distributions.tasks import distribution_start_task
+
+    transaction.on_commit(lambda: distribution_start_task.delay(distribution_id))
+
+
+EDITABLE = ("message", "sender", "conditions", "send_at", "name")
+
+
+def distribution_update(*, distribution: Distribution, actor=None, **changes) -> Distribution:
+    """Edit a Scheduled distribution; refused once it has started."""
+    unknown = set(changes) - set(EDITABLE)
+    if unknown:
+        raise ValidationError(dict.fromkeys(sorted(unknown), "This field cannot be changed."))
+    with transaction.atomic():
+        locked = (
+            Distribution.objects.select_for_update()
+            .select_related("project")
+            .get(pk=distribution.pk)
+        )
+        if locked.status != Status.SCHEDULED:
+            raise ValidationError(
+                {
+                    "status": f"Only scheduled distributions can be edited; this one is "
+                    f"{locked.get_status_display()}."
+                }
+            )
+        if "conditions" in changes:
+            changes["conditions"] = conditions_clean(changes["conditions"])
+        for name, value in changes.items():
+            setattr(locked, name, value.strip() if isinstance(value, str) else value)
+        now = timezone.now()
+        _validate(
+            project=locked.project,
+            channel=locked.channel,
+            kind=locked.kind,
+            message=locked.message,
+            sender=locked.sender,
+            parent=locked.parent,
+            send_at=max(locked.send_at, now),
+        )
+        locked.save()
+        if locked.send_at <= now:
+            _queue_start(locked.pk)
+    return locked
+
+
+def distributions_bulk_update(
+    *, distributions: list[Distribution], actor=None, **changes
+) -> list[Distribution]:
+    """Edit several scheduled distributions at once: all of them, or none."""
+    if not distributions:
+        raise ValidationError({"distributions": "Choose at least one distribution."})
+    updated = []
+    with transaction.atomic():
+        for distribution in sorted(distributions, key=lambda d: d.pk):
+            try:
+                updated.append(
+                    distribution_update(distribution=distribution, actor=actor, **changes)
+                )
+            except ValidationError as exc:
+                raise ValidationError(
+                    {f"distribution {distribution.pk}": "; ".join(exc.messages)}
+                ) from exc
+    return updated
+
+
+def distribution_cancel(*, distribution: Distribution, actor=None) -> Distribution:
+    """Cancel a Scheduled distribution, or stop one In progress (what was sent stays sent)."""
+    with transaction.atomic():
+        locked = Distribution.objects.select_for_update().get(pk=distribution.pk)
+        if locked.status == Status.SCHEDULED:
+            locked.status = Status.CANCELLED
+            locked.status_reason = "Cancelled before sending."
+            locked.finished_at = timezone.now()
+            locked.save(update_fields=["status", "status_reason", "finished_at", "updated_at"])
+        elif locked.status == Status.IN_PROGRESS:
+            now = timezone.now()
+            stopped = _close_open_messages(
+                locked, status=MStatus.SKIPPED, reason="Not sent: the distribution was cancelled."
+            )
+            locked.status = Status.INTERRUPTED
+            locked.status_reason = f"Cancelled while sending; {stopped} messages were not sent."
+            locked.finished_at = now
+            locked.save(update_fields=["status", "status_reason", "finished_at", "updated_at"])
+        else:
+            raise ValidationError(
+                {"status": f"A {locked.get_status_display()} distribution cannot be cancelled."}
+            )
+    distribution.refresh_from_db()
+    return distribution
+
+
+def distribution_claim(*, distribution_id: int, now: datetime | None = None) -> bool:
+    """Move a due Scheduled distribution to In progress. True for exactly one caller."""
+    now = now or timezone.now()
+    claimed = Distribution.objects.filter(
+        pk=distribution_id, status=Status.SCHEDULED, send_at__lte=now
+    ).update(status=Status.IN_PROGRESS, started_at=now, updated_at=now)
+    return claimed == 1
+
+
+def distributions_due(*, now: datetime | None = None) -> list[int]:
+    now = now or timezone.now()
+    return list(
+        Distribution.objects.filter(status=Status.SCHEDULED, send_at__lte=now)
+        .order_by("send_at", "pk")
+        .values_list("pk", flat=True)[:500]
+    )
+
+
+def distribution_start(*, distribution_id: int) -> dict:
+    """Claim, check the project, materialise recipients and hand chunks to the senders."""
+    if not distribution_claim(distribution_id=distribution_id):
+        return {"started": False}
+    distribution = Distribution.objects.select_related("project__brand").get(pk=distribution_id)
+    project = distribution.project
+    if not project.is_collecting:
+        _finish(
+            distribution,
+            Status.FAILED,
+            INACTIVE_PROJECT_MESSAGE.format(stage=project.get_stage_display())
+            if project.stage != Project.Stage.ACTIVE
+            else "The project is outside its availability window.",
+        )
+        return {"started": False, "failed": "inactive project"}
+    with transaction.atomic():
+        counts = distribution_materialise(distribution=distribution)
+        from distributions.sending import distribution_enqueue_chunks, reserve_credits
+
+        reserve_credits(distribution=distribution)
+        chunks = distribution_enqueue_chunks(distribution=distribution)
+    if not chunks:
+        distribution_finish_if_done(distribution_id=distribution.pk)
+    return {"started": True, "chunks": chunks, **counts}
+
+
+def recipients_queryset(distribution: Distribution):
+    """The participants a distribution selects: its conditions, and for reminders its audience."""
+    queryset = Participant.objects.filter(project_id=distribution.project_id).filter(
+        conditions_q(distribution.conditions)
+    )
+    if distribution.kind == Distribution.Kind.REMINDER:
+        from distributions.audiences import reminder_audience
+
+        queryset = reminder_audience(distribution, queryset)
+    return queryset
+
+
+def distribution_preview_count(*, project: Project, conditions: list | None) -> int:
+    """How many participants match ``conditions`` (before scheduling)."""
+    return (
+        Participant.objects.filter(project=project)
+        .filter(conditions_q(conditions_clean(conditions)))
+        .count()
+    )
+
+
+def distribution_materialise(*, distribution: Distribution) -> dict:
+    """Insert one recipient row per selected participant, in one statement.
+
+    The first participant with a phone number gets Pending, later ones with the same number
+    Duplicated; no phone: Skipped; opted out: Skipped (opt-out). Existing rows are kept.
+    """
+    from optouts.selectors import optout_active_exists
+
+    address_field = "person__phone" if distribution.channel == "sms" else "person__email"
+    selected = (
+        recipients_queryset(distribution)
+        .order_by()
+        .annotate(
+            pid=F("pk"),
+            person_ref=F("person_id"),
+            address=F(address_field),
+            opted_out=optout_active_exists(
+                brand_id=distribution.project.brand_id,
+                channel=distribution.channel,
+                address_ref=F(address_field),
+            ),
+            rn=Window(RowNumber(), partition_by=[F(address_field)], order_by=F("pk").asc()),
+        )
+        .values("pid", "person_ref", "address", "opted_out", "rn")
+    )
+    inner_sql, inner_params = selected.query.sql_with_params()
+    now = timezone.now()
+    table = Message._meta.db_table
+    # Table names come from our models; every value is a bound parameter.
+    sql = f"""
+        INSERT INTO {table} (
+            distribution_id, participant_id, person_id, address, status, status_reason,
+            status_changed_at, body, segments, provider_id, lease, attempts, error_code
+        )
+        SELECT %s, sel.pid, sel.person_ref, sel.address,
+            CASE WHEN sel.address = '' OR sel.address IS NULL THEN %s
+                 WHEN sel.opted_out THEN %s
+                 WHEN sel.rn > 1 THEN %s
+                 ELSE %s END,
+            CASE WHEN sel.address = '' OR sel.address IS NULL THEN %s
+                 WHEN sel.opted_out THEN %s
+                 WHEN sel.rn > 1 THEN %s
+                 ELSE '' END,
+            %s, '', 0, '', '', 0, ''
+        FROM ({inner_sql}) sel
+        WHERE 1 = 1
+        ON CONFLICT DO NOTHING
+    """  # noqa: S608
+    no_address = "No phone number" if distribution.channel == "sms" else "No email address"
+    params = [
+        distribution.pk,
+        MStatus.SKIPPED,
+        MStatus.SKIPPED_OPTOUT,
+        MStatus.DUPLICATED,
+        MStatus.PENDING,
+        no_address,
+        "Opted out",
+        "Same address as another recipient",
+        now,
+        *inner_params,
+    ]
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        _record_materialised_events(distribution, now)
+    return distribution_counts(distribution_id=distribution.pk)
+
+
+def _record_materialised_events(distribution: Distribution, now: datetime) -> None:
+    """One event per row that was not sendable at materialisation (set-based)."""
+    table = MessageEvent._meta.db_table
+    message_table = Message._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {table} (message_id, status, at, source, detail)
+            SELECT m.id, m.status, %s, %s, m.status_reason FROM {message_table} m
+            WHERE m.distribution_id = %s AND m.status IN (%s, %s, %s)
+              AND NOT EXISTS (SELECT 1 FROM {table} e WHERE e.message_id = m.id)
+            """,  # noqa: S608
+            [now, MessageEvent.Source.MATERIALISE, distribution.pk, *Message.NOT_SENDABLE],
+        )
+
+
+def distribution_counts(*, distribution_id: int) -> dict:
+    rows = (
+        Message.objects.filter(distribution_id=distribution_id)
+        .values("status")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    by_status = {row["status"]: row["n"] for row in rows}
+    return {"by_status": by_status, "total": sum(by_status.values())}
+
+
+def _close_open_messages(distribution: Distribution, *, status: str, reason: str) -> int:
+    """Pending rows become ``status`` (with an event); rows being sent are left to finish."""
+    now = timezone.now()
+    ids = list(
+        Message.objects.filter(distribution=distribution, status=MStatus.PENDING).values_list(
+            "pk", flat=True
+        )
+    )
+    if not ids:
+        return 0
+    changed = Message.objects.filter(pk__in=ids, status=MStatus.PENDING).update(
+        status=status, status_reason=reason[:300], status_changed_at=now
+    )
+    MessageEvent.objects.bulk_create(
+        [
+            MessageEvent(message_id=pk, status=status, at=now, source="system", detail=reason[:300])
+            for pk in ids
+        ],
+        batch_size=1000,
+    )
+    return changed
+
+
+def _finish(distribution: Distribution, status: str, reason: str) -> bool:
+    now = timezone.now()
+    done = Distribution.objects.filter(pk=distribution.pk, status=Status.IN_PROGRESS).update(
+        status=status, status_reason=reason[:500], finished_at=now, updated_at=now
+    )
+    if done:
+        distribution.status, distribution.status_reason, distribution.finished_at = (
+            status,
+            reason,
+            now,
+        )
+        from distributions.sending import release_credits
+
+        release_credits(distribution=distribution)
+    return bool(done)
+
+
+def distribution_finish_if_done(*, distribution_id: int) -> str | None:
+    """When no row is open, end the distribution Sent, Failed or Interrupted. Idempotent."""
+    distribution = Distribution.objects.filter(pk=distribution_id).first()
+    if distribution is None or distribution.status != Status.IN_PROGRESS:
+        return None
+    counts = distribution_counts(distribution_id=distribution_id)["by_status"]
+    if any(counts.get(status) for status in Message.OPEN_STATUSES):
+        return None
+    handed = sum(counts.get(status, 0) for status in Message.HANDED_OVER)
+    failed = sum(counts.get(status, 0) for status in Message.FAILED_STATUSES)
+    skipped = sum(counts.get(status, 0) for status in Message.NOT_SENDABLE)
+    reason_bits = []
+    if failed:
+        reason_bits.append(f"{failed} failed")
+    if skipped:
+        reason_bits.append(f"{skipped} skipped")
+    stop_reason = _interruption_reason(distribution_id)
+    if handed == 0:
+        status = Status.FAILED
+        if stop_reason:
+            reason = f"Nothing was sent: {stop_reason}"
+        elif not counts:
+            reason = "No participant matched the conditions."
+        else:
+            reason = "No message could be sent (" + ", ".join(reason_bits) + ")."
+    elif stop_reason:
+        status = Status.INTERRUPTED
+        reason = f"Sent partially: {stop_reason}"
+    else:
+        status = Status.SENT
+        reason = ("Sent with issues: " + ", ".join(reason_bits) + ".") if reason_bits else ""
+    _finish(distribution, status, reason)
+    return status
+
+
+def _interruption_reason(distribution_id: int) -> str:
+    """Why rows were closed without sending (credits, provider account), if they were."""
+    reasons = (
+        Message.objects.filter(distribution_id=distribution_id, status=MStatus.FAILED)
+        .filter(Q(status_reason__startswith="Not sent:"))
+        .values_list("status_reason", flat=True)[:1]
+    )
+    reason = next(iter(reasons), "")
+    return reason.removeprefix("Not sent:").strip()
+
+
+# --- status ingest: provider callbacks, simulated receipts, reconciliation ------------------
+
+PROVIDER_STATUS_MAP = {
+    "sent": MStatus.SENT,
+    "delivered": MStatus.DELIVERED,
+    "undelivered": MStatus.FAILED,
+    "failed": MStatus.FAILED,
+    "read": MStatus.DELIVERED,
+}
+BLOCKING_ERROR_CODES = {"21610", "30007", "30004"}
+
+
+def message_status_ingest(
+    *,
+    provider_status: str,
+    provider_id: str = "",
+    message_id: int | None = None,
+    error_code: str = "",
+    source: str = MessageEvent.Source.CALLBACK,
+) -> bool:
+    """Apply a provider status to its message if it moves it forward. True if it changed.
+
+    Out-of-order and repeated callbacks change nothing: a Delivered row never goes back.
+    A callback that arrives before the worker recorded the send still counts (the row is
+    found by ``message_id``).
+    """
+    status = PROVIDER_STATUS_MAP.get((provider_status or "").lower())
+    if status is None:
+        return False
+    error_code = (error_code or "").strip()
+    if status == MStatus.FAILED and error_code in BLOCKING_ERROR_CODES:
+        status = MStatus.BLOCKED
+    queryset = Message.objects.all()
+    if message_id is not None:
+        message = queryset.filter(pk=message_id).first()
+        if message is not None and provider_id and message.provider_id not in ("", provider_id):
+            return False  # a callback for another attempt's message id: not ours
+    else:
+        message = queryset.filter(provider_id=provider_id).first() if provider_id else None
+    if message is None:
+        return False
+    if Message.STATUS_RANK[status] <= Message.STATUS_RANK[MStatus(message.status)]:
+        return False
+    now = timezone.now()
+    updates = {"status": status, "status_changed_at": now, "error_code": error_code}
+    if status in (MStatus.FAILED, MStatus.BLOCKED):
+        updates["status_reason"] = (
+            f"Provider reported {provider_status} ({error_code or 'no code'})"
+        )
+    if provider_id and not message.provider_id:
+        updates["provider_id"] = provider_id
+    if message.status == MStatus.SENDING:
+        updates["sent_at"] = now
+    changed = Message.objects.filter(pk=message.pk, status=message.status).update(**updates)
+    if not changed:
+        return False
+    MessageEvent.objects.create(
+        message_id=message.pk,
+        status=status,
+        at=now,
+        source=source,
+        detail=f"{provider_status}{' ' + error_code if error_code else ''}",
+    )
+    if status == MStatus.BLOCKED and error_code == "21610":
+        from optouts.services import optout_record_provider
+
+        optout_record_provider(message=message)
+    if message.status == MStatus.SENDING:
+        distribution_finish_if_done(distribution_id=message.distribution_id)
+    return True

@@ -1,0 +1,59 @@
+"""Thin tasks: load by id, call one service, return a small stats dict."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from distributions import sending, services
+from distributions.locks import periodic_lock
+
+
+@shared_task(name="distributions.tasks.distribution_start_task")
+def distribution_start_task(distribution_id: int) -> dict:
+    return services.distribution_start(distribution_id=distribution_id)
+
+
+@shared_task(
+    name="distributions.tasks.send_chunk_task",
+    acks_late=True,
+    reject_on_worker_lost=True,
+)
+def send_chunk_task(distribution_id: int, first_id: int, last_id: int, attempt: int = 0) -> dict:
+    return sending.send_chunk(
+        distribution_id=distribution_id, first_id=first_id, last_id=last_id, attempt=attempt
+    )
+
+
+@shared_task(name="distributions.tasks.distributions_dispatch_due_task")
+def distributions_dispatch_due_task() -> dict:
+    """Start every due distribution (each is claimed exactly once, whoever runs this)."""
+    with periodic_lock("dispatch-due", timeout=60) as acquired:
+        if not acquired:
+            return {"skipped": "another dispatcher is running"}
+        started = 0
+        for distribution_id in services.distributions_due():
+            started += bool(services.distribution_start(distribution_id=distribution_id)["started"])
+        return {"started": started}
+
+
+@shared_task(name="distributions.tasks.distributions_recover_task")
+def distributions_recover_task() -> dict:
+    with periodic_lock("recover", timeout=300) as acquired:
+        if not acquired:
+            return {"skipped": "another recovery is running"}
+        return sending.distributions_recover()
+
+
+@shared_task(name="distributions.tasks.outbox_deliver_task")
+def outbox_deliver_task(receipts: list[list]) -> dict:
+    """Simulated delivery receipts ([message id, sid] pairs), through the same ingest path as
+    real provider callbacks."""
+    from distributions.models import OutboxMessage
+
+    delivered = 0
+    for message_id, sid in receipts:
+        delivered += services.message_status_ingest(
+            provider_status="delivered", provider_id=sid, message_id=message_id
+        )
+    OutboxMessage.objects.filter(sid__in=[sid for _, sid in receipts]).update(status="delivered")
+    return {"delivered": delivered}

@@ -1,0 +1,9 @@
+from django.urls import path
+
+from distributions import webhooks
+
+app_name = "webhooks"
+
+urlpatterns = [
+    path("twilio/status/<int:message_id>/", webhooks.twilio_status_callback, name="twilio-status"),
+]
