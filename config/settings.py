@@ -248,7 +248,7 @@ CELERY_BEAT_SCHEDULE = {
 # --- Relay ----------------------------------------------------------------------------------
 RELAY_SMS_PROVIDERS = [
     "distributions.providers.outbox.OutboxProvider",
-    # "distributions.providers.twilio.TwilioProvider",
+    "distributions.providers.twilio.TwilioProvider",
 ]
 RELAY_DEFAULT_SMS_PROVIDER = env.str("RELAY_DEFAULT_SMS_PROVIDER", default="outbox")
 TWILIO_API_BASE_URL = env.str("TWILIO_API_BASE_URL", default="https://api.twilio.com")

@@ -1,0 +1,245 @@
+"""Twilio, through the official SDK, for both integration models of the SMS seed.
+
+- *Sub-account*: the platform's Twilio account (``TWILIO_ACCOUNT_SID``/``TWILIO_AUTH_TOKEN``)
+  creates one sub-account per brand (``twilio_subaccount_provision``); the brand's
+  ``ProviderAccount`` keeps that sub-account's SID and token (encrypted).
+- *Self-service*: the brand's own Account SID, auth token and Messaging Service SID or sender.
+
+The API host is ``settings.TWILIO_API_BASE_URL`` (the tests point the real SDK at a
+Twilio-compatible server on 127.0.0.1). Sends run on the SDK's async client (aiohttp, pooled
+connections) with a whole window in flight; reconciliation and credential checks use the
+pooled sync client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+from urllib.parse import urlsplit, urlunsplit
+
+from django.conf import settings
+
+from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.http.http_client import TwilioHttpClient
+from twilio.rest import Client
+
+from distributions.providers.base import (
+    Outcome,
+    OutgoingSms,
+    ProviderError,
+    SendResult,
+    SmsProvider,
+)
+
+logger = logging.getLogger(__name__)
+
+REQUEST_TIMEOUT_SECONDS = 15
+# Twilio error codes: refused for this recipient only (the rest of the run goes on) ...
+RECIPIENT_ERRORS = {
+    "21211": "Invalid 'To' phone number",
+    "21214": "'To' phone number cannot be reached",
+    "21408": "Permission to send an SMS has not been enabled for the region",
+    "21610": "Attempt to send to unsubscribed recipient",
+    "21612": "The 'To' phone number is not currently reachable",
+    "21614": "'To' number is not a valid mobile number",
+    "21635": "'To' number cannot be a landline",
+    "30006": "Landline or unreachable carrier",
+    "30007": "Message filtered",
+}
+BLOCKED_ERRORS = {"21610"}
+# ... or refused for the whole account or sender (nothing else will go through).
+ACCOUNT_ERRORS = {"20003", "20005", "20404", "21212", "21606", "21659", "21703", "30002"}
+
+
+class RelayTwilioClient(Client):
+    """The SDK client with its API host taken from a setting instead of api.twilio.com."""
+
+    def __init__(self, *args, api_base_url: str = "", **kwargs):
+        super().__init__(*args, **kwargs)
+        base = urlsplit(api_base_url or "https://api.twilio.com")
+        self._base_scheme, self._base_netloc = base.scheme, base.netloc
+
+    def get_hostname(self, uri: str) -> str:
+        uri = super().get_hostname(uri)
+        parts = urlsplit(uri)
+        if parts.netloc.endswith("twilio.com") and self._base_netloc != "api.twilio.com":
+            parts = parts._replace(scheme=self._base_scheme, netloc=self._base_netloc)
+        return urlunsplit(parts)
+
+
+def twilio_client(account_sid: str, auth_token: str, *, async_: bool = False) -> RelayTwilioClient:
+    http_client = (
+        AsyncTwilioHttpClient(pool_connections=True, timeout=REQUEST_TIMEOUT_SECONDS)
+        if async_
+        else TwilioHttpClient(pool_connections=True, timeout=REQUEST_TIMEOUT_SECONDS)
+    )
+    return RelayTwilioClient(
+        account_sid, auth_token, http_client=http_client, api_base_url=settings.TWILIO_API_BASE_URL
+    )
+
+
+def classify_error(exc: TwilioRestException, message_id: int) -> SendResult:
+    code = str(exc.code or "")
+    text = (exc.msg or "")[:200]
+    if exc.status == 429 or code == "20429":
+        return SendResult(
+            message_id, Outcome.RETRY, error_code=code or "429", error_message=text, retry_after=1.0
+        )
+    if code in ACCOUNT_ERRORS or exc.status in (401, 403):
+        return SendResult(
+            message_id, Outcome.FATAL, error_code=code or str(exc.status), error_message=text
+        )
+    if code in RECIPIENT_ERRORS or 400 <= exc.status < 500:
+        return SendResult(
+            message_id,
+            Outcome.REJECTED,
+            error_code=code or str(exc.status),
+            error_message=text or RECIPIENT_ERRORS.get(code, ""),
+            blocked=code in BLOCKED_ERRORS,
+        )
+    # 5xx: Twilio answered that it failed; the message was not created. Try again.
+    return SendResult(
+        message_id, Outcome.RETRY, error_code=code or str(exc.status), error_message=text
+    )
+
+
+class TwilioProvider(SmsProvider):
+    code = "twilio"
+    label = "Twilio"
+    redacted_config_keys = ("auth_token",)
+    wants_status_callback = True
+
+    def __init__(self, account):
+        super().__init__(account)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._async_client: RelayTwilioClient | None = None
+        self._sync_client: RelayTwilioClient | None = None
+
+    @property
+    def credentials(self) -> tuple[str, str]:
+        sid = self.account.account_sid or settings.TWILIO_ACCOUNT_SID
+        token = self.account.auth_token or settings.TWILIO_AUTH_TOKEN
+        if not sid or not token:
+            raise ProviderError("Twilio is chosen but no Account SID and auth token are set.")
+        return sid, token
+
+    def _sync(self) -> RelayTwilioClient:
+        if self._sync_client is None:
+            self._sync_client = twilio_client(*self.credentials)
+        return self._sync_client
+
+    def send_window(self, messages: list[OutgoingSms]) -> list[SendResult]:
+        try:
+            sid, token = self.credentials
+        except ProviderError as exc:
+            return [
+                SendResult(m.message_id, Outcome.FATAL, error_code="config", error_message=str(exc))
+                for m in messages
+            ]
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        if self._async_client is None:
+            self._async_client = self._loop.run_until_complete(self._make_async_client(sid, token))
+        return self._loop.run_until_complete(self._send_all(messages))
+
+    async def _make_async_client(self, sid: str, token: str) -> RelayTwilioClient:
+        return twilio_client(sid, token, async_=True)  # the aiohttp session binds to this loop
+
+    async def _send_all(self, messages: list[OutgoingSms]) -> list[SendResult]:
+        return list(await asyncio.gather(*(self._send_one(m) for m in messages)))
+
+    async def _send_one(self, message: OutgoingSms) -> SendResult:
+        kwargs = {"to": message.to, "body": message.body}
+        sender = message.sender or self.account.messaging_service_sid
+        if sender.startswith("MG"):
+            kwargs["messaging_service_sid"] = sender
+        elif sender:
+            kwargs["from_"] = sender
+        if message.status_callback:
+            kwargs["status_callback"] = message.status_callback
+        try:
+            created = await self._async_client.messages.create_async(**kwargs)
+        except TwilioRestException as exc:
+            return classify_error(exc, message.message_id)
+        except TimeoutError as exc:
+            # The request left; Twilio may have created the message. Never resend blindly.
+            return SendResult(
+                message.message_id,
+                Outcome.UNKNOWN,
+                error_code="timeout",
+                error_message=str(exc)[:200],
+            )
+        except (OSError, TwilioException) as exc:
+            return self._transport_error(message.message_id, exc)
+        except Exception as exc:  # noqa: BLE001 - aiohttp's client errors, unknown by design
+            return self._transport_error(message.message_id, exc)
+        return SendResult(message.message_id, Outcome.ACCEPTED, provider_id=created.sid)
+
+    @staticmethod
+    def _transport_error(message_id: int, exc: BaseException) -> SendResult:
+        name = type(exc).__name__
+        # A refused connection never reached Twilio: safe to retry. Anything after the request
+        # may have been sent (a reset, a disconnect) is unknown.
+        if "ConnectionRefused" in name or "ClientConnectorError" in name:
+            return SendResult(
+                message_id,
+                Outcome.RETRY,
+                error_code="connect",
+                error_message=str(exc)[:200],
+                retry_after=2.0,
+            )
+        return SendResult(
+            message_id,
+            Outcome.UNKNOWN,
+            error_code="transport",
+            error_message=f"{name}: {exc}"[:200],
+        )
+
+    def find_sent(self, *, to: str, sender: str, since: datetime, body: str) -> str | None:
+        try:
+            candidates = self._sync().messages.list(to=to, date_sent_after=since, limit=200)
+        except TwilioRestException as exc:
+            raise ProviderError(f"Twilio refused the message list: {exc.code} {exc.msg}") from exc
+        for candidate in candidates:
+            created = candidate.date_created or candidate.date_sent
+            if candidate.body == body and (
+                created is None or created >= since.replace(microsecond=0)
+            ):
+                return candidate.sid
+        return None
+
+    def check_credentials(self) -> None:
+        sid, _ = self.credentials
+        try:
+            self._sync().api.v2010.accounts(sid).fetch()
+        except TwilioRestException as exc:
+            raise ProviderError(
+                f"Twilio refused these credentials ({exc.code}: {exc.msg})."
+            ) from exc
+        except (OSError, TwilioException) as exc:
+            raise ProviderError(f"Twilio could not be reached: {exc}") from exc
+
+    def close(self) -> None:
+        if self._loop is not None:
+            if self._async_client is not None:
+                self._loop.run_until_complete(self._async_client.http_client.close())
+            self._loop.close()
+        self._loop = None
+        self._async_client = None
+        self._sync_client = None
+
+
+def twilio_subaccount_provision(*, brand) -> tuple[str, str]:
+    """Create the brand's sub-account under the platform account: (sid, token)."""
+    if not settings.TWILIO_ACCOUNT_SID or not settings.TWILIO_AUTH_TOKEN:
+        raise ProviderError("The platform's TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are not set.")
+    client = twilio_client(settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN)
+    try:
+        account = client.api.v2010.accounts.create(friendly_name=f"Relay: {brand.name}"[:64])
+    except TwilioRestException as exc:
+        raise ProviderError(
+            f"Twilio refused to create a sub-account ({exc.code}: {exc.msg})."
+        ) from exc
+    return account.sid, account.auth_token

@@ -1,0 +1,208 @@
+"""SMS through the real twilio SDK against the Twilio-compatible fake on 127.0.0.1."""
+
+import time
+from datetime import timedelta
+
+from django.utils import timezone
+
+import pytest
+from twilio.request_validator import RequestValidator
+
+from distributions.models import Distribution, Message, ProviderAccount
+from distributions.providers.base import ProviderError
+from distributions.providers.twilio import TwilioProvider, twilio_subaccount_provision
+from distributions.sending import reconcile_range
+from distributions.services import distribution_create
+from optouts.models import OptOut
+from tests.factories.participants import ParticipantFactory, PersonFactory
+from tests.fake_twilio import FakeTwilio
+
+pytestmark = pytest.mark.django_db(transaction=True)
+S = Message.Status
+SENDER = "+15005550006"
+
+
+@pytest.fixture
+def fake():
+    with FakeTwilio() as server:
+        yield server
+
+
+@pytest.fixture
+def twilio_brand(tenancy, fake, settings, live_server):
+    settings.TWILIO_API_BASE_URL = fake.base_url
+    settings.PUBLIC_BASE_URL = live_server.url
+    ProviderAccount.objects.create(
+        brand=tenancy.brand_a,
+        provider="twilio",
+        account_sid=fake.account_sid,
+        auth_token=fake.auth_token,
+        default_sender=SENDER,
+        messages_per_second=1000,
+    )
+    tenancy.participant_a.delete()
+    return tenancy
+
+
+def crowd(project, count, start=100):
+    people = []
+    for i in range(count):
+        person = PersonFactory(
+            brand=project.brand, first_name=f"P{i}", phone=f"+1415555{start + i:04d}"
+        )
+        people.append(ParticipantFactory(project=project, person=person))
+    return people
+
+
+def send(project, **kwargs):
+    return distribution_create(
+        project=project, message=kwargs.pop("message", "Hi ${first_name}"), **kwargs
+    )
+
+
+def wait_for(predicate, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()
+
+
+def test_sends_once_each_and_callbacks_deliver(twilio_brand, fake, eager_tasks):
+    project = twilio_brand.project_a
+    crowd(project, 30)
+    distribution = send(project)
+    distribution.refresh_from_db()
+    assert distribution.status == Distribution.Status.SENT
+    assert fake.stats()["accepted"] == 30
+    assert all(fake.sent_to(f"+1415555{100 + i:04d}") == 1 for i in range(30))
+    messages = list(distribution.messages.all())
+    assert all(m.provider_id.startswith("SM") for m in messages)
+    assert {m["body"] for m in fake.messages} == {f"Hi P{i}" for i in range(30)}
+    assert wait_for(lambda: distribution.messages.filter(status=S.DELIVERED).count() == 30)
+    assert fake.callback_failures == []
+
+
+def test_recipient_errors_fail_or_block_only_that_recipient(twilio_brand, fake, eager_tasks):
+    project = twilio_brand.project_a
+    people = crowd(project, 5)
+    fake.set_number_error(people[0].person.phone, 21211)
+    fake.set_number_error(people[1].person.phone, 21610)
+    distribution = send(project)
+    distribution.refresh_from_db()
+    bad = distribution.messages.get(participant=people[0])
+    blocked = distribution.messages.get(participant=people[1])
+    assert bad.status == S.FAILED and bad.error_code == "21211"
+    assert blocked.status == S.BLOCKED
+    assert OptOut.objects.get(address=people[1].person.phone).source == "provider"
+    assert distribution.status == Distribution.Status.SENT
+    assert "2 failed" in distribution.status_reason
+    assert fake.stats()["accepted"] == 3
+
+
+def test_429_storm_and_5xx_are_survived_without_duplicates(twilio_brand, fake, eager_tasks):
+    project = twilio_brand.project_a
+    crowd(project, 40)
+    fake.fail_next(25, status=429)
+    distribution = send(project)
+    distribution.refresh_from_db()
+    assert distribution.status == Distribution.Status.SENT
+    assert fake.stats()["accepted"] == 40
+    fake.reset()
+    fake.fail_next(10, status=503)
+    second = send(project, message="Again ${first_name}")
+    second.refresh_from_db()
+    assert second.status == Distribution.Status.SENT
+    assert fake.stats()["accepted"] == 40
+    assert max(fake.sent_to(p) for p in {m["to"] for m in fake.messages}) == 1
+
+
+def test_refused_credentials_fail_the_distribution(twilio_brand, fake, eager_tasks):
+    ProviderAccount.objects.filter(brand=twilio_brand.brand_a).update(
+        auth_token=ProviderAccount._meta.get_field("auth_token").get_prep_value("wrong-token")
+    )
+    project = twilio_brand.project_a
+    crowd(project, 3)
+    distribution = send(project)
+    distribution.refresh_from_db()
+    assert distribution.status == Distribution.Status.FAILED
+    assert "refused the account" in distribution.status_reason
+    assert fake.stats()["accepted"] == 0
+    assert set(distribution.messages.values_list("status", flat=True)) == {S.FAILED}
+
+
+def test_forged_and_unsigned_callbacks_change_nothing(twilio_brand, fake, eager_tasks, client):
+    project = twilio_brand.project_a
+    crowd(project, 1)
+    fake.set_callbacks(enabled=False)
+    distribution = send(project)
+    message = distribution.messages.get()
+    path = f"/webhooks/twilio/status/{message.pk}/"
+    data = {"MessageSid": message.provider_id, "MessageStatus": "delivered"}
+    assert client.post(path, data).status_code == 403
+    forged = RequestValidator("not-the-token").compute_signature(twilio_brand_url(path), data)
+    assert client.post(path, data, HTTP_X_TWILIO_SIGNATURE=forged).status_code == 403
+    assert client.post("/webhooks/twilio/status/999999/", data).status_code == 403
+    message.refresh_from_db()
+    assert message.status == S.SENT
+    valid = RequestValidator(fake.auth_token).compute_signature(twilio_brand_url(path), data)
+    assert client.post(path, data, HTTP_X_TWILIO_SIGNATURE=valid).status_code == 204
+    message.refresh_from_db()
+    assert message.status == S.DELIVERED
+    # Replayed and out-of-order callbacks change nothing.
+    sent = {"MessageSid": message.provider_id, "MessageStatus": "sent"}
+    signature = RequestValidator(fake.auth_token).compute_signature(twilio_brand_url(path), sent)
+    assert client.post(path, sent, HTTP_X_TWILIO_SIGNATURE=signature).status_code == 204
+    message.refresh_from_db()
+    assert message.status == S.DELIVERED
+
+
+def twilio_brand_url(path):
+    from django.conf import settings
+
+    return settings.PUBLIC_BASE_URL + path
+
+
+def test_unknown_outcome_is_reconciled_not_resent(twilio_brand, fake, settings):
+    """A worker died after Twilio accepted: the row is found at the provider, not resent."""
+    project = twilio_brand.project_a
+    people = crowd(project, 2)
+    distribution = Distribution.objects.create(
+        project=project, message="Hi", send_at=timezone.now(), status="in_progress"
+    )
+    from distributions.services import distribution_materialise
+
+    distribution_materialise(distribution=distribution)
+    long_ago = timezone.now() - timedelta(seconds=settings.RELAY_SEND_LEASE_SECONDS + 30)
+    accepted, lost = distribution.messages.order_by("pk")
+    for row in (accepted, lost):
+        Message.objects.filter(pk=row.pk).update(
+            status=S.SENDING, lease="dead", leased_at=long_ago, body=f"Hi {row.pk}"
+        )
+    provider = TwilioProvider(ProviderAccount.objects.get(brand=twilio_brand.brand_a))
+    # Only the first reached Twilio before the worker died.
+    from tests.fake_twilio import twilio_client_for
+
+    twilio_client_for(fake).messages.create(
+        to=people[0].person.phone, from_=SENDER, body=f"Hi {accepted.pk}"
+    )
+    assert reconcile_range(distribution=distribution, provider=provider) == 2
+    provider.close()
+    accepted.refresh_from_db()
+    lost.refresh_from_db()
+    assert accepted.status == S.SENT and accepted.provider_id.startswith("SM")
+    assert lost.status == S.PENDING  # safe to send: Twilio never saw it
+    assert fake.stats()["accepted"] == 1
+
+
+def test_credentials_check_and_subaccount_provisioning(twilio_brand, fake, settings):
+    account = ProviderAccount.objects.get(brand=twilio_brand.brand_a)
+    provider = TwilioProvider(account)
+    provider.check_credentials()
+    account.auth_token = "wrong"
+    with pytest.raises(ProviderError, match="refused these credentials"):
+        TwilioProvider(account).check_credentials()
+    settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN = fake.account_sid, fake.auth_token
+    sid, token = twilio_subaccount_provision(brand=twilio_brand.brand_b)
+    assert sid.startswith("AC") and sid != fake.account_sid and token
