@@ -69,9 +69,36 @@ class RelayTwilioClient(Client):
         return urlunsplit(parts)
 
 
+class TimedAsyncTwilioHttpClient(AsyncTwilioHttpClient):
+    """twilio 9's async client stores its ``timeout`` but never applies it: without this,
+    a hung request would hang the worker. Must be built inside a running event loop."""
+
+    async def request(
+        self,
+        method,
+        url,
+        params=None,
+        data=None,
+        headers=None,
+        auth=None,
+        timeout=None,
+        allow_redirects=False,
+    ):
+        return await super().request(
+            method,
+            url,
+            params=params,
+            data=data,
+            headers=headers,
+            auth=auth,
+            timeout=self.timeout if timeout is None else timeout,
+            allow_redirects=allow_redirects,
+        )
+
+
 def twilio_client(account_sid: str, auth_token: str, *, async_: bool = False) -> RelayTwilioClient:
     http_client = (
-        AsyncTwilioHttpClient(pool_connections=True, timeout=REQUEST_TIMEOUT_SECONDS)
+        TimedAsyncTwilioHttpClient(pool_connections=True, timeout=REQUEST_TIMEOUT_SECONDS)
         if async_
         else TwilioHttpClient(pool_connections=True, timeout=REQUEST_TIMEOUT_SECONDS)
     )
@@ -200,8 +227,10 @@ class TwilioProvider(SmsProvider):
     def find_sent(self, *, to: str, sender: str, since: datetime, body: str) -> str | None:
         try:
             candidates = self._sync().messages.list(to=to, date_sent_after=since, limit=200)
-        except TwilioRestException as exc:
-            raise ProviderError(f"Twilio refused the message list: {exc.code} {exc.msg}") from exc
+        except TwilioException as exc:  # list() raises a plain TwilioException on errors
+            raise ProviderError(f"Twilio refused the message list: {exc}") from exc
+        except OSError as exc:
+            raise ProviderError(f"Twilio could not be reached: {exc}") from exc
         for candidate in candidates:
             created = candidate.date_created or candidate.date_sent
             if candidate.body == body and (
