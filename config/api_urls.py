@@ -5,6 +5,12 @@ from rest_framework.routers import SimpleRouter
 from brands.api.views import ApiKeyViewSet, MeView
 from distributions.api import DistributionViewSet
 from participants.api import (
+    BulkUpsertView,
+    ImportCancel,
+    ImportConfirm,
+    ImportDetail,
+    ImportErrors,
+    ImportListCreate,
     ParticipantDetail,
     ParticipantListCreate,
     PersonDetail,
@@ -26,7 +32,18 @@ urlpatterns = [
     ),
     path("me/", MeView.as_view(), name="me"),
     path("people/", PersonListCreate.as_view(), name="person-list"),
+    path("people/bulk/", BulkUpsertView.as_view(), name="person-bulk"),
     path("people/<int:pk>/", PersonDetail.as_view(), name="person-detail"),
+    path(
+        "projects/<int:project_pk>/participants/bulk/",
+        BulkUpsertView.as_view(),
+        name="participant-bulk",
+    ),
+    path("imports/", ImportListCreate.as_view(), name="import-list"),
+    path("imports/<int:pk>/", ImportDetail.as_view(), name="import-detail"),
+    path("imports/<int:pk>/confirm/", ImportConfirm.as_view(), name="import-confirm"),
+    path("imports/<int:pk>/cancel/", ImportCancel.as_view(), name="import-cancel"),
+    path("imports/<int:pk>/errors/", ImportErrors.as_view(), name="import-errors"),
     path(
         "projects/<int:project_pk>/participants/",
         ParticipantListCreate.as_view(),

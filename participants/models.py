@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import uuid
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -83,3 +85,126 @@ class Participant(models.Model):
 
     def __str__(self) -> str:
         return f"{self.person} in {self.project}"
+
+
+def import_upload_path(instance: ImportJob, filename: str) -> str:
+    """Uploads live under MEDIA_ROOT/imports/<brand>/, named by a random token, never by the
+    user's file name (which is kept in ``original_name`` for display only)."""
+    suffix = filename.rsplit(".", 1)[-1].lower() if "." in filename else "csv"
+    suffix = suffix if suffix.isalnum() and len(suffix) <= 5 else "csv"
+    return f"imports/{instance.brand_id}/{uuid.uuid4().hex}.{suffix}"
+
+
+class ImportJob(models.Model):
+    """One CSV upload into a project or the brand's directory: validated first, written on
+    confirmation, in one transaction.
+
+    ``status`` moves validating → validated → importing → done, or to failed / cancelled.
+    Nothing touches the directory before ``import_commit`` runs on a validated job.
+    """
+
+    class Status(models.TextChoices):
+        VALIDATING = "validating", "Validating"
+        VALIDATED = "validated", "Ready to import"
+        IMPORTING = "importing", "Importing"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    class Source(models.TextChoices):
+        PAGE = "page", "Browser upload"
+        API = "api", "API upload"
+
+    class MetadataTarget(models.TextChoices):
+        PERSON = "person", "The directory (person metadata, shared by every project)"
+        PARTICIPANT = "participant", "This project only (participant metadata)"
+
+    ACTIVE_STATUSES = (Status.VALIDATING, Status.IMPORTING)
+
+    brand_path = "brand"
+
+    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="import_jobs")
+    project = models.ForeignKey(
+        Project,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="import_jobs",
+        help_text="Empty for an import into the directory alone.",
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.PAGE)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.VALIDATING)
+
+    file = models.FileField(upload_to=import_upload_path, max_length=255, blank=True)
+    original_name = models.CharField(max_length=255, blank=True)
+    size = models.PositiveBigIntegerField(default=0)
+    rows_file = models.FileField(
+        max_length=255, blank=True, help_text="The validated rows, read by the write phase."
+    )
+    errors_file = models.FileField(
+        max_length=255, blank=True, help_text="Every bad row with its errors (CSV)."
+    )
+
+    # Options chosen at upload.
+    erase_empty = models.BooleanField(
+        default=False, help_text="Empty cells erase stored values (otherwise they are skipped)."
+    )
+    metadata_target = models.CharField(
+        max_length=12, choices=MetadataTarget.choices, default=MetadataTarget.PERSON
+    )
+    required_fields = models.JSONField(default=list, blank=True)
+    auto_commit = models.BooleanField(
+        default=False, help_text="Import at once when validation finds no bad row."
+    )
+
+    # What validation found.
+    encoding = models.CharField(max_length=20, blank=True)
+    delimiter = models.CharField(max_length=4, blank=True)
+    columns = models.JSONField(default=list, blank=True)
+    total_rows = models.PositiveIntegerField(default=0)
+    to_create = models.PositiveIntegerField(default=0)
+    to_update = models.PositiveIntegerField(default=0)
+    unchanged = models.PositiveIntegerField(default=0)
+    error_rows = models.PositiveIntegerField(default=0)
+    report = models.JSONField(default=dict, blank=True)
+    failure = models.TextField(blank=True)
+
+    # Progress of the running phase, and what the write phase did.
+    processed_rows = models.PositiveIntegerField(default=0)
+    progress = models.FloatField(default=0.0)
+    created_count = models.PositiveIntegerField(default=0)
+    updated_count = models.PositiveIntegerField(default=0)
+    unchanged_count = models.PositiveIntegerField(default=0)
+    added_count = models.PositiveIntegerField(default=0)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    validated_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = BrandScopedManager()
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [
+            models.Index(fields=["brand", "-created_at"]),
+            models.Index(fields=["project", "-created_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"Import {self.pk} ({self.original_name or 'records'})"
+
+    @property
+    def is_running(self) -> bool:
+        return self.status in self.ACTIVE_STATUSES
+
+    @property
+    def valid_rows(self) -> int:
+        return self.to_create + self.to_update + self.unchanged
+
+    @property
+    def progress_percent(self) -> int:
+        return max(0, min(100, round(self.progress * 100)))
