@@ -13,6 +13,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("brands/", include("brands.urls")),
     path("projects/", include("projects.urls")),
+    path("", include("projects.public_urls")),
     path("", include("participants.urls")),
     path("webhooks/", include("distributions.webhook_urls")),
     path("api/v1/", include(("config.api_urls", "api"), namespace="api")),

@@ -90,6 +90,14 @@ class Distribution(models.Model):
         related_name="reminders",
         help_text="For a reminder: the invite whose non-respondents it targets.",
     )
+    series = models.ForeignKey(
+        "DistributionSeries",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="runs",
+        help_text="For one run of a recurring message: its series.",
+    )
     name = models.CharField(max_length=200, blank=True)
     message = models.TextField(
         help_text="Text with piped fields such as ${first_name} and ${link}."
@@ -125,6 +133,64 @@ class Distribution(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in self.FINISHED
+
+
+class DistributionSeries(models.Model):
+    """A recurring message of a Lifecycle project (the SMS seed): daily, weekly on chosen days
+    or monthly on a day, at a time of the brand's day. Each due run becomes a normal
+    ``Distribution`` (``series``) that selects its participants when it is sent; a run claims
+    its occurrence by moving ``next_run_at`` forward (see ``distributions.series``).
+    """
+
+    class Frequency(models.TextChoices):
+        DAILY = "daily", "Daily"
+        WEEKLY = "weekly", "Weekly"
+        MONTHLY = "monthly", "Monthly"
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        PAUSED = "paused", "Paused"
+        ENDED = "ended", "Ended"
+
+    brand_path = "project__brand"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="series")
+    name = models.CharField(max_length=200, blank=True)
+    channel = models.CharField(
+        max_length=10, choices=Distribution.Channel.choices, default=Distribution.Channel.SMS
+    )
+    message = models.TextField()
+    sender = models.CharField(max_length=32, blank=True)
+    conditions = models.JSONField(default=list, blank=True)
+    frequency = models.CharField(max_length=10, choices=Frequency.choices)
+    weekdays = models.JSONField(
+        default=list, blank=True, help_text="Weekly: days of the week, 0 = Monday … 6 = Sunday."
+    )
+    day_of_month = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="Monthly: 1-31; short months use their last day."
+    )
+    time_of_day = models.TimeField(help_text="In the brand's time zone.")
+    starts_on = models.DateField()
+    ends_on = models.DateField(null=True, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
+    next_run_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    last_outcome = models.CharField(max_length=300, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = BrandScopedManager()
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        verbose_name_plural = "distribution series"
+        indexes = [models.Index(fields=["status", "next_run_at"])]
+
+    def __str__(self) -> str:
+        return self.name or f"{self.get_frequency_display()} series {self.pk}"
 
 
 class Message(models.Model):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from django.db.models import Count, Exists, OuterRef, Q, Sum
+from django.db.models import Count, OuterRef, Q, Sum
 
+from distributions.audiences import is_respondent_subquery
 from distributions.models import Distribution, Message
-from projects.models import SurveyLink
 
 MStatus = Message.Status
 HISTORY_HEADER = [
@@ -82,14 +82,14 @@ def related_distributions(*, distribution: Distribution):
 
 
 def history_queryset(*, distribution: Distribution):
-    respondent = SurveyLink.objects.filter(
-        project_id=distribution.project_id,
-        participant_id=OuterRef("participant_id"),
-        completed_at__isnull=False,
+    """Recipient rows with ``respondent``: the participant completed the project's survey
+    (the same definition as the reminder audience, ``audiences.respondent_participant_ids``)."""
+    respondent = is_respondent_subquery(
+        project_ref=distribution.project_id, participant_ref=OuterRef("participant_id")
     )
     return (
         Message.objects.filter(distribution=distribution)
-        .annotate(respondent=Exists(respondent))
+        .annotate(respondent=respondent)
         .order_by("pk")
     )
 

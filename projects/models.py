@@ -2,10 +2,12 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 
 from brands.models import Brand
 from brands.scoping import BrandScopedManager
+from distributions.rendering import new_token
 
 
 class Project(models.Model):
@@ -39,6 +41,22 @@ class Project(models.Model):
         blank=True,
         help_text="Country for phone numbers without a country code; empty uses the brand's.",
     )
+    public_token = models.CharField(
+        max_length=16,
+        unique=True,
+        default=new_token,
+        editable=False,
+        help_text="The anonymous link's token: one reusable link per project (/a/<token>).",
+    )
+    by_invitation_only = models.BooleanField(
+        default=False,
+        help_text="Only personal links answer: the anonymous link and its QR code are disabled.",
+    )
+    # When collection last stopped (Paused or Closed) and what the pause dialog decided for
+    # respondents who had the survey open at that moment (see projects.survey.may_finish).
+    collection_stopped_at = models.DateTimeField(null=True, blank=True, editable=False)
+    stop_lets_in_progress_finish = models.BooleanField(default=True, editable=False)
+    stop_keeps_partial_responses = models.BooleanField(default=True, editable=False)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -63,6 +81,11 @@ class Project(models.Model):
         if self.available_from and at < self.available_from:
             return False
         return not (self.available_until and at >= self.available_until)
+
+    @property
+    def anonymous_url(self) -> str:
+        """The project's one reusable link (and its QR code's target, with ``?src=qr``)."""
+        return f"{settings.PUBLIC_BASE_URL}/a/{self.public_token}"
 
     @property
     def is_collecting(self) -> bool:
@@ -125,6 +148,11 @@ class SurveyLink(models.Model):
         on_delete=models.SET_NULL,
         related_name="link",
     )
+    channel = models.CharField(
+        max_length=20,
+        blank=True,
+        help_text="Where the link was handed out when no distribution sent it (email, api).",
+    )
     expires_at = models.DateTimeField(null=True, blank=True)
     opened_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
@@ -141,3 +169,127 @@ class SurveyLink(models.Model):
     @property
     def url(self) -> str:
         return f"{settings.PUBLIC_BASE_URL}/s/{self.token}"
+
+    def response_channel(self, distribution_channel: str | None = None) -> str:
+        """The channel a response through this link is recorded under."""
+        return self.channel or distribution_channel or Response.Channel.API
+
+
+class Question(models.Model):
+    """One question of a project's survey, answered in ``position`` order."""
+
+    class Kind(models.TextChoices):
+        RATING = "rating", "Rating (0 to 10)"
+        SINGLE = "single", "Single choice"
+        MULTIPLE = "multiple", "Multiple choice"
+        TEXT = "text", "Free text"
+
+    CHOICE_KINDS = (Kind.SINGLE, Kind.MULTIPLE)
+    RATING_MIN, RATING_MAX = 0, 10
+    MAX_CHOICES = 30
+    MAX_CHOICE_LENGTH = 200
+    MAX_TEXT_ANSWER = 5000
+
+    brand_path = "project__brand"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="questions")
+    position = models.PositiveIntegerField(default=0)
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    text = models.CharField(max_length=500)
+    help_text = models.CharField(max_length=300, blank=True)
+    choices = models.JSONField(default=list, blank=True)
+    required = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = BrandScopedManager()
+
+    class Meta:
+        ordering = ["position", "pk"]
+        indexes = [models.Index(fields=["project", "position"])]
+
+    def __str__(self) -> str:
+        return self.text
+
+    @property
+    def field_name(self) -> str:
+        return f"q{self.pk}"
+
+    @property
+    def rating_range(self) -> range:
+        return range(self.RATING_MIN, self.RATING_MAX + 1)
+
+
+class Response(models.Model):
+    """Answers to a project's survey: complete, or partial (kept when collection stopped while
+    the respondent was in the middle of it).
+
+    ``answers`` maps a question id (as text) to its answer: an int (rating), a choice (single),
+    a list of choices (multiple) or text. ``embedded_data`` holds extra values; the keys listed
+    in ``untrusted_keys`` came from the respondent's URL and were not checked by anyone.
+    A personal link has at most one response (``link`` is unique): the second submit is refused.
+    """
+
+    class Status(models.TextChoices):
+        COMPLETE = "complete", "Complete"
+        PARTIAL = "partial", "Partial"
+
+    class Channel(models.TextChoices):
+        SMS = "sms", "SMS"
+        EMAIL = "email", "Email"
+        ANONYMOUS = "anonymous", "Anonymous link"
+        QR = "qr", "QR code"
+        API = "api", "API"
+
+    brand_path = "project__brand"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="responses")
+    participant = models.ForeignKey(
+        "participants.Participant",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="responses",
+    )
+    link = models.OneToOneField(
+        SurveyLink, null=True, blank=True, on_delete=models.SET_NULL, related_name="response"
+    )
+    distribution = models.ForeignKey(
+        "distributions.Distribution",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="responses",
+    )
+    channel = models.CharField(max_length=20, choices=Channel.choices)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.COMPLETE)
+    answers = models.JSONField(default=dict, blank=True)
+    embedded_data = models.JSONField(default=dict, blank=True)
+    untrusted_keys = models.JSONField(default=list, blank=True)
+    submission_key = models.CharField(
+        max_length=40,
+        blank=True,
+        help_text="The form's one-time key: a second submit of the same form is refused.",
+    )
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = BrandScopedManager()
+
+    class Meta:
+        ordering = ["-completed_at", "-pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "submission_key"],
+                condition=~Q(submission_key=""),
+                name="response_unique_submission_key",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["project", "status", "participant"]),
+            models.Index(fields=["project", "completed_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"Response {self.pk} ({self.channel}, {self.status})"

@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.db.models import Max, Q
+from django.http import Http404
 from django.utils import timezone
 
 from brands.models import Brand
-from projects.models import Project, ProjectStageChange
+from distributions.rendering import new_token
+from projects.models import Project, ProjectStageChange, Question, Response, SurveyLink
+from projects.survey import (
+    MAX_URL_KEY,
+    answers_clean,
+    answers_from_api,
+    answers_from_form,
+    form_stamp_read,
+    keeps_partial,
+    may_finish,
+    url_embedded_data,
+)
 
 Stage = Project.Stage
 
@@ -53,7 +68,14 @@ def project_create(
     return project
 
 
-EDITABLE_FIELDS = ("name", "kind", "available_from", "available_until", "default_country")
+EDITABLE_FIELDS = (
+    "name",
+    "kind",
+    "available_from",
+    "available_until",
+    "default_country",
+    "by_invitation_only",
+)
 
 
 def project_update(*, project: Project, actor=None, **changes) -> Project:
@@ -68,10 +90,23 @@ def project_update(*, project: Project, actor=None, **changes) -> Project:
     return project
 
 
-def project_change_stage(*, project: Project, stage: str, actor=None, reason: str = "") -> Project:
+def project_change_stage(
+    *,
+    project: Project,
+    stage: str,
+    actor=None,
+    reason: str = "",
+    let_in_progress_finish: bool = True,
+    keep_partial_responses: bool = True,
+    resend_missed: bool = True,
+) -> Project:
     """Move ``project`` to ``stage`` or raise ValidationError saying why it cannot.
 
-    Locks the row so that two concurrent changes cannot both apply.
+    Locks the row so that two concurrent changes cannot both apply. Side effects, in the same
+    transaction (see ``_apply_stage_effects``): pausing records the pause dialog's choices for
+    respondents in the middle of the survey (``let_in_progress_finish``) and for their partial
+    answers (``keep_partial_responses``); resuming sends again, now, the distributions that fell
+    due and failed while the project was paused (``resend_missed``).
     """
     if stage not in Stage.values:
         raise ValidationError(
@@ -97,7 +132,14 @@ def project_change_stage(*, project: Project, stage: str, actor=None, reason: st
                 {"stage": "The availability window has ended: extend or remove it first."}
             )
         locked.stage = stage
-        locked.save(update_fields=["stage", "updated_at"])
+        _apply_stage_effects(
+            locked,
+            previous=current,
+            actor=actor,
+            let_in_progress_finish=let_in_progress_finish,
+            keep_partial_responses=keep_partial_responses,
+            resend_missed=resend_missed,
+        )
         ProjectStageChange.objects.create(
             project=locked,
             from_stage=current,
@@ -105,9 +147,100 @@ def project_change_stage(*, project: Project, stage: str, actor=None, reason: st
             actor=actor if getattr(actor, "pk", None) else None,
             reason=reason[:200],
         )
-    project.stage = locked.stage
-    project.updated_at = locked.updated_at
+    for name in STAGE_EFFECT_FIELDS:
+        setattr(project, name, getattr(locked, name))
     return project
+
+
+STAGE_EFFECT_FIELDS = (
+    "stage",
+    "updated_at",
+    "collection_stopped_at",
+    "stop_lets_in_progress_finish",
+    "stop_keeps_partial_responses",
+)
+
+
+def _apply_stage_effects(
+    locked: Project,
+    *,
+    previous: str,
+    actor,
+    let_in_progress_finish: bool,
+    keep_partial_responses: bool,
+    resend_missed: bool,
+) -> None:
+    """Save the new stage with what stopping or restarting collection implies.
+
+    - Paused: links stop answering, except (if chosen) for respondents who opened the survey
+      before this instant; their partial answers are kept or not, as chosen. Scheduled sends
+      that fall due while paused end Failed with an empty history (the engine's rule, the
+      seed's wording), and recurring series skip their runs.
+    - Closed: nobody may finish any more; the partial-answer choice stands.
+    - Active again: links answer; with ``resend_missed``, each distribution that failed because
+      the project was paused is scheduled again, now, as a new distribution.
+    """
+    now = timezone.now()
+    paused_since = None
+    stop_started = previous == Stage.ACTIVE or locked.collection_stopped_at is None
+    if locked.stage == Stage.PAUSED:
+        locked.collection_stopped_at = now
+        locked.stop_lets_in_progress_finish = let_in_progress_finish
+        locked.stop_keeps_partial_responses = keep_partial_responses
+    elif locked.stage == Stage.CLOSED:
+        if stop_started:
+            locked.collection_stopped_at = now
+            locked.stop_keeps_partial_responses = keep_partial_responses
+        locked.stop_lets_in_progress_finish = False
+    elif locked.stage == Stage.ACTIVE:
+        paused_since = locked.collection_stopped_at if previous == Stage.PAUSED else None
+        locked.collection_stopped_at = None
+        locked.stop_lets_in_progress_finish = True
+        locked.stop_keeps_partial_responses = True
+    locked.save(update_fields=STAGE_EFFECT_FIELDS)
+    if locked.stage == Stage.ACTIVE and paused_since and resend_missed:
+        distributions_resend_missed(project=locked, since=paused_since, actor=actor)
+
+
+def distributions_resend_missed(*, project: Project, since: datetime, actor=None) -> list:
+    """Schedule again, now, each distribution that failed since ``since`` because the project
+    was paused (nothing of it was sent). Returns the new distributions.
+
+    Reminders still scheduled for a resent invite follow the new invite. A missed reminder
+    whose invite is resent too is not resent: it would land right after its invite.
+    """
+    from distributions.models import Distribution
+    from distributions.services import INACTIVE_PROJECT_MESSAGE, distribution_create
+
+    missed = list(
+        Distribution.objects.filter(
+            project=project,
+            status=Distribution.Status.FAILED,
+            finished_at__gte=since,
+            status_reason=INACTIVE_PROJECT_MESSAGE.format(stage=Stage.PAUSED.label),
+            messages__isnull=True,
+        ).order_by("send_at", "pk")
+    )
+    resent: dict[int, Distribution] = {}
+    for original in missed:
+        if original.parent_id in resent:
+            continue
+        copy = distribution_create(
+            project=project,
+            message=original.message,
+            actor=actor,
+            channel=original.channel,
+            kind=original.kind,
+            sender=original.sender,
+            conditions=original.conditions,
+            parent=original.parent,
+            name=f"{original} (resent after pause)",
+        )
+        resent[original.pk] = copy
+        Distribution.objects.filter(parent=original, status=Distribution.Status.SCHEDULED).update(
+            parent=copy
+        )
+    return list(resent.values())
 
 
 def projects_apply_availability(*, now: datetime | None = None) -> int:
@@ -124,3 +257,398 @@ def projects_apply_availability(*, now: datetime | None = None) -> int:
             continue  # changed concurrently; the next run sees the new stage
         closed += 1
     return closed
+
+
+# --- the survey: questions ------------------------------------------------------------------
+QKind = Question.Kind
+
+
+def _question_fields(*, kind: str, text: str, choices, help_text: str) -> dict:
+    """Validate a question's content; raise ValidationError naming the field."""
+    errors: dict[str, str] = {}
+    if kind not in QKind.values:
+        errors["kind"] = f"Unknown kind '{kind}'. Choose one of: {', '.join(QKind.values)}."
+    text = (text or "").strip()
+    if not text:
+        errors["text"] = "The question needs a text."
+    elif len(text) > 500:
+        errors["text"] = "Keep the question under 500 characters."
+    cleaned: list[str] = []
+    if kind in Question.CHOICE_KINDS:
+        if not isinstance(choices, list | tuple) or not all(isinstance(c, str) for c in choices):
+            errors["choices"] = "Give the answers to choose from as a list of texts."
+        else:
+            for choice in (c.strip() for c in choices):
+                if choice and choice not in cleaned:
+                    cleaned.append(choice)
+            if len(cleaned) < 2:
+                errors["choices"] = "A choice question needs at least two different answers."
+            elif len(cleaned) > Question.MAX_CHOICES:
+                errors["choices"] = f"A question offers at most {Question.MAX_CHOICES} answers."
+            elif any(len(c) > Question.MAX_CHOICE_LENGTH for c in cleaned):
+                errors["choices"] = (
+                    f"Keep each answer under {Question.MAX_CHOICE_LENGTH} characters."
+                )
+    elif choices:
+        errors["choices"] = "Only single and multiple choice questions have answers to choose."
+    help_text = (help_text or "").strip()
+    if len(help_text) > 300:
+        errors["help_text"] = "Keep the help text under 300 characters."
+    if errors:
+        raise ValidationError(errors)
+    return {"kind": kind, "text": text, "choices": cleaned, "help_text": help_text}
+
+
+def question_create(
+    *,
+    project: Project,
+    kind: str,
+    text: str,
+    choices: list[str] | None = None,
+    required: bool = False,
+    help_text: str = "",
+    actor=None,
+) -> Question:
+    """Add a question at the end of the project's survey."""
+    fields = _question_fields(kind=kind, text=text, choices=choices or [], help_text=help_text)
+    with transaction.atomic():
+        Project.objects.select_for_update().filter(pk=project.pk).first()
+        last = project.questions.aggregate(last=Max("position"))["last"]
+        return Question.objects.create(
+            project=project, position=(last or 0) + 1, required=bool(required), **fields
+        )
+
+
+QUESTION_EDITABLE = ("kind", "text", "choices", "required", "help_text")
+
+
+def question_update(*, question: Question, actor=None, **changes) -> Question:
+    unknown = set(changes) - set(QUESTION_EDITABLE)
+    if unknown:
+        raise ValidationError(dict.fromkeys(sorted(unknown), "This field cannot be changed."))
+    kind = changes.get("kind", question.kind)
+    choices = changes.get("choices", question.choices if kind in Question.CHOICE_KINDS else [])
+    fields = _question_fields(
+        kind=kind,
+        text=changes.get("text", question.text),
+        choices=choices if kind in Question.CHOICE_KINDS or "choices" in changes else [],
+        help_text=changes.get("help_text", question.help_text),
+    )
+    for name, value in fields.items():
+        setattr(question, name, value)
+    if "required" in changes:
+        question.required = bool(changes["required"])
+    question.save()
+    return question
+
+
+def question_delete(*, question: Question, actor=None) -> None:
+    """Remove a question. Answers already given to it stay in their responses."""
+    project = question.project
+    with transaction.atomic():
+        question.delete()
+        _renumber(project, [q.pk for q in project.questions.all()])
+
+
+def questions_reorder(*, project: Project, order: list[int], actor=None) -> list[Question]:
+    """Put the project's questions in ``order`` (every question id, once)."""
+    current = list(project.questions.values_list("pk", flat=True))
+    if sorted(order) != sorted(current) or len(set(order)) != len(order):
+        raise ValidationError({"order": "List every question of the survey exactly once."})
+    with transaction.atomic():
+        _renumber(project, order)
+    return list(project.questions.all())
+
+
+def question_move(*, question: Question, offset: int, actor=None) -> None:
+    """Move a question up (negative) or down (positive) in its survey."""
+    order = list(question.project.questions.values_list("pk", flat=True))
+    index = order.index(question.pk)
+    target = max(0, min(len(order) - 1, index + offset))
+    order.insert(target, order.pop(index))
+    questions_reorder(project=question.project, order=order)
+
+
+def _renumber(project: Project, order: list[int]) -> None:
+    questions = {q.pk: q for q in project.questions.all()}
+    for position, pk in enumerate(order, start=1):
+        questions[pk].position = position
+    Question.objects.bulk_update(list(questions.values()), ["position"])
+
+
+# --- links ----------------------------------------------------------------------------------
+def survey_link_open(*, link: SurveyLink, now: datetime | None = None) -> bool:
+    """Record the first opening of a personal link: its time, and Opened on the recipient row
+    that carried it. Later openings change nothing. True the first time."""
+    if link.opened_at is not None:
+        return False
+    now = now or timezone.now()
+    if not SurveyLink.objects.filter(pk=link.pk, opened_at__isnull=True).update(opened_at=now):
+        return False
+    link.opened_at = now
+    if link.message_id:
+        from distributions.links_services import message_mark_opened
+
+        message_mark_opened(message_id=link.message_id, at=now)
+    return True
+
+
+LINK_BATCH = 1000  # links inserted per statement
+
+
+def survey_links_create(
+    *,
+    project: Project,
+    participants=None,
+    channel: str = Response.Channel.EMAIL,
+    expires_at: datetime | None = None,
+    actor=None,
+) -> list[SurveyLink]:
+    """One new personal link per participant (all of the project's when ``participants`` is
+    None), e.g. for a third-party mailer. Each answers once, like the links Relay sends."""
+    if channel not in (Response.Channel.EMAIL, Response.Channel.SMS, Response.Channel.API):
+        raise ValidationError({"channel": "Personal links are handed out by email, sms or api."})
+    if expires_at is not None and expires_at <= timezone.now():
+        raise ValidationError({"expires_at": "Must be in the future."})
+    queryset = participants if participants is not None else project.participants.all()
+    ids = list(queryset.filter(project=project).order_by("pk").values_list("pk", flat=True))
+    links = [
+        SurveyLink(
+            token=new_token(),
+            project=project,
+            participant_id=pk,
+            channel=channel,
+            expires_at=expires_at,
+        )
+        for pk in ids
+    ]
+    return SurveyLink.objects.bulk_create(links, batch_size=LINK_BATCH)
+
+
+# --- responses ------------------------------------------------------------------------------
+class SubmitOutcome(StrEnum):
+    COMPLETE = "complete"  # recorded; the participant is a respondent
+    PARTIAL = "partial"  # collection had stopped: what was answered is kept as partial
+    CLOSED = "closed"  # collection had stopped: nothing kept
+    ANSWERED = "answered"  # this link (or this very form) was answered already: refused
+    EXPIRED = "expired"  # the personal link is past its expiry
+    INVALID = "invalid"  # answers to correct (``errors``)
+    STALE_FORM = "stale_form"  # the form's stamp is missing or too old: show a fresh form
+
+
+@dataclass
+class SubmitResult:
+    outcome: SubmitOutcome
+    project: Project
+    questions: list[Question] = field(default_factory=list)
+    response: Response | None = None
+    errors: dict[int, str] = field(default_factory=dict)
+
+
+def link_scope(token: str) -> str:
+    return f"s:{token}"
+
+
+def anonymous_scope(project: Project) -> str:
+    return f"a:{project.public_token}"
+
+
+def family_answered_q(*, participant_ref, root_ref) -> Q:
+    """Complete responses of a participant to one invite or any of its reminders (a reminder
+    carries its own link, yet the participant answers once per invite)."""
+    return Q(status=Response.Status.COMPLETE, participant_id=participant_ref) & (
+        Q(distribution_id=root_ref) | Q(distribution__parent_id=root_ref)
+    )
+
+
+def _family_answered(link: SurveyLink) -> bool:
+    if not (link.participant_id and link.distribution_id):
+        return False
+    root = link.distribution.parent_id or link.distribution_id
+    return Response.objects.filter(
+        family_answered_q(participant_ref=link.participant_id, root_ref=root),
+        project_id=link.project_id,
+    ).exists()
+
+
+def _save_response(*, existing: Response | None = None, **values) -> Response:
+    response = existing or Response()
+    for name, value in values.items():
+        setattr(response, name, value)
+    response.save()
+    return response
+
+
+def _stopped(project, questions, raw, started_at, save) -> SubmitResult:
+    """Collection stopped while this respondent was in the middle: keep the valid part of
+    their answers as a partial response if the pause dialog said so."""
+    if keeps_partial(project, started_at=started_at):
+        answers, _ = answers_clean(questions, raw, partial=True)
+        if answers:
+            response = save(status=Response.Status.PARTIAL, answers=answers)
+            return SubmitResult(SubmitOutcome.PARTIAL, project, questions, response)
+    return SubmitResult(SubmitOutcome.CLOSED, project, questions)
+
+
+def response_submit_link(
+    *,
+    token: str,
+    data,
+    url_params=None,
+    stamp: str = "",
+    now: datetime | None = None,
+) -> SubmitResult:
+    """Record the answers posted through a personal link (raises Http404 for an unknown token).
+
+    The link row is locked for the check-then-write, so of two simultaneous submits one is
+    recorded and the other is refused (``ANSWERED``); the unique ``Response.link`` backs it.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        link = (
+            SurveyLink.objects.select_for_update(of=("self",))
+            .select_related("project", "distribution")
+            .filter(token=token)
+            .first()
+        )
+        if link is None:
+            raise Http404("No such link.")
+        project = link.project
+        questions = list(project.questions.all())
+        if link.completed_at or _family_answered(link):
+            return SubmitResult(SubmitOutcome.ANSWERED, project, questions)
+        if link.expires_at and link.expires_at <= now:
+            return SubmitResult(SubmitOutcome.EXPIRED, project, questions)
+        read = form_stamp_read(stamp, link_scope(token))
+        started_at = read.started_at if read else None
+        raw = answers_from_form(questions, data)
+        untrusted = url_embedded_data(url_params or {})
+        existing = Response.objects.filter(link=link).first()  # a partial kept earlier
+
+        def save(*, status, answers):
+            return _save_response(
+                existing=existing,
+                project=project,
+                link=link,
+                participant_id=link.participant_id,
+                distribution_id=link.distribution_id,
+                channel=link.response_channel(
+                    link.distribution.channel if link.distribution else None
+                ),
+                status=status,
+                answers=answers,
+                embedded_data=untrusted,
+                untrusted_keys=sorted(untrusted),
+                started_at=started_at,
+                completed_at=now,
+            )
+
+        if not may_finish(project, started_at=started_at, now=now):
+            return _stopped(project, questions, raw, started_at, save)
+        answers, errors = answers_clean(questions, raw)
+        if errors:
+            return SubmitResult(SubmitOutcome.INVALID, project, questions, errors=errors)
+        response = save(status=Response.Status.COMPLETE, answers=answers)
+        SurveyLink.objects.filter(pk=link.pk).update(completed_at=now)
+        survey_link_open(link=link, now=now)
+    return SubmitResult(SubmitOutcome.COMPLETE, project, questions, response)
+
+
+def response_submit_anonymous(
+    *,
+    project: Project,
+    data,
+    url_params=None,
+    stamp: str = "",
+    channel: str = Response.Channel.ANONYMOUS,
+    now: datetime | None = None,
+) -> SubmitResult:
+    """Record answers posted through the project's anonymous link (or its QR code).
+
+    The form's signed one-time key is stored with the response (unique per project): posting
+    the same form twice records it once and refuses the second (``ANSWERED``).
+    """
+    now = now or timezone.now()
+    questions = list(project.questions.all())
+    read = form_stamp_read(stamp, anonymous_scope(project))
+    if read is None:
+        return SubmitResult(SubmitOutcome.STALE_FORM, project, questions)
+    raw = answers_from_form(questions, data)
+    untrusted = url_embedded_data(url_params or {})
+
+    def save(*, status, answers):
+        try:
+            with transaction.atomic():
+                return _save_response(
+                    project=project,
+                    channel=channel,
+                    status=status,
+                    answers=answers,
+                    embedded_data=untrusted,
+                    untrusted_keys=sorted(untrusted),
+                    submission_key=read.key,
+                    started_at=read.started_at,
+                    completed_at=now,
+                )
+        except IntegrityError:
+            return None
+
+    if Response.objects.filter(project=project, submission_key=read.key).exists():
+        return SubmitResult(SubmitOutcome.ANSWERED, project, questions)
+    if not may_finish(project, started_at=read.started_at, now=now):
+        result = _stopped(project, questions, raw, read.started_at, save)
+        if result.outcome == SubmitOutcome.PARTIAL and result.response is None:
+            return SubmitResult(SubmitOutcome.ANSWERED, project, questions)
+        return result
+    answers, errors = answers_clean(questions, raw)
+    if errors:
+        return SubmitResult(SubmitOutcome.INVALID, project, questions, errors=errors)
+    response = save(status=Response.Status.COMPLETE, answers=answers)
+    if response is None:  # the same form, submitted twice at once: the first one won
+        return SubmitResult(SubmitOutcome.ANSWERED, project, questions)
+    return SubmitResult(SubmitOutcome.COMPLETE, project, questions, response)
+
+
+MAX_EMBEDDED_FIELDS = 50
+
+
+def response_create(
+    *,
+    project: Project,
+    answers,
+    participant=None,
+    embedded_data: dict | None = None,
+    now: datetime | None = None,
+    actor=None,
+) -> Response:
+    """Record a complete response sent through the API (channel ``api``); strict: any invalid
+    answer raises ValidationError (``{"<question id>": message}``) and nothing is written."""
+    now = now or timezone.now()
+    if not project.is_collecting:
+        raise ValidationError(
+            {"project": f"The project is not collecting responses ({project.get_stage_display()})."}
+        )
+    if participant is not None and participant.project_id != project.pk:
+        raise ValidationError({"participant": "This participant is not in the project."})
+    embedded = embedded_data or {}
+    if not isinstance(embedded, dict) or len(embedded) > MAX_EMBEDDED_FIELDS:
+        raise ValidationError(
+            {"embedded_data": f"An object with at most {MAX_EMBEDDED_FIELDS} fields."}
+        )
+    try:
+        raw = answers_from_api(answers)
+    except ValueError as exc:
+        raise ValidationError({"answers": str(exc)}) from exc
+    clean, errors = answers_clean(list(project.questions.all()), raw)
+    if errors:
+        raise ValidationError({str(pk): message for pk, message in errors.items()})
+    return Response.objects.create(
+        project=project,
+        participant=participant,
+        channel=Response.Channel.API,
+        status=Response.Status.COMPLETE,
+        answers=clean,
+        embedded_data={str(k)[:MAX_URL_KEY]: v for k, v in embedded.items()},
+        started_at=now,
+        completed_at=now,
+    )

@@ -1,0 +1,216 @@
+"""The respondent's pages: ``/s/<token>`` (a personal link) and ``/a/<token>`` (the project's
+anonymous link, also behind its QR code).
+
+Public, so they say as little as possible: an unknown or malformed token is the same plain 404
+page, with no detail. Pages are private to their reader (``no-store``, no referrer, not indexed)
+and load nothing from a third party. Showing the survey costs two queries (link with project,
+then questions); the first opening of a personal link adds the Opened writes.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import wraps
+
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_http_methods
+
+from projects.models import Project, Question, Response
+from projects.selectors import question_list, survey_link_for_page
+from projects.services import (
+    SubmitOutcome,
+    anonymous_scope,
+    link_scope,
+    response_submit_anonymous,
+    response_submit_link,
+    survey_link_open,
+)
+from projects.survey import form_stamp
+
+TOKEN = re.compile(r"^[0-9A-Za-z]{4,32}$")
+Kind = Question.Kind
+
+
+def respondent_page(view):
+    """Headers every respondent page carries (the personal token is in the URL)."""
+
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        response = view(request, *args, **kwargs)
+        response["Cache-Control"] = "no-store"
+        response["Referrer-Policy"] = "no-referrer"
+        response["X-Robots-Tag"] = "noindex, nofollow"
+        return response
+
+    return wrapper
+
+
+def not_found(request):
+    return render(request, "survey/not_found.html", status=404)
+
+
+def _closed(request, project: Project, *, reason: str, status: int = 200):
+    return render(
+        request, "survey/closed.html", {"project": project, "reason": reason}, status=status
+    )
+
+
+def _closed_reason(project: Project) -> str:
+    if project.stage == Project.Stage.PAUSED:
+        return "paused"
+    now = timezone.now()
+    if (
+        project.stage == Project.Stage.ACTIVE
+        and project.available_from
+        and now < (project.available_from)
+    ):
+        return "not_yet"
+    return "closed"
+
+
+def _thanks(request, project: Project, *, again: bool = False, status: int = 200):
+    return render(
+        request, "survey/thanks.html", {"project": project, "again": again}, status=status
+    )
+
+
+def _items(questions: list[Question], data=None, errors: dict | None = None) -> list[dict]:
+    """What the form template needs per question: its answer options (checked or not), the
+    text typed, and its error."""
+    errors = errors or {}
+    items = []
+    for question in questions:
+        name = question.field_name
+        if data is None:
+            chosen: list[str] = []
+        elif question.kind == Kind.MULTIPLE:
+            chosen = data.getlist(name)
+        else:
+            chosen = [data.get(name, "")]
+        if question.kind == Kind.RATING:
+            values = [str(n) for n in question.rating_range]
+        elif question.kind in Question.CHOICE_KINDS:
+            values = list(question.choices)
+        else:
+            values = []
+        items.append(
+            {
+                "question": question,
+                "anchor": name,
+                "error": errors.get(question.pk, ""),
+                "text": chosen[0] if question.kind == Kind.TEXT and chosen else "",
+                "options": [
+                    {"id": f"{name}-{index}", "value": value, "checked": value in chosen}
+                    for index, value in enumerate(values)
+                ],
+            }
+        )
+    return items
+
+
+def _form(request, project, questions, *, scope, data=None, errors=None, notice="", status=200):
+    return render(
+        request,
+        "survey/form.html",
+        {
+            "project": project,
+            "items": _items(questions, data, errors),
+            "errors": errors or {},
+            "notice": notice,
+            "stamp": form_stamp(scope, now=timezone.now()),
+            "action": request.get_full_path(),
+        },
+        status=status,
+    )
+
+
+@respondent_page
+@require_http_methods(["GET", "POST"])
+def personal_survey(request, token: str):
+    if not TOKEN.match(token):
+        return not_found(request)
+    if request.method == "POST":
+        return _personal_submit(request, token)
+    link = survey_link_for_page(token)
+    if link is None:
+        return not_found(request)
+    survey_link_open(link=link)
+    project = link.project
+    if link.completed_at or link.family_answered:
+        return _thanks(request, project, again=True)
+    if link.expires_at and link.expires_at <= timezone.now():
+        return _closed(request, project, reason="expired")
+    if not project.is_collecting:
+        return _closed(request, project, reason=_closed_reason(project))
+    return _form(request, project, question_list(project=project), scope=link_scope(token))
+
+
+def _personal_submit(request, token: str):
+    result = response_submit_link(
+        token=token,
+        data=request.POST,
+        url_params=request.GET,
+        stamp=request.POST.get("stamp", ""),
+    )
+    # After a completion, the link's own page says thank you (reloading it re-posts nothing).
+    return _after_submit(request, result, scope=link_scope(token), reload_when_done=True)
+
+
+def _after_submit(request, result, *, scope: str, reload_when_done: bool = False):
+    outcome, project = result.outcome, result.project
+    if outcome == SubmitOutcome.COMPLETE:
+        if reload_when_done:
+            return redirect(request.get_full_path())
+        return _thanks(request, project)
+    if outcome == SubmitOutcome.ANSWERED:
+        return _thanks(request, project, again=True, status=409)
+    if outcome == SubmitOutcome.PARTIAL:
+        return _closed(request, project, reason="partial_kept")
+    if outcome == SubmitOutcome.CLOSED:
+        return _closed(request, project, reason=_closed_reason(project))
+    if outcome == SubmitOutcome.EXPIRED:
+        return _closed(request, project, reason="expired")
+    notice = (
+        "This page was open for too long. Your answers are still here: please submit again."
+        if outcome == SubmitOutcome.STALE_FORM
+        else ""
+    )
+    return _form(
+        request,
+        project,
+        result.questions,
+        scope=scope,
+        data=request.POST,
+        errors=result.errors,
+        notice=notice,
+        status=400,
+    )
+
+
+@respondent_page
+@require_http_methods(["GET", "POST"])
+def anonymous_survey(request, token: str):
+    if not TOKEN.match(token):
+        return not_found(request)
+    project = Project.objects.filter(public_token=token).first()
+    if project is None:
+        return not_found(request)
+    if project.by_invitation_only:
+        return _closed(request, project, reason="invitation_only", status=403)
+    scope = anonymous_scope(project)
+    if request.method == "POST":
+        channel = (
+            Response.Channel.QR if request.GET.get("src") == "qr" else Response.Channel.ANONYMOUS
+        )
+        result = response_submit_anonymous(
+            project=project,
+            data=request.POST,
+            url_params=request.GET,
+            stamp=request.POST.get("stamp", ""),
+            channel=channel,
+        )
+        return _after_submit(request, result, scope=scope)
+    if not project.is_collecting:
+        return _closed(request, project, reason=_closed_reason(project))
+    return _form(request, project, question_list(project=project), scope=scope)
