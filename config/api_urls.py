@@ -4,6 +4,7 @@ from rest_framework.routers import SimpleRouter
 
 from brands.api.views import ApiKeyViewSet, MeView
 from distributions.api import DistributionViewSet
+from optouts.api import InboundMessageViewSet, OptOutEventViewSet, OptOutViewSet
 from participants.api import (
     BulkUpsertView,
     ImportCancel,
@@ -22,6 +23,9 @@ router = SimpleRouter()
 router.register("projects", ProjectViewSet, basename="project")
 router.register("api-keys", ApiKeyViewSet, basename="api-key")
 router.register("distributions", DistributionViewSet, basename="distribution")
+router.register("optouts", OptOutViewSet, basename="optout")
+router.register("optout-events", OptOutEventViewSet, basename="optout-event")
+router.register("inbound-messages", InboundMessageViewSet, basename="inbound-message")
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(permission_classes=[]), name="schema"),

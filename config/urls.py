@@ -16,5 +16,8 @@ urlpatterns = [
     path("", include("projects.public_urls")),
     path("", include("participants.urls")),
     path("webhooks/", include("distributions.webhook_urls")),
+    path("webhooks/", include("optouts.webhook_urls")),
+    path("optouts/", include("optouts.urls")),
+    path("o/", include("optouts.link_urls")),
     path("api/v1/", include(("config.api_urls", "api"), namespace="api")),
 ]

@@ -6,8 +6,9 @@ A chunk is a range of message ids. Sending one:
 2. leases the range's Pending rows (one conditional UPDATE: a row is leased by one task only);
 3. drops rows whose address opted out meanwhile (Skipped (opt-out));
 4. renders each body (links, piped fields), counts segments;
-5. per window of ``SEND_WINDOW`` rows: checks opt-outs again, waits for the sender's token
-   bucket, hands the window to the provider, records every result at once.
+5. per window of ``SEND_WINDOW`` rows: waits for the sender's token bucket, checks opt-outs
+   again and hands the window to the provider under the brand's opt-out guard (an opt-out
+   recorded meanwhile is never overtaken), records every result at once.
 A row handed to the provider is never handed over again: Sent rows are never leased, and an
 unknown outcome stays Sending until reconciliation decides.
 """
@@ -33,6 +34,7 @@ from distributions.providers.base import Outcome, OutgoingSms, SendResult, SmsPr
 from distributions.providers.registry import provider_for
 from distributions.rendering import new_token, piped_fields, recipient_values, render
 from distributions.services import distribution_finish_if_done
+from optouts.guard import handover_guard
 from optouts.links import opt_out_url
 from optouts.selectors import opted_out_addresses
 from projects.models import SurveyLink
@@ -176,21 +178,24 @@ def _send_leased(distribution, account, provider: SmsProvider, lease: str, attem
         retry_rows: list[Message] = []
         retry_after = 0.0
         for window in batched(pending, SEND_WINDOW):
-            window = _drop_opted_out(distribution, list(window), lease, stats)
-            if not window:
-                continue
             throttle.acquire(bucket_key, rate=account.messages_per_second, tokens=len(window))
-            outgoing = [
-                OutgoingSms(
-                    message_id=row.pk,
-                    to=row.address,
-                    sender=sender,
-                    body=row.body,
-                    status_callback=status_callback_url(row.pk) if callback else "",
-                )
-                for row in window
-            ]
-            results = provider.send_window(outgoing)
+            # The opt-out check and the hand-over hold the brand's opt-out guard: an opt-out
+            # recorded meanwhile waits for this window, or this window sees it (optouts.guard).
+            with handover_guard(brand_id=distribution.project.brand_id):
+                window = _drop_opted_out(distribution, list(window), lease, stats)
+                if not window:
+                    continue
+                outgoing = [
+                    OutgoingSms(
+                        message_id=row.pk,
+                        to=row.address,
+                        sender=sender,
+                        body=row.body,
+                        status_callback=status_callback_url(row.pk) if callback else "",
+                    )
+                    for row in window
+                ]
+                results = provider.send_window(outgoing)
             fatal = _apply_results(distribution, results, lease, stats)
             if fatal:
                 _stop_distribution(distribution, fatal)

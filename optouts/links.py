@@ -1,15 +1,24 @@
-"""The signed opt-out link of one message: short, unguessable, valid 10 days after sending."""
+"""The signed opt-out link of one message: short, unguessable, valid 10 days after sending.
+
+A token is the message id in base 62 followed by a 10-character HMAC of it (``SECRET_KEY``):
+about 15 characters, so that it costs few SMS characters, and 62^10 guesses per message id.
+It carries no brand: the message it names decides the brand, so a token only ever opts out
+the recipient of that message in the brand that sent it.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.utils import timezone
 
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 SIGNATURE_LENGTH = 10  # 62^10 ≈ 8e17 guesses per message id
-LINK_VALID_DAYS = 10
+LINK_VALID_DAYS = 10  # the seed: "Opt-out links expire 10 days after the message is sent."
+LINK_VALIDITY = timedelta(days=LINK_VALID_DAYS)
 
 
 def _b62(number: int) -> str:
@@ -54,3 +63,18 @@ def opt_out_token_read(token: str) -> int | None:
 
 def opt_out_url(message_id: int) -> str:
     return f"{settings.PUBLIC_BASE_URL}/o/{opt_out_token(message_id)}"
+
+
+def link_sent_at(message) -> datetime:
+    """When the link's message was sent: the provider's acceptance, else the hand-over attempt
+    (an unknown outcome may still have reached the phone)."""
+    return message.sent_at or message.leased_at or message.status_changed_at
+
+
+def link_expires_at(message) -> datetime:
+    return link_sent_at(message) + LINK_VALIDITY
+
+
+def link_expired(*, message, now: datetime | None = None) -> bool:
+    """True once more than 10 days have passed since the message was sent."""
+    return (now or timezone.now()) > link_expires_at(message)

@@ -1,8 +1,11 @@
 """Opt-outs: an address (E.164 phone or email) that a brand must never message on a channel.
 
 ``OptOut`` holds the current state (one active row per brand, channel and address); every
-opt-out and opt-in is also an ``OptOutEvent`` in the audit trail. An opt-out in one brand does
-not silence another brand: each brand is its own sender with its own consent.
+opt-out and opt-in is also an ``OptOutEvent`` in the audit trail. ``InboundMessage`` stores
+every reply the provider forwards to us, with what we did about it.
+
+An opt-out in one brand does not silence another brand, by design: each brand is a separate
+sender with its own consent (see docs/optouts.md).
 """
 
 from __future__ import annotations
@@ -10,9 +13,11 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from brands.models import Brand
 from brands.scoping import BrandScopedManager
+from optouts.keywords import Keyword
 
 
 class Channel(models.TextChoices):
@@ -56,7 +61,7 @@ class OptOut(models.Model):
     objects = BrandScopedManager()
 
     class Meta:
-        ordering = ["-created_at"]
+        ordering = ["-created_at", "-pk"]
         constraints = [
             models.UniqueConstraint(
                 fields=["brand", "channel", "address"],
@@ -64,10 +69,87 @@ class OptOut(models.Model):
                 name="optout_one_active_per_address",
             )
         ]
-        indexes = [models.Index(fields=["brand", "channel", "address", "active"])]
+        indexes = [
+            models.Index(fields=["brand", "channel", "address", "active"]),
+            models.Index(fields=["brand", "-created_at"], name="optout_brand_created"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.address} ({self.channel}, {self.source})"
+
+
+class InboundMessage(models.Model):
+    """One reply received from a recipient, stored whatever it says.
+
+    ``provider_sid`` is unique per provider: a replayed webhook finds its row and changes
+    nothing. ``brand`` is empty when no brand could be found for the numbers involved.
+    """
+
+    class Action(models.TextChoices):
+        OPTED_OUT = "opted_out", "Opted out (directory and project)"
+        OPTED_OUT_PROVIDER = "opted_out_provider", "Opted out at the provider level only"
+        RESUBSCRIBED_PROVIDER = "resubscribed_provider", "Re-subscribed at the provider level"
+        HELP_SENT = "help_sent", "Help text sent"
+        HELP_BY_PROVIDER = "help_by_provider", "Help answered by the provider"
+        STORED = "stored", "Stored (not a keyword)"
+        UNKNOWN_NUMBER = "unknown_number", "Unknown number: not acted on"
+
+    brand_path = "brand"
+
+    brand = models.ForeignKey(
+        Brand, null=True, blank=True, on_delete=models.CASCADE, related_name="inbound_messages"
+    )
+    provider = models.CharField(max_length=40, default="twilio")
+    provider_sid = models.CharField(max_length=64, blank=True)
+    account_sid = models.CharField(max_length=64, blank=True)
+    messaging_service_sid = models.CharField(max_length=64, blank=True)
+    from_number = models.CharField(max_length=64)
+    to_number = models.CharField(max_length=64, blank=True)
+    body = models.TextField(blank=True)
+    received_at = models.DateTimeField(default=timezone.now)
+    kind = models.CharField(
+        max_length=10, choices=[(k.value, k.value.title()) for k in Keyword], default="OTHER"
+    )
+    keyword = models.CharField(max_length=40, blank=True, help_text="The keyword as listed.")
+    language = models.CharField(max_length=8, blank=True)
+    approximate = models.BooleanField(
+        default=False, help_text="Matched through characters lost to a bad encoding."
+    )
+    action = models.CharField(max_length=30, choices=Action.choices)
+    message = models.ForeignKey(
+        "distributions.Message",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Our last message to that number (the one this reply answers).",
+    )
+    person = models.ForeignKey(
+        "participants.Person", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    optout = models.ForeignKey(
+        OptOut, null=True, blank=True, on_delete=models.SET_NULL, related_name="inbound_messages"
+    )
+    reply = models.CharField(max_length=480, blank=True, help_text="What we answered.")
+
+    objects = BrandScopedManager()
+
+    class Meta:
+        ordering = ["-received_at", "-pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["provider", "provider_sid"],
+                condition=~Q(provider_sid=""),
+                name="inbound_unique_provider_sid",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["brand", "-received_at"], name="inbound_brand_received"),
+            models.Index(fields=["brand", "from_number"], name="inbound_brand_from"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.from_number}: {self.body[:40]}"
 
 
 class OptOutEvent(models.Model):
@@ -76,6 +158,7 @@ class OptOutEvent(models.Model):
     class Action(models.TextChoices):
         OPT_OUT = "opt_out", "Opted out"
         OPT_IN = "opt_in", "Opted in"
+        RESUBSCRIBE = "resubscribe", "Re-subscribed at the provider (START)"
 
     brand_path = "brand"
 
@@ -85,11 +168,17 @@ class OptOutEvent(models.Model):
     person = models.ForeignKey(
         "participants.Person", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    action = models.CharField(max_length=10, choices=Action.choices)
+    optout = models.ForeignKey(
+        OptOut, null=True, blank=True, on_delete=models.SET_NULL, related_name="events"
+    )
+    action = models.CharField(max_length=20, choices=Action.choices)
     source = models.CharField(max_length=20, choices=Source.choices)
     scope = models.CharField(max_length=20, choices=Scope.choices, default=Scope.DIRECTORY)
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    api_key = models.ForeignKey(
+        "brands.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     reason = models.CharField(max_length=500, blank=True)
     message = models.ForeignKey(
@@ -100,6 +189,9 @@ class OptOutEvent(models.Model):
         related_name="+",
         help_text="The message this opt-out answered, when known.",
     )
+    inbound = models.ForeignKey(
+        InboundMessage, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     inbound_text = models.CharField(max_length=1600, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -107,6 +199,20 @@ class OptOutEvent(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-pk"]
+        indexes = [models.Index(fields=["brand", "address"], name="optout_event_brand_address")]
 
     def __str__(self) -> str:
         return f"{self.address}: {self.action} via {self.source}"
+
+    @property
+    def actor_label(self) -> str:
+        """Who did it, as the audit trail shows it."""
+        if self.actor_id:
+            return self.actor.get_username()
+        if self.api_key_id:
+            return f"API key {self.api_key.name}"
+        if self.source in (Source.REPLY, Source.LINK):
+            return "The recipient"
+        if self.source == Source.PROVIDER:
+            return "The provider"
+        return "System"

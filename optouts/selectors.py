@@ -1,14 +1,29 @@
-"""Reads of opt-out state, used by every send path."""
+"""Reads of opt-out state: the send paths' checks, the pages' lists, the inbound routing."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, Q, QuerySet
 
-from optouts.models import OptOut
+from optouts.models import Channel, InboundMessage, OptOut, OptOutEvent
+
+CSV_HEADER = [
+    "Address",
+    "Channel",
+    "Status",
+    "Source",
+    "Scope",
+    "PersonID",
+    "First name",
+    "Last name",
+    "Opted out at",
+    "Opted in at",
+]
+CSV_BATCH = 2000  # rows fetched per round trip while streaming the export
 
 
+# --- the send paths -------------------------------------------------------------------------
 def optout_active_exists(*, brand_id: int, channel: str, address_ref: OuterRef) -> Exists:
     """A subquery expression: is the address at ``address_ref`` opted out in this brand?"""
     return Exists(
@@ -30,3 +45,194 @@ def opted_out_addresses(*, brand_id: int, channel: str, addresses: Iterable[str]
 
 def is_opted_out(*, brand_id: int, channel: str, address: str) -> bool:
     return bool(opted_out_addresses(brand_id=brand_id, channel=channel, addresses=[address]))
+
+
+# --- inbound replies --------------------------------------------------------------------------
+def last_message_to(*, brand_id: int, address: str, channel: str = Channel.SMS):
+    """The brand's last message handed to the provider for ``address`` (None if never)."""
+    from distributions.models import Message
+
+    return (
+        Message.objects.filter(
+            address=address,
+            sent_at__isnull=False,
+            distribution__channel=channel,
+            distribution__project__brand_id=brand_id,
+        )
+        .select_related("person", "distribution")
+        .order_by("-sent_at", "-pk")
+        .first()
+    )
+
+
+def directory_person_for(*, brand_id: int, channel: str, address: str):
+    from participants.models import Person
+
+    field = "phone" if channel == Channel.SMS else "email__iexact"
+    return Person.objects.filter(brand_id=brand_id, **{field: address}).order_by("pk").first()
+
+
+def inbound_brand_candidates(
+    *, to_number: str, from_number: str, account_sid: str = "", messaging_service_sid: str = ""
+) -> list[int]:
+    """Brands an inbound reply may belong to, most likely first.
+
+    1. whose provider account sends from ``To`` (default sender) or through the messaging
+       service that received it (several: the one that last messaged ``From`` first);
+    2. whose provider account is the Twilio account that received it;
+    3. the brand that last messaged ``From``.
+    The webhook takes the first whose auth token validates the request's signature.
+    """
+    from distributions.models import Message, ProviderAccount
+
+    recent = {}
+    if from_number:
+        rows = (
+            Message.objects.filter(address=from_number, sent_at__isnull=False)
+            .order_by("-sent_at")
+            .values_list("distribution__project__brand_id", flat=True)[:50]
+        )
+        for brand_id in rows:
+            recent.setdefault(brand_id, len(recent))
+
+    def by_recency(brand_ids: Iterable[int]) -> list[int]:
+        return sorted(set(brand_ids), key=lambda b: (recent.get(b, len(recent)), b))
+
+    sender_match = Q(default_sender=to_number) if to_number else Q(pk__in=[])
+    if messaging_service_sid:
+        sender_match |= Q(messaging_service_sid=messaging_service_sid)
+    candidates = by_recency(
+        ProviderAccount.objects.filter(sender_match).values_list("brand_id", flat=True)
+    )
+    if account_sid:
+        candidates += by_recency(
+            ProviderAccount.objects.filter(account_sid=account_sid).values_list(
+                "brand_id", flat=True
+            )
+        )
+    candidates += sorted(recent, key=recent.get)
+    return list(dict.fromkeys(candidates))
+
+
+# --- pages and API ----------------------------------------------------------------------------
+def optout_list(
+    *,
+    brand,
+    q: str = "",
+    source: str = "",
+    scope: str = "",
+    channel: str = "",
+    state: str = "active",
+) -> QuerySet:
+    """The brand's opt-outs; ``state`` is ``active`` (default), ``opted_in`` or ``all``."""
+    queryset = OptOut.objects.for_brand(brand).select_related("person")
+    if state == "active":
+        queryset = queryset.filter(active=True)
+    elif state == "opted_in":
+        queryset = queryset.filter(active=False)
+    if source:
+        queryset = queryset.filter(source=source)
+    if scope:
+        queryset = queryset.filter(scope=scope)
+    if channel:
+        queryset = queryset.filter(channel=channel)
+    term = (q or "").strip()
+    if term:
+        condition = Q(address__icontains=term)
+        for name in ("first_name", "last_name", "person_id", "email"):
+            condition |= Q(**{f"person__{name}__icontains": term})
+        queryset = queryset.filter(condition)
+    return queryset.order_by("-created_at", "-pk")
+
+
+def optout_csv_rows(*, queryset: QuerySet, zone) -> Iterator[list]:
+    """The export's rows, streamed in ``CSV_BATCH`` rows per round trip."""
+    values = queryset.values_list(
+        "address",
+        "channel",
+        "active",
+        "source",
+        "scope",
+        "person__person_id",
+        "person__first_name",
+        "person__last_name",
+        "created_at",
+        "opted_in_at",
+    )
+    sources = dict(OptOut._meta.get_field("source").choices)
+    scopes = dict(OptOut._meta.get_field("scope").choices)
+    channels = dict(Channel.choices)
+
+    def stamp(value) -> str:
+        return value.astimezone(zone).isoformat(timespec="seconds") if value else ""
+
+    for row in values.iterator(chunk_size=CSV_BATCH):
+        address, channel, active, source, scope, pid, first, last, created, opted_in = row
+        yield [
+            address,
+            channels.get(channel, channel),
+            "Opted out" if active else "Opted in",
+            sources.get(source, source),
+            scopes.get(scope, scope),
+            pid or "",
+            first or "",
+            last or "",
+            stamp(created),
+            stamp(opted_in),
+        ]
+
+
+def optout_events_for(*, brand, channel: str, address: str) -> QuerySet:
+    """The audit trail of one address in the brand, newest first."""
+    return (
+        OptOutEvent.objects.for_brand(brand)
+        .filter(channel=channel, address=address)
+        .select_related("actor", "api_key", "message__distribution", "inbound", "person")
+        .order_by("-created_at", "-pk")
+    )
+
+
+def person_optout_addresses(*, person) -> list[tuple[str, str]]:
+    """(channel, address) pairs of a person: their phone for SMS, their email for email."""
+    pairs = []
+    if person.phone:
+        pairs.append((Channel.SMS, person.phone))
+    if person.email:
+        pairs.append((Channel.EMAIL, person.email))
+    return pairs
+
+
+def person_optout_state(*, person) -> dict:
+    """For the person page: their current opt-outs and their whole audit trail."""
+    condition = Q(person=person)
+    for channel, address in person_optout_addresses(person=person):
+        lookup = "address__iexact" if channel == Channel.EMAIL else "address"
+        condition |= Q(channel=channel, **{lookup: address})
+    optouts = OptOut.objects.filter(brand_id=person.brand_id).filter(condition)
+    events = (
+        OptOutEvent.objects.filter(brand_id=person.brand_id)
+        .filter(condition)
+        .select_related("actor", "api_key", "message__distribution", "inbound")
+        .order_by("-created_at", "-pk")
+    )
+    return {
+        "active": list(optouts.filter(active=True).order_by("channel")),
+        "events": list(events[:200]),
+    }
+
+
+def inbound_list(*, brand, q: str = "", kind: str = "", action: str = "") -> QuerySet:
+    queryset = InboundMessage.objects.for_brand(brand).select_related("person", "message")
+    if kind:
+        queryset = queryset.filter(kind=kind)
+    if action:
+        queryset = queryset.filter(action=action)
+    term = (q or "").strip()
+    if term:
+        queryset = queryset.filter(
+            Q(from_number__icontains=term)
+            | Q(body__icontains=term)
+            | Q(person__first_name__icontains=term)
+            | Q(person__last_name__icontains=term)
+        )
+    return queryset.order_by("-received_at", "-pk")

@@ -1,13 +1,44 @@
-"""Writes for opt-outs. Every opt-out and opt-in is also an audit event."""
+"""Writes for opt-outs, opt-ins and inbound replies. Every opt-out and opt-in is an audit event.
+
+What callers can rely on:
+- one active ``OptOut`` per (brand, channel, address), whatever the concurrency;
+- recording an opt-out waits for the windows a sender has already checked and blocks the next
+  ones until it is committed (``optouts.guard``): no message is handed over after it;
+- a DIRECTORY opt-out sets ``Opted out: Yes`` on the people at that address, in the directory
+  and in every project; an opt-in sets ``No``; a PROVIDER opt-out leaves the directory alone;
+- an inbound reply is stored once per provider message id: a replayed webhook changes nothing.
+"""
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from optouts.models import OptOut, OptOutEvent, Scope, Source
+from brands.roles import Role, role_allows
+from optouts.guard import optout_write_lock
+from optouts.keywords import Keyword, match_reply
+from optouts.links import link_expired
+from optouts.models import Channel, InboundMessage, OptOut, OptOutEvent, Scope, Source
+
+logger = logging.getLogger(__name__)
 
 OPTED_OUT_FIELD = "Opted out"
+# The seed: a STOP within 2 days of our message marks the directory; a later one is recorded
+# at the provider level only.
+DIRECTORY_WINDOW = timedelta(days=2)
+DEFAULT_HELP_TEXT = (
+    "{brand}: survey invitations by text message. Reply STOP to opt out, START to opt back in. "
+    "Msg & data rates may apply."
+)
+GENERIC_HELP_TEXT = "Survey invitations by text message. Reply STOP to opt out."
+MAX_BODY_LENGTH = 5000  # Twilio bodies are at most 1,600 characters; keep a margin, no more
+# Twilio's Advanced Opt-Out names the keyword class it acted on.
+PROVIDER_OPT_OUT_TYPES = {"STOP": Keyword.STOP, "START": Keyword.START, "HELP": Keyword.HELP}
 
 
 def optout_record(
@@ -19,12 +50,18 @@ def optout_record(
     scope: str = Scope.DIRECTORY,
     person=None,
     actor=None,
+    api_key=None,
     message=None,
+    inbound: InboundMessage | None = None,
     reason: str = "",
     inbound_text: str = "",
 ) -> OptOut:
-    """Opt ``address`` out of ``channel`` for the brand (idempotent: one active row)."""
+    """Opt ``address`` out of ``channel`` for the brand (idempotent: one active row).
+
+    A DIRECTORY opt-out upgrades an active PROVIDER one; the reverse never downgrades.
+    """
     with transaction.atomic():
+        optout_write_lock(brand_id=brand_id)
         optout = OptOut.objects.filter(
             brand_id=brand_id, channel=channel, address=address, active=True
         ).first()
@@ -48,16 +85,22 @@ def optout_record(
         elif scope == Scope.DIRECTORY and optout.scope != Scope.DIRECTORY:
             optout.scope = Scope.DIRECTORY
             optout.save(update_fields=["scope"])
+        if optout.person_id is None and person is not None:
+            optout.person = person
+            optout.save(update_fields=["person"])
         OptOutEvent.objects.create(
             brand_id=brand_id,
             channel=channel,
             address=address,
             person=person,
+            optout=optout,
             action=OptOutEvent.Action.OPT_OUT,
             source=source,
             scope=scope,
             actor=actor if getattr(actor, "pk", None) else None,
+            api_key=api_key,
             message=message,
+            inbound=inbound,
             reason=reason[:500] if created else (reason or "already opted out")[:500],
             inbound_text=inbound_text[:1600],
         )
@@ -67,7 +110,11 @@ def optout_record(
 
 
 def optout_record_provider(*, message) -> OptOut:
-    """The carrier says the recipient unsubscribed (Twilio 21610): never send again."""
+    """The carrier says the recipient unsubscribed (Twilio 21610): never send again.
+
+    Marked in the directory too: the carrier refusal proves the recipient opted out, and the
+    admins must see why the person is no longer reached.
+    """
     return optout_record(
         brand_id=message.distribution.project.brand_id,
         channel=message.distribution.channel,
@@ -79,18 +126,307 @@ def optout_record_provider(*, message) -> OptOut:
     )
 
 
+def optout_record_link(*, message, now: datetime | None = None) -> tuple[OptOut, bool]:
+    """The recipient confirmed on the opt-out link of ``message``. Returns (opt-out, changed).
+
+    Refuses an expired link (``ValidationError``); opening it again after it worked changes
+    nothing.
+    """
+    if link_expired(message=message, now=now):
+        raise ValidationError("This opt-out link has expired.")
+    brand_id = message.distribution.project.brand_id
+    channel = message.distribution.channel
+    with transaction.atomic():
+        optout_write_lock(brand_id=brand_id)
+        current = OptOut.objects.filter(
+            brand_id=brand_id, channel=channel, address=message.address, active=True
+        ).first()
+        if current is not None and current.scope == Scope.DIRECTORY:
+            return current, False
+        optout = optout_record(
+            brand_id=brand_id,
+            channel=channel,
+            address=message.address,
+            source=Source.LINK,
+            scope=Scope.DIRECTORY,
+            person=message.person,
+            message=message,
+            reason="Confirmed on the opt-out link",
+        )
+    return optout, True
+
+
+def optout_create_by_admin(
+    *, brand, channel: str, address: str, reason: str, actor=None, api_key=None
+) -> OptOut:
+    """An admin records an opt-out the recipient asked for another way (a call, an email)."""
+    from participants.models import Person
+    from participants.phones import PhoneError, phone_to_e164
+
+    reason = (reason or "").strip()
+    if channel not in Channel.values:
+        raise ValidationError({"channel": f"Unknown channel '{channel}'."})
+    if not reason:
+        raise ValidationError({"reason": "Say how the person asked to be opted out."})
+    address = (address or "").strip()
+    if channel == Channel.SMS:
+        try:
+            address = phone_to_e164(address, default_country=brand.default_country)
+        except PhoneError as exc:
+            raise ValidationError({"address": str(exc)}) from exc
+    else:
+        address = address.lower()
+    if not address:
+        raise ValidationError({"address": "Give the phone number or email address."})
+    field = "phone" if channel == Channel.SMS else "email__iexact"
+    person = Person.objects.filter(brand=brand, **{field: address}).first()
+    return optout_record(
+        brand_id=brand.pk,
+        channel=channel,
+        address=address,
+        source=Source.ADMIN,
+        scope=Scope.DIRECTORY,
+        person=person,
+        actor=actor,
+        api_key=api_key,
+        reason=reason,
+    )
+
+
+def optout_opt_in(
+    *, optout: OptOut, reason: str, role: str | None, actor=None, api_key=None
+) -> OptOut:
+    """Lift an opt-out: brand admins only, with a reason. Sets ``Opted out: No``.
+
+    A carrier-level block (the recipient texted STOP) stays until the recipient texts START;
+    until then the provider refuses and the row is Blocked again.
+    """
+    if not role_allows(role, Role.BRAND_ADMIN):
+        raise PermissionDenied("Only a brand admin can opt a person back in.")
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationError({"reason": "Say why this person is opted back in."})
+    with transaction.atomic():
+        locked = OptOut.objects.select_for_update().get(pk=optout.pk)
+        if not locked.active:
+            raise ValidationError({"optout": "This person is already opted back in."})
+        now = timezone.now()
+        locked.active = False
+        locked.opted_in_at = now
+        locked.save(update_fields=["active", "opted_in_at"])
+        OptOutEvent.objects.create(
+            brand_id=locked.brand_id,
+            channel=locked.channel,
+            address=locked.address,
+            person=locked.person,
+            optout=locked,
+            action=OptOutEvent.Action.OPT_IN,
+            source=Source.ADMIN,
+            scope=locked.scope,
+            actor=actor if getattr(actor, "pk", None) else None,
+            api_key=api_key,
+            reason=reason[:500],
+        )
+        _flag_people(
+            brand_id=locked.brand_id, channel=locked.channel, address=locked.address, value="No"
+        )
+    optout.refresh_from_db()
+    return optout
+
+
 def _flag_people(*, brand_id: int, channel: str, address: str, value: str) -> None:
     """Set ``Opted out: Yes/No`` in the directory and project metadata of people at ``address``."""
     from participants.models import Participant, Person
 
-    field = "phone" if channel == "sms" else "email"
+    field = "phone" if channel == Channel.SMS else "email__iexact"
     people = list(Person.objects.filter(brand_id=brand_id, **{field: address}))
+    if not people:
+        return
     now = timezone.now()
     for person in people:
-        person.metadata = {**(person.metadata or {}), OPTED_OUT_FIELD: value}
+        person.metadata = _with_flag(person.metadata, value)
         person.updated_at = now
     Person.objects.bulk_update(people, ["metadata", "updated_at"])
     participants = list(Participant.objects.filter(person__in=people))
     for participant in participants:
-        participant.metadata = {**(participant.metadata or {}), OPTED_OUT_FIELD: value}
+        participant.metadata = _with_flag(participant.metadata, value)
     Participant.objects.bulk_update(participants, ["metadata"])
+
+
+def _with_flag(metadata: dict | None, value: str) -> dict:
+    """``metadata`` with one ``Opted out`` key (other spellings of it replaced)."""
+    wanted = " ".join(OPTED_OUT_FIELD.split()).casefold()
+    kept = {
+        key: item
+        for key, item in (metadata or {}).items()
+        if " ".join(str(key).split()).casefold() != wanted
+    }
+    return {**kept, OPTED_OUT_FIELD: value}
+
+
+# --- inbound replies -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class InboundResult:
+    inbound: InboundMessage
+    reply: str  # the text to answer with ("" for none)
+    replayed: bool = False
+
+
+def inbound_help_text(*, brand) -> str:
+    """The brand's answer to HELP/INFO (its provider settings, else a sensible default)."""
+    if brand is None:
+        return GENERIC_HELP_TEXT
+    from distributions.models import ProviderAccount
+
+    custom = ProviderAccount.objects.filter(brand=brand).values_list("help_text", flat=True).first()
+    return (custom or "").strip() or DEFAULT_HELP_TEXT.format(brand=brand.name)
+
+
+def clean_inbound_text(text: str | None) -> str:
+    """Text as we store it: no NUL (PostgreSQL refuses it), lone surrogates replaced, bounded."""
+    text = (text or "").replace("\x00", "")
+    text = text.encode("utf-8", errors="replace").decode("utf-8")
+    return text[:MAX_BODY_LENGTH]
+
+
+def inbound_reply_handle(
+    *,
+    brand,
+    from_number: str,
+    to_number: str = "",
+    body: str = "",
+    provider: str = "twilio",
+    provider_sid: str = "",
+    account_sid: str = "",
+    messaging_service_sid: str = "",
+    opt_out_type: str = "",
+    received_at: datetime | None = None,
+) -> InboundResult:
+    """Store a reply and act on it.
+
+    - STOP words (any language) from a number the brand messaged: within ``DIRECTORY_WINDOW``
+      of our last message to it, a DIRECTORY opt-out (``Opted out: Yes``); later, or when the
+      number is only in the directory, a PROVIDER opt-out (the provider blocks it anyway).
+    - START words: a provider-level re-subscribe note in the audit trail, never an opt-in
+      (only a brand admin opts a person back in).
+    - HELP words: answered with the brand's help text (unless the provider already did).
+    - Anything else, and any reply from a number the brand does not know: stored, not acted on.
+    """
+    received_at = received_at or timezone.now()
+    provider_sid = (provider_sid or "").strip()[:64]
+    if provider_sid:
+        existing = InboundMessage.objects.filter(provider=provider, provider_sid=provider_sid)
+        if found := existing.first():
+            return InboundResult(found, "", replayed=True)
+    from_number = clean_inbound_text(from_number).strip()[:64]
+    body = clean_inbound_text(body)
+    match = match_reply(body)
+    kind = PROVIDER_OPT_OUT_TYPES.get((opt_out_type or "").strip().upper(), match.kind)
+
+    last = person = None
+    if brand is not None and from_number:
+        from optouts.selectors import directory_person_for, last_message_to
+
+        last = last_message_to(brand_id=brand.pk, address=from_number)
+        person = (last.person if last else None) or directory_person_for(
+            brand_id=brand.pk, channel=Channel.SMS, address=from_number
+        )
+    known = last is not None or person is not None
+
+    try:
+        with transaction.atomic():
+            inbound = InboundMessage.objects.create(
+                brand=brand,
+                provider=provider,
+                provider_sid=provider_sid,
+                account_sid=clean_inbound_text(account_sid)[:64],
+                messaging_service_sid=clean_inbound_text(messaging_service_sid)[:64],
+                from_number=from_number,
+                to_number=clean_inbound_text(to_number)[:64],
+                body=body,
+                received_at=received_at,
+                kind=kind.value,
+                keyword=(match.keyword or "")[:40] if match.kind == kind else "",
+                language=(match.language or "") if match.kind == kind else "",
+                approximate=match.approximate and match.kind == kind,
+                action=InboundMessage.Action.STORED,
+                message=last,
+                person=person,
+            )
+            reply = _act_on_inbound(inbound, kind=kind, known=known, opt_out_type=opt_out_type)
+            inbound.reply = reply[:480]
+            inbound.save(update_fields=["action", "optout", "reply"])
+    except IntegrityError:
+        # The same webhook, delivered twice at once: the other request stored it.
+        found = InboundMessage.objects.filter(provider=provider, provider_sid=provider_sid).first()
+        if found is None:
+            raise
+        return InboundResult(found, "", replayed=True)
+    return InboundResult(inbound, inbound.reply)
+
+
+def _act_on_inbound(inbound: InboundMessage, *, kind: Keyword, known: bool, opt_out_type: str):
+    """Decide and record what an inbound reply does; sets ``inbound.action``. Returns the reply."""
+    Action = InboundMessage.Action
+    brand = inbound.brand
+    if kind == Keyword.HELP:
+        if (opt_out_type or "").strip().upper() == "HELP":
+            inbound.action = Action.HELP_BY_PROVIDER  # Advanced Opt-Out sent its HELP text
+            return ""
+        inbound.action = Action.HELP_SENT
+        return inbound_help_text(brand=brand)
+    if kind == Keyword.OTHER:
+        inbound.action = Action.STORED
+        return ""
+    if brand is None or not known:
+        inbound.action = Action.UNKNOWN_NUMBER
+        return ""
+    last = inbound.message
+    if kind == Keyword.STOP:
+        within = last is not None and inbound.received_at - last.sent_at <= DIRECTORY_WINDOW
+        scope = Scope.DIRECTORY if within else Scope.PROVIDER
+        if within:
+            reason = "Replied STOP within 2 days of our message"
+        elif last is not None:
+            reason = "Replied STOP more than 2 days after our message: provider level only"
+        else:
+            reason = "Replied STOP without a message from us: provider level only"
+        inbound.optout = optout_record(
+            brand_id=brand.pk,
+            channel=Channel.SMS,
+            address=inbound.from_number,
+            source=Source.REPLY,
+            scope=scope,
+            person=inbound.person,
+            message=last,
+            inbound=inbound,
+            reason=reason,
+            inbound_text=inbound.body,
+        )
+        inbound.action = Action.OPTED_OUT if within else Action.OPTED_OUT_PROVIDER
+        return ""  # Twilio's Advanced Opt-Out sends the confirmation itself
+    # START: the provider lifts its block; Relay keeps its own opt-out until an admin opts in.
+    active = OptOut.objects.filter(
+        brand=brand, channel=Channel.SMS, address=inbound.from_number, active=True
+    ).first()
+    if active is None:
+        inbound.action = Action.STORED  # nothing to re-subscribe (a "YES" may be an answer)
+        return ""
+    OptOutEvent.objects.create(
+        brand=brand,
+        channel=Channel.SMS,
+        address=inbound.from_number,
+        person=inbound.person,
+        optout=active,
+        action=OptOutEvent.Action.RESUBSCRIBE,
+        source=Source.REPLY,
+        scope=Scope.PROVIDER,
+        message=last,
+        inbound=inbound,
+        reason="Re-subscribed at the provider; still opted out in Relay until a brand admin "
+        "opts the person in",
+        inbound_text=inbound.body[:1600],
+    )
+    inbound.optout = active
+    inbound.action = Action.RESUBSCRIBED_PROVIDER
+    return ""
