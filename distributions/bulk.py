@@ -1,0 +1,59 @@
+"""One UPDATE for many rows with different values: ``UPDATE … FROM (VALUES …)``.
+
+Django's ``bulk_update`` and ``Case(When(...))`` build one expression per row in Python, which
+costs more than the send itself at 1,000 messages a second; this sends one statement with
+bound parameters. Works on PostgreSQL and SQLite (3.33+).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from django.db import connection
+
+# Rows per statement: 500 rows x 4 values stays far below SQLite's 32,766 bound parameters.
+UPDATE_BATCH = 500
+
+
+def update_rows(
+    model,
+    columns: Sequence[str],
+    rows: Sequence[Sequence],
+    *,
+    where: str = "",
+    params: Sequence = (),
+    casts: dict[str, str] | None = None,
+) -> int:
+    """Set ``columns`` per row; each row is ``(pk, value, value, …)``. ``where`` is extra SQL
+    on the target table (aliased ``t``) with ``params``. Returns rows changed."""
+    if not rows:
+        return 0
+    table = connection.ops.quote_name(model._meta.db_table)
+    quoted = [connection.ops.quote_name(column) for column in columns]
+    casts = casts or {}
+    changed = 0
+    for start in range(0, len(rows), UPDATE_BATCH):
+        batch = rows[start : start + UPDATE_BATCH]
+        width = len(columns) + 1
+        placeholders = ", ".join(["(" + ", ".join(["%s"] * width) + ")"] * len(batch))
+        names = ", ".join(["id", *[f"c{i}" for i in range(len(columns))]])
+        assignments = ", ".join(
+            f"{column} = v.c{i}"
+            + (
+                f"::{casts[columns[i]]}"
+                if columns[i] in casts and connection.vendor == "postgresql"
+                else ""
+            )
+            for i, column in enumerate(quoted)
+        )
+        id_cast = "::bigint" if connection.vendor == "postgresql" else ""
+        sql = (
+            f"WITH v({names}) AS (VALUES {placeholders}) "  # noqa: S608 - names are ours
+            f"UPDATE {table} AS t SET {assignments} FROM v WHERE t.id = v.id{id_cast}"
+            + (f" AND {where}" if where else "")
+        )
+        flat = [value for row in batch for value in row]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [*flat, *params])
+            changed += cursor.rowcount
+    return changed
