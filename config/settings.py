@@ -243,6 +243,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "distributions.tasks.distributions_recover_task",
         "schedule": 60.0,
     },
+    "distribution-series-run-due": {
+        "task": "projects.tasks.distribution_series_run_due_task",
+        "schedule": 30.0,
+    },
 }
 
 # --- Relay ----------------------------------------------------------------------------------

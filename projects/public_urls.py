@@ -7,6 +7,6 @@ from projects import respondent_views
 app_name = "survey"
 
 urlpatterns = [
-    path("s/<str:token>", respondent_views.personal_survey, name="personal"),
-    path("a/<str:token>", respondent_views.anonymous_survey, name="anonymous"),
+    path("s/<path:token>", respondent_views.personal_survey, name="personal"),
+    path("a/<path:token>", respondent_views.anonymous_survey, name="anonymous"),
 ]

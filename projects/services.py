@@ -519,7 +519,7 @@ def response_submit_link(
             return SubmitResult(SubmitOutcome.ANSWERED, project, questions)
         if link.expires_at and link.expires_at <= now:
             return SubmitResult(SubmitOutcome.EXPIRED, project, questions)
-        read = form_stamp_read(stamp, link_scope(token))
+        read = form_stamp_read(stamp, link_scope(token), now=now)
         started_at = read.started_at if read else None
         raw = answers_from_form(questions, data)
         untrusted = url_embedded_data(url_params or {})
@@ -570,7 +570,7 @@ def response_submit_anonymous(
     """
     now = now or timezone.now()
     questions = list(project.questions.all())
-    read = form_stamp_read(stamp, anonymous_scope(project))
+    read = form_stamp_read(stamp, anonymous_scope(project), now=now)
     if read is None:
         return SubmitResult(SubmitOutcome.STALE_FORM, project, questions)
     raw = answers_from_form(questions, data)

@@ -42,13 +42,14 @@ class FormStamp:
 
 def form_stamp(scope: str, *, now: datetime) -> str:
     return signing.dumps(
-        {"s": scope, "t": int(now.timestamp()), "k": secrets.token_urlsafe(16)},
+        {"s": scope, "t": round(now.timestamp() * 1_000_000), "k": secrets.token_urlsafe(16)},
         salt=STAMP_SALT,
     )
 
 
-def form_stamp_read(value: str, scope: str) -> FormStamp | None:
+def form_stamp_read(value: str, scope: str, *, now: datetime | None = None) -> FormStamp | None:
     """The stamp, or None when it is missing, tampered with, too old or for another survey."""
+    now = now or datetime.now(tz=UTC)
     try:
         data = signing.loads(value or "", salt=STAMP_SALT, max_age=FORM_MAX_AGE)
     except (signing.BadSignature, ValueError):
@@ -56,9 +57,11 @@ def form_stamp_read(value: str, scope: str) -> FormStamp | None:
     if not isinstance(data, dict) or data.get("s") != scope:
         return None
     try:
-        started = datetime.fromtimestamp(int(data["t"]), tz=UTC)
+        started = datetime.fromtimestamp(int(data["t"]) / 1_000_000, tz=UTC)
         key = str(data["k"])[:40]
     except (KeyError, TypeError, ValueError, OverflowError):
+        return None
+    if started < now - FORM_MAX_AGE:
         return None
     return FormStamp(scope=scope, started_at=started, key=key)
 
