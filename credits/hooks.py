@@ -1,20 +1,36 @@
-"""What the sending engine asks of credits. Until the credits ledger lands, nothing is
-reserved or debited and every message is covered (as for a self-service brand)."""
+"""What the sending engine asks of credits (``distributions.sending`` calls these).
+
+* ``credits_reserve_for_distribution``: at start, inside the materialisation transaction;
+* ``credits_covering``: before a leased chunk is rendered and sent: the ids its credits cover
+  (a ``Coverage`` set; ``.skipped`` maps rows in a disabled country to the reason);
+* ``credits_debit_messages``: for every message the provider accepted (also reconciled ones);
+* ``credits_release_for_distribution``: when the distribution finishes.
+
+The rules live in ``credits.services``; these keep the engine's names and signatures.
+"""
 
 from __future__ import annotations
 
+from credits.services import (
+    Coverage,
+    distribution_cover,
+    distribution_release,
+    distribution_reserve,
+    messages_debit,
+)
+
 
 def credits_reserve_for_distribution(*, distribution) -> None:
-    return None
+    distribution_reserve(distribution=distribution)
 
 
 def credits_release_for_distribution(*, distribution) -> None:
-    return None
+    distribution_release(distribution=distribution)
 
 
-def credits_covering(*, distribution, messages) -> set[int]:
-    return {message.pk for message in messages}
+def credits_covering(*, distribution, messages) -> Coverage:
+    return distribution_cover(distribution=distribution, messages=messages)
 
 
 def credits_debit_messages(*, distribution, message_ids) -> None:
-    return None
+    messages_debit(distribution=distribution, message_ids=message_ids)

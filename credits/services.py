@@ -1,0 +1,634 @@
+"""Writes of credits: grants, and the reservation → cover → debit → release cycle of a send.
+
+What callers can rely on (``docs/credits.md`` tells why it holds):
+
+* every ledger row of a brand is written while that brand's ``CreditAccount`` row is locked
+  (``credits.lock_objects``), so the checks below see every earlier write;
+* **available = balance - reserved never goes below zero**, and so neither does the balance:
+  a reservation, a top-up and a hold take at most what is available, and a message can only
+  be sent once its exact cost is held for it (``distribution_cover``);
+* a message is debited at most once (unique constraint) and, once handed to the provider,
+  at least once: ``distribution_release`` debits a handed-over message whose worker died
+  before debiting it;
+* what a distribution reserved and did not use is released when it finishes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Count, Max, Q, Sum
+from django.utils import timezone
+
+from brands.models import Brand
+from credits.estimate import estimate_cost, link_placeholder, opt_out_placeholder
+from credits.lock_objects import credit_account_lock
+from credits.models import (
+    AMOUNT_DIGITS,
+    AMOUNT_PLACES,
+    ZERO,
+    CreditAccount,
+    CreditEntry,
+    CreditHold,
+    CreditReservation,
+)
+from credits.rates import RateTable, disabled_reason, phone_country, quantize, rate_table
+from credits.segments import count_segments
+from distributions.models import Distribution, Message
+from distributions.rendering import piped_fields, recipient_values, render
+
+logger = logging.getLogger(__name__)
+
+Kind = CreditEntry.Kind
+MStatus = Message.Status
+MAX_AMOUNT = Decimal(10) ** (AMOUNT_DIGITS - AMOUNT_PLACES - 1)  # 1,000,000,000 credits
+# The account caches the sums of the ledger up to an entry; it moves forward once this many
+# entries were added after it (a balance then sums at most this many rows).
+CHECKPOINT_EVERY = 5000
+# Hold rows created per INSERT (a chunk is at most 500 messages).
+HOLD_BATCH = 1000
+# Closed without being handed to the provider: a hold on such a message goes back to the pool.
+CLOSED_UNSENT = (
+    MStatus.FAILED,
+    MStatus.BLOCKED,
+    MStatus.SKIPPED,
+    MStatus.SKIPPED_OPTOUT,
+    MStatus.DUPLICATED,
+)
+
+
+# --- amounts ----------------------------------------------------------------------------------
+def parse_amount(value, *, allow_negative: bool = False, field: str = "amount") -> Decimal:
+    """A number of credits: finite, not zero, at most 4 decimals, not negative unless allowed.
+
+    Raises ValidationError({field: ...}) with a message a person can act on.
+    """
+    if isinstance(value, bool) or value is None:
+        raise ValidationError({field: "Enter a number of credits."})
+    text = str(value).strip()
+    try:
+        amount = Decimal(text)
+    except (InvalidOperation, ValueError) as exc:
+        raise ValidationError({field: f"'{text[:40]}' is not a number."}) from exc
+    if not amount.is_finite():
+        raise ValidationError({field: "Enter a finite number of credits."})
+    if amount == 0:
+        raise ValidationError({field: "Enter a number of credits other than zero."})
+    if amount < 0 and not allow_negative:
+        raise ValidationError({field: "Credits to add must be a positive number."})
+    if amount != quantize(amount):
+        raise ValidationError({field: f"Use at most {AMOUNT_PLACES} decimal places."})
+    if abs(amount) >= MAX_AMOUNT:
+        raise ValidationError({field: f"Enter less than {MAX_AMOUNT:,.0f} credits."})
+    return amount
+
+
+# --- the brand's figures, under its lock ---------------------------------------------------------
+@dataclass(frozen=True)
+class Figures:
+    balance: Decimal
+    reserved: Decimal
+
+    @property
+    def available(self) -> Decimal:
+        return self.balance - self.reserved
+
+
+def _account_figures(account: CreditAccount, *, checkpoint: bool = False) -> Figures:
+    """Balance and reserved credits: the account's prefix sums plus the entries after them.
+
+    With ``checkpoint`` (only under the account's lock) the prefix moves forward when many
+    entries were added after it.
+    """
+    tail = CreditEntry.objects.filter(
+        brand_id=account.brand_id, pk__gt=account.summed_upto_id
+    ).aggregate(amount=Sum("amount"), held=Sum("held"), n=Count("pk"), last=Max("pk"))
+    balance = account.summed_amount + (tail["amount"] or ZERO)
+    reserved = account.summed_held + (tail["held"] or ZERO)
+    if checkpoint and tail["n"] >= CHECKPOINT_EVERY:
+        CreditAccount.objects.filter(pk=account.pk).update(
+            summed_upto_id=tail["last"], summed_amount=balance, summed_held=reserved
+        )
+        account.summed_upto_id, account.summed_amount, account.summed_held = (
+            tail["last"],
+            balance,
+            reserved,
+        )
+    return Figures(balance=balance, reserved=reserved)
+
+
+def _reservation_held(reservation: CreditReservation) -> Decimal:
+    return CreditEntry.objects.filter(reservation=reservation).aggregate(s=Sum("held"))["s"] or ZERO
+
+
+def _holds_total(reservation: CreditReservation) -> Decimal:
+    return CreditHold.objects.filter(reservation=reservation).aggregate(s=Sum("cost"))["s"] or ZERO
+
+
+# --- grants ------------------------------------------------------------------------------------
+def credits_grant(
+    *,
+    brand: Brand,
+    amount,
+    kind: str = Kind.GRANT,
+    actor=None,
+    note: str = "",
+    idempotency_key: str = "",
+) -> CreditEntry:
+    """Add credits to a brand (a grant, or a purchase recorded by a brand admin or operator).
+
+    ``idempotency_key``: the same key for the same brand answers the first entry instead of
+    adding credits twice (a client retrying after a timeout); reusing it for another amount
+    or kind is refused.
+    """
+    value = parse_amount(amount)
+    if kind not in CreditEntry.CREDITING:
+        raise ValidationError({"kind": "Choose a grant or a purchase."})
+    key = (idempotency_key or "").strip()
+    if len(key) > 100:
+        raise ValidationError({"idempotency_key": "Use at most 100 characters."})
+    with transaction.atomic():
+        credit_account_lock(brand_id=brand.pk)
+        if key:
+            earlier = CreditEntry.objects.filter(brand=brand, idempotency_key=key).first()
+            if earlier is not None:
+                if earlier.kind != kind or earlier.amount != value:
+                    raise ValidationError(
+                        {"idempotency_key": "This key was already used for another grant."}
+                    )
+                return earlier
+        entry = CreditEntry.objects.create(
+            brand=brand,
+            kind=kind,
+            amount=value,
+            actor=actor if getattr(actor, "pk", None) else None,
+            note=(note or "").strip()[:300],
+            idempotency_key=key,
+        )
+        _settle_finished(brand_id=brand.pk)
+    return entry
+
+
+def credits_adjust(*, brand: Brand, amount, actor=None, note: str = "") -> CreditEntry:
+    """An operator's correction (either sign). Refused if it would take more than is available."""
+    value = parse_amount(amount, allow_negative=True)
+    if not (note or "").strip():
+        raise ValidationError({"note": "Say why the balance is adjusted."})
+    with transaction.atomic():
+        account = credit_account_lock(brand_id=brand.pk)
+        figures = _account_figures(account)
+        if value < 0 and figures.available + value < 0:
+            raise ValidationError(
+                {
+                    "amount": f"Only {figures.available} credits are available "
+                    f"({figures.reserved} are reserved by running distributions)."
+                }
+            )
+        return CreditEntry.objects.create(
+            brand=brand,
+            kind=Kind.ADJUST,
+            amount=value,
+            actor=actor if getattr(actor, "pk", None) else None,
+            note=note.strip()[:300],
+        )
+
+
+# --- a distribution: reserve, cover, debit, release ------------------------------------------
+def _is_self_service(brand: Brand) -> bool:
+    return brand.integration_model == Brand.IntegrationModel.SELF_SERVICE
+
+
+def _open_reservation(distribution: Distribution) -> CreditReservation:
+    """The distribution's reservation; one with nothing reserved if it started without one."""
+    reservation = CreditReservation.objects.filter(distribution=distribution).first()
+    if reservation is not None:
+        return reservation
+    brand = distribution.project.brand
+    with transaction.atomic():
+        credit_account_lock(brand_id=brand.pk)
+        reservation, _ = CreditReservation.objects.get_or_create(
+            distribution=distribution,
+            defaults={
+                "brand": brand,
+                "project_id": distribution.project_id,
+                "self_service": _is_self_service(brand),
+            },
+        )
+    return reservation
+
+
+def distribution_reserve(*, distribution: Distribution) -> CreditReservation | None:
+    """Reserve the estimated cost of the distribution's Pending rows (once; SMS only).
+
+    Runs inside the materialisation transaction. Reserves at most what is available: what
+    the reservation cannot cover is refused chunk by chunk when sending, and the distribution
+    ends Interrupted. A self-service brand gets a reservation without credits (its usage is
+    still recorded).
+    """
+    if distribution.channel != Distribution.Channel.SMS:
+        return None
+    brand = distribution.project.brand
+    pending = Message.objects.filter(distribution=distribution, status=MStatus.PENDING)
+    last_id = pending.aggregate(last=Max("pk"))["last"]
+    table = rate_table()
+    estimate = estimate_cost(
+        pending,
+        template=distribution.message,
+        rates=table,
+        phone_path="address",
+        person_prefix="person__",
+        participant_prefix="participant__",
+        distinct_phones=False,
+        opt_out_link=opt_out_placeholder(last_id) if last_id else None,
+    )
+    self_service = _is_self_service(brand)
+    with transaction.atomic():
+        account = credit_account_lock(brand_id=brand.pk)
+        existing = CreditReservation.objects.filter(distribution=distribution).first()
+        if existing is not None:
+            return existing
+        _settle_finished(brand_id=brand.pk)
+        reservation = CreditReservation.objects.create(
+            brand=brand,
+            distribution=distribution,
+            project_id=distribution.project_id,
+            self_service=self_service,
+            estimate=estimate.credits,
+            rates=table.snapshot(estimate.countries),
+        )
+        if self_service:
+            return reservation
+        available = _account_figures(account, checkpoint=True).available
+        amount = min(estimate.credits, max(available, ZERO))
+        if amount > 0:
+            short = "" if amount == estimate.credits else f"; only {amount} were available"
+            CreditEntry.objects.create(
+                brand=brand,
+                kind=Kind.RESERVE,
+                held=amount,
+                reservation=reservation,
+                distribution=distribution,
+                project_id=distribution.project_id,
+                note=(
+                    f"Estimate for {estimate.recipients} recipients, {estimate.segments} "
+                    f"segments: {estimate.credits} credits{short}."
+                )[:300],
+            )
+    return reservation
+
+
+class Coverage(set):
+    """Message ids the credits cover; ``skipped`` maps ids not to send to the reason why."""
+
+    def __init__(self, ids=(), skipped: dict[int, str] | None = None):
+        super().__init__(ids)
+        self.skipped = dict(skipped or {})
+
+
+@dataclass(frozen=True)
+class RowCost:
+    country: str
+    segments: int
+    rate: Decimal
+    cost: Decimal
+
+
+def _segments_as_sent(distribution: Distribution, row: Message, fields: set[str]) -> int:
+    """The segments of the text this row will be sent with (before it is rendered).
+
+    Rendered like ``distributions.sending._render`` from the same loaded person and
+    participant; the personal link is replaced by a string of its exact length and alphabet,
+    the opt-out link is the real one (it depends only on the message id).
+    """
+    from optouts.links import opt_out_url
+
+    values, metadata = recipient_values(
+        person=row.person,
+        participant=row.participant,
+        link=link_placeholder() if "link" in fields else "",
+        opt_out_link=opt_out_url(row.pk) if "opt_out_link" in fields else "",
+    )
+    return count_segments(render(distribution.message, values, metadata))
+
+
+def _row_costs(
+    distribution: Distribution, rows: list[Message], table: RateTable
+) -> tuple[dict[int, RowCost], dict[int, str]]:
+    fields = set(piped_fields(distribution.message))
+    costs: dict[int, RowCost] = {}
+    skipped: dict[int, str] = {}
+    for row in rows:
+        country = phone_country(row.address)
+        if not table.enabled(country):
+            skipped[row.pk] = disabled_reason(country)
+            continue
+        segments = _segments_as_sent(distribution, row, fields)
+        rate = table.rate(country)
+        costs[row.pk] = RowCost(country, segments, rate, quantize(rate * segments))
+    return costs, skipped
+
+
+def _drop_stale_holds(reservation: CreditReservation) -> int:
+    """Holds of messages closed without being handed over go back to the reservation."""
+    stale = CreditHold.objects.filter(
+        reservation=reservation,
+        message__status__in=CLOSED_UNSENT,
+        message__sent_at__isnull=True,
+        message__provider_id="",
+    )
+    return stale.delete()[0]
+
+
+def distribution_cover(*, distribution: Distribution, messages) -> Coverage:
+    """Decide which of a leased chunk's rows may be sent, and hold their exact cost.
+
+    Each row's cost is its country's rate times the segments of its own rendered text. Rows
+    are covered in id order while their cost fits in the distribution's reservation not yet
+    held for other messages plus the brand's available credits; what comes from the latter
+    is reserved first (a top-up). A row already held (sent again after a retry or a worker
+    restart) keeps its hold. Rows in a disabled country are in ``skipped``, not covered.
+    """
+    rows = list(messages)
+    if not rows:
+        return Coverage()
+    if distribution.channel != Distribution.Channel.SMS:
+        return Coverage(row.pk for row in rows)
+    reservation = _open_reservation(distribution)
+    table = rate_table().with_snapshot(reservation.rates)
+    costs, skipped = _row_costs(distribution, rows, table)
+    if reservation.self_service:
+        return Coverage(costs, skipped)
+    covered: set[int] = set()
+    with transaction.atomic():
+        account = credit_account_lock(brand_id=reservation.brand_id)
+        _drop_stale_holds(reservation)
+        already = set(
+            CreditHold.objects.filter(message_id__in=list(costs)).values_list(
+                "message_id", flat=True
+            )
+        )
+        pool = _reservation_held(reservation) - _holds_total(reservation)
+        budget = pool + _account_figures(account, checkpoint=True).available
+        new: list[CreditHold] = []
+        need = ZERO
+        now = timezone.now()
+        for pk in sorted(costs):
+            if pk in already:
+                covered.add(pk)
+                continue
+            cost = costs[pk]
+            if cost.cost <= budget:
+                budget -= cost.cost
+                need += cost.cost
+                covered.add(pk)
+                new.append(
+                    CreditHold(
+                        message_id=pk,
+                        reservation=reservation,
+                        country=cost.country,
+                        segments=cost.segments,
+                        rate=cost.rate,
+                        cost=cost.cost,
+                        created_at=now,
+                    )
+                )
+        top_up = need - pool
+        if new and top_up > 0:
+            CreditEntry.objects.create(
+                brand_id=reservation.brand_id,
+                kind=Kind.RESERVE,
+                held=top_up,
+                reservation=reservation,
+                distribution=distribution,
+                project_id=distribution.project_id,
+                note="Top-up: these messages cost more than the reservation had left.",
+            )
+        CreditHold.objects.bulk_create(new, batch_size=HOLD_BATCH)
+    return Coverage(covered, skipped)
+
+
+def messages_debit(*, distribution: Distribution, message_ids) -> int:
+    """Debit messages the provider accepted, at their exact cost. Returns rows written.
+
+    Idempotent: a message already debited is left alone (and the unique constraint would
+    refuse a second debit anyway). A self-service brand's messages are recorded as usage
+    (amount 0) without touching any balance.
+    """
+    ids = sorted({int(pk) for pk in message_ids})
+    if not ids or distribution.channel != Distribution.Channel.SMS:
+        return 0
+    reservation = _open_reservation(distribution)
+    if reservation.self_service:
+        return _record_usage(distribution, reservation, ids)
+    with transaction.atomic():
+        credit_account_lock(brand_id=reservation.brand_id)
+        written = _debit_locked(distribution, reservation, ids)
+        if (
+            reservation.closed_at is None
+            and Distribution.objects.filter(
+                pk=distribution.pk, status__in=Distribution.FINISHED
+            ).exists()
+        ):
+            _release_locked(reservation)  # messages that were in flight when it was stopped
+    return written
+
+
+def _entry_for(
+    distribution: Distribution | None,
+    reservation: CreditReservation,
+    row: dict,
+    *,
+    kind: str,
+    country: str,
+    segments: int,
+    rate: Decimal,
+    amount: Decimal,
+    held: Decimal,
+    now,
+) -> CreditEntry:
+    return CreditEntry(
+        brand_id=reservation.brand_id,
+        kind=kind,
+        amount=amount,
+        held=held,
+        reservation=reservation,
+        distribution_id=distribution.pk if distribution is not None else None,
+        project_id=reservation.project_id,
+        message_id=row["pk"],
+        country=country,
+        segments=segments,
+        rate=rate,
+        created_at=now,
+    )
+
+
+def _message_rows(ids: list[int]) -> list[dict]:
+    return list(Message.objects.filter(pk__in=ids).values("pk", "address", "segments", "body"))
+
+
+def _debit_locked(
+    distribution: Distribution | None, reservation: CreditReservation, ids: list[int]
+) -> int:
+    """The debit itself; the caller holds the brand's account lock."""
+    done = set(
+        CreditEntry.objects.filter(message_id__in=ids, kind__in=CreditEntry.PER_MESSAGE)
+        .values_list("message_id", flat=True)
+        .order_by()
+    )
+    todo = [pk for pk in ids if pk not in done]
+    if not todo:
+        return 0
+    holds = {hold.message_id: hold for hold in CreditHold.objects.filter(message_id__in=todo)}
+    table = rate_table().with_snapshot(reservation.rates)
+    pool: Decimal | None = None  # the reservation's credits not held for a message, if needed
+    now = timezone.now()
+    entries = []
+    for row in _message_rows(todo):
+        hold = holds.get(row["pk"])
+        country = hold.country if hold else phone_country(row["address"])
+        rate = hold.rate if hold else table.rate(country)
+        segments = row["segments"] or (hold.segments if hold else count_segments(row["body"]))
+        cost = quantize(rate * segments)
+        held_for_it = hold.cost if hold else ZERO
+        if cost <= held_for_it:
+            from_reservation = cost
+        else:
+            # Not expected (the cover holds the exact cost): take the difference from what
+            # the reservation has left; anything beyond is taken from the balance.
+            if pool is None:
+                pool = _reservation_held(reservation) - _holds_total(reservation)
+            extra = min(cost - held_for_it, max(pool, ZERO))
+            pool -= extra
+            from_reservation = held_for_it + extra
+            logger.warning(
+                "credits: message %s cost %s but %s was held for it", row["pk"], cost, held_for_it
+            )
+        entries.append(
+            _entry_for(
+                distribution,
+                reservation,
+                row,
+                kind=Kind.DEBIT,
+                country=country,
+                segments=segments,
+                rate=rate,
+                amount=-cost,
+                held=-from_reservation,
+                now=now,
+            )
+        )
+    CreditEntry.objects.bulk_create(entries, batch_size=HOLD_BATCH)
+    CreditHold.objects.filter(message_id__in=[entry.message_id for entry in entries]).delete()
+    return len(entries)
+
+
+def _record_usage(
+    distribution: Distribution, reservation: CreditReservation, ids: list[int]
+) -> int:
+    """Self-service: one usage row per message (no balance, so no lock is needed)."""
+    done = set(
+        CreditEntry.objects.filter(message_id__in=ids, kind__in=CreditEntry.PER_MESSAGE)
+        .values_list("message_id", flat=True)
+        .order_by()
+    )
+    table = rate_table().with_snapshot(reservation.rates)
+    now = timezone.now()
+    entries = []
+    for row in _message_rows([pk for pk in ids if pk not in done]):
+        country = phone_country(row["address"])
+        segments = row["segments"] or count_segments(row["body"])
+        entries.append(
+            _entry_for(
+                distribution,
+                reservation,
+                row,
+                kind=Kind.USAGE,
+                country=country,
+                segments=segments,
+                rate=table.rate(country),
+                amount=ZERO,
+                held=ZERO,
+                now=now,
+            )
+        )
+    CreditEntry.objects.bulk_create(entries, batch_size=HOLD_BATCH, ignore_conflicts=True)
+    return len(entries)
+
+
+def distribution_release(*, distribution: Distribution) -> Decimal:
+    """Settle a finished distribution: debit what was handed over but not yet debited, then
+    release what its reservation holds for nothing. Idempotent. Returns the credits released.
+    """
+    reservation = CreditReservation.objects.filter(distribution=distribution).first()
+    if reservation is None or reservation.closed_at is not None:
+        return ZERO
+    with transaction.atomic():
+        credit_account_lock(brand_id=reservation.brand_id)
+        reservation.refresh_from_db()
+        if reservation.closed_at is not None:
+            return ZERO
+        return _release_locked(reservation)
+
+
+def _release_locked(reservation: CreditReservation) -> Decimal:
+    """The caller holds the account lock. Messages still being sent keep their holds (the
+    reservation stays open until they are settled)."""
+    distribution = reservation.distribution
+    handed_over = CreditHold.objects.filter(reservation=reservation).filter(
+        Q(message__sent_at__isnull=False)
+        | ~Q(message__provider_id="")
+        | Q(message__status__in=Message.HANDED_OVER)
+    )
+    late = list(handed_over.values_list("message_id", flat=True))
+    if late:
+        logger.info("credits: debiting %s handed-over messages at release", len(late))
+        _debit_locked(distribution, reservation, late)
+    _drop_stale_holds(reservation)
+    if distribution is None:
+        # Its distribution was deleted: nothing will be sent for the remaining holds.
+        CreditHold.objects.filter(reservation=reservation).delete()
+    in_flight = _holds_total(reservation)
+    unused = _reservation_held(reservation) - in_flight
+    if unused > 0:
+        CreditEntry.objects.create(
+            brand_id=reservation.brand_id,
+            kind=Kind.RELEASE,
+            held=-unused,
+            reservation=reservation,
+            distribution=distribution,
+            project_id=reservation.project_id,
+            note="Released: reserved but not used (skipped, failed before sending, or stopped).",
+        )
+    if not CreditHold.objects.filter(reservation=reservation).exists():
+        CreditReservation.objects.filter(pk=reservation.pk).update(closed_at=timezone.now())
+        reservation.closed_at = timezone.now()
+    return max(unused, ZERO)
+
+
+def _finished_open_reservations(brand_id: int):
+    return CreditReservation.objects.filter(brand_id=brand_id, closed_at__isnull=True).filter(
+        Q(distribution__isnull=True) | Q(distribution__status__in=Distribution.FINISHED)
+    )
+
+
+def _settle_finished(*, brand_id: int) -> int:
+    """Release reservations of distributions that ended without releasing (the caller holds
+    the account lock): a distribution stopped while sending, or deleted."""
+    settled = 0
+    for reservation in _finished_open_reservations(brand_id).select_related("distribution"):
+        _release_locked(reservation)
+        settled += 1
+    return settled
+
+
+def reservations_settle(*, brand: Brand) -> int:
+    """Settle the brand's finished distributions' reservations, if any (cheap when none)."""
+    if not _finished_open_reservations(brand.pk).exists():
+        return 0
+    with transaction.atomic():
+        credit_account_lock(brand_id=brand.pk)
+        return _settle_finished(brand_id=brand.pk)
