@@ -162,6 +162,13 @@ def _send_leased(distribution, account, provider: SmsProvider, lease: str, attem
         return stats
 
     covered = _allowance(distribution, rows)
+    # Rows the rate card does not send to (a disabled country) are Skipped with its reason.
+    skipped = getattr(covered, "skipped", {})
+    for reason in set(skipped.values()):
+        dropped = [row for row in rows if skipped.get(row.pk) == reason]
+        _close_rows(dropped, lease, MStatus.SKIPPED, reason)
+        stats["skipped"] = stats.get("skipped", 0) + len(dropped)
+    rows = [row for row in rows if row.pk not in skipped]
     if len(covered) < len(rows):
         uncovered = [row for row in rows if row.pk not in covered]
         _close_rows(uncovered, lease, MStatus.FAILED, "Not sent: not enough credits.")
