@@ -15,7 +15,7 @@ from datetime import datetime
 
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.db.models import Count, F, Q, Window
+from django.db.models import Count, F, OuterRef, Q, Window
 from django.db.models.functions import RowNumber
 from django.utils import timezone
 
@@ -305,7 +305,7 @@ def distribution_materialise(*, distribution: Distribution) -> dict:
             opted_out=optout_active_exists(
                 brand_id=distribution.project.brand_id,
                 channel=distribution.channel,
-                address_ref=F(address_field),
+                address_ref=OuterRef(address_field),
             ),
             rn=Window(RowNumber(), partition_by=[F(address_field)], order_by=F("pk").asc()),
         )

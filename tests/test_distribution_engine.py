@@ -79,6 +79,18 @@ def test_send_now_materialises_sends_and_delivers(
     assert list(rows[crowd["twin"].pk].events.values_list("status", flat=True)) == [S.DUPLICATED]
 
 
+def test_materialisation_marks_opted_out_numbers_of_this_brand_only(tenancy, crowd):
+    OptOutFactory(brand=tenancy.brand_a, address="+14155550109")
+    OptOutFactory(brand=tenancy.brand_b, address="+447911123456")
+    distribution = DistributionFactory(project=tenancy.project_a, status="in_progress")
+    distribution_materialise(distribution=distribution)
+    statuses = dict(distribution.messages.values_list("participant_id", "status"))
+    assert statuses[crowd["optout"].pk] == S.SKIPPED_OPTOUT
+    assert statuses[crowd["alan"].pk] == S.PENDING
+    assert statuses[crowd["ada"].pk] == S.PENDING
+    assert statuses[crowd["twin"].pk] == S.DUPLICATED
+
+
 def test_materialisation_is_idempotent(tenancy, crowd):
     distribution = DistributionFactory(project=tenancy.project_a, status="in_progress")
     first = distribution_materialise(distribution=distribution)
