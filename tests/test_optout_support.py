@@ -135,3 +135,13 @@ def sent_message(
         provider_id=new_sid(),
         body="Hi",
     )
+
+
+def self_service(brand):
+    """The brand brings its own provider account: sends are not limited by Relay credits (the
+    opt-out tests are about who is messaged, not about money)."""
+    from brands.models import Brand
+
+    Brand.objects.filter(pk=brand.pk).update(integration_model=Brand.IntegrationModel.SELF_SERVICE)
+    brand.integration_model = Brand.IntegrationModel.SELF_SERVICE
+    return brand
