@@ -15,6 +15,7 @@ urlpatterns = [
     path("projects/", include("projects.urls")),
     path("", include("projects.public_urls")),
     path("", include("participants.urls")),
+    path("", include("distributions.urls")),
     path("webhooks/", include("distributions.webhook_urls")),
     path("webhooks/", include("optouts.webhook_urls")),
     path("optouts/", include("optouts.urls")),

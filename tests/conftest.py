@@ -152,3 +152,6 @@ def eager_tasks():
     yield
     app.conf.task_always_eager = False
     app.conf.task_eager_propagates = False
+
+
+from tests.browser import browser, page  # noqa: E402, F401

@@ -1,0 +1,281 @@
+"""Forms of the distribution pages: translate what the browser posts into service arguments.
+
+Times are typed in the brand's time zone (a date and a time) and converted to an aware
+datetime here; the conditions builder posts parallel lists (``c_criterion``, ``c_field``,
+``c_operator``, ``c_value``: one item per row, in order) and is validated row by row so that
+each error can be shown next to its row. The services validate everything again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from dataclasses import field as dc_field
+from itertools import zip_longest
+
+from django import forms
+from django.core.exceptions import ValidationError
+from django.utils import timezone
+
+from distributions.conditions import CRITERION_LABELS, ONCE_PER_SET, conditions_clean
+from distributions.csvio import DELIMITERS, ENCLOSURES
+from distributions.models import Distribution
+from distributions.services import MAX_MESSAGE_LENGTH
+
+CONDITION_KEYS = ("criterion", "field", "operator", "value")
+MAX_CONDITIONS = 50
+ONCE_PER_SET_HELP = (
+    "Name or email, First name and Last name can each be used only once in a condition set."
+)
+
+
+def aware_in_zone(day: dt.date, at: dt.time, zone) -> dt.datetime:
+    """``day`` ``at`` on the wall clock of ``zone``; refuses a time the clocks skip."""
+    naive = dt.datetime.combine(day, at.replace(second=0, microsecond=0))
+    aware = naive.replace(tzinfo=zone)
+    if aware.astimezone(dt.UTC).astimezone(zone).replace(tzinfo=None) != naive:
+        raise ValidationError(
+            f"{naive:%Y-%m-%d %H:%M} does not exist in {zone.key}: the clocks go forward "
+            "at that time. Choose another time."
+        )
+    return aware
+
+
+# --- conditions builder ---------------------------------------------------------------------
+@dataclass
+class ConditionRow:
+    criterion: str = ""
+    field: str = ""
+    operator: str = "is"
+    value: str = ""
+    errors: list[str] = dc_field(default_factory=list)
+
+    def as_condition(self) -> dict:
+        condition = {"criterion": self.criterion, "operator": self.operator, "value": self.value}
+        if self.criterion == "metadata":
+            condition["field"] = self.field
+        return condition
+
+
+def condition_rows_from_post(data) -> list[ConditionRow]:
+    """The builder's rows, in order; rows left entirely blank are dropped."""
+    columns = [data.getlist(f"c_{key}") for key in CONDITION_KEYS]
+    rows = []
+    for criterion, field_name, operator, value in zip_longest(*columns, fillvalue=""):
+        row = ConditionRow(
+            criterion=(criterion or "").strip(),
+            field=(field_name or "").strip(),
+            operator=(operator or "is").strip() or "is",
+            value=(value or "").strip(),
+        )
+        if not row.criterion and not row.field and not row.value:
+            continue
+        rows.append(row)
+    return rows
+
+
+def condition_rows_from_conditions(conditions: list[dict]) -> list[ConditionRow]:
+    return [
+        ConditionRow(
+            criterion=c.get("criterion", ""),
+            field=c.get("field", ""),
+            operator=c.get("operator", "is"),
+            value=c.get("value", ""),
+        )
+        for c in conditions or []
+    ]
+
+
+def condition_rows_validate(rows: list[ConditionRow]) -> bool:
+    """Attach each row's errors to it (the service's own messages, without the row number)
+    and enforce the once-per-set rule with an explanation. True when every row is valid."""
+    seen: dict[str, int] = {}
+    valid = True
+    if len(rows) > MAX_CONDITIONS:
+        rows[-1].errors.append(f"At most {MAX_CONDITIONS} conditions.")
+        return False
+    for index, row in enumerate(rows, start=1):
+        if not row.criterion:
+            row.errors.append("Choose what this condition is about.")
+        else:
+            try:
+                conditions_clean([row.as_condition()])
+            except ValidationError as exc:
+                for message in exc.messages:
+                    row.errors.append(message.removeprefix("Condition 1: "))
+        if row.criterion in ONCE_PER_SET:
+            if row.criterion in seen:
+                label = CRITERION_LABELS[row.criterion]
+                row.errors.append(
+                    f"{label} is already used by condition {seen[row.criterion]}: "
+                    f"{ONCE_PER_SET_HELP} Remove this row or choose another criterion."
+                )
+            else:
+                seen[row.criterion] = index
+        valid = valid and not row.errors
+    return valid
+
+
+# --- the schedule form ----------------------------------------------------------------------
+class ScheduleForm(forms.Form):
+    """Create or edit an SMS distribution. ``cleaned_data['send_at']`` is None for "now"."""
+
+    KIND_CHOICES = [
+        (Distribution.Kind.INVITE, "Invite"),
+        (Distribution.Kind.REMINDER, "Reminder to everyone who has not responded"),
+    ]
+    AUDIENCE_CHOICES = [
+        ("all", "All participants"),
+        ("some", "Only participants who meet conditions"),
+    ]
+    WHEN_CHOICES = [("now", "Send now"), ("later", "Schedule for later")]
+
+    kind = forms.ChoiceField(choices=KIND_CHOICES, widget=forms.RadioSelect, initial="invite")
+    name = forms.CharField(
+        required=False,
+        max_length=200,
+        label="Name (optional)",
+        help_text="Shown in the distribution list; the message excerpt is used when empty.",
+    )
+    message = forms.CharField(
+        max_length=MAX_MESSAGE_LENGTH,
+        widget=forms.Textarea(attrs={"rows": 5, "spellcheck": "true"}),
+    )
+    sender = forms.CharField(
+        required=False,
+        max_length=32,
+        label="Sender (optional)",
+        help_text="A phone number, short code or alphanumeric sender ID; empty uses the "
+        "brand's default sender.",
+    )
+    audience = forms.ChoiceField(
+        choices=AUDIENCE_CHOICES, widget=forms.RadioSelect, initial="all", required=False
+    )
+    when = forms.ChoiceField(choices=WHEN_CHOICES, widget=forms.RadioSelect, initial="now")
+    send_date = forms.DateField(
+        required=False, label="Date", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    send_time = forms.TimeField(
+        required=False,
+        label="Time",
+        widget=forms.TimeInput(attrs={"type": "time"}, format="%H:%M"),
+    )
+
+    def __init__(self, *args, zone, kind_fixed: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.zone = zone
+        self.kind_fixed = kind_fixed
+        if kind_fixed:
+            self.fields["kind"].required = False
+        self.condition_rows: list[ConditionRow] = []
+
+    def clean_kind(self):
+        return self.kind_fixed or self.cleaned_data.get("kind")
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("when") == "later":
+            day, at = cleaned.get("send_date"), cleaned.get("send_time")
+            if day is None and "send_date" not in self.errors:
+                self.add_error("send_date", "Choose the date to send on.")
+            if at is None and "send_time" not in self.errors:
+                self.add_error("send_time", "Choose the time to send at.")
+            if day is not None and at is not None:
+                try:
+                    send_at = aware_in_zone(day, at, self.zone)
+                except ValidationError as exc:
+                    self.add_error("send_time", exc)
+                else:
+                    if send_at <= timezone.now():
+                        self.add_error(
+                            "send_time",
+                            "That time has already passed. Choose a later time, or Send now.",
+                        )
+                    cleaned["send_at"] = send_at
+        else:
+            cleaned["send_at"] = None
+        return cleaned
+
+    def clean_conditions(self, data, *, with_audience: bool) -> list | None:
+        """Parse and validate the builder's rows; None when some row is wrong."""
+        self.condition_rows = condition_rows_from_post(data)
+        if not with_audience or self.cleaned_data.get("audience") != "some":
+            return []
+        if not self.condition_rows:
+            self.add_error(
+                "audience", "Add at least one condition, or choose to send to all participants."
+            )
+            return None
+        if not condition_rows_validate(self.condition_rows):
+            self.add_error(None, "Some conditions need your attention (see below).")
+            return None
+        return [row.as_condition() for row in self.condition_rows]
+
+
+class BulkEditForm(forms.Form):
+    """New send time and/or message for several scheduled distributions."""
+
+    send_date = forms.DateField(
+        required=False, label="New date", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    send_time = forms.TimeField(
+        required=False,
+        label="New time",
+        widget=forms.TimeInput(attrs={"type": "time"}, format="%H:%M"),
+    )
+    message = forms.CharField(
+        required=False,
+        max_length=MAX_MESSAGE_LENGTH,
+        label="New message (optional)",
+        widget=forms.Textarea(attrs={"rows": 3}),
+    )
+
+    def __init__(self, *args, zone, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.zone = zone
+
+    def clean(self):
+        cleaned = super().clean()
+        day, at = cleaned.get("send_date"), cleaned.get("send_time")
+        changes = {}
+        if day is not None or at is not None:
+            if day is None or at is None:
+                self.add_error(
+                    "send_time" if at is None else "send_date",
+                    "Give both a date and a time to change the send time.",
+                )
+            else:
+                try:
+                    send_at = aware_in_zone(day, at, self.zone)
+                except ValidationError as exc:
+                    self.add_error("send_time", exc)
+                else:
+                    if send_at <= timezone.now():
+                        self.add_error("send_time", "That time has already passed.")
+                    changes["send_at"] = send_at
+        if (cleaned.get("message") or "").strip():
+            changes["message"] = cleaned["message"].strip()
+        if not changes and not self.errors:
+            raise ValidationError("Choose a new send time or type a new message.")
+        cleaned["changes"] = changes
+        return cleaned
+
+
+DELIMITER_LABELS = {
+    "comma": "Comma (,)",
+    "semicolon": "Semicolon (;)",
+    "tab": "Tab",
+    "pipe": "Pipe (|)",
+}
+ENCLOSURE_LABELS = {"double": 'Double quote (")', "single": "Single quote (')", "none": "None"}
+
+
+class DownloadHistoryForm(forms.Form):
+    delimiter = forms.ChoiceField(
+        choices=[(key, DELIMITER_LABELS.get(key, key)) for key in DELIMITERS], initial="comma"
+    )
+    enclosure = forms.ChoiceField(
+        choices=[(key, ENCLOSURE_LABELS.get(key, key)) for key in ENCLOSURES],
+        initial="double",
+        label="Field enclosure",
+    )

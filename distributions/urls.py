@@ -1,0 +1,34 @@
+"""Pages for distributions (mounted at the site root: project tabs live under projects/)."""
+
+from django.urls import path
+
+from distributions import views
+
+app_name = "distributions"
+
+urlpatterns = [
+    path("projects/<int:project_pk>/sms/", views.ProjectSmsView.as_view(), name="project_sms"),
+    path("projects/<int:project_pk>/sms/new/", views.ScheduleView.as_view(), name="create"),
+    path(
+        "projects/<int:project_pk>/sms/preview-count/",
+        views.PreviewCountView.as_view(),
+        name="preview_count",
+    ),
+    path(
+        "projects/<int:project_pk>/sms/bulk-edit/",
+        views.BulkEditView.as_view(),
+        name="bulk_edit",
+    ),
+    path("distributions/", views.BrandDistributionsView.as_view(), name="list"),
+    path("distributions/<int:pk>/", views.DistributionDetailView.as_view(), name="detail"),
+    path("distributions/<int:pk>/live/", views.LiveView.as_view(), name="live"),
+    path("distributions/<int:pk>/edit/", views.EditView.as_view(), name="edit"),
+    path("distributions/<int:pk>/preview/", views.PreviewView.as_view(), name="preview"),
+    path("distributions/<int:pk>/cancel/", views.CancelView.as_view(), name="cancel"),
+    path(
+        "distributions/<int:pk>/history.csv",
+        views.HistoryCsvView.as_view(),
+        name="history_csv",
+    ),
+    path("outbox/", views.OutboxView.as_view(), name="outbox"),
+]

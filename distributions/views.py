@@ -1,0 +1,654 @@
+"""Pages for SMS distributions: the project's Text messages (SMS) tab, the schedule form
+(create and edit), the distribution page (details, metrics, related, live progress, history),
+the history download, the brand's distribution list and the outbox.
+
+Views only translate HTTP: reads come from ``selectors`` and ``page_selectors``, writes go
+through ``services``. Every object is fetched through ``BrandPageMixin.get_scoped`` (another
+brand's answers 404); GET needs ``read_role``, any other method ``write_role``. Times are shown
+and typed in the brand's time zone (activated for the whole request).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views import View
+
+from brands.roles import Role
+from brands.views import BrandPageMixin
+from credits.hooks_read import credits_available, credits_estimate
+from credits.segments import segment_info
+from distributions import page_selectors
+from distributions.api import history_csv_response
+from distributions.conditions import CRITERION_LABELS, OPERATOR_LABELS, conditions_describe
+from distributions.forms import (
+    ONCE_PER_SET_HELP,
+    BulkEditForm,
+    ConditionRow,
+    DownloadHistoryForm,
+    ScheduleForm,
+    condition_rows_from_conditions,
+    condition_rows_from_post,
+    condition_rows_validate,
+)
+from distributions.models import Distribution, Message
+from distributions.selectors import distribution_list, distribution_metrics, related_distributions
+from distributions.services import (
+    distribution_cancel,
+    distribution_create,
+    distribution_update,
+    distributions_bulk_update,
+)
+from projects.models import Project
+
+PAGE_SIZE = 25
+HISTORY_PAGE_SIZE = 50
+OUTBOX_THREADS_PER_PAGE = 10
+# A Scheduled distribution due this soon (or overdue: waiting for a worker) is polled too, so
+# that "Send now" shows the run start without a reload.
+POLL_WHEN_DUE_WITHIN = timedelta(seconds=60)
+POLL_SECONDS = 2
+PIPED_FIELDS = [
+    ("first_name", "First name"),
+    ("last_name", "Last name"),
+    ("link", "Personal survey link"),
+    ("opt_out_link", "Opt-out link"),
+    ("email", "Email"),
+    ("person_id", "PersonID"),
+    ("username", "User name"),
+    ("role", "Project role"),
+]
+SERVICE_FIELD_MAP = {"send_at": "send_time", "message": "message", "sender": "sender"}
+
+Kind = Distribution.Kind
+Status = Distribution.Status
+
+
+def apply_service_errors(form, exc: ValidationError) -> None:
+    """Put a service's errors next to the matching field, the rest at the top."""
+    if not hasattr(exc, "error_dict"):
+        form.add_error(None, exc.messages)
+        return
+    for key, errors in exc.message_dict.items():
+        target = SERVICE_FIELD_MAP.get(key)
+        form.add_error(target if target in form.fields else None, errors)
+
+
+def kind_label(distribution: Distribution) -> str:
+    channel = distribution.get_channel_display()
+    if distribution.kind == Kind.REMINDER:
+        if distribution.parent_id:
+            return f"{channel} reminder of “{distribution.parent}”"
+        return f"{channel} reminder to everyone who has not responded"
+    return f"{channel} {distribution.get_kind_display().lower()}"
+
+
+def audience_label(distribution: Distribution) -> str:
+    described = conditions_describe(distribution.conditions or [])
+    if distribution.kind == Kind.REMINDER:
+        who = (
+            f"Recipients of “{distribution.parent}” who have not responded"
+            if distribution.parent_id
+            else "Participants who have not responded"
+        )
+        return who if not distribution.conditions else f"{who}, where {described}"
+    return described
+
+
+def should_poll(distribution: Distribution) -> bool:
+    if distribution.status == Status.IN_PROGRESS:
+        return True
+    return (
+        distribution.status == Status.SCHEDULED
+        and distribution.send_at <= timezone.now() + POLL_WHEN_DUE_WITHIN
+    )
+
+
+class DistributionPageMixin(BrandPageMixin):
+    """BrandPageMixin, with the brand's time zone active for the whole request."""
+
+    def dispatch(self, request, *args, **kwargs):
+        zone = None
+        if request.user.is_authenticated:
+            brand = request.brand_context.brand
+            zone = brand.zone if brand is not None else None
+        with timezone.override(zone):
+            return super().dispatch(request, *args, **kwargs)
+
+    def get_project(self, pk) -> Project:
+        return self.get_scoped(Project.objects.select_related("brand"), pk=pk)
+
+    def get_distribution(self, pk) -> Distribution:
+        return self.get_scoped(
+            Distribution.objects.select_related("project__brand", "parent", "created_by"), pk=pk
+        )
+
+    def get_parent(self, project: Project, parent_id) -> Distribution | None:
+        """The invite a reminder follows: an SMS invite of this project, or 404."""
+        if parent_id in (None, ""):
+            return None
+        return self.get_scoped(page_selectors.project_invites(project=project), pk=parent_id)
+
+    def base_context(self) -> dict:
+        return {
+            "brand": self.brand,
+            "can_edit": self.can(Role.PROJECT_ADMIN),
+            "zone_name": self.brand.time_zone,
+        }
+
+
+# --- the project's Text messages (SMS) tab ----------------------------------------------------
+class ProjectSmsView(DistributionPageMixin, View):
+    def get(self, request, project_pk):
+        project = self.get_project(project_pk)
+        return render_project_sms(self, request, project, BulkEditForm(zone=self.brand.zone))
+
+
+def render_project_sms(view, request, project, bulk_form, *, selected=(), status=200):
+    distributions = page_selectors.project_sms_distributions(project=project)
+    page = Paginator(distributions, PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "distributions/project_sms.html",
+        {
+            **view.base_context(),
+            "project": project,
+            "page": page,
+            "participant_count": project.participants.count(),
+            "bulk_form": bulk_form,
+            "selected": {str(pk) for pk in selected},
+            "has_scheduled": any(d.status == Status.SCHEDULED for d in page),
+        },
+        status=status,
+    )
+
+
+class BulkEditView(DistributionPageMixin, View):
+    """Change the send time and/or message of several scheduled distributions: all or none."""
+
+    def post(self, request, project_pk):
+        project = self.get_project(project_pk)
+        ids = request.POST.getlist("ids")
+        form = BulkEditForm(request.POST, zone=self.brand.zone)
+        try:
+            wanted = {int(pk) for pk in ids}
+        except ValueError as exc:
+            raise Http404("No such distribution.") from exc
+        found = list(
+            self.scoped(Distribution.objects.all()).filter(
+                project=project, channel=Distribution.Channel.SMS, pk__in=wanted
+            )
+        )
+        if len(found) != len(wanted):
+            raise Http404("No such distribution.")
+        if not found:
+            form.add_error(None, "Select at least one scheduled distribution.")
+        if form.is_valid():
+            try:
+                updated = distributions_bulk_update(
+                    distributions=found, actor=request.user, **form.cleaned_data["changes"]
+                )
+            except ValidationError as exc:
+                form.add_error(None, "Nothing was changed:")
+                for key, errors in exc.message_dict.items():
+                    for error in errors:
+                        form.add_error(None, f"{key.capitalize()}: {error}")
+            else:
+                messages.success(request, f"Updated {len(updated)} scheduled distributions.")
+                return redirect("distributions:project_sms", project_pk=project.pk)
+        return render_project_sms(self, request, project, form, selected=ids, status=400)
+
+
+# --- schedule form: create and edit -------------------------------------------------------
+class ScheduleFormMixin(DistributionPageMixin):
+    read_role = Role.PROJECT_ADMIN
+
+    def render_form(self, request, *, project, form, parent=None, distribution=None, status=200):
+        kind = form.kind_fixed or (
+            form.data.get("kind") if form.is_bound else form.initial.get("kind")
+        )
+        kind = kind if kind in Kind.values else Kind.INVITE
+        conditions = []
+        audience = form.data.get("audience") if form.is_bound else form.initial.get("audience")
+        if parent is None and audience == "some":
+            rows = [
+                ConditionRow(r.criterion, r.field, r.operator, r.value) for r in form.condition_rows
+            ]
+            if rows and condition_rows_validate(rows):
+                conditions = [r.as_condition() for r in rows]
+        message = form.data.get("message", "") if form.is_bound else form.initial.get("message")
+        when = form.data.get("when") if form.is_bound else form.initial.get("when")
+        metadata_fields = page_selectors.project_metadata_fields(project=project)
+        return render(
+            request,
+            "distributions/schedule.html",
+            {
+                **self.base_context(),
+                **summary_context(
+                    brand=self.brand,
+                    project=project,
+                    kind=kind,
+                    parent=parent,
+                    conditions=conditions,
+                    message=message or "",
+                ),
+                "project": project,
+                "form": form,
+                "parent": parent,
+                "distribution": distribution,
+                "kind": kind,
+                "condition_rows": form.condition_rows or [ConditionRow()],
+                "blank_row": ConditionRow(),
+                "audience": "some" if audience == "some" else "all",
+                "when": "later" if when == "later" else "now",
+                "criteria": list(CRITERION_LABELS.items()),
+                "operators": list(OPERATOR_LABELS.items()),
+                "once_per_set_help": ONCE_PER_SET_HELP,
+                "metadata_fields": metadata_fields,
+                "roles": page_selectors.project_roles(project=project),
+                "piped_fields": [("${" + name + "}", label) for name, label in PIPED_FIELDS]
+                + [("${" + name + "}", "Metadata field") for name in metadata_fields],
+                "sample_link": page_selectors.sample_link(),
+                "sample_opt_out_link": page_selectors.sample_opt_out_link(),
+                "inactive": project.stage != Project.Stage.ACTIVE,
+            },
+            status=status,
+        )
+
+
+def summary_context(*, brand, project, kind, parent, conditions, message) -> dict:
+    """Credits available, the estimate and the matching participants (top of the form)."""
+    available = credits_available(brand=brand)
+    preview = page_selectors.audience_preview(
+        project=project, conditions=conditions, kind=kind, parent=parent
+    )
+    estimate = credits_estimate(
+        project=project, message=message, conditions=conditions, kind=kind, parent=parent
+    )
+    over = False
+    if estimate is not None:
+        balance = estimate.get("available", available)
+        over = estimate.get("covered") is False or (
+            balance is not None
+            and estimate.get("credits") is not None
+            and estimate["credits"] > balance
+        )
+    return {
+        "credits_available": available,
+        "estimate": estimate,
+        "estimate_over": over,
+        "preview": preview,
+        "conditions_invalid": False,
+        "summary_kind": kind,
+        "summary_parent": parent,
+    }
+
+
+class ScheduleView(ScheduleFormMixin, View):
+    """Schedule a text message (invite or project-wide reminder), or a reminder of an invite
+    (``?parent=<invite id>``: no recipient selection then)."""
+
+    def get(self, request, project_pk):
+        project = self.get_project(project_pk)
+        parent = self.get_parent(project, request.GET.get("parent"))
+        kind = request.GET.get("kind")
+        form = ScheduleForm(
+            zone=self.brand.zone,
+            kind_fixed=Kind.REMINDER if parent else None,
+            initial={
+                "kind": Kind.REMINDER if parent or kind == Kind.REMINDER else Kind.INVITE,
+                "audience": "all",
+                "when": "now",
+            },
+        )
+        return self.render_form(request, project=project, form=form, parent=parent)
+
+    def post(self, request, project_pk):
+        project = self.get_project(project_pk)
+        parent = self.get_parent(project, request.POST.get("parent"))
+        form = ScheduleForm(
+            request.POST, zone=self.brand.zone, kind_fixed=Kind.REMINDER if parent else None
+        )
+        conditions = None
+        if form.is_valid():
+            conditions = form.clean_conditions(request.POST, with_audience=parent is None)
+        else:
+            form.condition_rows = condition_rows_from_post(request.POST)
+        if not form.errors and conditions is not None:
+            data = form.cleaned_data
+            try:
+                distribution = distribution_create(
+                    project=project,
+                    actor=request.user,
+                    channel=Distribution.Channel.SMS,
+                    kind=data["kind"],
+                    name=data["name"],
+                    message=data["message"],
+                    sender=data["sender"],
+                    conditions=conditions,
+                    send_at=data["send_at"],
+                    parent=parent,
+                )
+            except ValidationError as exc:
+                apply_service_errors(form, exc)
+            else:
+                if data["send_at"] is None:
+                    messages.success(request, "Sending now. Progress is shown below.")
+                else:
+                    local = timezone.localtime(distribution.send_at)
+                    messages.success(
+                        request, f"Scheduled for {local:%Y-%m-%d %H:%M} ({self.brand.time_zone})."
+                    )
+                return redirect("distributions:detail", pk=distribution.pk)
+        return self.render_form(request, project=project, form=form, parent=parent, status=400)
+
+
+class EditView(ScheduleFormMixin, View):
+    """Edit a Scheduled distribution (the kind and the invite it follows stay)."""
+
+    def get(self, request, pk):
+        distribution = self.get_distribution(pk)
+        if not distribution.is_editable:
+            messages.info(
+                request,
+                f"This distribution is {distribution.get_status_display()}: it can no longer "
+                "be edited. Here are its settings.",
+            )
+            return redirect("distributions:preview", pk=distribution.pk)
+        local = timezone.localtime(distribution.send_at)
+        form = ScheduleForm(
+            zone=self.brand.zone,
+            kind_fixed=distribution.kind,
+            initial={
+                "kind": distribution.kind,
+                "name": distribution.name,
+                "message": distribution.message,
+                "sender": distribution.sender,
+                "audience": "some" if distribution.conditions else "all",
+                "when": "later",
+                "send_date": local.date(),
+                "send_time": local.time().replace(second=0, microsecond=0),
+            },
+        )
+        form.condition_rows = condition_rows_from_conditions(distribution.conditions)
+        return self.render_form(
+            request,
+            project=distribution.project,
+            form=form,
+            parent=distribution.parent,
+            distribution=distribution,
+        )
+
+    def post(self, request, pk):
+        distribution = self.get_distribution(pk)
+        parent = distribution.parent
+        form = ScheduleForm(request.POST, zone=self.brand.zone, kind_fixed=distribution.kind)
+        conditions = None
+        if form.is_valid():
+            conditions = form.clean_conditions(request.POST, with_audience=parent is None)
+        else:
+            form.condition_rows = condition_rows_from_post(request.POST)
+        if not form.errors and conditions is not None:
+            data = form.cleaned_data
+            changes = {
+                "name": data["name"],
+                "message": data["message"],
+                "sender": data["sender"],
+                "send_at": data["send_at"] or timezone.now(),
+            }
+            if parent is None:
+                changes["conditions"] = conditions
+            try:
+                distribution_update(distribution=distribution, actor=request.user, **changes)
+            except ValidationError as exc:
+                apply_service_errors(form, exc)
+            else:
+                messages.success(
+                    request, "Sending now." if data["send_at"] is None else "Distribution saved."
+                )
+                return redirect("distributions:detail", pk=distribution.pk)
+        return self.render_form(
+            request,
+            project=distribution.project,
+            form=form,
+            parent=parent,
+            distribution=distribution,
+            status=400,
+        )
+
+
+class PreviewCountView(DistributionPageMixin, View):
+    """The live summary of the schedule form (htmx): participants matching, credits, cost."""
+
+    def post(self, request, project_pk):
+        project = self.get_project(project_pk)
+        parent = self.get_parent(project, request.POST.get("parent"))
+        kind = Kind.REMINDER if parent else request.POST.get("kind", Kind.INVITE)
+        kind = kind if kind in (Kind.INVITE, Kind.REMINDER) else Kind.INVITE
+        conditions: list = []
+        invalid = False
+        if parent is None and request.POST.get("audience") == "some":
+            rows = condition_rows_from_post(request.POST)
+            if rows and condition_rows_validate(rows):
+                conditions = [row.as_condition() for row in rows]
+            elif rows:
+                invalid = True
+        context = {**self.base_context(), "project": project, "oob": True}
+        if invalid:
+            context.update(
+                credits_available=credits_available(brand=self.brand),
+                estimate=None,
+                estimate_over=False,
+                preview=None,
+                conditions_invalid=True,
+                summary_kind=kind,
+                summary_parent=parent,
+            )
+        else:
+            context.update(
+                summary_context(
+                    brand=self.brand,
+                    project=project,
+                    kind=kind,
+                    parent=parent,
+                    conditions=conditions,
+                    message=request.POST.get("message", ""),
+                )
+            )
+        return render(request, "distributions/_schedule_summary.html", context)
+
+
+# --- the distribution page -------------------------------------------------------------------
+def live_context(distribution: Distribution) -> dict:
+    metrics = distribution_metrics(distribution=distribution)
+    return {
+        "distribution": distribution,
+        "metrics": metrics,
+        "polling": should_poll(distribution),
+        "poll_seconds": POLL_SECONDS,
+        "kind_label": kind_label(distribution),
+        "audience_label": audience_label(distribution),
+    }
+
+
+class DistributionDetailView(DistributionPageMixin, View):
+    def get(self, request, pk):
+        distribution = self.get_distribution(pk)
+        return render_detail(self, request, distribution, DownloadHistoryForm())
+
+
+def render_detail(view, request, distribution, download_form, *, status=200):
+    """The distribution page (also answers an invalid download request, with its errors)."""
+    wanted = request.GET.get("status") or ""
+    wanted = wanted if wanted in Message.Status.values else ""
+    live = live_context(distribution)
+    by_status = live["metrics"]["by_status"]
+    history = Paginator(
+        page_selectors.history_page_queryset(distribution=distribution, status=wanted),
+        HISTORY_PAGE_SIZE,
+    ).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "distributions/detail.html",
+        {
+            **view.base_context(),
+            **live,
+            "project": distribution.project,
+            "related": related_distributions(distribution=distribution).select_related("parent"),
+            "history": history,
+            "page": history,
+            "status_filter": wanted,
+            "status_counts": [
+                (value, label, by_status.get(value, 0))
+                for value, label in Message.Status.choices
+                if by_status.get(value)
+            ],
+            "download_form": download_form,
+            "can_download": distribution.status != Status.SCHEDULED,
+        },
+        status=status,
+    )
+
+
+class LiveView(DistributionPageMixin, View):
+    """The live part of the distribution page (htmx polls it every 2 s while it runs)."""
+
+    def get(self, request, pk):
+        distribution = self.get_distribution(pk)
+        context = {**self.base_context(), **live_context(distribution)}
+        response = render(request, "distributions/_live.html", context)
+        if distribution.is_finished and request.headers.get("HX-Request"):
+            # The run ended while the page watched it: reload once so that the recipient
+            # history and related distributions show the final state (no more polling).
+            response["HX-Refresh"] = "true"
+        return response
+
+
+class PreviewView(DistributionPageMixin, View):
+    """Read-only settings and a sample message for one recipient."""
+
+    def get(self, request, pk):
+        distribution = self.get_distribution(pk)
+        sample = page_selectors.sample_message(distribution=distribution)
+        return render(
+            request,
+            "distributions/preview.html",
+            {
+                **self.base_context(),
+                "distribution": distribution,
+                "project": distribution.project,
+                "kind_label": kind_label(distribution),
+                "audience_label": audience_label(distribution),
+                "conditions": [
+                    (
+                        CRITERION_LABELS.get(c["criterion"], c["criterion"]),
+                        c.get("field", ""),
+                        OPERATOR_LABELS.get(c["operator"], c["operator"]),
+                        c.get("value", ""),
+                    )
+                    for c in distribution.conditions or []
+                ],
+                "sample": sample,
+                "sample_info": segment_info(sample.body) if sample else None,
+            },
+        )
+
+
+class CancelView(DistributionPageMixin, View):
+    """Cancel a scheduled distribution, or stop one in progress."""
+
+    def post(self, request, pk):
+        distribution = self.get_distribution(pk)
+        was = distribution.status
+        try:
+            distribution = distribution_cancel(distribution=distribution, actor=request.user)
+        except ValidationError as exc:
+            for error in exc.messages:
+                messages.error(request, error)
+        else:
+            if was == Status.IN_PROGRESS:
+                messages.success(request, f"Sending stopped. {distribution.status_reason}")
+            else:
+                messages.success(request, "Distribution cancelled: nothing will be sent.")
+        return redirect("distributions:detail", pk=distribution.pk)
+
+
+class HistoryCsvView(DistributionPageMixin, View):
+    """Download history: the seed's columns, with the chosen delimiter and field enclosure."""
+
+    def get(self, request, pk):
+        distribution = self.get_distribution(pk)
+        form = DownloadHistoryForm(
+            {
+                "delimiter": request.GET.get("delimiter", "comma"),
+                "enclosure": request.GET.get("enclosure", "double"),
+            }
+        )
+        if not form.is_valid():
+            return render_detail(self, request, distribution, form, status=400)
+        return history_csv_response(
+            distribution=distribution,
+            zone=self.brand.zone,
+            delimiter=form.cleaned_data["delimiter"],
+            enclosure=form.cleaned_data["enclosure"],
+        )
+
+
+# --- brand-wide pages ------------------------------------------------------------------------
+class BrandDistributionsView(DistributionPageMixin, View):
+    def get(self, request):
+        status = request.GET.get("status") or ""
+        status = status if status in Status.values else ""
+        channel = request.GET.get("channel") or ""
+        channel = channel if channel in Distribution.Channel.values else ""
+        queryset = page_selectors.with_counts(
+            distribution_list(brand=self.brand, channel=channel or None, status=status or None)
+        ).order_by("-send_at", "-pk")
+        page = Paginator(queryset, PAGE_SIZE).get_page(request.GET.get("page"))
+        return render(
+            request,
+            "distributions/list.html",
+            {
+                **self.base_context(),
+                "page": page,
+                "status": status,
+                "channel": channel,
+                "statuses": Status.choices,
+                "channels": Distribution.Channel.choices,
+            },
+        )
+
+
+class OutboxView(DistributionPageMixin, View):
+    """What the outbox provider stored for this brand, as a phone would show it."""
+
+    def get(self, request):
+        from distributions.sending import provider_account_for
+
+        number = (request.GET.get("number") or "").strip()[:32]
+        numbers = page_selectors.outbox_numbers(brand=self.brand, number=number)
+        page = Paginator(numbers, OUTBOX_THREADS_PER_PAGE).get_page(request.GET.get("page"))
+        account = provider_account_for(self.brand)
+        return render(
+            request,
+            "distributions/outbox.html",
+            {
+                **self.base_context(),
+                "page": page,
+                "threads": page_selectors.outbox_threads(
+                    brand=self.brand, numbers=list(page.object_list)
+                ),
+                "number": number,
+                "uses_outbox": account.provider == "outbox",
+                "provider": account.provider,
+                "thread_limit": page_selectors.OUTBOX_THREAD_MESSAGES,
+                "projects_url": reverse("projects:list"),
+            },
+        )

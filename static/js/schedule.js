@@ -1,0 +1,174 @@
+/*
+ * Relay: the schedule form of a text message (progressive enhancement, no framework).
+ *
+ * - a live segment counter under the message (window.RelaySegments from segments.js):
+ *   encoding, segments, characters left in the current segment, the characters forcing
+ *   UCS-2 and a button that replaces look-alike characters (curly quotes, dashes…);
+ * - piped-field chips that insert ${field} at the cursor;
+ * - the conditions builder: add and remove rows, show the metadata field input only for
+ *   Metadata and hide the value for "is empty";
+ * - show the conditions only for "Only participants who meet conditions", the date and time
+ *   only for "Schedule for later", and name the submit button after the choice.
+ * Changes fire "change" on the form so that htmx refreshes the summary (matching
+ * participants, estimated cost). The server validates everything again.
+ */
+(function () {
+  "use strict";
+
+  var form = document.getElementById("schedule-form");
+  if (!form) return;
+
+  function $(selector, root) { return (root || document).querySelector(selector); }
+  function $all(selector, root) { return Array.prototype.slice.call((root || document).querySelectorAll(selector)); }
+  function notifyChange() { form.dispatchEvent(new Event("change", { bubbles: true })); }
+  function plural(n, one, many) { return n + " " + (n === 1 ? one : many); }
+
+  // ---- segment counter ---------------------------------------------------------------------
+  var message = form.querySelector("textarea[name=message]");
+  var counter = document.getElementById("segment-counter");
+  var nonGsmBox = document.getElementById("non-gsm");
+  var nonGsmText = document.getElementById("non-gsm-text");
+  var replaceButton = document.getElementById("replace-lookalikes");
+  var LINK = /\$\{\s*link\s*\}/g;
+  var OPT_OUT = /\$\{\s*opt_out_link\s*\}/g;
+  var OTHER_FIELD = /\$\{\s*(?!link\s*\}|opt_out_link\s*\})[^}]+\}/;
+
+  function describeChar(ch) {
+    var code = ch.codePointAt(0);
+    if (/\s/.test(ch) || code < 32 || (code >= 0x200b && code <= 0x200f) || code === 0xfeff || code === 0xad) {
+      return "U+" + code.toString(16).toUpperCase().padStart(4, "0");
+    }
+    return "\u201c" + ch + "\u201d";
+  }
+
+  function updateCounter() {
+    if (!message || !counter || !window.RelaySegments) return;
+    var text = message.value;
+    var filled = text
+      .replace(LINK, counter.dataset.link || "")
+      .replace(OPT_OUT, counter.dataset.optOutLink || "");
+    var info = window.RelaySegments.info(filled);
+    var parts = [];
+    parts.push("<strong>" + plural(info.segments, "segment", "segments") + "</strong>");
+    parts.push(info.encoding === "GSM-7" ? "GSM-7" : "Unicode (UCS-2)");
+    if (info.segments > 0) {
+      parts.push(info.remainingInSegment + " of " + info.perSegment + " characters left in " +
+        (info.segments > 1 ? "segment " + info.segments : "this segment"));
+    } else {
+      parts.push(info.perSegment + " characters per segment");
+    }
+    parts.push(plural(info.units, "character", "characters"));
+    var notes = [];
+    if (filled !== text) notes.push("links counted at their real length");
+    if (OTHER_FIELD.test(text)) notes.push("names and other fields change the length for each recipient");
+    counter.innerHTML = parts.join(" \u00b7 ") +
+      (notes.length ? '<div class="small muted">Counted with ' + notes.join("; ") + ".</div>" : "");
+    counter.dataset.segments = String(info.segments);
+    counter.dataset.encoding = info.encoding;
+    counter.classList.toggle("ucs2", info.encoding !== "GSM-7");
+
+    var lookalikes = window.RelaySegments.replaceLookalikes(text) !== text;
+    if (info.nonGsmChars.length) {
+      nonGsmText.textContent = "These characters are not in the GSM-7 alphabet and make every " +
+        "segment hold 70 characters instead of 160: " + info.nonGsmChars.map(describeChar).join(" ") + ".";
+      nonGsmBox.hidden = false;
+    } else if (lookalikes) {
+      nonGsmText.textContent = "Some characters can be replaced by plain equivalents.";
+      nonGsmBox.hidden = false;
+    } else {
+      nonGsmBox.hidden = true;
+    }
+    replaceButton.hidden = !lookalikes;
+  }
+
+  if (message) {
+    message.addEventListener("input", updateCounter);
+    updateCounter();
+  }
+  if (replaceButton) {
+    replaceButton.addEventListener("click", function () {
+      message.value = window.RelaySegments.replaceLookalikes(message.value);
+      message.dispatchEvent(new Event("input", { bubbles: true }));
+      message.focus();
+    });
+  }
+
+  // ---- piped-field chips -------------------------------------------------------------------
+  $all("[data-insert]", form).forEach(function (chip) {
+    chip.addEventListener("click", function () {
+      var token = chip.getAttribute("data-insert");
+      var start = message.selectionStart == null ? message.value.length : message.selectionStart;
+      var end = message.selectionEnd == null ? start : message.selectionEnd;
+      message.value = message.value.slice(0, start) + token + message.value.slice(end);
+      message.focus();
+      message.setSelectionRange(start + token.length, start + token.length);
+      message.dispatchEvent(new Event("input", { bubbles: true }));
+    });
+  });
+
+  // ---- conditions builder ------------------------------------------------------------------
+  var rows = document.getElementById("condition-rows");
+  var template = document.getElementById("condition-row-template");
+
+  function syncRow(row) {
+    var criterion = $("[data-criterion]", row).value;
+    var operator = $("[data-operator]", row).value;
+    var field = $("[data-field]", row);
+    var value = $("[data-value]", row);
+    field.hidden = criterion !== "metadata";
+    value.hidden = operator === "is_empty";
+    if (criterion === "role") value.setAttribute("list", "project-roles");
+    else value.removeAttribute("list");
+  }
+
+  function wireRow(row) {
+    syncRow(row);
+    row.addEventListener("change", function () { syncRow(row); });
+    $("[data-remove-condition]", row).addEventListener("click", function () {
+      row.remove();
+      if (!$all("[data-condition-row]", rows).length) addRow();
+      notifyChange();
+    });
+  }
+
+  function addRow() {
+    var fragment = template.content.cloneNode(true);
+    var row = fragment.querySelector("[data-condition-row]");
+    rows.appendChild(fragment);
+    wireRow(row);
+    return row;
+  }
+
+  if (rows && template) {
+    $all("[data-condition-row]", rows).forEach(wireRow);
+    document.getElementById("add-condition").addEventListener("click", function () {
+      var row = addRow();
+      $("[data-criterion]", row).focus();
+      notifyChange();
+    });
+  }
+
+  // ---- show what the choices need ----------------------------------------------------------
+  function checked(name) {
+    var input = form.querySelector("input[name=" + name + "]:checked");
+    return input ? input.value : null;
+  }
+
+  var conditions = document.getElementById("conditions");
+  var sendLater = document.getElementById("send-later");
+  var submit = document.getElementById("submit-button");
+  var reminderNote = document.getElementById("reminder-note");
+
+  function syncChoices() {
+    if (conditions) conditions.hidden = checked("audience") !== "some";
+    var later = checked("when") === "later";
+    if (sendLater) sendLater.hidden = !later;
+    if (submit) submit.textContent = later ? submit.dataset.labelLater : submit.dataset.labelNow;
+    if (reminderNote && checked("kind")) reminderNote.hidden = checked("kind") !== "reminder";
+  }
+
+  $all("input[name=audience], input[name=when], input[name=kind]", form).forEach(function (input) {
+    input.addEventListener("change", syncChoices);
+  });
+  syncChoices();
+})();
