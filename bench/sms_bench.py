@@ -1,0 +1,271 @@
+#!/usr/bin/env python
+"""SMS fan-out benchmark on PostgreSQL, Redis and real Celery workers.
+
+    bash bench/run sms                       # defaults below
+    .venv/bin/python bench/sms_bench.py --recipients 100000 --materialise 1000000
+
+Measures, in one run, against the Twilio-compatible fake in its own process (callbacks off):
+1. baseline: the bare work, the twilio SDK's async client with 64 requests in flight;
+2. end to end: a 100,000-recipient distribution from due to every message accepted by the
+   fake through the SDK, with real workers (messages/s and the ratio to the baseline) and the
+   workers' resident memory at 25/50/75/100 % (flat is the target);
+3. materialisation of 1,000,000 recipient rows (one INSERT ... SELECT).
+Needs PostgreSQL (127.0.0.1:5432, user postgres) and Redis (127.0.0.1:6379).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--recipients", type=int, default=100_000)
+    parser.add_argument("--baseline", type=int, default=20_000, help="messages in the bare loop")
+    parser.add_argument("--materialise", type=int, default=1_000_000)
+    parser.add_argument("--workers", type=int, default=1, help="worker processes")
+    parser.add_argument("--concurrency", type=int, default=2, help="pool size per worker")
+    parser.add_argument("--db", default="relay_bench_sms")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/8")
+    return parser.parse_args()
+
+
+def recreate_database(name: str) -> str:
+    import psycopg2
+
+    admin = psycopg2.connect("postgres://postgres@127.0.0.1:5432/postgres")
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    admin.close()
+    return f"postgres://postgres@127.0.0.1:5432/{name}"
+
+
+def rss_kb(pid: int) -> int:
+    """Resident memory of a process and its children (the Celery pool)."""
+    total = 0
+    pids = [pid]
+    children = subprocess.run(
+        ["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True
+    )
+    pids += [int(p) for p in children.stdout.split()]
+    for one in pids:
+        try:
+            for line in Path(f"/proc/{one}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except FileNotFoundError:
+            continue
+    return total
+
+
+async def bare_sdk_rate(fake, count: int, in_flight: int = 64) -> float:
+    """The fastest honest way to do the bare work: the SDK's async client, many in flight."""
+    from tests.fake_twilio import twilio_client_for
+
+    client = twilio_client_for(fake, async_=True, timeout=30)
+    semaphore = asyncio.Semaphore(in_flight)
+
+    async def one(i: int):
+        async with semaphore:
+            await client.messages.create_async(
+                to=f"+1415{3000000 + i:07d}", from_="+15005550006", body=f"Baseline {i}"
+            )
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(count)))
+    elapsed = time.perf_counter() - started
+    await client.http_client.close()
+    return count / elapsed
+
+
+def main() -> None:
+    args = parse_args()
+    database_url = recreate_database(args.db)
+    import redis
+
+    redis.Redis.from_url(args.redis).flushdb()
+    os.environ.update(
+        DATABASE_URL=database_url,
+        REDIS_URL=args.redis,
+        DEBUG="true",
+        LOG_LEVEL="WARNING",
+        DJANGO_SETTINGS_MODULE="config.settings",
+    )
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connection
+
+    call_command("migrate", verbosity=0)
+
+    from tests.fake_twilio import RemoteFakeTwilio
+
+    fake = RemoteFakeTwilio.spawn("--no-callbacks")
+    os.environ["TWILIO_API_BASE_URL"] = fake.base_url
+    from django.conf import settings
+
+    settings.TWILIO_API_BASE_URL = fake.base_url
+    workers: list[subprocess.Popen] = []
+    try:
+        print(f"== baseline: bare async SDK loop, {args.baseline} messages, 64 in flight")
+        baseline = asyncio.run(bare_sdk_rate(fake, args.baseline))
+        print(f"   {baseline:,.0f} messages/s")
+        fake.reset()
+
+        from brands.services import brand_create
+        from distributions.models import Distribution, ProviderAccount
+        from distributions.services import distribution_create, distribution_materialise
+        from projects.services import project_change_stage, project_create
+
+        brand = brand_create(name="Bench", slug="bench")
+        ProviderAccount.objects.create(
+            brand=brand,
+            provider="twilio",
+            account_sid=fake.account_sid,
+            auth_token=fake.auth_token,
+            default_sender="+15005550006",
+            messages_per_second=100_000,
+        )
+        project = project_create(brand=brand, name="Bench")
+        project_change_stage(project=project, stage="active")
+        populate(connection, brand.pk, project.pk, args.recipients, prefix="B")
+
+        env = {**os.environ, "LOG_LEVEL": "WARNING"}
+        for i in range(args.workers):
+            workers.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "celery",
+                        "-A",
+                        "config",
+                        "worker",
+                        "-l",
+                        "WARNING",
+                        "-c",
+                        str(args.concurrency),
+                        "-n",
+                        f"bench{i}@%h",
+                        "--without-gossip",
+                        "--without-mingle",
+                        "--without-heartbeat",
+                    ],
+                    cwd=ROOT,
+                    env=env,
+                    start_new_session=True,
+                )
+            )
+        from config.celery import ping
+
+        ping.delay().get(timeout=60)
+
+        print(
+            f"== end to end: {args.recipients:,} recipients, {args.workers} worker(s) x "
+            f"{args.concurrency} processes"
+        )
+        started = time.perf_counter()
+        distribution = distribution_create(project=project, message="Hi ${first_name}, thanks!")
+        marks = {}
+        memory = []
+        while True:
+            accepted = fake.stats()["accepted"]
+            done = accepted / args.recipients
+            for mark in (0.25, 0.5, 0.75):
+                if done >= mark and mark not in marks:
+                    marks[mark] = time.perf_counter() - started
+                    memory.append((mark, sum(rss_kb(w.pid) for w in workers)))
+            if accepted >= args.recipients:
+                break
+            if time.perf_counter() - started > 1800:
+                raise SystemExit("timed out")
+            time.sleep(0.25)
+        elapsed = time.perf_counter() - started
+        memory.append((1.0, sum(rss_kb(w.pid) for w in workers)))
+        rate = args.recipients / elapsed
+        while Distribution.objects.get(pk=distribution.pk).status == "in_progress":
+            time.sleep(0.25)
+        finished = time.perf_counter() - started
+        distribution.refresh_from_db()
+        print(
+            f"   accepted by the fake: {elapsed:.1f} s = {rate:,.0f} messages/s "
+            f"({100 * rate / baseline:.0f} % of the bare SDK rate)"
+        )
+        print(
+            f"   distribution {distribution.status} after {finished:.1f} s "
+            f"(status bookkeeping included)"
+        )
+        print(
+            "   worker RSS: " + ", ".join(f"{int(m * 100)}% {kb / 1024:.0f} MB" for m, kb in memory)
+        )
+        duplicates = fake.stats().get("accepted", 0) - args.recipients
+        print(f"   duplicates at the provider: {duplicates}")
+
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.wait(timeout=30)
+        workers.clear()
+
+        if args.materialise:
+            print(f"== materialisation of {args.materialise:,} recipient rows")
+            big = project_create(brand=brand, name="Big")
+            project_change_stage(project=big, stage="active")
+            populate(connection, brand.pk, big.pk, args.materialise, prefix="M")
+            distribution = Distribution.objects.create(
+                project=big, message="Hi", send_at=distribution.send_at, status="in_progress"
+            )
+            started = time.perf_counter()
+            counts = distribution_materialise(distribution=distribution)
+            seconds = time.perf_counter() - started
+            print(
+                f"   {counts['total']:,} rows in {seconds:.1f} s "
+                f"({counts['total'] / seconds:,.0f} rows/s)"
+            )
+    finally:
+        for worker in workers:
+            worker.kill()
+        fake.stop()
+
+
+def populate(connection, brand_id: int, project_id: int, count: int, prefix: str) -> None:
+    """Set-based: people and participants with generate_series (the benchmark's setup)."""
+    started = time.perf_counter()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO participants_person (brand_id, person_id, first_name, last_name, email,
+                username, phone, metadata, created_at, updated_at)
+            SELECT %s, %s || g, 'Name' || g, 'Bench', '', '', '+1415' || (2000000 + g)::text,
+                '{}'::jsonb, now(), now()
+            FROM generate_series(1, %s) g
+            """,
+            [brand_id, prefix, count],
+        )
+        cursor.execute(
+            """
+            INSERT INTO participants_participant (project_id, person_id, role, metadata,
+                created_at, updated_at)
+            SELECT %s, id, '', '{}'::jsonb, now(), now() FROM participants_person
+            WHERE brand_id = %s AND person_id LIKE %s
+            """,
+            [project_id, brand_id, prefix + "%"],
+        )
+        cursor.execute("ANALYZE")
+    print(f"   (setup: {count:,} participants in {time.perf_counter() - started:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()
