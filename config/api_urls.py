@@ -58,5 +58,6 @@ urlpatterns = [
         ParticipantDetail.as_view(),
         name="participant-detail",
     ),
+    path("", include("projects.api_urls")),
     path("", include(router.urls)),
 ]

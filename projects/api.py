@@ -1,4 +1,3 @@
-from django.core.exceptions import ValidationError
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -11,6 +10,8 @@ from projects.services import project_change_stage, project_create, project_upda
 
 
 class ProjectSerializer(StrictModelSerializer):
+    anonymous_url = serializers.CharField(read_only=True)
+
     class Meta:
         model = Project
         fields = [
@@ -21,6 +22,8 @@ class ProjectSerializer(StrictModelSerializer):
             "available_from",
             "available_until",
             "default_country",
+            "by_invitation_only",
+            "anonymous_url",
             "created_at",
             "updated_at",
         ]
@@ -30,6 +33,17 @@ class ProjectSerializer(StrictModelSerializer):
 class StageChangeSerializer(StrictSerializer):
     stage = serializers.ChoiceField(choices=Project.Stage.choices)
     reason = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    let_in_progress_finish = serializers.BooleanField(
+        default=True,
+        help_text="Pausing: respondents in the middle of the survey may still finish it.",
+    )
+    keep_partial_responses = serializers.BooleanField(
+        default=True, help_text="Pausing: keep what cut-off respondents answered, as partial."
+    )
+    resend_missed = serializers.BooleanField(
+        default=True,
+        help_text="Resuming: send again, now, the distributions that failed while paused.",
+    )
 
 
 class ProjectViewSet(
@@ -62,8 +76,5 @@ class ProjectViewSet(
         project = self.get_object()
         payload = StageChangeSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        try:
-            project_change_stage(project=project, actor=self.actor(), **payload.validated_data)
-        except ValidationError:
-            raise
+        project_change_stage(project=project, actor=self.actor(), **payload.validated_data)
         return Response(ProjectSerializer(project).data, status=status.HTTP_200_OK)

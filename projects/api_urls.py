@@ -1,0 +1,31 @@
+"""API routes of the survey loop, included by ``config/api_urls.py`` (names in ``api:``)."""
+
+from django.urls import path, re_path
+
+from projects import api_survey as views
+
+P = "projects/<int:project_pk>"
+
+urlpatterns = [
+    path(f"{P}/questions/", views.QuestionList.as_view(), name="question-list"),
+    path(f"{P}/questions/reorder/", views.QuestionReorder.as_view(), name="question-reorder"),
+    path(f"{P}/questions/<int:pk>/", views.QuestionDetail.as_view(), name="question-detail"),
+    path(f"{P}/responses/", views.ResponseList.as_view(), name="response-list"),
+    path(f"{P}/responses.csv", views.ResponsesCsv.as_view(), name="response-csv"),
+    path(f"{P}/responses/<int:pk>/", views.ResponseDetail.as_view(), name="response-detail"),
+    path(f"{P}/links/", views.LinkList.as_view(), name="link-list"),
+    path(f"{P}/links.csv", views.LinksCsv.as_view(), name="link-csv"),
+    re_path(
+        r"^projects/(?P<project_pk>[0-9]+)/qr\.(?P<kind>png|svg)$",
+        views.AnonymousQrCode.as_view(),
+        name="project-qr",
+    ),
+    path(f"{P}/reminders/", views.ReminderList.as_view(), name="reminder-list"),
+    path(f"{P}/recurrences/", views.SeriesList.as_view(), name="series-list"),
+    path("recurrences/<int:pk>/", views.SeriesDetail.as_view(), name="series-detail"),
+    re_path(
+        r"^recurrences/(?P<pk>[0-9]+)/(?P<action>pause|resume|end)/$",
+        views.SeriesAction.as_view(),
+        name="series-action",
+    ),
+]
