@@ -46,6 +46,13 @@ class Person(models.Model):
         indexes = [
             models.Index(fields=["brand", "email"]),
             models.Index(fields=["brand", "phone"]),
+            # Imports look up "a person without PersonID who has this email" for every new
+            # PersonID; this index holds only those people, so the lookup stays small.
+            models.Index(
+                fields=["brand", "email"],
+                condition=Q(person_id=""),
+                name="person_email_without_pid",
+            ),
         ]
         verbose_name_plural = "people"
 

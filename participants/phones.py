@@ -90,7 +90,36 @@ def _fast_e164(value: str) -> str | None:
         number.italian_leading_zero = True
         if zeros > 1:
             number.number_of_leading_zeros = zeros
-    if not phonenumbers.is_valid_number_for_region(number, region):
+    if not _valid_for_region(national, number, region, metadata):
         return None
     formatted = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     return formatted if formatted == compact else None
+
+
+_PATTERNS: dict[str, re.Pattern] = {}
+
+
+def _matches(national: str, desc) -> bool:
+    """``phonenumbers``' own test of a number against one description of its region."""
+    if desc is None or not desc.national_number_pattern:
+        return False
+    if desc.possible_length and len(national) not in desc.possible_length:
+        return False
+    pattern = _PATTERNS.get(desc.national_number_pattern)
+    if pattern is None:
+        pattern = _PATTERNS[desc.national_number_pattern] = re.compile(desc.national_number_pattern)
+    return pattern.fullmatch(national) is not None
+
+
+def _valid_for_region(national: str, number, region: str, metadata) -> bool:
+    """Same answer as ``is_valid_number_for_region``, cheaper for the usual numbers.
+
+    A number is valid when it matches its region's general pattern and any one number type;
+    mobile and fixed line are tried first (two patterns instead of about ten), and only a
+    number matching neither goes through the full check.
+    """
+    if not _matches(national, metadata.general_desc):
+        return False
+    if _matches(national, metadata.mobile) or _matches(national, metadata.fixed_line):
+        return True
+    return phonenumbers.is_valid_number_for_region(number, region)

@@ -46,6 +46,7 @@ from participants.upserts import (
     ERROR,
     UNCHANGED,
     UPDATE,
+    PlannerStatistics,
     UpsertState,
     UpsertTarget,
     plan_batch,
@@ -750,10 +751,13 @@ def import_commit(*, job: ImportJob) -> dict:
     try:
         with transaction.atomic():
             lock_brand_directory(brand_id=job.brand_id)
+            statistics = PlannerStatistics()
+            statistics.refresh()
             done = 0
             for batch in _batched(_spooled_records(job), IMPORT_BATCH_ROWS):
                 plan = plan_batch(batch, target, state)
                 write_batch(plan, target)
+                statistics.written(done + len(batch))
                 added += plan.added
                 for _record, outcome in plan.outcomes:
                     if outcome in counts:

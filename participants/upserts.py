@@ -16,6 +16,7 @@ Rules (docs/import.md):
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -24,7 +25,7 @@ from django.utils import timezone
 
 from brands.models import Brand
 from participants.importer import PERSON_FIELDS, RowError, RowRecord
-from participants.metadata import merge_metadata, strip_protected
+from participants.metadata import merge_metadata
 from participants.models import Participant, Person
 from projects.models import Project
 
@@ -54,20 +55,28 @@ class UpsertState:
 
 @dataclass
 class BatchPlan:
+    """What one batch does. New rows are plain tuples (building model instances for them
+    costs more than writing them); rows that change are the instances that were read."""
+
     outcomes: list[tuple[RowRecord, str]] = field(default_factory=list)
     errors: list[RowError] = field(default_factory=list)
-    new_people: list[Person] = field(default_factory=list)
-    new_people_rows: list[tuple[Person, RowRecord]] = field(default_factory=list)
+    # (person_id, first_name, last_name, email, username, phone, metadata) of new people
+    new_people: list[tuple] = field(default_factory=list)
+    # (role, metadata) of the participant each new person becomes (project imports)
+    new_people_participants: list[tuple[str, dict]] = field(default_factory=list)
     changed_people: dict[int, Person] = field(default_factory=dict)
     person_fields: set[str] = field(default_factory=set)
-    new_participants: list[Participant] = field(default_factory=list)
+    # (person pk, role, metadata) of existing people who join the project
+    new_participants: list[tuple[int, str, dict]] = field(default_factory=list)
     changed_participants: dict[int, Participant] = field(default_factory=dict)
     participant_fields: set[str] = field(default_factory=set)
     added: int = 0
 
 
 def _new_metadata(record: RowRecord) -> dict[str, str]:
-    return strip_protected({k: v for k, v in record.metadata.items() if v != ""})
+    # Records never carry a protected field: the header mapping ignores an "Opted out"
+    # column and the JSON reader refuses one.
+    return {key: value for key, value in record.metadata.items() if value != ""}
 
 
 def _apply_to_person(person: Person, record: RowRecord, target: UpsertTarget) -> set[str]:
@@ -121,13 +130,28 @@ def plan_batch(records: list[RowRecord], target: UpsertTarget, state: UpsertStat
     by_pid: dict[str, Person] = {}
     pids = {r.person_id for r in records if r.person_id}
     if pids:
-        for person in Person.objects.filter(brand=brand, person_id__in=pids):
+        # The explicit ``person_id <> ''`` lets PostgreSQL use the partial unique index: it
+        # cannot prove it from an IN list longer than 100 values, and would scan the table.
+        existing = Person.objects.filter(brand=brand, person_id__in=pids).exclude(person_id="")
+        for person in existing:
             by_pid[person.person_id] = known.setdefault(person.pk, person)
     by_email: dict[str, list[Person]] = defaultdict(list)
-    emails = {r.email for r in records if r.email and not (r.person_id and r.person_id in by_pid)}
+    # Rows without PersonID match anyone with their email; rows with a new PersonID may only
+    # claim someone who has no PersonID (a small partial index).
+    emails = {r.email for r in records if r.email and not r.person_id}
+    claim_emails = {
+        r.email for r in records if r.email and r.person_id and r.person_id not in by_pid
+    } - emails
+    lookups = []
     if emails:
-        for person in Person.objects.filter(brand=brand, email__in=emails).order_by("pk"):
-            by_email[person.email].append(known.setdefault(person.pk, person))
+        lookups.append(Person.objects.filter(brand=brand, email__in=emails))
+    if claim_emails:
+        lookups.append(Person.objects.filter(brand=brand, person_id="", email__in=claim_emails))
+    for queryset in lookups:
+        for person in queryset.order_by("pk"):
+            person = known.setdefault(person.pk, person)
+            if person not in by_email[person.email]:
+                by_email[person.email].append(person)
 
     matched: list[tuple[RowRecord, Person | None]] = []
     for record in records:
@@ -173,19 +197,19 @@ def plan_batch(records: list[RowRecord], target: UpsertTarget, state: UpsertStat
     metadata_on_person = not target.metadata_on_participant
     for record, person in matched:
         if person is None:
-            person = Person(
-                brand=brand,
-                person_id=record.person_id or "",
-                first_name=record.first_name or "",
-                last_name=record.last_name or "",
-                email=record.email or "",
-                username=record.username or "",
-                phone=record.phone or "",
-                metadata=_new_metadata(record) if metadata_on_person else {},
+            plan.new_people.append(
+                (
+                    record.person_id or "",
+                    record.first_name or "",
+                    record.last_name or "",
+                    record.email or "",
+                    record.username or "",
+                    record.phone or "",
+                    _new_metadata(record) if metadata_on_person else {},
+                )
             )
-            plan.new_people.append(person)
             if project is not None:
-                plan.new_people_rows.append((person, record))
+                plan.new_people_participants.append(_new_participant(record, target))
                 plan.added += 1
             plan.outcomes.append((record, CREATE))
             continue
@@ -197,7 +221,7 @@ def plan_batch(records: list[RowRecord], target: UpsertTarget, state: UpsertStat
         if project is not None:
             participant = participants.get(person.pk)
             if participant is None:
-                plan.new_participants.append(_new_participant(project, person, record, target))
+                plan.new_participants.append((person.pk, *_new_participant(record, target)))
                 plan.added += 1
                 outcome = UPDATE
             else:
@@ -210,16 +234,10 @@ def plan_batch(records: list[RowRecord], target: UpsertTarget, state: UpsertStat
     return plan
 
 
-def _new_participant(
-    project: Project, person: Person, record: RowRecord, target: UpsertTarget
-) -> Participant:
-    return Participant(
-        project=project,
-        person=person,
-        role=record.role or "",
-        metadata=_new_metadata(record) if target.metadata_on_participant else {},
-        added_by_id=target.actor_id,
-    )
+def _new_participant(record: RowRecord, target: UpsertTarget) -> tuple[str, dict]:
+    """(role, metadata) of a new participant."""
+    metadata = _new_metadata(record) if target.metadata_on_participant else {}
+    return record.role or "", metadata
 
 
 # Rows per INSERT/UPDATE statement. Each statement carries about 300 bytes a row, so 1,000
@@ -233,39 +251,123 @@ def write_batch(plan: BatchPlan, target: UpsertTarget) -> None:
     Must run inside the caller's transaction (the import's one transaction).
     """
     now = timezone.now()
+    new_pks: list[int] = []
     if plan.new_people:
-        _insert_people(plan.new_people, now)
+        new_pks = _insert_people(target.brand.pk, plan.new_people, now)
     if plan.changed_people:
         people = list(plan.changed_people.values())
         for person in people:
             person.updated_at = now
         _update_rows(Person, people, sorted(plan.person_fields | {"updated_at"}))
-    new_participants = list(plan.new_participants)
     if target.project is not None:
-        new_participants.extend(
-            _new_participant(target.project, person, record, target)
-            for person, record in plan.new_people_rows
+        rows = list(plan.new_participants)
+        rows.extend(
+            (pk, role, metadata)
+            for pk, (role, metadata) in zip(new_pks, plan.new_people_participants, strict=True)
         )
-    if new_participants:
-        _insert_participants(new_participants, now)
+        if rows:
+            _insert_participants(target.project.pk, target.actor_id, rows, now)
     if plan.changed_participants:
-        rows = list(plan.changed_participants.values())
-        for participant in rows:
+        participants = list(plan.changed_participants.values())
+        for participant in participants:
             participant.updated_at = now
-        _update_rows(Participant, rows, sorted(plan.participant_fields | {"updated_at"}))
+        _update_rows(Participant, participants, sorted(plan.participant_fields | {"updated_at"}))
 
 
-def _insert_people(people: list[Person], now) -> None:
-    for person in people:
-        person.created_at = person.updated_at = now
+PERSON_INSERT_COLUMNS = (
+    "person_id",
+    "first_name",
+    "last_name",
+    "email",
+    "username",
+    "phone",
+    "metadata",
+)
+
+
+def _insert_people(brand_id: int, rows: list[tuple], now) -> list[int]:
+    """Insert new people; return their primary keys in the order of ``rows``."""
+    if connection.vendor == "postgresql":
+        return _pg_insert_people(brand_id, rows, now)
+    people = [
+        Person(
+            brand_id=brand_id,
+            **dict(zip(PERSON_INSERT_COLUMNS, row, strict=True)),
+            created_at=now,
+            updated_at=now,
+        )
+        for row in rows
+    ]
     Person.objects.bulk_create(people, batch_size=STATEMENT_ROWS)
+    return [person.pk for person in people]
 
 
-def _insert_participants(participants: list[Participant], now) -> None:
-    for participant in participants:
-        participant.person_id = participant.person.pk
-        participant.created_at = participant.updated_at = now
-    Participant.objects.bulk_create(participants, batch_size=STATEMENT_ROWS)
+def _insert_participants(project_id: int, actor_id, rows: list[tuple], now) -> None:
+    """Insert ``(person pk, role, metadata)`` rows as participants of the project."""
+    if connection.vendor == "postgresql":
+        return _pg_insert_participants(project_id, actor_id, rows, now)
+    Participant.objects.bulk_create(
+        [
+            Participant(
+                project_id=project_id,
+                person_id=pk,
+                role=role,
+                metadata=metadata,
+                added_by_id=actor_id,
+                created_at=now,
+                updated_at=now,
+            )
+            for pk, role, metadata in rows
+        ],
+        batch_size=STATEMENT_ROWS,
+    )
+
+
+def _pg_insert_people(brand_id: int, rows: list[tuple], now) -> list[int]:
+    """``INSERT … SELECT FROM unnest(arrays) RETURNING id``: one statement per chunk, one
+    array per column, no model instance. PostgreSQL inserts (and returns) the rows in the
+    order unnest produces them, which is the order of the arrays."""
+    table = Person._meta.db_table
+    columns = ", ".join(PERSON_INSERT_COLUMNS)
+    pks: list[int] = []
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), STATEMENT_ROWS):
+            chunk = rows[start : start + STATEMENT_ROWS]
+            arrays = [list(column) for column in zip(*chunk, strict=True)]
+            arrays[-1] = [json.dumps(metadata, ensure_ascii=False) for metadata in arrays[-1]]
+            cursor.execute(
+                f"INSERT INTO {table} (brand_id, {columns}, created_at, updated_at) "  # noqa: S608
+                "SELECT %s, u.person_id, u.first_name, u.last_name, u.email, u.username, "
+                "u.phone, u.metadata::jsonb, %s, %s FROM unnest(%s::text[], %s::text[], "
+                "%s::text[], %s::text[], %s::text[], %s::text[], %s::text[]) "
+                f"AS u({columns}) RETURNING id",
+                [brand_id, now, now, *arrays],
+            )
+            pks.extend(row[0] for row in cursor.fetchall())
+    return pks
+
+
+def _pg_insert_participants(project_id: int, actor_id, rows: list[tuple], now) -> None:
+    table = Participant._meta.db_table
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), STATEMENT_ROWS):
+            chunk = rows[start : start + STATEMENT_ROWS]
+            pks, roles, metadata = (list(column) for column in zip(*chunk, strict=True))
+            cursor.execute(
+                f"INSERT INTO {table} (project_id, person_id, role, metadata, added_by_id, "  # noqa: S608
+                "created_at, updated_at) SELECT %s, u.person_id, u.role, u.metadata::jsonb, "
+                "%s, %s, %s FROM unnest(%s::bigint[], %s::text[], %s::text[]) "
+                "AS u(person_id, role, metadata)",
+                [
+                    project_id,
+                    actor_id,
+                    now,
+                    now,
+                    pks,
+                    roles,
+                    [json.dumps(m, ensure_ascii=False) for m in metadata],
+                ],
+            )
 
 
 def _update_rows(model, objects: list, fields: list[str]) -> None:
@@ -306,3 +408,31 @@ def _pg_update_from_values(model, objects: list, fields: list[str]) -> None:
                 'WHERE t."id" = v."id"',
                 params,
             )
+
+
+class PlannerStatistics:
+    """Keeps PostgreSQL's row estimates true while one transaction grows the tables.
+
+    An import adds up to hundreds of thousands of rows before it commits, so autovacuum cannot
+    see them and the planner keeps the estimates of an empty project: it then scans a whole
+    index for each batch lookup. ``ANALYZE`` inside the transaction counts the transaction's
+    own rows; it runs at the start and whenever the rows written double (a few times per
+    import, about 100 ms each). No-op elsewhere.
+    """
+
+    FIRST_AFTER = 4000
+    TABLES = ("participants_person", "participants_participant")
+
+    def __init__(self) -> None:
+        self.enabled = connection.vendor == "postgresql"
+        self.next_at = self.FIRST_AFTER
+
+    def refresh(self) -> None:
+        if self.enabled:
+            with connection.cursor() as cursor:
+                cursor.execute(f"ANALYZE {', '.join(self.TABLES)}")
+
+    def written(self, rows: int) -> None:
+        if self.enabled and rows >= self.next_at:
+            self.refresh()
+            self.next_at = rows * 2
