@@ -8,7 +8,7 @@ from enum import StrEnum
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Max, Q
+from django.db.models import Max
 from django.http import Http404
 from django.utils import timezone
 
@@ -20,6 +20,7 @@ from projects.survey import (
     answers_clean,
     answers_from_api,
     answers_from_form,
+    family_answered_q,
     form_stamp_read,
     keeps_partial,
     may_finish,
@@ -210,17 +211,10 @@ def distributions_resend_missed(*, project: Project, since: datetime, actor=None
     whose invite is resent too is not resent: it would land right after its invite.
     """
     from distributions.models import Distribution
-    from distributions.services import INACTIVE_PROJECT_MESSAGE, distribution_create
+    from distributions.services import distribution_create
+    from projects.selectors import missed_while_paused
 
-    missed = list(
-        Distribution.objects.filter(
-            project=project,
-            status=Distribution.Status.FAILED,
-            finished_at__gte=since,
-            status_reason=INACTIVE_PROJECT_MESSAGE.format(stage=Stage.PAUSED.label),
-            messages__isnull=True,
-        ).order_by("send_at", "pk")
-    )
+    missed = list(missed_while_paused(project=project, since=since).order_by("send_at", "pk"))
     resent: dict[int, Distribution] = {}
     for original in missed:
         if original.parent_id in resent:
@@ -451,14 +445,6 @@ def link_scope(token: str) -> str:
 
 def anonymous_scope(project: Project) -> str:
     return f"a:{project.public_token}"
-
-
-def family_answered_q(*, participant_ref, root_ref) -> Q:
-    """Complete responses of a participant to one invite or any of its reminders (a reminder
-    carries its own link, yet the participant answers once per invite)."""
-    return Q(status=Response.Status.COMPLETE, participant_id=participant_ref) & (
-        Q(distribution_id=root_ref) | Q(distribution__parent_id=root_ref)
-    )
 
 
 def _family_answered(link: SurveyLink) -> bool:

@@ -15,8 +15,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.core import signing
+from django.db.models import Q
 
-from projects.models import Project, Question
+from projects.models import Project, Question, Response
 
 Kind = Question.Kind
 
@@ -91,6 +92,14 @@ def keeps_partial(project: Project, *, started_at: datetime | None) -> bool:
     stopped = project.collection_stopped_at or project.available_until
     return bool(
         project.stop_keeps_partial_responses and stopped and started_at and started_at < stopped
+    )
+
+
+def family_answered_q(*, participant_ref, root_ref) -> Q:
+    """Complete responses of a participant to one invite or any of its reminders (a reminder
+    carries its own link, yet the participant answers once per invite)."""
+    return Q(status=Response.Status.COMPLETE, participant_id=participant_ref) & (
+        Q(distribution_id=root_ref) | Q(distribution__parent_id=root_ref)
     )
 
 

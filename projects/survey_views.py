@@ -1,0 +1,373 @@
+"""Project pages of the survey loop: the survey editor, links and QR code, the distribution
+summary (responses over time by channel, live), the pause and resume dialogs, recurring
+messages. Pages translate HTTP; the rules live in the services."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.http import Http404, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views import View
+
+from brands.roles import Role
+from brands.views import BrandPageMixin
+from distributions.csvio import csv_rows
+from distributions.models import Distribution, DistributionSeries
+from distributions.series import series_create, series_end, series_pause, series_resume
+from projects.api_survey import qr_http_response
+from projects.forms import LinksGenerateForm, PauseForm, QuestionForm, ResumeForm, SeriesForm
+from projects.models import Project, Response
+from projects.selectors import (
+    LINKS_HEADER,
+    links_csv_rows,
+    missed_while_paused,
+    question_list,
+    respondent_counts,
+    response_list,
+    responses_csv,
+    responses_summary,
+    survey_links,
+)
+from projects.services import (
+    STAGE_TRANSITIONS,
+    project_change_stage,
+    project_update,
+    question_create,
+    question_delete,
+    question_move,
+    question_update,
+    survey_links_create,
+)
+
+Stage = Project.Stage
+RECENT_RESPONSES = 20  # rows of the "latest responses" table on the summary page
+
+
+def apply_service_errors(form, exc: ValidationError) -> None:
+    for field, errors in exc.message_dict.items():
+        form.add_error(field if field in form.fields else None, errors)
+
+
+def csv_download(lines, filename: str) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+class ProjectPageMixin(BrandPageMixin):
+    """A page of one project of the current brand, under the project's tabs."""
+
+    def get_project(self, pk) -> Project:
+        return self.get_scoped(Project.objects.select_related("brand"), pk=pk)
+
+    def page(self, request, template: str, project: Project, status: int = 200, **context):
+        base = {
+            "project": project,
+            "participant_count": project.participants.count(),
+            "can_edit": self.can(Role.PROJECT_ADMIN),
+        }
+        return render(request, template, base | context, status=status)
+
+
+# --- the survey editor ------------------------------------------------------------------------
+class SurveyView(ProjectPageMixin, View):
+    def get(self, request, pk, add_form=None, status=200):
+        project = self.get_project(pk)
+        questions = question_list(project=project)
+        return self.page(
+            request,
+            "projects/survey.html",
+            project,
+            status=status,
+            questions=[(q, QuestionForm.for_question(q)) for q in questions],
+            add_form=add_form or QuestionForm(prefix="new"),
+            answered=Response.objects.filter(project=project).exists(),
+        )
+
+    def post(self, request, pk):
+        project = self.get_project(pk)
+        form = QuestionForm(request.POST, prefix="new")
+        if form.is_valid():
+            try:
+                question_create(project=project, actor=request.user, **form.service_data())
+            except ValidationError as exc:
+                apply_service_errors(form, exc)
+            else:
+                messages.success(request, "Question added.")
+                return redirect("projects:survey", pk=project.pk)
+        return self.get(request, pk, add_form=form, status=400)
+
+
+class QuestionView(ProjectPageMixin, View):
+    """Edit (POST action=save), move (up/down) or delete one question."""
+
+    def post(self, request, pk, question_pk):
+        project = self.get_project(pk)
+        question = project.questions.filter(pk=question_pk).first()
+        if question is None:
+            raise Http404("No such question.")
+        action = request.POST.get("action", "save")
+        if action in ("up", "down"):
+            question_move(question=question, offset=-1 if action == "up" else 1)
+        elif action == "delete":
+            question_delete(question=question, actor=request.user)
+            messages.success(request, "Question deleted.")
+        else:
+            form = QuestionForm(request.POST, prefix=f"q{question.pk}")
+            if not form.is_valid():
+                _report(request, question, form.errors)
+            else:
+                try:
+                    question_update(question=question, actor=request.user, **form.service_data())
+                except ValidationError as exc:
+                    _report(request, question, exc.message_dict)
+                else:
+                    messages.success(request, "Question saved.")
+        return redirect(reverse("projects:survey", args=[project.pk]) + f"#question-{question_pk}")
+
+
+def _report(request, question, errors) -> None:
+    for field, field_errors in errors.items():
+        for error in field_errors:
+            messages.error(request, f"Question {question.position}, {field}: {error}")
+
+
+# --- links and QR code ------------------------------------------------------------------------
+class LinksView(ProjectPageMixin, View):
+    def get(self, request, pk, generate_form=None, status=200):
+        project = self.get_project(pk)
+        links = survey_links(project=project)
+        return self.page(
+            request,
+            "projects/links.html",
+            project,
+            status=status,
+            generate_form=generate_form or LinksGenerateForm(),
+            link_counts={
+                "total": links.count(),
+                "opened": links.filter(opened_at__isnull=False).count(),
+                "completed": links.filter(completed_at__isnull=False).count(),
+            },
+            zone_name=self.brand.time_zone,
+        )
+
+    def post(self, request, pk):
+        """The by-invitation-only switch."""
+        project = self.get_project(pk)
+        wanted = request.POST.get("by_invitation_only") == "on"
+        project_update(project=project, actor=request.user, by_invitation_only=wanted)
+        messages.success(
+            request,
+            "The anonymous link and QR code are disabled: by invitation only."
+            if wanted
+            else "The anonymous link and QR code answer again.",
+        )
+        return redirect("projects:links", pk=project.pk)
+
+
+class QrCodeView(ProjectPageMixin, View):
+    def get(self, request, pk, kind):
+        project = self.get_project(pk)
+        return qr_http_response(project, kind=kind, download="download" in request.GET)
+
+
+class LinksGenerateView(LinksView):
+    """Make one new personal link per participant (optionally of one role); answer the CSV."""
+
+    http_method_names = ["post"]
+
+    def post(self, request, pk):
+        project = self.get_project(pk)
+        with timezone.override(self.brand.zone):
+            form = LinksGenerateForm(request.POST)
+            valid = form.is_valid()
+        if valid:
+            participants = project.participants.all()
+            if form.cleaned_data["role"]:
+                participants = participants.filter(role__iexact=form.cleaned_data["role"])
+            try:
+                links = survey_links_create(
+                    project=project,
+                    participants=participants.select_related("person"),
+                    channel=form.cleaned_data["channel"],
+                    expires_at=form.cleaned_data["expires_at"],
+                    actor=request.user,
+                )
+            except ValidationError as exc:
+                apply_service_errors(form, exc)
+            else:
+                created = survey_links(project=project).filter(pk__in=[link.pk for link in links])
+                rows = links_csv_rows(created.iterator(chunk_size=2000), zone=self.brand.zone)
+                return csv_download(
+                    csv_rows(LINKS_HEADER, rows), f"project-{project.pk}-personal-links.csv"
+                )
+        return self.get(request, pk, generate_form=form, status=400)
+
+
+class LinksCsvView(ProjectPageMixin, View):
+    def get(self, request, pk):
+        project = self.get_project(pk)
+        links = survey_links(project=project, channel=request.GET.get("channel") or None)
+        rows = links_csv_rows(links.iterator(chunk_size=2000), zone=self.brand.zone)
+        return csv_download(csv_rows(LINKS_HEADER, rows), f"project-{project.pk}-links.csv")
+
+
+# --- distribution summary ---------------------------------------------------------------------
+class ResponsesView(ProjectPageMixin, View):
+    """The distribution summary: responses over time by channel (chart) and a table, live."""
+
+    template = "projects/responses.html"
+
+    def get(self, request, pk):
+        project = self.get_project(pk)
+        return self.page(
+            request,
+            self.template,
+            project,
+            summary=responses_summary(project=project, zone=self.brand.zone),
+            counts=respondent_counts(project=project),
+            recent=response_list(project=project)[:RECENT_RESPONSES],
+            zone_name=self.brand.time_zone,
+        )
+
+
+class ResponsesLiveView(ResponsesView):
+    template = "projects/_responses_live.html"
+
+
+class ResponsesCsvView(ProjectPageMixin, View):
+    def get(self, request, pk):
+        project = self.get_project(pk)
+        status = request.GET.get("status")
+        header, rows = responses_csv(
+            project=project,
+            zone=self.brand.zone,
+            status=status if status in Response.Status.values else None,
+        )
+        return csv_download(csv_rows(header, rows), f"project-{project.pk}-responses.csv")
+
+
+# --- pause and resume -------------------------------------------------------------------------
+class PauseView(ProjectPageMixin, View):
+    """The pause dialog. Pausing also stops the project's scheduled sends and links."""
+
+    read_role = Role.PROJECT_ADMIN
+
+    def get(self, request, pk, form=None, status=200):
+        project = self.get_project(pk)
+        return self.page(
+            request,
+            "projects/pause.html",
+            project,
+            status=status,
+            form=form or PauseForm(),
+            allowed=Stage.PAUSED in STAGE_TRANSITIONS[project.stage],
+            scheduled=project.distributions.filter(status=Distribution.Status.SCHEDULED).count(),
+        )
+
+    def post(self, request, pk):
+        project = self.get_project(pk)
+        form = PauseForm(request.POST)
+        if not form.is_valid():
+            return self.get(request, pk, form=form, status=400)
+        try:
+            project_change_stage(
+                project=project,
+                stage=Stage.PAUSED,
+                actor=request.user,
+                reason=form.cleaned_data["reason"],
+                let_in_progress_finish=form.cleaned_data["in_progress"] == "finish",
+                keep_partial_responses=form.cleaned_data["partial"] == "keep",
+            )
+        except ValidationError as exc:
+            for errors in exc.message_dict.values():
+                for error in errors:
+                    messages.error(request, error)
+        else:
+            messages.success(request, "Response collection is paused.")
+        return redirect("projects:detail", pk=project.pk)
+
+
+class ResumeView(ProjectPageMixin, View):
+    read_role = Role.PROJECT_ADMIN
+
+    def get(self, request, pk):
+        project = self.get_project(pk)
+        return self.page(
+            request,
+            "projects/resume.html",
+            project,
+            form=ResumeForm(),
+            missed=missed_while_paused(project=project, since=project.collection_stopped_at)
+            if project.stage == Stage.PAUSED and project.collection_stopped_at
+            else [],
+            allowed=project.stage == Stage.PAUSED,
+        )
+
+    def post(self, request, pk):
+        project = self.get_project(pk)
+        form = ResumeForm(request.POST)
+        form.is_valid()
+        try:
+            project_change_stage(
+                project=project,
+                stage=Stage.ACTIVE,
+                actor=request.user,
+                resend_missed=form.cleaned_data.get("resend_missed", False),
+            )
+        except ValidationError as exc:
+            for errors in exc.message_dict.values():
+                for error in errors:
+                    messages.error(request, error)
+        else:
+            messages.success(request, "Response collection resumed.")
+        return redirect("projects:detail", pk=project.pk)
+
+
+# --- recurring messages -----------------------------------------------------------------------
+class SeriesView(ProjectPageMixin, View):
+    def get(self, request, pk, form=None, status=200):
+        project = self.get_project(pk)
+        return self.page(
+            request,
+            "projects/series.html",
+            project,
+            status=status,
+            form=form or SeriesForm(initial={"starts_on": timezone.localdate()}),
+            series_list=DistributionSeries.objects.filter(project=project).prefetch_related("runs"),
+            zone_name=self.brand.time_zone,
+        )
+
+    def post(self, request, pk):
+        project = self.get_project(pk)
+        form = SeriesForm(request.POST)
+        if form.is_valid():
+            try:
+                series_create(project=project, actor=request.user, **form.cleaned_data)
+            except ValidationError as exc:
+                apply_service_errors(form, exc)
+            else:
+                messages.success(request, "Recurring message scheduled.")
+                return redirect("projects:series", pk=project.pk)
+        return self.get(request, pk, form=form, status=400)
+
+
+SERIES_ACTIONS = {"pause": series_pause, "resume": series_resume, "end": series_end}
+
+
+class SeriesActionView(ProjectPageMixin, View):
+    def post(self, request, pk, series_pk, action):
+        project = self.get_project(pk)
+        series = DistributionSeries.objects.filter(project=project, pk=series_pk).first()
+        if series is None or action not in SERIES_ACTIONS:
+            raise Http404("No such recurring message.")
+        try:
+            updated = SERIES_ACTIONS[action](series=series, actor=request.user)
+        except ValidationError as exc:
+            messages.error(request, " ".join(exc.messages))
+        else:
+            messages.success(request, f"Recurring message {updated.get_status_display().lower()}.")
+        return redirect("projects:series", pk=project.pk)
