@@ -276,3 +276,13 @@ def test_reminder_targets_the_invites_recipients_only(
         message="Reminder ${link}",
     )
     assert list(reminder.messages.values_list("participant_id", flat=True)) == [crowd["ada"].pk]
+
+
+def test_deleting_a_participant_keeps_its_history(tenancy, crowd):
+    distribution = DistributionFactory(project=tenancy.project_a, status="in_progress")
+    distribution_materialise(distribution=distribution)
+    message = distribution.messages.get(participant=crowd["ada"])
+    crowd["ada"].person.delete()
+    message.refresh_from_db()
+    assert (message.participant_id, message.person_id) == (None, None)
+    assert message.address == "+14155550101"
