@@ -102,7 +102,8 @@ def condition_rows_validate(rows: list[ConditionRow]) -> bool:
                 conditions_clean([row.as_condition()])
             except ValidationError as exc:
                 for message in exc.messages:
-                    row.errors.append(message.removeprefix("Condition 1: "))
+                    message = message.removeprefix("Condition 1: ")
+                    row.errors.append(message[:1].upper() + message[1:])
         if row.criterion in ONCE_PER_SET:
             if row.criterion in seen:
                 label = CRITERION_LABELS[row.criterion]
@@ -199,7 +200,7 @@ class ScheduleForm(forms.Form):
     def clean_conditions(self, data, *, with_audience: bool) -> list | None:
         """Parse and validate the builder's rows; None when some row is wrong."""
         self.condition_rows = condition_rows_from_post(data)
-        if not with_audience or self.cleaned_data.get("audience") != "some":
+        if not with_audience or getattr(self, "cleaned_data", {}).get("audience") != "some":
             return []
         if not self.condition_rows:
             self.add_error(
@@ -207,7 +208,7 @@ class ScheduleForm(forms.Form):
             )
             return None
         if not condition_rows_validate(self.condition_rows):
-            self.add_error(None, "Some conditions need your attention (see below).")
+            self.add_error("audience", "Some conditions need your attention (see below).")
             return None
         return [row.as_condition() for row in self.condition_rows]
 

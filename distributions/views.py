@@ -214,15 +214,8 @@ class ScheduleFormMixin(DistributionPageMixin):
         kind = form.kind_fixed or (
             form.data.get("kind") if form.is_bound else form.initial.get("kind")
         )
-        kind = kind if kind in Kind.values else Kind.INVITE
-        conditions = []
+        kind = kind if kind in (Kind.INVITE, Kind.REMINDER) else Kind.INVITE
         audience = form.data.get("audience") if form.is_bound else form.initial.get("audience")
-        if parent is None and audience == "some":
-            rows = [
-                ConditionRow(r.criterion, r.field, r.operator, r.value) for r in form.condition_rows
-            ]
-            if rows and condition_rows_validate(rows):
-                conditions = [r.as_condition() for r in rows]
         message = form.data.get("message", "") if form.is_bound else form.initial.get("message")
         when = form.data.get("when") if form.is_bound else form.initial.get("when")
         metadata_fields = page_selectors.project_metadata_fields(project=project)
@@ -231,16 +224,18 @@ class ScheduleFormMixin(DistributionPageMixin):
             "distributions/schedule.html",
             {
                 **self.base_context(),
-                **summary_context(
+                **schedule_summary(
                     brand=self.brand,
                     project=project,
                     kind=kind,
                     parent=parent,
-                    conditions=conditions,
+                    audience=audience,
+                    rows=form.condition_rows,
                     message=message or "",
                 ),
                 "project": project,
                 "form": form,
+                "has_field_errors": any(key != "__all__" for key in form.errors),
                 "parent": parent,
                 "distribution": distribution,
                 "kind": kind,
@@ -261,6 +256,32 @@ class ScheduleFormMixin(DistributionPageMixin):
             },
             status=status,
         )
+
+
+def schedule_summary(*, brand, project, kind, parent, audience, rows, message) -> dict:
+    """The summary for what the form holds now; conditions with errors count nothing."""
+    conditions: list = []
+    if parent is None and audience == "some" and rows:
+        rows = [ConditionRow(r.criterion, r.field, r.operator, r.value) for r in rows]
+        if not condition_rows_validate(rows):
+            return {
+                "credits_available": credits_available(brand=brand),
+                "estimate": None,
+                "estimate_over": False,
+                "preview": None,
+                "conditions_invalid": True,
+                "summary_kind": kind,
+                "summary_parent": parent,
+            }
+        conditions = [row.as_condition() for row in rows]
+    return summary_context(
+        brand=brand,
+        project=project,
+        kind=kind,
+        parent=parent,
+        conditions=conditions,
+        message=message,
+    )
 
 
 def summary_context(*, brand, project, kind, parent, conditions, message) -> dict:
@@ -316,11 +337,8 @@ class ScheduleView(ScheduleFormMixin, View):
         form = ScheduleForm(
             request.POST, zone=self.brand.zone, kind_fixed=Kind.REMINDER if parent else None
         )
-        conditions = None
-        if form.is_valid():
-            conditions = form.clean_conditions(request.POST, with_audience=parent is None)
-        else:
-            form.condition_rows = condition_rows_from_post(request.POST)
+        form.is_valid()  # then the conditions, so that every error shows at once
+        conditions = form.clean_conditions(request.POST, with_audience=parent is None)
         if not form.errors and conditions is not None:
             data = form.cleaned_data
             try:
@@ -390,11 +408,8 @@ class EditView(ScheduleFormMixin, View):
         distribution = self.get_distribution(pk)
         parent = distribution.parent
         form = ScheduleForm(request.POST, zone=self.brand.zone, kind_fixed=distribution.kind)
-        conditions = None
-        if form.is_valid():
-            conditions = form.clean_conditions(request.POST, with_audience=parent is None)
-        else:
-            form.condition_rows = condition_rows_from_post(request.POST)
+        form.is_valid()  # then the conditions, so that every error shows at once
+        conditions = form.clean_conditions(request.POST, with_audience=parent is None)
         if not form.errors and conditions is not None:
             data = form.cleaned_data
             changes = {
@@ -432,36 +447,20 @@ class PreviewCountView(DistributionPageMixin, View):
         parent = self.get_parent(project, request.POST.get("parent"))
         kind = Kind.REMINDER if parent else request.POST.get("kind", Kind.INVITE)
         kind = kind if kind in (Kind.INVITE, Kind.REMINDER) else Kind.INVITE
-        conditions: list = []
-        invalid = False
-        if parent is None and request.POST.get("audience") == "some":
-            rows = condition_rows_from_post(request.POST)
-            if rows and condition_rows_validate(rows):
-                conditions = [row.as_condition() for row in rows]
-            elif rows:
-                invalid = True
-        context = {**self.base_context(), "project": project, "oob": True}
-        if invalid:
-            context.update(
-                credits_available=credits_available(brand=self.brand),
-                estimate=None,
-                estimate_over=False,
-                preview=None,
-                conditions_invalid=True,
-                summary_kind=kind,
-                summary_parent=parent,
-            )
-        else:
-            context.update(
-                summary_context(
-                    brand=self.brand,
-                    project=project,
-                    kind=kind,
-                    parent=parent,
-                    conditions=conditions,
-                    message=request.POST.get("message", ""),
-                )
-            )
+        context = {
+            **self.base_context(),
+            "project": project,
+            "oob": True,
+            **schedule_summary(
+                brand=self.brand,
+                project=project,
+                kind=kind,
+                parent=parent,
+                audience=request.POST.get("audience"),
+                rows=condition_rows_from_post(request.POST),
+                message=request.POST.get("message", ""),
+            ),
+        }
         return render(request, "distributions/_schedule_summary.html", context)
 
 

@@ -40,7 +40,9 @@ CHROMIUM_ARGS = [
 ]
 BROWSER_PASSWORD = "relay-browser-pass-1"
 VIEWPORT = {"width": 1280, "height": 900}
-DEFAULT_TIMEOUT_MS = 15_000
+# Generous: the first request of a cold test process may import and compile large modules
+# (phonenumbers' metadata, the Twilio SDK) when no bytecode is cached, which takes seconds.
+DEFAULT_TIMEOUT_MS = 60_000
 SCREENSHOTS = Path(os.environ.get("RELAY_SCREENSHOTS", "/tmp/relay-shots"))
 
 

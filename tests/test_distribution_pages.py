@@ -318,11 +318,11 @@ def test_invalid_schedule_shows_the_error_and_creates_nothing(
     [
         (
             {"c_criterion": ["metadata"], "c_field": [""], "c_value": ["Sales"]},
-            "a metadata condition needs a field.",
+            "A metadata condition needs a field.",
         ),
         (
             {"c_criterion": ["first_name"], "c_field": [""], "c_value": [""]},
-            "needs a value (or use the 'is empty' operator).",
+            "Needs a value (or use the 'is empty' operator).",
         ),
         (
             {"c_criterion": [""], "c_field": ["Team"], "c_value": ["Sales"]},
@@ -330,7 +330,7 @@ def test_invalid_schedule_shows_the_error_and_creates_nothing(
         ),
         (
             {"c_criterion": ["hobby"], "c_field": [""], "c_value": ["golf"]},
-            "criterion must be one of",
+            "Criterion must be one of",
         ),
     ],
     ids=["metadata-without-field", "missing-value", "no-criterion", "unknown-criterion"],
@@ -367,6 +367,27 @@ def test_the_once_per_set_rule_is_enforced_and_explained(tenancy, crowd, admin):
     # the rows come back as typed
     assert 'value="Grace"' in content and 'value="Team"' in content
     assert not Distribution.objects.exists()
+
+
+def test_every_error_shows_at_once(tenancy, crowd, admin):
+    data = form_data(
+        message="",
+        when="later",
+        send_date="2020-01-01",
+        send_time="10:00",
+        audience="some",
+        c_criterion=["metadata"],
+        c_field=[""],
+        c_value=["Sales"],
+    )
+    response = admin.post(url("create", tenancy.project_a.pk), data)
+    assert response.status_code == 400
+    content = text(response)
+    assert "Nothing was scheduled." in content and "Correct what is highlighted below." in content
+    assert "This field is required." in content
+    assert "That time has already passed" in content
+    assert "A metadata condition needs a field." in content
+    assert "Fix the conditions to count" in content  # the summary does not count wrong rows
 
 
 def test_inactive_project_is_warned_before_submitting_and_refused(tenancy, crowd, admin):

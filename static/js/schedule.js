@@ -33,12 +33,18 @@
   var OPT_OUT = /\$\{\s*opt_out_link\s*\}/g;
   var OTHER_FIELD = /\$\{\s*(?!link\s*\}|opt_out_link\s*\})[^}]+\}/;
 
-  function describeChar(ch) {
+  // One character as a small key cap; invisible ones by their code point (U+00A0).
+  function charElement(ch) {
     var code = ch.codePointAt(0);
+    var key = document.createElement("kbd");
+    key.className = "char";
     if (/\s/.test(ch) || code < 32 || (code >= 0x200b && code <= 0x200f) || code === 0xfeff || code === 0xad) {
-      return "U+" + code.toString(16).toUpperCase().padStart(4, "0");
+      key.textContent = "U+" + code.toString(16).toUpperCase().padStart(4, "0");
+    } else {
+      key.textContent = ch;
     }
-    return "\u201c" + ch + "\u201d";
+    key.title = "U+" + code.toString(16).toUpperCase().padStart(4, "0");
+    return key;
   }
 
   function updateCounter() {
@@ -59,18 +65,19 @@
     }
     parts.push(plural(info.units, "character", "characters"));
     var notes = [];
-    if (filled !== text) notes.push("links counted at their real length");
-    if (OTHER_FIELD.test(text)) notes.push("names and other fields change the length for each recipient");
+    if (filled !== text) notes.push("Links are counted at their real length.");
+    if (OTHER_FIELD.test(text)) notes.push("Names and other piped fields change the length for each recipient.");
     counter.innerHTML = parts.join(" \u00b7 ") +
-      (notes.length ? '<div class="small muted">Counted with ' + notes.join("; ") + ".</div>" : "");
+      (notes.length ? '<div class="small muted">' + notes.join(" ") + "</div>" : "");
     counter.dataset.segments = String(info.segments);
     counter.dataset.encoding = info.encoding;
     counter.classList.toggle("ucs2", info.encoding !== "GSM-7");
 
     var lookalikes = window.RelaySegments.replaceLookalikes(text) !== text;
     if (info.nonGsmChars.length) {
-      nonGsmText.textContent = "These characters are not in the GSM-7 alphabet and make every " +
-        "segment hold 70 characters instead of 160: " + info.nonGsmChars.map(describeChar).join(" ") + ".";
+      nonGsmText.textContent = "Not in the GSM-7 alphabet, so each segment holds 70 characters " +
+        "instead of 160: ";
+      info.nonGsmChars.forEach(function (ch) { nonGsmText.appendChild(charElement(ch)); });
       nonGsmBox.hidden = false;
     } else if (lookalikes) {
       nonGsmText.textContent = "Some characters can be replaced by plain equivalents.";

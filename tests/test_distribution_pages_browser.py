@@ -1,0 +1,130 @@
+"""The SMS pages in a real browser (Debian's Chromium through Playwright): schedule a text
+message with the live segment counter and participant preview, send it now, watch the
+distribution page reach Sent with its metrics, download the history.
+
+Tasks run inline on commit (``eager_tasks``) inside the live server's thread; the outbox
+provider stores the messages and simulates their delivery.
+"""
+
+from __future__ import annotations
+
+import re
+
+from django.urls import reverse
+
+import pytest
+
+from brands.models import Brand
+from brands.roles import Role
+from distributions.models import Distribution, Message, OutboxMessage
+from distributions.selectors import HISTORY_HEADER
+from tests.browser import browser_user, login, screenshot
+from tests.factories.participants import ParticipantFactory, PersonFactory
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def add(project, first, last, phone, team):
+    person = PersonFactory(
+        brand=project.brand, first_name=first, last_name=last, phone=phone, metadata={"Team": team}
+    )
+    return ParticipantFactory(project=project, person=person)
+
+
+def test_schedule_send_now_watch_it_finish_and_download_the_history(
+    live_server, tenancy, eager_tasks, page
+):
+    from playwright.sync_api import expect
+
+    brand = tenancy.brand_a
+    brand.time_zone = "Europe/Paris"
+    # Self-service: the provider bills the brand, so every message is covered.
+    brand.integration_model = Brand.IntegrationModel.SELF_SERVICE
+    brand.save()
+    project = tenancy.project_a
+    tenancy.participant_a.delete()
+    add(project, "Ada", "Lovelace", "+14155550101", "Sales")
+    add(project, "Grace", "Hopper", "+14155550103", "Sales")
+    add(project, "Alan", "Turing", "+447911123456", "R&D")
+    user = browser_user(brand, role=Role.PROJECT_ADMIN, username="pat")
+
+    login(page, live_server, user)
+    page.goto(live_server.url + reverse("projects:detail", args=[project.pk]))
+    page.get_by_role("link", name="Text messages (SMS)").click()
+    expect(page.locator("h2.section-title")).to_have_text("Text messages (SMS)")
+    page.get_by_role("link", name="Schedule a text message").click()
+    expect(page.locator("h1")).to_have_text("Schedule a text message")
+
+    counter = page.locator("#segment-counter")
+    expect(counter).to_contain_text("0 segments")
+    message = page.locator("#id_message")
+    message.press_sequentially("Hi ${first_name}, how was your week? ", delay=5)
+    expect(counter).to_contain_text("1 segment")
+    expect(counter).to_contain_text("GSM-7")
+    expect(counter).to_contain_text("121 of 160 characters left in this segment")
+
+    # A curly apostrophe forces UCS-2: the page names it and offers to replace it.
+    message.press_sequentially("It’s quick: ", delay=5)
+    expect(counter).to_contain_text("Unicode (UCS-2)")
+    expect(page.locator("#non-gsm-text kbd.char")).to_have_text(["\u2019"])
+    page.get_by_role("button", name="Replace look-alike characters").click()
+    expect(counter).to_contain_text("GSM-7")
+    expect(message).to_have_value("Hi ${first_name}, how was your week? It's quick: ")
+    expect(page.locator("#non-gsm")).to_be_hidden()
+
+    # Piped field chips insert at the cursor; the link is counted at its real length.
+    page.locator('[data-insert="${link}"]').click()
+    expect(message).to_have_value("Hi ${first_name}, how was your week? It's quick: ${link}")
+    expect(counter).to_contain_text("Links are counted at their real length.")
+
+    # Everyone, then only the Sales team: the preview follows.
+    expect(page.locator("#match-inline")).to_contain_text("3 participants match")
+    page.get_by_label("Only participants who meet conditions").check()
+    row = page.locator("[data-condition-row]").first
+    row.locator("[data-criterion]").select_option("metadata")
+    row.locator("[data-field]").fill("Team")
+    row.locator("[data-value]").fill("Sales")
+    expect(page.locator("#match-inline")).to_contain_text("2 participants match")
+    expect(page.locator("#match-count")).to_have_text("2")
+
+    expect(page.locator("#submit-button")).to_have_text("Send now")
+    assert page.js_errors == []
+    page.locator("#id_name").fill("Weekly pulse")
+    screenshot(page, "schedule-form")
+
+    page.locator("#submit-button").click()
+    page.wait_for_url(re.compile(r"/distributions/\d+/$"))
+    distribution = Distribution.objects.get(name="Weekly pulse")
+    assert page.url.endswith(reverse("distributions:detail", args=[distribution.pk]))
+
+    # The page polls while the run is in progress and reloads once it ends.
+    expect(page.locator("#distribution-status")).to_have_text("Sent", timeout=30_000)
+    expect(page.locator("#live")).not_to_have_attribute("hx-trigger", re.compile("every"))
+    expect(page.locator('[data-metric="participants"]')).to_have_text("2")
+    expect(page.locator('[data-metric="sent"]')).to_have_text("2")
+    expect(page.locator('[data-metric="delivered"]')).to_have_text("2")
+    expect(page.locator('[data-metric="failed"]')).to_have_text("0")
+    history = page.locator("table.history-table tbody tr")
+    expect(history).to_have_count(2)
+    expect(history.first).to_contain_text("Delivered")
+    assert distribution.messages.filter(status=Message.Status.DELIVERED).count() == 2
+    assert OutboxMessage.objects.filter(brand=brand).count() == 2
+    screenshot(page, "distribution-page")
+
+    page.get_by_text("Download history", exact=True).first.click()
+    page.locator("#id_delimiter").select_option("comma")
+    page.locator("#id_enclosure").select_option("none")
+    with page.expect_download() as download_info:
+        page.locator("#download-form button[type=submit]").click()
+    download = download_info.value
+    assert download.suggested_filename == f"distribution-{distribution.pk}-history.csv"
+    content = open(download.path(), encoding="utf-8-sig").read()  # noqa: PTH123, SIM115
+    lines = content.splitlines()
+    assert (
+        lines[0]
+        == "PersonID,First name,Last name,Phone number,User name,Respondent,Status,Timestamp"
+    )
+    assert lines[0].split(",") == HISTORY_HEADER
+    assert len(lines) == 3
+    assert all(",No,Delivered," in line for line in lines[1:])
+    assert page.js_errors == []
