@@ -33,13 +33,15 @@ Kind = Question.Kind
 
 
 def respondent_page(view):
-    """Headers every respondent page carries (the personal token is in the URL)."""
+    """Headers every respondent page carries. The personal token is in the URL: the referrer
+    never leaves the site ("no-referrer" would also blank the Origin of the page's own form
+    post, which Django's CSRF check then refuses)."""
 
     @wraps(view)
     def wrapper(request, *args, **kwargs):
         response = view(request, *args, **kwargs)
         response["Cache-Control"] = "no-store"
-        response["Referrer-Policy"] = "no-referrer"
+        response["Referrer-Policy"] = "same-origin"
         response["X-Robots-Tag"] = "noindex, nofollow"
         return response
 

@@ -69,7 +69,8 @@ class ProjectPageMixin(BrandPageMixin):
             "participant_count": project.participants.count(),
             "can_edit": self.can(Role.PROJECT_ADMIN),
         }
-        return render(request, template, base | context, status=status)
+        with timezone.override(self.brand.zone):  # times on the page: the brand's clock
+            return render(request, template, base | context, status=status)
 
 
 # --- the survey editor ------------------------------------------------------------------------

@@ -139,7 +139,7 @@ def test_opening_records_opened_once_with_its_time(tenancy, survey, django_asser
     client = Client()
     page = client.get(f"/s/{link.token}")
     assert page.status_code == 200
-    assert page["Cache-Control"] == "no-store" and page["Referrer-Policy"] == "no-referrer"
+    assert page["Cache-Control"] == "no-store" and page["Referrer-Policy"] == "same-origin"
     link.refresh_from_db()
     message = link.message
     message.refresh_from_db()
