@@ -83,6 +83,7 @@ class ImportForm(forms.Form):
         label="Extra columns go to",
         choices=ImportJob.MetadataTarget.choices,
         initial=ImportJob.MetadataTarget.PERSON,
+        required=False,
         widget=forms.RadioSelect,
     )
     required_fields = forms.MultipleChoiceField(

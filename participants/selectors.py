@@ -17,7 +17,7 @@ from participants.phones import PhoneError, phone_to_e164
 from projects.models import Project
 
 SEARCH_FIELDS = ("first_name", "last_name", "email", "phone", "person_id", "username")
-_PHONE_LIKE = re.compile(r"[+\d][\d\s().-]{3,}")
+_PHONE_LIKE = re.compile(r"[+(\d][\d\s().-]{3,}")
 # How many rows are sampled to offer metadata fields in a filter (a bounded read).
 METADATA_KEY_SAMPLE = 2000
 

@@ -287,11 +287,16 @@ class ImportUploadView(BrandPageMixin, View):
     def get_project(self, project_pk):
         return self.get_scoped(Project, pk=project_pk) if project_pk else None
 
-    def render_form(self, request, form, project, status=200):
+    def render_form(self, request, form, project, status=200, upload_error=""):
         return render(
             request,
             "participants/import_form.html",
-            {"form": form, "project": project, "limit": describe_size(import_max_upload_bytes())},
+            {
+                "form": form,
+                "project": project,
+                "limit": describe_size(import_max_upload_bytes()),
+                "upload_error": upload_error,
+            },
             status=status,
         )
 
@@ -307,16 +312,17 @@ class ImportUploadView(BrandPageMixin, View):
     @method_decorator(csrf_protect)
     def _post(self, request, project_pk=None):
         project = self.get_project(project_pk)
+        request.FILES  # noqa: B018 - parse the body now, under the size guard
         too_large = getattr(request, "import_upload_too_large", None)
         if too_large:
-            form = ImportForm(project=project)
-            form.add_error(
-                None,
+            message = (
                 f"The file is larger than {describe_size(import_max_upload_bytes())} (the upload "
                 f"was about {describe_size(too_large)}). Split it into smaller files, each with "
-                "the header row, and import them one after the other.",
+                "the header row, and import them one after the other."
             )
-            return self.render_form(request, form, project, status=413)
+            return self.render_form(
+                request, ImportForm(project=project), project, status=413, upload_error=message
+            )
         form = ImportForm(request.POST, request.FILES, project=project)
         if form.is_valid():
             data = form.cleaned_data
