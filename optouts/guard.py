@@ -25,7 +25,7 @@ import contextlib
 import logging
 from collections.abc import Iterator
 
-from django.db import OperationalError, connection, transaction
+from django.db import DatabaseError, OperationalError, connection, transaction
 
 logger = logging.getLogger(__name__)
 
@@ -44,13 +44,23 @@ def handover_guard(*, brand_id: int) -> Iterator[None]:
         try:
             yield
         finally:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock_shared(%s, %s)", [LOCK_CLASS, brand_id])
+            _unlock_shared(brand_id)
     elif connection.vendor == "sqlite":
         with transaction.atomic():
             yield
     else:  # pragma: no cover - other databases: the check alone (milliseconds of exposure)
         yield
+
+
+def _unlock_shared(brand_id: int) -> None:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock_shared(%s, %s)", [LOCK_CLASS, brand_id])
+    except DatabaseError:
+        # An aborted transaction refuses the unlock; a closed connection releases the lock.
+        logger.exception("could not release the opt-out guard of brand %s", brand_id)
+        if not connection.in_atomic_block:
+            connection.close()
 
 
 def optout_write_lock(*, brand_id: int) -> None:

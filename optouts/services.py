@@ -174,12 +174,12 @@ def optout_create_by_admin(
             address = phone_to_e164(address, default_country=brand.default_country)
         except PhoneError as exc:
             raise ValidationError({"address": str(exc)}) from exc
-    else:
-        address = address.lower()
     if not address:
         raise ValidationError({"address": "Give the phone number or email address."})
     field = "phone" if channel == Channel.SMS else "email__iexact"
-    person = Person.objects.filter(brand=brand, **{field: address}).first()
+    person = Person.objects.filter(brand=brand, **{field: address}).order_by("pk").first()
+    if person is not None and channel == Channel.EMAIL:
+        address = person.email  # as the directory spells it: sends compare it exactly
     return optout_record(
         brand_id=brand.pk,
         channel=channel,
