@@ -42,16 +42,6 @@ def with_counts(queryset: QuerySet) -> QuerySet:
     return queryset.annotate(
         recipients=Count("messages"),
         sent_count=Count("messages", filter=Q(messages__status__in=Message.HANDED_OVER)),
-        issues=Count(
-            "messages",
-            filter=Q(
-                messages__status__in=(
-                    *Message.FAILED_STATUSES,
-                    MStatus.BOUNCED,
-                    *Message.NOT_SENDABLE,
-                )
-            ),
-        ),
     )
 
 

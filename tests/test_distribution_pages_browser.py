@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 from django.urls import reverse
+from django.utils import timezone
 
 import pytest
 
@@ -18,7 +19,9 @@ from brands.models import Brand
 from brands.roles import Role
 from distributions.models import Distribution, Message, OutboxMessage
 from distributions.selectors import HISTORY_HEADER
+from distributions.services import message_status_ingest
 from tests.browser import browser_user, login, screenshot
+from tests.factories.distributions import DistributionFactory, MessageFactory
 from tests.factories.participants import ParticipantFactory, PersonFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -127,4 +130,24 @@ def test_schedule_send_now_watch_it_finish_and_download_the_history(
     assert lines[0].split(",") == HISTORY_HEADER
     assert len(lines) == 3
     assert all(",No,Delivered," in line for line in lines[1:])
+
+    # A run still in progress: the page polls every 2 s and shows Sent once the last
+    # delivery receipt arrives (here through the same ingest path as a provider callback).
+    running = DistributionFactory(
+        project=project,
+        name="Running",
+        status=Distribution.Status.IN_PROGRESS,
+        started_at=timezone.now(),
+    )
+    MessageFactory(distribution=running, status=Message.Status.DELIVERED)
+    last = MessageFactory(distribution=running, status=Message.Status.SENDING)
+    page.goto(live_server.url + reverse("distributions:detail", args=[running.pk]))
+    expect(page.locator("#live")).to_have_attribute("hx-trigger", "every 2s")
+    expect(page.locator("#send-progress")).to_have_attribute("value", "50")
+    expect(page.get_by_role("button", name="Stop sending")).to_be_visible()
+    assert message_status_ingest(provider_status="delivered", message_id=last.pk)
+    expect(page.locator("#distribution-status")).to_have_text("Sent", timeout=15_000)
+    expect(page.locator('[data-metric="delivered"]')).to_have_text("2")
+    expect(page.locator("#send-progress")).to_have_count(0)
+    expect(page.get_by_role("button", name="Stop sending")).to_have_count(0)
     assert page.js_errors == []
