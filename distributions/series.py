@@ -200,6 +200,9 @@ def series_end(*, series: DistributionSeries, actor=None, now=None) -> Distribut
     return _set_status(series, SStatus.ENDED, now=now or timezone.now())
 
 
+SERIES_ACTIONS = {"pause": series_pause, "resume": series_resume, "end": series_end}
+
+
 def series_due(*, now: datetime) -> list[int]:
     return list(
         DistributionSeries.objects.filter(status=SStatus.ACTIVE, next_run_at__lte=now)

@@ -22,7 +22,7 @@ from brands.api.base import BrandScopedAPIMixin, StrictModelSerializer, StrictSe
 from distributions.api import ConditionSerializer, DistributionSerializer
 from distributions.csvio import DELIMITERS, ENCLOSURES, csv_dialect_options, csv_rows
 from distributions.models import Distribution, DistributionSeries
-from distributions.series import series_create, series_end, series_pause, series_resume
+from distributions.series import SERIES_ACTIONS, series_create
 from distributions.services import distribution_create
 from participants.models import Participant
 from projects.models import Project, Question, Response, SurveyLink
@@ -433,9 +433,6 @@ class SeriesList(ProjectScopedMixin, generics.ListCreateAPIView):
 class SeriesDetail(BrandScopedAPIMixin, generics.RetrieveAPIView):
     queryset = DistributionSeries.objects.select_related("project__brand")
     serializer_class = SeriesSerializer
-
-
-SERIES_ACTIONS = {"pause": series_pause, "resume": series_resume, "end": series_end}
 
 
 class SeriesAction(BrandScopedAPIMixin, APIView):

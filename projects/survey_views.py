@@ -16,7 +16,7 @@ from brands.roles import Role
 from brands.views import BrandPageMixin
 from distributions.csvio import csv_rows
 from distributions.models import Distribution, DistributionSeries
-from distributions.series import series_create, series_end, series_pause, series_resume
+from distributions.series import SERIES_ACTIONS, series_create
 from projects.api_survey import qr_http_response
 from projects.forms import LinksGenerateForm, PauseForm, QuestionForm, ResumeForm, SeriesForm
 from projects.models import Project, Response
@@ -41,14 +41,10 @@ from projects.services import (
     question_update,
     survey_links_create,
 )
+from projects.views import apply_service_errors
 
 Stage = Project.Stage
 RECENT_RESPONSES = 20  # rows of the "latest responses" table on the summary page
-
-
-def apply_service_errors(form, exc: ValidationError) -> None:
-    for field, errors in exc.message_dict.items():
-        form.add_error(field if field in form.fields else None, errors)
 
 
 def csv_download(lines, filename: str) -> StreamingHttpResponse:
@@ -354,9 +350,6 @@ class SeriesView(ProjectPageMixin, View):
                 messages.success(request, "Recurring message scheduled.")
                 return redirect("projects:series", pk=project.pk)
         return self.get(request, pk, form=form, status=400)
-
-
-SERIES_ACTIONS = {"pause": series_pause, "resume": series_resume, "end": series_end}
 
 
 class SeriesActionView(ProjectPageMixin, View):

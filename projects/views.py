@@ -17,7 +17,7 @@ from projects.services import (
 )
 
 
-def _apply_service_errors(form, exc: ValidationError) -> None:
+def apply_service_errors(form, exc: ValidationError) -> None:
     for field, errors in exc.message_dict.items():
         form.add_error(field if field in form.fields else None, errors)
 
@@ -70,7 +70,7 @@ class ProjectFormView(BrandPageMixin, View):
                     messages.success(request, "Project saved.")
                 return redirect("projects:detail", pk=project.pk)
             except ValidationError as exc:
-                _apply_service_errors(form, exc)
+                apply_service_errors(form, exc)
         return render(request, "projects/form.html", {"form": form, "project": project}, status=400)
 
 
