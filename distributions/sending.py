@@ -23,12 +23,13 @@ from itertools import islice
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, F, Value, When
+from django.db.models import F
 from django.urls import reverse
 from django.utils import timezone
 
 from credits.segments import count_segments
 from distributions import throttle
+from distributions.bulk import update_rows
 from distributions.models import Distribution, Message, MessageEvent, ProviderAccount
 from distributions.providers.base import Outcome, OutgoingSms, SendResult, SmsProvider
 from distributions.providers.registry import provider_for
@@ -54,7 +55,7 @@ MStatus = Message.Status
 # after a worker dies redoes little; 500 rows with bodies are well under 1 MB of memory.
 SEND_CHUNK_SIZE = 500
 # Rows handed to the provider concurrently; also the granularity of the opt-out re-check.
-SEND_WINDOW = 50
+SEND_WINDOW = 100
 # Retries of throttled (429) or failed-before-acceptance (5xx) rows inside one task.
 IN_TASK_RETRIES = 4
 RETRY_BASE_SECONDS = 0.5
@@ -300,7 +301,7 @@ def _render(distribution: Distribution, rows: list[Message]) -> None:
         row.segments = count_segments(row.body)
     if links:
         SurveyLink.objects.bulk_create(links)
-    Message.objects.bulk_update(rows, ["body", "segments"])
+    update_rows(Message, ["body", "segments"], [(row.pk, row.body, row.segments) for row in rows])
 
 
 def _apply_results(distribution, results: list[SendResult], lease: str, stats: dict) -> str:
@@ -311,16 +312,12 @@ def _apply_results(distribution, results: list[SendResult], lease: str, stats: d
     fatal = next((r for r in results if r.outcome == Outcome.FATAL), None)
     events: list[MessageEvent] = []
     if accepted:
-        Message.objects.filter(
-            pk__in=[r.message_id for r in accepted], lease=lease, status=MStatus.SENDING
-        ).update(
-            status=MStatus.SENT,
-            sent_at=now,
-            status_changed_at=now,
-            provider_id=Case(
-                *[When(pk=r.message_id, then=Value(r.provider_id)) for r in accepted],
-                default=F("provider_id"),
-            ),
+        update_rows(
+            Message,
+            ["status", "sent_at", "status_changed_at", "provider_id"],
+            [(r.message_id, MStatus.SENT, now, now, r.provider_id) for r in accepted],
+            where="t.lease = %s AND t.status = %s",
+            params=[lease, MStatus.SENDING],
         )
         events += [
             MessageEvent(
@@ -334,15 +331,25 @@ def _apply_results(distribution, results: list[SendResult], lease: str, stats: d
         ]
         _debit(distribution, [r.message_id for r in accepted])
         stats["sent"] += len(accepted)
+    update_rows(
+        Message,
+        ["status", "status_reason", "error_code", "status_changed_at"],
+        [
+            (
+                r.message_id,
+                MStatus.BLOCKED if r.blocked else MStatus.FAILED,
+                f"{r.error_code} {r.error_message}".strip()[:300],
+                r.error_code[:20],
+                now,
+            )
+            for r in rejected
+        ],
+        where="t.lease = %s AND t.status = %s",
+        params=[lease, MStatus.SENDING],
+    )
     for result in rejected:
         status = MStatus.BLOCKED if result.blocked else MStatus.FAILED
         reason = f"{result.error_code} {result.error_message}".strip()[:300]
-        Message.objects.filter(pk=result.message_id, lease=lease, status=MStatus.SENDING).update(
-            status=status,
-            status_reason=reason,
-            error_code=result.error_code[:20],
-            status_changed_at=now,
-        )
         events.append(
             MessageEvent(
                 message_id=result.message_id, status=status, at=now, source="worker", detail=reason
