@@ -17,8 +17,8 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 import phonenumbers
-from phonenumbers import geocoder
 
+from credits.countries import COUNTRY_NAMES
 from credits.models import AMOUNT_PLACES, RATE_DIGITS, ZERO, CountryRate, RateCard
 
 QUANTUM = Decimal(1).scaleb(-AMOUNT_PLACES)  # 0.0001
@@ -49,10 +49,7 @@ def country_name(code: str) -> str:
     """English name of an ISO country ("France"), or the code itself."""
     if not code:
         return "Unknown"
-    try:
-        return geocoder._region_display_name(code, "en") or code
-    except Exception:  # noqa: BLE001 - a private helper of phonenumbers: never fail a page on it
-        return code
+    return COUNTRY_NAMES.get(code, code)
 
 
 # --- the rate table --------------------------------------------------------------------------

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Count, Max, Q, Sum
@@ -591,6 +593,15 @@ def _release_locked(reservation: CreditReservation) -> Decimal:
     if distribution is None:
         # Its distribution was deleted: nothing will be sent for the remaining holds.
         CreditHold.objects.filter(reservation=reservation).delete()
+    elif distribution.status in Distribution.FINISHED:
+        # Rows of a stopped distribution left Sending with an unknown outcome are never
+        # reconciled (only running distributions are): they will never be debited either.
+        stale_before = timezone.now() - timedelta(seconds=settings.RELAY_SEND_LEASE_SECONDS)
+        CreditHold.objects.filter(
+            reservation=reservation,
+            message__status=MStatus.SENDING,
+            message__leased_at__lt=stale_before,
+        ).delete()
     in_flight = _holds_total(reservation)
     unused = _reservation_held(reservation) - in_flight
     if unused > 0:

@@ -261,12 +261,12 @@ def test_a_message_handed_over_but_never_debited_is_debited_at_release(tenancy, 
 def test_actual_cost_above_the_estimate_is_topped_up_from_the_balance(tenancy, crowd, priced):
     grant(tenancy.brand_a, 10)
     distribution = DistributionFactory(
-        project=tenancy.project_a, status=D.IN_PROGRESS, message="Hi ${first_name}"
+        project=tenancy.project_a, status=D.IN_PROGRESS, message="Hi ${first_name} " + "x" * 150
     )
     distribution_materialise(distribution=distribution)
-    distribution_reserve(distribution=distribution)
-    # Ada changed her name after the start: her text now takes 2 segments.
-    crowd["ada"].person.first_name = "A" * 200
+    distribution_reserve(distribution=distribution)  # 1 segment each: 1 + 2 + 1 credits
+    # Ada changed her name after the start: her text now takes 2 segments (165 characters).
+    crowd["ada"].person.first_name = "Alexandrina"
     crowd["ada"].person.save()
     covered = distribution_cover(distribution=distribution, messages=pending_rows(distribution))
     assert len(covered) == 3
