@@ -97,13 +97,6 @@ class ProjectDetailView(BrandPageMixin, View):
 class ProjectStageView(BrandPageMixin, View):
     def post(self, request, pk):
         project = self.get_scoped(Project, pk=pk)
-        stage = request.POST.get("stage", "")
-        # Pausing and resuming have decisions to make first: their dialogs apply the change.
-        if stage in STAGE_TRANSITIONS.get(project.stage, ()):
-            if stage == Project.Stage.PAUSED:
-                return redirect("projects:pause", pk=project.pk)
-            if stage == Project.Stage.ACTIVE and project.stage == Project.Stage.PAUSED:
-                return redirect("projects:resume", pk=project.pk)
         try:
             project_change_stage(
                 project=project,
