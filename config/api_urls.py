@@ -19,7 +19,9 @@ from participants.api import (
 )
 from projects.api import ProjectViewSet
 
-router = SimpleRouter()
+# Trailing slashes optional: `history.csv` reads better without one, and a POST without the
+# slash must not fail on a redirect.
+router = SimpleRouter(trailing_slash="/?")
 router.register("projects", ProjectViewSet, basename="project")
 router.register("api-keys", ApiKeyViewSet, basename="api-key")
 router.register("distributions", DistributionViewSet, basename="distribution")
