@@ -1,6 +1,8 @@
 # Relay: `make run` starts everything on embedded defaults; `make test` runs the whole suite.
 PYTHON ?= python3
 VENV := .venv
+# Cached bytecode: worker and web processes start far faster (some environments disable it).
+unexport PYTHONDONTWRITEBYTECODE
 BIN := $(VENV)/bin
 
 .PHONY: run test venv migrate seed lint format bench clean
