@@ -4,6 +4,7 @@ from rest_framework.routers import SimpleRouter
 
 from brands.api.views import ApiKeyViewSet, MeView
 from distributions.api import DistributionViewSet
+from distributions.provider_views import ProviderAPIView
 from optouts.api import InboundMessageViewSet, OptOutEventViewSet, OptOutViewSet
 from participants.api import (
     BulkUpsertView,
@@ -37,6 +38,7 @@ urlpatterns = [
         name="docs",
     ),
     path("me/", MeView.as_view(), name="me"),
+    path("sms-provider/", ProviderAPIView.as_view(), name="sms-provider"),
     path("people/", PersonListCreate.as_view(), name="person-list"),
     path("people/bulk/", BulkUpsertView.as_view(), name="person-bulk"),
     path("people/<int:pk>/", PersonDetail.as_view(), name="person-detail"),
@@ -61,5 +63,6 @@ urlpatterns = [
         name="participant-detail",
     ),
     path("", include("projects.api_urls")),
+    path("credits/", include("credits.api_urls")),
     path("", include(router.urls)),
 ]

@@ -3,6 +3,7 @@
 from django.urls import path
 
 from distributions import views
+from distributions.provider_views import ProviderSettingsView
 
 app_name = "distributions"
 
@@ -31,4 +32,5 @@ urlpatterns = [
         name="history_csv",
     ),
     path("outbox/", views.OutboxView.as_view(), name="outbox"),
+    path("settings/sms/", ProviderSettingsView.as_view(), name="provider"),
 ]
