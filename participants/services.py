@@ -751,6 +751,11 @@ def import_commit(*, job: ImportJob) -> dict:
     try:
         with transaction.atomic():
             lock_brand_directory(brand_id=job.brand_id)
+            # A stale claim may have let a second worker in while the first was still
+            # writing: the lock made it wait, and now it sees the first one's outcome.
+            current = ImportJob.objects.filter(pk=job.pk).values_list("status", flat=True)
+            if current.first() != ImportJob.Status.IMPORTING:
+                return {"skipped": current.first()}
             statistics = PlannerStatistics()
             statistics.refresh()
             done = 0

@@ -3,7 +3,7 @@
 from celery import shared_task
 
 from participants.models import ImportJob
-from participants.services import import_commit, import_validate
+from participants.services import IMPORT_STALE_AFTER, import_commit, import_validate
 
 
 @shared_task(name="participants.tasks.import_validate_task")
@@ -14,9 +14,15 @@ def import_validate_task(job_id: int) -> dict:
     return import_validate(job=job)
 
 
-@shared_task(name="participants.tasks.import_commit_task")
-def import_commit_task(job_id: int) -> dict:
+@shared_task(name="participants.tasks.import_commit_task", bind=True, max_retries=2)
+def import_commit_task(self, job_id: int) -> dict:
+    """Write a confirmed import. If another worker holds it (or held it and died), look again
+    once its claim has gone stale: a dead worker's import then resumes, a live one's is left
+    alone (``import_commit`` re-checks under the directory lock)."""
     job = ImportJob.objects.filter(pk=job_id).first()
     if job is None:
         return {"missing": job_id}
-    return import_commit(job=job)
+    result = import_commit(job=job)
+    if result.get("skipped") == ImportJob.Status.IMPORTING:
+        raise self.retry(countdown=IMPORT_STALE_AFTER.total_seconds() + 60)
+    return result

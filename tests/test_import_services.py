@@ -542,3 +542,19 @@ def test_bulk_upsert_aborts_on_any_error_unless_told_to_skip(tenancy):
 def test_bulk_upsert_refuses_more_than_ten_thousand_records(tenancy):
     with pytest.raises(Exception, match="10,001 records: send at most 10,000 per call"):
         participants_bulk_upsert(brand=tenancy.brand_a, records=[{}] * 10_001)
+
+
+def test_a_write_claimed_by_a_live_worker_is_left_alone_and_a_dead_ones_resumes(tenancy, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    settings.RELAY_IMPORT_INLINE_MAX_BYTES = 10 * 1024 * 1024
+    job = upload(tenancy, [HEADER, ["E-1", "Ann", "", "", "", "", ""]])
+    ImportJob.objects.filter(pk=job.pk).update(status="importing", started_at=timezone.now())
+    assert import_commit(job=job) == {"skipped": "importing"}  # someone is writing it
+    assert not Person.objects.filter(person_id="E-1").exists()
+    stale = timezone.now() - timedelta(minutes=31)
+    ImportJob.objects.filter(pk=job.pk).update(started_at=stale)  # that worker died
+    assert import_commit(job=job)["created"] == 1
+    assert ImportJob.objects.get(pk=job.pk).status == "done"
