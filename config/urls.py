@@ -19,6 +19,7 @@ urlpatterns = [
     path("webhooks/", include("distributions.webhook_urls")),
     path("webhooks/", include("optouts.webhook_urls")),
     path("optouts/", include("optouts.urls")),
+    path("credits/", include("credits.urls")),
     path("o/", include("optouts.link_urls")),
     path("api/v1/", include(("config.api_urls", "api"), namespace="api")),
 ]

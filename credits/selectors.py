@@ -233,3 +233,36 @@ def usage_csv_rows(*, brand: Brand, start: date, end: date) -> Iterator[list]:
             figures["segments"],
             figures["credits"],
         ]
+
+
+def usage_period(*, brand: Brand, start: str | None, end: str | None) -> tuple[date, date]:
+    """The report's period from ``YYYY-MM-DD`` strings (brand's days, inclusive).
+
+    Defaults: from the first day of the current month to today. Raises ValidationError for a
+    date that cannot be read, an end before the start or a period longer than a year.
+    """
+    from django.core.exceptions import ValidationError
+    from django.utils import timezone
+
+    today = timezone.now().astimezone(brand.zone).date()
+    errors = {}
+
+    def read(name: str, raw: str | None, default: date) -> date:
+        text = (raw or "").strip()
+        if not text:
+            return default
+        try:
+            return date.fromisoformat(text)
+        except ValueError:
+            errors[name] = f"'{text[:20]}' is not a date (YYYY-MM-DD)."
+            return default
+
+    first = read("start", start, today.replace(day=1))
+    last = read("end", end, today)
+    if not errors and last < first:
+        errors["end"] = "The period ends before it starts."
+    if not errors and (last - first).days >= MAX_REPORT_DAYS:
+        errors["end"] = f"Choose a period of at most {MAX_REPORT_DAYS} days."
+    if errors:
+        raise ValidationError(errors)
+    return first, last
