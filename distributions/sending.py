@@ -7,7 +7,7 @@ A chunk is a range of message ids. Sending one:
 3. drops rows whose address opted out meanwhile (Skipped (opt-out));
 4. renders each body (links, piped fields), counts segments;
 5. per window of ``SEND_WINDOW`` rows: waits for the sender's token bucket, checks opt-outs
-   again and hands the window to the provider under the brand's opt-out guard (an opt-out
+   again and hands the window to the provider under the window's opt-out guard (an opt-out
    recorded meanwhile is never overtaken), records every result at once.
 A row handed to the provider is never handed over again: Sent rows are never leased, and an
 unknown outcome stays Sending until reconciliation decides.
@@ -187,9 +187,17 @@ def _send_leased(distribution, account, provider: SmsProvider, lease: str, attem
         retry_after = 0.0
         for window in batched(pending, SEND_WINDOW):
             throttle.acquire(bucket_key, rate=account.messages_per_second, tokens=len(window))
-            # The opt-out check and the hand-over hold the brand's opt-out guard: an opt-out
-            # recorded meanwhile waits for this window, or this window sees it (optouts.guard).
-            with handover_guard(brand_id=distribution.project.brand_id):
+            window = _reclaim(list(window), lease)
+            if not window:
+                continue
+            # The opt-out check and the hand-over hold the window's opt-out guard: an opt-out
+            # of one of its numbers waits for this window, or this window sees it
+            # (optouts.guard).
+            with handover_guard(
+                brand_id=distribution.project.brand_id,
+                channel=distribution.channel,
+                addresses=[row.address for row in window],
+            ):
                 window = _drop_opted_out(distribution, list(window), lease, stats)
                 if not window:
                     continue
@@ -235,6 +243,28 @@ def _send_leased(distribution, account, provider: SmsProvider, lease: str, attem
         countdown=min(300, 15 * 2**attempt),
     )
     return stats
+
+
+def _reclaim(rows: list[Message], lease: str) -> list[Message]:
+    """Refresh the lease of a window just before it is handed over.
+
+    Rows wait in a chunk while earlier windows go out (long, for a slow sender); recovery may
+    have taken back rows whose lease looked stale. Those are no longer ours to send: the
+    conditional UPDATE here and the one in ``reconcile_range`` (which re-checks staleness)
+    cannot both win for a row.
+    """
+    ids = [row.pk for row in rows]
+    refreshed = Message.objects.filter(pk__in=ids, lease=lease, status=MStatus.SENDING).update(
+        leased_at=timezone.now()
+    )
+    if refreshed == len(ids):
+        return rows
+    owned = set(
+        Message.objects.filter(pk__in=ids, lease=lease, status=MStatus.SENDING).values_list(
+            "pk", flat=True
+        )
+    )
+    return [row for row in rows if row.pk in owned]
 
 
 def _drop_opted_out(distribution, rows: list[Message], lease: str, stats: dict) -> list[Message]:
@@ -449,8 +479,10 @@ def reconcile_range(*, distribution, provider: SmsProvider, first_id=None, last_
                 )
                 _debit(distribution, [row.pk])
         else:
+            # Only if the lease is still stale now: a live task that refreshed it meanwhile
+            # (``_reclaim``) is about to send this row itself.
             changed = Message.objects.filter(
-                pk=row.pk, status=MStatus.SENDING, lease=row.lease
+                pk=row.pk, status=MStatus.SENDING, lease=row.lease, leased_at__lt=stale_before
             ).update(status=MStatus.PENDING, lease="", leased_at=None)
         settled += changed
     return settled

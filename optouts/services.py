@@ -61,7 +61,7 @@ def optout_record(
     A DIRECTORY opt-out upgrades an active PROVIDER one; the reverse never downgrades.
     """
     with transaction.atomic():
-        optout_write_lock(brand_id=brand_id)
+        optout_write_lock(brand_id=brand_id, channel=channel, address=address)
         optout = OptOut.objects.filter(
             brand_id=brand_id, channel=channel, address=address, active=True
         ).first()
@@ -137,7 +137,7 @@ def optout_record_link(*, message, now: datetime | None = None) -> tuple[OptOut,
     brand_id = message.distribution.project.brand_id
     channel = message.distribution.channel
     with transaction.atomic():
-        optout_write_lock(brand_id=brand_id)
+        optout_write_lock(brand_id=brand_id, channel=channel, address=message.address)
         current = OptOut.objects.filter(
             brand_id=brand_id, channel=channel, address=message.address, active=True
         ).first()
