@@ -21,7 +21,11 @@ from distributions.services import (
 from optouts.links import opt_out_token_read
 from projects.models import Project, SurveyLink
 from projects.services import project_change_stage
-from tests.factories.distributions import DistributionFactory, OptOutFactory
+from tests.factories.distributions import (
+    DistributionFactory,
+    OptOutFactory,
+    ProviderAccountFactory,
+)
 from tests.factories.participants import ParticipantFactory, PersonFactory
 
 pytestmark = pytest.mark.django_db
@@ -286,3 +290,24 @@ def test_deleting_a_participant_keeps_its_history(tenancy, crowd):
     message.refresh_from_db()
     assert (message.participant_id, message.person_id) == (None, None)
     assert message.address == "+14155550101"
+
+
+def test_a_window_whose_rows_were_taken_back_is_not_sent(tenancy, crowd, eager_tasks, settings):
+    """Recovery took back a row whose lease looked stale: the slow task must not send it."""
+    from distributions.providers.outbox import OutboxProvider
+    from distributions.sending import _reclaim, reconcile_range
+
+    distribution = DistributionFactory(project=tenancy.project_a, status="in_progress")
+    distribution_materialise(distribution=distribution)
+    long_ago = timezone.now() - timedelta(seconds=settings.RELAY_SEND_LEASE_SECONDS + 5)
+    rows = list(distribution.messages.filter(status=S.PENDING).order_by("pk"))
+    Message.objects.filter(pk__in=[r.pk for r in rows]).update(
+        status=S.SENDING, lease="slow", leased_at=long_ago
+    )
+    provider = OutboxProvider(ProviderAccountFactory.build(brand=tenancy.brand_a))
+    # The slow task refreshes its first row just before recovery looks; recovery takes the rest.
+    assert [r.pk for r in _reclaim(rows[:1], "slow")] == [rows[0].pk]
+    assert reconcile_range(distribution=distribution, provider=provider) == len(rows) - 1
+    assert _reclaim(rows, "slow") == rows[:1]
+    assert Message.objects.get(pk=rows[0].pk).status == S.SENDING
+    assert all(Message.objects.get(pk=r.pk).status == S.PENDING for r in rows[1:])
