@@ -110,7 +110,6 @@ def estimate_groups(
     phone_path: str,
     person_prefix: str,
     participant_prefix: str,
-    distinct_phones: bool,
 ) -> tuple[list[str], list[dict]]:
     """One grouped query: ``[{"prefix", "sample", "n", "f0", ...}]`` and the field names."""
     names = [name for name in dict.fromkeys(piped_fields(template)) if name not in LINK_FIELDS]
@@ -128,12 +127,11 @@ def estimate_groups(
                 name, participant_prefix=participant_prefix, person_prefix=person_prefix
             )
         annotations[alias] = expression
-    count = Count(phone_path, distinct=True) if distinct_phones else Count("pk")
     rows = (
         queryset.order_by()
         .annotate(**annotations)
         .values("cc_prefix", *aliases)
-        .annotate(n=count, sample=Min(phone_path))
+        .annotate(n=Count("pk"), sample=Min(phone_path))
         .values("cc_prefix", "sample", "n", *aliases)
     )
     return names, list(rows)
@@ -147,7 +145,6 @@ def estimate_cost(
     phone_path: str,
     person_prefix: str,
     participant_prefix: str,
-    distinct_phones: bool,
     opt_out_link: str | None = None,
 ) -> Estimate:
     """Cost of sending ``template`` to every row of ``queryset`` that has a phone number."""
@@ -158,7 +155,6 @@ def estimate_cost(
         phone_path=phone_path,
         person_prefix=person_prefix,
         participant_prefix=participant_prefix,
-        distinct_phones=distinct_phones,
     )
     fixed = {
         "link": link_placeholder(),
@@ -237,7 +233,17 @@ def schedule_estimate(
         conditions=conditions_clean(conditions),
         channel=Distribution.Channel.SMS,
     )
-    queryset = recipients_queryset(draft).exclude(
+    selected = recipients_queryset(draft)
+    # As materialisation does: one recipient per number (the first participant), and none
+    # for a number that opted out.
+    firsts = (
+        selected.exclude(person__phone="")
+        .order_by()
+        .values("person__phone")
+        .annotate(first=Min("pk"))
+        .values("first")
+    )
+    queryset = selected.filter(pk__in=firsts).exclude(
         optout_active_exists(
             brand_id=brand.pk, channel="sms", address_ref=OuterRef("person__phone")
         )
@@ -249,7 +255,6 @@ def schedule_estimate(
         phone_path="person__phone",
         person_prefix="person__",
         participant_prefix="",
-        distinct_phones=True,
     )
     self_service = brand.integration_model == Brand.IntegrationModel.SELF_SERVICE
     available = None if self_service else credits_balance(brand=brand).available

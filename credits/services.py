@@ -244,7 +244,6 @@ def distribution_reserve(*, distribution: Distribution) -> CreditReservation | N
         phone_path="address",
         person_prefix="person__",
         participant_prefix="participant__",
-        distinct_phones=False,
         opt_out_link=opt_out_placeholder(last_id) if last_id else None,
     )
     self_service = _is_self_service(brand)
