@@ -217,7 +217,9 @@ def test_anonymous_qr_link_and_the_live_summary(loop, page, live_server, tenancy
     page.get_by_role("link", name="Links & QR code").click()
     qr = page.get_by_alt_text("QR code of the anonymous link")
     expect(qr).to_be_visible()
-    assert page.evaluate("document.querySelector('img[alt^=QR]').naturalWidth") > 0
+    page.wait_for_function(  # the SVG loads after the page: wait for it, then it has a size
+        "(img => img.complete && img.naturalWidth > 0)(document.querySelector('img[alt^=QR]'))"
+    )
     page.get_by_role("link", name="Responses").click()
     expect(page.locator("[data-metric=total]")).to_have_text("1")
     assert page.evaluate("window.relayResponsesChart.data.datasets[0].label") == "QR code"
