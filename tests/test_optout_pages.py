@@ -231,7 +231,7 @@ def test_api_record_an_opt_out(tenancy, api_client_for):
     assert not OptOut.objects.filter(brand=tenancy.brand_b).exists()
 
 
-def test_distribution_opt_out_count(tenancy):
+def test_distribution_opt_out_count(tenancy, page_client_for):
     """The distribution page's metrics count Skipped (opt-out) rows, and only those."""
     project = tenancy.project_a
     tenancy.participant_a.delete()
@@ -250,3 +250,7 @@ def test_distribution_opt_out_count(tenancy):
     assert metrics["skipped_optout"] == 2 and metrics["pending"] == 3
     statuses = distribution.messages.values_list("status", flat=True)
     assert sorted(statuses).count(Message.Status.SKIPPED_OPTOUT) == 2
+    page = page_client_for(tenancy.viewer_a).get(
+        reverse("distributions:detail", args=[distribution.pk])
+    )
+    assert b'data-metric="skipped_optout">2<' in page.content
