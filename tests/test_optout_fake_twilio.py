@@ -170,6 +170,7 @@ def test_an_unknown_number_replying_stop(brand, fake, live_server):
     assert not Person.objects.filter(metadata__has_key="Opted out").exists()
 
 
+@pytest.mark.integration
 def test_a_stop_arriving_mid_send_through_the_fake(brand, fake, live_server, start_worker):
     """A real worker sends 1,500 messages through the fake at 100/s; 100 recipients whose turn
     has not come reply STOP at once through Twilio's webhook. None of them is messaged
