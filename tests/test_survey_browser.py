@@ -222,6 +222,7 @@ def test_anonymous_qr_link_and_the_live_summary(loop, page, live_server, tenancy
     )
     page.get_by_role("link", name="Responses").click()
     expect(page.locator("[data-metric=total]")).to_have_text("1")
+    page.wait_for_function("window.relayResponsesChart !== undefined")  # scripts end the page
     assert page.evaluate("window.relayResponsesChart.data.datasets[0].label") == "QR code"
     screenshot(page, "survey-summary")
     assert page.js_errors == []
