@@ -26,7 +26,7 @@ from projects.services import (
     response_submit_link,
     survey_link_open,
 )
-from projects.survey import form_stamp
+from projects.survey import form_stamp, form_stamp_read
 
 TOKEN = re.compile(r"^[0-9A-Za-z]{4,32}$")
 Kind = Question.Kind
@@ -112,6 +112,10 @@ def _items(questions: list[Question], data=None, errors: dict | None = None) -> 
 
 
 def _form(request, project, questions, *, scope, data=None, errors=None, notice="", status=200):
+    # A form shown again for corrections keeps its stamp: when it was first shown still counts
+    # (a pause in between lets this respondent finish) and its one-time key is still unused.
+    posted = data.get("stamp", "") if data is not None else ""
+    stamp = posted if form_stamp_read(posted, scope) else form_stamp(scope, now=timezone.now())
     return render(
         request,
         "survey/form.html",
@@ -120,7 +124,7 @@ def _form(request, project, questions, *, scope, data=None, errors=None, notice=
             "items": _items(questions, data, errors),
             "errors": errors or {},
             "notice": notice,
-            "stamp": form_stamp(scope, now=timezone.now()),
+            "stamp": stamp,
             "action": request.get_full_path(),
         },
         status=status,

@@ -212,15 +212,14 @@ def test_invalid_answers_write_nothing_and_say_which(tenancy, survey):
     link = sent_link(tenancy.project_a, tenancy.participant_a)
     client = Client()
     url = f"/s/{link.token}"
-    page = client.post(
-        url,
-        answers(survey, **{survey["rating"].field_name: "11"}) | fresh_form(client, url),
-    )
+    form = fresh_form(client, url)
+    page = client.post(url, answers(survey, **{survey["rating"].field_name: "11"}) | form)
     assert page.status_code == 400
     html = page.content.decode()
     assert "Please check 1 answer" in html and "from 0 to 10" in html
     assert f'href="#{survey["rating"].field_name}"' in html
     assert 'value="Blue" checked' in html  # what was answered is kept on the page
+    assert page.context["stamp"] == form["stamp"]  # and when the survey was first shown
     assert not Response.objects.exists()
     link.refresh_from_db()
     assert link.completed_at is None
