@@ -137,3 +137,67 @@ def test_switching_to_a_brand_you_do_not_belong_to_is_refused(tenancy, page_clie
     client.post(reverse("brands:switch"), {"brand": tenancy.brand_b.pk})
     body = client.get(reverse("projects:list")).content.decode()
     assert "Alpha pulse" in body and "Beta pulse" not in body
+
+
+def api_object_urls_of_brand_b(t):
+    """Every object URL of brand B reachable through the API beyond the foundation's."""
+    from tests.factories.distributions import DistributionFactory, OptOutFactory
+
+    distribution = DistributionFactory(project=t.project_b, status="sent")
+    optout = OptOutFactory(brand=t.brand_b, address="+14155550142")
+    project = t.project_b.pk
+    return {
+        "distribution": reverse("api:distribution-detail", args=[distribution.pk]),
+        "distribution-history": reverse("api:distribution-history", args=[distribution.pk]),
+        "distribution-history-csv": reverse("api:distribution-history-csv", args=[distribution.pk]),
+        "optout": reverse("api:optout-detail", args=[optout.pk]),
+        "project-links": reverse("api:link-list", args=[project]),
+        "project-links-csv": reverse("api:link-csv", args=[project]),
+        "project-responses": reverse("api:response-list", args=[project]),
+        "project-responses-csv": reverse("api:response-csv", args=[project]),
+        "project-questions": reverse("api:question-list", args=[project]),
+        "project-reminders": reverse("api:reminder-list", args=[project]),
+        "project-recurrences": reverse("api:series-list", args=[project]),
+        "project-qr": reverse("api:project-qr", args=[project, "png"]),
+    }, {
+        "distribution-cancel": reverse("api:distribution-cancel", args=[distribution.pk]),
+        "optout-opt-in": reverse("api:optout-opt-in", args=[optout.pk]),
+        "distribution-create": reverse("api:distribution-list"),
+        "distribution-preview": reverse("api:distribution-preview"),
+    }
+
+
+@pytest.mark.parametrize("auth", ["session", "api_key"])
+def test_every_api_object_of_another_brand_answers_404(tenancy, api_client_for, auth):
+    key = ApiKeyFactory(brand=tenancy.brand_a, role=Role.BRAND_ADMIN)
+    client = (
+        api_client_for(api_key=key) if auth == "api_key" else api_client_for(user=tenancy.admin_a)
+    )
+    reads, writes = api_object_urls_of_brand_b(tenancy)
+    for name, url in reads.items():
+        response = client.get(url)
+        assert response.status_code == 404, (name, response.status_code)
+    bodies = {
+        "distribution-create": {"project": tenancy.project_b.pk, "message": "hijack"},
+        "distribution-preview": {"project": tenancy.project_b.pk},
+        "optout-opt-in": {"reason": "hijack"},
+    }
+    for name, url in writes.items():
+        response = client.post(url, bodies.get(name, {}), format="json")
+        assert response.status_code == 404, (name, response.status_code, response.content[:200])
+    assert tenancy.project_b.distributions.count() == 1
+    assert tenancy.project_b.distributions.get().status == "sent"
+
+
+def test_lists_of_distributions_and_optouts_never_include_another_brand(tenancy, api_client_for):
+    from tests.factories.distributions import DistributionFactory, OptOutFactory
+
+    mine = DistributionFactory(project=tenancy.project_a)
+    DistributionFactory(project=tenancy.project_b)
+    own_optout = OptOutFactory(brand=tenancy.brand_a, address="+14155550143")
+    OptOutFactory(brand=tenancy.brand_b, address="+14155550144")
+    client = api_client_for(user=tenancy.admin_a)
+    distributions = client.get(reverse("api:distribution-list")).json()["results"]
+    assert [row["id"] for row in distributions] == [mine.pk]
+    optouts = client.get(reverse("api:optout-list")).json()["results"]
+    assert [row["id"] for row in optouts] == [own_optout.pk]
