@@ -37,7 +37,7 @@ from django.db.models.functions import Coalesce, Substr
 from credits.models import ZERO
 from credits.rates import RateTable, phone_country, quantize
 from credits.segments import count_segments
-from distributions.rendering import PERSON_FIELDS, TOKEN_LENGTH, piped_fields, render
+from distributions.rendering import PERSON_FIELDS, PIPED, TOKEN_LENGTH, piped_fields
 
 PREFIX_LENGTH = 8  # "+" and 7 digits: calling code and the digits that split shared codes
 SAMPLE_MESSAGE_ID = 1_000_000  # 7 digits: the opt-out link of a message not created yet
@@ -132,9 +132,46 @@ def estimate_groups(
         .annotate(**annotations)
         .values("cc_prefix", *aliases)
         .annotate(n=Count("pk"), sample=Min(phone_path))
-        .values("cc_prefix", "sample", "n", *aliases)
+        .values_list("cc_prefix", "sample", "n", *aliases)
     )
     return names, list(rows)
+
+
+def text_builder(template: str, names: list[str], fixed: dict[str, str]):
+    """``build(values) -> str``: the text ``render`` gives for one group's field values
+    (in ``names`` order; links are ``fixed``). The template is split once, so building a
+    text is one ``str.join`` instead of a regular-expression pass."""
+    plan: list[tuple[int | None, str]] = []
+    for position, piece in enumerate(PIPED.split(template or "")):
+        if position % 2 == 0:
+            plan.append((None, piece))
+        elif piece in fixed:
+            plan.append((None, fixed[piece]))
+        else:
+            plan.append((names.index(piece), ""))
+    merged: list[tuple[int | None, str]] = []
+    for index, constant in plan:
+        if index is None and merged and merged[-1][0] is None:
+            merged[-1] = (None, merged[-1][1] + constant)
+        else:
+            merged.append((index, constant))
+
+    def build(values) -> str:
+        return "".join(constant if index is None else values[index] for index, constant in merged)
+
+    return build
+
+
+def _duplicates_by_prefix(queryset: QuerySet, phone_path: str) -> dict[str, int]:
+    """Rows beyond the first of each phone number, by prefix (a number has one prefix)."""
+    rows = (
+        queryset.order_by()
+        .annotate(cc_prefix=Substr(phone_path, 1, PREFIX_LENGTH))
+        .values("cc_prefix")
+        .annotate(n=Count("pk"), numbers=Count(phone_path, distinct=True))
+        .values_list("cc_prefix", "n", "numbers")
+    )
+    return {prefix or "": n - numbers for prefix, n, numbers in rows if n > numbers}
 
 
 def estimate_cost(
@@ -146,8 +183,14 @@ def estimate_cost(
     person_prefix: str,
     participant_prefix: str,
     opt_out_link: str | None = None,
+    one_per_number: bool = False,
 ) -> Estimate:
-    """Cost of sending ``template`` to every row of ``queryset`` that has a phone number."""
+    """Cost of sending ``template`` to every row of ``queryset`` that has a phone number.
+
+    ``one_per_number``: rows sharing a number count once (as materialisation keeps one). The
+    extra rows are taken off their prefix at its average segments per recipient: exact in
+    recipients, and in segments unless duplicates of one number have texts of other lengths.
+    """
     queryset = queryset.exclude(**{phone_path: ""}).exclude(**{f"{phone_path}__isnull": True})
     names, groups = estimate_groups(
         queryset,
@@ -160,33 +203,34 @@ def estimate_cost(
         "link": link_placeholder(),
         "opt_out_link": opt_out_link if opt_out_link is not None else opt_out_placeholder(),
     }
-    builtin = {*PERSON_FIELDS, "role"}
-    countries: dict[str, str] = {}
+    build = text_builder(template, names, fixed)
+    samples: dict[str, str] = {}
     segments_of: dict[str, int] = {}
-    per_country: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # recipients, segments
+    per_prefix: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # recipients, segments
     max_segments = 0
-    for row in groups:
-        prefix = row["cc_prefix"] or ""
-        country = countries.get(prefix)
-        if country is None:
-            country = countries[prefix] = phone_country(row["sample"] or "")
-        values = dict(fixed)
-        metadata = {}
-        for index, name in enumerate(names):
-            value = row[f"f{index}"]
-            value = "" if value is None else str(value)
-            if name in builtin:
-                values[name] = value
-            else:
-                metadata[name] = value
-        text = render(template, values, metadata)
+    for prefix, sample, count, *values in groups:
+        prefix = prefix or ""
+        samples.setdefault(prefix, sample or "")
+        text = build([v if isinstance(v, str) else ("" if v is None else str(v)) for v in values])
         segments = segments_of.get(text)
         if segments is None:
             segments = segments_of[text] = count_segments(text)
         max_segments = max(max_segments, segments)
-        bucket = per_country[country]
-        bucket[0] += row["n"]
-        bucket[1] += row["n"] * segments
+        bucket = per_prefix[prefix]
+        bucket[0] += count
+        bucket[1] += count * segments
+    if one_per_number and per_prefix:
+        for prefix, extra in _duplicates_by_prefix(queryset, phone_path).items():
+            recipients, segments = per_prefix[prefix]
+            per_prefix[prefix] = [
+                recipients - extra,
+                segments - round(extra * segments / recipients) if recipients else 0,
+            ]
+    per_country: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for prefix, (recipients, segments) in per_prefix.items():
+        bucket = per_country[phone_country(samples.get(prefix, ""))]
+        bucket[0] += recipients
+        bucket[1] += segments
     estimate = Estimate(max_segments=max_segments)
     for country, (recipients, segments) in sorted(per_country.items()):
         enabled = rates.enabled(country)
@@ -233,17 +277,8 @@ def schedule_estimate(
         conditions=conditions_clean(conditions),
         channel=Distribution.Channel.SMS,
     )
-    selected = recipients_queryset(draft)
-    # As materialisation does: one recipient per number (the first participant), and none
-    # for a number that opted out.
-    firsts = (
-        selected.exclude(person__phone="")
-        .order_by()
-        .values("person__phone")
-        .annotate(first=Min("pk"))
-        .values("first")
-    )
-    queryset = selected.filter(pk__in=firsts).exclude(
+    # As materialisation does: one recipient per number, none for a number that opted out.
+    queryset = recipients_queryset(draft).exclude(
         optout_active_exists(
             brand_id=brand.pk, channel="sms", address_ref=OuterRef("person__phone")
         )
@@ -255,6 +290,7 @@ def schedule_estimate(
         phone_path="person__phone",
         person_prefix="person__",
         participant_prefix="",
+        one_per_number=True,
     )
     self_service = brand.integration_model == Brand.IntegrationModel.SELF_SERVICE
     available = None if self_service else credits_balance(brand=brand).available

@@ -33,16 +33,27 @@ def quantize(value: Decimal) -> Decimal:
 # --- countries -------------------------------------------------------------------------------
 @lru_cache(maxsize=65536)
 def phone_country(e164: str) -> str:
-    """ISO country of an E.164 number ("" when unknown). Cached: a send resolves each number
-    once per worker, and the cache is bounded."""
-    if not e164 or not e164.startswith("+"):
+    """ISO country of an E.164 number ("" when unknown or not a country, like +800).
+
+    A calling code of one country decides alone (as in ``phonenumbers``, which only looks
+    further for codes shared by several countries, like +1 or +44); cached per number.
+    """
+    if not e164 or not e164.startswith("+") or not e164[1:].isdigit():
         return UNKNOWN_COUNTRY
-    try:
-        number = phonenumbers.parse(e164)
-    except phonenumbers.NumberParseException:
+    for length in (1, 2, 3):
+        regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(int(e164[1 : 1 + length]))
+        if regions:
+            break
+    else:
         return UNKNOWN_COUNTRY
-    region = phonenumbers.region_code_for_number(number)
-    return "" if not region or region == phonenumbers.UNKNOWN_REGION else region
+    if len(regions) == 1:
+        region = regions[0]
+    else:
+        try:
+            region = phonenumbers.region_code_for_number(phonenumbers.parse(e164))
+        except phonenumbers.NumberParseException:
+            return UNKNOWN_COUNTRY
+    return region if region and len(region) == 2 and region != "ZZ" else UNKNOWN_COUNTRY
 
 
 def country_name(code: str) -> str:

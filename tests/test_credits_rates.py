@@ -9,6 +9,8 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from brands.models import Brand
 from credits.hooks_read import credits_available, credits_consumed, credits_estimate
@@ -237,3 +239,49 @@ def test_self_service_estimate_costs_no_credits(tenancy, audience):
 def test_consumed_is_not_tracked_for_email(tenancy):
     assert credits_consumed(distribution=DistributionFactory(channel="email")) is None
     assert credits_consumed(distribution=DistributionFactory(project=tenancy.project_a)) == 0
+
+
+def test_country_matches_phonenumbers_on_every_regions_example_numbers():
+    import phonenumbers
+
+    from participants.phones import phone_country as reference
+
+    for region in phonenumbers.SUPPORTED_REGIONS:
+        for kind in (phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE):
+            example = phonenumbers.example_number_for_type(region, kind)
+            if example is None:
+                continue
+            number = phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.E164)
+            expected = reference(number)
+            assert phone_country(number) == (expected if len(expected) == 2 else ""), number
+    assert phone_country("+80012345678") == ""  # international freephone: no country
+
+
+@given(
+    pieces=st.lists(
+        st.one_of(
+            st.text(alphabet=st.characters(blacklist_characters="${}"), max_size=12),
+            st.sampled_from(
+                ["${first_name}", "${ last_name }", "${link}", "${Team}", "${role}", "${x}"]
+            ),
+        ),
+        max_size=8,
+    ),
+    values=st.lists(st.text(max_size=10), min_size=6, max_size=6),
+)
+def test_the_estimates_text_builder_renders_like_the_sender(pieces, values):
+    from credits.estimate import text_builder
+    from distributions.rendering import piped_fields, render
+
+    template = "".join(pieces)
+    names = [n for n in dict.fromkeys(piped_fields(template)) if n not in ("link", "opt_out_link")]
+    by_name = dict(zip(["first_name", "last_name", "role", "Team", "x", "y"], values, strict=True))
+    fixed = {"link": "http://x/s/0000000000", "opt_out_link": "http://x/o/1"}
+    builtin = {"first_name", "last_name", "role"}
+    rendered = render(
+        template,
+        {**fixed, **{n: by_name.get(n, "") for n in names if n in builtin}},
+        {n: by_name.get(n, "") for n in names if n not in builtin},
+    )
+    built = text_builder(template, names, fixed)([by_name.get(n, "") for n in names])
+    assert built == rendered
