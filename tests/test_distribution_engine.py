@@ -311,3 +311,14 @@ def test_a_window_whose_rows_were_taken_back_is_not_sent(tenancy, crowd, eager_t
     assert _reclaim(rows, "slow") == rows[:1]
     assert Message.objects.get(pk=rows[0].pk).status == S.SENDING
     assert all(Message.objects.get(pk=r.pk).status == S.PENDING for r in rows[1:])
+
+
+def test_person_page_lists_their_messages(
+    tenancy, crowd, eager_tasks, django_capture_on_commit_callbacks, page_client_for
+):
+    send_now(tenancy.project_a, django_capture_on_commit_callbacks, message="Hello ${first_name}")
+    client = page_client_for(tenancy.viewer_a)
+    page = client.get(f"/people/{crowd['ada'].person.pk}/").content.decode()
+    assert 'id="person-messages"' in page and "Hello Ada" in page and "Delivered" in page
+    other = client.get(f"/people/{crowd['nophone'].person.pk}/").content.decode()
+    assert "Skipped" in other and "Hello Ada" not in other
