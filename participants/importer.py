@@ -557,7 +557,7 @@ class RowValidator:
     # CSV rows ------------------------------------------------------------------------------
     def check_cells(self, number: int, cells: list[str]) -> tuple[RowRecord | None, list[RowError]]:
         """``(None, [])`` for a blank row; ``(record, [])`` or ``(None, errors)`` otherwise."""
-        if not any(cell.strip() for cell in cells):
+        if not "".join(cells).strip():
             return None, []
         width = self.header.width
         if len(cells) > width and any(cell.strip() for cell in cells[width:]):
@@ -598,101 +598,111 @@ class RowValidator:
         metadata: dict[str, str],
         labels: dict[str, str],
     ) -> tuple[RowRecord | None, list[RowError]]:
+        """Check the present fields (``values``, in column order) and metadata of one row.
+
+        This runs once per row of every import: it loops over the columns present only, and
+        tests a cell's first character before anything more expensive.
+        """
         errors: list[RowError] = []
-        record = RowRecord(number=number)
+        fields: dict[str, str] = {}
 
         def fail(name: str, value: str, message: str) -> None:
             errors.append(RowError(number, labels.get(name, name), _shorten(value), message))
 
-        for name in TEXT_FIELDS:
-            raw = values.get(name)
+        country = self.country
+        raw_country = values.get("phone_country")
+        if raw_country:
+            code = raw_country.strip().upper()
+            if code in phonenumbers.SUPPORTED_REGIONS:
+                country = code
+            elif code:
+                fail(
+                    "phone_country",
+                    code,
+                    f"'{_shorten(code)}' is not a two-letter ISO 3166 country code "
+                    "(such as US, GB, FR).",
+                )
+
+        for name, raw in values.items():
             if raw is None:
                 continue
-            value = self._text(name, raw, fail)
-            if value is None:
+            if name == "phone":
+                phone = raw.strip()
+                if phone[:1] == "'":  # a spreadsheet's text marker (our export adds it)
+                    phone = phone[1:].strip()
+                if phone:
+                    try:
+                        fields["phone"] = phone_to_e164(phone, default_country=country)
+                    except PhoneError as exc:
+                        fail("phone", phone, str(exc))
+                else:
+                    fields["phone"] = ""
                 continue
-            if len(value) > MAX_LENGTHS[name]:
-                fail(name, value, f"Longer than {MAX_LENGTHS[name]} characters.")
+            limit = MAX_LENGTHS.get(name)
+            if limit is None:  # phone_country: read above, not stored
+                continue
+            value = raw.strip()
+            if value and value[0] in FORMULA_CHARS and self._formula(name, value, fail):
+                continue
+            if len(value) > limit:
+                fail(name, value, f"Longer than {limit} characters.")
                 continue
             if name == "email" and value:
                 value = value.lower()
                 if not email_is_valid(value):
                     fail(name, value, f"'{_shorten(value)}' is not a valid email address.")
                     continue
-            setattr(record, name, value)
+            fields[name] = value
 
-        country = self.country
-        raw_country = (values.get("phone_country") or "").strip().upper()
-        if raw_country:
-            if raw_country in phonenumbers.SUPPORTED_REGIONS:
-                country = raw_country
-            else:
-                fail(
-                    "phone_country",
-                    raw_country,
-                    f"'{_shorten(raw_country)}' is not a two-letter ISO 3166 country code "
-                    "(such as US, GB, FR).",
-                )
-        raw_phone = values.get("phone")
-        if raw_phone is not None:
-            phone = raw_phone.strip()
-            if phone.startswith("'"):  # a spreadsheet's text marker (our export adds it)
-                phone = phone[1:].strip()
-            if phone:
-                try:
-                    record.phone = phone_to_e164(phone, default_country=country)
-                except PhoneError as exc:
-                    fail("phone", phone, str(exc))
-            else:
-                record.phone = ""
-
+        clean_metadata: dict[str, str] = {}
         for key, raw in metadata.items():
-            value = self._text(key, raw, fail)
-            if value is None:
+            value = raw.strip()
+            if value and value[0] in FORMULA_CHARS and self._formula(key, value, fail):
                 continue
             if len(value) > METADATA_VALUE_MAX:
                 fail(key, value, f"Longer than {METADATA_VALUE_MAX} characters.")
                 continue
-            record.metadata[key] = value
+            clean_metadata[key] = value
 
-        if not errors:
-            for name in self.required_fields:
-                if name == "name":
-                    if not (record.first_name or record.last_name):
-                        fail(
-                            "first_name",
-                            "",
-                            "First name and Last name are both empty, but this import "
-                            "requires a name.",
-                        )
-                elif not getattr(record, name):
-                    fail(name, "", f"Empty, but this import requires {REQUIRABLE[name]}.")
-            if not record.person_id and not record.email:
-                errors.append(
-                    RowError(
-                        number,
-                        labels.get("person_id", "PersonID"),
+        if errors:
+            return None, errors
+        record = RowRecord(number=number, metadata=clean_metadata, **fields)
+        for name in self.required_fields:
+            if name == "name":
+                if not (record.first_name or record.last_name):
+                    fail(
+                        "first_name",
                         "",
-                        "The row has neither a PersonID nor an Email, so the person could not "
-                        "be found again by a later import: fill in one of them.",
+                        "First name and Last name are both empty, but this import requires a name.",
                     )
+            elif not getattr(record, name):
+                fail(name, "", f"Empty, but this import requires {REQUIRABLE[name]}.")
+        if not record.person_id and not record.email:
+            errors.append(
+                RowError(
+                    number,
+                    labels.get("person_id", "PersonID"),
+                    "",
+                    "The row has neither a PersonID nor an Email, so the person could not be "
+                    "found again by a later import: fill in one of them.",
                 )
+            )
         return (None if errors else record), errors
 
     @staticmethod
-    def _text(name: str, raw: str, fail) -> str | None:
-        value = raw.strip()
+    def _formula(name: str, value: str, fail) -> bool:
+        """Report ``value`` if a spreadsheet would run it as a formula; True when it did."""
         char = formula_start(value)
-        if char:
-            fail(
-                name,
-                value,
-                f"Starts with '{char}', which a spreadsheet would run as a formula. Remove the "
-                f"'{char}', or put an apostrophe before it ('{_shorten(value)[:20]}…) to keep it "
-                "as text (it is then stored with the apostrophe).",
-            )
-            return None
-        return value
+        if not char:
+            return False
+        fail(
+            name,
+            value,
+            f"Starts with '{char}', which a spreadsheet would run as a formula. Remove the "
+            f"'{char}', or put an apostrophe before it ('{_shorten(value)[:20]}…) to keep it "
+            "as text (it is then stored with the apostrophe).",
+        )
+        return True
 
 
 # --- Records sent as JSON (bulk API) ----------------------------------------------------------

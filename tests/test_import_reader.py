@@ -411,10 +411,49 @@ def test_the_fast_phone_path_agrees_with_the_full_parser(region, mobile, tweak):
     assert fast == phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
+@given(
+    region=st.sampled_from(sorted(phonenumbers.SUPPORTED_REGIONS)),
+    mobile=st.booleans(),
+    tweak=st.integers(min_value=0, max_value=10**6),
+    style=st.sampled_from(["national", "digits"]),
+)
+@settings(max_examples=600, deadline=None)
+def test_the_fast_path_for_national_numbers_agrees_with_the_full_parser(
+    region, mobile, tweak, style
+):
+    kind = (
+        phonenumbers.PhoneNumberType.MOBILE if mobile else phonenumbers.PhoneNumberType.FIXED_LINE
+    )
+    example = phonenumbers.example_number_for_type(region, kind)
+    if example is None:
+        return
+    text = phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.NATIONAL)
+    digits = [c for c in text if c.isdigit()]
+    position = tweak % len(digits)
+    digits[position] = str((int(digits[position]) + tweak) % 10)
+    candidate = (
+        "".join(digits)
+        if style == "digits"
+        else text.replace(next(c for c in text if c.isdigit()), digits[0], 1)
+    )
+    fast = _fast_e164(candidate, region)
+    if fast is None:
+        return
+    parsed = phonenumbers.parse(candidate, region)
+    assert phonenumbers.is_valid_number(parsed), candidate
+    assert fast == phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
 @pytest.mark.parametrize(
     "raw,country,expected",
     [
-        ("+44 (0) 7911 123456", "US", "+447911123456"),  # national prefix inside: full parser
+        ("+44 (0) 7911 123456", "US", "+447911123456"),
+        ("(415) 555-0100", "US", "+14155550100"),
+        ("1 (415) 555-0100", "US", "+14155550100"),
+        ("011 44 7911 123456", "US", "+447911123456"),
+        ("06 12 34 56 78", "FR", "+33612345678"),
+        ("06 1234 5678", "IT", "+390612345678"),
+        ("0151 23456789", "DE", "+4915123456789"),  # national prefix inside: full parser
         ("+1 415 555 0100", "GB", "+14155550100"),
         ("0033 6 12 34 56 78", "FR", "+33612345678"),
         ("'+49 151 23456789", "US", "+4915123456789"),

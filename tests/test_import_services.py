@@ -382,8 +382,13 @@ FAULT_PG = [
 
 
 @pytest.fixture
-def fault_on_boom():
-    """A database trigger that fails the insert of PersonID 'BOOM': a real fault, mid-write."""
+def fault_on_boom(monkeypatch):
+    """A database trigger that fails the insert of PersonID 'BOOM': a real fault, mid-write.
+
+    With batches of 1,000 rows and 'BOOM' on row 4,500, four batches (people created, one
+    updated, participants added) are written before the fifth fails.
+    """
+    monkeypatch.setattr("participants.services.IMPORT_BATCH_ROWS", 1000)
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             for statement in FAULT_PG:
@@ -424,7 +429,7 @@ def test_a_fault_mid_write_rolls_everything_back(tenancy, fault_on_boom):
     assert (job.to_create, job.to_update) == (5001, 1)  # the fault is not visible to validation
     before = snapshot(tenancy.brand_a)
     job = import_confirm(job=job)
-    # Batches 1 and 2 (4,000 people, one update) were written before batch 3 hit the fault.
+    # Batches 1 to 4 (about 4,000 people, one update) were written before batch 5 failed.
     _assert_rolled_back(tenancy, job, before, existing)
 
 
@@ -435,6 +440,9 @@ def test_a_fault_mid_write_rolls_back_a_real_transaction(tenancy, fault_on_boom)
     before = snapshot(tenancy.brand_a)
     job = import_confirm(job=job)
     _assert_rolled_back(tenancy, job, before, existing)
+    if connection.vendor == "postgresql":
+        # Progress is published outside the import's transaction: it saw four batches land.
+        assert job.processed_rows == 4000
 
 
 # --- Tasks: the same services, queued after commit ---------------------------------------------
