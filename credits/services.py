@@ -64,6 +64,11 @@ CLOSED_UNSENT = (
 
 
 # --- amounts ----------------------------------------------------------------------------------
+def _plain(amount: Decimal) -> str:
+    """12.5000 -> "12.5" (for notes people read)."""
+    return f"{amount.normalize():f}"
+
+
 def parse_amount(value, *, allow_negative: bool = False, field: str = "amount") -> Decimal:
     """A number of credits: finite, not zero, at most 4 decimals, not negative unless allowed.
 
@@ -186,8 +191,8 @@ def credits_adjust(*, brand: Brand, amount, actor=None, note: str = "") -> Credi
         if value < 0 and figures.available + value < 0:
             raise ValidationError(
                 {
-                    "amount": f"Only {figures.available} credits are available "
-                    f"({figures.reserved} are reserved by running distributions)."
+                    "amount": f"Only {_plain(figures.available)} credits are available "
+                    f"({_plain(figures.reserved)} are reserved by running distributions)."
                 }
             )
         return CreditEntry.objects.create(
@@ -266,7 +271,7 @@ def distribution_reserve(*, distribution: Distribution) -> CreditReservation | N
         available = _account_figures(account, checkpoint=True).available
         amount = min(estimate.credits, max(available, ZERO))
         if amount > 0:
-            short = "" if amount == estimate.credits else f"; only {amount} were available"
+            short = "" if amount == estimate.credits else f"; only {_plain(amount)} were available"
             CreditEntry.objects.create(
                 brand=brand,
                 kind=Kind.RESERVE,
@@ -276,7 +281,7 @@ def distribution_reserve(*, distribution: Distribution) -> CreditReservation | N
                 project_id=distribution.project_id,
                 note=(
                     f"Estimate for {estimate.recipients} recipients, {estimate.segments} "
-                    f"segments: {estimate.credits} credits{short}."
+                    f"segments: {_plain(estimate.credits)} credits{short}."
                 )[:300],
             )
     return reservation

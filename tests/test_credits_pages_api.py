@@ -247,3 +247,34 @@ def test_ledger_page_lists_movements(tenancy, usage, page_client_for):
     assert page.status_code == 200 and page.context["page"].paginator.count == 1  # the grant
     debits = client.get(reverse("credits:ledger"), {"kind": "debit"})
     assert debits.context["page"].paginator.count == 3
+
+
+def test_schedule_page_shows_real_credits_and_warns_before_overspending(tenancy, page_client_for):
+    """The distribution pages' summary, fed by the real estimate (no mock)."""
+    from tests.factories.credits import CountryRateFactory
+    from tests.factories.participants import ParticipantFactory, PersonFactory
+
+    CountryRateFactory(country="US", rate=Decimal("2"))
+    for index in range(3):
+        person = PersonFactory(brand=tenancy.brand_a, phone=f"+1415555{8100 + index:04d}")
+        ParticipantFactory(project=tenancy.project_a, person=person)
+    grant(tenancy.brand_a, 5)  # 4 recipients (with the tenancy's participant) x 2 credits = 8
+    client = page_client_for(tenancy.admin_a)
+    data = {
+        "kind": "invite",
+        "message": "Hi ${first_name}, tell us: ${link}",
+        "audience": "all",
+        "when": "now",
+        "c_criterion": [""],
+        "c_field": [""],
+        "c_operator": ["is"],
+        "c_value": [""],
+    }
+    summary = client.post(reverse("distributions:preview_count", args=[tenancy.project_a.pk]), data)
+    content = summary.content.decode()
+    assert 'id="credits-available">5<' in content
+    assert 'id="credits-estimate">8 <span class="unit">credits' in content
+    assert "The estimated cost exceeds your available credits." in content
+    grant(tenancy.brand_a, 10)
+    summary = client.post(reverse("distributions:preview_count", args=[tenancy.project_a.pk]), data)
+    assert "exceeds your available credits" not in summary.content.decode()
