@@ -433,6 +433,7 @@ def messages_debit(*, distribution: Distribution, message_ids) -> int:
     with transaction.atomic():
         credit_account_lock(brand_id=reservation.brand_id)
         written = _debit_locked(distribution, reservation, ids)
+        reservation.refresh_from_db(fields=["closed_at"])
         if (
             reservation.closed_at is None
             and Distribution.objects.filter(
