@@ -804,7 +804,9 @@ class DuplicateTracker:
     """
 
     def __init__(self) -> None:
-        self._seen: dict[str, list] = {}  # key -> [first row, outcome, invalidated]
+        # key -> (first row, outcome, invalidated): tuples of atomic values, which the garbage
+        # collector stops tracking, so 100,000 entries do not slow every collection.
+        self._seen: dict[str, tuple[int, str | None, bool]] = {}
         self._pid_emails: dict[str, tuple[int, str]] = {}  # email -> (row, PersonID)
         self.late: dict[int, RowError] = {}
         self.late_outcomes: list[str] = []
@@ -838,9 +840,10 @@ class DuplicateTracker:
             )
         if record.person_id and record.email:
             self._pid_emails.setdefault(record.email, (number, record.person_id))
-            pidless = self._seen.get(f"e:{record.email}")
+            pidless_key = f"e:{record.email}"
+            pidless = self._seen.get(pidless_key)
             if pidless is not None and not pidless[2]:
-                pidless[2] = True
+                self._seen[pidless_key] = (pidless[0], pidless[1], True)
                 self.late[pidless[0]] = RowError(
                     pidless[0],
                     email_label,
@@ -853,7 +856,7 @@ class DuplicateTracker:
         if not record.person_id:
             other = self._pid_emails.get(record.email)
             if other is not None:
-                self._seen[key] = [number, None, True]
+                self._seen[key] = (number, None, True)
                 return RowError(
                     number,
                     email_label,
@@ -861,14 +864,14 @@ class DuplicateTracker:
                     f"Email '{record.email}' is also on row {other[0]} with PersonID "
                     f"'{other[1]}': add that PersonID to this row, or remove one of the rows.",
                 )
-        self._seen[key] = [number, None, False]
+        self._seen[key] = (number, None, False)
         return None
 
     def _invalidate(self, key, number, column, value, message, record) -> None:
         first = self._seen[key]
         if first[2]:
             return
-        first[2] = True
+        self._seen[key] = (first[0], first[1], True)
         self.late[first[0]] = RowError(
             first[0],
             column,
@@ -879,9 +882,10 @@ class DuplicateTracker:
 
     def set_outcome(self, record: RowRecord, outcome: str) -> None:
         """Remember how ``record`` was classified, so that a late error can undo its count."""
-        entry = self._seen.get(self.key(record))
+        key = self.key(record)
+        entry = self._seen.get(key)
         if entry is not None and entry[0] == record.number and not entry[2]:
-            entry[1] = outcome
+            self._seen[key] = (entry[0], outcome, False)
 
     def drain_late_outcomes(self) -> list[str | None]:
         """Outcomes of rows invalidated since the last call (None: not classified yet)."""

@@ -429,6 +429,7 @@ def import_validate(*, job: ImportJob) -> dict:
             target.labels = labels
             state = UpsertState()
             tracker = DuplicateTracker()
+            PlannerStatistics().refresh()
             sink = _ErrorSink(header_cells)
             spool = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed below
                 "w", suffix=".jsonl", delete=False, encoding="utf-8"
@@ -761,13 +762,11 @@ def import_commit(*, job: ImportJob) -> dict:
             current = ImportJob.objects.filter(pk=job.pk).values_list("status", flat=True)
             if current.first() != ImportJob.Status.IMPORTING:
                 return {"skipped": current.first()}
-            statistics = PlannerStatistics()
-            statistics.refresh(only_if_stale=True)
+            PlannerStatistics().refresh()
             done = 0
             for batch in _batched(_spooled_records(job), IMPORT_BATCH_ROWS):
                 plan = plan_batch(batch, target, state)
                 write_batch(plan, target)
-                statistics.written(done + len(batch))
                 added += plan.added
                 for _record, outcome in plan.outcomes:
                     if outcome in counts:

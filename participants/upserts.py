@@ -350,6 +350,10 @@ def _insert_participants(project_id: int, actor_id, rows: list[tuple], now) -> N
     )
 
 
+def _json(metadata: dict) -> str:
+    return json.dumps(metadata, ensure_ascii=False) if metadata else "{}"
+
+
 def _pg_insert_people(brand_id: int, rows: list[tuple], now) -> list[int]:
     """``INSERT … SELECT FROM unnest(arrays) RETURNING id``: one statement per chunk, one
     array per column, no model instance. PostgreSQL inserts (and returns) the rows in the
@@ -361,7 +365,7 @@ def _pg_insert_people(brand_id: int, rows: list[tuple], now) -> list[int]:
         for start in range(0, len(rows), STATEMENT_ROWS):
             chunk = rows[start : start + STATEMENT_ROWS]
             arrays = [list(column) for column in zip(*chunk, strict=True)]
-            arrays[-1] = [json.dumps(metadata, ensure_ascii=False) for metadata in arrays[-1]]
+            arrays[-1] = [_json(metadata) for metadata in arrays[-1]]
             cursor.execute(
                 f"INSERT INTO {table} (brand_id, {columns}, created_at, updated_at) "  # noqa: S608
                 "SELECT %s, u.person_id, u.first_name, u.last_name, u.email, u.username, "
@@ -392,7 +396,7 @@ def _pg_insert_participants(project_id: int, actor_id, rows: list[tuple], now) -
                     now,
                     pks,
                     roles,
-                    [json.dumps(m, ensure_ascii=False) for m in metadata],
+                    [_json(m) for m in metadata],
                 ],
             )
 
@@ -438,47 +442,31 @@ def _pg_update_from_values(model, objects: list, fields: list[str]) -> None:
 
 
 class PlannerStatistics:
-    """Keeps PostgreSQL's row estimates true while one transaction grows the tables.
+    """Keeps PostgreSQL's row estimates true before an import's batch lookups.
 
-    An import adds up to hundreds of thousands of rows before it commits, which autovacuum
-    cannot see. With stale estimates (say, the few participants a project had when last
-    analysed) the planner picks the wrong index for the batch lookups and scans the whole
-    project each time. ``ANALYZE`` inside the transaction counts the transaction's own rows.
-    It runs at the start only if the tables changed much since their last analysis, and again
-    when the import has written as many rows as the tables held (a few hundred ms each, at
-    most a few times per import). No-op elsewhere.
+    With stale estimates (say, the few participants a project had when last analysed, before
+    a previous import added 100,000) the planner picks the bare ``project_id`` index for the
+    participant lookup and scans the whole project for every batch. ``refresh`` runs
+    ``ANALYZE`` when the tables changed by more than a fifth since their last analysis. Growth
+    *during* the import does not matter: every lookup is a per-key probe of a unique index,
+    whatever the table size. No-op elsewhere.
     """
 
     TABLES = ("participants_person", "participants_participant")
     STALE_FRACTION = 0.2
-    MIN_ROWS = 20_000
 
     def __init__(self) -> None:
         self.enabled = connection.vendor == "postgresql"
-        self.next_at = self.MIN_ROWS
 
-    def refresh(self, *, only_if_stale: bool = False) -> None:
+    def refresh(self) -> None:
         if not self.enabled:
             return
         with connection.cursor() as cursor:
             cursor.execute(
-                "SELECT relname, n_live_tup, n_mod_since_analyze FROM pg_stat_user_tables "
-                "WHERE relname = ANY(%s)",
-                [list(self.TABLES)],
+                "SELECT relname FROM pg_stat_user_tables WHERE relname = ANY(%s) "
+                "AND n_mod_since_analyze > GREATEST(1000, %s * n_live_tup)",
+                [list(self.TABLES), self.STALE_FRACTION],
             )
-            rows = cursor.fetchall()
-            live = max([row[1] for row in rows] + [0])
-            stale = [
-                name
-                for name, live_rows, modified in rows
-                if modified > max(1000, self.STALE_FRACTION * live_rows)
-            ]
-            tables = stale if only_if_stale else list(self.TABLES)
-            if tables:
-                cursor.execute(f"ANALYZE {', '.join(tables)}")
-        self.next_at = max(self.MIN_ROWS, live)
-
-    def written(self, rows: int) -> None:
-        if self.enabled and rows >= self.next_at:
-            self.refresh()
-            self.next_at = max(self.next_at * 2, rows * 2)
+            stale = [row[0] for row in cursor.fetchall()]
+            if stale:
+                cursor.execute(f"ANALYZE {', '.join(stale)}")
