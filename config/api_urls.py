@@ -19,6 +19,7 @@ from participants.api import (
     PersonListCreate,
 )
 from projects.api import ProjectViewSet
+from projects.links_api import TransactionalLinkList
 
 # Trailing slashes optional: `history.csv` reads better without one, and a POST without the
 # slash must not fail on a redirect.
@@ -61,6 +62,12 @@ urlpatterns = [
         "projects/<int:project_pk>/participants/<int:pk>/",
         ParticipantDetail.as_view(),
         name="participant-detail",
+    ),
+    # Before projects.api_urls: the same route as its link list, plus transactional links.
+    path(
+        "projects/<int:project_pk>/links/",
+        TransactionalLinkList.as_view(),
+        name="link-list",
     ),
     path("", include("projects.api_urls")),
     path("credits/", include("credits.api_urls")),

@@ -67,6 +67,9 @@ class Distribution(models.Model):
         INVITE = "invite", "Invite"
         REMINDER = "reminder", "Reminder"
         THANK_YOU = "thank_you", "Thank you"
+        # Links made one by one through the API (a contact and a transaction each); one such
+        # distribution per (project, ``label``) so that they count as invites. Never sent.
+        TRANSACTIONAL = "transactional", "Transactional"
 
     class Status(models.TextChoices):
         SCHEDULED = "scheduled", "Scheduled"
@@ -99,6 +102,11 @@ class Distribution(models.Model):
         help_text="For one run of a recurring message: its series.",
     )
     name = models.CharField(max_length=200, blank=True)
+    label = models.CharField(
+        max_length=40,
+        blank=True,
+        help_text="A transactional distribution's channel label, e.g. push.",
+    )
     message = models.TextField(
         help_text="Text with piped fields such as ${first_name} and ${link}."
     )
@@ -122,6 +130,13 @@ class Distribution(models.Model):
     class Meta:
         ordering = ["-send_at", "-pk"]
         indexes = [models.Index(fields=["status", "send_at"])]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "label"],
+                condition=Q(kind="transactional"),
+                name="distribution_unique_transactional_label",
+            )
+        ]
 
     def __str__(self) -> str:
         return self.name or f"{self.get_kind_display()} {self.pk}"

@@ -293,3 +293,7 @@ class Response(models.Model):
 
     def __str__(self) -> str:
         return f"Response {self.pk} ({self.channel}, {self.status})"
+
+
+# A transactional link's transaction lives in its own module; imported here to register it.
+from projects.transactions import Transaction  # noqa: E402, F401

@@ -1,0 +1,219 @@
+"""``POST /api/v1/projects/{id}/links/`` with a contact and a transaction: one call makes a
+transactional personal link (or up to ``MAX_BULK_ITEMS`` of them, item by item).
+
+The other bodies of this route (links for existing participants) and its GET stay with
+``projects.api_survey.LinkList``; this view only recognises its own body and translates HTTP:
+the rules live in ``projects.links_services``.
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import transaction
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import exceptions, serializers, status
+from rest_framework.response import Response as ApiResponse
+
+from brands.api.base import StrictSerializer
+from brands.api.errors import Conflict
+from projects.api_survey import LinkList
+from projects.links_services import (
+    MAX_BULK_ITEMS,
+    MAX_DATA_FIELDS,
+    IdempotencyConflict,
+    LinkResult,
+    ProjectNotCollecting,
+    transactional_link_create,
+)
+from projects.survey import MAX_URL_KEY
+
+CLOSED_MESSAGES = {
+    "paused": "The project is paused: it makes no links until it is resumed.",
+    "closed": "The project is closed.",
+    "not_started": "The project is not active yet.",
+    "not_yet": "The project's availability window has not opened yet.",
+}
+
+
+class PayloadTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "too_large"
+    default_detail = f"At most {MAX_BULK_ITEMS} items per call."
+
+
+class ContactSerializer(StrictSerializer):
+    person_id = serializers.CharField(max_length=128, required=False, allow_blank=True)
+    email = serializers.EmailField(max_length=254, required=False, allow_blank=True)
+    phone = serializers.CharField(max_length=40, required=False, allow_blank=True)
+    first_name = serializers.CharField(max_length=150, required=False, allow_blank=True)
+    last_name = serializers.CharField(max_length=150, required=False, allow_blank=True)
+    username = serializers.CharField(max_length=150, required=False, allow_blank=True)
+    metadata = serializers.DictField(required=False, help_text="Directory metadata to merge.")
+
+    def validate(self, attrs):
+        if not any((attrs.get(k) or "").strip() for k in ("person_id", "email", "phone")):
+            raise serializers.ValidationError("Give a person_id, an email or a phone.")
+        return attrs
+
+
+class TransactionSerializer(StrictSerializer):
+    id = serializers.CharField(max_length=128, help_text="Your system's id of the event.")
+    occurred_at = serializers.DateTimeField(required=False, help_text="Default: now.")
+    data = serializers.DictField(
+        required=False,
+        help_text="Typed fields (text, number, true/false, null), attached to the response "
+        "as embedded data.",
+    )
+
+    def validate_data(self, value):
+        if len(value) > MAX_DATA_FIELDS:
+            raise serializers.ValidationError(f"At most {MAX_DATA_FIELDS} fields.")
+        for key, item in value.items():
+            if not key.strip() or len(key) > MAX_URL_KEY:
+                raise serializers.ValidationError(f"Field names are 1 to {MAX_URL_KEY} long.")
+            if item is not None and not isinstance(item, str | int | float | bool):
+                raise serializers.ValidationError(f"'{key}': text, number, true/false or null.")
+        return value
+
+
+class TransactionalLinkSerializer(StrictSerializer):
+    contact = ContactSerializer()
+    transaction = TransactionSerializer()
+    channel = serializers.RegexField(
+        r"^[a-z0-9_-]{1,40}$",
+        default="api",
+        help_text="Channel label, e.g. push: one transactional distribution per label.",
+    )
+    expires_at = serializers.DateTimeField(required=False, allow_null=True)
+
+
+class TransactionalLinkResultSerializer(serializers.Serializer):
+    link_id = serializers.IntegerField()
+    token = serializers.CharField()
+    url = serializers.CharField()
+    expires_at = serializers.DateTimeField(allow_null=True)
+    person = serializers.IntegerField()
+    person_id = serializers.CharField()
+    participant = serializers.IntegerField()
+    transaction = serializers.IntegerField()
+    transaction_id = serializers.CharField()
+    distribution = serializers.IntegerField()
+    created = serializers.BooleanField()
+
+
+def _result(result: LinkResult) -> dict:
+    link, record = result.link, result.transaction
+    participant = record.participant
+    return {
+        "link_id": link.pk,
+        "token": link.token,
+        "url": link.url,
+        "expires_at": link.expires_at,
+        "person": participant.person_id if participant else None,
+        "person_id": participant.person.person_id if participant else "",
+        "participant": participant.pk if participant else None,
+        "transaction": record.pk,
+        "transaction_id": record.external_id,
+        "distribution": link.distribution_id,
+        "created": result.created,
+    }
+
+
+def is_transactional_body(data) -> bool:
+    return isinstance(data, list) or (
+        isinstance(data, dict) and ("contact" in data or "transaction" in data)
+    )
+
+
+class TransactionalLinkList(LinkList):
+    """Personal links. POST with ``contact`` and ``transaction`` (or a list of such items)
+    makes transactional links; other bodies make links for existing participants."""
+
+    @extend_schema(
+        request=TransactionalLinkSerializer,
+        parameters=[OpenApiParameter("Idempotency-Key", location="header", required=False)],
+        responses={
+            201: TransactionalLinkResultSerializer,
+            200: TransactionalLinkResultSerializer,
+        },
+        description="One call: upsert the contact, store the transaction, make the link. "
+        "A list body (at most 1,000 items) answers item by item. See docs/links.md.",
+    )
+    def post(self, request, project_pk):
+        if not is_transactional_body(request.data):
+            return super().post(request, project_pk)
+        if isinstance(request.data, list):
+            return self._bulk(request)
+        key = request.headers.get("Idempotency-Key", "").strip()[:255]
+        result = self._one(request.data, key=key)
+        code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
+        return ApiResponse(_result(result), status=code)
+
+    def _one(self, body, *, key: str) -> LinkResult:
+        payload = TransactionalLinkSerializer(data=body)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        try:
+            return transactional_link_create(
+                project=self.project,
+                contact=data["contact"],
+                transaction_id=data["transaction"]["id"],
+                occurred_at=data["transaction"].get("occurred_at"),
+                data=data["transaction"].get("data"),
+                channel_label=data["channel"],
+                expires_at=data.get("expires_at"),
+                idempotency_key=key,
+                body=body,
+            )
+        except ProjectNotCollecting as exc:
+            raise Conflict(
+                {"detail": CLOSED_MESSAGES.get(exc.reason, exc.reason), "reason": exc.reason}
+            ) from exc
+        except IdempotencyConflict as exc:
+            named = ", ".join(exc.differences)
+            raise Conflict(
+                {
+                    "detail": f"This key was used with other data: {named} differ(s).",
+                    "differences": exc.differences,
+                },
+                code="idempotency_conflict",
+            ) from exc
+
+    def _bulk(self, request):
+        items = request.data
+        if len(items) > MAX_BULK_ITEMS:
+            raise PayloadTooLarge()
+        if not items:
+            raise exceptions.ValidationError({"non_field_errors": "No items."})
+        key = request.headers.get("Idempotency-Key", "").strip()[:240]
+        results = []
+        for index, item in enumerate(items):
+            try:
+                # Each item in its own savepoint: a bad item leaves the good ones written.
+                with transaction.atomic():
+                    result = self._one(item, key=f"{key}:{index}" if key else "")
+            except (exceptions.APIException, DjangoValidationError) as exc:
+                results.append({"index": index, "error": _error_body(exc)})
+            else:
+                results.append({"index": index, **_result(result)})
+        created = sum(1 for r in results if r.get("created"))
+        failed = sum(1 for r in results if "error" in r)
+        return ApiResponse(
+            {
+                "created": created,
+                "replayed": len(results) - created - failed,
+                "failed": failed,
+                "results": results,
+            },
+            status=status.HTTP_200_OK,
+        )
+
+
+def _error_body(exc) -> dict:
+    """The API's one error shape, for one item of a bulk call."""
+    from brands.api.errors import exception_handler
+
+    response = exception_handler(exc, {})
+    error = dict(response.data["error"]) if response is not None else {"message": str(exc)}
+    error["status"] = response.status_code if response is not None else 400
+    return error

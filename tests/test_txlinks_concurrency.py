@@ -1,0 +1,64 @@
+"""Two identical calls at the same instant (a retry racing the original) make one link.
+Real threads, real connections; meaningful on PostgreSQL, where the second insert of the key
+waits for the first to commit and then fails on the unique constraint."""
+
+import threading
+
+from django.db import connection
+
+import pytest
+
+from participants.models import Participant, Person
+from projects.links_services import transactional_link_create
+from projects.models import SurveyLink, Transaction
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+
+def race(call, count: int) -> list:
+    barrier = threading.Barrier(count)
+    results, errors = [], []
+
+    def run():
+        try:
+            barrier.wait()
+            results.append(call())
+        except Exception as exc:  # noqa: BLE001  (reported by the assertion below)
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not errors, errors
+    return results
+
+
+@pytest.mark.parametrize("key", ["retry-1", ""])
+def test_concurrent_identical_calls_make_one_link(tenancy, key):
+    project = tenancy.project_a
+    body = {"contact": {"email": "race@example.com"}, "transaction": {"id": "T-race"}}
+
+    results = race(
+        lambda: transactional_link_create(
+            project=project,
+            contact={"email": "race@example.com"},
+            transaction_id="T-race",
+            channel_label="push",
+            idempotency_key=key,
+            body=body,
+        ),
+        count=4,
+    )
+
+    assert len(results) == 4
+    assert len({result.link.pk for result in results}) == 1
+    assert sorted(result.created for result in results) == [False, False, False, True]
+    assert Transaction.objects.count() == 1
+    assert SurveyLink.objects.filter(project=project).count() == 1
+    assert Person.objects.filter(email="race@example.com").count() == 1
+    participants = Participant.objects.filter(project=project, person__email="race@example.com")
+    assert participants.count() == 1
