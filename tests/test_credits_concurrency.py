@@ -125,3 +125,78 @@ def test_two_workers_starting_two_distributions_share_one_small_balance(start_wo
         (D.INTERRUPTED, "Sent partially: not enough credits."),
         (D.SENT, ""),
     ]
+
+
+def test_a_worker_killed_mid_send_leaves_every_message_debited_exactly_once(start_worker, tenancy):
+    """SIGKILL a worker while it sends through the fake Twilio: rows it left Sending are
+    reconciled by the next worker; each accepted message is debited once, at its cost."""
+    import signal
+
+    from distributions.models import ProviderAccount
+    from distributions.services import distribution_create
+    from tests.fake_twilio import FakeTwilio
+
+    count = 3000
+    CountryRateFactory(country="US", rate=Decimal("0.5"))
+    grant(tenancy.brand_a, 10_000)
+    project = tenancy.project_a
+    tenancy.participant_a.delete()
+    populate_many(project, count)
+    with FakeTwilio(callbacks=False) as fake:
+        fake.set_latency(0.01)
+        ProviderAccount.objects.create(
+            brand=tenancy.brand_a,
+            provider="twilio",
+            account_sid=fake.account_sid,
+            auth_token=fake.auth_token,
+            default_sender="+15005550006",
+            messages_per_second=5000,
+        )
+        env = {
+            "TWILIO_API_BASE_URL": fake.base_url,
+            "RELAY_SEND_LEASE_SECONDS": "4",
+            "CELERY_VISIBILITY_TIMEOUT": "8",
+        }
+        worker = start_worker(concurrency=2, extra_env=env)
+        distribution = distribution_create(project=project, message="Hello ${first_name}")
+        assert wait_until(lambda: fake.stats()["accepted"] >= 700, timeout=60), worker.output()
+        worker.kill(signal.SIGKILL)
+        assert fake.stats()["accepted"] < count, "finished before the worker could be killed"
+        start_worker(concurrency=2, extra_env=env)
+
+        def settled():
+            return CreditReservation.objects.filter(
+                distribution=distribution, closed_at__isnull=False
+            ).exists()
+
+        assert wait_until(settled, timeout=150), describe([distribution], [worker])
+        distribution.refresh_from_db()
+        assert distribution.status == D.SENT, distribution.status_reason
+        assert fake.stats()["accepted"] == count
+
+    debits = CreditEntry.objects.filter(distribution=distribution, kind=CreditEntry.Kind.DEBIT)
+    assert debits.count() == count
+    assert not debits.values("message_id").annotate(n=Count("pk")).filter(n__gt=1).exists()
+    assert debits.aggregate(s=Sum("amount"))["s"] == Decimal("-0.5") * count
+    balance = credits_balance(brand=tenancy.brand_a)
+    assert balance.balance == Decimal(10_000) - Decimal("0.5") * count
+    assert balance.reserved == 0
+    assert credits_verify(brand=tenancy.brand_a)["consistent"]
+
+
+def populate_many(project, count: int) -> None:
+    people = Person.objects.bulk_create(
+        [
+            Person(
+                brand=project.brand,
+                person_id=f"K{i}",
+                first_name=f"N{i}",
+                phone=f"+1415{4000000 + i:07d}",
+            )
+            for i in range(count)
+        ],
+        batch_size=1000,
+    )
+    Participant.objects.bulk_create(
+        [Participant(project=project, person=person) for person in people], batch_size=1000
+    )
