@@ -142,6 +142,7 @@ class TransactionalLinkList(LinkList):
     def post(self, request, project_pk):
         if not is_transactional_body(request.data):
             return super().post(request, project_pk)
+        self.project  # noqa: B018  (another brand's project: 404 before anything else)
         if isinstance(request.data, list):
             return self._bulk(request)
         key = request.headers.get("Idempotency-Key", "").strip()[:255]
