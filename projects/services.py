@@ -457,6 +457,23 @@ def _family_answered(link: SurveyLink) -> bool:
     ).exists()
 
 
+def _transaction_embedded_data(link: SurveyLink) -> dict:
+    """The transaction behind a transactional link as embedded data (one query, only for
+    links of a transactional distribution): its data, its id and its time."""
+    if not (link.distribution_id and link.distribution.kind == "transactional"):
+        return {}
+    from projects.transactions import Transaction
+
+    record = Transaction.objects.filter(link=link).first()
+    if record is None:
+        return {}
+    return {
+        "transaction_id": record.external_id,
+        "transaction_time": record.occurred_at.isoformat(),
+        **record.data,
+    }
+
+
 def _save_response(*, existing: Response | None = None, **values) -> Response:
     response = existing or Response()
     for name, value in values.items():
@@ -509,6 +526,8 @@ def response_submit_link(
         started_at = read.started_at if read else None
         raw = answers_from_form(questions, data)
         untrusted = url_embedded_data(url_params or {})
+        # A transactional link's transaction data, kept on the server: trusted, and it wins.
+        trusted = _transaction_embedded_data(link)
         existing = Response.objects.filter(link=link).first()  # a partial kept earlier
 
         def save(*, status, answers):
@@ -523,8 +542,8 @@ def response_submit_link(
                 ),
                 status=status,
                 answers=answers,
-                embedded_data=untrusted,
-                untrusted_keys=sorted(untrusted),
+                embedded_data={**untrusted, **trusted},
+                untrusted_keys=sorted(set(untrusted) - set(trusted)),
                 started_at=started_at,
                 completed_at=now,
             )

@@ -97,9 +97,12 @@ def keeps_partial(project: Project, *, started_at: datetime | None) -> bool:
 
 def family_answered_q(*, participant_ref, root_ref) -> Q:
     """Complete responses of a participant to one invite or any of its reminders (a reminder
-    carries its own link, yet the participant answers once per invite)."""
-    return Q(status=Response.Status.COMPLETE, participant_id=participant_ref) & (
-        Q(distribution_id=root_ref) | Q(distribution__parent_id=root_ref)
+    carries its own link, yet the participant answers once per invite). A transactional
+    distribution is no family: each of its links (one per transaction) answers once."""
+    return (
+        Q(status=Response.Status.COMPLETE, participant_id=participant_ref)
+        & (Q(distribution_id=root_ref) | Q(distribution__parent_id=root_ref))
+        & ~Q(distribution__kind="transactional")
     )
 
 
