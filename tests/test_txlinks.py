@@ -197,3 +197,16 @@ def test_listing_links_still_works(api_a, tenancy):
     answer = api_a.get(url(tenancy.project_a))
     assert answer.status_code == 200
     assert len(answer.json()["results"]) == 1
+
+
+def test_one_call_costs_a_bounded_number_of_queries(api_a, tenancy, django_assert_max_num_queries):
+    api_a.post(url(tenancy.project_a), body(), format="json")  # the distribution exists now
+    payload = body(contact={"person_id": "C-2", "email": "bo@example.com"})
+    payload["transaction"] = {"id": "T-2", "data": {"a": 1}}
+
+    # Key lookup, project, replay check, person (2), participant, distribution, link,
+    # transaction, plus savepoints: no query per field, nothing that grows with the data.
+    with django_assert_max_num_queries(17):
+        answer = api_a.post(url(tenancy.project_a), payload, format="json")
+
+    assert answer.status_code == 201
