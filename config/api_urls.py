@@ -19,7 +19,7 @@ from participants.api import (
     PersonListCreate,
 )
 from projects.api import ProjectViewSet
-from projects.links_api import TransactionalLinkList
+from projects.links_api import TransactionalInvites, TransactionalLinkList, TransactionsCsv
 
 # Trailing slashes optional: `history.csv` reads better without one, and a POST without the
 # slash must not fail on a redirect.
@@ -68,6 +68,16 @@ urlpatterns = [
         "projects/<int:project_pk>/links/",
         TransactionalLinkList.as_view(),
         name="link-list",
+    ),
+    path(
+        "distributions/<int:pk>/invites/",
+        TransactionalInvites.as_view(),
+        name="distribution-transactional-invites",
+    ),
+    path(
+        "distributions/<int:pk>/transactions.csv",
+        TransactionsCsv.as_view(),
+        name="distribution-transactions-csv",
     ),
     path("", include("projects.api_urls")),
     path("credits/", include("credits.api_urls")),

@@ -10,13 +10,21 @@ from __future__ import annotations
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response as ApiResponse
+from rest_framework.views import APIView
 
-from brands.api.base import StrictSerializer
+from brands.api.base import BrandScopedAPIMixin, StrictSerializer
 from brands.api.errors import Conflict
-from projects.api_survey import LinkList
+from distributions.models import Distribution
+from projects.api_survey import CSV_PARAMETERS, LinkList, csv_response
+from projects.links_selectors import (
+    TRANSACTIONS_HEADER,
+    transaction_history_rows,
+    transactional_invite_metrics,
+)
 from projects.links_services import (
     MAX_BULK_ITEMS,
     MAX_DATA_FIELDS,
@@ -218,3 +226,47 @@ def _error_body(exc) -> dict:
     error = dict(response.data["error"]) if response is not None else {"message": str(exc)}
     error["status"] = response.status_code if response is not None else 400
     return error
+
+
+# --- a transactional distribution's invites and transactions ------------------------------
+class TransactionalDistributionMixin(BrandScopedAPIMixin):
+    def distribution(self) -> Distribution:
+        return self.get_scoped(
+            Distribution.objects.select_related("project__brand"),
+            pk=self.kwargs["pk"],
+            kind=Distribution.Kind.TRANSACTIONAL,
+        )
+
+
+class TransactionalInviteMetricsSerializer(serializers.Serializer):
+    distribution = serializers.IntegerField()
+    label = serializers.CharField()
+    created = serializers.IntegerField()
+    opened = serializers.IntegerField()
+    started = serializers.IntegerField()
+    completed = serializers.IntegerField()
+    expired = serializers.IntegerField()
+
+
+class TransactionalInvites(TransactionalDistributionMixin, APIView):
+    @extend_schema(responses=TransactionalInviteMetricsSerializer)
+    def get(self, request, pk):
+        """Invites of a transactional distribution: created, opened, started, completed,
+        expired (another brand's or a non-transactional distribution answers 404)."""
+        return ApiResponse(transactional_invite_metrics(distribution=self.distribution()))
+
+
+class TransactionsCsv(TransactionalDistributionMixin, APIView):
+    @extend_schema(parameters=CSV_PARAMETERS, responses={(200, "text/csv"): OpenApiTypes.STR})
+    def get(self, request, pk):
+        """A transactional distribution's history: one row per transaction, as CSV."""
+        distribution = self.distribution()
+        rows = transaction_history_rows(
+            distribution=distribution, zone=distribution.project.brand.zone
+        )
+        return csv_response(
+            request,
+            header=TRANSACTIONS_HEADER,
+            rows=rows,
+            filename=f"distribution-{pk}-transactions.csv",
+        )
