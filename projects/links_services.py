@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -34,6 +35,8 @@ IDENTITY_FIELDS = ("person_id", "email", "phone")
 NAME_FIELDS = ("first_name", "last_name", "username")
 # Distribution.channel of a transactional distribution whose label is not a sending channel.
 OTHER_CHANNEL = "api"
+# First key of our advisory locks ("tx"): the second is a hash of one contact identity.
+IDENTITY_LOCK_CLASS = 0x7478
 
 
 class ProjectNotCollecting(Exception):
@@ -132,9 +135,25 @@ def _contact_values(contact: dict, *, country: str) -> dict[str, Any]:
     return values
 
 
+def _lock_identity(brand_id: int, values: dict) -> None:
+    """Serialise calls about one contact identity until the transaction ends, so that two
+    simultaneous calls (different transactions) for one new email make one person. PostgreSQL
+    only: SQLite's IMMEDIATE transactions already admit one writer at a time. A different
+    identity of the same person (PersonID in one call, email only in the other) is not
+    covered: the PersonID's unique constraint and one retry cover the PersonID case."""
+    if connection.vendor != "postgresql":
+        return
+    kind = next(k for k in IDENTITY_FIELDS if values.get(k))
+    digest = zlib.crc32(f"{brand_id}:{kind}:{values[kind]}".encode())
+    key = digest - (1 << 32) if digest >= (1 << 31) else digest  # a signed 32-bit int
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [IDENTITY_LOCK_CLASS, key])
+
+
 def _person_upsert(project: Project, contact: dict) -> Person:
     """The directory person: found by PersonID, else email, else phone; given values win."""
     values = _contact_values(contact, country=project.country)
+    _lock_identity(project.brand_id, values)
     people = Person.objects.filter(brand_id=project.brand_id)
     person = None
     for key in IDENTITY_FIELDS:
@@ -207,6 +226,41 @@ def transactional_link_create(
         raise ProjectNotCollecting(reason)
     if expires_at is not None and expires_at <= now:
         raise ValidationError({"expires_at": "Must be in the future."})
+    arguments = {
+        "project": project,
+        "contact": contact,
+        "transaction_id": transaction_id,
+        "occurred_at": occurred_at or now,
+        "data": data,
+        "channel_label": channel_label,
+        "expires_at": expires_at,
+        "key": key,
+        "fingerprint": fingerprint,
+        "body": body,
+    }
+    try:
+        return _create(**arguments)
+    except ValidationError as exc:
+        # A concurrent call (or an import) inserted this new PersonID first: the second try
+        # finds that person and updates it.
+        if "person_id" not in getattr(exc, "error_dict", {}):
+            raise
+        return _create(**arguments)
+
+
+def _create(
+    *,
+    project: Project,
+    contact: dict,
+    transaction_id: str,
+    occurred_at: datetime,
+    data: dict | None,
+    channel_label: str,
+    expires_at: datetime | None,
+    key: str,
+    fingerprint: str,
+    body: dict,
+) -> LinkResult:
     try:
         with transaction.atomic():
             person = _person_upsert(project, contact)
@@ -225,7 +279,7 @@ def transactional_link_create(
                 participant=participant,
                 link=link,
                 external_id=transaction_id,
-                occurred_at=occurred_at or now,
+                occurred_at=occurred_at,
                 data=data or {},
                 channel_label=channel_label,
                 idempotency_key=key,

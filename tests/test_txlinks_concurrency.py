@@ -62,3 +62,29 @@ def test_concurrent_identical_calls_make_one_link(tenancy, key):
     assert Person.objects.filter(email="race@example.com").count() == 1
     participants = Participant.objects.filter(project=project, person__email="race@example.com")
     assert participants.count() == 1
+
+
+@pytest.mark.parametrize(
+    "contact",
+    [{"email": "same@example.com"}, {"person_id": "NEW-1", "email": "new@example.com"}],
+)
+def test_simultaneous_transactions_of_one_new_contact_make_one_person(tenancy, contact):
+    project = tenancy.project_a
+    ids = iter(["T-a", "T-b", "T-c", "T-d"])
+
+    def call():
+        transaction_id = next(ids)
+        return transactional_link_create(
+            project=project,
+            contact=contact,
+            transaction_id=transaction_id,
+            channel_label="push",
+            body={"contact": contact, "transaction": {"id": transaction_id}},
+        )
+
+    results = race(call, count=4)
+
+    assert all(result.created for result in results)
+    assert len({result.link.pk for result in results}) == 4
+    assert Person.objects.filter(brand=tenancy.brand_a, email=contact["email"]).count() == 1
+    assert Participant.objects.filter(project=project, person__email=contact["email"]).count() == 1
