@@ -699,8 +699,8 @@ class RowValidator:
             name,
             value,
             f"Starts with '{char}', which a spreadsheet would run as a formula. Remove the "
-            f"'{char}', or put an apostrophe before it ('{_shorten(value)[:20]}…) to keep it "
-            "as text (it is then stored with the apostrophe).",
+            f"'{char}', or put an apostrophe before it ('{value[:20]}{'…' * (len(value) > 20)}) "
+            "to keep it as text (it is then stored with the apostrophe).",
         )
         return True
 

@@ -235,7 +235,10 @@ def import_inline_max_bytes() -> int:
 
 
 def describe_size(size: int) -> str:
-    return f"{size / (1024 * 1024):.1f} MB" if size >= 1024 * 1024 else f"{size / 1024:.0f} kB"
+    """50 MB, 63.2 MB, 7 kB."""
+    if size >= 1024 * 1024:
+        return f"{size / (1024 * 1024):.1f}".removesuffix(".0") + " MB"
+    return f"{size / 1024:.0f} kB"
 
 
 def import_check_size(size: int) -> None:
