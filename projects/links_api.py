@@ -11,7 +11,7 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, PolymorphicProxySerializer, extend_schema
 from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response as ApiResponse
 from rest_framework.views import APIView
@@ -19,7 +19,13 @@ from rest_framework.views import APIView
 from brands.api.base import BrandScopedAPIMixin, StrictSerializer
 from brands.api.errors import Conflict
 from distributions.models import Distribution
-from projects.api_survey import CSV_PARAMETERS, LinkList, csv_response
+from projects.api_survey import (
+    CSV_PARAMETERS,
+    LinkGenerateSerializer,
+    LinkList,
+    LinkSerializer,
+    csv_response,
+)
 from projects.links_selectors import (
     TRANSACTIONS_HEADER,
     transaction_history_rows,
@@ -109,6 +115,18 @@ class TransactionalLinkResultSerializer(serializers.Serializer):
     created = serializers.BooleanField()
 
 
+class TransactionalBulkItemSerializer(TransactionalLinkResultSerializer):
+    index = serializers.IntegerField()
+    error = serializers.DictField(required=False, help_text="The item's error, if any.")
+
+
+class TransactionalBulkSerializer(serializers.Serializer):
+    created = serializers.IntegerField()
+    replayed = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    results = TransactionalBulkItemSerializer(many=True)
+
+
 def _result(result: LinkResult) -> dict:
     link, record = result.link, result.transaction
     participant = record.participant
@@ -138,11 +156,34 @@ class TransactionalLinkList(LinkList):
     makes transactional links; other bodies make links for existing participants."""
 
     @extend_schema(
-        request=TransactionalLinkSerializer,
-        parameters=[OpenApiParameter("Idempotency-Key", location="header", required=False)],
+        request=PolymorphicProxySerializer(
+            component_name="LinkCreateRequest",
+            serializers=[
+                TransactionalLinkSerializer,
+                TransactionalLinkSerializer(many=True),
+                LinkGenerateSerializer,
+            ],
+            resource_type_field_name=None,
+        ),
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                location="header",
+                required=False,
+                description="Makes a retry answer the same link (default: transaction.id).",
+            )
+        ],
         responses={
-            201: TransactionalLinkResultSerializer,
-            200: TransactionalLinkResultSerializer,
+            201: PolymorphicProxySerializer(
+                component_name="LinkCreateAnswer",
+                serializers=[TransactionalLinkResultSerializer, LinkSerializer(many=True)],
+                resource_type_field_name=None,
+            ),
+            200: PolymorphicProxySerializer(
+                component_name="LinkReplayOrBulkAnswer",
+                serializers=[TransactionalLinkResultSerializer, TransactionalBulkSerializer],
+                resource_type_field_name=None,
+            ),
         },
         description="One call: upsert the contact, store the transaction, make the link. "
         "A list body (at most 1,000 items) answers item by item. See docs/links.md.",

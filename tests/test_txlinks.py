@@ -210,3 +210,15 @@ def test_one_call_costs_a_bounded_number_of_queries(api_a, tenancy, django_asser
         answer = api_a.post(url(tenancy.project_a), payload, format="json")
 
     assert answer.status_code == 201
+
+
+def test_the_openapi_schema_documents_the_one_call(client):
+    schema = client.get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+
+    post = schema["paths"]["/api/v1/projects/{project_pk}/links/"]["post"]
+    assert "Idempotency-Key" in [p["name"] for p in post["parameters"]]
+    request = schema["components"]["schemas"]["LinkCreateRequestRequest"]
+    refs = [option["$ref"].rsplit("/", 1)[-1] for option in request["oneOf"]]
+    assert "TransactionalLinkRequest" in refs and "LinkGenerateRequest" in refs
+    assert "1,000" in post["description"]
+    assert "/api/v1/distributions/{id}/transactions.csv" in schema["paths"]
