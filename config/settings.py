@@ -165,6 +165,10 @@ STORAGES = {
 MEDIA_ROOT = VAR_DIR / "media"
 FILE_UPLOAD_TEMP_DIR = None
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+# Participant imports: uploads above this answer with a clear "larger than 50 MB" message;
+# those up to the inline size are validated in the request, larger ones by a worker.
+RELAY_IMPORT_MAX_UPLOAD_BYTES = env.int("RELAY_IMPORT_MAX_UPLOAD_BYTES", default=50 * 1024 * 1024)
+RELAY_IMPORT_INLINE_MAX_BYTES = env.int("RELAY_IMPORT_INLINE_MAX_BYTES", default=256 * 1024)
 
 if not DEBUG:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

@@ -217,6 +217,11 @@ def distribution_cancel(*, distribution: Distribution, actor=None) -> Distributi
             raise ValidationError(
                 {"status": f"A {locked.get_status_display()} distribution cannot be cancelled."}
             )
+    if locked.status == Status.INTERRUPTED:
+        from distributions.sending import release_credits
+
+        # Settle now rather than at the next balance read; in-flight holds stay until settled.
+        release_credits(distribution=locked)
     distribution.refresh_from_db()
     return distribution
 

@@ -226,12 +226,12 @@ PROGRESS_CACHE_KEY = "relay:import-progress:{}"
 
 
 def import_max_upload_bytes() -> int:
-    return int(getattr(settings, "RELAY_IMPORT_MAX_UPLOAD_BYTES", 50 * 1024 * 1024))
+    return settings.RELAY_IMPORT_MAX_UPLOAD_BYTES
 
 
 def import_inline_max_bytes() -> int:
     """Uploads up to this size are validated and written in the request, not by a worker."""
-    return int(getattr(settings, "RELAY_IMPORT_INLINE_MAX_BYTES", 256 * 1024))
+    return settings.RELAY_IMPORT_INLINE_MAX_BYTES
 
 
 def describe_size(size: int) -> str:
