@@ -20,6 +20,7 @@ from participants.api import (
 )
 from projects.api import ProjectViewSet
 from projects.links_api import TransactionalInvites, TransactionalLinkList, TransactionsCsv
+from webhooks.api import WebhookEndpointViewSet
 
 # Trailing slashes optional: `history.csv` reads better without one, and a POST without the
 # slash must not fail on a redirect.
@@ -30,6 +31,7 @@ router.register("distributions", DistributionViewSet, basename="distribution")
 router.register("optouts", OptOutViewSet, basename="optout")
 router.register("optout-events", OptOutEventViewSet, basename="optout-event")
 router.register("inbound-messages", InboundMessageViewSet, basename="inbound-message")
+router.register("webhooks", WebhookEndpointViewSet, basename="webhook-endpoint")
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(permission_classes=[]), name="schema"),

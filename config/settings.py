@@ -67,6 +67,7 @@ INSTALLED_APPS = [
     "distributions",
     "credits",
     "optouts",
+    "webhooks",
 ]
 
 MIDDLEWARE = [
@@ -251,6 +252,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "projects.tasks.distribution_series_run_due_task",
         "schedule": 30.0,
     },
+    "webhooks-sweep": {
+        "task": "webhooks.tasks.webhooks_sweep_task",
+        "schedule": 15.0,
+    },
 }
 
 # --- Relay ----------------------------------------------------------------------------------
@@ -265,6 +270,17 @@ TWILIO_AUTH_TOKEN = env.str("TWILIO_AUTH_TOKEN", default="")
 # A row left in Sending longer than this (a worker died mid-call) is reconciled with the provider.
 RELAY_SEND_LEASE_SECONDS = env.int("RELAY_SEND_LEASE_SECONDS", default=120)
 RELAY_DEMO_PASSWORD = env.str("RELAY_DEMO_PASSWORD", default="relay-demo")
+
+# Outbound webhooks (docs/webhooks.md). Seconds, except the allow list.
+RELAY_WEBHOOKS_TIMEOUT = env.float("RELAY_WEBHOOKS_TIMEOUT", default=5.0)
+RELAY_WEBHOOKS_BACKOFF_BASE = env.float("RELAY_WEBHOOKS_BACKOFF_BASE", default=10.0)
+RELAY_WEBHOOKS_BACKOFF_MAX = env.float("RELAY_WEBHOOKS_BACKOFF_MAX", default=3600.0)
+RELAY_WEBHOOKS_RETRY_WINDOW = env.int("RELAY_WEBHOOKS_RETRY_WINDOW", default=24 * 3600)
+RELAY_WEBHOOKS_DISABLE_AFTER = env.int("RELAY_WEBHOOKS_DISABLE_AFTER", default=24 * 3600)
+RELAY_WEBHOOKS_SWEEP_GRACE = env.int("RELAY_WEBHOOKS_SWEEP_GRACE", default=30)
+# Hosts, addresses or networks (e.g. 127.0.0.1, 10.0.0.0/8) webhooks may reach although they
+# are private or this server's own: empty by default, so that nothing internal can be reached.
+RELAY_WEBHOOKS_ALLOW_HOSTS = env.list("RELAY_WEBHOOKS_ALLOW_HOSTS", default=[])
 
 LOGGING = {
     "version": 1,

@@ -16,6 +16,7 @@ urlpatterns = [
     path("", include("projects.public_urls")),
     path("", include("participants.urls")),
     path("", include("distributions.urls")),
+    path("webhooks/endpoints/", include("webhooks.urls")),
     path("webhooks/", include("distributions.webhook_urls")),
     path("webhooks/", include("optouts.webhook_urls")),
     path("optouts/", include("optouts.urls")),

@@ -11,6 +11,7 @@ from datetime import datetime
 from django.utils import timezone
 
 from distributions.models import Message, MessageEvent
+from webhooks.events import recipient_statuses_raised
 
 MStatus = Message.Status
 # Rows that may become Opened: handed to the provider (or reported failed: the recipient
@@ -39,5 +40,11 @@ def message_mark_opened(*, message_id: int, at: datetime | None = None) -> bool:
             at=at,
             source=MessageEvent.Source.LINK,
             detail="Personal link opened",
+        )
+        distribution_id = Message.objects.values_list("distribution_id", flat=True).get(
+            pk=message_id
+        )
+        recipient_statuses_raised(
+            distribution_id=distribution_id, changes=[(message_id, MStatus.OPENED)], at=at
         )
     return bool(changed)

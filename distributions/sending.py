@@ -39,6 +39,7 @@ from optouts.guard import handover_guard
 from optouts.links import opt_out_url
 from optouts.selectors import opted_out_addresses
 from projects.models import SurveyLink
+from webhooks.events import recipient_statuses_raised
 
 logger = logging.getLogger(__name__)
 
@@ -411,6 +412,11 @@ def _apply_results(distribution, results: list[SendResult], lease: str, stats: d
             for pk in fatal_rows
         ]
     MessageEvent.objects.bulk_create(events)
+    recipient_statuses_raised(
+        distribution_id=distribution.pk,
+        changes=[(event.message_id, event.status) for event in events],
+        at=now,
+    )
     return (
         f"the provider refused the account ({fatal.error_code} {fatal.error_message})".strip()
         if fatal

@@ -24,6 +24,7 @@ from distributions.models import Distribution, Message, MessageEvent
 from distributions.rendering import piped_fields
 from participants.models import Participant
 from projects.models import Project
+from webhooks.events import distribution_finished_raised, recipient_statuses_raised
 
 logger = logging.getLogger(__name__)
 
@@ -425,6 +426,7 @@ def _finish(distribution: Distribution, status: str, reason: str) -> bool:
         from distributions.sending import release_credits
 
         release_credits(distribution=distribution)
+        distribution_finished_raised(distribution=distribution)
     return bool(done)
 
 
@@ -536,6 +538,9 @@ def message_status_ingest(
         at=now,
         source=source,
         detail=f"{provider_status}{' ' + error_code if error_code else ''}",
+    )
+    recipient_statuses_raised(
+        distribution_id=message.distribution_id, changes=[(message.pk, status)], at=now
     )
     if status == MStatus.BLOCKED and error_code == "21610":
         from optouts.services import optout_record_provider

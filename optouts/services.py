@@ -24,6 +24,7 @@ from optouts.guard import optout_write_lock
 from optouts.keywords import Keyword, match_reply
 from optouts.links import link_expired
 from optouts.models import Channel, InboundMessage, OptOut, OptOutEvent, Scope, Source
+from webhooks.events import opted_out_raised
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +107,8 @@ def optout_record(
         )
         if scope == Scope.DIRECTORY:
             _flag_people(brand_id=brand_id, channel=channel, address=address, value="Yes")
+        if created:
+            opted_out_raised(optout=optout, reason=reason)
     return optout
 
 

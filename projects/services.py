@@ -26,6 +26,7 @@ from projects.survey import (
     may_finish,
     url_embedded_data,
 )
+from webhooks.events import link_opened_raised, response_completed_raised
 
 Stage = Project.Stage
 
@@ -380,6 +381,7 @@ def survey_link_open(*, link: SurveyLink, now: datetime | None = None) -> bool:
     if not SurveyLink.objects.filter(pk=link.pk, opened_at__isnull=True).update(opened_at=now):
         return False
     link.opened_at = now
+    link_opened_raised(link=link, at=now)
     if link.message_id:
         from distributions.links_services import message_mark_opened
 
@@ -556,6 +558,7 @@ def response_submit_link(
         response = save(status=Response.Status.COMPLETE, answers=answers)
         SurveyLink.objects.filter(pk=link.pk).update(completed_at=now)
         survey_link_open(link=link, now=now)
+        response_completed_raised(response=response)
     return SubmitResult(SubmitOutcome.COMPLETE, project, questions, response)
 
 
@@ -611,6 +614,7 @@ def response_submit_anonymous(
     response = save(status=Response.Status.COMPLETE, answers=answers)
     if response is None:  # the same form, submitted twice at once: the first one won
         return SubmitResult(SubmitOutcome.ANSWERED, project, questions)
+    response_completed_raised(response=response)
     return SubmitResult(SubmitOutcome.COMPLETE, project, questions, response)
 
 
@@ -647,7 +651,7 @@ def response_create(
     clean, errors = answers_clean(list(project.questions.all()), raw)
     if errors:
         raise ValidationError({str(pk): message for pk, message in errors.items()})
-    return Response.objects.create(
+    response = Response.objects.create(
         project=project,
         participant=participant,
         channel=Response.Channel.API,
@@ -657,3 +661,5 @@ def response_create(
         started_at=now,
         completed_at=now,
     )
+    response_completed_raised(response=response)
+    return response

@@ -1,0 +1,440 @@
+"""Outbound webhooks on SQLite: refusals (request forgery), tenancy and roles, the secret,
+signatures checked with the documented snippet, retries, ordering, disabling, query budgets.
+
+Deliveries go to a real HTTP server on 127.0.0.1 (``tests/webhook_receiver.py``); the worker's
+step is called directly (``delivery_attempt``), so time can be moved by editing the rows.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from datetime import timedelta
+from pathlib import Path
+
+from django.core import mail
+from django.db import connection, transaction
+from django.test import Client
+from django.utils import timezone
+
+import pytest
+
+from brands.roles import Role
+from distributions.models import Message
+from distributions.services import message_status_ingest
+from optouts.services import optout_create_by_admin
+from tests.factories.distributions import DistributionFactory, MessageFactory
+from tests.webhook_receiver import Receiver, Script
+from webhooks import security, transport
+from webhooks.events import recipient_statuses_raised
+from webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
+from webhooks.services import delivery_attempt, endpoint_create
+
+pytestmark = pytest.mark.django_db
+ALL_EVENTS = [
+    "link.opened",
+    "response.completed",
+    "recipient.status_changed",
+    "distribution.finished",
+    "participant.opted_out",
+]
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "webhooks.md"
+
+
+def documented_verify():
+    """The verification snippet of docs/webhooks.md, as a reader would paste it."""
+    text = DOCS.read_text()
+    block = next(
+        b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "def verify_relay" in b
+    )
+    namespace: dict = {}
+    exec(compile(block, str(DOCS), "exec"), namespace)  # noqa: S102 - our own documentation
+    return namespace["verify_relay_signature"]
+
+
+@pytest.fixture
+def local(settings):
+    settings.RELAY_WEBHOOKS_ALLOW_HOSTS = ["127.0.0.1"]
+    settings.RELAY_WEBHOOKS_TIMEOUT = 1.0
+    settings.RELAY_WEBHOOKS_BACKOFF_BASE = 10
+    return settings
+
+
+@pytest.fixture
+def receiver():
+    with Receiver() as server:
+        yield server
+
+
+def endpoint_for(brand, url, events=None, **extra):
+    return endpoint_create(brand=brand, url=url, events=events or ALL_EVENTS, **extra)
+
+
+def opt_out(brand, address="+14155550100"):
+    return optout_create_by_admin(
+        brand=brand, channel="sms", address=address, reason="asked by phone", actor=None
+    )
+
+
+def run_due(ids=None) -> list[dict]:
+    """Attempt every pending delivery (oldest first), as workers would."""
+    queryset = WebhookDelivery.objects.filter(state="pending").order_by("pk")
+    if ids is not None:
+        queryset = queryset.filter(pk__in=ids)
+    return [delivery_attempt(delivery_id=pk) for pk in queryset.values_list("pk", flat=True)]
+
+
+# --- request forgery ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://127.0.0.1:9000/hook", "loopback"),
+        ("http://[::1]/hook", "loopback"),
+        ("http://169.254.169.254/latest/meta-data/", "link-local"),
+        ("http://[fe80::1]/hook", "link-local"),
+        ("http://10.1.2.3/hook", "private"),
+        ("http://192.168.0.10/hook", "private"),
+        ("http://[::ffff:127.0.0.1]/hook", "loopback"),
+        ("https://relay.example.com/hook", "own host"),
+        ("http://localhost:8000/hook", "own host"),
+        ("ftp://hooks.example.com/", "http:// or https://"),
+        ("https://user:pw@hooks.example.com/", "no user name"),
+    ],
+)
+def test_registration_refuses_urls_inside_our_network(
+    tenancy, api_client_for, settings, url, reason
+):
+    settings.PUBLIC_BASE_URL = "https://relay.example.com"
+    api = api_client_for(user=tenancy.admin_a)
+
+    answer = api.post("/api/v1/webhooks/", {"url": url, "events": ALL_EVENTS}, format="json")
+
+    assert answer.status_code == 400
+    error = answer.json()["error"]
+    assert reason in error["fields"]["url"] and error["message"].startswith("url:")
+    assert not WebhookEndpoint.objects.exists()
+
+
+def test_a_name_resolving_to_a_private_address_is_refused(tenancy, api_client_for, monkeypatch):
+    real = socket.getaddrinfo
+
+    def fake_dns(host, *args, **kwargs):  # the DNS answer is the process edge
+        if host == "hooks.internal.example":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.5", 443))]
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake_dns)
+    api = api_client_for(user=tenancy.admin_a)
+
+    answer = api.post(
+        "/api/v1/webhooks/",
+        {"url": "https://hooks.internal.example/x", "events": ["link.opened"]},
+        format="json",
+    )
+
+    assert answer.status_code == 400
+    assert "resolves to 10.0.0.5" in answer.json()["error"]["fields"]["url"]
+
+
+def test_the_page_shows_the_refusal_as_a_field_error(tenancy, page_client_for):
+    client = page_client_for(tenancy.admin_a)
+
+    page = client.post(
+        "/webhooks/endpoints/", {"url": "http://169.254.169.254/", "events": ["link.opened"]}
+    )
+
+    assert page.status_code == 400
+    assert (
+        "link-local address" in page.content.decode() and 'id="error-url"' in page.content.decode()
+    )
+    assert not WebhookEndpoint.objects.exists()
+
+
+def test_local_receivers_need_the_explicit_allow_list(tenancy, settings, receiver):
+    assert settings.RELAY_WEBHOOKS_ALLOW_HOSTS == []  # off by default
+    with pytest.raises(Exception, match="loopback"):
+        endpoint_for(tenancy.brand_a, receiver.url)
+    settings.RELAY_WEBHOOKS_ALLOW_HOSTS = ["127.0.0.1"]
+    assert endpoint_for(tenancy.brand_a, receiver.url).endpoint.pk
+
+
+def test_delivery_time_check_refuses_what_is_no_longer_allowed(tenancy, local, receiver):
+    endpoint_for(tenancy.brand_a, receiver.url, events=["participant.opted_out"])
+    local.RELAY_WEBHOOKS_ALLOW_HOSTS = []
+
+    opt_out(tenancy.brand_a)
+    outcome = run_due()
+
+    delivery = WebhookDelivery.objects.get()
+    assert outcome[0]["outcome"] == "retry"
+    assert "loopback" in delivery.error and delivery.attempts == 1
+    assert receiver.requests == []
+    # The socket-level guard alone (a name that passed the check, then resolved elsewhere):
+    with pytest.raises(security.UnsafeURL, match="loopback"):
+        transport.pool_manager().request("POST", receiver.url, body=b"{}", retries=False)
+    assert receiver.requests == []
+
+
+# --- the secret ----------------------------------------------------------------------------------
+def test_the_secret_is_shown_once_and_encrypted_at_rest(tenancy, api_client_for, local, receiver):
+    api = api_client_for(user=tenancy.admin_a)
+
+    made = api.post("/api/v1/webhooks/", {"url": receiver.url, "events": ALL_EVENTS}, format="json")
+
+    assert made.status_code == 201
+    secret = made.json()["secret"]
+    assert secret.startswith("whsec_") and len(secret) > 40
+    again = api.get(f"/api/v1/webhooks/{made.json()['id']}/").json()
+    assert "secret" not in again and again["secret_hint"].endswith(secret[-4:])
+    assert secret not in str(api.get("/api/v1/webhooks/").json())
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT secret FROM webhooks_webhookendpoint")
+        stored = cursor.fetchone()[0]
+    assert secret not in stored and stored.startswith("gAAAA")  # a Fernet token
+    rotated = api.post(f"/api/v1/webhooks/{made.json()['id']}/rotate-secret/").json()["secret"]
+    assert rotated != secret and WebhookEndpoint.objects.get().secret == rotated
+
+
+# --- tenancy and roles ---------------------------------------------------------------------------
+def test_other_brands_endpoints_and_deliveries_are_404(tenancy, api_client_for, local, receiver):
+    theirs = endpoint_for(tenancy.brand_b, receiver.url).endpoint
+    with transaction.atomic():
+        opt_out(tenancy.brand_b)
+    delivery = WebhookDelivery.objects.get(endpoint=theirs)
+    mine = endpoint_for(tenancy.brand_a, receiver.url).endpoint
+    api = api_client_for(user=tenancy.admin_a)
+
+    assert [e["id"] for e in api.get("/api/v1/webhooks/").json()["results"]] == [mine.pk]
+    assert api.get(f"/api/v1/webhooks/{theirs.pk}/").status_code == 404
+    assert api.get(f"/api/v1/webhooks/{theirs.pk}/deliveries/").status_code == 404
+    assert api.patch(f"/api/v1/webhooks/{theirs.pk}/", {"enabled": False}).status_code == 404
+    assert api.delete(f"/api/v1/webhooks/{theirs.pk}/").status_code == 404
+    redeliver = f"/api/v1/webhooks/{mine.pk}/deliveries/{delivery.pk}/redeliver/"
+    assert api.post(redeliver).status_code == 404  # their delivery through my endpoint
+    client = Client()
+    client.force_login(tenancy.admin_a)
+    assert client.get(f"/webhooks/endpoints/{theirs.pk}/").status_code == 404
+    assert client.post(f"/webhooks/endpoints/{theirs.pk}/", {"action": "delete"}).status_code == 404
+    assert (
+        theirs.url not in client.get("/webhooks/endpoints/").content.decode().replace(mine.url, "")
+        or theirs.url == mine.url
+    )
+    assert WebhookEndpoint.objects.filter(pk=theirs.pk, is_enabled=True).exists()
+
+
+@pytest.mark.parametrize(
+    ("role", "read", "write"),
+    [(Role.VIEWER, 200, 403), (Role.PROJECT_ADMIN, 200, 403), (Role.BRAND_ADMIN, 200, 201)],
+)
+def test_members_read_and_brand_admins_manage(
+    tenancy, api_client_for, local, receiver, role, read, write
+):
+    api = api_client_for(user=tenancy.user_for(role))
+    body = {"url": receiver.url, "events": ["link.opened"]}
+
+    assert api.get("/api/v1/webhooks/").status_code == read
+    assert api.post("/api/v1/webhooks/", body, format="json").status_code == write
+    client = Client()
+    client.force_login(tenancy.user_for(role))
+    page = client.get("/webhooks/endpoints/")
+    assert page.status_code == 200
+    assert ('id="endpoint-form"' in page.content.decode()) == (role == Role.BRAND_ADMIN)
+    posted = client.post("/webhooks/endpoints/", body)
+    assert posted.status_code == (200 if role == Role.BRAND_ADMIN else 403)
+
+
+# --- signed deliveries ---------------------------------------------------------------------------
+def test_a_delivery_is_signed_and_verifies_with_the_documented_snippet(tenancy, local, receiver):
+    issued = endpoint_for(tenancy.brand_a, receiver.url, events=["participant.opted_out"])
+    verify = documented_verify()
+
+    optout = opt_out(tenancy.brand_a)
+    assert run_due()[0]["outcome"] == "delivered"
+
+    (request,) = receiver.requests
+    assert verify(request.headers["relay-signature"], request.body, issued.secret)
+    assert not verify(request.headers["relay-signature"], request.body + b" ", issued.secret)
+    assert not verify(request.headers["relay-signature"], request.body, "whsec_other")
+    event = WebhookEvent.objects.get()
+    assert request.headers["relay-event-id"] == str(event.event_id)
+    assert request.headers["relay-event-type"] == "participant.opted_out"
+    assert request.json["type"] == "participant.opted_out"
+    assert request.json["data"]["opt_out_id"] == optout.pk
+    assert request.json["data"]["address"] == "+14155550100"
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.state, delivery.status_code, delivery.attempts) == ("delivered", 200, 1)
+    assert delivery.latency_ms is not None and delivery.response_excerpt == '{"ok": true}'
+
+
+def test_an_event_raised_in_a_rolled_back_transaction_sends_nothing(
+    tenancy, local, receiver, django_capture_on_commit_callbacks
+):
+    endpoint_for(tenancy.brand_a, receiver.url, events=["participant.opted_out"])
+
+    with (
+        django_capture_on_commit_callbacks() as callbacks,
+        pytest.raises(RuntimeError),
+        transaction.atomic(),
+    ):
+        opt_out(tenancy.brand_a)
+        raise RuntimeError("the caller fails after the opt-out")
+
+    assert callbacks == [] and not WebhookDelivery.objects.exists()
+
+
+def test_events_wait_for_commit(tenancy, local, receiver, django_capture_on_commit_callbacks):
+    endpoint_for(tenancy.brand_a, receiver.url, events=["participant.opted_out"])
+
+    with django_capture_on_commit_callbacks() as callbacks, transaction.atomic():
+        opt_out(tenancy.brand_a)
+        assert connection.run_on_commit  # queued for after the commit, not sent yet
+        assert receiver.requests == []
+    assert len(callbacks) == 1
+
+
+# --- events raised by the services ---------------------------------------------------------------
+def test_status_changes_link_opens_and_finishes_raise_their_events(tenancy, local, receiver):
+    endpoint_for(tenancy.brand_a, receiver.url)
+    distribution = DistributionFactory(project=tenancy.project_a, status="in_progress")
+    message = MessageFactory(
+        distribution=distribution,
+        participant=tenancy.participant_a,
+        person=tenancy.participant_a.person,
+        status=Message.Status.SENT,
+        provider_id="SM1",
+    )
+
+    assert message_status_ingest(provider_status="delivered", provider_id="SM1")
+    assert not message_status_ingest(provider_status="sent", provider_id="SM1")  # no step back
+    run_due()
+
+    events = [(r.json["type"], r.json["data"]) for r in receiver.accepted()]
+    assert [(t, d["status"]) for t, d in events] == [("recipient.status_changed", "delivered")]
+    data = events[0][1]
+    assert data["message_id"] == message.pk and data["distribution_id"] == distribution.pk
+    assert data["person_id"] == tenancy.participant_a.person.person_id
+
+
+def test_no_endpoint_costs_one_query_per_batch(tenancy, django_assert_num_queries):
+    distribution = DistributionFactory(project=tenancy.project_a)
+    rows = MessageFactory.create_batch(100, distribution=distribution, status="sent")
+
+    with django_assert_num_queries(1):
+        made = recipient_statuses_raised(
+            distribution_id=distribution.pk,
+            changes=[(row.pk, "sent") for row in rows],
+            at=timezone.now(),
+        )
+
+    assert made == 0
+
+
+def test_a_batch_with_an_endpoint_is_written_in_bulk(
+    tenancy, local, receiver, django_assert_max_num_queries
+):
+    endpoint_for(tenancy.brand_a, receiver.url, events=["recipient.status_changed"])
+    distribution = DistributionFactory(project=tenancy.project_a)
+    rows = MessageFactory.create_batch(100, distribution=distribution, status="sent")
+
+    with django_assert_max_num_queries(7):
+        made = recipient_statuses_raised(
+            distribution_id=distribution.pk,
+            changes=[(row.pk, "sent") for row in rows],
+            at=timezone.now(),
+        )
+
+    assert made == 100 and WebhookEvent.objects.count() == 100
+
+
+# --- retries, order, disabling, redelivery --------------------------------------------------------
+def test_failures_back_off_keep_order_and_disable_the_endpoint(tenancy, local, receiver):
+    receiver.script = Script(status=500)
+    local.RELAY_WEBHOOKS_DISABLE_AFTER = 3600
+    issued = endpoint_for(tenancy.brand_a, receiver.url, events=["participant.opted_out"])
+    endpoint = issued.endpoint
+    optout = opt_out(tenancy.brand_a)
+    from optouts.services import optout_opt_in
+
+    optout_opt_in(optout=optout, reason="asked again", role=Role.BRAND_ADMIN)
+    opt_out(tenancy.brand_a)  # the same address again: a second event about the same object
+    first, second = WebhookDelivery.objects.order_by("pk")
+
+    outcomes = run_due()
+
+    assert [o["outcome"] for o in outcomes] == ["retry", "waiting"]
+    first.refresh_from_db()
+    assert first.attempts == 1 and first.status_code == 500 and first.error == "HTTP 500"
+    delays = []
+    for _ in range(3):
+        WebhookDelivery.objects.filter(pk=first.pk).update(next_attempt_at=timezone.now())
+        before = timezone.now()
+        assert delivery_attempt(delivery_id=first.pk)["outcome"] == "retry"
+        first.refresh_from_db()
+        delays.append(round((first.next_attempt_at - before).total_seconds()))
+        assert delivery_attempt(delivery_id=second.pk)["outcome"] in ("waiting", "not_due")
+    assert delays == [20, 40, 80]  # 10 s x 2^(n-1)
+    assert WebhookAttempt.objects.filter(delivery=first).count() == 4
+    assert {r.event_id for r in receiver.requests} == {str(first.event.event_id)}
+
+    # Failing for longer than the limit: disabled once, admins emailed, banner on the page.
+    WebhookEndpoint.objects.filter(pk=endpoint.pk).update(
+        failing_since=timezone.now() - timedelta(hours=2)
+    )
+    WebhookDelivery.objects.filter(pk=first.pk).update(next_attempt_at=timezone.now())
+    delivery_attempt(delivery_id=first.pk)
+    endpoint.refresh_from_db()
+    assert not endpoint.is_enabled and "failed for 1 hour" in endpoint.disabled_reason
+    assert len(mail.outbox) == 1 and mail.outbox[0].to == [tenancy.admin_a.email]
+    assert endpoint.url in mail.outbox[0].subject
+    client = Client()
+    client.force_login(tenancy.viewer_a)
+    page = client.get(f"/webhooks/endpoints/{endpoint.pk}/").content.decode()
+    assert 'id="disabled-banner"' in page and "failed for 1 hour" in page
+    assert delivery_attempt(delivery_id=second.pk)["outcome"] == "waiting"  # disabled: held
+
+    # Enabled again and past its retry window, the first gives up and the second goes.
+    receiver.script = Script(status=204)
+    client.force_login(tenancy.admin_a)
+    client.post(f"/webhooks/endpoints/{endpoint.pk}/", {"action": "enable"})
+    local.RELAY_WEBHOOKS_RETRY_WINDOW = 0
+    receiver.script = Script(status=500)
+    assert delivery_attempt(delivery_id=first.pk)["outcome"] == "failed"
+    receiver.script = Script(status=204)
+    assert delivery_attempt(delivery_id=second.pk)["outcome"] == "delivered"
+    assert len(mail.outbox) == 1
+
+
+def test_redeliver_sends_the_same_event_again(tenancy, local, receiver, api_client_for):
+    issued = endpoint_for(tenancy.brand_a, receiver.url, events=["participant.opted_out"])
+    opt_out(tenancy.brand_a)
+    run_due()
+    delivery = WebhookDelivery.objects.get()
+    api = api_client_for(user=tenancy.admin_a)
+
+    answer = api.post(f"/api/v1/webhooks/{issued.endpoint.pk}/deliveries/{delivery.pk}/redeliver/")
+    run_due()
+    client = Client()
+    client.force_login(tenancy.admin_a)
+    client.post(
+        f"/webhooks/endpoints/{issued.endpoint.pk}/",
+        {"action": "redeliver", "delivery": delivery.pk},
+    )
+    run_due()
+
+    assert answer.status_code == 202 and answer.json()["event_id"] == str(delivery.event.event_id)
+    assert [r.event_id for r in receiver.accepted()] == [str(delivery.event.event_id)] * 3
+    log = api.get(f"/api/v1/webhooks/{issued.endpoint.pk}/deliveries/").json()["results"]
+    assert [row["state"] for row in log] == ["delivered"] * 3
+    assert log[0]["attempt_log"][0]["status_code"] == 200
+    page = client.get(f"/webhooks/endpoints/{issued.endpoint.pk}/").content.decode()
+    assert page.count("Redeliver</button>") == 3 and " ms</td>" in page
+
+
+def test_the_schema_documents_the_webhook_api(api_a):
+    schema = api_a.get("/api/v1/schema/?format=json").json()
+
+    paths = schema["paths"]
+    assert "/api/v1/webhooks/" in paths
+    assert "/api/v1/webhooks/{id}/deliveries/" in paths
+    assert "/api/v1/webhooks/{id}/deliveries/{delivery_pk}/redeliver/" in paths
+    assert "/api/v1/webhooks/{id}/rotate-secret/" in paths
