@@ -4,6 +4,8 @@ VENV := .venv
 # Cached bytecode: worker and web processes start far faster (some environments disable it).
 unexport PYTHONDONTWRITEBYTECODE
 BIN := $(VENV)/bin
+# The web port of `make run` (honcho gives the first process this port).
+PORT ?= 8000
 
 .PHONY: run test venv migrate seed lint format bench clean
 
@@ -22,10 +24,10 @@ run: venv
 	$(BIN)/python manage.py migrate --no-input
 	$(BIN)/python manage.py seed_demo
 	@echo ""
-	@echo "  Relay is starting on http://127.0.0.1:8000/  (log in: admin / relay-demo)"
-	@echo "  API docs: http://127.0.0.1:8000/api/v1/docs/   Ctrl-C stops everything."
+	@echo "  Relay is starting on http://127.0.0.1:$(PORT)/  (log in: admin / relay-demo)"
+	@echo "  API docs: http://127.0.0.1:$(PORT)/api/v1/docs/   Ctrl-C stops everything."
 	@echo ""
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho -f Procfile.dev start
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho -f Procfile.dev start --port $(PORT)
 
 ## Set up and run the whole suite (SQLite; PostgreSQL + Redis + real workers when reachable).
 test:
