@@ -8,8 +8,6 @@ the rules live in ``projects.links_services``.
 
 from __future__ import annotations
 
-from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import transaction
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, PolymorphicProxySerializer, extend_schema
 from rest_framework import exceptions, serializers, status
@@ -35,9 +33,10 @@ from projects.links_services import (
     MAX_BULK_ITEMS,
     MAX_DATA_FIELDS,
     IdempotencyConflict,
+    LinkRequest,
     LinkResult,
     ProjectNotCollecting,
-    transactional_link_create,
+    transactional_links_create,
 )
 from projects.survey import MAX_URL_KEY
 
@@ -128,19 +127,17 @@ class TransactionalBulkSerializer(serializers.Serializer):
 
 
 def _result(result: LinkResult) -> dict:
-    link, record = result.link, result.transaction
-    participant = record.participant
     return {
-        "link_id": link.pk,
-        "token": link.token,
-        "url": link.url,
-        "expires_at": link.expires_at,
-        "person": participant.person_id if participant else None,
-        "person_id": participant.person.person_id if participant else "",
-        "participant": participant.pk if participant else None,
-        "transaction": record.pk,
-        "transaction_id": record.external_id,
-        "distribution": link.distribution_id,
+        "link_id": result.link_id,
+        "token": result.token,
+        "url": result.url,
+        "expires_at": result.expires_at,
+        "person": result.person,
+        "person_id": result.person_id,
+        "participant": result.participant,
+        "transaction": result.transaction,
+        "transaction_id": result.transaction_id,
+        "distribution": result.distribution_id,
         "created": result.created,
     }
 
@@ -202,32 +199,11 @@ class TransactionalLinkList(LinkList):
     def _one(self, body, *, key: str) -> LinkResult:
         payload = TransactionalLinkSerializer(data=body)
         payload.is_valid(raise_exception=True)
-        data = payload.validated_data
-        try:
-            return transactional_link_create(
-                project=self.project,
-                contact=data["contact"],
-                transaction_id=data["transaction"]["id"],
-                occurred_at=data["transaction"].get("occurred_at"),
-                data=data["transaction"].get("data"),
-                channel_label=data["channel"],
-                expires_at=data.get("expires_at"),
-                idempotency_key=key,
-                body=body,
-            )
-        except ProjectNotCollecting as exc:
-            raise Conflict(
-                {"detail": CLOSED_MESSAGES.get(exc.reason, exc.reason), "reason": exc.reason}
-            ) from exc
-        except IdempotencyConflict as exc:
-            named = ", ".join(exc.differences)
-            raise Conflict(
-                {
-                    "detail": f"This key was used with other data: {named} differ(s).",
-                    "differences": exc.differences,
-                },
-                code="idempotency_conflict",
-            ) from exc
+        request = _link_request(payload.validated_data, key=key, body=body)
+        (answer,) = transactional_links_create(project=self.project, requests=[request])
+        if isinstance(answer, Exception):
+            raise _api_error(answer) from answer
+        return answer
 
     def _bulk(self, request):
         items = request.data
@@ -236,16 +212,29 @@ class TransactionalLinkList(LinkList):
         if not items:
             raise exceptions.ValidationError({"non_field_errors": "No items."})
         key = request.headers.get("Idempotency-Key", "").strip()[:240]
-        results = []
+        # Every item is validated first; the valid ones are written together (a constant
+        # number of statements) and each answers its link or its error at its index.
+        results: list[dict | None] = [None] * len(items)
+        valid: list[tuple[int, LinkRequest]] = []
+        # One serializer for all items: DRF deep-copies a serializer's fields per instance,
+        # which would cost more than the writes.
+        validator = TransactionalLinkSerializer()
         for index, item in enumerate(items):
             try:
-                # Each item in its own savepoint: a bad item leaves the good ones written.
-                with transaction.atomic():
-                    result = self._one(item, key=f"{key}:{index}" if key else "")
-            except (exceptions.APIException, DjangoValidationError) as exc:
-                results.append({"index": index, "error": _error_body(exc)})
+                data = validator.run_validation(item)
+            except exceptions.ValidationError as exc:
+                results[index] = {"index": index, "error": _error_body(exc)}
             else:
-                results.append({"index": index, **_result(result)})
+                item_key = f"{key}:{index}" if key else ""
+                valid.append((index, _link_request(data, key=item_key, body=item)))
+        answers = transactional_links_create(
+            project=self.project, requests=[request for _, request in valid]
+        )
+        for (index, _), answer in zip(valid, answers, strict=True):
+            if isinstance(answer, Exception):
+                results[index] = {"index": index, "error": _error_body(_api_error(answer))}
+            else:
+                results[index] = {"index": index, **_result(answer)}
         created = sum(1 for r in results if r.get("created"))
         failed = sum(1 for r in results if "error" in r)
         return ApiResponse(
@@ -257,6 +246,37 @@ class TransactionalLinkList(LinkList):
             },
             status=status.HTTP_200_OK,
         )
+
+
+def _link_request(data: dict, *, key: str, body) -> LinkRequest:
+    return LinkRequest(
+        contact=data["contact"],
+        transaction_id=data["transaction"]["id"],
+        occurred_at=data["transaction"].get("occurred_at"),
+        data=data["transaction"].get("data"),
+        channel_label=data["channel"],
+        expires_at=data.get("expires_at"),
+        idempotency_key=key,
+        body=body,
+    )
+
+
+def _api_error(exc: Exception) -> Exception:
+    """The HTTP error of a service error (a Django ValidationError passes as it is)."""
+    if isinstance(exc, ProjectNotCollecting):
+        return Conflict(
+            {"detail": CLOSED_MESSAGES.get(exc.reason, exc.reason), "reason": exc.reason}
+        )
+    if isinstance(exc, IdempotencyConflict):
+        named = ", ".join(exc.differences)
+        return Conflict(
+            {
+                "detail": f"This key was used with other data: {named} differ(s).",
+                "differences": exc.differences,
+            },
+            code="idempotency_conflict",
+        )
+    return exc
 
 
 def _error_body(exc) -> dict:

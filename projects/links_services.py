@@ -1,5 +1,13 @@
 """Transactional personal links: one call upserts the person and the participant, stores the
-transaction and makes the link, in one database transaction.
+transaction and makes the link, in one database transaction; a bulk call does the same for up
+to ``MAX_BULK_ITEMS`` items with a constant number of statements.
+
+One engine serves both (``transactional_links_create``; the single call is a batch of one):
+it validates every item in Python, answers replays from one read, then, in one database
+transaction, locks the contact identities, reads the directory once, folds the items into it
+in order (the same rules as one call after another), and writes people, participants, links
+and transactions with a few set-based statements (``INSERT ... SELECT FROM unnest(arrays)`` on
+PostgreSQL, ``bulk_create`` elsewhere). Each item answers its own link or its own error.
 
 Idempotent by data: the ``Idempotency-Key`` (or the caller's transaction id) is unique per
 project on ``Transaction``; a retry with the same body answers the stored link, the same key
@@ -11,21 +19,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import reduce
+from itertools import count
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Q
+from django.db.models import F, Lookup, Q
 from django.utils import timezone
 
 from distributions.models import Distribution
 from distributions.rendering import new_token
 from participants.models import Participant, Person
 from participants.phones import PhoneError, phone_to_e164
-from participants.services import person_create, person_update
+from participants.services import _keep_opt_out
+from participants.upserts import _update_rows
 from projects.models import Project, Response, SurveyLink
 from projects.transactions import Transaction
 
@@ -37,6 +50,10 @@ NAME_FIELDS = ("first_name", "last_name", "username")
 OTHER_CHANNEL = "api"
 # First key of our advisory locks ("tx"): the second is a hash of one contact identity.
 IDENTITY_LOCK_CLASS = 0x7478
+PERSON_COLUMNS = (*IDENTITY_FIELDS, *NAME_FIELDS, "metadata")
+# A write that loses a race (a token drawn twice, a PersonID an import inserted meanwhile)
+# is planned and written again from the directory as it is then, this many times in all.
+WRITE_ATTEMPTS = 3
 
 
 class ProjectNotCollecting(Exception):
@@ -58,9 +75,25 @@ class IdempotencyConflict(Exception):
 
 @dataclass
 class LinkResult:
-    link: SurveyLink
-    transaction: Transaction
+    """What a call answers about one link (plain values: a bulk call makes a thousand)."""
+
+    link_id: int
+    token: str
+    expires_at: datetime | None
+    distribution_id: int | None
+    person: int | None  # the directory person's pk
+    person_id: str  # the brand's PersonID
+    participant: int | None
+    transaction: int  # the Transaction's pk
+    transaction_id: str  # the caller's id
     created: bool
+
+    @property
+    def url(self) -> str:
+        return f"{settings.PUBLIC_BASE_URL}/s/{self.token}"
+
+    def replayed(self) -> LinkResult:
+        return replace(self, created=False)
 
 
 def request_fingerprint(body: dict) -> str:
@@ -102,20 +135,110 @@ def closed_reason(project: Project, *, now: datetime | None = None) -> str | Non
     return "closed"
 
 
-def _stored(project: Project, *, key: str, external_id: str) -> Transaction | None:
-    return (
-        Transaction.objects.filter(project=project)
-        .filter(Q(idempotency_key=key) | Q(external_id=external_id))
-        .select_related("link", "participant__person")
-        .order_by("pk")
-        .first()
+@dataclass
+class LinkRequest:
+    """One item of a call, as the API validated it. ``body`` is the item as received (its
+    fingerprint tells a retry from a reuse of the key); ``idempotency_key`` defaults to
+    ``txn:<transaction id>``."""
+
+    contact: dict
+    transaction_id: str
+    occurred_at: datetime | None = None
+    data: dict | None = None
+    channel_label: str = "api"
+    expires_at: datetime | None = None
+    idempotency_key: str = ""
+    body: dict | None = None
+
+
+@dataclass(eq=False)
+class _Item:
+    index: int
+    request: LinkRequest
+    key: str
+    fingerprint: str
+    body: dict
+    values: dict = field(default_factory=dict)
+    person: Person | None = None
+
+    @property
+    def transaction_id(self) -> str:
+        return self.request.transaction_id
+
+
+def _item(index: int, request: LinkRequest) -> _Item:
+    body = request.body if request.body is not None else {}
+    return _Item(
+        index=index,
+        request=request,
+        key=request.idempotency_key or f"txn:{request.transaction_id}",
+        fingerprint=request_fingerprint(body),
+        body=body,
     )
 
 
-def _replay(stored: Transaction, *, fingerprint: str, body: dict) -> LinkResult:
-    if stored.fingerprint != fingerprint:
-        raise IdempotencyConflict(_differences(stored.request, body) or ["body"])
-    return LinkResult(link=stored.link, transaction=stored, created=False)
+class _AnyOf(Lookup):
+    """``column = ANY(%s::type[])`` with the values as one array literal (PostgreSQL)."""
+
+    lookup_name = "any_of"
+    prepare_rhs = False
+
+    def as_sql(self, compiler, connection):
+        lhs, lhs_params = self.process_lhs(compiler, connection)
+        cast = self.lhs.output_field.db_type(connection)
+        return f"{lhs} = ANY(%s::{cast}[])", [*lhs_params, pg_array_literal(list(self.rhs))]
+
+
+def _among(name: str, values) -> Q | Lookup:
+    """``name IN values``; on PostgreSQL one array parameter (see ``pg_array_literal``)."""
+    values = sorted(values)
+    if connection.vendor == "postgresql":
+        return _AnyOf(F(name), values)
+    return Q(**{f"{name}__in": values})
+
+
+class _Stored:
+    """Transactions already stored under the items' keys or transaction ids (one query)."""
+
+    def __init__(self, project: Project, items: list[_Item]):
+        self.by_key: dict[str, Transaction] = {}
+        self.by_id: dict[str, Transaction] = {}
+        if not items:
+            return
+        rows = (
+            Transaction.objects.filter(project=project)
+            .filter(
+                _among("idempotency_key", {i.key for i in items})
+                | _among("external_id", {i.transaction_id for i in items})
+            )
+            .select_related("link", "participant__person")
+            .order_by("-pk")  # the first stored wins: it is written last into the maps
+        )
+        for row in rows:
+            self.by_key[row.idempotency_key] = row
+            self.by_id[row.external_id] = row
+
+    def match(self, item: _Item) -> Transaction | None:
+        found = [t for t in (self.by_key.get(item.key), self.by_id.get(item.transaction_id)) if t]
+        return min(found, key=lambda t: t.pk) if found else None
+
+
+def _replay(stored: Transaction, item: _Item) -> LinkResult | IdempotencyConflict:
+    if stored.fingerprint != item.fingerprint:
+        return IdempotencyConflict(_differences(stored.request, item.body) or ["body"])
+    link, participant = stored.link, stored.participant
+    return LinkResult(
+        link_id=stored.link_id,
+        token=link.token if link else "",
+        expires_at=link.expires_at if link else None,
+        distribution_id=link.distribution_id if link else None,
+        person=participant.person_id if participant else None,
+        person_id=participant.person.person_id if participant else "",
+        participant=stored.participant_id,
+        transaction=stored.pk,
+        transaction_id=stored.external_id,
+        created=False,
+    )
 
 
 def _contact_values(contact: dict, *, country: str) -> dict[str, Any]:
@@ -135,42 +258,394 @@ def _contact_values(contact: dict, *, country: str) -> dict[str, Any]:
     return values
 
 
-def _lock_identity(brand_id: int, values: dict) -> None:
-    """Serialise calls about one contact identity until the transaction ends, so that two
-    simultaneous calls (different transactions) for one new email make one person. PostgreSQL
-    only: SQLite's IMMEDIATE transactions already admit one writer at a time. A different
-    identity of the same person (PersonID in one call, email only in the other) is not
-    covered: the PersonID's unique constraint and one retry cover the PersonID case."""
-    if connection.vendor != "postgresql":
-        return
+def _identity_lock_key(brand_id: int, values: dict) -> int:
     kind = next(k for k in IDENTITY_FIELDS if values.get(k))
     digest = zlib.crc32(f"{brand_id}:{kind}:{values[kind]}".encode())
-    key = digest - (1 << 32) if digest >= (1 << 31) else digest  # a signed 32-bit int
+    return digest - (1 << 32) if digest >= (1 << 31) else digest  # a signed 32-bit int
+
+
+def _lock_identities(brand_id: int, items: list[_Item]) -> None:
+    """Serialise calls about one contact identity until the transaction ends, so that two
+    simultaneous calls (different transactions, or the same bulk twice) for one new email
+    make one person. The locks are taken in ascending order, in one statement: two bulk calls
+    sharing contacts wait for each other instead of deadlocking. PostgreSQL only: SQLite
+    admits one writer at a time. A different identity of the same person (PersonID in one
+    call, email only in the other) is not covered: the PersonID's unique constraint and a
+    second attempt cover the PersonID case."""
+    keys = sorted({_identity_lock_key(brand_id, item.values) for item in items})
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [IDENTITY_LOCK_CLASS, key])
+        cursor.execute(
+            "SELECT count(pg_advisory_xact_lock(%s, k)) FROM unnest(%s::int[]) AS k",
+            [IDENTITY_LOCK_CLASS, keys],
+        )
 
 
-def _person_upsert(project: Project, contact: dict) -> Person:
-    """The directory person: found by PersonID, else email, else phone; given values win."""
-    values = _contact_values(contact, country=project.country)
-    _lock_identity(project.brand_id, values)
-    people = Person.objects.filter(brand_id=project.brand_id)
-    person = None
-    for key in IDENTITY_FIELDS:
-        if values.get(key):
-            person = people.filter(**{key: values[key]}).order_by("pk").first()
-            if person is not None or key == "person_id":
+class _Directory:
+    """The brand's people the items name, read in one query, then changed in memory item by
+    item with the rules of one call (found by PersonID, else email, else phone, the smallest
+    pk first; given values win; metadata merges; ``Opted out`` is never written), and
+    written with one insert and one update."""
+
+    def __init__(self, brand_id: int, items: list[_Item]):
+        self.brand_id = brand_id
+        self.order: dict[int, int] = {}  # id(person) -> rank: stored pk, then new in order
+        self.index: dict[str, dict[str, list[Person]]] = {k: {} for k in IDENTITY_FIELDS}
+        self.new: list[Person] = []
+        self.changed: dict[int, Person] = {}
+        self.fields: set[str] = set()
+        self._ranks = count(1 << 62)
+        pids = {i.values["person_id"] for i in items if i.values.get("person_id")}
+        unnamed = [i.values for i in items if not i.values.get("person_id")]
+        emails = {v["email"] for v in unnamed if v.get("email")}
+        phones = {v["phone"] for v in unnamed if v.get("phone")}
+        lookups = []
+        if pids:
+            # ``person_id <> ''`` lets PostgreSQL use the partial unique index.
+            lookups.append(_among("person_id", pids) & ~Q(person_id=""))
+        if emails:
+            lookups.append(_among("email", emails))
+        if phones:
+            lookups.append(_among("phone", phones))
+        lookup = reduce(operator.or_, lookups)
+        for person in Person.objects.filter(lookup, brand_id=brand_id).order_by("pk"):
+            self._add(person, rank=person.pk)
+
+    def _add(self, person: Person, *, rank: int) -> None:
+        self.order[id(person)] = rank
+        for name in IDENTITY_FIELDS:
+            self._index(person, name)
+
+    def _index(self, person: Person, name: str) -> None:
+        value = getattr(person, name)
+        if value:
+            bucket = self.index[name].setdefault(value, [])
+            bucket.append(person)
+            bucket.sort(key=lambda p: self.order[id(p)])
+
+    def _unindex(self, person: Person, name: str) -> None:
+        value = getattr(person, name)
+        if value and person in self.index[name].get(value, ()):
+            self.index[name][value].remove(person)
+
+    def find(self, values: dict) -> Person | None:
+        for name in IDENTITY_FIELDS:
+            if values.get(name):
+                found = self.index[name].get(values[name])
+                if found or name == "person_id":
+                    return found[0] if found else None
+        return None
+
+    def upsert(self, values: dict) -> Person:
+        """The item's person, changed in memory. Raises ValidationError (metadata that tries
+        to write ``Opted out``) leaving the person as it was."""
+        person = self.find(values)
+        if person is None:
+            fields = {k: v for k, v in values.items() if k != "metadata"}
+            metadata = _keep_opt_out({}, values.get("metadata") or {})
+            person = Person(brand_id=self.brand_id, metadata=metadata, **fields)
+            self.new.append(person)
+            self._add(person, rank=next(self._ranks))
+            return person
+        changes = {k: v for k, v in values.items() if k != "metadata" and getattr(person, k) != v}
+        if "metadata" in values:
+            merged = {**person.metadata, **values["metadata"]}
+            if merged != person.metadata:
+                changes["metadata"] = _keep_opt_out(person.metadata, merged)
+        for name, value in changes.items():
+            if name in IDENTITY_FIELDS:
+                self._unindex(person, name)
+            setattr(person, name, value)
+            if name in IDENTITY_FIELDS:
+                self._index(person, name)
+        if changes and person.pk:
+            self.changed[person.pk] = person
+            self.fields |= set(changes)
+        return person
+
+    def write(self, now: datetime) -> None:
+        if self.new:
+            rows = [
+                {
+                    "brand_id": self.brand_id,
+                    **{name: getattr(p, name) for name in PERSON_COLUMNS},
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for p in self.new
+            ]
+            for person, pk in zip(self.new, _bulk_insert(Person, rows), strict=True):
+                person.pk = person.id = pk
+        if self.changed:
+            people = list(self.changed.values())
+            for person in people:
+                person.updated_at = now
+            _update_rows(Person, people, sorted(self.fields | {"updated_at"}))
+
+
+def _participants(project: Project, person_pks: set[int], now: datetime) -> dict[int, int]:
+    """``{person pk: participant pk}``: the project's participants of these people, the
+    missing ones made (one statement on PostgreSQL, two elsewhere)."""
+    pks = sorted(person_pks)
+    table = Participant._meta.db_table
+    found: dict[int, int] = {}
+    if connection.vendor == "postgresql":
+        literal = pg_array_literal(pks)
+        with connection.cursor() as cursor:
+            # The SELECT sees the table as it was before the INSERT: together they answer
+            # every participant once, old and new.
+            cursor.execute(
+                f"WITH made AS (INSERT INTO {table} (project_id, person_id, role, metadata, "  # noqa: S608
+                "added_by_id, created_at, updated_at) SELECT %s, u.person_id, '', '{}'::jsonb, "
+                "NULL, %s, %s FROM unnest(%s::bigint[]) AS u(person_id) "
+                "ON CONFLICT (project_id, person_id) DO NOTHING RETURNING person_id, id) "
+                f"SELECT person_id, id FROM made UNION ALL SELECT person_id, id FROM {table} "
+                "WHERE project_id = %s AND person_id = ANY(%s::bigint[])",
+                [project.pk, now, now, literal, project.pk, literal],
+            )
+            found = dict(cursor.fetchall())
+    else:
+        Participant.objects.bulk_create(
+            [
+                Participant(project=project, person_id=pk, created_at=now, updated_at=now)
+                for pk in pks
+            ],
+            ignore_conflicts=True,
+        )
+    missing = [pk for pk in pks if pk not in found]  # elsewhere; or a concurrent insert
+    if missing:
+        found.update(
+            Participant.objects.filter(project=project, person_id__in=missing).values_list(
+                "person_id", "pk"
+            )
+        )
+    return found
+
+
+def _distributions(project: Project, labels: set[str]) -> dict[str, Distribution]:
+    found = {
+        d.label: d
+        for d in Distribution.objects.filter(
+            project=project, kind=Distribution.Kind.TRANSACTIONAL, label__in=sorted(labels)
+        )
+    }
+    for label in sorted(labels - set(found)):
+        found[label] = transactional_distribution(project=project, label=label)
+    return found
+
+
+def _pg_element(value) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, int):
+        return str(value)
+    text = value.isoformat() if isinstance(value, datetime) else str(value)
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def pg_array_literal(values: list) -> str:
+    """``values`` as one PostgreSQL array literal (``{"a","b",NULL}``), to be cast by the
+    statement. One text parameter per column: psycopg2 would send ``ARRAY[...]`` with one
+    expression per element, which the server parses and types one by one (about five times
+    slower for a 1,000-row insert)."""
+    return "{" + ",".join(map(_pg_element, values)) + "}"
+
+
+def _bulk_insert(model, rows: list[dict]) -> list[int]:
+    """Insert ``rows`` (field name -> value; every row the same names) and return their pks
+    in order. PostgreSQL: one ``INSERT ... SELECT FROM unnest(arrays)`` per call, one array
+    per given column, the model's defaults for the others; elsewhere ``bulk_create``."""
+    if connection.vendor != "postgresql":
+        objects = model.objects.bulk_create([model(**row) for row in rows])
+        return [obj.pk for obj in objects]
+    given = list(rows[0])
+    columns, selects, params, arrays = [], [], [], []
+    for meta in model._meta.concrete_fields:
+        if meta.primary_key:
+            continue
+        columns.append(f'"{meta.column}"')
+        name = meta.name if meta.name in given else meta.attname
+        if name in given:
+            cast = meta.db_type(connection)
+            if meta.get_internal_type() == "JSONField":
+                values = [json.dumps(row[name], ensure_ascii=False) for row in rows]
+            else:
+                values = [row[name] for row in rows]
+            arrays.append((f"c{len(arrays)}", cast, pg_array_literal(values)))
+            selects.append(f"u.c{len(arrays) - 1}")
+        else:
+            default = meta.get_default() if meta.has_default() else None
+            if getattr(meta, "auto_now_add", False) or getattr(meta, "auto_now", False):
+                default = timezone.now()
+            selects.append("%s")
+            params.append(meta.get_db_prep_save(default, connection))
+    unnest = ", ".join(f"%s::{cast}[]" for _, cast, _ in arrays)
+    names = ", ".join(name for name, _, _ in arrays)
+    sql = (
+        f'INSERT INTO "{model._meta.db_table}" ({", ".join(columns)}) '  # noqa: S608 - names from meta
+        f"SELECT {', '.join(selects)} FROM unnest({unnest}) AS u({names}) RETURNING id"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, *(values for _, _, values in arrays)])
+        return [row[0] for row in cursor.fetchall()]
+
+
+def transactional_links_create(
+    *, project: Project, requests: list[LinkRequest], now: datetime | None = None
+) -> list[LinkResult | Exception]:
+    """Make the links of ``requests``; answer, in their order, a ``LinkResult`` or the
+    item's error (``ValidationError``, ``ProjectNotCollecting``, ``IdempotencyConflict``).
+
+    Items are validated first; replays are answered from one read. The new ones are written
+    in one database transaction with a constant number of statements, whatever their count.
+    A bad item writes nothing and stops nothing. A retry, even a concurrent one, answers the
+    stored links (``created`` False): calls about the same contacts wait for each other, and
+    the second finds what the first stored. Two items of one call with the same key (or
+    transaction id) are one link: the second is its replay, or a conflict.
+    """
+    now = now or timezone.now()
+    items = [_item(index, request) for index, request in enumerate(requests)]
+    answers: list[LinkResult | Exception | None] = [None] * len(items)
+    stored = _Stored(project, items)
+    pending = []
+    for item in items:
+        match = stored.match(item)
+        if match is not None:
+            answers[item.index] = _replay(match, item)
+        else:
+            pending.append(item)
+    reason = closed_reason(project, now=now) if pending else None
+    valid: list[_Item] = []
+    for item in pending:
+        try:
+            if reason:
+                raise ProjectNotCollecting(reason)
+            expires = item.request.expires_at
+            if expires is not None and expires <= now:
+                raise ValidationError({"expires_at": "Must be in the future."})
+            item.values = _contact_values(item.request.contact, country=project.country)
+        except (ValidationError, ProjectNotCollecting) as exc:
+            answers[item.index] = exc
+        else:
+            valid.append(item)
+    firsts, twins = _split_twins(valid)
+    if firsts:
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                with transaction.atomic():
+                    written = _write(project, firsts, now=now)
                 break
-    if person is None:
-        return person_create(brand=project.brand, country=project.country, **values)
-    changes = {k: v for k, v in values.items() if k != "metadata" and getattr(person, k) != v}
-    if "metadata" in values:
-        merged = {**person.metadata, **values["metadata"]}
-        if merged != person.metadata:
-            changes["metadata"] = merged
-    if changes:
-        person = person_update(person=person, country=project.country, **changes)
-    return person
+            except IntegrityError:
+                if attempt == WRITE_ATTEMPTS:
+                    raise
+        for item in firsts:
+            answers[item.index] = written[item.index]
+    for twin, first in twins:
+        answers[twin.index] = _twin_answer(twin, first, answers[first.index])
+    return answers  # type: ignore[return-value]
+
+
+def _split_twins(items: list[_Item]) -> tuple[list[_Item], list[tuple[_Item, _Item]]]:
+    """The first item of each key (or transaction id), and the later ones with their first."""
+    firsts: list[_Item] = []
+    twins: list[tuple[_Item, _Item]] = []
+    by_key: dict[str, _Item] = {}
+    by_id: dict[str, _Item] = {}
+    for item in items:
+        first = by_key.get(item.key) or by_id.get(item.transaction_id)
+        if first is not None:
+            twins.append((item, first))
+            continue
+        firsts.append(item)
+        by_key[item.key] = item
+        by_id[item.transaction_id] = item
+    return firsts, twins
+
+
+def _twin_answer(twin: _Item, first: _Item, answer) -> LinkResult | Exception:
+    if twin.fingerprint != first.fingerprint:
+        return IdempotencyConflict(_differences(first.body, twin.body) or ["body"])
+    if isinstance(answer, LinkResult):
+        return answer.replayed()
+    return answer
+
+
+def _write(project: Project, items: list[_Item], *, now: datetime) -> dict[int, Any]:
+    """Write the new items; inside the caller's database transaction."""
+    answers: dict[int, Any] = {}
+    if connection.vendor == "postgresql":
+        _lock_identities(project.brand_id, items)
+        # What a concurrent call about the same contacts stored while this one waited.
+        stored = _Stored(project, items)
+        fresh = []
+        for item in items:
+            match = stored.match(item)
+            if match is not None:
+                answers[item.index] = _replay(match, item)
+            else:
+                fresh.append(item)
+        items = fresh
+        if not items:
+            return answers
+    directory = _Directory(project.brand_id, items)
+    kept = []
+    for item in items:
+        try:
+            item.person = directory.upsert(item.values)
+        except ValidationError as exc:
+            answers[item.index] = exc
+        else:
+            kept.append(item)
+    if not kept:
+        return answers
+    directory.write(now)
+    participants = _participants(project, {item.person.pk for item in kept}, now)
+    distributions = _distributions(project, {item.request.channel_label for item in kept})
+    links = [
+        {
+            "token": new_token(),
+            "project_id": project.pk,
+            "participant_id": participants[item.person.pk],
+            "distribution_id": distributions[item.request.channel_label].pk,
+            "channel": Response.Channel.API,
+            "expires_at": item.request.expires_at,
+            "created_at": now,
+        }
+        for item in kept
+    ]
+    link_pks = _bulk_insert(SurveyLink, links)
+    records = [
+        {
+            "project_id": project.pk,
+            "participant_id": link["participant_id"],
+            "link_id": link_pk,
+            "external_id": item.transaction_id,
+            "occurred_at": item.request.occurred_at or now,
+            "data": item.request.data or {},
+            "channel_label": item.request.channel_label,
+            "idempotency_key": item.key,
+            "fingerprint": item.fingerprint,
+            "request": item.body,
+            "created_at": now,
+        }
+        for item, link, link_pk in zip(kept, links, link_pks, strict=True)
+    ]
+    record_pks = _bulk_insert(Transaction, records)
+    for item, link, link_pk, record_pk in zip(kept, links, link_pks, record_pks, strict=True):
+        answers[item.index] = LinkResult(
+            link_id=link_pk,
+            token=link["token"],
+            expires_at=link["expires_at"],
+            distribution_id=link["distribution_id"],
+            person=item.person.pk,
+            person_id=item.person.person_id,
+            participant=link["participant_id"],
+            transaction=record_pk,
+            transaction_id=item.transaction_id,
+            created=True,
+        )
+    return answers
 
 
 def transactional_distribution(*, project: Project, label: str) -> Distribution:
@@ -206,91 +681,23 @@ def transactional_link_create(
     idempotency_key: str = "",
     body: dict | None = None,
 ) -> LinkResult:
-    """Upsert the person and participant, store the transaction, make the personal link.
+    """One link: ``transactional_links_create`` with one item, its error raised.
 
-    ``body`` is the call's body as received (its fingerprint tells a retry from a reuse).
     Raises ``ValidationError`` (bad input), ``ProjectNotCollecting`` (paused, closed...) or
     ``IdempotencyConflict``. A retry, even a concurrent one, answers the stored link
-    (``created`` False): of two simultaneous inserts of one key the second fails on the unique
-    key, rolls back its whole work and reads the first.
+    (``created`` False).
     """
-    body = body if body is not None else {}
-    key = idempotency_key or f"txn:{transaction_id}"
-    fingerprint = request_fingerprint(body)
-    stored = _stored(project, key=key, external_id=transaction_id)
-    if stored is not None:
-        return _replay(stored, fingerprint=fingerprint, body=body)
-    now = timezone.now()
-    reason = closed_reason(project, now=now)
-    if reason:
-        raise ProjectNotCollecting(reason)
-    if expires_at is not None and expires_at <= now:
-        raise ValidationError({"expires_at": "Must be in the future."})
-    arguments = {
-        "project": project,
-        "contact": contact,
-        "transaction_id": transaction_id,
-        "occurred_at": occurred_at or now,
-        "data": data,
-        "channel_label": channel_label,
-        "expires_at": expires_at,
-        "key": key,
-        "fingerprint": fingerprint,
-        "body": body,
-    }
-    try:
-        return _create(**arguments)
-    except ValidationError as exc:
-        # A concurrent call (or an import) inserted this new PersonID first: the second try
-        # finds that person and updates it.
-        if "person_id" not in getattr(exc, "error_dict", {}):
-            raise
-        return _create(**arguments)
-
-
-def _create(
-    *,
-    project: Project,
-    contact: dict,
-    transaction_id: str,
-    occurred_at: datetime,
-    data: dict | None,
-    channel_label: str,
-    expires_at: datetime | None,
-    key: str,
-    fingerprint: str,
-    body: dict,
-) -> LinkResult:
-    try:
-        with transaction.atomic():
-            person = _person_upsert(project, contact)
-            participant, _ = Participant.objects.get_or_create(project=project, person=person)
-            distribution = transactional_distribution(project=project, label=channel_label)
-            link = SurveyLink.objects.create(
-                token=new_token(),
-                project=project,
-                participant=participant,
-                distribution=distribution,
-                channel=Response.Channel.API,
-                expires_at=expires_at,
-            )
-            record = Transaction.objects.create(
-                project=project,
-                participant=participant,
-                link=link,
-                external_id=transaction_id,
-                occurred_at=occurred_at,
-                data=data or {},
-                channel_label=channel_label,
-                idempotency_key=key,
-                fingerprint=fingerprint,
-                request=body,
-            )
-    except IntegrityError:
-        stored = _stored(project, key=key, external_id=transaction_id)
-        if stored is None:
-            raise
-        return _replay(stored, fingerprint=fingerprint, body=body)
-    participant.person = person
-    record.participant = participant
-    return LinkResult(link=link, transaction=record, created=True)
+    request = LinkRequest(
+        contact=contact,
+        transaction_id=transaction_id,
+        occurred_at=occurred_at,
+        data=data,
+        channel_label=channel_label,
+        expires_at=expires_at,
+        idempotency_key=idempotency_key,
+        body=body,
+    )
+    (answer,) = transactional_links_create(project=project, requests=[request])
+    if isinstance(answer, Exception):
+        raise answer
+    return answer

@@ -9,7 +9,12 @@ from django.db import connection
 import pytest
 
 from participants.models import Participant, Person
-from projects.links_services import transactional_link_create
+from projects.links_services import (
+    LinkRequest,
+    LinkResult,
+    transactional_link_create,
+    transactional_links_create,
+)
 from projects.models import SurveyLink, Transaction
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -55,7 +60,7 @@ def test_concurrent_identical_calls_make_one_link(tenancy, key):
     )
 
     assert len(results) == 4
-    assert len({result.link.pk for result in results}) == 1
+    assert len({result.link_id for result in results}) == 1
     assert sorted(result.created for result in results) == [False, False, False, True]
     assert Transaction.objects.count() == 1
     assert SurveyLink.objects.filter(project=project).count() == 1
@@ -85,6 +90,41 @@ def test_simultaneous_transactions_of_one_new_contact_make_one_person(tenancy, c
     results = race(call, count=4)
 
     assert all(result.created for result in results)
-    assert len({result.link.pk for result in results}) == 4
+    assert len({result.link_id for result in results}) == 4
     assert Person.objects.filter(brand=tenancy.brand_a, email=contact["email"]).count() == 1
     assert Participant.objects.filter(project=project, person__email=contact["email"]).count() == 1
+
+
+def test_concurrent_identical_bulk_calls_make_one_link_per_transaction(tenancy):
+    """Three copies of one 200-item bulk call at once (contacts shared between items, some
+    new, some repeated): one link, one person per contact, the same answers for all."""
+    project = tenancy.project_a
+    requests = []
+    for number in range(200):
+        contact = {"email": f"c{number % 50}@example.com"}
+        if number % 3 == 0:
+            contact["person_id"] = f"P-{number % 50}"
+        body = {"contact": contact, "transaction": {"id": f"B-{number}"}}
+        requests.append(
+            LinkRequest(
+                contact=contact, transaction_id=f"B-{number}", channel_label="push", body=body
+            )
+        )
+
+    answers = race(lambda: transactional_links_create(project=project, requests=requests), count=3)
+
+    assert all(isinstance(a, LinkResult) for answer in answers for a in answer), answers
+    links = [[a.link_id for a in answer] for answer in answers]
+    assert links[0] == links[1] == links[2]
+    assert sum(a.created for answer in answers for a in answer) == 200
+    assert Transaction.objects.filter(project=project).count() == 200
+    assert SurveyLink.objects.filter(project=project).count() == 200
+    people = [[a.person for a in answer] for answer in answers]
+    assert people[0] == people[1] == people[2]
+    made = Person.objects.filter(brand=tenancy.brand_a, email__startswith="c")
+    assert sorted(made.values_list("pk", flat=True)) == sorted(set(people[0]))
+    # No identity made twice: one person per PersonID, one email-only person per email.
+    named = made.exclude(person_id="")
+    assert named.count() == named.values("person_id").distinct().count() == 50
+    unnamed = made.filter(person_id="")
+    assert unnamed.count() == unnamed.values("email").distinct().count()
