@@ -534,7 +534,9 @@ def transactional_links_create(
         for attempt in range(1, WRITE_ATTEMPTS + 1):
             try:
                 with transaction.atomic():
-                    written = _write(project, firsts, now=now)
+                    # After a lost race, read again what the winner stored (PostgreSQL always
+                    # reads it, after its locks).
+                    written = _write(project, firsts, now=now, recheck=attempt > 1)
                 break
             except IntegrityError:
                 if attempt == WRITE_ATTEMPTS:
@@ -571,11 +573,15 @@ def _twin_answer(twin: _Item, first: _Item, answer) -> LinkResult | Exception:
     return answer
 
 
-def _write(project: Project, items: list[_Item], *, now: datetime) -> dict[int, Any]:
+def _write(
+    project: Project, items: list[_Item], *, now: datetime, recheck: bool = False
+) -> dict[int, Any]:
     """Write the new items; inside the caller's database transaction."""
     answers: dict[int, Any] = {}
     if connection.vendor == "postgresql":
         _lock_identities(project.brand_id, items)
+        recheck = True
+    if recheck:
         # What a concurrent call about the same contacts stored while this one waited.
         stored = _Stored(project, items)
         fresh = []
