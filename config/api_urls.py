@@ -22,18 +22,9 @@ from projects.api import ProjectViewSet
 from projects.links_api import TransactionalInvites, TransactionalLinkList, TransactionsCsv
 from webhooks.api import WebhookEndpointViewSet
 
-
-class OptionalSlashRouter(SimpleRouter):
-    """Trailing slashes optional: `history.csv` reads better without one, and a POST without
-    the slash must not fail on a redirect. (DRF's ``trailing_slash`` argument is a boolean, so
-    the pattern is set after initialisation, as DRF's router docs suggest.)"""
-
-    def __init__(self):
-        super().__init__()
-        self.trailing_slash = "/?"
-
-
-router = OptionalSlashRouter()
+# One canonical form, with the slash; config.middleware.ApiOptionalSlashMiddleware answers
+# the same paths without it (no redirect).
+router = SimpleRouter()
 router.register("projects", ProjectViewSet, basename="project")
 router.register("api-keys", ApiKeyViewSet, basename="api-key")
 router.register("distributions", DistributionViewSet, basename="distribution")

@@ -5,6 +5,8 @@ import io
 
 import pytest
 
+from brands.roles import Role
+from tests.factories.brands import ApiKeyFactory
 from tests.factories.distributions import DistributionFactory
 
 
@@ -29,3 +31,11 @@ def test_history_csv_is_served_at_its_documented_path(api_a, tenancy, path):
     body = b"".join(response.streaming_content).decode("utf-8").removeprefix("\ufeff")
     header = next(csv.reader(io.StringIO(body)))
     assert header[:4] == ["PersonID", "First name", "Last name", "Phone number"]
+
+
+def test_plain_paths_answer_without_their_slash_too(api_client_for, tenancy):
+    admin = api_client_for(api_key=ApiKeyFactory(brand=tenancy.brand_a, role=Role.BRAND_ADMIN))
+    assert admin.get("/api/v1/credits/balance").status_code == 200
+    assert admin.get("/api/v1/me").json()["brand"]["slug"] == "alpha"
+    # An unknown path stays a 404, with or without the slash.
+    assert admin.get("/api/v1/nothing-here").status_code == 404
