@@ -179,6 +179,25 @@ if not DEBUG:
 
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.filebased.EmailBackend")
 EMAIL_FILE_PATH = VAR_DIR / "mail"
+# The platform mailer (docs/email.md): with EMAIL_BACKEND=django.core.mail.backends.smtp.
+# EmailBackend, email distributions go over SMTP to EMAIL_HOST; otherwise through the backend
+# (the file-based default writes them to var/mail).
+EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+EMAIL_USE_SSL = env.bool("EMAIL_USE_SSL", default=False)
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=30)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="surveys@relay.example")
+# Domains any brand may use in From addresses (default: DEFAULT_FROM_EMAIL's).
+RELAY_EMAIL_PLATFORM_DOMAINS = env.list("RELAY_EMAIL_PLATFORM_DOMAINS", default=[])
+# Emails per brand per 7 days unless the operator sets the brand's own limit (Django admin).
+RELAY_EMAIL_WEEKLY_LIMIT = env.int("RELAY_EMAIL_WEEKLY_LIMIT", default=10_000)
+# Return-Path of every email: bounces+<token>@RELAY_BOUNCE_DOMAIN (VERP), so that a bounce
+# names its message. The inbound bounce endpoint requires RELAY_BOUNCE_SECRET.
+RELAY_BOUNCE_DOMAIN = env.str("RELAY_BOUNCE_DOMAIN", default="bounces.relay.example")
+RELAY_BOUNCE_SECRET = env.str("RELAY_BOUNCE_SECRET", default="")
 
 # --- REST API -------------------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -45,8 +45,36 @@ class DistributionSerializer(StrictSerializer):
     kind = serializers.ChoiceField(choices=Distribution.Kind.choices, default="invite")
     parent = serializers.IntegerField(required=False, allow_null=True)
     name = serializers.CharField(required=False, allow_blank=True, max_length=200)
-    message = serializers.CharField(max_length=1600)
+    message = serializers.CharField(
+        max_length=200_000,
+        help_text="SMS: the text (at most 1,600 characters). Email: the HTML body (scripts are "
+        "stripped); must contain ${opt_out_link}, and ${link} for invites and reminders.",
+    )
     sender = serializers.CharField(required=False, allow_blank=True, max_length=32)
+    subject = serializers.CharField(
+        required=False, allow_blank=True, max_length=300, help_text="Email: the subject."
+    )
+    text_body = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=200_000,
+        help_text="Email: the plain-text part; generated from the HTML body when empty.",
+    )
+    from_name = serializers.CharField(required=False, allow_blank=True, max_length=100)
+    from_address = serializers.EmailField(
+        required=False,
+        allow_blank=True,
+        help_text="Email: on a verified domain of the brand or the platform's; default: the "
+        "brand's email settings, else the platform's address.",
+    )
+    reply_to = serializers.EmailField(required=False, allow_blank=True)
+    trigger = serializers.ChoiceField(
+        choices=[("", "scheduled"), ("completion", "on survey completion")],
+        required=False,
+        allow_blank=True,
+        help_text="Email thank-you only: 'completion' sends to each recipient as they complete "
+        "the survey, until cancelled.",
+    )
     conditions = ConditionSerializer(many=True, required=False)
     send_at = serializers.DateTimeField(
         required=False, allow_null=True, help_text="Omit or null to send now."
@@ -67,6 +95,12 @@ class DistributionSerializer(StrictSerializer):
             "name": instance.name,
             "message": instance.message,
             "sender": instance.sender,
+            "subject": instance.subject,
+            "text_body": instance.text_body,
+            "from_name": instance.from_name,
+            "from_address": instance.from_address,
+            "reply_to": instance.reply_to,
+            "trigger": instance.trigger,
             "conditions": instance.conditions,
             "send_at": serializers.DateTimeField().to_representation(instance.send_at),
             "status": instance.status,
@@ -95,8 +129,13 @@ class DistributionSerializer(StrictSerializer):
 
 class DistributionUpdateSerializer(StrictSerializer):
     name = serializers.CharField(required=False, allow_blank=True, max_length=200)
-    message = serializers.CharField(required=False, max_length=1600)
+    message = serializers.CharField(required=False, max_length=200_000)
     sender = serializers.CharField(required=False, allow_blank=True, max_length=32)
+    subject = serializers.CharField(required=False, allow_blank=True, max_length=300)
+    text_body = serializers.CharField(required=False, allow_blank=True, max_length=200_000)
+    from_name = serializers.CharField(required=False, allow_blank=True, max_length=100)
+    from_address = serializers.EmailField(required=False, allow_blank=True)
+    reply_to = serializers.EmailField(required=False, allow_blank=True)
     conditions = ConditionSerializer(many=True, required=False)
     send_at = serializers.DateTimeField(required=False)
 

@@ -108,9 +108,25 @@ class Distribution(models.Model):
         help_text="A transactional distribution's channel label, e.g. push.",
     )
     message = models.TextField(
-        help_text="Text with piped fields such as ${first_name} and ${link}."
+        help_text="Text with piped fields such as ${first_name} and ${link}; for an email, "
+        "its HTML body (scripts are stripped)."
     )
     sender = models.CharField(max_length=32, blank=True)
+    # Email only (see distributions.email): the subject, the plain-text part (generated from
+    # the HTML body when empty), the From name and address (a domain the brand verified or the
+    # platform's) and an optional Reply-To.
+    subject = models.CharField(max_length=300, blank=True)
+    text_body = models.TextField(blank=True)
+    from_name = models.CharField(max_length=100, blank=True)
+    from_address = models.EmailField(blank=True)
+    reply_to = models.EmailField(blank=True)
+    trigger = models.CharField(
+        max_length=20,
+        choices=[("", "Scheduled"), ("completion", "When a recipient completes the survey")],
+        blank=True,
+        default="",
+        help_text="A thank-you sent to each recipient who completes the survey, while active.",
+    )
     conditions = models.JSONField(default=list, blank=True)
     send_at = models.DateTimeField(db_index=True)
     status = models.CharField(
@@ -141,9 +157,15 @@ class Distribution(models.Model):
     def __str__(self) -> str:
         return self.name or f"{self.get_kind_display()} {self.pk}"
 
+    TRIGGER_COMPLETION = "completion"
+
     @property
     def is_editable(self) -> bool:
         return self.status == self.Status.SCHEDULED
+
+    @property
+    def is_email(self) -> bool:
+        return self.channel == self.Channel.EMAIL
 
     @property
     def is_finished(self) -> bool:
@@ -277,7 +299,8 @@ class Message(models.Model):
     status_changed_at = models.DateTimeField()
     body = models.TextField(blank=True)
     segments = models.PositiveSmallIntegerField(default=0)
-    provider_id = models.CharField(max_length=64, blank=True)
+    # The provider's id: a Twilio SID, or for an email its Message-ID (without <>).
+    provider_id = models.CharField(max_length=200, blank=True)
     lease = models.CharField(max_length=32, blank=True)
     leased_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
@@ -316,6 +339,7 @@ class MessageEvent(models.Model):
         CALLBACK = "callback", "Provider callback"
         RECONCILE = "reconcile", "Reconciliation"
         LINK = "link", "Survey link"
+        BOUNCE = "bounce", "Bounce report"
         SYSTEM = "system", "System"
 
     brand_path = "message__distribution__project__brand"
@@ -356,3 +380,122 @@ class OutboxMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.to}: {self.body[:40]}"
+
+
+class EmailAccount(models.Model):
+    """How a brand sends email: the platform's mailer (settings ``EMAIL_*``) or its own SMTP
+    relay. ``smtp_password`` is Fernet-encrypted at rest and only shown redacted; workers load
+    this row by brand id. ``weekly_limit`` is the platform operator's (Django admin), not the
+    brand's: empty means ``settings.RELAY_EMAIL_WEEKLY_LIMIT``.
+    """
+
+    class Transport(models.TextChoices):
+        PLATFORM = "platform", "Platform mailer"
+        SMTP = "smtp", "Own SMTP relay"
+
+    class Security(models.TextChoices):
+        STARTTLS = "starttls", "STARTTLS"
+        SSL = "ssl", "SSL/TLS"
+        NONE = "none", "None"
+
+    brand_path = "brand"
+    REDACTED_FIELDS = ("smtp_password",)
+
+    brand = models.OneToOneField(Brand, on_delete=models.CASCADE, related_name="email_account")
+    transport = models.CharField(max_length=20, choices=Transport.choices, default="platform")
+    smtp_host = models.CharField(max_length=255, blank=True)
+    smtp_port = models.PositiveIntegerField(default=587)
+    smtp_security = models.CharField(
+        max_length=10, choices=Security.choices, default=Security.STARTTLS
+    )
+    smtp_username = models.CharField(max_length=255, blank=True)
+    smtp_password = EncryptedTextField(blank=True)
+    default_from_name = models.CharField(max_length=100, blank=True)
+    default_from_address = models.EmailField(blank=True)
+    default_reply_to = models.EmailField(blank=True)
+    messages_per_second = models.PositiveIntegerField(
+        default=200, help_text="Shared by every worker (token bucket in Redis)."
+    )
+    weekly_limit = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Emails per 7 days, set by the platform operator; empty: the platform default.",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = BrandScopedManager()
+
+    def __str__(self) -> str:
+        return f"{self.brand}: {self.get_transport_display()}"
+
+    @property
+    def smtp_password_redacted(self) -> str:
+        return redact(self.smtp_password)
+
+
+class EmailDomain(models.Model):
+    """A From domain of a brand. Only a verified domain may be used in From addresses; with a
+    DKIM selector and key, messages from it are signed (the key is encrypted at rest)."""
+
+    brand_path = "brand"
+    REDACTED_FIELDS = ("dkim_private_key",)
+
+    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="email_domains")
+    domain = models.CharField(max_length=253)
+    verified_at = models.DateTimeField(null=True, blank=True)
+    dkim_selector = models.CharField(max_length=63, blank=True)
+    dkim_private_key = EncryptedTextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = BrandScopedManager()
+
+    class Meta:
+        ordering = ["domain"]
+        constraints = [
+            models.UniqueConstraint(fields=["brand", "domain"], name="email_domain_unique")
+        ]
+
+    def __str__(self) -> str:
+        return self.domain
+
+    @property
+    def verified(self) -> bool:
+        return self.verified_at is not None
+
+    @property
+    def has_dkim(self) -> bool:
+        return bool(self.dkim_selector and self.dkim_private_key)
+
+
+class BounceReport(models.Model):
+    """An asynchronous bounce (an RFC 3464 delivery status notification) as received: stored
+    whatever it says; ``action`` tells what was done with it."""
+
+    class Action(models.TextChoices):
+        BOUNCED = "bounced", "Hard bounce: row Bounced, address suppressed"
+        SOFT = "soft", "Temporary failure: recorded only"
+        UNMATCHED = "unmatched", "No message matched: not acted on"
+        MALFORMED = "malformed", "Not a delivery status notification: not acted on"
+
+    brand_path = "brand"
+
+    brand = models.ForeignKey(
+        Brand, null=True, blank=True, on_delete=models.CASCADE, related_name="bounce_reports"
+    )
+    message = models.ForeignKey(
+        Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="bounce_reports"
+    )
+    recipient = models.CharField(max_length=254, blank=True)
+    status_code = models.CharField(max_length=20, blank=True)
+    diagnostic = models.CharField(max_length=500, blank=True)
+    action = models.CharField(max_length=20, choices=Action.choices)
+    raw = models.TextField()
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    objects = BrandScopedManager()
+
+    class Meta:
+        ordering = ["-received_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.recipient or '?'}: {self.action}"

@@ -35,6 +35,8 @@ INACTIVE_PROJECT_MESSAGE = (
     "Your project must be activated to send text messages: this project is {stage}."
 )
 MAX_MESSAGE_LENGTH = 1600  # Twilio's limit for one message body
+MAX_EMAIL_LENGTH = 200_000  # an HTML body; large enough for any template, small per row
+EMAIL_FIELDS = ("subject", "text_body", "from_name", "from_address", "reply_to")
 
 
 def _is_alphanumeric_sender(sender: str) -> bool:
@@ -50,6 +52,10 @@ def _validate(
     sender: str,
     parent: Distribution | None,
     send_at: datetime,
+    email: dict | None = None,
+    conditions: list | None = None,
+    trigger: str = "",
+    exclude_id: int | None = None,
 ) -> None:
     errors: dict[str, str] = {}
     if project.stage != Project.Stage.ACTIVE:
@@ -63,6 +69,24 @@ def _validate(
     text = (message or "").strip()
     if not text:
         errors["message"] = "The message is empty."
+    elif channel == Distribution.Channel.EMAIL:
+        from distributions.email_services import email_content_errors, email_sending_errors
+
+        errors.update(
+            email_content_errors(kind=kind, message=text, trigger=trigger, **(email or {}))
+        )
+        if not errors:
+            errors.update(
+                email_sending_errors(
+                    project=project,
+                    kind=kind,
+                    parent=parent,
+                    conditions=conditions or [],
+                    trigger=trigger,
+                    from_address=(email or {}).get("from_address", ""),
+                    exclude_id=exclude_id,
+                )
+            )
     elif len(text) > MAX_MESSAGE_LENGTH:
         errors["message"] = f"The message is longer than {MAX_MESSAGE_LENGTH} characters."
     elif (
@@ -97,12 +121,41 @@ def distribution_create(
     send_at: datetime | None = None,
     parent: Distribution | None = None,
     name: str = "",
+    subject: str = "",
+    text_body: str = "",
+    from_name: str = "",
+    from_address: str = "",
+    reply_to: str = "",
+    trigger: str = "",
 ) -> Distribution:
-    """Schedule a distribution (``send_at`` None or past: now). Queued after commit when due."""
+    """Schedule a distribution (``send_at`` None or past: now). Queued after commit when due.
+
+    An email (``channel="email"``) has a ``subject``, an HTML ``message`` (scripts stripped), an
+    optional ``text_body`` (else generated), a From name and address (defaults: the brand's
+    email settings, else the platform's) and a Reply-To. ``trigger="completion"`` (thank-you
+    emails only) sends to each recipient when they complete the survey, from now until the
+    distribution is cancelled.
+    """
     now = timezone.now()
     send_at = send_at or now
     sender = (sender or "").strip()
     cleaned_conditions = conditions_clean(conditions)
+    email: dict = {}
+    if channel == Distribution.Channel.EMAIL:
+        from distributions.email_services import email_fields_clean
+
+        message, email = email_fields_clean(
+            brand=project.brand,
+            message=message,
+            subject=subject,
+            text_body=text_body,
+            from_name=from_name,
+            from_address=from_address,
+            reply_to=reply_to,
+        )
+        sender = ""
+    elif trigger:
+        raise ValidationError({"trigger": "Only email thank-you messages can be triggered."})
     _validate(
         project=project,
         channel=channel,
@@ -111,6 +164,9 @@ def distribution_create(
         sender=sender,
         parent=parent,
         send_at=max(send_at, now),
+        email=email,
+        conditions=cleaned_conditions,
+        trigger=trigger or "",
     )
     distribution = Distribution.objects.create(
         project=project,
@@ -122,7 +178,9 @@ def distribution_create(
         sender=sender,
         conditions=cleaned_conditions,
         send_at=send_at,
+        trigger=trigger or "",
         created_by=actor if getattr(actor, "pk", None) else None,
+        **email,
     )
     if send_at <= now:
         _queue_start(distribution.pk)
@@ -135,7 +193,7 @@ def _queue_start(distribution_id: int) -> None:
     transaction.on_commit(lambda: distribution_start_task.delay(distribution_id))
 
 
-EDITABLE = ("message", "sender", "conditions", "send_at", "name")
+EDITABLE = ("message", "sender", "conditions", "send_at", "name", *EMAIL_FIELDS)
 
 
 def distribution_update(*, distribution: Distribution, actor=None, **changes) -> Distribution:
@@ -158,8 +216,25 @@ def distribution_update(*, distribution: Distribution, actor=None, **changes) ->
             )
         if "conditions" in changes:
             changes["conditions"] = conditions_clean(changes["conditions"])
+        if locked.channel != Distribution.Channel.EMAIL and set(changes) & set(EMAIL_FIELDS):
+            raise ValidationError(
+                dict.fromkeys(
+                    sorted(set(changes) & set(EMAIL_FIELDS)), "Only emails have this field."
+                )
+            )
         for name, value in changes.items():
             setattr(locked, name, value.strip() if isinstance(value, str) else value)
+        email: dict = {}
+        if locked.channel == Distribution.Channel.EMAIL:
+            from distributions.email_services import email_fields_clean
+
+            locked.message, email = email_fields_clean(
+                brand=locked.project.brand,
+                message=locked.message,
+                **{name: getattr(locked, name) for name in EMAIL_FIELDS},
+            )
+            for name, value in email.items():
+                setattr(locked, name, value)
         now = timezone.now()
         _validate(
             project=locked.project,
@@ -169,6 +244,10 @@ def distribution_update(*, distribution: Distribution, actor=None, **changes) ->
             sender=locked.sender,
             parent=locked.parent,
             send_at=max(locked.send_at, now),
+            email=email,
+            conditions=locked.conditions,
+            trigger=locked.trigger,
+            exclude_id=locked.pk,
         )
         locked.save()
         if locked.send_at <= now:
