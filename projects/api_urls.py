@@ -3,6 +3,7 @@
 from django.urls import path, re_path
 
 from projects import api_survey as views
+from projects.signed_links_api import SigningSecretView
 
 P = "projects/<int:project_pk>"
 
@@ -15,6 +16,7 @@ urlpatterns = [
     path(f"{P}/responses/<int:pk>/", views.ResponseDetail.as_view(), name="response-detail"),
     path(f"{P}/links/", views.LinkList.as_view(), name="link-list"),
     path(f"{P}/links.csv", views.LinksCsv.as_view(), name="link-csv"),
+    path(f"{P}/signing-secret/", SigningSecretView.as_view(), name="signing-secret"),
     re_path(
         r"^projects/(?P<project_pk>[0-9]+)/qr\.(?P<kind>png|svg)$",
         views.AnonymousQrCode.as_view(),

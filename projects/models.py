@@ -295,5 +295,7 @@ class Response(models.Model):
         return f"Response {self.pk} ({self.channel}, {self.status})"
 
 
-# A transactional link's transaction lives in its own module; imported here to register it.
+# A transactional link's transaction and the signed links' secrets live in their own
+# modules; imported here to register them.
+from projects.signed_links import SignedLinkUse, SigningSecret  # noqa: E402, F401
 from projects.transactions import Transaction  # noqa: E402, F401

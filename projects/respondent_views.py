@@ -13,9 +13,11 @@ import re
 from functools import wraps
 
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
+from projects import signed_links
 from projects.models import Project, Question, Response
 from projects.selectors import question_list, survey_link_for_page
 from projects.services import (
@@ -26,6 +28,7 @@ from projects.services import (
     response_submit_link,
     survey_link_open,
 )
+from projects.signed_links import SIGNATURE_PARAMETER
 from projects.survey import form_stamp, form_stamp_read
 
 TOKEN = re.compile(r"^[0-9A-Za-z]{4,32}$")
@@ -204,7 +207,10 @@ def anonymous_survey(request, token: str):
         return not_found(request)
     if project.by_invitation_only:
         return _closed(request, project, reason="invitation_only", status=403)
+    if request.method == "GET" and SIGNATURE_PARAMETER in request.GET:
+        return _signed_open(request, project)
     scope = anonymous_scope(project)
+    signed = signed_links.session_read(request.session, project)
     if request.method == "POST":
         channel = (
             Response.Channel.QR if request.GET.get("src") == "qr" else Response.Channel.ANONYMOUS
@@ -215,8 +221,31 @@ def anonymous_survey(request, token: str):
             url_params=request.GET,
             stamp=request.POST.get("stamp", ""),
             channel=channel,
+            signed=signed,
         )
         return _after_submit(request, result, scope=scope)
+    if signed is not None and signed_links.signed_link_used(project=project, digest=signed.digest):
+        return _thanks(request, project, again=True)
     if not project.is_collecting:
         return _closed(request, project, reason=_closed_reason(project))
     return _form(request, project, question_list(project=project), scope=scope)
+
+
+SIGNED_REFUSALS = {"invalid": 403, "malformed": 400, "expired": 410}
+
+
+def _signed_open(request, project: Project):
+    """A signed URL: check it, move its parameters into the session, send the browser to the
+    bare anonymous URL (the parameters leave the address bar and the history). A refused one
+    answers a plain page saying why, with nothing about the survey."""
+    try:
+        signed = signed_links.signed_parameters_read(project=project, query=request.GET)
+    except signed_links.SignedLinkRefused as exc:
+        return render(
+            request,
+            "survey/signed_refused.html",
+            {"reason": exc.reason},
+            status=SIGNED_REFUSALS[exc.reason],
+        )
+    signed_links.session_store(request.session, project, signed)
+    return redirect(reverse("survey:anonymous", args=[project.public_token]))

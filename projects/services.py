@@ -15,6 +15,7 @@ from django.utils import timezone
 from brands.models import Brand
 from distributions.rendering import new_token
 from projects.models import Project, ProjectStageChange, Question, Response, SurveyLink
+from projects.signed_links import SignedLinkUse, SignedParameters, signed_link_used
 from projects.survey import (
     MAX_URL_KEY,
     answers_clean,
@@ -569,12 +570,15 @@ def response_submit_anonymous(
     url_params=None,
     stamp: str = "",
     channel: str = Response.Channel.ANONYMOUS,
+    signed: SignedParameters | None = None,
     now: datetime | None = None,
 ) -> SubmitResult:
     """Record answers posted through the project's anonymous link (or its QR code).
 
     The form's signed one-time key is stored with the response (unique per project): posting
-    the same form twice records it once and refuses the second (``ANSWERED``).
+    the same form twice records it once and refuses the second (``ANSWERED``). ``signed``:
+    the parameters of a signed URL the respondent opened (``projects.signed_links``): stored
+    as trusted embedded data, and the URL answers once (its use is unique per project).
     """
     now = now or timezone.now()
     questions = list(project.questions.all())
@@ -583,25 +587,33 @@ def response_submit_anonymous(
         return SubmitResult(SubmitOutcome.STALE_FORM, project, questions)
     raw = answers_from_form(questions, data)
     untrusted = url_embedded_data(url_params or {})
+    trusted = signed.params if signed is not None else {}
 
     def save(*, status, answers):
         try:
             with transaction.atomic():
-                return _save_response(
+                response = _save_response(
                     project=project,
                     channel=channel,
                     status=status,
                     answers=answers,
-                    embedded_data=untrusted,
-                    untrusted_keys=sorted(untrusted),
+                    embedded_data={**untrusted, **trusted},
+                    untrusted_keys=sorted(set(untrusted) - set(trusted)),
                     submission_key=read.key,
                     started_at=read.started_at,
                     completed_at=now,
                 )
+                if signed is not None:
+                    SignedLinkUse.objects.create(
+                        project=project, digest=signed.digest, response=response
+                    )
+                return response
         except IntegrityError:
             return None
 
     if Response.objects.filter(project=project, submission_key=read.key).exists():
+        return SubmitResult(SubmitOutcome.ANSWERED, project, questions)
+    if signed is not None and signed_link_used(project=project, digest=signed.digest):
         return SubmitResult(SubmitOutcome.ANSWERED, project, questions)
     if not may_finish(project, started_at=read.started_at, now=now):
         result = _stopped(project, questions, raw, read.started_at, save)

@@ -41,6 +41,11 @@ from projects.services import (
     question_update,
     survey_links_create,
 )
+from projects.signed_links import (
+    signing_secret_active,
+    signing_secret_issue,
+    signing_secret_revoke,
+)
 from projects.views import apply_service_errors
 
 Stage = Project.Stage
@@ -134,7 +139,7 @@ def _report(request, question, errors) -> None:
 
 # --- links and QR code ------------------------------------------------------------------------
 class LinksView(ProjectPageMixin, View):
-    def get(self, request, pk, generate_form=None, status=200):
+    def get(self, request, pk, generate_form=None, status=200, new_secret=""):
         project = self.get_project(pk)
         links = survey_links(project=project)
         return self.page(
@@ -142,6 +147,8 @@ class LinksView(ProjectPageMixin, View):
             "projects/links.html",
             project,
             status=status,
+            signing_secret=signing_secret_active(project=project),
+            new_secret=new_secret,
             generate_form=generate_form or LinksGenerateForm(),
             link_counts={
                 "total": links.count(),
@@ -163,6 +170,23 @@ class LinksView(ProjectPageMixin, View):
             else "The anonymous link and QR code answer again.",
         )
         return redirect("projects:links", pk=project.pk)
+
+
+class SigningSecretPageView(LinksView):
+    """Issue or rotate (``action=issue``) or revoke (``action=revoke``) the project's secret
+    for signed anonymous links. A new secret is shown on this answer only (no redirect: it is
+    never stored in the session or a message)."""
+
+    http_method_names = ["post"]
+
+    def post(self, request, pk):
+        project = self.get_project(pk)
+        if request.POST.get("action") == "revoke":
+            if signing_secret_revoke(project=project):
+                messages.success(request, "Signing secret revoked: signed links stop answering.")
+            return redirect("projects:links", pk=project.pk)
+        _, plain = signing_secret_issue(project=project, actor=request.user)
+        return self.get(request, pk, new_secret=plain)
 
 
 class QrCodeView(ProjectPageMixin, View):

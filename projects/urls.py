@@ -23,6 +23,11 @@ urlpatterns = [
         "<int:pk>/links/generate/", survey_views.LinksGenerateView.as_view(), name="links-generate"
     ),
     path("<int:pk>/links.csv", survey_views.LinksCsvView.as_view(), name="links-csv"),
+    path(
+        "<int:pk>/links/signing-secret/",
+        survey_views.SigningSecretPageView.as_view(),
+        name="signing-secret",
+    ),
     re_path(
         r"^(?P<pk>[0-9]+)/qr\.(?P<kind>png|svg)$", survey_views.QrCodeView.as_view(), name="qr"
     ),

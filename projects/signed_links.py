@@ -1,0 +1,247 @@
+"""Signed anonymous links: URLs a caller builds offline (a push template) from the project's
+anonymous link, its own parameters, an expiry and an HMAC signature.
+
+A project may hold one active signing secret (brand or project admins issue, rotate and
+revoke it; it is Fernet-encrypted at rest and shown once). ``/a/<token>?venue=Arena&exp=...&
+sig=...`` is accepted only when the signature matches the canonical form below with the active
+secret and ``exp`` has not passed. Its parameters then go to the server session and the
+browser is sent to the bare anonymous URL; the response stores them as embedded data that is
+trusted (not listed in ``untrusted_keys``) and records the signature's use.
+
+Canonical form (docs/links.md has a Python snippet):
+
+    message = "<anonymous link token>\\n" + "&".join(
+        name + "=" + value
+        for name, value in sorted(             # sorted once escaped
+            (quote(k), quote(v))               # RFC 3986: only A-Z a-z 0-9 - . _ ~ unescaped
+            for k, v in params                 # every parameter but sig, exp included
+        )
+    )
+    sig = base64url(HMAC-SHA256(secret, message)), without "=" padding
+
+Single use: a signed URL answers once. The sha256 of its signature is unique per project
+(``SignedLinkUse``): once a response went in through it, opening it again shows the thank-you
+page, and a second submit (another browser, the same URL) is refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import quote
+
+from django.conf import settings
+from django.db import models, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from brands.fields import EncryptedTextField
+from brands.scoping import BrandScopedManager
+
+SIGNATURE_PARAMETER = "sig"
+EXPIRY_PARAMETER = "exp"
+SECRET_PREFIX = "rsl_"  # noqa: S105 - a prefix, not a secret
+MAX_PARAMETERS = 20  # besides exp and sig
+MAX_NAME = 64
+MAX_VALUE = 500
+SESSION_PREFIX = "signed-link:"
+
+
+class SigningSecret(models.Model):
+    """A project's secret for signed anonymous links. At most one active (not revoked)."""
+
+    brand_path = "project__brand"
+
+    project = models.ForeignKey(
+        "projects.Project", on_delete=models.CASCADE, related_name="signing_secrets"
+    )
+    secret = EncryptedTextField()
+    hint = models.CharField(max_length=8, help_text="The last characters, to recognise it.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = BrandScopedManager()
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project"],
+                condition=Q(revoked_at__isnull=True),
+                name="signing_secret_one_active_per_project",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Signing secret …{self.hint}"
+
+
+class SignedLinkUse(models.Model):
+    """A signed URL that was answered: its signature's sha256, unique per project."""
+
+    brand_path = "project__brand"
+
+    project = models.ForeignKey(
+        "projects.Project", on_delete=models.CASCADE, related_name="signed_link_uses"
+    )
+    digest = models.CharField(max_length=64)
+    response = models.OneToOneField(
+        "projects.Response",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="signed_use",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = BrandScopedManager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "digest"], name="signed_link_use_unique_digest"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.digest[:12]
+
+
+# --- secrets ---------------------------------------------------------------------------------
+def signing_secret_active(*, project) -> SigningSecret | None:
+    return SigningSecret.objects.filter(project=project, revoked_at__isnull=True).first()
+
+
+def signing_secret_issue(*, project, actor=None) -> tuple[SigningSecret, str]:
+    """A new secret for ``project`` (the previous one, if any, is revoked: rotation). Returns
+    the record and the secret in clear, which the caller shows once and never again."""
+    plain = SECRET_PREFIX + secrets.token_urlsafe(32)
+    with transaction.atomic():
+        signing_secret_revoke(project=project)
+        record = SigningSecret.objects.create(
+            project=project,
+            secret=plain,
+            hint=plain[-4:],
+            created_by=actor if getattr(actor, "pk", None) else None,
+        )
+    return record, plain
+
+
+def signing_secret_revoke(*, project) -> bool:
+    """Revoke the active secret: every URL signed with it stops answering. True if one was."""
+    return bool(
+        SigningSecret.objects.filter(project=project, revoked_at__isnull=True).update(
+            revoked_at=timezone.now()
+        )
+    )
+
+
+# --- the canonical form and its check -------------------------------------------------------
+def _quote(text: str) -> str:
+    return quote(text, safe="-._~")
+
+
+def canonical_message(token: str, params: list[tuple[str, str]]) -> bytes:
+    """What is signed: the anonymous link's token, a newline, the sorted, escaped parameters."""
+    escaped = sorted((_quote(k), _quote(v)) for k, v in params)
+    query = "&".join(f"{k}={v}" for k, v in escaped)
+    return f"{token}\n{query}".encode()
+
+
+def sign(secret: str, token: str, params: list[tuple[str, str]]) -> str:
+    digest = hmac.new(secret.encode(), canonical_message(token, params), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def signed_url(*, project, secret: str, params: dict[str, str], expires_at: datetime) -> str:
+    """A signed URL (what the caller's own code does; used by tests and the settings page)."""
+    pairs = [(str(k), str(v)) for k, v in params.items()]
+    pairs.append((EXPIRY_PARAMETER, str(int(expires_at.timestamp()))))
+    signature = sign(secret, project.public_token, pairs)
+    query = "&".join(
+        f"{_quote(k)}={_quote(v)}" for k, v in [*pairs, (SIGNATURE_PARAMETER, signature)]
+    )
+    return f"{project.anonymous_url}?{query}"
+
+
+class SignedLinkRefused(Exception):
+    """``reason``: ``invalid`` (tampered, unsigned, another project's or a revoked secret),
+    ``expired`` or ``malformed`` (a repeated or oversized parameter, no ``exp``)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class SignedParameters:
+    params: dict[str, str]
+    digest: str  # sha256 of the signature: the URL's single-use key
+    expires_at: datetime
+
+
+def signed_parameters_read(*, project, query, now: datetime | None = None) -> SignedParameters:
+    """Check a signed URL's query (a QueryDict); raise ``SignedLinkRefused``."""
+    now = now or timezone.now()
+    pairs = [(k, v) for k in query for v in query.getlist(k)]
+    names = [k for k, _ in pairs]
+    signature = query.get(SIGNATURE_PARAMETER, "")
+    signed = [(k, v) for k, v in pairs if k != SIGNATURE_PARAMETER]
+    if len(set(names)) != len(names) or EXPIRY_PARAMETER not in names:
+        raise SignedLinkRefused("malformed")
+    if len(signed) > MAX_PARAMETERS + 1 or any(
+        len(k) > MAX_NAME or len(v) > MAX_VALUE for k, v in signed
+    ):
+        raise SignedLinkRefused("malformed")
+    secret = signing_secret_active(project=project)
+    if secret is None or not signature:
+        raise SignedLinkRefused("invalid")
+    expected = sign(secret.secret, project.public_token, signed)
+    if not hmac.compare_digest(expected, signature):
+        raise SignedLinkRefused("invalid")
+    try:
+        expires_at = datetime.fromtimestamp(int(query[EXPIRY_PARAMETER]), tz=UTC)
+    except (ValueError, OverflowError, OSError) as exc:
+        raise SignedLinkRefused("malformed") from exc
+    if expires_at <= now:
+        raise SignedLinkRefused("expired")
+    return SignedParameters(
+        params={k: v for k, v in signed if k != EXPIRY_PARAMETER},
+        digest=hashlib.sha256(signature.encode()).hexdigest(),
+        expires_at=expires_at,
+    )
+
+
+def signed_link_used(*, project, digest: str) -> bool:
+    return SignedLinkUse.objects.filter(project=project, digest=digest).exists()
+
+
+# --- the session: where the parameters live once the URL is clean ----------------------------
+def session_key(project) -> str:
+    return SESSION_PREFIX + project.public_token
+
+
+def session_store(session, project, signed: SignedParameters) -> None:
+    session[session_key(project)] = {
+        "params": signed.params,
+        "digest": signed.digest,
+        "exp": int(signed.expires_at.timestamp()),
+    }
+
+
+def session_read(session, project) -> SignedParameters | None:
+    stored = session.get(session_key(project))
+    if not isinstance(stored, dict) or not stored.get("digest"):
+        return None
+    return SignedParameters(
+        params=dict(stored.get("params") or {}),
+        digest=str(stored["digest"]),
+        expires_at=datetime.fromtimestamp(int(stored.get("exp") or 0), tz=UTC),
+    )
