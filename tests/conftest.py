@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from rest_framework.test import APIClient
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from brands.roles import Role
 from tests.factories.brands import ApiKeyFactory, BrandFactory, MembershipFactory, UserFactory
@@ -17,6 +18,11 @@ from tests.factories.participants import ParticipantFactory
 from tests.factories.projects import ProjectFactory
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# Property tests check behaviour, not speed: no per-example deadline (the suite shares a small
+# machine with workers and browsers, where a slow example is not a wrong one).
+settings.register_profile("relay", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("relay")
 
 
 # --- No real network: anything but loopback or a unix socket fails the test. -----------------
