@@ -14,11 +14,13 @@ A condition is ``{"criterion": ..., "operator": ..., "value": ..., "field": ...}
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db.models import Q
 
+Spellings = Callable[[str], list[str]]
 CRITERIA = ("name_or_email", "first_name", "last_name", "metadata", "role")
 ONCE_PER_SET = ("name_or_email", "first_name", "last_name")
 OPERATORS = ("is", "is_not", "contains", "is_empty")
@@ -127,10 +129,18 @@ def _metadata_q(field: str, operator: str, value: str) -> Q:
     )
 
 
-def _condition_q(condition: dict) -> Q:
+def _condition_q(condition: dict, spellings: Spellings | None) -> Q:
     criterion, operator, value = condition["criterion"], condition["operator"], condition["value"]
     if criterion == "metadata":
-        return _metadata_q(condition["field"], operator, value)
+        # Field names ignore case, as in imports and piped fields: "team" reads a "Team" field.
+        # A positive test holds when one spelling holds; a negative one when all do.
+        names = (spellings(condition["field"]) if spellings else None) or [condition["field"]]
+        negative = operator in ("is_not", "is_empty")
+        q = _metadata_q(names[0], operator, value)
+        for name in names[1:]:
+            other = _metadata_q(name, operator, value)
+            q = q & other if negative else q | other
+        return q
     paths = _PATHS[criterion]
     if criterion == "name_or_email":
         if operator == "is_not":  # none of the three equals the value
@@ -150,12 +160,13 @@ def _condition_q(condition: dict) -> Q:
     return _lookup_q(paths[0], operator, value)
 
 
-def conditions_q(conditions: list[dict]) -> Q:
-    """A Q on Participant: AND across criteria, OR within one criterion."""
+def conditions_q(conditions: list[dict], *, spellings: Spellings | None = None) -> Q:
+    """A Q on Participant: AND across criteria, OR within one criterion. ``spellings`` gives
+    the stored spellings of a metadata field name (see ``project_metadata_keys``)."""
     groups: OrderedDict[tuple, Q] = OrderedDict()
     for condition in conditions:
         key = (condition["criterion"], condition.get("field", "").lower())
-        q = _condition_q(condition)
+        q = _condition_q(condition, spellings)
         groups[key] = groups[key] | q if key in groups else q
     combined = Q()
     for q in groups.values():

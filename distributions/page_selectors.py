@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import connection
 from django.db.models import Count, F, Max, Q, QuerySet, Window
 from django.db.models.functions import RowNumber
 
@@ -19,6 +18,7 @@ from distributions.models import Distribution, Message, OutboxMessage
 from distributions.rendering import recipient_values, render
 from distributions.services import distribution_preview_count, recipients_queryset
 from participants.models import Participant, Person
+from participants.selectors import project_metadata_keys
 from projects.models import Project
 
 MStatus = Message.Status
@@ -62,44 +62,7 @@ def project_invites(*, project: Project) -> QuerySet:
 def project_metadata_fields(*, project: Project) -> list[str]:
     """Metadata field names of the project's participants (project and directory values),
     de-duplicated without regard to case (piped fields ignore case), sorted."""
-    participant_table = Participant._meta.db_table
-    person_table = Person._meta.db_table
-    vendor = connection.vendor
-    # Table names come from our models; the project id is a bound parameter.
-    if vendor == "postgresql":
-        sql = f"""
-            SELECT DISTINCT k FROM (
-                SELECT jsonb_object_keys(p.metadata) AS k FROM {participant_table} p
-                WHERE p.project_id = %s AND jsonb_typeof(p.metadata) = 'object'
-                UNION
-                SELECT jsonb_object_keys(pe.metadata) AS k FROM {participant_table} p
-                JOIN {person_table} pe ON pe.id = p.person_id
-                WHERE p.project_id = %s AND jsonb_typeof(pe.metadata) = 'object'
-            ) keys LIMIT %s
-        """  # noqa: S608
-    elif vendor == "sqlite":
-        sql = f"""
-            SELECT DISTINCT k FROM (
-                SELECT j.key AS k FROM {participant_table} p, json_each(p.metadata) j
-                WHERE p.project_id = %s AND json_type(p.metadata) = 'object'
-                UNION
-                SELECT j.key AS k FROM {participant_table} p
-                JOIN {person_table} pe ON pe.id = p.person_id, json_each(pe.metadata) j
-                WHERE p.project_id = %s AND json_type(pe.metadata) = 'object'
-            ) LIMIT %s
-        """  # noqa: S608
-    else:  # pragma: no cover - other databases: look at a bounded sample
-        names: set[str] = set()
-        rows = Participant.objects.filter(project=project).values_list(
-            "metadata", "person__metadata"
-        )[:2000]
-        for own, directory in rows:
-            names.update((own or {}).keys())
-            names.update((directory or {}).keys())
-        return _dedupe(names)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [project.pk, project.pk, METADATA_FIELDS_LIMIT])
-        return _dedupe(row[0] for row in cursor.fetchall())
+    return _dedupe(project_metadata_keys(project_id=project.pk, limit=METADATA_FIELDS_LIMIT))
 
 
 def _dedupe(names) -> list[str]:

@@ -23,6 +23,7 @@ from distributions.conditions import conditions_clean, conditions_q
 from distributions.models import Distribution, Message, MessageEvent
 from distributions.rendering import piped_fields
 from participants.models import Participant
+from participants.selectors import project_metadata_keys
 from projects.models import Project
 from webhooks.events import distribution_finished_raised, recipient_statuses_raised
 
@@ -353,7 +354,7 @@ def distribution_start(*, distribution_id: int) -> dict:
 def recipients_queryset(distribution: Distribution):
     """The participants a distribution selects: its conditions, and for reminders its audience."""
     queryset = Participant.objects.filter(project_id=distribution.project_id).filter(
-        conditions_q(distribution.conditions)
+        conditions_q(distribution.conditions, spellings=_field_spellings(distribution.project_id))
     )
     if distribution.kind == Distribution.Kind.REMINDER:
         from distributions.audiences import reminder_audience
@@ -366,9 +367,14 @@ def distribution_preview_count(*, project: Project, conditions: list | None) -> 
     """How many participants match ``conditions`` (before scheduling)."""
     return (
         Participant.objects.filter(project=project)
-        .filter(conditions_q(conditions_clean(conditions)))
+        .filter(conditions_q(conditions_clean(conditions), spellings=_field_spellings(project.pk)))
         .count()
     )
+
+
+def _field_spellings(project_id: int):
+    """The stored spellings of a metadata field name among the project's participants."""
+    return lambda name: project_metadata_keys(project_id=project_id, named=name)
 
 
 def distribution_materialise(*, distribution: Distribution) -> dict:

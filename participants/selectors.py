@@ -7,11 +7,12 @@ import re
 from collections.abc import Iterable, Iterator
 
 from django.core.cache import cache
+from django.db import connection
 from django.db.models import Q, QuerySet
 from django.db.models.fields.json import KeyTextTransform
 
 from participants.importer import FIELD_LABELS, neutralise_for_spreadsheet
-from participants.metadata import is_opted_out, is_protected
+from participants.metadata import is_opted_out, is_protected, normalise_key
 from participants.models import ImportJob, Participant, Person
 from participants.phones import PhoneError, phone_to_e164
 from projects.models import Project
@@ -209,3 +210,55 @@ def import_progress(*, job: ImportJob) -> dict:
         if cached and cached.get("progress", 0) > fraction:
             rows, fraction = cached["rows"], cached["progress"]
     return {"rows": rows, "progress": fraction, "percent": max(0, min(100, round(fraction * 100)))}
+
+
+def project_metadata_keys(
+    *, project_id: int, named: str | None = None, limit: int = 200
+) -> list[str]:
+    """Metadata field names, as stored, of a project's participants (project and directory
+    values): every spelling, distinct. ``named``: only the spellings of that name, whatever
+    their case ("team" finds "Team" and "TEAM")."""
+    participant_table = Participant._meta.db_table
+    person_table = Person._meta.db_table
+    params: list = [project_id, project_id]
+    # Table names come from our models; every value is a bound parameter.
+    if connection.vendor == "postgresql":
+        keys = f"""
+            SELECT jsonb_object_keys(p.metadata) AS k FROM {participant_table} p
+            WHERE p.project_id = %s AND jsonb_typeof(p.metadata) = 'object'
+            UNION
+            SELECT jsonb_object_keys(pe.metadata) AS k FROM {participant_table} p
+            JOIN {person_table} pe ON pe.id = p.person_id
+            WHERE p.project_id = %s AND jsonb_typeof(pe.metadata) = 'object'
+        """  # noqa: S608
+    elif connection.vendor == "sqlite":
+        keys = f"""
+            SELECT j.key AS k FROM {participant_table} p, json_each(p.metadata) j
+            WHERE p.project_id = %s AND json_type(p.metadata) = 'object'
+            UNION
+            SELECT j.key AS k FROM {participant_table} p
+            JOIN {person_table} pe ON pe.id = p.person_id, json_each(pe.metadata) j
+            WHERE p.project_id = %s AND json_type(pe.metadata) = 'object'
+        """  # noqa: S608
+    else:  # pragma: no cover - other databases: look at a bounded sample
+        names: set[str] = set()
+        rows = Participant.objects.filter(project_id=project_id).values_list(
+            "metadata", "person__metadata"
+        )[:METADATA_KEY_SAMPLE]
+        for own, directory in rows:
+            names.update((own or {}).keys())
+            names.update((directory or {}).keys())
+        found = [n for n in names if named is None or normalise_key(n) == normalise_key(named)]
+        return sorted(found)[:limit]
+    where = ""
+    if named is not None:
+        where = "WHERE lower(k) = lower(%s)"
+        params.append(named.strip())
+    sql = f"SELECT DISTINCT k FROM ({keys}) keys {where} ORDER BY k LIMIT %s"  # noqa: S608
+    params.append(limit)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        found = [row[0] for row in cursor.fetchall()]
+    if named is not None:
+        found = [n for n in found if normalise_key(n) == normalise_key(named)]
+    return found

@@ -123,3 +123,23 @@ def test_describe():
         [{"criterion": "metadata", "field": "Team", "operator": "is", "value": "Sales"}]
     )
     assert text == "Metadata “Team” is “Sales”"
+
+
+def test_metadata_field_names_ignore_case_whatever_the_stored_spelling(tenancy, people):
+    from distributions.services import distribution_preview_count
+
+    # Imported later from a file whose header said "team": a second stored spelling.
+    person = PersonFactory(brand=tenancy.brand_a, first_name="Mae", metadata={"team": "Sales"})
+    ParticipantFactory(project=tenancy.project_a, person=person)
+
+    def count(operator, value=""):
+        condition = {"criterion": "metadata", "field": " TEAM ", "operator": operator}
+        if value:
+            condition["value"] = value
+        return distribution_preview_count(project=tenancy.project_a, conditions=[condition])
+
+    assert count("is", "sales") == 3  # Ada, Grace (project value), Mae
+    # Alan (R&D), Hedy (no team) and the fixture's participant_a (no team).
+    assert count("is_not", "sales") == 3
+    assert count("is_empty") == 2  # Hedy and participant_a
+    assert count("contains", "r&") == 1  # Alan
