@@ -284,6 +284,7 @@ RELAY_SMS_PROVIDERS = [
     "distributions.providers.twilio.TwilioProvider",
 ]
 RELAY_DEFAULT_SMS_PROVIDER = env.str("RELAY_DEFAULT_SMS_PROVIDER", default="outbox")
+RELAY_EMAIL_PROVIDER = "distributions.providers.email.SmtpEmailProvider"
 TWILIO_API_BASE_URL = env.str("TWILIO_API_BASE_URL", default="https://api.twilio.com")
 TWILIO_ACCOUNT_SID = env.str("TWILIO_ACCOUNT_SID", default="")
 TWILIO_AUTH_TOKEN = env.str("TWILIO_AUTH_TOKEN", default="")

@@ -15,8 +15,8 @@ from distributions.conditions import CRITERIA, OPERATORS
 from distributions.csvio import DELIMITERS, ENCLOSURES, csv_rows
 from distributions.models import Distribution, Message
 from distributions.selectors import (
-    HISTORY_HEADER,
     distribution_metrics,
+    history_header,
     history_queryset,
     history_rows,
     related_distributions,
@@ -154,7 +154,8 @@ class HistoryRowSerializer(serializers.Serializer):
     person_id = serializers.CharField(source="person.person_id", default="")
     first_name = serializers.CharField(source="person.first_name", default="")
     last_name = serializers.CharField(source="person.last_name", default="")
-    address = serializers.CharField()
+    address = serializers.CharField(help_text="The phone number (SMS) or email address (email).")
+    email = serializers.CharField(source="person.email", default="")
     username = serializers.CharField(source="person.username", default="")
     respondent = serializers.BooleanField()
     status = serializers.CharField()
@@ -300,7 +301,7 @@ def history_csv_response(*, distribution, zone, delimiter: str, enclosure: str):
 
     try:
         lines = csv_rows(
-            HISTORY_HEADER,
+            history_header(distribution),
             history_rows(distribution=distribution, zone=zone),
             delimiter=delimiter,
             enclosure=enclosure,

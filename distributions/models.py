@@ -400,6 +400,7 @@ class EmailAccount(models.Model):
 
     brand_path = "brand"
     REDACTED_FIELDS = ("smtp_password",)
+    provider = "email"  # the engine's throttle key and provider lookup
 
     brand = models.OneToOneField(Brand, on_delete=models.CASCADE, related_name="email_account")
     transport = models.CharField(max_length=20, choices=Transport.choices, default="platform")

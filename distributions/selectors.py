@@ -20,7 +20,13 @@ HISTORY_HEADER = [
     "Status",
     "Timestamp",
 ]
+# Email distributions: the recipient's address in an Email column, the directory's phone kept.
+EMAIL_HISTORY_HEADER = [*HISTORY_HEADER[:4], "Email", *HISTORY_HEADER[4:]]
 HISTORY_BATCH = 2000  # rows fetched per round trip; a server-side cursor on PostgreSQL
+
+
+def history_header(distribution: Distribution) -> list[str]:
+    return EMAIL_HISTORY_HEADER if distribution.channel == "email" else HISTORY_HEADER
 
 
 def distribution_list(*, brand, project=None, channel=None, status=None):
@@ -52,6 +58,21 @@ def distribution_metrics(*, distribution: Distribution) -> dict:
     closed = total - count(*Message.OPEN_STATUSES)
     from credits.hooks_read import credits_consumed
 
+    email = {}
+    if distribution.channel == Distribution.Channel.EMAIL:
+        # The seed's email metrics: sent, failed, opened (the link), finished (responded),
+        # bounced. ``failed`` here excludes bounces, which have their own count.
+        email = {
+            "email": {
+                "sent": sent,
+                "failed": count(MStatus.FAILED, MStatus.BLOCKED),
+                "opened": count(MStatus.OPENED),
+                "finished": history_queryset(distribution=distribution)
+                .filter(respondent=True, status__in=Message.HANDED_OVER)
+                .count(),
+                "bounced": count(MStatus.BOUNCED),
+            }
+        }
     return {
         "participants": total,
         "sent": sent,
@@ -67,7 +88,9 @@ def distribution_metrics(*, distribution: Distribution) -> dict:
         if total
         else (100 if distribution.is_finished else 0),
         "credits": credits_consumed(distribution=distribution),
+        "bounced": count(MStatus.BOUNCED),
         "by_status": by_status,
+        **email,
     }
 
 
@@ -101,6 +124,8 @@ HISTORY_FIELDS = (
     "person__last_name",
     "address",
     "person__username",
+    "person__phone",
+    "person__email",
     "respondent",
     "status",
     "status_changed_at",
@@ -114,6 +139,7 @@ HISTORY_FIELDS = (
 def history_rows(*, distribution: Distribution, zone) -> Iterator[list]:
     """The seed's history columns, one row per recipient, streamed."""
     labels = dict(MStatus.choices)
+    is_email = distribution.channel == Distribution.Channel.EMAIL
     values = history_queryset(distribution=distribution).values_list(*HISTORY_FIELDS)
     for row in values.iterator(chunk_size=HISTORY_BATCH):
         (
@@ -123,6 +149,8 @@ def history_rows(*, distribution: Distribution, zone) -> Iterator[list]:
             last,
             address,
             username,
+            phone,
+            _email,
             respondent,
             status,
             changed,
@@ -135,7 +163,7 @@ def history_rows(*, distribution: Distribution, zone) -> Iterator[list]:
             person_id or "",
             first or "",
             last or "",
-            address,
+            *([phone or "", address] if is_email else [address]),
             username or "",
             "Yes" if respondent else "No",
             labels.get(status, status),

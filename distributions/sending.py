@@ -30,11 +30,19 @@ from django.utils import timezone
 from credits.segments import count_segments
 from distributions import throttle
 from distributions.bulk import update_rows
+from distributions.email_content import render_email
 from distributions.models import Distribution, Message, MessageEvent, ProviderAccount
-from distributions.providers.base import Outcome, OutgoingSms, SendResult, SmsProvider
-from distributions.providers.registry import provider_for
+from distributions.providers.base import (
+    Outcome,
+    OutgoingEmail,
+    OutgoingSms,
+    SendResult,
+    SmsProvider,
+)
+from distributions.providers.registry import channel_provider_for
 from distributions.rendering import new_token, piped_fields, recipient_values, render
 from distributions.services import distribution_finish_if_done
+from distributions.verp import verp_address
 from optouts.guard import handover_guard
 from optouts.links import opt_out_url
 from optouts.selectors import opted_out_addresses
@@ -74,6 +82,20 @@ def provider_account_for(brand) -> ProviderAccount:
     return account or ProviderAccount(
         brand=brand, provider=settings.RELAY_DEFAULT_SMS_PROVIDER, messages_per_second=100
     )
+
+
+def channel_account_for(distribution: Distribution):
+    """The brand's settings for the distribution's channel: SMS provider or email account."""
+    if distribution.channel == Distribution.Channel.EMAIL:
+        from distributions.email_services import email_account_for
+
+        return email_account_for(distribution.project.brand)
+    return provider_account_for(distribution.project.brand)
+
+
+def channel_provider(distribution: Distribution) -> tuple[object, SmsProvider]:
+    account = channel_account_for(distribution)
+    return account, channel_provider_for(account, distribution.channel)
 
 
 def status_callback_url(message_id: int) -> str:
@@ -131,8 +153,7 @@ def send_chunk(*, distribution_id: int, first_id: int, last_id: int, attempt: in
     distribution = Distribution.objects.select_related("project__brand").get(pk=distribution_id)
     if distribution.status != Distribution.Status.IN_PROGRESS:
         return {"skipped": distribution.status}
-    account = provider_account_for(distribution.project.brand)
-    provider = provider_for(account)
+    account, provider = channel_provider(distribution)
     try:
         stats = {
             "reconciled": reconcile_range(
@@ -178,11 +199,15 @@ def _send_leased(distribution, account, provider: SmsProvider, lease: str, attem
         stats["failed"] += len(uncovered)
 
     _render(distribution, rows)
-    sender = distribution.sender or account.default_sender or account.messaging_service_sid
+    if distribution.channel == Distribution.Channel.EMAIL:
+        sender = distribution.from_address
+    else:
+        sender = distribution.sender or account.default_sender or account.messaging_service_sid
     bucket_key = f"{account.provider}:{account.brand_id}:{sender or 'default'}"
     callback = getattr(provider, "wants_status_callback", False)
     by_id = {row.pk: row for row in rows}
     pending = rows
+    last_error = ""
     for retry in range(IN_TASK_RETRIES + 1):
         retry_rows: list[Message] = []
         retry_after = 0.0
@@ -202,16 +227,20 @@ def _send_leased(distribution, account, provider: SmsProvider, lease: str, attem
                 window = _drop_opted_out(distribution, list(window), lease, stats)
                 if not window:
                     continue
-                outgoing = [
-                    OutgoingSms(
-                        message_id=row.pk,
-                        to=row.address,
-                        sender=sender,
-                        body=row.body,
-                        status_callback=status_callback_url(row.pk) if callback else "",
-                    )
-                    for row in window
-                ]
+                outgoing = (
+                    [_outgoing_email(distribution, row) for row in window]
+                    if distribution.channel == Distribution.Channel.EMAIL
+                    else [
+                        OutgoingSms(
+                            message_id=row.pk,
+                            to=row.address,
+                            sender=sender,
+                            body=row.body,
+                            status_callback=status_callback_url(row.pk) if callback else "",
+                        )
+                        for row in window
+                    ]
+                )
                 results = provider.send_window(outgoing)
             fatal = _apply_results(distribution, results, lease, stats)
             if fatal:
@@ -221,6 +250,7 @@ def _send_leased(distribution, account, provider: SmsProvider, lease: str, attem
                 if result.outcome == Outcome.RETRY:
                     retry_rows.append(by_id[result.message_id])
                     retry_after = max(retry_after, result.retry_after or 0.0)
+                    last_error = result.error_message or last_error
         if not retry_rows:
             return stats
         pending = retry_rows
@@ -231,7 +261,12 @@ def _send_leased(distribution, account, provider: SmsProvider, lease: str, attem
     stats["retry"] = len(pending)
     ids = [row.pk for row in pending]
     if attempt + 1 >= MAX_CHUNK_ATTEMPTS:
-        _close_rows(pending, lease, MStatus.FAILED, "The provider kept refusing (throttled).")
+        reason = (
+            f"Not sent after {MAX_CHUNK_ATTEMPTS} attempts: {last_error}"
+            if distribution.channel == Distribution.Channel.EMAIL and last_error
+            else "The provider kept refusing (throttled)."
+        )
+        _close_rows(pending, lease, MStatus.FAILED, reason)
         return stats
     Message.objects.filter(pk__in=ids, lease=lease, status=MStatus.SENDING).update(
         status=MStatus.PENDING, lease="", leased_at=None
@@ -299,8 +334,14 @@ def _close_rows(rows: list[Message], lease: str, status: str, reason: str) -> No
 
 
 def _render(distribution: Distribution, rows: list[Message]) -> None:
-    """Render every body (creating personal links when the text asks for one)."""
-    fields = set(piped_fields(distribution.message))
+    """Render every body (creating personal links when the text asks for one). An email's
+    subject, HTML and text parts are kept on the row objects (``row.email``) for the send; its
+    text part is stored as the row's body."""
+    is_email = distribution.channel == Distribution.Channel.EMAIL
+    template = distribution.message
+    if is_email:
+        template = " ".join([distribution.subject, distribution.message, distribution.text_body])
+    fields = set(piped_fields(template))
     links: list[SurveyLink] = []
     existing = {}
     if "link" in fields:
@@ -326,13 +367,44 @@ def _render(distribution: Distribution, rows: list[Message]) -> None:
             person=row.person,
             participant=row.participant,
             link=link_url,
-            opt_out_link=opt_out_url(row.pk) if "opt_out_link" in fields else "",
+            opt_out_link=opt_out_url(row.pk) if "opt_out_link" in fields or is_email else "",
         )
+        if is_email:
+            row.email = render_email(
+                subject=distribution.subject,
+                html_body=distribution.message,
+                text_body=distribution.text_body,
+                values=values,
+                metadata=metadata,
+            )
+            row.body, row.segments = row.email.text, 0
+            continue
         row.body = render(distribution.message, values, metadata)
         row.segments = count_segments(row.body)
     if links:
         SurveyLink.objects.bulk_create(links)
     update_rows(Message, ["body", "segments"], [(row.pk, row.body, row.segments) for row in rows])
+
+
+def _outgoing_email(distribution: Distribution, row: Message) -> OutgoingEmail:
+    return OutgoingEmail(
+        message_id=row.pk,
+        to=row.address,
+        from_name=distribution.from_name,
+        from_address=distribution.from_address,
+        reply_to=distribution.reply_to,
+        subject=row.email.subject,
+        html=row.email.html,
+        text=row.email.text,
+        unsubscribe_url=opt_out_url(row.pk),
+        return_path=verp_address(row.pk),
+    )
+
+
+def _rejected_status(result: SendResult) -> str:
+    if result.blocked:
+        return MStatus.BLOCKED
+    return MStatus.BOUNCED if result.bounced else MStatus.FAILED
 
 
 def _apply_results(distribution, results: list[SendResult], lease: str, stats: dict) -> str:
@@ -368,7 +440,7 @@ def _apply_results(distribution, results: list[SendResult], lease: str, stats: d
         [
             (
                 r.message_id,
-                MStatus.BLOCKED if r.blocked else MStatus.FAILED,
+                _rejected_status(r),
                 f"{r.error_code} {r.error_message}".strip()[:300],
                 r.error_code[:20],
                 now,
@@ -379,7 +451,7 @@ def _apply_results(distribution, results: list[SendResult], lease: str, stats: d
         params=[lease, MStatus.SENDING],
     )
     for result in rejected:
-        status = MStatus.BLOCKED if result.blocked else MStatus.FAILED
+        status = _rejected_status(result)
         reason = f"{result.error_code} {result.error_message}".strip()[:300]
         events.append(
             MessageEvent(
@@ -393,7 +465,17 @@ def _apply_results(distribution, results: list[SendResult], lease: str, stats: d
                 pk=result.message_id
             )
             optout_record_provider(message=message)
-        stats["failed"] += 1
+        if result.suppress:
+            from optouts.services import optout_record_bounce
+
+            message = Message.objects.select_related("distribution__project", "person").get(
+                pk=result.message_id
+            )
+            optout_record_bounce(message=message, reason=result.error_message)
+        if result.bounced:
+            stats["bounced"] = stats.get("bounced", 0) + 1
+        else:
+            stats["failed"] += 1
     if fatal:
         fatal_rows = [r.message_id for r in results if r.outcome in (Outcome.FATAL,)]
         reason = (
@@ -461,11 +543,14 @@ def reconcile_range(*, distribution, provider: SmsProvider, first_id=None, last_
         stale = stale.filter(pk__gte=first_id, pk__lte=last_id)
     settled = 0
     sender = distribution.sender
+    is_email = distribution.channel == Distribution.Channel.EMAIL
     for row in stale.order_by("pk")[:SEND_CHUNK_SIZE]:
         since = row.leased_at - timedelta(seconds=5)
         provider_id = (
-            provider.find_sent(to=row.address, sender=sender, since=since, body=row.body)
-            if row.body
+            provider.find_sent(
+                to=row.address, sender=sender, since=since, body=row.body, message_id=row.pk
+            )
+            if row.body or is_email
             else None
         )
         now = timezone.now()
@@ -502,7 +587,7 @@ def distributions_recover(*, now=None) -> dict:
     for distribution in Distribution.objects.filter(
         status=Distribution.Status.IN_PROGRESS
     ).select_related("project__brand"):
-        provider = provider_for(provider_account_for(distribution.project.brand))
+        _account, provider = channel_provider(distribution)
         try:
             stats["reconciled"] += reconcile_range(distribution=distribution, provider=provider)
         finally:

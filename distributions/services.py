@@ -16,7 +16,7 @@ from datetime import datetime
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.db.models import Count, F, OuterRef, Q, Window
-from django.db.models.functions import RowNumber
+from django.db.models.functions import Lower, RowNumber
 from django.utils import timezone
 
 from distributions.conditions import conditions_clean, conditions_q
@@ -298,6 +298,13 @@ def distribution_cancel(*, distribution: Distribution, actor=None) -> Distributi
             raise ValidationError(
                 {"status": f"A {locked.get_status_display()} distribution cannot be cancelled."}
             )
+    if locked.status == Status.INTERRUPTED and locked.trigger:
+        # A completion-triggered thank-you ends when it is stopped: what it sent stays sent.
+        sent = Message.objects.filter(distribution=locked, status__in=Message.HANDED_OVER)
+        Distribution.objects.filter(pk=locked.pk).update(
+            status=Status.SENT if sent.exists() else Status.CANCELLED,
+            status_reason="Stopped: no more thank-you emails on completion.",
+        )
     if locked.status == Status.INTERRUPTED:
         from distributions.sending import release_credits
 
@@ -340,10 +347,15 @@ def distribution_start(*, distribution_id: int) -> dict:
             else "The project is outside its availability window.",
         )
         return {"started": False, "failed": "inactive project"}
+    if distribution.trigger == Distribution.TRIGGER_COMPLETION:
+        # Sends one recipient at a time, as they complete (``distribution_on_completion``).
+        return {"started": True, "chunks": 0, "trigger": distribution.trigger}
     with transaction.atomic():
         counts = distribution_materialise(distribution=distribution)
         from distributions.sending import distribution_enqueue_chunks, reserve_credits
 
+        if distribution.channel == Distribution.Channel.EMAIL:
+            _enforce_weekly_limit(distribution)
         reserve_credits(distribution=distribution)
         chunks = distribution_enqueue_chunks(distribution=distribution)
     if not chunks:
@@ -351,11 +363,52 @@ def distribution_start(*, distribution_id: int) -> dict:
     return {"started": True, "chunks": chunks, **counts}
 
 
-def recipients_queryset(distribution: Distribution):
+def _enforce_weekly_limit(distribution: Distribution) -> None:
+    """At start: if the brand's weekly email limit cannot take this run, nothing is sent."""
+    from distributions.email_services import weekly_limit_error
+
+    pending = Message.objects.filter(distribution=distribution, status=MStatus.PENDING)
+    error = weekly_limit_error(
+        brand=distribution.project.brand, wanted=pending.count(), exclude_id=distribution.pk
+    )
+    if error:
+        _close_open_messages(distribution, status=MStatus.FAILED, reason=f"Not sent: {error}")
+
+
+def distribution_on_completion(*, response) -> int:
+    """A recipient completed the survey: queue the project's completion-triggered thank-you
+    emails to them (once per distribution and participant). Returns how many were queued."""
+    if not response.participant_id:
+        return 0
+    from distributions.email_services import weekly_limit_error
+    from distributions.sending import distribution_enqueue_chunks
+
+    queued = 0
+    for distribution in Distribution.objects.filter(
+        project_id=response.project_id,
+        trigger=Distribution.TRIGGER_COMPLETION,
+        status=Status.IN_PROGRESS,
+    ).select_related("project__brand"):
+        with transaction.atomic():
+            distribution_materialise(
+                distribution=distribution, participant_ids=[response.participant_id]
+            )
+            error = weekly_limit_error(brand=distribution.project.brand, wanted=1)
+            if error:
+                _close_open_messages(
+                    distribution, status=MStatus.FAILED, reason=f"Not sent: {error}"
+                )
+            queued += distribution_enqueue_chunks(distribution=distribution)
+    return queued
+
+
+def recipients_queryset(distribution: Distribution, participant_ids: list[int] | None = None):
     """The participants a distribution selects: its conditions, and for reminders its audience."""
     queryset = Participant.objects.filter(project_id=distribution.project_id).filter(
         conditions_q(distribution.conditions, spellings=_field_spellings(distribution.project_id))
     )
+    if participant_ids is not None:
+        queryset = queryset.filter(pk__in=participant_ids)
     if distribution.kind == Distribution.Kind.REMINDER:
         from distributions.audiences import reminder_audience
 
@@ -377,17 +430,22 @@ def _field_spellings(project_id: int):
     return lambda name: project_metadata_keys(project_id=project_id, named=name)
 
 
-def distribution_materialise(*, distribution: Distribution) -> dict:
+def distribution_materialise(
+    *, distribution: Distribution, participant_ids: list[int] | None = None
+) -> dict:
     """Insert one recipient row per selected participant, in one statement.
 
     The first participant with a phone number gets Pending, later ones with the same number
     Duplicated; no phone: Skipped; opted out: Skipped (opt-out). Existing rows are kept.
+    Emails: the same, with addresses compared without case and malformed ones Skipped.
     """
     from optouts.selectors import optout_active_exists
 
-    address_field = "person__phone" if distribution.channel == "sms" else "person__email"
+    is_email = distribution.channel == Distribution.Channel.EMAIL
+    address_field = "person__email" if is_email else "person__phone"
+    partition = Lower(F(address_field)) if is_email else F(address_field)
     selected = (
-        recipients_queryset(distribution)
+        recipients_queryset(distribution, participant_ids)
         .order_by()
         .annotate(
             pid=F("pk"),
@@ -398,13 +456,21 @@ def distribution_materialise(*, distribution: Distribution) -> dict:
                 channel=distribution.channel,
                 address_ref=OuterRef(address_field),
             ),
-            rn=Window(RowNumber(), partition_by=[F(address_field)], order_by=F("pk").asc()),
+            rn=Window(RowNumber(), partition_by=[partition], order_by=F("pk").asc()),
         )
         .values("pid", "person_ref", "address", "opted_out", "rn")
     )
     inner_sql, inner_params = selected.query.sql_with_params()
     now = timezone.now()
     table = Message._meta.db_table
+    # An email address needs one @ with something on each side, and no spaces; phones were
+    # normalised to E.164 on import.
+    invalid = (
+        "(sel.address NOT LIKE '%%_@_%%' OR sel.address LIKE '%% %%' "
+        "OR sel.address LIKE '%%@%%@%%')"
+        if is_email
+        else "1 = 0"
+    )
     # Table names come from our models; every value is a bound parameter.
     sql = f"""
         INSERT INTO {table} (
@@ -413,10 +479,12 @@ def distribution_materialise(*, distribution: Distribution) -> dict:
         )
         SELECT %s, sel.pid, sel.person_ref, sel.address,
             CASE WHEN sel.address = '' OR sel.address IS NULL THEN %s
+                 WHEN {invalid} THEN %s
                  WHEN sel.opted_out THEN %s
                  WHEN sel.rn > 1 THEN %s
                  ELSE %s END,
             CASE WHEN sel.address = '' OR sel.address IS NULL THEN %s
+                 WHEN {invalid} THEN %s
                  WHEN sel.opted_out THEN %s
                  WHEN sel.rn > 1 THEN %s
                  ELSE '' END,
@@ -425,14 +493,18 @@ def distribution_materialise(*, distribution: Distribution) -> dict:
         WHERE 1 = 1
         ON CONFLICT DO NOTHING
     """  # noqa: S608
+
     no_address = "No phone number" if distribution.channel == "sms" else "No email address"
+    invalid_reason = "Invalid email address" if is_email else "Invalid phone number"
     params = [
         distribution.pk,
+        MStatus.SKIPPED,
         MStatus.SKIPPED,
         MStatus.SKIPPED_OPTOUT,
         MStatus.DUPLICATED,
         MStatus.PENDING,
         no_address,
+        invalid_reason,
         "Opted out",
         "Same address as another recipient",
         now,
@@ -520,6 +592,8 @@ def distribution_finish_if_done(*, distribution_id: int) -> str | None:
     distribution = Distribution.objects.filter(pk=distribution_id).first()
     if distribution is None or distribution.status != Status.IN_PROGRESS:
         return None
+    if distribution.trigger == Distribution.TRIGGER_COMPLETION:
+        return None  # sends on each completion until it is stopped
     counts = distribution_counts(distribution_id=distribution_id)["by_status"]
     if any(counts.get(status) for status in Message.OPEN_STATUSES):
         return None

@@ -57,3 +57,14 @@ def outbox_deliver_task(receipts: list[list]) -> dict:
         )
     OutboxMessage.objects.filter(sid__in=[sid for _, sid in receipts]).update(status="delivered")
     return {"delivered": delivered}
+
+
+@shared_task(name="distributions.tasks.distribution_on_completion_task")
+def distribution_on_completion_task(response_id: int) -> dict:
+    """Thank-you emails to a recipient who completed the survey (if any are set to go)."""
+    from projects.models import Response
+
+    response = Response.objects.filter(pk=response_id).first()
+    if response is None:
+        return {"queued": 0}
+    return {"queued": services.distribution_on_completion(response=response)}

@@ -63,3 +63,40 @@ def twilio_status_callback(request, message_id: int):
         error_code=request.POST.get("ErrorCode", ""),
     )
     return HttpResponse(status=204)
+
+
+BOUNCE_SIGNATURE_HEADER = "X-Relay-Signature"  # "sha256=<hex HMAC of the body>"
+BOUNCE_TOKEN_HEADER = "X-Relay-Bounce-Token"  # noqa: S105 - a header name, not a secret
+MAX_BOUNCE_BYTES = 2_000_000
+
+
+def bounce_request_authentic(request, secret: str) -> bool:
+    import hashlib
+    import hmac
+
+    if not secret:
+        return False
+    token = request.headers.get(BOUNCE_TOKEN_HEADER, "")
+    if token:
+        return hmac.compare_digest(token.encode(), secret.encode())
+    signature = request.headers.get(BOUNCE_SIGNATURE_HEADER, "").removeprefix("sha256=")
+    expected = hmac.new(secret.encode(), request.body, hashlib.sha256).hexdigest()
+    return bool(signature) and hmac.compare_digest(signature.lower(), expected)
+
+
+@csrf_exempt
+@require_POST
+def email_bounce_inbound(request):
+    """A raw MIME delivery status notification (RFC 3464) from the bounce mailbox's MTA,
+    authenticated with ``RELAY_BOUNCE_SECRET``. Stored whatever it says; 202 when stored."""
+    from django.http import JsonResponse
+
+    from distributions.bounces import bounce_ingest
+
+    if int(request.headers.get("Content-Length") or 0) > MAX_BOUNCE_BYTES:
+        return HttpResponse("too large", status=413)
+    if not bounce_request_authentic(request, settings.RELAY_BOUNCE_SECRET):
+        logger.warning("bounce report with an invalid signature")
+        return HttpResponseForbidden("invalid signature")
+    report = bounce_ingest(raw=request.body)
+    return JsonResponse({"id": report.pk, "action": report.action}, status=202)

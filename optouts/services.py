@@ -129,6 +129,23 @@ def optout_record_provider(*, message) -> OptOut:
     )
 
 
+def optout_record_bounce(*, message, reason: str = "", inbound_text: str = "") -> OptOut:
+    """A hard bounce of an email: the address does not take mail, so it is suppressed for the
+    brand like an opt-out (source ``bounce``) and never emailed again until an admin opts it in.
+    """
+    return optout_record(
+        brand_id=message.distribution.project.brand_id,
+        channel=Channel.EMAIL,
+        address=message.address,
+        source=Source.BOUNCE,
+        scope=Scope.DIRECTORY,
+        person=message.person,
+        message=message,
+        reason=(reason or "Hard bounce")[:500],
+        inbound_text=inbound_text[:1600],
+    )
+
+
 def optout_record_link(*, message, now: datetime | None = None) -> tuple[OptOut, bool]:
     """The recipient confirmed on the opt-out link of ``message``. Returns (opt-out, changed).
 

@@ -477,6 +477,19 @@ def _transaction_embedded_data(link: SurveyLink) -> dict:
     }
 
 
+def _completed(response: Response) -> None:
+    """Tell the world a response is complete: webhooks, and thank-you emails on completion."""
+    response_completed_raised(response=response)
+    response_id = response.pk
+
+    def queue():
+        from distributions.tasks import distribution_on_completion_task
+
+        distribution_on_completion_task.delay(response_id)
+
+    transaction.on_commit(queue)
+
+
 def _save_response(*, existing: Response | None = None, **values) -> Response:
     response = existing or Response()
     for name, value in values.items():
@@ -559,7 +572,7 @@ def response_submit_link(
         response = save(status=Response.Status.COMPLETE, answers=answers)
         SurveyLink.objects.filter(pk=link.pk).update(completed_at=now)
         survey_link_open(link=link, now=now)
-        response_completed_raised(response=response)
+        _completed(response)
     return SubmitResult(SubmitOutcome.COMPLETE, project, questions, response)
 
 
@@ -626,7 +639,7 @@ def response_submit_anonymous(
     response = save(status=Response.Status.COMPLETE, answers=answers)
     if response is None:  # the same form, submitted twice at once: the first one won
         return SubmitResult(SubmitOutcome.ANSWERED, project, questions)
-    response_completed_raised(response=response)
+    _completed(response)
     return SubmitResult(SubmitOutcome.COMPLETE, project, questions, response)
 
 
@@ -673,5 +686,5 @@ def response_create(
         started_at=now,
         completed_at=now,
     )
-    response_completed_raised(response=response)
+    _completed(response)
     return response

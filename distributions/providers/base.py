@@ -30,6 +30,22 @@ class OutgoingSms:
     status_callback: str = ""
 
 
+@dataclass(frozen=True)
+class OutgoingEmail:
+    """One rendered email; ``return_path`` is its VERP envelope sender."""
+
+    message_id: int
+    to: str
+    from_name: str
+    from_address: str
+    reply_to: str
+    subject: str
+    html: str
+    text: str
+    unsubscribe_url: str
+    return_path: str
+
+
 class Outcome(enum.StrEnum):
     ACCEPTED = "accepted"  # the provider took it: never hand it over again
     REJECTED = "rejected"  # permanently refused for this recipient
@@ -46,6 +62,8 @@ class SendResult:
     error_code: str = ""
     error_message: str = ""
     blocked: bool = False  # the recipient unsubscribed at the carrier (e.g. Twilio 21610)
+    bounced: bool = False  # an email refused for good by the receiving server (5xx)
+    suppress: bool = False  # ... because the address does not exist: never email it again
     retry_after: float | None = None
 
 
@@ -74,8 +92,11 @@ class SmsProvider(ABC):
         """Hand ``messages`` to the provider (concurrently if it can); one result each."""
 
     @abstractmethod
-    def find_sent(self, *, to: str, sender: str, since: datetime, body: str) -> str | None:
-        """The provider id of a message to ``to`` with ``body`` accepted since ``since``."""
+    def find_sent(
+        self, *, to: str, sender: str, since: datetime, body: str, message_id: int | None = None
+    ) -> str | None:
+        """The provider id of a message to ``to`` with ``body`` accepted since ``since``
+        (``message_id``: our row, for providers that journal acceptances by it)."""
 
     @abstractmethod
     def check_credentials(self) -> None:

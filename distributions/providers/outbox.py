@@ -46,7 +46,9 @@ class OutboxProvider(SmsProvider):
             for message, row in zip(messages, rows, strict=True)
         ]
 
-    def find_sent(self, *, to: str, sender: str, since: datetime, body: str) -> str | None:
+    def find_sent(
+        self, *, to: str, sender: str, since: datetime, body: str, message_id: int | None = None
+    ) -> str | None:
         from distributions.models import OutboxMessage
 
         row = (

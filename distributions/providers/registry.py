@@ -34,3 +34,15 @@ def provider_for(account) -> SmsProvider:
     except KeyError as exc:
         raise ImproperlyConfigured(f"Unknown SMS provider '{account.provider}'") from exc
     return cls(account)
+
+
+@cache
+def email_provider_class() -> type[SmsProvider]:
+    return import_string(settings.RELAY_EMAIL_PROVIDER)
+
+
+def channel_provider_for(account, channel: str) -> SmsProvider:
+    """The provider of ``account`` for ``channel`` (an ``EmailAccount`` for email)."""
+    if channel == "email":
+        return email_provider_class()(account)
+    return provider_for(account)

@@ -224,7 +224,9 @@ class TwilioProvider(SmsProvider):
             error_message=f"{name}: {exc}"[:200],
         )
 
-    def find_sent(self, *, to: str, sender: str, since: datetime, body: str) -> str | None:
+    def find_sent(
+        self, *, to: str, sender: str, since: datetime, body: str, message_id: int | None = None
+    ) -> str | None:
         try:
             candidates = self._sync().messages.list(to=to, date_sent_after=since, limit=200)
         except TwilioException as exc:  # list() raises a plain TwilioException on errors

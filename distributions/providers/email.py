@@ -1,0 +1,283 @@
+"""Email through Django's email machinery: the platform mailer (``EMAIL_*`` settings) or the
+brand's own SMTP relay, one reused connection per worker task.
+
+Each message is built by ``EmailMultiAlternatives`` (text and HTML parts, ``Message-ID``,
+``List-Unsubscribe`` with RFC 8058 one-click, ``Reply-To``), DKIM-signed (dkimpy) when its From
+domain is a verified domain of the brand with a key, and sent over SMTP with its own VERP
+envelope sender. Outcomes per message, read from the server's replies:
+
+- 250 after DATA: accepted; recorded at once in a journal (the cache: Redis in production) so
+  that a worker killed before it wrote the row still never sends it again (``find_sent``);
+- 5xx at RCPT or DATA: Bounced (at RCPT with "no such user" codes the address is suppressed);
+- 4xx anywhere, a refused or dropped connection before DATA: retried (nothing was accepted);
+- no answer after the message was transmitted: Failed, not resent (it may have been accepted);
+- login refused, or 5xx to MAIL FROM: the relay refuses the account, the distribution stops.
+
+With another backend (the file-based development default, ``locmem`` in tests) messages go
+through ``send_messages`` and are accepted as the backend says.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import smtplib
+from datetime import datetime
+from email.utils import formataddr
+
+from django.conf import settings
+from django.core.cache import cache
+from django.core.mail import EmailMultiAlternatives, get_connection
+from django.core.mail.backends.smtp import EmailBackend as SmtpBackend
+
+import dkim
+
+from distributions.providers.base import (
+    Outcome,
+    OutgoingEmail,
+    ProviderError,
+    SendResult,
+    SmsProvider,
+)
+
+logger = logging.getLogger(__name__)
+
+JOURNAL_PREFIX = "relay:email:accepted:"
+JOURNAL_SECONDS = 7 * 24 * 3600  # longer than any lease: reconciliation reads it
+DKIM_HEADERS = [
+    b"From",
+    b"To",
+    b"Subject",
+    b"Date",
+    b"Message-ID",
+    b"Reply-To",
+    b"List-Unsubscribe",
+    b"List-Unsubscribe-Post",
+    b"MIME-Version",
+    b"Content-Type",
+]
+# RCPT refusals that mean "this mailbox does not exist": the address is suppressed.
+SUPPRESS_CODES = {550, 551, 553}
+
+
+def _reply(code: int, text) -> str:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return f"{code} {' '.join(str(text).split())}".strip()[:280]
+
+
+class SmtpEmailProvider(SmsProvider):
+    code = "email"
+    label = "Email (platform mailer or own SMTP relay)"
+    channels = ("email",)
+    redacted_config_keys = ("smtp_password",)
+
+    def __init__(self, account):
+        super().__init__(account)
+        self.backend = None
+        self._dkim: dict[str, tuple[bytes, bytes] | None] = {}
+
+    # --- connection ---------------------------------------------------------------------
+    def _make_backend(self):
+        account = self.account
+        if account.transport == "smtp":
+            return SmtpBackend(
+                host=account.smtp_host,
+                port=account.smtp_port,
+                username=account.smtp_username or None,
+                password=account.smtp_password or None,
+                use_tls=account.smtp_security == "starttls",
+                use_ssl=account.smtp_security == "ssl",
+                timeout=settings.EMAIL_TIMEOUT,
+                fail_silently=False,
+            )
+        return get_connection(fail_silently=False)
+
+    def _open(self) -> tuple[Outcome, str] | None:
+        """Open (or keep) the connection. None when usable, else why not."""
+        if self.backend is None:
+            self.backend = self._make_backend()
+        try:
+            self.backend.open()
+            smtp = getattr(self.backend, "connection", None)
+            if isinstance(self.backend, SmtpBackend) and smtp is not None:
+                smtp.ehlo_or_helo_if_needed()  # open() greets only for STARTTLS or a login
+        except smtplib.SMTPAuthenticationError as exc:
+            self.close()
+            return Outcome.FATAL, "login refused: " + _reply(exc.smtp_code, exc.smtp_error)
+        except smtplib.SMTPResponseException as exc:
+            self.close()
+            outcome = Outcome.FATAL if 500 <= exc.smtp_code < 600 else Outcome.RETRY
+            return outcome, _reply(exc.smtp_code, exc.smtp_error)
+        except (smtplib.SMTPException, OSError) as exc:
+            self.close()
+            return Outcome.RETRY, f"cannot reach the mail server: {exc}"[:280]
+        return None
+
+    def close(self) -> None:
+        if self.backend is not None:
+            try:
+                self.backend.close()
+            except Exception:  # noqa: BLE001 - closing a dead connection
+                logger.debug("closing the SMTP connection failed", exc_info=True)
+            if isinstance(self.backend, SmtpBackend):
+                self.backend.connection = None
+
+    # --- messages -----------------------------------------------------------------------
+    def _dkim_for(self, domain: str) -> tuple[bytes, bytes] | None:
+        if domain not in self._dkim:
+            from distributions.models import EmailDomain
+
+            row = EmailDomain.objects.filter(
+                brand_id=self.account.brand_id, domain=domain, verified_at__isnull=False
+            ).first()
+            self._dkim[domain] = (
+                (row.dkim_selector.encode(), row.dkim_private_key.encode())
+                if row is not None and row.has_dkim
+                else None
+            )
+        return self._dkim[domain]
+
+    def build(self, message: OutgoingEmail) -> tuple[str, EmailMultiAlternatives]:
+        domain = message.from_address.rpartition("@")[2].lower()
+        message_id = f"{message.message_id}.{secrets.token_hex(8)}@{domain}"
+        email = EmailMultiAlternatives(
+            subject=message.subject,
+            body=message.text,
+            from_email=formataddr((message.from_name, message.from_address))
+            if message.from_name
+            else message.from_address,
+            to=[message.to],
+            reply_to=[message.reply_to] if message.reply_to else None,
+            headers={
+                "Message-ID": f"<{message_id}>",
+                "List-Unsubscribe": f"<{message.unsubscribe_url}>",
+                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+            },
+            connection=self.backend,
+        )
+        email.attach_alternative(message.html, "text/html")
+        return message_id, email
+
+    def signed_bytes(self, message: OutgoingEmail, email: EmailMultiAlternatives) -> bytes:
+        data = email.message().as_bytes(linesep="\r\n")
+        domain = message.from_address.rpartition("@")[2].lower()
+        key = self._dkim_for(domain)
+        if key is not None:
+            selector, private_key = key
+            data = (
+                dkim.sign(
+                    data,
+                    selector,
+                    domain.encode(),
+                    private_key,
+                    include_headers=DKIM_HEADERS,
+                    linesep=b"\r\n",
+                )
+                + data
+            )
+        return data
+
+    def send_window(self, messages: list[OutgoingEmail]) -> list[SendResult]:
+        results: list[SendResult] = []
+        for index, message in enumerate(messages):
+            problem = self._open()
+            if problem is not None:
+                outcome, reason = problem
+                results += [
+                    SendResult(
+                        message_id=m.message_id,
+                        outcome=outcome,
+                        error_code="smtp",
+                        error_message=reason,
+                    )
+                    for m in messages[index:]
+                ]
+                return results
+            results.append(self._send_one(message))
+        return results
+
+    def _send_one(self, message: OutgoingEmail) -> SendResult:
+        message_id, email = self.build(message)
+        smtp = getattr(self.backend, "connection", None)
+        if not isinstance(self.backend, SmtpBackend) or smtp is None:
+            self.backend.send_messages([email])
+            self._journal(message.message_id, message_id)
+            return SendResult(message.message_id, Outcome.ACCEPTED, provider_id=message_id)
+        data = self.signed_bytes(message, email)
+        try:
+            code, text = smtp.mail(message.return_path)
+            if code != 250:
+                return self._refused(smtp, message, code, text, stage="MAIL")
+            code, text = smtp.rcpt(message.to)
+            if code not in (250, 251):
+                return self._refused(smtp, message, code, text, stage="RCPT")
+        except (smtplib.SMTPException, OSError) as exc:
+            self.close()  # nothing was transmitted: try again on a new connection
+            return SendResult(
+                message.message_id, Outcome.RETRY, error_code="smtp", error_message=str(exc)
+            )
+        try:
+            code, text = smtp.data(data)
+        except smtplib.SMTPDataError as exc:
+            return self._refused(smtp, message, exc.smtp_code, exc.smtp_error, stage="DATA")
+        except (smtplib.SMTPException, OSError) as exc:
+            self.close()
+            # The message was (partly) transmitted: it may have been accepted. Never resend.
+            return SendResult(
+                message.message_id,
+                Outcome.REJECTED,
+                error_code="unknown",
+                error_message=f"No answer after the message was sent ({exc}): it may have "
+                "been delivered; not sent again.",
+            )
+        if code != 250:
+            return self._refused(smtp, message, code, text, stage="DATA")
+        self._journal(message.message_id, message_id)
+        return SendResult(message.message_id, Outcome.ACCEPTED, provider_id=message_id)
+
+    def _refused(self, smtp, message: OutgoingEmail, code: int, text, *, stage: str):
+        reply = _reply(code, text)
+        try:
+            smtp.rset()
+        except (smtplib.SMTPException, OSError):
+            self.close()
+        if 400 <= code < 500 or code < 400:
+            if code == 421:
+                self.close()
+            return SendResult(
+                message.message_id,
+                Outcome.RETRY,
+                error_code=str(code),
+                error_message=f"{stage}: {reply}",
+            )
+        if stage == "MAIL":
+            return SendResult(
+                message.message_id, Outcome.FATAL, error_code=str(code), error_message=reply
+            )
+        return SendResult(
+            message.message_id,
+            Outcome.REJECTED,
+            error_code=str(code),
+            error_message=f"Bounced at {stage}: {reply}",
+            bounced=True,
+            suppress=stage == "RCPT" and code in SUPPRESS_CODES,
+        )
+
+    # --- journal of accepted messages ---------------------------------------------------
+    @staticmethod
+    def _journal(row_id: int, message_id: str) -> None:
+        cache.set(f"{JOURNAL_PREFIX}{row_id}", message_id, JOURNAL_SECONDS)
+
+    def find_sent(
+        self, *, to: str, sender: str, since: datetime, body: str, message_id: int | None = None
+    ) -> str | None:
+        if message_id is None:
+            return None
+        return cache.get(f"{JOURNAL_PREFIX}{message_id}")
+
+    def check_credentials(self) -> None:
+        problem = self._open()
+        self.close()
+        if problem is not None:
+            raise ProviderError(problem[1])

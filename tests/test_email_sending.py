@@ -1,0 +1,376 @@
+"""Email distributions sent over real SMTP (aiosmtpd on 127.0.0.1): content, headers, DKIM,
+bounces at send time and by DSN, retries, refused logins, hangs, opt-outs, history, metrics."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import email
+import email.policy
+import hashlib
+import hmac
+import io
+
+from django.utils import timezone
+
+import dkim
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from distributions.email_services import email_account_update, email_domain_create
+from distributions.models import BounceReport, Distribution, EmailDomain, Message
+from distributions.services import distribution_create
+from distributions.verp import verp_message_id
+from optouts.models import OptOut
+from projects.models import SurveyLink
+from tests.factories.participants import ParticipantFactory, PersonFactory
+from tests.smtp_server import SmtpServer
+
+pytestmark = [pytest.mark.django_db, pytest.mark.filterwarnings("ignore:Requiring AUTH")]
+S = Message.Status
+BODY = (
+    '<p>Hello ${first_name} of ${Team},</p><p><a href="${link}">Take the survey</a></p>'
+    '<script>steal()</script><p><a href="${opt_out_link}">Unsubscribe</a></p>'
+)
+BOUNCE_SECRET = "bounce-secret-for-tests"  # noqa: S105 - a test value
+
+
+def add(project, first, address, **metadata):
+    person = PersonFactory(brand=project.brand, first_name=first, email=address)
+    return ParticipantFactory(project=project, person=person, metadata=metadata)
+
+
+@pytest.fixture
+def smtp(settings):
+    with SmtpServer() as server:
+        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+        settings.EMAIL_HOST = "127.0.0.1"
+        settings.EMAIL_PORT = server.port
+        settings.EMAIL_TIMEOUT = 2
+        settings.RELAY_BOUNCE_SECRET = BOUNCE_SECRET
+        yield server
+
+
+@pytest.fixture
+def dkim_key(tenancy):
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    domain = email_domain_create(
+        brand=tenancy.brand_a, domain="alpha.test", dkim_selector="relay", dkim_private_key=pem
+    )
+    EmailDomain.objects.filter(pk=domain.pk).update(verified_at=timezone.now())
+    public = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+
+
+def send_now(project, capture, **kwargs):
+    values = {"channel": "email", "message": BODY, "subject": "Hi ${first_name}"}
+    values.update(kwargs)
+    with capture(execute=True):
+        distribution = distribution_create(project=project, **values)
+    distribution.refresh_from_db()
+    return distribution
+
+
+def parsed(received):
+    return email.message_from_bytes(received.data, policy=email.policy.default)
+
+
+def test_email_is_sent_once_with_piped_values_headers_and_dkim(
+    tenancy, smtp, dkim_key, eager_tasks, django_capture_on_commit_callbacks
+):
+    project = tenancy.project_a
+    tenancy.participant_a.delete()
+    ada = add(project, "Ada", "ada@example.com", Team="Engines")
+    alan = add(project, "Al<b>an", "alan@example.com", Team="Bletchley")
+    twin = add(project, "Twin", "ADA@example.com")  # the same address, another case
+    bad = add(project, "Bad", "not-an-address")
+    none = add(project, "None", "")
+    distribution = send_now(
+        project,
+        django_capture_on_commit_callbacks,
+        from_name="Alpha surveys",
+        from_address="news@alpha.test",
+        reply_to="help@alpha.test",
+    )
+    assert distribution.status == Distribution.Status.SENT
+    rows = {m.participant_id: m for m in distribution.messages.all()}
+    assert rows[ada.pk].status == S.SENT and rows[alan.pk].status == S.SENT
+    assert rows[twin.pk].status == S.DUPLICATED
+    assert (rows[bad.pk].status, rows[bad.pk].status_reason) == (S.SKIPPED, "Invalid email address")
+    assert rows[none.pk].status == S.SKIPPED
+
+    received = smtp.messages
+    assert sorted(r.rcpt_tos[0] for r in received) == ["ada@example.com", "alan@example.com"]
+    by_to = {r.rcpt_tos[0]: r for r in received}
+    for participant, address in ((ada, "ada@example.com"), (alan, "alan@example.com")):
+        row = rows[participant.pk]
+        raw = by_to[address]
+        assert verp_message_id(raw.mail_from) == row.pk  # VERP Return-Path names the row
+        message = parsed(raw)
+        assert message["Message-ID"] == f"<{row.provider_id}>"
+        assert message["From"] == "Alpha surveys <news@alpha.test>"
+        assert message["Reply-To"] == "help@alpha.test"
+        assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert (
+            message["List-Unsubscribe"].startswith("<http")
+            and "/o/" in (message["List-Unsubscribe"])
+        )
+        assert dkim.verify(raw.data, dnsfunc=lambda name, timeout=5: dkim_key)
+        html = message.get_body(("html",)).get_content()
+        text = message.get_body(("plain",)).get_content()
+        link = SurveyLink.objects.get(message=row)
+        assert link.url in html and link.url in text
+        assert "<script" not in html and "steal()" not in html
+    ada_html = parsed(by_to["ada@example.com"]).get_body(("html",)).get_content()
+    assert "Hello Ada of Engines" in ada_html
+    alan_message = parsed(by_to["alan@example.com"])
+    assert "Al&lt;b&gt;an of Bletchley" in alan_message.get_body(("html",)).get_content()
+    assert alan_message["Subject"] == "Hi Al<b>an"
+    assert "Hello Al<b>an of Bletchley" in alan_message.get_body(("plain",)).get_content()
+
+
+def test_5xx_at_rcpt_bounces_and_suppresses_4xx_is_retried(
+    tenancy, smtp, eager_tasks, django_capture_on_commit_callbacks
+):
+    project = tenancy.project_a
+    tenancy.participant_a.delete()
+    gone = add(project, "Gone", "gone@example.com")
+    slow = add(project, "Slow", "slow@example.com")
+    fine = add(project, "Fine", "fine@example.com")
+    smtp.behaviour.rcpt_codes["gone@example.com"] = "550 5.1.1 No such user here"
+    smtp.behaviour.rcpt_codes["slow@example.com"] = "451 4.3.0 Try again later"
+    original = smtp.handler.handle_RCPT
+
+    async def once_then_ok(server, session, envelope, address, options):
+        reply = await original(server, session, envelope, address, options)
+        if address == "slow@example.com":
+            smtp.behaviour.rcpt_codes.pop(address, None)  # the next attempt is accepted
+        return reply
+
+    smtp.handler.handle_RCPT = once_then_ok
+    distribution = send_now(project, django_capture_on_commit_callbacks)
+    rows = {m.participant_id: m for m in distribution.messages.all()}
+    assert rows[gone.pk].status == S.BOUNCED
+    assert "550" in rows[gone.pk].status_reason and "No such user" in rows[gone.pk].status_reason
+    assert rows[slow.pk].status == S.SENT and rows[slow.pk].attempts == 1
+    assert rows[fine.pk].status == S.SENT
+    assert sorted(r.rcpt_tos[0] for r in smtp.messages) == ["fine@example.com", "slow@example.com"]
+    optout = OptOut.objects.get(brand=tenancy.brand_a, channel="email", active=True)
+    assert (optout.address, optout.source) == ("gone@example.com", "bounce")
+    metrics = _metrics(tenancy, distribution)
+    assert metrics["email"] == {"sent": 3, "failed": 0, "opened": 0, "finished": 0, "bounced": 1}
+
+    # The suppressed address is never emailed again.
+    again = send_now(project, django_capture_on_commit_callbacks)
+    assert again.messages.get(participant=gone).status == S.SKIPPED_OPTOUT
+
+
+def _metrics(tenancy, distribution):
+    from tests.conftest import make_api_client
+
+    response = make_api_client(user=tenancy.admin_a).get(
+        f"/api/v1/distributions/{distribution.pk}/"
+    )
+    assert response.status_code == 200
+    return response.json()["metrics"]
+
+
+def test_relay_refusing_login_fails_with_its_reply(
+    tenancy, settings, eager_tasks, django_capture_on_commit_callbacks
+):
+    with SmtpServer(users={"relay": "right"}) as server:
+        email_account_update(
+            brand=tenancy.brand_a,
+            transport="smtp",
+            smtp_host="127.0.0.1",
+            smtp_port=server.port,
+            smtp_security="none",
+            smtp_username="relay",
+            smtp_password="wrong",
+        )
+        tenancy.participant_a.delete()
+        add(tenancy.project_a, "Ada", "ada@example.com")
+        distribution = send_now(tenancy.project_a, django_capture_on_commit_callbacks)
+        assert server.messages == []
+    row = distribution.messages.get()
+    assert row.status == S.FAILED and "535" in row.status_reason
+    assert distribution.status == Distribution.Status.FAILED
+    assert "535" in distribution.status_reason
+
+
+def test_brand_relay_with_the_right_login_sends(
+    tenancy, settings, eager_tasks, django_capture_on_commit_callbacks
+):
+    with SmtpServer(users={"relay": "right"}) as server:
+        email_account_update(
+            brand=tenancy.brand_a,
+            transport="smtp",
+            smtp_host="127.0.0.1",
+            smtp_port=server.port,
+            smtp_security="none",
+            smtp_username="relay",
+            smtp_password="right",
+        )
+        tenancy.participant_a.delete()
+        add(tenancy.project_a, "Ada", "ada@example.com")
+        distribution = send_now(tenancy.project_a, django_capture_on_commit_callbacks)
+        assert [r.rcpt_tos for r in server.messages] == [["ada@example.com"]]
+    assert distribution.messages.get().status == S.SENT
+
+
+def test_a_hanging_server_fails_the_row_and_never_resends(
+    tenancy, smtp, settings, eager_tasks, django_capture_on_commit_callbacks
+):
+    settings.EMAIL_TIMEOUT = 1
+    smtp.behaviour.hang_seconds = 3
+    tenancy.participant_a.delete()
+    add(tenancy.project_a, "Ada", "ada@example.com")
+    distribution = send_now(tenancy.project_a, django_capture_on_commit_callbacks)
+    row = distribution.messages.get()
+    assert row.status == S.FAILED and row.attempts == 1
+    assert "not sent again" in row.status_reason
+
+
+def test_dsn_marks_bounced_and_suppresses(
+    tenancy, smtp, client, eager_tasks, django_capture_on_commit_callbacks
+):
+    tenancy.participant_a.delete()
+    add(tenancy.project_a, "Ada", "ada@example.com")
+    distribution = send_now(tenancy.project_a, django_capture_on_commit_callbacks)
+    row = distribution.messages.get()
+    verp = smtp.messages[0].mail_from
+    dsn = (
+        f"From: MAILER-DAEMON@mx.example.com\r\nTo: {verp}\r\nSubject: Undelivered\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
+        "--B\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n"
+        "--B\r\nContent-Type: message/delivery-status\r\n\r\n"
+        "Reporting-MTA: dns; mx.example.com\r\n\r\n"
+        "Final-Recipient: rfc822; ada@example.com\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        "Diagnostic-Code: smtp; 550 5.1.1 User unknown\r\n\r\n"
+        f"--B\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: <{row.provider_id}>\r\n"
+        "\r\n--B--\r\n"
+    ).encode()
+    url = "/webhooks/email/bounces/"
+    assert client.post(url, dsn, content_type="message/rfc822").status_code == 403
+    forged = client.post(
+        url, dsn, content_type="message/rfc822", headers={"X-Relay-Signature": "sha256=00"}
+    )
+    assert forged.status_code == 403
+    row.refresh_from_db()
+    assert row.status == S.SENT
+
+    signature = hmac.new(BOUNCE_SECRET.encode(), dsn, hashlib.sha256).hexdigest()
+    response = client.post(
+        url,
+        dsn,
+        content_type="message/rfc822",
+        headers={"X-Relay-Signature": f"sha256={signature}"},
+    )
+    assert response.status_code == 202 and response.json()["action"] == "bounced"
+    row.refresh_from_db()
+    assert row.status == S.BOUNCED and "5.1.1" in row.status_reason
+    assert row.events.filter(status=S.BOUNCED, source="bounce").count() == 1
+    optout = OptOut.objects.get(brand=tenancy.brand_a, channel="email", active=True)
+    assert (optout.address, optout.source) == ("ada@example.com", "bounce")
+    page = client
+    page.force_login(tenancy.admin_a)
+    listing = page.get("/optouts/?state=active")
+    assert listing.status_code == 200 and b"ada@example.com" in listing.content
+
+    # Malformed: stored, not acted on.
+    junk = b"this is not a delivery status notification"
+    response = client.post(
+        url, junk, content_type="text/plain", headers={"X-Relay-Bounce-Token": BOUNCE_SECRET}
+    )
+    assert response.status_code == 202 and response.json()["action"] == "malformed"
+    assert BounceReport.objects.filter(action="malformed", raw__contains="not a delivery").exists()
+
+
+def test_one_click_unsubscribe_opts_out_the_email(
+    tenancy, smtp, client, eager_tasks, django_capture_on_commit_callbacks
+):
+    tenancy.participant_a.delete()
+    ada = add(tenancy.project_a, "Ada", "ada@example.com")
+    send_now(tenancy.project_a, django_capture_on_commit_callbacks)
+    header = parsed(smtp.messages[0])["List-Unsubscribe"]
+    url = header.strip("<>").split(">")[0]
+    path = url.split("://", 1)[1].split("/", 1)[1]
+    client.handler.enforce_csrf_checks = True
+    response = client.post(
+        "/" + path,
+        "List-Unsubscribe=One-Click",
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert response.status_code == 200
+    optout = OptOut.objects.get(brand=tenancy.brand_a, channel="email", active=True)
+    assert (optout.address, optout.source) == ("ada@example.com", "link")
+    again = send_now(tenancy.project_a, django_capture_on_commit_callbacks)
+    assert again.messages.get(participant=ada).status == S.SKIPPED_OPTOUT
+    assert len(smtp.messages) == 1
+
+
+def test_history_csv_has_an_email_column(
+    tenancy, smtp, api_a, eager_tasks, django_capture_on_commit_callbacks
+):
+    tenancy.participant_a.delete()
+    person = PersonFactory(
+        brand=tenancy.brand_a, first_name="Ada", email="ada@example.com", phone="+14155550101"
+    )
+    ParticipantFactory(project=tenancy.project_a, person=person)
+    distribution = send_now(tenancy.project_a, django_capture_on_commit_callbacks)
+    response = api_a.get(f"/api/v1/distributions/{distribution.pk}/history.csv")
+    text = b"".join(response.streaming_content).decode("utf-8-sig")
+    lines = list(csv.reader(io.StringIO(text)))
+    assert lines[0][:6] == [
+        "PersonID",
+        "First name",
+        "Last name",
+        "Phone number",
+        "Email",
+        "User name",
+    ]
+    assert lines[1][3:5] == ["+14155550101", "ada@example.com"] and lines[1][7] == "Sent"
+
+
+def test_thank_you_goes_when_a_recipient_completes(
+    tenancy, smtp, client, eager_tasks, django_capture_on_commit_callbacks
+):
+    from django.http import QueryDict
+
+    from projects.services import link_scope, question_create, response_submit_link
+    from projects.survey import form_stamp
+
+    tenancy.participant_a.delete()
+    ada = add(tenancy.project_a, "Ada", "ada@example.com")
+    score = question_create(project=tenancy.project_a, kind="rating", text="Score?", required=True)
+    invite = send_now(tenancy.project_a, django_capture_on_commit_callbacks)
+    thanks = send_now(
+        tenancy.project_a,
+        django_capture_on_commit_callbacks,
+        kind="thank_you",
+        trigger="completion",
+        subject="Thank you ${first_name}",
+        message='<p>Thanks!</p><a href="${opt_out_link}">out</a>',
+    )
+    assert thanks.status == Distribution.Status.IN_PROGRESS
+    assert len(smtp.messages) == 1
+    link = SurveyLink.objects.get(message__distribution=invite)
+    data = QueryDict(mutable=True)
+    data[score.field_name] = "5"
+    stamp = form_stamp(link_scope(link.token), now=timezone.now())
+    with django_capture_on_commit_callbacks(execute=True):
+        response_submit_link(token=link.token, data=data, stamp=stamp)
+    received = smtp.wait_for(2, timeout=10)
+    assert [parsed(r)["Subject"] for r in received][1] == "Thank you Ada"
+    assert thanks.messages.get(participant=ada).status == S.SENT
+    thanks.refresh_from_db()
+    assert thanks.status == Distribution.Status.IN_PROGRESS  # until it is stopped
