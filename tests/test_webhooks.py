@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import socket
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from tests.webhook_receiver import Receiver, Script
 from webhooks import security, transport
 from webhooks.events import recipient_statuses_raised
 from webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
-from webhooks.services import delivery_attempt, endpoint_create
+from webhooks.services import deliveries_attempt, delivery_attempt, endpoint_create
 
 pytestmark = pytest.mark.django_db
 ALL_EVENTS = [
@@ -402,6 +403,26 @@ def test_failures_back_off_keep_order_and_disable_the_endpoint(tenancy, local, r
     receiver.script = Script(status=204)
     assert delivery_attempt(delivery_id=second.pk)["outcome"] == "delivered"
     assert len(mail.outbox) == 1
+
+
+def test_a_hanging_receiver_costs_one_timeout_per_task_not_one_per_row(tenancy, local, receiver):
+    local.RELAY_WEBHOOKS_TIMEOUT = 0.5
+    receiver.script = Script(hang_first=1, hang_seconds=2)
+    endpoint_for(tenancy.brand_a, receiver.url, events=["participant.opted_out"])
+    for n in range(3):
+        opt_out(tenancy.brand_a, address=f"+1415555030{n}")
+    ids = list(WebhookDelivery.objects.order_by("pk").values_list("pk", flat=True))
+
+    started = time.monotonic()
+    outcomes = deliveries_attempt(delivery_ids=ids)
+    elapsed = time.monotonic() - started
+
+    assert [outcomes[pk]["outcome"] for pk in ids] == ["retry", "deferred", "deferred"]
+    assert outcomes[ids[0]]["error"] == "Timed out after 0.5 s"
+    assert elapsed < 1.5
+    rows = list(WebhookDelivery.objects.order_by("pk"))
+    assert [(d.state, d.attempts) for d in rows] == [("pending", 1), ("pending", 0), ("pending", 0)]
+    assert all(d.next_attempt_at > timezone.now() for d in rows)
 
 
 def test_redeliver_sends_the_same_event_again(tenancy, local, receiver, api_client_for):

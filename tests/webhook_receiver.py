@@ -54,6 +54,9 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
+            # Buffered: the status line, headers and body leave in one write (no Nagle wait).
+            wbufsize = 64 * 1024
+
             def log_message(self, *args):  # quiet
                 pass
 
@@ -84,6 +87,7 @@ class Receiver:
                     self.send_header("Content-Length", str(len(answer)))
                     self.end_headers()
                     self.wfile.write(answer)
+                    self.wfile.flush()
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 

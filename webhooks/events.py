@@ -16,7 +16,6 @@ import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
-from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
 
@@ -91,16 +90,15 @@ def events_raise(
         ],
         batch_size=EVENT_BATCH,
     )
-    ids = [delivery.pk for delivery in deliveries]
-    transaction.on_commit(lambda: _enqueue(ids))
-    return len(ids)
+    # One endpoint's deliveries per task: a slow receiver never holds up another's.
+    from webhooks.services import enqueue
 
-
-def _enqueue(ids: list[int]) -> None:
-    from webhooks.tasks import webhook_deliver_task
-
-    for delivery_id in ids:
-        webhook_deliver_task.delay(delivery_id)
+    by_endpoint: dict[int, list[int]] = {}
+    for delivery in deliveries:
+        by_endpoint.setdefault(delivery.endpoint_id, []).append(delivery.pk)
+    for ids in by_endpoint.values():
+        enqueue(ids)  # after commit
+    return len(deliveries)
 
 
 def _iso(value: datetime | None) -> str | None:

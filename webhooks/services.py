@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -139,7 +140,7 @@ def endpoint_enable(*, endpoint: WebhookEndpoint, actor=None) -> bool:
         WebhookDelivery.objects.filter(endpoint=endpoint, state=State.PENDING).update(
             next_attempt_at=now, window_started_at=now
         )
-        transaction.on_commit(lambda: _enqueue_heads(endpoint_id=endpoint.pk))
+        _enqueue_heads(endpoint_id=endpoint.pk)
     return bool(changed)
 
 
@@ -175,133 +176,292 @@ def _earlier_open(delivery_ref, endpoint_ref, key_ref):
     )
 
 
-def _claim(delivery: WebhookDelivery, now: datetime) -> str:
-    """Take the delivery for this worker: one conditional UPDATE (pending, due, first of its
-    object, endpoint enabled). Returns the lease, or '' when it is not ours to send now."""
+def _claim(ids: list[int], now: datetime) -> str:
+    """Take the deliveries of ``ids`` that may go now for this worker: one conditional UPDATE
+    (pending, due, endpoint enabled, no earlier open delivery about the same object). Returns
+    the lease that marks them."""
     lease = uuid.uuid4().hex
-    changed = (
-        WebhookDelivery.objects.filter(
-            pk=delivery.pk,
-            state=State.PENDING,
-            next_attempt_at__lte=now,
-            endpoint__is_enabled=True,
-        )
-        .exclude(Exists(_earlier_open(delivery.pk, delivery.endpoint_id, delivery.object_key)))
-        .update(state=State.SENDING, lease=lease, leased_at=now)
-    )
-    return lease if changed else ""
+    WebhookDelivery.objects.filter(
+        pk__in=ids, state=State.PENDING, next_attempt_at__lte=now, endpoint__is_enabled=True
+    ).exclude(
+        Exists(_earlier_open(OuterRef("pk"), OuterRef("endpoint_id"), OuterRef("object_key")))
+    ).update(state=State.SENDING, lease=lease, leased_at=now)
+    return lease
 
 
-def delivery_attempt(*, delivery_id: int) -> dict:
-    """Make one attempt of a delivery if it is due and first in line; record its outcome and
-    schedule what follows. Returns a small stats dict (what happened)."""
-    delivery = (
-        WebhookDelivery.objects.select_related("endpoint", "event").filter(pk=delivery_id).first()
-    )
-    if delivery is None:
-        return {"outcome": "missing"}
-    now = timezone.now()
-    if delivery.state != State.PENDING:
-        return {"outcome": delivery.state}
-    if delivery.next_attempt_at > now:
-        _schedule(delivery.pk, (delivery.next_attempt_at - now).total_seconds())
-        return {"outcome": "not_due"}
-    lease = _claim(delivery, now)
-    if not lease:
-        return {"outcome": "waiting"}
-    endpoint = delivery.endpoint
-    body = delivery_body(delivery)
-    number = delivery.attempts + 1
-    headers = {
-        signing.SIGNATURE_HEADER: signing.signature_header(endpoint.secret, body),
+# Markers of deliveries claimed but not attempted in this call.
+DEFERRED = object()  # their endpoint just failed to answer: wait for the first retry delay
+REQUEUED = object()  # the call used its time budget: straight back to the queue
+# Seconds of requests per call before the rest goes back to the queue (the task's hard limit
+# is 60 s: a receiver answering slowly, just under the timeout, must not reach it).
+CHUNK_BUDGET_SECONDS = 20
+
+
+def _headers(delivery: WebhookDelivery, body: bytes, number: int) -> dict[str, str]:
+    return {
+        signing.SIGNATURE_HEADER: signing.signature_header(delivery.endpoint.secret, body),
         signing.EVENT_ID_HEADER: str(delivery.event.event_id),
         signing.EVENT_TYPE_HEADER: delivery.event.type,
         signing.DELIVERY_ID_HEADER: str(delivery.pk),
         signing.ATTEMPT_HEADER: str(number),
     }
-    result = transport.post(endpoint.url, body, headers)
-    return _record(delivery, lease, number, result)
 
 
-def _record(delivery: WebhookDelivery, lease: str, number: int, result) -> dict:
+def deliveries_attempt(*, delivery_ids: list[int]) -> dict[int, dict]:
+    """Attempt the deliveries of ``delivery_ids`` that are due and first in line (one worker
+    each: they are claimed by one UPDATE), record the outcomes in a few statements, and queue
+    what follows (retries, the next delivery about the same object).
+
+    Requests to one endpoint go one after the other; once one of them gets no answer (timeout,
+    refused connection) the endpoint's other deliveries of this call are put back unattempted
+    for the first retry delay, so that a hanging receiver costs one timeout, not one per row.
+    Returns ``{delivery id: {"outcome": …}}``.
+    """
+    ids = sorted(set(delivery_ids))
     now = timezone.now()
-    error = result.error
-    if result.status_code is not None and not result.ok and not error:
-        error = f"HTTP {result.status_code}"
-    WebhookAttempt.objects.create(
-        delivery_id=delivery.pk,
-        number=number,
-        at=now,
-        status_code=result.status_code,
-        latency_ms=result.latency_ms,
-        response_excerpt=result.excerpt[:500],
-        error=error[:300],
+    lease = _claim(ids, now)
+    claimed = list(
+        WebhookDelivery.objects.filter(pk__in=ids, lease=lease, state=State.SENDING)
+        .select_related("endpoint", "event")
+        .order_by("pk")
     )
-    common = {
-        "attempts": number,
-        "last_attempt_at": now,
-        "status_code": result.status_code,
-        "latency_ms": result.latency_ms,
-        "response_excerpt": result.excerpt[:500],
-        "error": error[:300],
-        "lease": "",
-        "leased_at": None,
-    }
-    mine = WebhookDelivery.objects.filter(pk=delivery.pk, state=State.SENDING, lease=lease)
-    endpoint_id = delivery.endpoint_id
-    if result.ok:
-        mine.update(state=State.DELIVERED, delivered_at=now, **common)
-        WebhookEndpoint.objects.filter(pk=endpoint_id, failing_since__isnull=False).update(
+    outcomes = _unclaimed_outcomes(set(ids) - {d.pk for d in claimed}, now)
+    unreachable: set[int] = set()
+    results = []
+    started = time.monotonic()
+    for delivery in claimed:
+        if delivery.endpoint_id in unreachable:
+            results.append((delivery, DEFERRED))
+            continue
+        if results and time.monotonic() - started > CHUNK_BUDGET_SECONDS:
+            results.append((delivery, REQUEUED))  # a slow receiver: the rest in a new task
+            continue
+        body = delivery_body(delivery)
+        number = delivery.attempts + 1
+        result = transport.post(delivery.endpoint.url, body, _headers(delivery, body, number))
+        if result.status_code is None:
+            unreachable.add(delivery.endpoint_id)
+        results.append((delivery, result))
+    if results:
+        outcomes.update(_record(results, lease))
+    return outcomes
+
+
+def delivery_attempt(*, delivery_id: int) -> dict:
+    """One delivery (see ``deliveries_attempt``)."""
+    return deliveries_attempt(delivery_ids=[delivery_id])[delivery_id]
+
+
+def _unclaimed_outcomes(ids: set[int], now: datetime) -> dict[int, dict]:
+    """Why each of ``ids`` was not taken; a pending one that is not due yet is queued for
+    when it is (a duplicate or early task must not leave it to the sweep)."""
+    if not ids:
+        return {}
+    outcomes = {pk: {"outcome": "missing"} for pk in ids}
+    for pk, state, due in WebhookDelivery.objects.filter(pk__in=ids).values_list(
+        "pk", "state", "next_attempt_at"
+    ):
+        if state != State.PENDING:
+            outcomes[pk] = {"outcome": state}
+        elif due > now:
+            _schedule([pk], (due - now).total_seconds())
+            outcomes[pk] = {"outcome": "not_due"}
+        else:
+            outcomes[pk] = {"outcome": "waiting"}  # an earlier one first, or endpoint disabled
+    return outcomes
+
+
+# Columns written per delivery after an attempt, with their PostgreSQL types (VALUES rows).
+RECORD_COLUMNS = [
+    "state",
+    "attempts",
+    "next_attempt_at",
+    "last_attempt_at",
+    "delivered_at",
+    "status_code",
+    "latency_ms",
+    "response_excerpt",
+    "error",
+    "lease",
+    "leased_at",
+]
+RECORD_CASTS = {
+    "attempts": "integer",
+    "next_attempt_at": "timestamptz",
+    "last_attempt_at": "timestamptz",
+    "delivered_at": "timestamptz",
+    "status_code": "integer",
+    "latency_ms": "integer",
+    "leased_at": "timestamptz",
+}
+
+
+def _record(results: list, lease: str) -> dict[int, dict]:
+    """Write the attempts and the deliveries' new states in bulk; schedule what follows."""
+    from distributions.bulk import update_rows
+
+    now = timezone.now()
+    window = timedelta(seconds=settings.RELAY_WEBHOOKS_RETRY_WINDOW)
+    outcomes: dict[int, dict] = {}
+    attempts: list[WebhookAttempt] = []
+    rows = []
+    retries: dict[float, list[int]] = {}
+    left_line: list[WebhookDelivery] = []
+    succeeded: set[int] = set()
+    failed: set[int] = set()
+    for delivery, result in results:
+        if result in (DEFERRED, REQUEUED):  # not attempted (see deliveries_attempt)
+            wait = backoff_seconds(1) if result is DEFERRED else 0.0
+            rows.append(
+                (
+                    delivery.pk,
+                    State.PENDING,
+                    delivery.attempts,
+                    now + timedelta(seconds=wait),
+                    delivery.last_attempt_at,
+                    None,
+                    delivery.status_code,
+                    delivery.latency_ms,
+                    delivery.response_excerpt,
+                    delivery.error,
+                    "",
+                    None,
+                )
+            )
+            retries.setdefault(wait, []).append(delivery.pk)
+            outcomes[delivery.pk] = {"outcome": "deferred" if wait else "requeued"}
+            continue
+        number = delivery.attempts + 1
+        error = result.error or ("" if result.ok else f"HTTP {result.status_code}")
+        excerpt = result.excerpt[:500]
+        attempts.append(
+            WebhookAttempt(
+                delivery_id=delivery.pk,
+                number=number,
+                at=now,
+                status_code=result.status_code,
+                latency_ms=result.latency_ms,
+                response_excerpt=excerpt,
+                error=error[:300],
+            )
+        )
+        delay = backoff_seconds(number)
+        if result.ok:
+            state, next_at, delivered_at = State.DELIVERED, delivery.next_attempt_at, now
+            succeeded.add(delivery.endpoint_id)
+            left_line.append(delivery)
+        elif now + timedelta(seconds=delay) > delivery.window_started_at + window:
+            state, next_at, delivered_at = State.FAILED, delivery.next_attempt_at, None
+            failed.add(delivery.endpoint_id)
+            left_line.append(delivery)
+        else:
+            state, next_at, delivered_at = State.PENDING, now + timedelta(seconds=delay), None
+            failed.add(delivery.endpoint_id)
+            retries.setdefault(delay, []).append(delivery.pk)
+        rows.append(
+            (
+                delivery.pk,
+                state,
+                number,
+                next_at,
+                now,
+                delivered_at,
+                result.status_code,
+                result.latency_ms,
+                excerpt,
+                error[:300],
+                "",
+                None,
+            )
+        )
+        outcomes[delivery.pk] = {
+            "outcome": {"pending": "retry"}.get(state, state),
+            "status_code": result.status_code,
+            "error": error,
+        }
+    WebhookAttempt.objects.bulk_create(attempts)
+    update_rows(
+        WebhookDelivery,
+        RECORD_COLUMNS,
+        rows,
+        where="t.lease = %s AND t.state = %s",
+        params=[lease, State.SENDING],
+        casts=RECORD_CASTS,
+    )
+    if succeeded:
+        WebhookEndpoint.objects.filter(pk__in=succeeded, failing_since__isnull=False).update(
             failing_since=None
         )
-        _enqueue_next(delivery)
-        return {"outcome": "delivered", "status_code": result.status_code}
-    WebhookEndpoint.objects.filter(pk=endpoint_id, failing_since__isnull=True).update(
-        failing_since=now
-    )
-    window = timedelta(seconds=settings.RELAY_WEBHOOKS_RETRY_WINDOW)
-    delay = backoff_seconds(number)
-    if now + timedelta(seconds=delay) > delivery.window_started_at + window:
-        mine.update(state=State.FAILED, **common)
-        _enqueue_next(delivery)
-        outcome = "failed"
-    else:
-        mine.update(state=State.PENDING, next_attempt_at=now + timedelta(seconds=delay), **common)
-        _schedule(delivery.pk, delay)
-        outcome = "retry"
-    _disable_if_failing(endpoint_id, now)
-    return {"outcome": outcome, "status_code": result.status_code, "error": error}
+    if failed - succeeded:
+        WebhookEndpoint.objects.filter(
+            pk__in=failed - succeeded, failing_since__isnull=True
+        ).update(failing_since=now)
+        for endpoint_id in failed - succeeded:
+            _disable_if_failing(endpoint_id, now)
+    for delay, ids in retries.items():
+        _schedule(ids, delay)
+    _enqueue_next(left_line)
+    return outcomes
 
 
-def _schedule(delivery_id: int, delay: float) -> None:
+# Deliveries per task: a few hundred milliseconds of requests to a healthy receiver.
+DELIVERY_CHUNK = 50
+
+
+def enqueue(ids: list[int], *, delay: float = 0.0) -> None:
+    """Queue deliveries, ``DELIVERY_CHUNK`` per task, after the current transaction commits
+    (at once in autocommit, as in a worker)."""
+    from webhooks.tasks import webhook_deliver_task
+
+    def send():
+        for start in range(0, len(ids), DELIVERY_CHUNK):
+            chunk = ids[start : start + DELIVERY_CHUNK]
+            if delay > 0:
+                webhook_deliver_task.apply_async((chunk,), countdown=delay)
+            else:
+                webhook_deliver_task.delay(chunk)
+
+    transaction.on_commit(send)
+
+
+def _schedule(ids: list[int], delay: float) -> None:
     if delay > INLINE_RETRY_MAX_SECONDS:
-        return  # the sweep queues it when it is due
-    from webhooks.tasks import webhook_deliver_task
-
-    webhook_deliver_task.apply_async((delivery_id,), countdown=max(0.0, delay))
+        return  # the sweep queues them when they are due
+    enqueue(ids, delay=max(0.0, delay))
 
 
-def _enqueue_next(delivery: WebhookDelivery) -> None:
-    """The delivery left the line: queue the next one about the same object, if due."""
-    from webhooks.tasks import webhook_deliver_task
-
-    following = (
+def _enqueue_next(done: list[WebhookDelivery]) -> None:
+    """These deliveries left the line: queue the next one about each same object (one query)."""
+    if not done:
+        return
+    keys = {(d.endpoint_id, d.object_key): d.pk for d in done}
+    waiting = (
         WebhookDelivery.objects.filter(
-            endpoint_id=delivery.endpoint_id,
-            object_key=delivery.object_key,
+            endpoint_id__in={endpoint for endpoint, _ in keys},
+            object_key__in={key for _, key in keys},
             state=State.PENDING,
-            pk__gt=delivery.pk,
+            pk__gt=min(keys.values()),
         )
         .order_by("pk")
-        .values_list("pk", "next_attempt_at")
-        .first()
+        .values_list("pk", "endpoint_id", "object_key", "next_attempt_at")
     )
-    if following is not None:
-        delay = (following[1] - timezone.now()).total_seconds()
+    now = timezone.now()
+    due, later = [], {}
+    seen = set()
+    for pk, endpoint_id, object_key, next_at in waiting:
+        key = (endpoint_id, object_key)
+        if key not in keys or key in seen or pk < keys[key]:
+            continue
+        seen.add(key)
+        delay = (next_at - now).total_seconds()
         if delay <= 0:
-            webhook_deliver_task.delay(following[0])
+            due.append(pk)
         else:
-            _schedule(following[0], delay)
+            later.setdefault(delay, []).append(pk)
+    if due:
+        enqueue(due)
+    for delay, ids in later.items():
+        _schedule(ids, delay)
 
 
 def _disable_if_failing(endpoint_id: int, now: datetime) -> None:
@@ -368,9 +528,7 @@ def delivery_redeliver(*, delivery: WebhookDelivery, actor=None) -> WebhookDeliv
         window_started_at=now,
         created_at=now,
     )
-    from webhooks.tasks import webhook_deliver_task
-
-    transaction.on_commit(lambda: webhook_deliver_task.delay(again.pk))
+    enqueue([again.pk])
     return again
 
 
@@ -388,14 +546,11 @@ def _due_heads(now: datetime):
 
 
 def _enqueue_heads(*, endpoint_id: int | None = None, now: datetime | None = None) -> int:
-    from webhooks.tasks import webhook_deliver_task
-
     heads = _due_heads(now or timezone.now())
     if endpoint_id is not None:
         heads = heads.filter(endpoint_id=endpoint_id)
     ids = list(heads.values_list("pk", flat=True)[:SWEEP_BATCH])
-    for delivery_id in ids:
-        webhook_deliver_task.delay(delivery_id)
+    enqueue(ids)
     return len(ids)
 
 

@@ -13,8 +13,14 @@ TASK_TIME_LIMIT = 60
 
 
 @shared_task(ignore_result=True, time_limit=TASK_TIME_LIMIT, soft_time_limit=TASK_TIME_LIMIT - 5)
-def webhook_deliver_task(delivery_id: int) -> dict:
-    return services.delivery_attempt(delivery_id=delivery_id)
+def webhook_deliver_task(delivery_ids: list[int] | int) -> dict:
+    if isinstance(delivery_ids, int):
+        delivery_ids = [delivery_ids]
+    outcomes = services.deliveries_attempt(delivery_ids=delivery_ids)
+    counts: dict[str, int] = {}
+    for outcome in outcomes.values():
+        counts[outcome["outcome"]] = counts.get(outcome["outcome"], 0) + 1
+    return counts
 
 
 @shared_task(ignore_result=True)
