@@ -281,6 +281,11 @@ def main() -> None:
             f"({100 * rate / baseline:.0f} % of the bare rate); all rows Delivered after "
             f"{settled:.1f} s"
         )
+        sending = args.events / (elapsed - queued)
+        print(
+            f"   delivery alone (from queued to received): {sending:,.0f} events/s "
+            f"({100 * sending / baseline:.0f} % of the bare rate)"
+        )
         print(
             f"   requests {got['count']:,}, distinct events {got['unique']:,}, "
             f"duplicates {got['dup']}"
@@ -300,7 +305,16 @@ def main() -> None:
                 distribution_id=distribution.pk, changes=changes, at=timezone.now()
             )
         per = (time.perf_counter() - started) / rounds
-        print(f"   {per * 1e6:,.0f} µs per batch of 100 rows (one query)")
+        started = time.perf_counter()
+        with connection.cursor() as cursor:
+            for _ in range(rounds):
+                cursor.execute("SELECT 1")
+                cursor.fetchone()
+        floor = (time.perf_counter() - started) / rounds
+        print(
+            f"   {per * 1e6:,.0f} µs per batch of 100 rows (one query); "
+            f"a bare SELECT 1 round trip: {floor * 1e6:,.0f} µs"
+        )
         connection.close()
     finally:
         if worker is not None:

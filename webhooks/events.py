@@ -38,7 +38,7 @@ def subscribed_endpoints(
         endpoints = endpoints.filter(brand_id=brand_id)
     else:
         endpoints = endpoints.filter(brand__projects__distributions=distribution_id)
-    rows = endpoints.values_list("pk", "brand_id", "events")
+    rows = endpoints.order_by().values_list("pk", "brand_id", "events")
     return [(pk, brand) for pk, brand, events in rows if event_type in (events or [])]
 
 
