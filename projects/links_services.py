@@ -507,7 +507,14 @@ def transactional_links_create(
     now = now or timezone.now()
     items = [_item(index, request) for index, request in enumerate(requests)]
     answers: list[LinkResult | Exception | None] = [None] * len(items)
-    stored = _Stored(project, items)
+    reason = closed_reason(project, now=now)
+    # A replay answers its stored link before anything refuses it (a retry after a pause, or
+    # after its expiry, still answers 200). On PostgreSQL the write reads the stored keys again
+    # after its locks, so only the items that would be refused need this read there.
+    early = items
+    if connection.vendor == "postgresql" and not reason:
+        early = [i for i in items if i.request.expires_at and i.request.expires_at <= now]
+    stored = _Stored(project, early)
     pending = []
     for item in items:
         match = stored.match(item)
@@ -515,7 +522,6 @@ def transactional_links_create(
             answers[item.index] = _replay(match, item)
         else:
             pending.append(item)
-    reason = closed_reason(project, now=now) if pending else None
     valid: list[_Item] = []
     for item in pending:
         try:
