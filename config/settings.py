@@ -48,6 +48,8 @@ if not RELAY_ENCRYPTION_KEYS:
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# Benchmark-only endpoints (config/bench.py): a bare no-op API view, the framework's ceiling.
+RELAY_BENCH_ENDPOINTS = env.bool("RELAY_BENCH_ENDPOINTS", default=False)
 PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
 
 INSTALLED_APPS = [

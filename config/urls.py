@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
@@ -24,3 +25,6 @@ urlpatterns = [
     path("o/", include("optouts.link_urls")),
     path("api/v1/", include(("config.api_urls", "api"), namespace="api")),
 ]
+
+if settings.RELAY_BENCH_ENDPOINTS:  # benchmarks only (config/bench.py): off by default
+    urlpatterns.insert(0, path("api/v1/bench/", include("config.bench")))

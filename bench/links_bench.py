@@ -1,0 +1,348 @@
+#!/usr/bin/env python
+"""Transactional links benchmark: the one call and the bulk call against gunicorn and
+PostgreSQL, with the framework's ceiling measured in the same run.
+
+    bash bench/run links
+    .venv/bin/python bench/links_bench.py --seconds 20 --concurrency 16 --workers 4
+
+What it does, on this machine (PostgreSQL at 127.0.0.1:5432, user postgres; Redis at
+127.0.0.1:6379 for the API throttle, as in production; ``--redis ''`` runs without it):
+1. recreates its own database (``relay_bench_links``), migrates, makes a brand, an active
+   project, 5,000 directory people (a call's contact is one of them, or new) and an API key;
+2. starts gunicorn (``config.wsgi``, sync workers, DEBUG off, ``RELAY_BENCH_ENDPOINTS`` on);
+3. a load client in this process (aiohttp, ``--concurrency`` tasks, keep-alive) measures,
+   each for ``--seconds`` after a warm-up: the bare no-op view (``/api/v1/bench/noop/``: the
+   framework's ceiling, nothing but middleware and DRF), the no-op with API-key auth and
+   throttle, and the one call (``POST /projects/{id}/links/``, a new transaction each time);
+   calls per second and p50/p99 latency of each;
+4. bulk: ``--bulk-calls`` calls of 1,000 new items, ``--bulk-concurrency`` at a time: links
+   per second, and the latency of one call.
+Targets (issue 9): the one call at least 40 % of the ceiling with p99 < 100 ms; bulk at least
+5,000 links/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+PEOPLE = 5_000
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn sync workers")
+    parser.add_argument("--bulk-calls", type=int, default=12)
+    parser.add_argument("--bulk-concurrency", type=int, default=2)
+    parser.add_argument("--db", default="relay_bench_links")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/2")
+    parser.add_argument("--port", type=int, default=0, help="default: a free port")
+    return parser.parse_args()
+
+
+def recreate_database(name: str) -> str:
+    import psycopg2
+
+    admin = psycopg2.connect("postgres://postgres@127.0.0.1:5432/postgres")
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    admin.close()
+    return f"postgres://postgres@127.0.0.1:5432/{name}"
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def server_environment(database_url: str, redis_url: str) -> dict[str, str]:
+    from cryptography.fernet import Fernet
+
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=database_url,
+        DJANGO_SETTINGS_MODULE="config.settings",
+        DEBUG="false",
+        SECRET_KEY="bench-" + os.urandom(16).hex(),
+        RELAY_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
+        ALLOWED_HOSTS="127.0.0.1,localhost",
+        API_KEY_RATE="100000000/min",
+        RELAY_BENCH_ENDPOINTS="true",
+        CONN_MAX_AGE="600",
+    )
+    env.pop("REDIS_URL", None)
+    if redis_url:
+        env["REDIS_URL"] = redis_url
+    return env
+
+
+def prepare(env: dict[str, str]) -> tuple[int, str]:
+    """Migrate, then a brand, an active project, directory people and an API key."""
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True
+    )
+    os.environ.update({k: env[k] for k in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE")})
+    import django
+
+    django.setup()
+    from brands.models import Brand
+    from brands.roles import Role
+    from brands.services import api_key_create
+    from participants.models import Person
+    from projects.models import Project
+
+    brand = Brand.objects.create(name="Bench", slug="bench")
+    project = Project.objects.create(brand=brand, name="Venue scans", stage="active")
+    Person.objects.bulk_create(
+        [
+            Person(brand=brand, person_id=f"C-{i}", email=f"c{i}@example.com", first_name="Ana")
+            for i in range(PEOPLE)
+        ]
+    )
+    issued = api_key_create(brand=brand, name="bench", role=Role.PROJECT_ADMIN)
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")  # as autovacuum would have, after the bulk insert
+    return project.pk, issued.key
+
+
+def start_gunicorn(env: dict[str, str], port: int, workers: int) -> subprocess.Popen:
+    command = [
+        str(ROOT / ".venv" / "bin" / "gunicorn"),
+        "config.wsgi",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+        "--worker-class",
+        "sync",
+        "--keep-alive",
+        "30",
+        "--timeout",
+        "120",
+        "--log-level",
+        "warning",
+    ]
+    process = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return process
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    raise SystemExit("gunicorn did not start")
+
+
+def stop(process: subprocess.Popen) -> None:
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def one_item(number: int) -> dict:
+    """A venue scan: half of the contacts are in the directory already, half are new."""
+    contact = (
+        {"person_id": f"C-{number % PEOPLE}", "email": f"c{number % PEOPLE}@example.com"}
+        if number % 2
+        else {"email": f"new{number}@example.com", "first_name": "Bo"}
+    )
+    return {
+        "contact": contact,
+        "transaction": {
+            "id": f"scan-{number}",
+            "occurred_at": "2026-11-23T19:02:11Z",
+            "data": {"venue": "Arena", "gate": number % 12, "vip": number % 7 == 0},
+        },
+        "channel": "push",
+    }
+
+
+async def load(session, *, method, url, body_for, headers, concurrency, seconds, warmup):
+    """``concurrency`` tasks send requests back to back; answer (calls/s, p50, p99, errors)
+    over the measured window (after ``warmup``)."""
+    counter = iter(range(10**9))
+    latencies: list[float] = []
+    errors = 0
+    started = time.perf_counter()
+    measure_from = started + warmup
+    stop_at = measure_from + seconds
+
+    async def worker():
+        nonlocal errors
+        while True:
+            now = time.perf_counter()
+            if now >= stop_at:
+                return
+            body = body_for(next(counter)) if body_for else None
+            began = time.perf_counter()
+            async with session.request(method, url, json=body, headers=headers) as answer:
+                await answer.read()
+                ok = answer.status < 300
+            ended = time.perf_counter()
+            if began >= measure_from and ended <= stop_at:
+                latencies.append(ended - began)
+                errors += 0 if ok else 1
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    latencies.sort()
+    rate = len(latencies) / seconds
+    p50 = statistics.median(latencies) * 1000
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
+    return rate, p50, p99, errors
+
+
+async def bulk(session, *, url, headers, calls, concurrency):
+    numbers = iter(range(10_000_000, 10**9, 1000))
+    durations: list[float] = []
+    made = 0
+    failures = 0
+
+    async def worker(count):
+        nonlocal made, failures
+        for _ in range(count):
+            start = next(numbers)
+            items = [one_item(n) for n in range(start, start + 1000)]
+            payload = json.dumps(items)
+            began = time.perf_counter()
+            async with session.post(
+                url, data=payload, headers={**headers, "Content-Type": "application/json"}
+            ) as answer:
+                data = await answer.json()
+            durations.append(time.perf_counter() - began)
+            made += data.get("created", 0)
+            failures += data.get("failed", 0) if answer.status == 200 else 1000
+
+    # One call first (a warm-up: each worker's first call loads code), not counted.
+    await worker(1)
+    made, failures, durations = 0, 0, []
+    began = time.perf_counter()
+    share = [
+        calls // concurrency + (1 if i < calls % concurrency else 0) for i in range(concurrency)
+    ]
+    await asyncio.gather(*(worker(n) for n in share))
+    elapsed = time.perf_counter() - began
+    return made / elapsed, statistics.median(durations), max(durations), failures, made
+
+
+async def run(args, port: int, project_pk: int, key: str) -> dict:
+    import aiohttp
+
+    base = f"http://127.0.0.1:{port}"
+    auth = {"Authorization": f"Bearer {key}"}
+    links_url = f"{base}/api/v1/projects/{project_pk}/links/"
+    connector = aiohttp.TCPConnector(limit=args.concurrency, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=300)
+    figures = {}
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        # Warm-up: every worker's first requests import and compile the views (seconds each).
+        for _ in range(2):
+            await asyncio.gather(
+                *(
+                    session.get(f"{base}/api/v1/bench/noop-auth/", headers=auth)
+                    for _ in range(args.workers * 4)
+                ),
+                *(
+                    session.post(links_url, json=one_item(n), headers=auth)
+                    for n in range(-args.workers * 4, 0)
+                ),
+            )
+        common = {"concurrency": args.concurrency, "seconds": args.seconds, "warmup": args.warmup}
+        figures["noop"] = await load(
+            session,
+            method="GET",
+            url=f"{base}/api/v1/bench/noop/",
+            body_for=None,
+            headers={},
+            **common,
+        )
+        figures["noop_auth"] = await load(
+            session,
+            method="GET",
+            url=f"{base}/api/v1/bench/noop-auth/",
+            body_for=None,
+            headers=auth,
+            **common,
+        )
+        figures["one"] = await load(
+            session, method="POST", url=links_url, body_for=one_item, headers=auth, **common
+        )
+        figures["bulk"] = await bulk(
+            session,
+            url=links_url,
+            headers=auth,
+            calls=args.bulk_calls,
+            concurrency=args.bulk_concurrency,
+        )
+    return figures
+
+
+def main() -> None:
+    args = parse_args()
+    database_url = recreate_database(args.db)
+    env = server_environment(database_url, args.redis)
+    project_pk, key = prepare(env)
+    port = args.port or free_port()
+    print(f"uptime before: {uptime()}")
+    server = start_gunicorn(env, port, args.workers)
+    try:
+        figures = asyncio.run(run(args, port, project_pk, key))
+    finally:
+        stop(server)
+    print(f"uptime after:  {uptime()}")
+    print(
+        f"gunicorn {args.workers} sync workers, PostgreSQL, "
+        f"Redis throttle {'on' if args.redis else 'off'}; client: aiohttp, "
+        f"{args.concurrency} concurrent, {args.seconds:.0f} s per figure"
+    )
+    print(f"{'endpoint':<34} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    names = {
+        "noop": "bare no-op view (ceiling)",
+        "noop_auth": "no-op + API key auth + throttle",
+        "one": "one call: POST /links/ (new link)",
+    }
+    for name, label in names.items():
+        rate, p50, p99, errors = figures[name]
+        print(f"{label:<34} {rate:>9.0f} {p50:>8.1f} {p99:>8.1f} {errors:>7}")
+    ceiling = figures["noop"][0]
+    one_rate, _, one_p99, _ = figures["one"]
+    print(
+        f"one call / ceiling: {one_rate / ceiling:.0%} (target >= 40 %); "
+        f"one call / authenticated no-op: {one_rate / figures['noop_auth'][0]:.0%}; "
+        f"p99 {one_p99:.1f} ms (target < 100 ms)"
+    )
+    rate, median, worst, failures, made = figures["bulk"]
+    print(
+        f"bulk: {args.bulk_calls} calls of 1,000 new items, {args.bulk_concurrency} at a time: "
+        f"{rate:,.0f} links/s (target >= 5,000); one call {median:.2f} s median, "
+        f"{worst:.2f} s slowest; {made} made, {failures} failed"
+    )
+
+
+if __name__ == "__main__":
+    main()
