@@ -331,6 +331,9 @@ def _close_rows(rows: list[Message], lease: str, status: str, reason: str) -> No
             for pk in ids
         ]
     )
+    recipient_statuses_raised(
+        distribution_id=rows[0].distribution_id, changes=[(pk, status) for pk in ids], at=now
+    )
 
 
 def _render(distribution: Distribution, rows: list[Message]) -> None:
@@ -528,6 +531,9 @@ def _stop_distribution(distribution: Distribution, reason: str) -> None:
         ],
         batch_size=1000,
     )
+    recipient_statuses_raised(
+        distribution_id=distribution.pk, changes=[(pk, MStatus.FAILED) for pk in ids], at=now
+    )
     distribution_finish_if_done(distribution_id=distribution.pk)
 
 
@@ -567,6 +573,9 @@ def reconcile_range(*, distribution, provider: SmsProvider, first_id=None, last_
                     at=now,
                     source="reconcile",
                     detail=provider_id,
+                )
+                recipient_statuses_raised(
+                    distribution_id=distribution.pk, changes=[(row.pk, MStatus.SENT)], at=now
                 )
                 _debit(distribution, [row.pk])
         else:

@@ -566,6 +566,9 @@ def _close_open_messages(distribution: Distribution, *, status: str, reason: str
         ],
         batch_size=1000,
     )
+    recipient_statuses_raised(
+        distribution_id=distribution.pk, changes=[(pk, status) for pk in ids], at=now
+    )
     return changed
 
 

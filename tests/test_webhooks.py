@@ -22,14 +22,20 @@ import pytest
 
 from brands.roles import Role
 from distributions.models import Message
-from distributions.services import message_status_ingest
+from distributions.services import _close_open_messages, message_status_ingest
 from optouts.services import optout_create_by_admin
+from projects.services import question_create, response_create
 from tests.factories.distributions import DistributionFactory, MessageFactory
 from tests.webhook_receiver import Receiver, Script
 from webhooks import security, transport
 from webhooks.events import recipient_statuses_raised
 from webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
-from webhooks.services import deliveries_attempt, delivery_attempt, endpoint_create
+from webhooks.services import (
+    deliveries_attempt,
+    deliveries_sweep,
+    delivery_attempt,
+    endpoint_create,
+)
 
 pytestmark = pytest.mark.django_db
 ALL_EVENTS = [
@@ -314,6 +320,68 @@ def test_status_changes_link_opens_and_finishes_raise_their_events(tenancy, loca
     data = events[0][1]
     assert data["message_id"] == message.pk and data["distribution_id"] == distribution.pk
     assert data["person_id"] == tenancy.participant_a.person.person_id
+
+
+def test_an_api_response_raises_response_completed_with_its_answers(tenancy, local, receiver):
+    endpoint_for(tenancy.brand_a, receiver.url, events=["response.completed"])
+    project = tenancy.project_a
+    question = question_create(project=project, kind="rating", text="Score?", required=True)
+
+    response = response_create(
+        project=project,
+        answers={str(question.pk): 8},
+        participant=tenancy.participant_a,
+        embedded_data={"store": "Lyon"},
+    )
+    run_due()
+
+    (request,) = receiver.accepted()
+    data = request.json["data"]
+    assert data["response_id"] == response.pk and data["channel"] == "api"
+    assert data["link_id"] is None and data["transaction_id"] is None
+    assert data["answers"] == [
+        {"question_id": question.pk, "question": "Score?", "kind": "rating", "value": 8}
+    ]
+    assert data["embedded_data"] == {"store": "Lyon"}
+    assert data["person_id"] == tenancy.participant_a.person.person_id
+
+
+def test_closing_pending_rows_raises_their_status(tenancy, local, receiver):
+    endpoint_for(tenancy.brand_a, receiver.url, events=["recipient.status_changed"])
+    distribution = DistributionFactory(project=tenancy.project_a, status="in_progress")
+    rows = MessageFactory.create_batch(3, distribution=distribution)
+
+    _close_open_messages(distribution, status=Message.Status.FAILED, reason="Not sent: test")
+    run_due()
+
+    got = sorted(
+        (r.json["data"]["message_id"], r.json["data"]["status"]) for r in receiver.accepted()
+    )
+    assert got == [(row.pk, "failed") for row in rows]
+
+
+def test_the_sweep_releases_dead_leases_and_queues_overdue_heads(
+    tenancy, local, receiver, django_capture_on_commit_callbacks
+):
+    endpoint_for(tenancy.brand_a, receiver.url, events=["participant.opted_out"])
+    for n in range(3):
+        opt_out(tenancy.brand_a, address=f"+1415555040{n}")
+    stuck, overdue, fresh = WebhookDelivery.objects.order_by("pk")
+    long_ago = timezone.now() - timedelta(hours=1)
+    WebhookDelivery.objects.filter(pk=stuck.pk).update(
+        state="sending", lease="dead", leased_at=long_ago
+    )
+    WebhookDelivery.objects.filter(pk=overdue.pk).update(next_attempt_at=long_ago)
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        stats = deliveries_sweep()
+
+    assert stats == {"released": 1, "queued": 1}  # the released one goes again at once
+    assert len(callbacks) == 2  # fresh ones have their own task
+    stuck.refresh_from_db()
+    assert (stuck.state, stuck.lease) == ("pending", "")
+    fresh.refresh_from_db()
+    assert fresh.state == "pending"
 
 
 def test_no_endpoint_costs_one_query_per_batch(tenancy, django_assert_num_queries):

@@ -559,9 +559,16 @@ def deliveries_sweep(*, now: datetime | None = None) -> dict:
     whose task was lost or whose retry was too far off for a countdown."""
     now = now or timezone.now()
     stale = now - timedelta(seconds=float(settings.RELAY_WEBHOOKS_TIMEOUT) * 4 + 60)
-    released = WebhookDelivery.objects.filter(state=State.SENDING, leased_at__lt=stale).update(
-        state=State.PENDING, lease="", leased_at=None, next_attempt_at=now
+    stale_ids = list(
+        WebhookDelivery.objects.filter(state=State.SENDING, leased_at__lt=stale).values_list(
+            "pk", flat=True
+        )[:SWEEP_BATCH]
     )
+    released = WebhookDelivery.objects.filter(
+        pk__in=stale_ids, state=State.SENDING, leased_at__lt=stale
+    ).update(state=State.PENDING, lease="", leased_at=None, next_attempt_at=now)
+    if released:
+        enqueue(stale_ids)
     # Only what is overdue: fresh deliveries and near retries have their own task queued.
     queued = _enqueue_heads(now=now - timedelta(seconds=settings.RELAY_WEBHOOKS_SWEEP_GRACE))
     return {"released": released, "queued": queued}
