@@ -121,23 +121,6 @@ class RowRecord:
     role: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
 
-    def to_list(self) -> list:
-        return [
-            self.number,
-            self.person_id,
-            self.first_name,
-            self.last_name,
-            self.email,
-            self.username,
-            self.phone,
-            self.role,
-            self.metadata,
-        ]
-
-    @classmethod
-    def from_list(cls, values: list) -> RowRecord:
-        return cls(*values)
-
 
 @dataclass(frozen=True)
 class Column:
@@ -789,6 +772,67 @@ def records_from_json(
         record, more = validator.check_values(index, values, metadata, labels)
         errors.extend(more)
         yield index, (None if errors else record), errors
+
+
+# --- The validated rows, spooled between the two phases -------------------------------------
+
+SPOOL_FIELDS = ("person_id", "first_name", "last_name", "email", "username", "phone", "role")
+
+
+@dataclass(frozen=True)
+class SpoolLayout:
+    """The columns of the validated-rows file: the row number, the known fields the upload
+    has, then its metadata fields, all as text. A CSV file: Python's C writer and reader on
+    one side, PostgreSQL's COPY on the other, nothing encoded per cell.
+
+    A file record has a value (maybe "") for every column of its header and None for every
+    other field, so the layout (kept with the job as its columns) says which fields are None.
+    """
+
+    fields: tuple[str, ...]
+    metadata_keys: tuple[str, ...]
+
+    @classmethod
+    def from_header(cls, header: Header) -> SpoolLayout:
+        present = header.fields
+        return cls(
+            fields=tuple(f for f in SPOOL_FIELDS if f in present),
+            metadata_keys=tuple(c.metadata_key for c in header.columns if c.metadata_key),
+        )
+
+    @classmethod
+    def from_columns(cls, columns: list[dict]) -> SpoolLayout:
+        """From ``Column.as_dict()`` rows, as stored on the import job."""
+        kinds = {c["kind"] for c in columns}
+        return cls(
+            fields=tuple(f for f in SPOOL_FIELDS if f in kinds),
+            metadata_keys=tuple(c["header"] for c in columns if c["kind"] == "metadata"),
+        )
+
+    def writer(self, handle):
+        """A CSV writer for ``handle`` (text, newline="")."""
+        return csv.writer(handle, lineterminator="\n")
+
+    def row(self, record: RowRecord) -> list:
+        metadata = record.metadata
+        return [
+            record.number,
+            *[getattr(record, name) for name in self.fields],
+            *[metadata.get(key, "") for key in self.metadata_keys],
+        ]
+
+    def records(self, handle, skip: set[int] | frozenset = frozenset()) -> Iterator[RowRecord]:
+        """Read the rows back (``handle``: text, newline="") as records, except ``skip``."""
+        fields, keys = self.fields, self.metadata_keys
+        start = 1 + len(fields)
+        for values in csv.reader(handle):
+            number = int(values[0])
+            if number in skip:
+                continue
+            record = RowRecord(number, metadata=dict(zip(keys, values[start:], strict=True)))
+            for name, value in zip(fields, values[1:start], strict=True):
+                setattr(record, name, value)
+            yield record
 
 
 # --- People who appear twice ------------------------------------------------------------------

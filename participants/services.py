@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import json
+import io
 import logging
 import os
 import tempfile
@@ -33,6 +33,7 @@ from participants.importer import (
     RowError,
     RowRecord,
     RowValidator,
+    SpoolLayout,
     map_header,
     neutralise_for_spreadsheet,
     records_from_json,
@@ -41,6 +42,7 @@ from participants.lock_objects import lock_brand_directory
 from participants.metadata import OPT_OUT_KEY, is_protected, normalise_key, strip_protected
 from participants.models import ImportJob, Participant, Person
 from participants.phones import PhoneError, phone_to_e164
+from participants.sqlupserts import SetBasedImport
 from participants.upserts import (
     CREATE,
     ERROR,
@@ -434,10 +436,12 @@ def import_validate(*, job: ImportJob) -> dict:
             tracker = DuplicateTracker()
             PlannerStatistics().refresh()
             sink = _ErrorSink(header_cells)
+            layout = SpoolLayout.from_header(header)
             spool = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed below
-                "w", suffix=".jsonl", delete=False, encoding="utf-8"
+                "w", suffix=".csv", delete=False, encoding="utf-8", newline=""
             )
             spool_path = spool.name
+            spool_writer = layout.writer(spool)
             counts = {CREATE: 0, UPDATE: 0, UNCHANGED: 0}
             stats = {"rows": 0, "error_rows": 0, "added": 0}
 
@@ -456,10 +460,8 @@ def import_validate(*, job: ImportJob) -> dict:
                         stats["error_rows"] += 1
                         continue
                     counts[outcome] += 1
-                    spooled.append(record.to_list())
-                if spooled:  # one JSON array per batch: one line, one parse to read it back
-                    spool.write(json.dumps(spooled, ensure_ascii=False))
-                    spool.write("\n")
+                    spooled.append(layout.row(record))
+                spool_writer.writerows(spooled)
                 for outcome in tracker.drain_late_outcomes():
                     if outcome in counts:
                         counts[outcome] -= 1
@@ -535,7 +537,7 @@ def import_validate(*, job: ImportJob) -> dict:
     base = f"imports/{job.brand_id}/{uuid.uuid4().hex}"
     storage = job.file.storage
     with open(spool_path, "rb") as spool_file:
-        rows_name = storage.save(f"{base}.rows.jsonl", File(spool_file))
+        rows_name = storage.save(f"{base}.rows.csv", File(spool_file))
     errors_name = ""
     if sink.entries:
         with open(sink.path, "rb") as errors_file:
@@ -723,13 +725,56 @@ class _CommitProgress:
 
 
 def _spooled_records(job: ImportJob):
-    """The validated rows, streamed back one batch (one line) at a time."""
+    """The validated rows, streamed back one at a time."""
     skip = set(job.report.get("late_invalid_rows") or [])
-    with job.rows_file.open("rb") as handle:
-        for line in handle:
-            for values in json.loads(line):
-                if values[0] not in skip:
-                    yield RowRecord.from_list(values)
+    layout = SpoolLayout.from_columns(job.columns)
+    with (
+        job.rows_file.open("rb") as handle,
+        io.TextIOWrapper(handle, encoding="utf-8", newline="") as text,
+    ):
+        yield from layout.records(text, skip)
+
+
+def _write_rows(job: ImportJob, target: UpsertTarget, progress: _CommitProgress) -> dict:
+    """Write the validated rows of ``job`` (inside the caller's transaction); return the counts.
+
+    PostgreSQL applies them set-based (``sqlupserts``), elsewhere ``plan_batch`` and
+    ``write_batch`` apply them batch by batch: the same rules, proven equal by
+    tests/test_import_sql_equivalence.py.
+    """
+    total = max(1, job.valid_rows)
+    if connection.vendor == "postgresql":
+        rows = SetBasedImport(
+            target=target,
+            layout=SpoolLayout.from_columns(job.columns),
+            chunk_rows=IMPORT_BATCH_ROWS,
+        )
+        with job.rows_file.open("rb") as handle:
+            rows.load(handle, skip=job.report.get("late_invalid_rows") or [])
+        plan = rows.plan()
+        rows.apply(plan, on_chunk=lambda done: progress.report(done, min(0.99, done / total)))
+        rows.close()
+        return {
+            "counts": plan.counts,
+            "added": plan.added,
+            "errors": plan.errors,
+            "done": sum(plan.chunks),
+        }
+    state = UpsertState()
+    counts = {CREATE: 0, UPDATE: 0, UNCHANGED: 0}
+    added = done = 0
+    errors: list[RowError] = []
+    for batch in _batched(_spooled_records(job), IMPORT_BATCH_ROWS):
+        plan = plan_batch(batch, target, state)
+        write_batch(plan, target)
+        added += plan.added
+        for _record, outcome in plan.outcomes:
+            if outcome in counts:
+                counts[outcome] += 1
+        errors.extend(plan.errors)
+        done += len(batch)
+        progress.report(done, min(0.99, done / total))
+    return {"counts": counts, "added": added, "errors": errors, "done": done}
 
 
 def import_commit(*, job: ImportJob) -> dict:
@@ -750,12 +795,6 @@ def import_commit(*, job: ImportJob) -> dict:
         return {"skipped": job.status}
     target = _target_for(job)
     target.labels = {c["kind"]: c["header"] for c in job.columns}
-    state = UpsertState()
-    total = max(1, job.valid_rows)
-    counts = {CREATE: 0, UPDATE: 0, UNCHANGED: 0}
-    added = 0
-    skipped: list[dict] = []
-    skipped_count = 0
     progress = _CommitProgress(job)
     try:
         with transaction.atomic():
@@ -766,21 +805,13 @@ def import_commit(*, job: ImportJob) -> dict:
             if current.first() != ImportJob.Status.IMPORTING:
                 return {"skipped": current.first()}
             PlannerStatistics().refresh()
-            done = 0
-            for batch in _batched(_spooled_records(job), IMPORT_BATCH_ROWS):
-                plan = plan_batch(batch, target, state)
-                write_batch(plan, target)
-                added += plan.added
-                for _record, outcome in plan.outcomes:
-                    if outcome in counts:
-                        counts[outcome] += 1
-                skipped_count += len(plan.errors)
-                room = REPORT_ERROR_LIMIT - len(skipped)
-                skipped.extend(e.as_dict() for e in plan.errors[: max(0, room)])
-                done += len(batch)
-                progress.report(done, min(0.99, done / total))
+            written = _write_rows(job, target, progress)
+            counts, added, done = written["counts"], written["added"], written["done"]
+            skipped_count = len(written["errors"])
             report = dict(job.report)
-            report["skipped_at_import"] = skipped
+            report["skipped_at_import"] = [
+                e.as_dict() for e in written["errors"][:REPORT_ERROR_LIMIT]
+            ]
             report["skipped_at_import_count"] = skipped_count
             ImportJob.objects.filter(pk=job.pk).update(
                 status=ImportJob.Status.DONE,

@@ -52,6 +52,11 @@ class UpsertState:
     """What one import remembers across batches."""
 
     adopted: set[int] = field(default_factory=set)
+    # person pk -> the first row that matched them: a second row about them is an error
+    matched: dict[int, int] = field(default_factory=dict)
+    # person pk -> their email before an earlier batch changed it. Rows match the directory
+    # as it was before the import (what validation reported), whatever the batches wrote.
+    original_email: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -72,6 +77,34 @@ class BatchPlan:
     changed_participants: dict[int, Participant] = field(default_factory=dict)
     participant_fields: set[str] = field(default_factory=set)
     added: int = 0
+
+
+def ambiguous_email_error(number: int, email: str, count: int, labels: dict) -> RowError:
+    return RowError(
+        number,
+        labels.get("email", "Email"),
+        email,
+        f"{count} people in the directory have the email '{email}': add a PersonID column to "
+        "say which one this row updates.",
+    )
+
+
+def same_person_error(
+    number: int, person_id: str | None, email: str | None, first: int, labels: dict
+) -> RowError:
+    """A row that matches the person an earlier row of the file matched (say, by PersonID on
+    one row and by email on the other): applying both would depend on their order."""
+    if person_id:
+        column, value, key = labels.get("person_id", "PersonID"), person_id, "PersonID"
+    else:
+        column, value, key = labels.get("email", "Email"), email or "", "email"
+    return RowError(
+        number,
+        column,
+        value,
+        f"This row's {key} finds the same person in the directory as row {first}: a person "
+        "may appear once in a file.",
+    )
 
 
 def _new_metadata(record: RowRecord) -> dict[str, str]:
@@ -168,6 +201,9 @@ def plan_batch(records: list[RowRecord], target: UpsertTarget, state: UpsertStat
     lookups = []
     if emails:
         lookups.append(Person.objects.filter(_among("email", emails), brand=brand))
+        moved = [pk for pk, old in state.original_email.items() if old in emails]
+        if moved:
+            lookups.append(Person.objects.filter(_among("pk", moved)))
     if claim_emails:
         lookups.append(
             Person.objects.filter(_among("email", claim_emails), brand=brand, person_id="")
@@ -175,8 +211,9 @@ def plan_batch(records: list[RowRecord], target: UpsertTarget, state: UpsertStat
     for queryset in lookups:
         for person in queryset.order_by("pk"):
             person = known.setdefault(person.pk, person)
-            if person not in by_email[person.email]:
-                by_email[person.email].append(person)
+            email = state.original_email.get(person.pk, person.email)
+            if person not in by_email[email]:
+                by_email[email].append(person)
 
     matched: list[tuple[RowRecord, Person | None]] = []
     for record in records:
@@ -196,18 +233,23 @@ def plan_batch(records: list[RowRecord], target: UpsertTarget, state: UpsertStat
             candidates = by_email.get(record.email, ())
             if len(candidates) > 1:
                 plan.errors.append(
-                    RowError(
-                        record.number,
-                        target.labels.get("email", "Email"),
-                        record.email or "",
-                        f"{len(candidates)} people in the directory have the email "
-                        f"'{record.email}': add a PersonID column to say which one this row "
-                        "updates.",
+                    ambiguous_email_error(
+                        record.number, record.email or "", len(candidates), target.labels
                     )
                 )
                 plan.outcomes.append((record, ERROR))
                 continue
             person = candidates[0] if candidates else None
+        if person is not None:
+            first = state.matched.setdefault(person.pk, record.number)
+            if first != record.number:
+                plan.errors.append(
+                    same_person_error(
+                        record.number, record.person_id, record.email, first, target.labels
+                    )
+                )
+                plan.outcomes.append((record, ERROR))
+                continue
         matched.append((record, person))
 
     participants: dict[int, Participant] = {}
@@ -240,7 +282,10 @@ def plan_batch(records: list[RowRecord], target: UpsertTarget, state: UpsertStat
                 plan.added += 1
             plan.outcomes.append((record, CREATE))
             continue
+        email = person.email
         changed = _apply_to_person(person, record, target)
+        if "email" in changed:
+            state.original_email.setdefault(person.pk, email)
         if changed:
             plan.changed_people[person.pk] = person
             plan.person_fields |= changed

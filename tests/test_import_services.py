@@ -276,6 +276,33 @@ def test_a_new_person_id_claims_the_person_added_without_one(tenancy):
     assert Person.objects.filter(brand=tenancy.brand_a, email="ann@x.com").count() == 1
 
 
+def test_two_rows_finding_one_person_is_an_error_on_the_later_row(tenancy):
+    person = PersonFactory(brand=tenancy.brand_a, person_id="E-1", email="ann@x.com")
+    job = upload(
+        tenancy,
+        [
+            HEADER,
+            ["E-1", "Ann", "", "new@x.com", "", "", ""],
+            ["", "Bo", "", "ann@x.com", "", "", ""],
+        ],
+    )
+    assert (job.to_update, job.to_create, job.error_rows) == (1, 0, 1)
+    assert job.report["errors"] == [
+        {
+            "row": 3,
+            "column": "Email",
+            "value": "ann@x.com",
+            "message": "This row's email finds the same person in the directory as row 2: a "
+            "person may appear once in a file.",
+        }
+    ]
+    job = import_confirm(job=job)
+    assert (job.updated_count, job.created_count) == (1, 0)
+    person.refresh_from_db()
+    assert (person.first_name, person.email) == ("Ann", "new@x.com")
+    assert not Person.objects.filter(brand=tenancy.brand_a, first_name="Bo").exists()
+
+
 def test_unchanged_rows_are_reported_and_not_rewritten(tenancy):
     person = PersonFactory(brand=tenancy.brand_a, person_id="E-1", first_name="Ann")
     ParticipantFactory(project=tenancy.project_a, person=person, role="Lead")
