@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import operator
+import os
 import zlib
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -34,7 +35,7 @@ from django.db.models import F, Lookup, Q
 from django.utils import timezone
 
 from distributions.models import Distribution
-from distributions.rendering import new_token
+from distributions.rendering import TOKEN_ALPHABET, TOKEN_LENGTH
 from participants.models import Participant, Person
 from participants.phones import PhoneError, phone_to_e164
 from participants.services import _keep_opt_out
@@ -159,7 +160,7 @@ class _Item:
     fingerprint: str
     body: dict
     values: dict = field(default_factory=dict)
-    person: Person | None = None
+    person: Person | _NewPerson | None = None
 
     @property
     def transaction_id(self) -> str:
@@ -280,6 +281,18 @@ def _lock_identities(brand_id: int, items: list[_Item]) -> None:
         )
 
 
+class _NewPerson:
+    """A person this call makes (a ``Person`` instance costs more than its write)."""
+
+    __slots__ = ("pk", "id", *PERSON_COLUMNS)
+
+    def __init__(self, values: dict, metadata: dict):
+        self.pk = self.id = None
+        for name in (*IDENTITY_FIELDS, *NAME_FIELDS):
+            setattr(self, name, values.get(name, ""))
+        self.metadata = metadata
+
+
 class _Directory:
     """The brand's people the items name, read in one query, then changed in memory item by
     item with the rules of one call (found by PersonID, else email, else phone, the smallest
@@ -310,24 +323,24 @@ class _Directory:
         for person in Person.objects.filter(lookup, brand_id=brand_id).order_by("pk"):
             self._add(person, rank=person.pk)
 
-    def _add(self, person: Person, *, rank: int) -> None:
+    def _add(self, person: Person | _NewPerson, *, rank: int) -> None:
         self.order[id(person)] = rank
         for name in IDENTITY_FIELDS:
             self._index(person, name)
 
-    def _index(self, person: Person, name: str) -> None:
+    def _index(self, person: Person | _NewPerson, name: str) -> None:
         value = getattr(person, name)
         if value:
             bucket = self.index[name].setdefault(value, [])
             bucket.append(person)
             bucket.sort(key=lambda p: self.order[id(p)])
 
-    def _unindex(self, person: Person, name: str) -> None:
+    def _unindex(self, person, name: str) -> None:
         value = getattr(person, name)
         if value and person in self.index[name].get(value, ()):
             self.index[name][value].remove(person)
 
-    def find(self, values: dict) -> Person | None:
+    def find(self, values: dict) -> Person | _NewPerson | None:
         for name in IDENTITY_FIELDS:
             if values.get(name):
                 found = self.index[name].get(values[name])
@@ -335,14 +348,13 @@ class _Directory:
                     return found[0] if found else None
         return None
 
-    def upsert(self, values: dict) -> Person:
+    def upsert(self, values: dict) -> Person | _NewPerson:
         """The item's person, changed in memory. Raises ValidationError (metadata that tries
         to write ``Opted out``) leaving the person as it was."""
         person = self.find(values)
         if person is None:
-            fields = {k: v for k, v in values.items() if k != "metadata"}
-            metadata = _keep_opt_out({}, values.get("metadata") or {})
-            person = Person(brand_id=self.brand_id, metadata=metadata, **fields)
+            metadata = values.get("metadata")
+            person = _NewPerson(values, _keep_opt_out({}, metadata) if metadata else {})
             self.new.append(person)
             self._add(person, rank=next(self._ranks))
             return person
@@ -433,6 +445,25 @@ def _distributions(project: Project, labels: set[str]) -> dict[str, Distribution
     return found
 
 
+_TOKEN_BASE = len(TOKEN_ALPHABET)
+_TOKEN_LIMIT = 256 // _TOKEN_BASE * _TOKEN_BASE  # bytes from here up would bias the draw
+
+
+def new_tokens(count: int, length: int = TOKEN_LENGTH) -> list[str]:
+    """``count`` link tokens, as ``distributions.rendering.new_token`` makes them (uniform
+    over the alphabet, from the OS's random source) but from one ``os.urandom`` call per
+    batch instead of a ``secrets.choice`` per character: a thousand tokens cost 2 ms, not 40."""
+    chars: list[str] = []
+    wanted = count * length
+    while len(chars) < wanted:
+        chars.extend(
+            TOKEN_ALPHABET[b % _TOKEN_BASE]
+            for b in os.urandom(wanted - len(chars) + 16)
+            if b < _TOKEN_LIMIT
+        )
+    return ["".join(chars[i : i + length]) for i in range(0, wanted, length)]
+
+
 def _pg_element(value) -> str:
     if value is None:
         return "NULL"
@@ -449,6 +480,8 @@ def pg_array_literal(values: list) -> str:
     statement. One text parameter per column: psycopg2 would send ``ARRAY[...]`` with one
     expression per element, which the server parses and types one by one (about five times
     slower for a 1,000-row insert)."""
+    if all(type(v) is str for v in values):  # the common case, without a call per element
+        return '{"' + '","'.join(v.replace("\\", "\\\\").replace('"', '\\"') for v in values) + '"}'
     return "{" + ",".join(map(_pg_element, values)) + "}"
 
 
@@ -614,9 +647,10 @@ def _write(
     directory.write(now)
     participants = _participants(project, {item.person.pk for item in kept}, now)
     distributions = _distributions(project, {item.request.channel_label for item in kept})
+    tokens = new_tokens(len(kept))
     links = [
         {
-            "token": new_token(),
+            "token": token,
             "project_id": project.pk,
             "participant_id": participants[item.person.pk],
             "distribution_id": distributions[item.request.channel_label].pk,
@@ -624,7 +658,7 @@ def _write(
             "expires_at": item.request.expires_at,
             "created_at": now,
         }
-        for item in kept
+        for item, token in zip(kept, tokens, strict=True)
     ]
     link_pks = _bulk_insert(SurveyLink, links)
     records = [
