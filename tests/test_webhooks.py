@@ -202,6 +202,33 @@ def test_the_secret_is_shown_once_and_encrypted_at_rest(tenancy, api_client_for,
     assert rotated != secret and WebhookEndpoint.objects.get().secret == rotated
 
 
+def test_the_page_shows_the_secret_once_then_only_its_end(
+    tenancy, page_client_for, local, receiver
+):
+    client = page_client_for(tenancy.admin_a)
+
+    made = client.post(
+        "/webhooks/endpoints/",
+        {
+            "url": receiver.url,
+            "events": ["link.opened", "response.completed"],
+            "description": "app",
+        },
+    )
+
+    endpoint = WebhookEndpoint.objects.get()
+    assert made.status_code == 200 and endpoint.secret in made.content.decode()
+    assert endpoint.events == ["link.opened", "response.completed"]
+    listing = client.get("/webhooks/endpoints/").content.decode()
+    detail = client.get(f"/webhooks/endpoints/{endpoint.pk}/").content.decode()
+    for page in (listing, detail):
+        assert endpoint.secret not in page and endpoint.secret[-4:] in page
+    rotated = client.post(f"/webhooks/endpoints/{endpoint.pk}/", {"action": "rotate"})
+    endpoint.refresh_from_db()
+    assert endpoint.secret in rotated.content.decode()
+    assert endpoint.secret not in client.get(f"/webhooks/endpoints/{endpoint.pk}/").content.decode()
+
+
 # --- tenancy and roles ---------------------------------------------------------------------------
 def test_other_brands_endpoints_and_deliveries_are_404(tenancy, api_client_for, local, receiver):
     theirs = endpoint_for(tenancy.brand_b, receiver.url).endpoint

@@ -5,7 +5,7 @@ it is in the create and rotate answers only)."""
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -183,7 +183,26 @@ class WebhookEndpointViewSet(
         secret = endpoint_rotate_secret(endpoint=self.get_object(), actor=self.actor())
         return Response({"secret": secret})
 
-    @extend_schema(responses={200: DeliverySerializer(many=True)})
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "state", str, enum=WebhookDelivery.State.values, description="Only this state."
+            ),
+            OpenApiParameter("page", int),
+            OpenApiParameter("page_size", int),
+        ],
+        responses={
+            200: inline_serializer(
+                "PaginatedWebhookDeliveries",
+                fields={
+                    "count": serializers.IntegerField(),
+                    "next": serializers.URLField(allow_null=True),
+                    "previous": serializers.URLField(allow_null=True),
+                    "results": DeliverySerializer(many=True),
+                },
+            )
+        },
+    )
     @action(detail=True, methods=["get"])
     def deliveries(self, request, pk=None):
         """The endpoint's delivery log, newest first, each with its attempts."""
