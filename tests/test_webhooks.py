@@ -22,10 +22,15 @@ import pytest
 
 from brands.roles import Role
 from distributions.models import Message
-from distributions.services import _close_open_messages, message_status_ingest
+from distributions.services import (
+    _close_open_messages,
+    distribution_create,
+    message_status_ingest,
+)
 from optouts.services import optout_create_by_admin
 from projects.services import question_create, response_create
 from tests.factories.distributions import DistributionFactory, MessageFactory
+from tests.factories.participants import ParticipantFactory, PersonFactory
 from tests.webhook_receiver import Receiver, Script
 from webhooks import security, transport
 from webhooks.events import recipient_statuses_raised
@@ -409,6 +414,36 @@ def test_the_sweep_releases_dead_leases_and_queues_overdue_heads(
     assert (stuck.state, stuck.lease) == ("pending", "")
     fresh.refresh_from_db()
     assert fresh.state == "pending"
+
+
+def test_a_real_send_raises_sent_delivered_and_finished_in_order(
+    tenancy, local, receiver, eager_tasks, django_capture_on_commit_callbacks
+):
+    endpoint_for(
+        tenancy.brand_a, receiver.url, events=["recipient.status_changed", "distribution.finished"]
+    )
+    project = tenancy.project_a
+    tenancy.participant_a.delete()
+    for first, phone in (("Ada", "+14155550101"), ("Alan", "+447911123456")):
+        person = PersonFactory(brand=tenancy.brand_a, first_name=first, phone=phone)
+        ParticipantFactory(project=project, person=person)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        distribution = distribution_create(project=project, message="Hi ${first_name}")
+
+    distribution.refresh_from_db()
+    assert distribution.status == "sent"
+    got = [(r.json["type"], r.json["data"]) for r in receiver.accepted()]
+    by_row: dict[int, list[str]] = {}
+    for kind, data in got:
+        if kind == "recipient.status_changed":
+            by_row.setdefault(data["message_id"], []).append(data["status"])
+    assert sorted(by_row.values()) == [["sent", "delivered"], ["sent", "delivered"]]
+    (finished,) = [data for kind, data in got if kind == "distribution.finished"]
+    assert finished["distribution_id"] == distribution.pk and finished["status"] == "sent"
+    # A distribution ends when every row is handed over; receipts come later.
+    assert finished["recipients"] == {"total": 2, "by_status": {"sent": 2}}
+    assert set(WebhookDelivery.objects.values_list("state", flat=True)) == {"delivered"}
 
 
 def test_no_endpoint_costs_one_query_per_batch(tenancy, django_assert_num_queries):
