@@ -227,6 +227,7 @@ def deliveries_attempt(*, delivery_ids: list[int]) -> dict[int, dict]:
     )
     outcomes = _unclaimed_outcomes(set(ids) - {d.pk for d in claimed}, now)
     unreachable: set[int] = set()
+    checked: set[int] = set()
     results = []
     started = time.monotonic()
     for delivery in claimed:
@@ -238,7 +239,13 @@ def deliveries_attempt(*, delivery_ids: list[int]) -> dict[int, dict]:
             continue
         body = delivery_body(delivery)
         number = delivery.attempts + 1
-        result = transport.post(delivery.endpoint.url, body, _headers(delivery, body, number))
+        result = transport.post(
+            delivery.endpoint.url,
+            body,
+            _headers(delivery, body, number),
+            check=delivery.endpoint_id not in checked,  # once per endpoint and call
+        )
+        checked.add(delivery.endpoint_id)
         if result.status_code is None:
             unreachable.add(delivery.endpoint_id)
         results.append((delivery, result))
