@@ -8,7 +8,11 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
     list_display = ["url", "brand", "is_enabled", "failing_since", "created_at"]
     list_filter = ["is_enabled"]
     exclude = ["secret"]  # encrypted at rest, never shown back
-    readonly_fields = ["disabled_at", "failing_since", "created_by"]
+    # Made and re-pointed through webhooks.services (secret, request-forgery check) only.
+    readonly_fields = ["brand", "url", "disabled_at", "failing_since", "created_by"]
+
+    def has_add_permission(self, request):
+        return False
 
 
 @admin.register(WebhookEvent)
