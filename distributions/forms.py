@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from distributions.conditions import CRITERION_LABELS, ONCE_PER_SET, conditions_clean
 from distributions.csvio import DELIMITERS, ENCLOSURES
+from distributions.email_services import MAX_EMAIL_LENGTH, MAX_SUBJECT_LENGTH
 from distributions.models import Distribution
 from distributions.services import MAX_MESSAGE_LENGTH
 
@@ -197,6 +198,11 @@ class ScheduleForm(forms.Form):
             cleaned["send_at"] = None
         return cleaned
 
+    def service_fields(self) -> dict:
+        """The content arguments of ``distribution_create`` / ``distribution_update``."""
+        data = self.cleaned_data
+        return {"name": data["name"], "message": data["message"], "sender": data["sender"]}
+
     def clean_conditions(self, data, *, with_audience: bool) -> list | None:
         """Parse and validate the builder's rows; None when some row is wrong."""
         self.condition_rows = condition_rows_from_post(data)
@@ -211,6 +217,89 @@ class ScheduleForm(forms.Form):
             self.add_error("audience", "Some conditions need your attention (see below).")
             return None
         return [row.as_condition() for row in self.condition_rows]
+
+
+class EmailScheduleForm(ScheduleForm):
+    """Create or edit an email distribution: the SMS form without a sender, with a subject,
+    From, Reply-To, an HTML body and an optional plain-text part, and thank-you messages that
+    can go when a recipient completes the survey. The service sanitises and checks them."""
+
+    KIND_CHOICES = [
+        (Distribution.Kind.INVITE, "Invite"),
+        (Distribution.Kind.REMINDER, "Reminder to everyone who has not responded"),
+        (Distribution.Kind.THANK_YOU, "Thank-you message"),
+    ]
+    SERVICE_FIELDS = ("subject", "from_name", "from_address", "reply_to", "text_body")
+
+    kind = forms.ChoiceField(choices=KIND_CHOICES, widget=forms.RadioSelect, initial="invite")
+    sender = None
+    subject = forms.CharField(
+        max_length=MAX_SUBJECT_LENGTH,
+        widget=forms.TextInput(attrs={"data-pipe-target": "", "autocomplete": "off"}),
+    )
+    from_name = forms.CharField(required=False, max_length=100, label="From name")
+    from_address = forms.EmailField(
+        required=False,
+        label="From address",
+        widget=forms.EmailInput(attrs={"list": "from-addresses", "autocomplete": "off"}),
+    )
+    reply_to = forms.EmailField(required=False, label="Reply-To (optional)")
+    message = forms.CharField(
+        label="HTML body",
+        max_length=MAX_EMAIL_LENGTH,
+        widget=forms.Textarea(attrs={"rows": 10, "spellcheck": "true", "data-pipe-target": ""}),
+    )
+    text_body = forms.CharField(
+        required=False,
+        max_length=MAX_EMAIL_LENGTH,
+        label="Plain-text part (optional)",
+        help_text="Shown by mail programs that do not display HTML; generated from the HTML "
+        "body when empty.",
+        widget=forms.Textarea(attrs={"rows": 5, "data-pipe-target": ""}),
+    )
+    on_completion = forms.BooleanField(
+        required=False,
+        label="Send to each participant when they complete the survey",
+        help_text="From now until you stop it, instead of once at a time.",
+    )
+
+    field_order = [
+        "kind",
+        "name",
+        "subject",
+        "from_name",
+        "from_address",
+        "reply_to",
+        "message",
+        "text_body",
+        "audience",
+        "when",
+        "on_completion",
+        "send_date",
+        "send_time",
+    ]
+
+    def clean(self):
+        if (
+            self.cleaned_data.get("on_completion")
+            and self.cleaned_data.get("kind") == Distribution.Kind.THANK_YOU
+        ):
+            self.cleaned_data["when"] = "now"  # goes on each completion: no send time
+        cleaned = super().clean()
+        cleaned["trigger"] = (
+            Distribution.TRIGGER_COMPLETION
+            if cleaned.get("on_completion") and cleaned.get("kind") == Distribution.Kind.THANK_YOU
+            else ""
+        )
+        return cleaned
+
+    def service_fields(self) -> dict:
+        data = self.cleaned_data
+        return {
+            "name": data["name"],
+            "message": data["message"],
+            **{name: data.get(name) or "" for name in self.SERVICE_FIELDS},
+        }
 
 
 class BulkEditForm(forms.Form):

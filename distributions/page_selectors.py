@@ -14,6 +14,7 @@ from django.db.models import Count, F, Max, Q, QuerySet, Window
 from django.db.models.functions import RowNumber
 
 from distributions.conditions import conditions_clean
+from distributions.email_content import render_email, sanitize_html
 from distributions.models import Distribution, Message, OutboxMessage
 from distributions.rendering import recipient_values, render
 from distributions.services import distribution_preview_count, recipients_queryset
@@ -45,17 +46,23 @@ def with_counts(queryset: QuerySet) -> QuerySet:
     )
 
 
-def project_sms_distributions(*, project: Project) -> QuerySet:
+def project_distributions(*, project: Project, channel: str) -> QuerySet:
+    """A project's distributions on one channel (its Text messages or Emails tab)."""
     return with_counts(
-        Distribution.objects.filter(project=project, channel=Distribution.Channel.SMS)
+        Distribution.objects.filter(project=project, channel=channel)
         .select_related("parent", "created_by")
         .order_by("-send_at", "-pk")
     )
 
 
-def project_invites(*, project: Project) -> QuerySet:
+def project_sms_distributions(*, project: Project) -> QuerySet:
+    return project_distributions(project=project, channel=Distribution.Channel.SMS)
+
+
+def project_invites(*, project: Project, channel: str = Distribution.Channel.SMS) -> QuerySet:
+    """The invites a reminder may follow: same project, same channel, not cancelled."""
     return Distribution.objects.filter(
-        project=project, channel=Distribution.Channel.SMS, kind=Distribution.Kind.INVITE
+        project=project, channel=channel, kind=Distribution.Kind.INVITE
     ).exclude(status=Distribution.Status.CANCELLED)
 
 
@@ -88,27 +95,39 @@ def project_roles(*, project: Project) -> list[str]:
 class AudiencePreview:
     participants: int
     with_phone: int
+    with_email: int = 0
 
 
 def audience_preview(
-    *, project: Project, conditions: list | None, kind: str, parent: Distribution | None
+    *,
+    project: Project,
+    conditions: list | None,
+    kind: str,
+    parent: Distribution | None,
+    channel: str = Distribution.Channel.SMS,
 ) -> AudiencePreview:
-    """How many participants a distribution with these settings would select now.
+    """How many participants a distribution with these settings would select now, and how
+    many of them have an address on ``channel`` (a phone number, or an email address).
 
     Invites count through ``distribution_preview_count``; reminders also leave out
     respondents (and, after an invite, who it did not reach), like the send will.
     """
     cleaned = conditions_clean(conditions)
+    draft = Distribution(
+        project=project, kind=kind, parent=parent, conditions=cleaned, channel=channel
+    )
+    queryset = recipients_queryset(draft)
     if kind == Distribution.Kind.REMINDER:
-        draft = Distribution(
-            project=project, kind=kind, parent=parent, conditions=cleaned, channel="sms"
-        )
-        queryset = recipients_queryset(draft)
         total = queryset.count()
     else:
         total = distribution_preview_count(project=project, conditions=cleaned)
-        draft = Distribution(project=project, kind=kind, conditions=cleaned, channel="sms")
-        queryset = recipients_queryset(draft)
+    if channel == Distribution.Channel.EMAIL:
+        with_email = (
+            queryset.exclude(Q(person__email="") | Q(person__email__isnull=True)).count()
+            if total
+            else 0
+        )
+        return AudiencePreview(participants=total, with_phone=0, with_email=with_email)
     with_phone = queryset.exclude(person__phone="").count() if total else 0
     return AudiencePreview(participants=total, with_phone=with_phone)
 
@@ -160,6 +179,94 @@ def sample_message(*, distribution: Distribution) -> SampleMessage | None:
         body=render(distribution.message, values, metadata),
         actual=False,
     )
+
+
+@dataclass(frozen=True)
+class SampleEmail:
+    recipient: str
+    address: str
+    subject: str
+    html: str  # sanitised (no scripts), piped values HTML-escaped: for a sandboxed iframe
+    text: str
+    actual: bool  # True: the text part is the one that was sent
+
+
+def sample_email(*, distribution: Distribution) -> SampleEmail:
+    """One recipient's email, rendered as the engine renders it (``render_email`` on the
+    sanitised body, sample links). ``distribution`` may be unsaved: the schedule form's draft.
+    Once sent, the recipient is the first one emailed and the text part the one sent."""
+    sent = None
+    if distribution.pk:
+        sent = (
+            Message.objects.filter(distribution=distribution)
+            .exclude(body="")
+            .select_related("person", "participant")
+            .order_by("pk")
+            .first()
+        )
+    if sent is not None:
+        person, participant = sent.person, sent.participant
+    else:
+        participant = (
+            recipients_queryset(distribution).select_related("person").order_by("pk").first()
+        )
+        if participant is None:
+            participant = (
+                Participant.objects.filter(project_id=distribution.project_id)
+                .select_related("person")
+                .order_by("pk")
+                .first()
+            )
+        person = participant.person if participant else None
+    values, metadata = recipient_values(
+        person=person,
+        participant=participant,
+        link=sample_link(),
+        opt_out_link=sample_opt_out_link(),
+    )
+    rendered = render_email(
+        subject=distribution.subject or "",
+        html_body=sanitize_html(distribution.message or ""),
+        text_body=distribution.text_body or "",
+        values=values,
+        metadata=metadata,
+    )
+    return SampleEmail(
+        recipient=(person.full_name or str(person)) if person else "A participant",
+        address=sent.address if sent else (person.email if person else ""),
+        subject=rendered.subject,
+        html=rendered.html,
+        text=sent.body if sent else rendered.text,
+        actual=sent is not None,
+    )
+
+
+@dataclass(frozen=True)
+class EmailAllowance:
+    limit: int
+    used: int  # emails handed to the mailer in the last 7 days
+
+    @property
+    def left(self) -> int:
+        return max(0, self.limit - self.used)
+
+
+def email_allowance(*, brand) -> EmailAllowance:
+    """The brand's weekly email limit (the platform operator's) and what the last 7 days used."""
+    from django.utils import timezone
+
+    from distributions.email_services import WEEK, emails_sent_since, weekly_limit_for
+
+    return EmailAllowance(
+        limit=weekly_limit_for(brand),
+        used=emails_sent_since(brand_id=brand.pk, since=timezone.now() - WEEK),
+    )
+
+
+def verified_email_domains(*, brand) -> QuerySet:
+    from distributions.models import EmailDomain
+
+    return EmailDomain.objects.for_brand(brand).filter(verified_at__isnull=False).order_by("domain")
 
 
 def history_page_queryset(*, distribution: Distribution, status: str | None) -> QuerySet:

@@ -3,6 +3,7 @@
 from django.urls import path
 
 from distributions import views
+from distributions.email_views import EmailSettingsView
 from distributions.provider_views import ProviderSettingsView
 
 app_name = "distributions"
@@ -20,6 +21,19 @@ urlpatterns = [
         views.BulkEditView.as_view(),
         name="bulk_edit",
     ),
+    path(
+        "projects/<int:project_pk>/email/", views.ProjectEmailView.as_view(), name="project_email"
+    ),
+    path(
+        "projects/<int:project_pk>/email/new/",
+        views.EmailScheduleView.as_view(),
+        name="email_create",
+    ),
+    path(
+        "projects/<int:project_pk>/email/preview-count/",
+        views.PreviewCountView.as_view(channel="email"),
+        name="email_preview_count",
+    ),
     path("distributions/", views.BrandDistributionsView.as_view(), name="list"),
     path("distributions/<int:pk>/", views.DistributionDetailView.as_view(), name="detail"),
     path("distributions/<int:pk>/live/", views.LiveView.as_view(), name="live"),
@@ -33,4 +47,5 @@ urlpatterns = [
     ),
     path("outbox/", views.OutboxView.as_view(), name="outbox"),
     path("settings/sms/", ProviderSettingsView.as_view(), name="provider"),
+    path("settings/email/", EmailSettingsView.as_view(), name="email_settings"),
 ]

@@ -1,6 +1,10 @@
-"""Pages for SMS distributions: the project's Text messages (SMS) tab, the schedule form
-(create and edit), the distribution page (details, metrics, related, live progress, history),
-the history download, the brand's distribution list and the outbox.
+"""Pages for distributions: the project's Text messages (SMS) and Emails tabs, the schedule
+form (create and edit, one form per channel), the distribution page (details, metrics, related,
+live progress, history), the history download, the brand's distribution list and the outbox.
+
+The SMS and email pages are the same views and templates parametrised by ``channel``: email
+adds a subject, From, Reply-To, an HTML body with a sandboxed preview, a plain-text part and
+the weekly allowance where SMS has a sender, a segment counter and credits.
 
 Views only translate HTTP: reads come from ``selectors`` and ``page_selectors``, writes go
 through ``services``. Every object is fetched through ``BrandPageMixin.get_scoped`` (another
@@ -33,6 +37,7 @@ from distributions.forms import (
     BulkEditForm,
     ConditionRow,
     DownloadHistoryForm,
+    EmailScheduleForm,
     ScheduleForm,
     condition_rows_from_conditions,
     condition_rows_from_post,
@@ -65,10 +70,40 @@ PIPED_FIELDS = [
     ("username", "User name"),
     ("role", "Project role"),
 ]
-SERVICE_FIELD_MAP = {"send_at": "send_time", "message": "message", "sender": "sender"}
+SERVICE_FIELD_MAP = {
+    "send_at": "send_time",
+    "message": "message",
+    "sender": "sender",
+    **{name: name for name in ("subject", "text_body", "from_name", "from_address", "reply_to")},
+    "trigger": "on_completion",
+}
 
 Kind = Distribution.Kind
 Status = Distribution.Status
+Channel = Distribution.Channel
+
+
+def channel_pages(channel: str, project_pk: int) -> dict:
+    """Names and addresses of a channel's pages, for crumbs, tabs and buttons."""
+    if channel == Channel.EMAIL:
+        return {
+            "channel": channel,
+            "is_email": True,
+            "tab_label": "Emails",
+            "tab_url": reverse("distributions:project_email", args=[project_pk]),
+            "create_url": reverse("distributions:email_create", args=[project_pk]),
+            "summary_url": reverse("distributions:email_preview_count", args=[project_pk]),
+            "noun": "email",
+        }
+    return {
+        "channel": Channel.SMS,
+        "is_email": False,
+        "tab_label": "Text messages (SMS)",
+        "tab_url": reverse("distributions:project_sms", args=[project_pk]),
+        "create_url": reverse("distributions:create", args=[project_pk]),
+        "summary_url": reverse("distributions:preview_count", args=[project_pk]),
+        "noun": "text message",
+    }
 
 
 def apply_service_errors(form, exc: ValidationError) -> None:
@@ -103,6 +138,8 @@ def audience_label(distribution: Distribution) -> str:
 
 
 def should_poll(distribution: Distribution) -> bool:
+    if distribution.trigger:
+        return False  # sends on each completion until stopped: no end to watch for
     if distribution.status == Status.IN_PROGRESS:
         return True
     return (
@@ -130,41 +167,59 @@ class DistributionPageMixin(BrandPageMixin):
             Distribution.objects.select_related("project__brand", "parent", "created_by"), pk=pk
         )
 
+    channel = Channel.SMS
+
     def get_parent(self, project: Project, parent_id) -> Distribution | None:
-        """The invite a reminder follows: an SMS invite of this project, or 404."""
+        """The invite a reminder follows: an invite of this project on this channel, or 404."""
         if parent_id in (None, ""):
             return None
-        return self.get_scoped(page_selectors.project_invites(project=project), pk=parent_id)
+        return self.get_scoped(
+            page_selectors.project_invites(project=project, channel=self.channel), pk=parent_id
+        )
 
     def base_context(self) -> dict:
         return {
             "brand": self.brand,
             "can_edit": self.can(Role.PROJECT_ADMIN),
+            "can_manage_email": self.can(Role.BRAND_ADMIN),
             "zone_name": self.brand.time_zone,
         }
 
 
-# --- the project's Text messages (SMS) tab ----------------------------------------------------
+# --- the project's Text messages (SMS) and Emails tabs ---------------------------------------
 class ProjectSmsView(DistributionPageMixin, View):
     def get(self, request, project_pk):
         project = self.get_project(project_pk)
-        return render_project_sms(self, request, project, BulkEditForm(zone=self.brand.zone))
+        return render_project_sms(
+            self, request, project, BulkEditForm(zone=self.brand.zone), channel=self.channel
+        )
 
 
-def render_project_sms(view, request, project, bulk_form, *, selected=(), status=200):
-    distributions = page_selectors.project_sms_distributions(project=project)
+class ProjectEmailView(ProjectSmsView):
+    """The Emails tab: invites, reminders and thank-you messages sent by email."""
+
+    channel = Channel.EMAIL
+
+
+def render_project_sms(
+    view, request, project, bulk_form, *, selected=(), status=200, channel=Channel.SMS
+):
+    distributions = page_selectors.project_distributions(project=project, channel=channel)
     page = Paginator(distributions, PAGE_SIZE).get_page(request.GET.get("page"))
+    # Bulk edit changes an SMS text; emails are edited one by one.
+    bulk = channel == Channel.SMS
     return render(
         request,
         "distributions/project_sms.html",
         {
             **view.base_context(),
+            **channel_pages(channel, project.pk),
             "project": project,
             "page": page,
             "participant_count": project.participants.count(),
             "bulk_form": bulk_form,
             "selected": {str(pk) for pk in selected},
-            "has_scheduled": any(d.status == Status.SCHEDULED for d in page),
+            "has_scheduled": bulk and any(d.status == Status.SCHEDULED for d in page),
         },
         status=status,
     )
@@ -207,23 +262,45 @@ class BulkEditView(DistributionPageMixin, View):
 
 
 # --- schedule form: create and edit -------------------------------------------------------
+def channel_kinds(channel: str) -> tuple[str, ...]:
+    if channel == Channel.EMAIL:
+        return (Kind.INVITE, Kind.REMINDER, Kind.THANK_YOU)
+    return (Kind.INVITE, Kind.REMINDER)
+
+
+def form_class_for(channel: str):
+    return EmailScheduleForm if channel == Channel.EMAIL else ScheduleForm
+
+
+def email_draft_fields(data) -> dict:
+    """What the email preview needs from the form as it is (bound data or initial values)."""
+    return {
+        "subject": data.get("subject") or "",
+        "message": data.get("message") or "",
+        "text_body": data.get("text_body") or "",
+        "on_completion": bool(data.get("on_completion")),
+    }
+
+
 class ScheduleFormMixin(DistributionPageMixin):
     read_role = Role.PROJECT_ADMIN
 
     def render_form(self, request, *, project, form, parent=None, distribution=None, status=200):
-        kind = form.kind_fixed or (
-            form.data.get("kind") if form.is_bound else form.initial.get("kind")
-        )
-        kind = kind if kind in (Kind.INVITE, Kind.REMINDER) else Kind.INVITE
-        audience = form.data.get("audience") if form.is_bound else form.initial.get("audience")
-        message = form.data.get("message", "") if form.is_bound else form.initial.get("message")
-        when = form.data.get("when") if form.is_bound else form.initial.get("when")
+        channel = distribution.channel if distribution else self.channel
+        data = form.data if form.is_bound else form.initial
+        kind = form.kind_fixed or data.get("kind")
+        kind = kind if kind in channel_kinds(channel) else Kind.INVITE
+        audience = data.get("audience")
+        message = data.get("message", "")
+        when = data.get("when")
         metadata_fields = page_selectors.project_metadata_fields(project=project)
+        email = email_draft_fields(data) if channel == Channel.EMAIL else None
         return render(
             request,
             "distributions/schedule.html",
             {
                 **self.base_context(),
+                **channel_pages(channel, project.pk),
                 **schedule_summary(
                     brand=self.brand,
                     project=project,
@@ -232,7 +309,12 @@ class ScheduleFormMixin(DistributionPageMixin):
                     audience=audience,
                     rows=form.condition_rows,
                     message=message or "",
+                    channel=channel,
+                    email=email,
+                    exclude_id=distribution.pk if distribution else None,
                 ),
+                **(email_form_context(brand=self.brand) if email is not None else {}),
+                "on_completion": bool(email and email["on_completion"]),
                 "project": project,
                 "form": form,
                 "has_field_errors": any(key != "__all__" for key in form.errors),
@@ -258,22 +340,71 @@ class ScheduleFormMixin(DistributionPageMixin):
         )
 
 
-def schedule_summary(*, brand, project, kind, parent, audience, rows, message) -> dict:
+def email_form_context(*, brand) -> dict:
+    """From addresses to offer: the brand's default, the platform's, its verified domains."""
+    from distributions.email_services import (
+        email_account_for,
+        platform_domains,
+        platform_from_address,
+    )
+
+    account = email_account_for(brand)
+    domains = list(
+        page_selectors.verified_email_domains(brand=brand).values_list("domain", flat=True)
+    )
+    suggestions = [account.default_from_address, platform_from_address()]
+    suggestions += [f"surveys@{domain}" for domain in domains]
+    return {
+        "from_suggestions": list(dict.fromkeys(a for a in suggestions if a)),
+        "from_domains": list(dict.fromkeys([*domains, *platform_domains()])),
+        "default_from_address": account.default_from_address or platform_from_address(),
+        "default_from_name": account.default_from_name,
+    }
+
+
+def schedule_summary(
+    *,
+    brand,
+    project,
+    kind,
+    parent,
+    audience,
+    rows,
+    message,
+    channel=Channel.SMS,
+    email=None,
+    exclude_id=None,
+) -> dict:
     """The summary for what the form holds now; conditions with errors count nothing."""
     conditions: list = []
+    invalid = False
     if parent is None and audience == "some" and rows:
         rows = [ConditionRow(r.criterion, r.field, r.operator, r.value) for r in rows]
-        if not condition_rows_validate(rows):
-            return {
-                "credits_available": credits_available(brand=brand),
-                "estimate": None,
-                "estimate_over": False,
-                "preview": None,
-                "conditions_invalid": True,
-                "summary_kind": kind,
-                "summary_parent": parent,
-            }
-        conditions = [row.as_condition() for row in rows]
+        if condition_rows_validate(rows):
+            conditions = [row.as_condition() for row in rows]
+        else:
+            invalid = True
+    if channel == Channel.EMAIL:
+        return email_summary_context(
+            brand=brand,
+            project=project,
+            kind=kind,
+            parent=parent,
+            conditions=conditions,
+            invalid=invalid,
+            email=email or email_draft_fields({"message": message}),
+            exclude_id=exclude_id,
+        )
+    if invalid:
+        return {
+            "credits_available": credits_available(brand=brand),
+            "estimate": None,
+            "estimate_over": False,
+            "preview": None,
+            "conditions_invalid": True,
+            "summary_kind": kind,
+            "summary_parent": parent,
+        }
     return summary_context(
         brand=brand,
         project=project,
@@ -312,6 +443,48 @@ def summary_context(*, brand, project, kind, parent, conditions, message) -> dic
     }
 
 
+def email_summary_context(
+    *, brand, project, kind, parent, conditions, invalid, email, exclude_id=None
+) -> dict:
+    """The email form's summary: matching participants, the weekly allowance (with the
+    service's own limit message when this send would pass it) and the rendered preview."""
+    from distributions.email_services import email_recipient_estimate, weekly_limit_error
+
+    draft = Distribution(
+        project=project,
+        kind=kind,
+        parent=parent,
+        conditions=conditions,
+        channel=Channel.EMAIL,
+        subject=email["subject"],
+        message=email["message"],
+        text_body=email["text_body"],
+    )
+    preview = None
+    limit_error = ""
+    wanted = None
+    if not invalid:
+        preview = page_selectors.audience_preview(
+            project=project, conditions=conditions, kind=kind, parent=parent, channel=Channel.EMAIL
+        )
+        if not email["on_completion"]:
+            wanted = email_recipient_estimate(
+                project=project, kind=kind, parent=parent, conditions=conditions
+            )
+            limit_error = weekly_limit_error(brand=brand, wanted=wanted, exclude_id=exclude_id)
+    return {
+        "allowance": page_selectors.email_allowance(brand=brand),
+        "emails_wanted": wanted,
+        "limit_error": limit_error,
+        "preview": preview,
+        "conditions_invalid": invalid,
+        "summary_kind": kind,
+        "summary_parent": parent,
+        "on_completion": email["on_completion"],
+        "sample": page_selectors.sample_email(distribution=draft),
+    }
+
+
 class ScheduleView(ScheduleFormMixin, View):
     """Schedule a text message (invite or project-wide reminder), or a reminder of an invite
     (``?parent=<invite id>``: no recipient selection then)."""
@@ -320,44 +493,49 @@ class ScheduleView(ScheduleFormMixin, View):
         project = self.get_project(project_pk)
         parent = self.get_parent(project, request.GET.get("parent"))
         kind = request.GET.get("kind")
-        form = ScheduleForm(
+        kind = kind if kind in channel_kinds(self.channel) else Kind.INVITE
+        initial = {"kind": Kind.REMINDER if parent else kind, "audience": "all", "when": "now"}
+        if self.channel == Channel.EMAIL:
+            initial.update(email_initial(brand=self.brand))
+        form = form_class_for(self.channel)(
             zone=self.brand.zone,
             kind_fixed=Kind.REMINDER if parent else None,
-            initial={
-                "kind": Kind.REMINDER if parent or kind == Kind.REMINDER else Kind.INVITE,
-                "audience": "all",
-                "when": "now",
-            },
+            initial=initial,
         )
         return self.render_form(request, project=project, form=form, parent=parent)
 
     def post(self, request, project_pk):
         project = self.get_project(project_pk)
         parent = self.get_parent(project, request.POST.get("parent"))
-        form = ScheduleForm(
+        form = form_class_for(self.channel)(
             request.POST, zone=self.brand.zone, kind_fixed=Kind.REMINDER if parent else None
         )
         form.is_valid()  # then the conditions, so that every error shows at once
         conditions = form.clean_conditions(request.POST, with_audience=parent is None)
         if not form.errors and conditions is not None:
             data = form.cleaned_data
+            extra = {"trigger": data["trigger"]} if self.channel == Channel.EMAIL else {}
             try:
                 distribution = distribution_create(
                     project=project,
                     actor=request.user,
-                    channel=Distribution.Channel.SMS,
+                    channel=self.channel,
                     kind=data["kind"],
-                    name=data["name"],
-                    message=data["message"],
-                    sender=data["sender"],
                     conditions=conditions,
                     send_at=data["send_at"],
                     parent=parent,
+                    **form.service_fields(),
+                    **extra,
                 )
             except ValidationError as exc:
                 apply_service_errors(form, exc)
             else:
-                if data["send_at"] is None:
+                if extra.get("trigger"):
+                    messages.success(
+                        request,
+                        "Each participant who completes the survey will now get this email.",
+                    )
+                elif data["send_at"] is None:
                     messages.success(request, "Sending now. Progress is shown below.")
                 else:
                     local = timezone.localtime(distribution.send_at)
@@ -366,6 +544,36 @@ class ScheduleView(ScheduleFormMixin, View):
                     )
                 return redirect("distributions:detail", pk=distribution.pk)
         return self.render_form(request, project=project, form=form, parent=parent, status=400)
+
+
+class EmailScheduleView(ScheduleView):
+    """Schedule an email: invite, project-wide reminder or thank-you, or a reminder of an
+    email invite (``?parent=<invite id>``)."""
+
+    channel = Channel.EMAIL
+
+
+def email_initial(*, brand) -> dict:
+    """A new email starts from the brand's defaults (From name, address and Reply-To) and a
+    body that has the survey and opt-out links the rules ask for."""
+    from distributions.email_services import email_account_for, platform_from_address
+
+    account = email_account_for(brand)
+    return {
+        "from_name": account.default_from_name or brand.name,
+        "from_address": account.default_from_address or platform_from_address(),
+        "reply_to": account.default_reply_to,
+        "message": DEFAULT_EMAIL_BODY,
+    }
+
+
+DEFAULT_EMAIL_BODY = (
+    "<p>Hello ${first_name},</p>\n"
+    "<p>We would value your feedback. It takes a few minutes:</p>\n"
+    '<p><a href="${link}">Take the survey</a></p>\n'
+    '<p style="font-size:12px;color:#666">Do not want these emails? '
+    '<a href="${opt_out_link}">Unsubscribe</a>.</p>'
+)
 
 
 class EditView(ScheduleFormMixin, View):
@@ -381,19 +589,23 @@ class EditView(ScheduleFormMixin, View):
             )
             return redirect("distributions:preview", pk=distribution.pk)
         local = timezone.localtime(distribution.send_at)
-        form = ScheduleForm(
-            zone=self.brand.zone,
-            kind_fixed=distribution.kind,
-            initial={
-                "kind": distribution.kind,
-                "name": distribution.name,
-                "message": distribution.message,
-                "sender": distribution.sender,
-                "audience": "some" if distribution.conditions else "all",
-                "when": "later",
-                "send_date": local.date(),
-                "send_time": local.time().replace(second=0, microsecond=0),
-            },
+        initial = {
+            "kind": distribution.kind,
+            "name": distribution.name,
+            "message": distribution.message,
+            "sender": distribution.sender,
+            "audience": "some" if distribution.conditions else "all",
+            "when": "later",
+            "send_date": local.date(),
+            "send_time": local.time().replace(second=0, microsecond=0),
+        }
+        if distribution.is_email:
+            initial.update(
+                {name: getattr(distribution, name) for name in EmailScheduleForm.SERVICE_FIELDS}
+            )
+            initial["on_completion"] = bool(distribution.trigger)
+        form = form_class_for(distribution.channel)(
+            zone=self.brand.zone, kind_fixed=distribution.kind, initial=initial
         )
         form.condition_rows = condition_rows_from_conditions(distribution.conditions)
         return self.render_form(
@@ -407,17 +619,14 @@ class EditView(ScheduleFormMixin, View):
     def post(self, request, pk):
         distribution = self.get_distribution(pk)
         parent = distribution.parent
-        form = ScheduleForm(request.POST, zone=self.brand.zone, kind_fixed=distribution.kind)
+        form = form_class_for(distribution.channel)(
+            request.POST, zone=self.brand.zone, kind_fixed=distribution.kind
+        )
         form.is_valid()  # then the conditions, so that every error shows at once
         conditions = form.clean_conditions(request.POST, with_audience=parent is None)
         if not form.errors and conditions is not None:
             data = form.cleaned_data
-            changes = {
-                "name": data["name"],
-                "message": data["message"],
-                "sender": data["sender"],
-                "send_at": data["send_at"] or timezone.now(),
-            }
+            changes = {**form.service_fields(), "send_at": data["send_at"] or timezone.now()}
             if parent is None:
                 changes["conditions"] = conditions
             try:
@@ -440,15 +649,23 @@ class EditView(ScheduleFormMixin, View):
 
 
 class PreviewCountView(DistributionPageMixin, View):
-    """The live summary of the schedule form (htmx): participants matching, credits, cost."""
+    """The live summary of the schedule form (htmx): participants matching, credits, cost;
+    for an email, the weekly allowance and the rendered preview."""
 
     def post(self, request, project_pk):
         project = self.get_project(project_pk)
         parent = self.get_parent(project, request.POST.get("parent"))
         kind = Kind.REMINDER if parent else request.POST.get("kind", Kind.INVITE)
-        kind = kind if kind in (Kind.INVITE, Kind.REMINDER) else Kind.INVITE
+        kind = kind if kind in channel_kinds(self.channel) else Kind.INVITE
+        email = None
+        if self.channel == Channel.EMAIL:
+            email = email_draft_fields(request.POST)
+            if kind != Kind.THANK_YOU:
+                email["on_completion"] = False
+        editing = request.POST.get("distribution")
         context = {
             **self.base_context(),
+            **channel_pages(self.channel, project.pk),
             "project": project,
             "oob": True,
             **schedule_summary(
@@ -459,6 +676,9 @@ class PreviewCountView(DistributionPageMixin, View):
                 audience=request.POST.get("audience"),
                 rows=condition_rows_from_post(request.POST),
                 message=request.POST.get("message", ""),
+                channel=self.channel,
+                email=email,
+                exclude_id=int(editing) if editing and editing.isdigit() else None,
             ),
         }
         return render(request, "distributions/_schedule_summary.html", context)
@@ -474,6 +694,7 @@ def live_context(distribution: Distribution) -> dict:
         "poll_seconds": POLL_SECONDS,
         "kind_label": kind_label(distribution),
         "audience_label": audience_label(distribution),
+        "is_email": distribution.is_email,
     }
 
 
@@ -498,6 +719,7 @@ def render_detail(view, request, distribution, download_form, *, status=200):
         "distributions/detail.html",
         {
             **view.base_context(),
+            **channel_pages(distribution.channel, distribution.project_id),
             **live,
             "project": distribution.project,
             "related": related_distributions(distribution=distribution).select_related("parent"),
@@ -535,12 +757,18 @@ class PreviewView(DistributionPageMixin, View):
 
     def get(self, request, pk):
         distribution = self.get_distribution(pk)
-        sample = page_selectors.sample_message(distribution=distribution)
+        if distribution.is_email:
+            sample = page_selectors.sample_email(distribution=distribution)
+            sample_info = None
+        else:
+            sample = page_selectors.sample_message(distribution=distribution)
+            sample_info = segment_info(sample.body) if sample else None
         return render(
             request,
             "distributions/preview.html",
             {
                 **self.base_context(),
+                **channel_pages(distribution.channel, distribution.project_id),
                 "distribution": distribution,
                 "project": distribution.project,
                 "kind_label": kind_label(distribution),
@@ -555,7 +783,7 @@ class PreviewView(DistributionPageMixin, View):
                     for c in distribution.conditions or []
                 ],
                 "sample": sample,
-                "sample_info": segment_info(sample.body) if sample else None,
+                "sample_info": sample_info,
             },
         )
 

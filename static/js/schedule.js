@@ -1,5 +1,6 @@
 /*
- * Relay: the schedule form of a text message (progressive enhancement, no framework).
+ * Relay: the schedule form of a text message or an email (progressive enhancement, no
+ * framework).
  *
  * - a live segment counter under the message (window.RelaySegments from segments.js):
  *   encoding, segments, characters left in the current segment, the characters forcing
@@ -9,6 +10,8 @@
  *   Metadata and hide the value for "is empty";
  * - show the conditions only for "Only participants who meet conditions", the date and time
  *   only for "Schedule for later", and name the submit button after the choice.
+ * - emails: chips insert into the field last focused (subject, HTML body, plain-text part);
+ *   "send on completion" shows only for a thank-you and replaces the send time.
  * Changes fire "change" on the form so that htmx refreshes the summary (matching
  * participants, estimated cost). The server validates everything again.
  */
@@ -101,15 +104,20 @@
   }
 
   // ---- piped-field chips -------------------------------------------------------------------
+  var pipeTarget = message;
+  $all("[data-pipe-target]", form).forEach(function (input) {
+    input.addEventListener("focus", function () { pipeTarget = input; });
+  });
   $all("[data-insert]", form).forEach(function (chip) {
     chip.addEventListener("click", function () {
       var token = chip.getAttribute("data-insert");
-      var start = message.selectionStart == null ? message.value.length : message.selectionStart;
-      var end = message.selectionEnd == null ? start : message.selectionEnd;
-      message.value = message.value.slice(0, start) + token + message.value.slice(end);
-      message.focus();
-      message.setSelectionRange(start + token.length, start + token.length);
-      message.dispatchEvent(new Event("input", { bubbles: true }));
+      var target = pipeTarget || message;
+      var start = target.selectionStart == null ? target.value.length : target.selectionStart;
+      var end = target.selectionEnd == null ? start : target.selectionEnd;
+      target.value = target.value.slice(0, start) + token + target.value.slice(end);
+      target.focus();
+      target.setSelectionRange(start + token.length, start + token.length);
+      target.dispatchEvent(new Event("input", { bubbles: true }));
     });
   });
 
@@ -165,6 +173,9 @@
   var sendLater = document.getElementById("send-later");
   var submit = document.getElementById("submit-button");
   var reminderNote = document.getElementById("reminder-note");
+  var completionChoice = document.getElementById("completion-choice");
+  var onCompletion = form.querySelector("input[name=on_completion]");
+  var whenChoice = document.getElementById("when-choice");
 
   function syncChoices() {
     if (conditions) conditions.hidden = checked("audience") !== "some";
@@ -172,9 +183,16 @@
     if (sendLater) sendLater.hidden = !later;
     if (submit) submit.textContent = later ? submit.dataset.labelLater : submit.dataset.labelNow;
     if (reminderNote && checked("kind")) reminderNote.hidden = checked("kind") !== "reminder";
+    if (completionChoice && checked("kind")) {
+      var thankYou = checked("kind") === "thank_you";
+      completionChoice.hidden = !thankYou;
+      var completion = thankYou && onCompletion && onCompletion.checked;
+      if (whenChoice) whenChoice.hidden = completion;
+      if (completion && submit) submit.textContent = submit.dataset.labelCompletion;
+    }
   }
 
-  $all("input[name=audience], input[name=when], input[name=kind]", form).forEach(function (input) {
+  $all("input[name=audience], input[name=when], input[name=kind], input[name=on_completion]", form).forEach(function (input) {
     input.addEventListener("change", syncChoices);
   });
   syncChoices();
