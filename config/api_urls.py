@@ -4,6 +4,11 @@ from rest_framework.routers import SimpleRouter
 
 from brands.api.views import ApiKeyViewSet, MeView
 from distributions.api import DistributionViewSet
+from distributions.email_api import (
+    EmailDomainViewSet,
+    EmailSettingsAPIView,
+    EmailSettingsCheckAPIView,
+)
 from distributions.provider_views import ProviderAPIView
 from optouts.api import InboundMessageViewSet, OptOutEventViewSet, OptOutViewSet
 from participants.api import (
@@ -32,6 +37,7 @@ router.register("optouts", OptOutViewSet, basename="optout")
 router.register("optout-events", OptOutEventViewSet, basename="optout-event")
 router.register("inbound-messages", InboundMessageViewSet, basename="inbound-message")
 router.register("webhooks", WebhookEndpointViewSet, basename="webhook-endpoint")
+router.register("email-domains", EmailDomainViewSet, basename="email-domain")
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(permission_classes=[]), name="schema"),
@@ -42,6 +48,8 @@ urlpatterns = [
     ),
     path("me/", MeView.as_view(), name="me"),
     path("sms-provider/", ProviderAPIView.as_view(), name="sms-provider"),
+    path("email-settings/", EmailSettingsAPIView.as_view(), name="email-settings"),
+    path("email-settings/check/", EmailSettingsCheckAPIView.as_view(), name="email-settings-check"),
     path("people/", PersonListCreate.as_view(), name="person-list"),
     path("people/bulk/", BulkUpsertView.as_view(), name="person-bulk"),
     path("people/<int:pk>/", PersonDetail.as_view(), name="person-detail"),

@@ -228,7 +228,7 @@ def _send_leased(distribution, account, provider: SmsProvider, lease: str, attem
                 if not window:
                     continue
                 outgoing = (
-                    [_outgoing_email(distribution, row) for row in window]
+                    [_outgoing_email(distribution, row, lease) for row in window]
                     if distribution.channel == Distribution.Channel.EMAIL
                     else [
                         OutgoingSms(
@@ -389,7 +389,7 @@ def _render(distribution: Distribution, rows: list[Message]) -> None:
     update_rows(Message, ["body", "segments"], [(row.pk, row.body, row.segments) for row in rows])
 
 
-def _outgoing_email(distribution: Distribution, row: Message) -> OutgoingEmail:
+def _outgoing_email(distribution: Distribution, row: Message, lease: str) -> OutgoingEmail:
     return OutgoingEmail(
         message_id=row.pk,
         to=row.address,
@@ -401,6 +401,7 @@ def _outgoing_email(distribution: Distribution, row: Message) -> OutgoingEmail:
         text=row.email.text,
         unsubscribe_url=opt_out_url(row.pk),
         return_path=verp_address(row.pk),
+        lease=lease,
     )
 
 
@@ -554,7 +555,12 @@ def reconcile_range(*, distribution, provider: SmsProvider, first_id=None, last_
         since = row.leased_at - timedelta(seconds=5)
         provider_id = (
             provider.find_sent(
-                to=row.address, sender=sender, since=since, body=row.body, message_id=row.pk
+                to=row.address,
+                sender=sender,
+                since=since,
+                body=row.body,
+                message_id=row.pk,
+                lease=row.lease,
             )
             if row.body or is_email
             else None

@@ -9,6 +9,7 @@ to hang before answering DATA. ``python -m tests.smtp_server PORT`` runs one tha
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import sys
 import threading
@@ -17,6 +18,9 @@ from dataclasses import dataclass, field
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+
+# aiosmtpd logs every command at INFO: thousands of lines per test, and slow.
+logging.getLogger("mail.log").setLevel(logging.WARNING)
 
 
 @dataclass

@@ -218,3 +218,67 @@ def test_api_creates_and_shows_email_fields(tenancy, api_a, api_client_for, key_
     )
     assert refused.status_code == 400
     assert "no opt-out link" in str(refused.json()["error"]["fields"]["message"])
+
+
+def test_email_settings_api_for_brand_admins_only(tenancy, api_client_for):
+    admin = api_client_for(user=tenancy.admin_a)
+    response = admin.put(
+        "/api/v1/email-settings/",
+        {
+            "transport": "smtp",
+            "smtp_host": "smtp.alpha.test",
+            "smtp_port": 2525,
+            "smtp_security": "starttls",
+            "smtp_username": "relay",
+            "smtp_password": "very-secret-password",
+        },
+        format="json",
+    )
+    assert response.status_code == 200, response.content
+    data = response.json()
+    assert "smtp_password" not in data and "very-secret" not in str(data)
+    assert data["smtp_password_redacted"].endswith("word")
+    assert data["weekly_limit"] == 10_000
+    refused = admin.put("/api/v1/email-settings/", {"weekly_limit": 5}, format="json")
+    assert refused.status_code == 400
+    padmin = api_client_for(user=tenancy.project_admin_a)
+    assert padmin.get("/api/v1/email-settings/").status_code == 403
+    other = api_client_for(user=tenancy.admin_b).get("/api/v1/email-settings/").json()
+    assert other["transport"] == "platform" and other["smtp_host"] == ""
+
+
+def test_email_domains_api_keeps_keys_secret_and_scoped(tenancy, api_client_for):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    pem = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        .private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        .decode()
+    )
+    admin = api_client_for(user=tenancy.admin_a)
+    created = admin.post(
+        "/api/v1/email-domains/",
+        {"domain": "Alpha.Test", "dkim_selector": "relay", "dkim_private_key": pem},
+        format="json",
+    )
+    assert created.status_code == 201, created.content
+    data = created.json()
+    assert data["domain"] == "alpha.test" and data["verified"] is False
+    assert "PRIVATE KEY" not in str(data)
+    bad = admin.post(
+        "/api/v1/email-domains/",
+        {"domain": "beta.test", "dkim_selector": "s", "dkim_private_key": "nope"},
+        format="json",
+    )
+    assert bad.status_code == 400 and "dkim_private_key" in bad.json()["error"]["fields"]
+    other = api_client_for(user=tenancy.admin_b)
+    assert other.get(f"/api/v1/email-domains/{data['id']}/").status_code == 404
+    assert other.get("/api/v1/email-domains/").json()["results"] == []
+    # Adding a domain does not verify it: only the platform operator does.
+    with pytest.raises(ValidationError):
+        schedule(tenancy.project_a, from_address="news@alpha.test")

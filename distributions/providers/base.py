@@ -44,6 +44,7 @@ class OutgoingEmail:
     text: str
     unsubscribe_url: str
     return_path: str
+    lease: str = ""
 
 
 class Outcome(enum.StrEnum):
@@ -93,10 +94,18 @@ class SmsProvider(ABC):
 
     @abstractmethod
     def find_sent(
-        self, *, to: str, sender: str, since: datetime, body: str, message_id: int | None = None
+        self,
+        *,
+        to: str,
+        sender: str,
+        since: datetime,
+        body: str,
+        message_id: int | None = None,
+        lease: str = "",
     ) -> str | None:
         """The provider id of a message to ``to`` with ``body`` accepted since ``since``
-        (``message_id``: our row, for providers that journal acceptances by it)."""
+        (``message_id`` and ``lease``: our row and the lease it was sent under, for providers
+        that journal acceptances by them)."""
 
     @abstractmethod
     def check_credentials(self) -> None:

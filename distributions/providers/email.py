@@ -202,7 +202,7 @@ class SmtpEmailProvider(SmsProvider):
         smtp = getattr(self.backend, "connection", None)
         if not isinstance(self.backend, SmtpBackend) or smtp is None:
             self.backend.send_messages([email])
-            self._journal(message.message_id, message_id)
+            self._journal(message, message_id)
             return SendResult(message.message_id, Outcome.ACCEPTED, provider_id=message_id)
         data = self.signed_bytes(message, email)
         try:
@@ -233,7 +233,7 @@ class SmtpEmailProvider(SmsProvider):
             )
         if code != 250:
             return self._refused(smtp, message, code, text, stage="DATA")
-        self._journal(message.message_id, message_id)
+        self._journal(message, message_id)
         return SendResult(message.message_id, Outcome.ACCEPTED, provider_id=message_id)
 
     def _refused(self, smtp, message: OutgoingEmail, code: int, text, *, stage: str):
@@ -266,15 +266,24 @@ class SmtpEmailProvider(SmsProvider):
 
     # --- journal of accepted messages ---------------------------------------------------
     @staticmethod
-    def _journal(row_id: int, message_id: str) -> None:
-        cache.set(f"{JOURNAL_PREFIX}{row_id}", message_id, JOURNAL_SECONDS)
+    def _journal(message: OutgoingEmail, message_id: str) -> None:
+        # Keyed by the lease too: a row id alone could match another database's journal.
+        key = f"{JOURNAL_PREFIX}{message.lease}:{message.message_id}"
+        cache.set(key, message_id, JOURNAL_SECONDS)
 
     def find_sent(
-        self, *, to: str, sender: str, since: datetime, body: str, message_id: int | None = None
+        self,
+        *,
+        to: str,
+        sender: str,
+        since: datetime,
+        body: str,
+        message_id: int | None = None,
+        lease: str = "",
     ) -> str | None:
-        if message_id is None:
+        if message_id is None or not lease:
             return None
-        return cache.get(f"{JOURNAL_PREFIX}{message_id}")
+        return cache.get(f"{JOURNAL_PREFIX}{lease}:{message_id}")
 
     def check_credentials(self) -> None:
         problem = self._open()

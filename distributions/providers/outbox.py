@@ -47,7 +47,14 @@ class OutboxProvider(SmsProvider):
         ]
 
     def find_sent(
-        self, *, to: str, sender: str, since: datetime, body: str, message_id: int | None = None
+        self,
+        *,
+        to: str,
+        sender: str,
+        since: datetime,
+        body: str,
+        message_id: int | None = None,
+        lease: str = "",
     ) -> str | None:
         from distributions.models import OutboxMessage
 

@@ -225,7 +225,14 @@ class TwilioProvider(SmsProvider):
         )
 
     def find_sent(
-        self, *, to: str, sender: str, since: datetime, body: str, message_id: int | None = None
+        self,
+        *,
+        to: str,
+        sender: str,
+        since: datetime,
+        body: str,
+        message_id: int | None = None,
+        lease: str = "",
     ) -> str | None:
         try:
             candidates = self._sync().messages.list(to=to, date_sent_after=since, limit=200)
