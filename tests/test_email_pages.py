@@ -186,6 +186,8 @@ def test_email_form_has_the_email_fields_and_a_sandboxed_preview(tenancy, people
     assert 'sandbox=""' in frame and "allow-scripts" not in frame
     assert "Hello Ada," in text(response).split('id="preview-html"')[1]
     assert "America/New_York" in content
+    assert f'action="{url("email_create", tenancy.project_a.pk)}"' in content
+    assert f'hx-post="{url("email_preview_count", tenancy.project_a.pk)}"' in content
 
 
 def test_preview_strips_scripts_and_shows_the_text_part(tenancy, people, admin):
