@@ -306,3 +306,21 @@ def test_the_page_refuses_viewers_and_other_brands(page_client_for, tenancy):
     other = f"/projects/{tenancy.project_b.pk}/links/signing-secret/"
     assert admin.post(other, {"action": "issue"}).status_code == 404
     assert not SigningSecret.objects.exists()
+
+
+def test_the_python_snippet_in_the_docs_builds_an_accepted_url(survey, settings):
+    """The snippet of docs/links.md, run as it is printed."""
+    from pathlib import Path
+
+    text = (Path(settings.BASE_DIR) / "docs" / "links.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```python")[1:]]
+    snippet = next(b for b in blocks if "def signed_link(" in b)
+    _, secret = signing_secret_issue(project=survey)
+    namespace = {"SECRET": secret}
+    exec(snippet.split("\nurl = ", 1)[0], namespace)  # noqa: S102 - our own documentation
+
+    url = namespace["signed_link"](survey.anonymous_url, secret, {"venue": "Arena Nord", "é": "1"})
+
+    client = Client()
+    assert client.get(path_of(url)).status_code == 302
+    assert client.session[session_key(survey)]["params"] == {"venue": "Arena Nord", "é": "1"}
