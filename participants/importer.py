@@ -848,12 +848,11 @@ class DuplicateTracker:
     """
 
     def __init__(self) -> None:
-        # key -> (first row, outcome, invalidated): tuples of atomic values, which the garbage
+        # key -> (first row, invalidated): tuples of atomic values, which the garbage
         # collector stops tracking, so 100,000 entries do not slow every collection.
-        self._seen: dict[str, tuple[int, str | None, bool]] = {}
+        self._seen: dict[str, tuple[int, bool]] = {}
         self._pid_emails: dict[str, tuple[int, str]] = {}  # email -> (row, PersonID)
         self.late: dict[int, RowError] = {}
-        self.late_outcomes: list[str] = []
 
     @staticmethod
     def key(record: RowRecord) -> str:
@@ -886,8 +885,8 @@ class DuplicateTracker:
             self._pid_emails.setdefault(record.email, (number, record.person_id))
             pidless_key = f"e:{record.email}"
             pidless = self._seen.get(pidless_key)
-            if pidless is not None and not pidless[2]:
-                self._seen[pidless_key] = (pidless[0], pidless[1], True)
+            if pidless is not None and not pidless[1]:
+                self._seen[pidless_key] = (pidless[0], True)
                 self.late[pidless[0]] = RowError(
                     pidless[0],
                     email_label,
@@ -896,11 +895,10 @@ class DuplicateTracker:
                     f"'{record.person_id}': add that PersonID to this row, or remove one of "
                     "the rows.",
                 )
-                self.late_outcomes.append(pidless[1])
         if not record.person_id:
             other = self._pid_emails.get(record.email)
             if other is not None:
-                self._seen[key] = (number, None, True)
+                self._seen[key] = (number, True)
                 return RowError(
                     number,
                     email_label,
@@ -908,30 +906,17 @@ class DuplicateTracker:
                     f"Email '{record.email}' is also on row {other[0]} with PersonID "
                     f"'{other[1]}': add that PersonID to this row, or remove one of the rows.",
                 )
-        self._seen[key] = (number, None, False)
+        self._seen[key] = (number, False)
         return None
 
     def _invalidate(self, key, number, column, value, message, record) -> None:
         first = self._seen[key]
-        if first[2]:
+        if first[1]:
             return
-        self._seen[key] = (first[0], first[1], True)
+        self._seen[key] = (first[0], True)
         self.late[first[0]] = RowError(
             first[0],
             column,
             _shorten(value),
             message.format(pid=record.person_id, email=record.email, other=number),
         )
-        self.late_outcomes.append(first[1])
-
-    def set_outcome(self, record: RowRecord, outcome: str) -> None:
-        """Remember how ``record`` was classified, so that a late error can undo its count."""
-        key = self.key(record)
-        entry = self._seen.get(key)
-        if entry is not None and entry[0] == record.number and not entry[2]:
-            self._seen[key] = (entry[0], outcome, False)
-
-    def drain_late_outcomes(self) -> list[str | None]:
-        """Outcomes of rows invalidated since the last call (None: not classified yet)."""
-        outcomes, self.late_outcomes = self.late_outcomes, []
-        return outcomes

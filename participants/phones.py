@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import phonenumbers
 from phonenumbers.phonemetadata import PhoneMetadata
@@ -75,68 +76,114 @@ def _fast_e164(value: str, default_country: str = "") -> str | None:
             return None
         digits = compact[1:]
         for length in (1, 2, 3):
-            code = int(digits[:length])
-            regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(code)
+            regions = _CODE_REGIONS.get(digits[:length])
             if regions:
                 break
         else:
             return None
-        region = regions[0]
+        region = _region(regions[0])
         national = digits[length:]
+        if region is None or not national:
+            return None
     else:
         if not (default_country and compact.isascii() and compact.isdigit()):
             return None
         if compact[0] == "0":
             return None
-        region, national = default_country.upper(), compact
-        code = phonenumbers.country_code_for_region(region)
-        if not code or national.startswith(str(code)):
+        region = _region(default_country.upper())
+        if region is None:
             return None
-    metadata = PhoneMetadata.metadata_for_region(region)
-    if metadata is None or metadata.leading_digits or not national:
-        return None
-    if compact[:1] != "+":
-        international = metadata.international_prefix
-        if international and _cached(international).match(national):
+        national = compact
+        if national.startswith(region.code_text):
             return None
-    prefix = metadata.national_prefix_for_parsing
-    if prefix and _cached(prefix).match(national):
+        if region.international is not None and region.international.match(national):
+            return None
+    if region.national_prefix is not None and region.national_prefix.match(national):
         return None
-    if not _valid_for_region(national, code, region, metadata):
+    if not _valid_for_region(national, region):
         return None
-    return f"+{code}{national}"
+    return f"+{region.code_text}{national}"
 
 
-_PATTERNS: dict[str, re.Pattern] = {}
+# Country calling code (as text) -> its regions, main region first.
+_CODE_REGIONS = {
+    str(code): regions for code, regions in phonenumbers.COUNTRY_CODE_TO_REGION_CODE.items()
+}
 
 
-def _cached(pattern: str) -> re.Pattern:
-    compiled = _PATTERNS.get(pattern)
-    if compiled is None:
-        compiled = _PATTERNS[pattern] = re.compile(pattern)
-    return compiled
+@dataclass(frozen=True, slots=True)
+class _Region:
+    """What the fast path needs of one region's metadata, compiled once."""
+
+    code_text: str
+    international: re.Pattern | None
+    national_prefix: re.Pattern | None
+    general: tuple | None  # (possible lengths or None, pattern) of each description
+    quick: tuple  # mobile and fixed line
+    metadata: PhoneMetadata
 
 
-def _matches(national: str, desc) -> bool:
-    """``phonenumbers``' own test of a number against one description of its region."""
+_REGIONS: dict[str, _Region | None] = {}
+
+
+def _region(code: str) -> _Region | None:
+    """The region's compiled rules; None when the fast path does not apply to it."""
+    try:
+        return _REGIONS[code]
+    except KeyError:
+        pass
+    metadata = PhoneMetadata.metadata_for_region(code)
+    region = None
+    if metadata is not None and not metadata.leading_digits and metadata.country_code:
+        region = _Region(
+            code_text=str(metadata.country_code),
+            international=_compiled(metadata.international_prefix),
+            national_prefix=_compiled(metadata.national_prefix_for_parsing),
+            general=_description(metadata.general_desc),
+            quick=tuple(
+                d for d in (_description(metadata.mobile), _description(metadata.fixed_line)) if d
+            ),
+            metadata=metadata,
+        )
+    _REGIONS[code] = region
+    return region
+
+
+def _compiled(pattern: str | None) -> re.Pattern | None:
+    return re.compile(pattern) if pattern else None
+
+
+def _description(desc) -> tuple | None:
+    """(possible lengths or None, compiled pattern) of a number description, or None."""
     if desc is None or not desc.national_number_pattern:
-        return False
-    if desc.possible_length and len(national) not in desc.possible_length:
-        return False
-    return _cached(desc.national_number_pattern).fullmatch(national) is not None
+        return None
+    lengths = frozenset(desc.possible_length) if desc.possible_length else None
+    return lengths, re.compile(desc.national_number_pattern)
 
 
-def _valid_for_region(national: str, code: int, region: str, metadata) -> bool:
+def _matches(national: str, description: tuple | None) -> bool:
+    """``phonenumbers``' own test of a number against one description of its region."""
+    if description is None:
+        return False
+    lengths, pattern = description
+    if lengths is not None and len(national) not in lengths:
+        return False
+    return pattern.fullmatch(national) is not None
+
+
+def _valid_for_region(national: str, region: _Region) -> bool:
     """Same answer as ``is_valid_number_for_region``, cheaper for the usual numbers.
 
     A number is valid when it matches its region's general pattern and any one number type;
     mobile and fixed line are tried first (two patterns instead of about ten), and only a
     number matching neither goes through the full check.
     """
-    if not _matches(national, metadata.general_desc):
+    if not _matches(national, region.general):
         return False
-    if _matches(national, metadata.mobile) or _matches(national, metadata.fixed_line):
-        return True
+    for description in region.quick:
+        if _matches(national, description):
+            return True
+    code = int(region.code_text)
     number = phonenumbers.PhoneNumber(country_code=code, national_number=int(national))
     zeros = len(national) - len(national.lstrip("0"))
     if zeros:
@@ -147,4 +194,4 @@ def _valid_for_region(national: str, code: int, region: str, metadata) -> bool:
         f"+{code}{national}"
     ):
         return False
-    return phonenumbers.is_valid_number_for_region(number, region)
+    return phonenumbers.is_valid_number_for_region(number, region.metadata.id)

@@ -45,7 +45,6 @@ from participants.phones import PhoneError, phone_to_e164
 from participants.sqlupserts import SetBasedImport
 from participants.upserts import (
     CREATE,
-    ERROR,
     UNCHANGED,
     UPDATE,
     PlannerStatistics,
@@ -432,9 +431,7 @@ def import_validate(*, job: ImportJob) -> dict:
             labels = {c.field: c.header for c in header.columns if c.field}
             target = _target_for(job)
             target.labels = labels
-            state = UpsertState()
             tracker = DuplicateTracker()
-            PlannerStatistics().refresh()
             sink = _ErrorSink(header_cells)
             layout = SpoolLayout.from_header(header)
             spool = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed below
@@ -442,40 +439,10 @@ def import_validate(*, job: ImportJob) -> dict:
             )
             spool_path = spool.name
             spool_writer = layout.writer(spool)
-            counts = {CREATE: 0, UPDATE: 0, UNCHANGED: 0}
-            stats = {"rows": 0, "error_rows": 0, "added": 0}
-
-            def classify(batch: list[tuple[RowRecord, list[str]]], pending: dict) -> None:
-                records = [r for r, _ in batch if r.number not in tracker.late]
-                stats["error_rows"] += len(batch) - len(records)
-                plan = plan_batch(records, target, state)
-                cells_by_row = {r.number: cells for r, cells in batch}
-                for error in plan.errors:
-                    pending.setdefault(error.row, []).append(error)
-                stats["added"] += plan.added
-                spooled = []
-                for record, outcome in plan.outcomes:
-                    tracker.set_outcome(record, outcome)
-                    if outcome == ERROR:
-                        stats["error_rows"] += 1
-                        continue
-                    counts[outcome] += 1
-                    spooled.append(layout.row(record))
-                spool_writer.writerows(spooled)
-                for outcome in tracker.drain_late_outcomes():
-                    if outcome in counts:
-                        counts[outcome] -= 1
-                        stats["error_rows"] += 1
-                for number in sorted(pending):
-                    errors = pending[number]
-                    sink.note(errors)
-                    sink.write(number, errors, cells_by_row.get(number) or pending_cells[number])
-                pending.clear()
-                pending_cells.clear()
-
-            batch: list[tuple[RowRecord, list[str]]] = []
-            pending: dict[int, list[RowError]] = {}
-            pending_cells: dict[int, list[str]] = {}
+            stats = {"rows": 0, "error_rows": 0}
+            # Pass 1: read and check every row; valid rows go to the spool, bad ones (with
+            # their cells) to the error file, in row order.
+            spooled: list[list] = []
             for number, cells in rows:
                 record, errors = validator.check_cells(number, cells)
                 if record is None and not errors:
@@ -487,29 +454,39 @@ def import_validate(*, job: ImportJob) -> dict:
                         errors, record = [duplicate], None
                 if errors:
                     stats["error_rows"] += 1
-                    pending[number] = errors
-                    pending_cells[number] = cells
+                    sink.note(errors)
+                    sink.write(number, errors, cells)
                 else:
-                    batch.append((record, cells))
-                if len(batch) >= IMPORT_BATCH_ROWS or len(pending) >= IMPORT_BATCH_ROWS:
-                    classify(batch, pending)
-                    batch = []
+                    spooled.append(layout.row(record))
+                if stats["rows"] % IMPORT_BATCH_ROWS == 0:
+                    spool_writer.writerows(spooled)
+                    spooled = []
                     if not _validation_progress(job, stats["rows"], source):
                         spool.close()
                         sink.finish()
                         _cleanup(spool_path, sink.path)
                         return {"cancelled": True}
-            classify(batch, pending)
+            spool_writer.writerows(spooled)
             spool.close()
-            sink.finish()
             if stats["rows"] == 0:
+                sink.finish()
                 raise FileError(
                     f"The file has a header row (row {header_number}) but no data rows."
                 )
-            late_rows = sorted(tracker.late)
+            # Rows that a later duplicate invalidated, then pass 2: match the spooled rows
+            # against the directory (the write phase's own planner, writing nothing).
+            late: dict[int, list[RowError]] = {n: [e] for n, e in tracker.late.items()}
+            PlannerStatistics().refresh()
+            counts, added, matching_errors = _classify(target, layout, spool_path, sorted(late))
+            for error in matching_errors:
+                late.setdefault(error.row, []).append(error)
+            stats["error_rows"] += len(late)
+            stats["added"] = added
+            late_rows = sorted(late)
+            sink.finish()
             if late_rows:
-                sink.note([tracker.late[n] for n in late_rows])
-                _merge_late_errors(source, sink, tracker.late)
+                sink.note([error for n in late_rows for error in late[n]])
+                _merge_late_errors(source, sink, late)
     except FileError as exc:
         sink.finish()
         _cleanup(spool_path, sink.path)
@@ -585,6 +562,38 @@ def import_validate(*, job: ImportJob) -> dict:
     return result
 
 
+def _classify(
+    target: UpsertTarget, layout: SpoolLayout, spool_path: str, skip: list[int]
+) -> tuple[dict[str, int], int, list[RowError]]:
+    """Count the spooled rows to create, update and leave unchanged; the rows that cannot be
+    matched (an email shared by several people, a person found twice) are errors.
+
+    The planner of the write phase, without writing: set-based on PostgreSQL (in a
+    transaction of its own, for its temporary table), ``plan_batch`` elsewhere.
+    """
+    if connection.vendor == "postgresql":
+        with transaction.atomic():
+            rows = SetBasedImport(target=target, layout=layout, chunk_rows=IMPORT_BATCH_ROWS)
+            with open(spool_path, "rb") as handle:
+                rows.load(handle, skip=skip)
+            plan = rows.plan()
+            rows.close()
+        return plan.counts, plan.added, plan.errors
+    state = UpsertState()
+    counts = {CREATE: 0, UPDATE: 0, UNCHANGED: 0}
+    added = 0
+    errors: list[RowError] = []
+    with open(spool_path, encoding="utf-8", newline="") as handle:
+        for batch in _batched(layout.records(handle, set(skip)), IMPORT_BATCH_ROWS):
+            plan = plan_batch(batch, target, state)
+            added += plan.added
+            errors.extend(plan.errors)
+            for _record, outcome in plan.outcomes:
+                if outcome in counts:
+                    counts[outcome] += 1
+    return counts, added, errors
+
+
 def _validation_progress(job: ImportJob, rows: int, source: CsvSource) -> bool:
     """Publish progress; False when the job was cancelled meanwhile."""
     fraction = min(0.99, source.bytes_read / job.size) if job.size else 0.0
@@ -595,10 +604,13 @@ def _validation_progress(job: ImportJob, rows: int, source: CsvSource) -> bool:
     )
 
 
-def _merge_late_errors(source: CsvSource, sink: _ErrorSink, late: dict[int, RowError]) -> None:
-    """Add the rows that a later duplicate invalidated to the error CSV, in row order.
+def _merge_late_errors(
+    source: CsvSource, sink: _ErrorSink, late: dict[int, list[RowError]]
+) -> None:
+    """Add the rows found bad after the first pass (invalidated by a later duplicate, or not
+    matchable in the directory) to the error CSV, in row order.
 
-    A second streaming pass over the upload; only when the file has duplicates.
+    A second streaming pass over the upload; only when there are such rows.
     """
     merged = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed below
         "w", suffix=".csv", delete=False, encoding="utf-8-sig", newline=""
@@ -619,7 +631,7 @@ def _merge_late_errors(source: CsvSource, sink: _ErrorSink, late: dict[int, RowE
                 writer.writerow(pending)
                 pending = next(reader, None)
             writer.writerow(
-                [number, _join_errors([late[number]]), *map(neutralise_for_spreadsheet, cells)]
+                [number, _join_errors(late[number]), *map(neutralise_for_spreadsheet, cells)]
             )
             position += 1
         while pending is not None:

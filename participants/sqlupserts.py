@@ -103,7 +103,6 @@ class SetBasedImport:
         if skip:
             cursor.execute(f"DELETE FROM {ROWS} WHERE n = ANY(%s)", [list(skip)])
         cursor.execute(f"CREATE UNIQUE INDEX ON {ROWS} (seq)")
-        cursor.execute(f"ANALYZE {ROWS}")
 
     # --- Planning ---------------------------------------------------------------------------
     def plan(self) -> SetPlan:
@@ -137,10 +136,10 @@ class SetBasedImport:
                 "WHERE r.n = f.n",
                 [brand_id],
             )
-        cursor.execute(
-            f"UPDATE {ROWS} r SET duplicate_of = d.first FROM (SELECT n, min(n) OVER "
-            f"(PARTITION BY pk) AS first FROM {ROWS} WHERE pk IS NOT NULL) d "
-            "WHERE r.n = d.n AND d.first <> d.n"
+        cursor.execute(  # usually no such person: an empty hash side, no scan of the rows
+            f"UPDATE {ROWS} r SET duplicate_of = d.first FROM (SELECT pk, min(n) AS first "
+            f"FROM {ROWS} WHERE pk IS NOT NULL GROUP BY pk HAVING count(*) > 1) d "
+            "WHERE r.pk = d.pk AND r.n <> d.first"
         )
         if self.project_id is not None:
             cursor.execute(
