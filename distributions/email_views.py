@@ -27,6 +27,8 @@ from distributions.email_services import (
     platform_from_address,
 )
 from distributions.models import EmailAccount, EmailDomain
+from distributions.providers.base import ProviderError
+from distributions.providers.registry import channel_provider_for
 
 WRITE_ONLY = {"autocomplete": "new-password"}
 
@@ -129,6 +131,16 @@ class EmailSettingsView(BrandPageMixin, View):
 
     def post(self, request):
         action = request.POST.get("action")
+        if action == "check":
+            # The same check as POST /api/v1/email-settings/check/: connect and log in now.
+            provider = channel_provider_for(email_account_for(self.brand), "email")
+            try:
+                provider.check_credentials()
+            except ProviderError as exc:
+                messages.error(request, f"The mail server did not accept the connection: {exc}")
+            else:
+                messages.success(request, "Connected to the mail server and logged in.")
+            return redirect("distributions:email_settings")
         if action == "add_domain":
             form = EmailDomainForm(request.POST)
             if form.is_valid():

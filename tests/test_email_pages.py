@@ -528,3 +528,25 @@ def test_project_admins_schedule_emails(tenancy, people, page_client_for, smtp):
     )
     assert response.status_code == 302
     assert Distribution.objects.get().send_at == FUTURE
+
+
+def test_check_the_relay_connection_from_the_page(tenancy, admin):
+    with SmtpServer(users={"relay": "right-password"}) as server:
+        data = {
+            "action": "account",
+            "transport": "smtp",
+            "smtp_host": "127.0.0.1",
+            "smtp_port": str(server.port),
+            "smtp_security": "none",
+            "smtp_username": "relay",
+            "smtp_password": "wrong-password",
+        }
+        assert admin.post(url("email_settings"), data).status_code == 302
+        response = admin.post(url("email_settings"), {"action": "check"}, follow=True)
+        content = text(response)
+        assert "The mail server did not accept the connection" in content
+        assert "535" in content  # the server's reply
+        admin.post(url("email_settings"), {**data, "smtp_password": "right-password"})
+        response = admin.post(url("email_settings"), {"action": "check"}, follow=True)
+        assert "Connected to the mail server and logged in." in text(response)
+        assert not server.messages  # nothing was sent

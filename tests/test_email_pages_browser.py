@@ -146,3 +146,32 @@ def test_admin_schedules_an_email_invite_previews_it_and_reads_the_metrics(
     expect(page.locator('[data-metric="opened"]')).to_have_text("1")
     expect(page.locator('[data-metric="finished"]')).to_have_text("1")
     expect(page.locator('[data-metric="sent"]')).to_have_text("3")
+
+
+def test_a_thank_you_set_to_go_on_completion(live_server, tenancy, smtp, eager_tasks, page):
+    from playwright.sync_api import expect
+
+    project = tenancy.project_a
+    user = browser_user(tenancy.brand_a, role=Role.PROJECT_ADMIN, username="tia")
+    login(page, live_server, user)
+    page.goto(live_server.url + reverse("distributions:email_create", args=[project.pk]))
+    completion = page.locator("#completion-choice")
+    expect(completion).to_be_hidden()
+    page.get_by_label("Thank-you message").check()
+    expect(completion).to_be_visible()
+    page.get_by_label("Send to each participant when they complete the survey").check()
+    expect(page.locator("#when-choice")).to_be_hidden()
+    expect(page.locator("#submit-button")).to_have_text("Start sending on completion")
+    expect(page.locator("#emails-wanted")).to_have_text("—")
+    page.locator("#id_subject").fill("Thank you, ${first_name}")
+    page.locator("#id_message").fill(
+        '<p>Thank you!</p><p><a href="${opt_out_link}">Unsubscribe</a></p>'
+    )
+    expect(page.locator("#preview-subject")).to_have_text(re.compile(r"^Thank you, "))
+    page.locator("#submit-button").click()
+    page.wait_for_url(re.compile(r"/distributions/\d+/$"))
+    expect(page.locator("#live")).to_contain_text("To each participant when they complete")
+    distribution = Distribution.objects.get()
+    assert (distribution.kind, distribution.trigger) == ("thank_you", "completion")
+    assert distribution.status == Distribution.Status.IN_PROGRESS
+    assert page.js_errors == []
