@@ -198,6 +198,19 @@ def _among(name: str, values) -> Q | Lookup:
     return Q(**{f"{name}__in": values})
 
 
+# What a replay answers, and nothing more (the rows are wide: request bodies, people).
+_STORED_FIELDS = (
+    "idempotency_key",
+    "external_id",
+    "fingerprint",
+    "request",
+    "link__token",
+    "link__expires_at",
+    "link__distribution_id",
+    "participant__person__person_id",
+)
+
+
 class _Stored:
     """Transactions already stored under the items' keys or transaction ids (one query)."""
 
@@ -213,6 +226,7 @@ class _Stored:
                 | _among("external_id", {i.transaction_id for i in items})
             )
             .select_related("link", "participant__person")
+            .only(*_STORED_FIELDS)
             .order_by("-pk")  # the first stored wins: it is written last into the maps
         )
         for row in rows:
@@ -433,15 +447,15 @@ def _participants(project: Project, person_pks: set[int], now: datetime) -> dict
     return found
 
 
-def _distributions(project: Project, labels: set[str]) -> dict[str, Distribution]:
-    found = {
-        d.label: d
-        for d in Distribution.objects.filter(
+def _distributions(project: Project, labels: set[str]) -> dict[str, int]:
+    """``{label: pk}`` of the project's transactional distributions, the missing ones made."""
+    found = dict(
+        Distribution.objects.filter(
             project=project, kind=Distribution.Kind.TRANSACTIONAL, label__in=sorted(labels)
-        )
-    }
+        ).values_list("label", "pk")
+    )
     for label in sorted(labels - set(found)):
-        found[label] = transactional_distribution(project=project, label=label)
+        found[label] = transactional_distribution(project=project, label=label).pk
     return found
 
 
@@ -485,43 +499,94 @@ def pg_array_literal(values: list) -> str:
     return "{" + ",".join(map(_pg_element, values)) + "}"
 
 
-def _bulk_insert(model, rows: list[dict]) -> list[int]:
-    """Insert ``rows`` (field name -> value; every row the same names) and return their pks
-    in order. PostgreSQL: one ``INSERT ... SELECT FROM unnest(arrays)`` per call, one array
-    per given column, the model's defaults for the others; elsewhere ``bulk_create``."""
-    if connection.vendor != "postgresql":
-        objects = model.objects.bulk_create([model(**row) for row in rows])
-        return [obj.pk for obj in objects]
-    given = list(rows[0])
-    columns, selects, params, arrays = [], [], [], []
+@dataclass
+class _InsertSql:
+    """``INSERT INTO table (columns) SELECT selects FROM unnest(arrays) AS <alias>(names)``:
+    one array literal per given column, the model's defaults for the others."""
+
+    sql: str
+    params: list
+
+
+def _insert_sql(
+    model, rows: list[dict], *, alias: str = "u", computed: dict | None = None, extra=()
+) -> _InsertSql:
+    """``computed``: column attname -> SQL expression instead of an array (``l.id``);
+    ``extra``: (name, cast, values) arrays that are not columns (to join on)."""
+    computed = computed or {}
+    given = set(rows[0])
+    columns, selects, constants, arrays = [], [], [], []
     for meta in model._meta.concrete_fields:
         if meta.primary_key:
             continue
         columns.append(f'"{meta.column}"')
         name = meta.name if meta.name in given else meta.attname
-        if name in given:
+        if meta.attname in computed:
+            selects.append(computed[meta.attname])
+        elif name in given:
             cast = meta.db_type(connection)
             if meta.get_internal_type() == "JSONField":
                 values = [json.dumps(row[name], ensure_ascii=False) for row in rows]
             else:
                 values = [row[name] for row in rows]
-            arrays.append((f"c{len(arrays)}", cast, pg_array_literal(values)))
-            selects.append(f"u.c{len(arrays) - 1}")
+            arrays.append((f"c{len(arrays)}", cast, values))
+            selects.append(f"{alias}.c{len(arrays) - 1}")
         else:
             default = meta.get_default() if meta.has_default() else None
             if getattr(meta, "auto_now_add", False) or getattr(meta, "auto_now", False):
                 default = timezone.now()
             selects.append("%s")
-            params.append(meta.get_db_prep_save(default, connection))
+            constants.append(meta.get_db_prep_save(default, connection))
+    arrays.extend(extra)
     unnest = ", ".join(f"%s::{cast}[]" for _, cast, _ in arrays)
     names = ", ".join(name for name, _, _ in arrays)
     sql = (
         f'INSERT INTO "{model._meta.db_table}" ({", ".join(columns)}) '  # noqa: S608 - names from meta
-        f"SELECT {', '.join(selects)} FROM unnest({unnest}) AS u({names}) RETURNING id"
+        f"SELECT {', '.join(selects)} FROM unnest({unnest}) AS {alias}({names})"
+    )
+    return _InsertSql(sql, [*constants, *(pg_array_literal(v) for _, _, v in arrays)])
+
+
+def _bulk_insert(model, rows: list[dict]) -> list[int]:
+    """Insert ``rows`` (field name -> value; every row the same names) and return their pks
+    in order. PostgreSQL: one ``INSERT ... SELECT FROM unnest(arrays)``; elsewhere
+    ``bulk_create``."""
+    if connection.vendor != "postgresql":
+        objects = model.objects.bulk_create([model(**row) for row in rows])
+        return [obj.pk for obj in objects]
+    insert = _insert_sql(model, rows)
+    with connection.cursor() as cursor:
+        cursor.execute(insert.sql + " RETURNING id", insert.params)
+        return [row[0] for row in cursor.fetchall()]
+
+
+def _insert_links(links: list[dict], records: list[dict]) -> list[tuple[int, int]]:
+    """Insert the links and their transactions (``records`` without ``link_id``, in the same
+    order, distinct ``external_id``); answer ``(link pk, transaction pk)`` per pair.
+    PostgreSQL: one statement (the transactions join the links just inserted on their
+    token); elsewhere two."""
+    if connection.vendor != "postgresql":
+        link_pks = _bulk_insert(SurveyLink, links)
+        rows = [{**r, "link_id": pk} for r, pk in zip(records, link_pks, strict=True)]
+        return list(zip(link_pks, _bulk_insert(Transaction, rows), strict=True))
+    tokens = [link["token"] for link in links]
+    made = _insert_sql(SurveyLink, links)
+    joined = _insert_sql(
+        Transaction,
+        records,
+        alias="v",
+        computed={"link_id": "l.id"},
+        extra=[("token", "text", tokens)],
+    )
+    sql = (
+        f"WITH l AS ({made.sql} RETURNING id, token) "
+        f"{joined.sql} JOIN l ON l.token = v.token RETURNING external_id, link_id, id"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, *(values for _, _, values in arrays)])
-        return [row[0] for row in cursor.fetchall()]
+        cursor.execute(sql, [*made.params, *joined.params])
+        # The items' transaction ids are distinct (twins were set aside): they name the rows.
+        by_id = {external_id: (link_pk, pk) for external_id, link_pk, pk in cursor.fetchall()}
+    return [by_id[record["external_id"]] for record in records]
 
 
 def transactional_links_create(
@@ -653,19 +718,17 @@ def _write(
             "token": token,
             "project_id": project.pk,
             "participant_id": participants[item.person.pk],
-            "distribution_id": distributions[item.request.channel_label].pk,
+            "distribution_id": distributions[item.request.channel_label],
             "channel": Response.Channel.API,
             "expires_at": item.request.expires_at,
             "created_at": now,
         }
         for item, token in zip(kept, tokens, strict=True)
     ]
-    link_pks = _bulk_insert(SurveyLink, links)
     records = [
         {
             "project_id": project.pk,
             "participant_id": link["participant_id"],
-            "link_id": link_pk,
             "external_id": item.transaction_id,
             "occurred_at": item.request.occurred_at or now,
             "data": item.request.data or {},
@@ -675,10 +738,10 @@ def _write(
             "request": item.body,
             "created_at": now,
         }
-        for item, link, link_pk in zip(kept, links, link_pks, strict=True)
+        for item, link in zip(kept, links, strict=True)
     ]
-    record_pks = _bulk_insert(Transaction, records)
-    for item, link, link_pk, record_pk in zip(kept, links, link_pks, record_pks, strict=True):
+    pks = _insert_links(links, records)
+    for item, link, (link_pk, record_pk) in zip(kept, links, pks, strict=True):
         answers[item.index] = LinkResult(
             link_id=link_pk,
             token=link["token"],
