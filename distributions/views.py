@@ -127,6 +127,9 @@ def kind_label(distribution: Distribution) -> str:
 
 def audience_label(distribution: Distribution) -> str:
     described = conditions_describe(distribution.conditions or [])
+    if distribution.trigger == Distribution.TRIGGER_COMPLETION:
+        who = "Each participant who completes the survey"
+        return who if not distribution.conditions else f"{who}, where {described}"
     if distribution.kind == Kind.REMINDER:
         who = (
             f"Recipients of “{distribution.parent}” who have not responded"

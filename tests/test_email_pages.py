@@ -328,22 +328,28 @@ def test_the_weekly_limit_is_refused_in_the_seeds_words(tenancy, people, admin, 
     assert distribution.send_at == FUTURE and distribution.conditions
 
 
-def test_thank_you_can_go_on_completion(tenancy, people, admin, smtp, eager_tasks):
-    response = admin.post(
-        url("email_create", tenancy.project_a.pk),
-        form_data(
-            kind="thank_you",
-            subject="Thank you",
-            message='<p>Thanks! <a href="${opt_out_link}">Unsubscribe</a></p>',
-            on_completion="on",
-            when="later",  # ignored: it goes on each completion
-        ),
-    )
+def test_thank_you_can_go_on_completion(
+    tenancy, people, admin, smtp, eager_tasks, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin.post(
+            url("email_create", tenancy.project_a.pk),
+            form_data(
+                kind="thank_you",
+                subject="Thank you",
+                message='<p>Thanks! <a href="${opt_out_link}">Unsubscribe</a></p>',
+                on_completion="on",
+                when="later",  # ignored: it goes on each completion
+            ),
+        )
     assert response.status_code == 302
     distribution = Distribution.objects.get()
     assert distribution.kind == "thank_you" and distribution.trigger == "completion"
+    assert distribution.status == S.IN_PROGRESS and not smtp.messages
     content = text(admin.get(url("detail", distribution.pk)))
     assert "To each participant when they complete the survey" in content
+    assert "Each participant who completes the survey" in content  # who receives it
+    assert 'id="trigger-note"' in content and 'id="send-progress"' not in content
     assert 'hx-trigger="every' not in content  # nothing to watch for
 
 
