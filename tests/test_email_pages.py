@@ -556,3 +556,37 @@ def test_check_the_relay_connection_from_the_page(tenancy, admin):
         response = admin.post(url("email_settings"), {"action": "check"}, follow=True)
         assert "Connected to the mail server and logged in." in text(response)
         assert not server.messages  # nothing was sent
+
+
+def test_the_live_summary_costs_the_same_queries_for_3_or_30_participants(
+    tenancy, people, admin, django_assert_max_num_queries
+):
+    def summary():
+        return admin.post(
+            url("email_preview_count", tenancy.project_a.pk),
+            form_data(
+                audience="some",
+                c_criterion=["metadata"],
+                c_field=["Team"],
+                c_operator=["is"],
+                c_value=["Sales"],
+            ),
+        )
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as few:
+        assert summary().status_code == 200
+    for n in range(27):
+        add(tenancy.project_a, f"P{n}", f"p{n}@example.com", team="Sales")
+    with django_assert_max_num_queries(len(few.captured_queries)):
+        response = summary()
+    assert "28 participants match" in text(response)  # Ada and the 27
+
+
+def test_the_reminder_form_is_offered_by_email_from_the_responses_tab(tenancy, people, admin):
+    content = text(admin.get(reverse("projects:responses", args=[tenancy.project_a.pk])))
+    assert f"{url('email_create', tenancy.project_a.pk)}?kind=reminder" in content
+    form = text(admin.get(url("email_create", tenancy.project_a.pk) + "?kind=reminder"))
+    assert re.search(r'value="reminder"[^>]*checked', form)
