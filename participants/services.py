@@ -571,7 +571,7 @@ def _classify(
     The planner of the write phase, without writing: set-based on PostgreSQL (in a
     transaction of its own, for its temporary table), ``plan_batch`` elsewhere.
     """
-    if connection.vendor == "postgresql":
+    if SetBasedImport.handles(layout):
         with transaction.atomic():
             rows = SetBasedImport(target=target, layout=layout, chunk_rows=IMPORT_BATCH_ROWS)
             with open(spool_path, "rb") as handle:
@@ -755,12 +755,9 @@ def _write_rows(job: ImportJob, target: UpsertTarget, progress: _CommitProgress)
     tests/test_import_sql_equivalence.py.
     """
     total = max(1, job.valid_rows)
-    if connection.vendor == "postgresql":
-        rows = SetBasedImport(
-            target=target,
-            layout=SpoolLayout.from_columns(job.columns),
-            chunk_rows=IMPORT_BATCH_ROWS,
-        )
+    layout = SpoolLayout.from_columns(job.columns)
+    if SetBasedImport.handles(layout):
+        rows = SetBasedImport(target=target, layout=layout, chunk_rows=IMPORT_BATCH_ROWS)
         with job.rows_file.open("rb") as handle:
             rows.load(handle, skip=job.report.get("late_invalid_rows") or [])
         plan = rows.plan()

@@ -72,6 +72,17 @@ class SetBasedImport:
     dropped at commit anyway).
     """
 
+    # One text column per metadata field of the file; PostgreSQL allows 1,600 per table.
+    MAX_METADATA_COLUMNS = 1000
+
+    @classmethod
+    def handles(cls, layout: SpoolLayout) -> bool:
+        """True on PostgreSQL for a file whose columns fit a table; else use ``upserts``."""
+        return (
+            connection.vendor == "postgresql"
+            and len(layout.metadata_keys) <= cls.MAX_METADATA_COLUMNS
+        )
+
     def __init__(self, *, target: UpsertTarget, layout: SpoolLayout, chunk_rows: int):
         if any(normalise_key(key) in PROTECTED_KEYS for key in layout.metadata_keys):
             raise ValueError("a protected metadata field cannot be a column of an import")

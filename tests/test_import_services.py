@@ -303,6 +303,19 @@ def test_two_rows_finding_one_person_is_an_error_on_the_later_row(tenancy):
     assert not Person.objects.filter(brand=tenancy.brand_a, first_name="Bo").exists()
 
 
+def test_more_metadata_columns_than_a_table_holds_take_the_python_planner(tenancy, monkeypatch):
+    # PostgreSQL allows 1,600 columns per table: a wider file is matched and written in Python.
+    monkeypatch.setattr("participants.sqlupserts.SetBasedImport.MAX_METADATA_COLUMNS", 1)
+    person = PersonFactory(brand=tenancy.brand_a, person_id="E-1", metadata={"dept": "Old"})
+    job = upload(tenancy, [["PersonID", "Dept", "Site"], ["E-1", "Ops", "Paris"], ["E-2", "", "R"]])
+    assert (job.to_update, job.to_create) == (1, 1)
+    job = import_confirm(job=job)
+    assert (job.updated_count, job.created_count) == (1, 1)
+    person.refresh_from_db()
+    assert person.metadata == {"dept": "Ops", "Site": "Paris"}
+    assert Person.objects.get(brand=tenancy.brand_a, person_id="E-2").metadata == {"Site": "R"}
+
+
 def test_unchanged_rows_are_reported_and_not_rewritten(tenancy):
     person = PersonFactory(brand=tenancy.brand_a, person_id="E-1", first_name="Ann")
     ParticipantFactory(project=tenancy.project_a, person=person, role="Lead")
