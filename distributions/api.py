@@ -147,6 +147,10 @@ class BulkUpdateSerializer(DistributionUpdateSerializer):
 class PreviewSerializer(StrictSerializer):
     project = serializers.IntegerField()
     conditions = ConditionSerializer(many=True, required=False)
+    channel = serializers.ChoiceField(choices=Distribution.Channel.choices, default="sms")
+    subject = serializers.CharField(required=False, allow_blank=True, max_length=300)
+    message = serializers.CharField(required=False, allow_blank=True, max_length=200_000)
+    text_body = serializers.CharField(required=False, allow_blank=True, max_length=200_000)
 
 
 class HistoryRowSerializer(serializers.Serializer):
@@ -258,14 +262,32 @@ class DistributionViewSet(
     @extend_schema(request=PreviewSerializer, responses={200: OpenApiTypes.OBJECT})
     @action(detail=False, methods=["post"])
     def preview(self, request):
-        """How many participants the conditions select, before scheduling."""
+        """How many participants the conditions select, before scheduling; for an email with a
+        ``message``, also the first recipient's rendered email (``email``: subject, html, text;
+        scripts stripped, sample links)."""
         payload = PreviewSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        project = self._project(payload.validated_data["project"])
+        data = payload.validated_data
+        project = self._project(data["project"])
         count = distribution_preview_count(
-            project=project, conditions=_conditions(payload.validated_data.get("conditions", []))
+            project=project, conditions=_conditions(data.get("conditions", []))
         )
-        return Response({"participants": count})
+        answer = {"participants": count}
+        if data["channel"] == Distribution.Channel.EMAIL and data.get("message"):
+            from distributions.email_services import email_preview
+
+            rendered = email_preview(
+                project=project,
+                message=data["message"],
+                subject=data.get("subject", ""),
+                text_body=data.get("text_body", ""),
+            )
+            answer["email"] = {
+                "subject": rendered.subject,
+                "html": rendered.html,
+                "text": rendered.text,
+            }
+        return Response(answer)
 
     @extend_schema(responses=HistoryRowSerializer(many=True))
     @action(detail=True, methods=["get"])

@@ -326,3 +326,32 @@ def _dkim_errors(selector: str, key: str) -> dict[str, str]:
         except (ValueError, TypeError):
             errors["dkim_private_key"] = "The DKIM key is not an unencrypted PEM private key."
     return errors
+
+
+def email_preview(
+    *, project, message: str, subject: str = "", text_body: str = "", participant=None
+):
+    """What one recipient would receive (``participant``: the project's first by default),
+    with sample links. The HTML is sanitised here too: a preview never runs a script."""
+    from distributions.email_content import render_email
+    from distributions.rendering import recipient_values
+    from participants.models import Participant
+
+    if participant is None:
+        participant = (
+            Participant.objects.filter(project=project).select_related("person").order_by("pk")
+        ).first()
+    base = settings.PUBLIC_BASE_URL
+    values, metadata = recipient_values(
+        person=participant.person if participant else None,
+        participant=participant,
+        link=f"{base}/s/PREVIEW",
+        opt_out_link=f"{base}/o/PREVIEW",
+    )
+    return render_email(
+        subject=" ".join((subject or "").split()),
+        html_body=sanitize_html(message or ""),
+        text_body=(text_body or "").strip(),
+        values=values,
+        metadata=metadata,
+    )

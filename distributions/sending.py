@@ -30,7 +30,7 @@ from django.utils import timezone
 from credits.segments import count_segments
 from distributions import throttle
 from distributions.bulk import update_rows
-from distributions.email_content import render_email
+from distributions.email_content import html_to_text, render_email
 from distributions.models import Distribution, Message, MessageEvent, ProviderAccount
 from distributions.providers.base import (
     Outcome,
@@ -342,8 +342,11 @@ def _render(distribution: Distribution, rows: list[Message]) -> None:
     text part is stored as the row's body."""
     is_email = distribution.channel == Distribution.Channel.EMAIL
     template = distribution.message
+    text_template = ""
     if is_email:
         template = " ".join([distribution.subject, distribution.message, distribution.text_body])
+        # The generated text part is made once from the template, not once per recipient.
+        text_template = distribution.text_body.strip() or html_to_text(distribution.message)
     fields = set(piped_fields(template))
     links: list[SurveyLink] = []
     existing = {}
@@ -376,7 +379,7 @@ def _render(distribution: Distribution, rows: list[Message]) -> None:
             row.email = render_email(
                 subject=distribution.subject,
                 html_body=distribution.message,
-                text_body=distribution.text_body,
+                text_body=text_template,
                 values=values,
                 metadata=metadata,
             )

@@ -282,3 +282,24 @@ def test_email_domains_api_keeps_keys_secret_and_scoped(tenancy, api_client_for)
     # Adding a domain does not verify it: only the platform operator does.
     with pytest.raises(ValidationError):
         schedule(tenancy.project_a, from_address="news@alpha.test")
+
+
+def test_preview_renders_the_first_recipient_without_scripts(tenancy, api_a):
+    tenancy.participant_a.delete()
+    add(tenancy.project_a, "Ada", "ada@example.com")
+    response = api_a.post(
+        "/api/v1/distributions/preview/",
+        {
+            "project": tenancy.project_a.pk,
+            "channel": "email",
+            "subject": "For ${first_name}",
+            "message": BODY + "<script>alert(1)</script>",
+        },
+        format="json",
+    )
+    assert response.status_code == 200, response.content
+    email = response.json()["email"]
+    assert email["subject"] == "For Ada"
+    assert "<script" not in email["html"] and "Hi Ada" in email["html"]
+    assert "take the survey (http" in email["text"] and "/o/PREVIEW" in email["text"]
+    assert response.json()["participants"] == 1
