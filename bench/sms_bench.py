@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import os
 import subprocess
 import sys
@@ -54,12 +55,7 @@ def recreate_database(name: str) -> str:
 def rss_kb(pid: int) -> int:
     """Resident memory of a process and its children (the Celery pool)."""
     total = 0
-    pids = [pid]
-    children = subprocess.run(
-        ["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True
-    )
-    pids += [int(p) for p in children.stdout.split()]
-    for one in pids:
+    for one in family(pid):
         try:
             for line in Path(f"/proc/{one}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
@@ -67,6 +63,27 @@ def rss_kb(pid: int) -> int:
         except FileNotFoundError:
             continue
     return total
+
+
+def family(pid: int) -> list[int]:
+    children = subprocess.run(
+        ["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True
+    )
+    return [pid, *(int(p) for p in children.stdout.split())]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes (and their live children)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        for one in family(pid):
+            try:
+                fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+            except FileNotFoundError:
+                continue
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
 
 
 async def bare_sdk_rate(fake, count: int, in_flight: int = 64) -> float:
@@ -91,14 +108,18 @@ async def bare_sdk_rate(fake, count: int, in_flight: int = 64) -> float:
 
 def main() -> None:
     args = parse_args()
+    print("load average at the start: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
     database_url = recreate_database(args.db)
     import redis
 
     redis.Redis.from_url(args.redis).flushdb()
+    # DEBUG off, as in production: with it on, Django keeps every query of a worker process.
     os.environ.update(
         DATABASE_URL=database_url,
         REDIS_URL=args.redis,
-        DEBUG="true",
+        DEBUG="false",
+        SECRET_KEY="bench-" + os.urandom(16).hex(),
+        RELAY_ENCRYPTION_KEYS=base64.urlsafe_b64encode(os.urandom(32)).decode(),
         LOG_LEVEL="WARNING",
         DJANGO_SETTINGS_MODULE="config.settings",
     )
@@ -120,8 +141,16 @@ def main() -> None:
     workers: list[subprocess.Popen] = []
     try:
         print(f"== baseline: bare async SDK loop, {args.baseline} messages, 64 in flight")
+        fake_cpu, own_cpu = cpu_seconds([fake.process.pid]), time.process_time()
         baseline = asyncio.run(bare_sdk_rate(fake, args.baseline))
-        print(f"   {baseline:,.0f} messages/s")
+        fake_cpu = cpu_seconds([fake.process.pid]) - fake_cpu
+        own_cpu = time.process_time() - own_cpu
+        print(
+            f"   {baseline:,.0f} messages/s; CPU per message: fake "
+            f"{1000 * fake_cpu / args.baseline:.2f} ms (busy "
+            f"{100 * fake_cpu * baseline / args.baseline:.0f} % of one core), SDK loop "
+            f"{1000 * own_cpu / args.baseline:.2f} ms"
+        )
         fake.reset()
 
         from brands.services import brand_create
@@ -176,12 +205,14 @@ def main() -> None:
             f"== end to end: {args.recipients:,} recipients, {args.workers} worker(s) x "
             f"{args.concurrency} processes"
         )
+        fake_cpu = cpu_seconds([fake.process.pid])
+        worker_cpu = cpu_seconds([w.pid for w in workers])
         started = time.perf_counter()
         distribution = distribution_create(project=project, message="Hi ${first_name}, thanks!")
         marks = {}
         memory = []
         while True:
-            accepted = fake.stats()["accepted"]
+            accepted = fake.counters()["accepted"]  # constant time: stats() walks every message
             done = accepted / args.recipients
             for mark in (0.25, 0.5, 0.75):
                 if done >= mark and mark not in marks:
@@ -193,7 +224,16 @@ def main() -> None:
                 raise SystemExit("timed out")
             time.sleep(0.25)
         elapsed = time.perf_counter() - started
+        fake_cpu = cpu_seconds([fake.process.pid]) - fake_cpu
+        worker_cpu = cpu_seconds([w.pid for w in workers]) - worker_cpu
         memory.append((1.0, sum(rss_kb(w.pid) for w in workers)))
+        with connection.cursor() as cursor:
+            # The workers' PostgreSQL backends (opened by the run: their whole CPU time is its).
+            cursor.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid()"
+            )
+            database_cpu = cpu_seconds([pid for (pid,) in cursor.fetchall()])
         rate = args.recipients / elapsed
         while Distribution.objects.get(pk=distribution.pk).status == "in_progress":
             time.sleep(0.25)
@@ -208,10 +248,20 @@ def main() -> None:
             f"(status bookkeeping included)"
         )
         print(
+            f"   CPU per message: fake {1000 * fake_cpu / args.recipients:.2f} ms "
+            f"(busy {100 * fake_cpu / elapsed:.0f} % of one core), "
+            f"workers {1000 * worker_cpu / args.recipients:.2f} ms, "
+            f"their PostgreSQL backends {1000 * database_cpu / args.recipients:.2f} ms"
+        )
+        print(
             "   worker RSS: " + ", ".join(f"{int(m * 100)}% {kb / 1024:.0f} MB" for m, kb in memory)
         )
-        duplicates = fake.stats().get("accepted", 0) - args.recipients
-        print(f"   duplicates at the provider: {duplicates}")
+        by_to = fake.stats()["by_to"]
+        duplicates = sum(n - 1 for n in by_to.values() if n > 1)
+        print(
+            f"   numbers reached: {len(by_to):,}; duplicates at the provider: {duplicates}; "
+            f"load average at the end: {os.getloadavg()[0]:.2f}"
+        )
 
         for worker in workers:
             worker.terminate()

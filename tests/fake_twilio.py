@@ -41,6 +41,8 @@ What it implements (paths, form fields and JSON shapes as used by twilio-python 
 Control API (JSON, no auth, loopback only):
 
 * ``GET  /_fake/messages[?to=&account_sid=&status=&direction=inbound]`` -> {messages, count}
+* ``GET  /_fake/counters`` -> {requests, accepted, rejected}: constant time, for polling while
+  a benchmark runs (``stats`` walks every message)
 * ``GET  /_fake/stats`` -> {requests, accepted, rejected, rejected_by_code, by_to, by_status,
   auth_failures, faults_injected, callbacks_sent, callbacks_failed, callbacks_pending, ...}
 * ``GET/POST /_fake/faults`` -> see :meth:`FakeTwilio.configure` for the JSON
@@ -643,6 +645,12 @@ class FakeTwilio:
         with self._lock:
             return self._by_to.get(number, 0)
 
+    def counters(self) -> dict[str, int]:
+        """Requests, accepted and rejected messages: cheap enough to poll during a run."""
+        with self._lock:
+            c = self._counters
+            return {"requests": c["requests"], "accepted": c["accepted"], "rejected": c["rejected"]}
+
     def stats(self) -> dict[str, Any]:
         with self._lock:
             c = self._counters
@@ -1088,6 +1096,7 @@ class FakeTwilio:
         # control API
         router.add_get("/_fake/messages", self._c_messages)
         router.add_get("/_fake/stats", self._c_stats)
+        router.add_get("/_fake/counters", self._c_counters)
         router.add_get("/_fake/faults", self._c_get_faults)
         router.add_post("/_fake/faults", self._c_set_faults)
         router.add_post("/_fake/reset", self._c_reset)
@@ -1763,6 +1772,10 @@ class FakeTwilio:
         self._control()
         return web.json_response(self.stats())
 
+    async def _c_counters(self, request: web.Request) -> web.Response:
+        self._control()
+        return web.json_response(self.counters())
+
     async def _c_get_faults(self, request: web.Request) -> web.Response:
         self._control()
         return web.json_response(self.faults())
@@ -1952,6 +1965,9 @@ class RemoteFakeTwilio:
 
     def stats(self) -> dict[str, Any]:
         return self._call("GET", "/_fake/stats")
+
+    def counters(self) -> dict[str, int]:
+        return self._call("GET", "/_fake/counters")
 
     def faults(self) -> dict[str, Any]:
         return self._call("GET", "/_fake/faults")
