@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import threading
 from datetime import datetime
 from urllib.parse import urlsplit, urlunsplit
 
@@ -107,6 +109,48 @@ def twilio_client(account_sid: str, auth_token: str, *, async_: bool = False) ->
     )
 
 
+# Sends reuse one event loop and one pooled async client per thread and credentials, across
+# send tasks: a client per task opened one new connection per message in flight (a TCP
+# handshake at both ends for every 5 messages). aiohttp drops a pooled connection idle longer
+# than its keep-alive timeout (15 s) or closed by the server, before reusing it.
+POOLED_CLIENTS = 4  # per thread; the least recently used is closed beyond that
+_pool = threading.local()
+
+
+def _pooled_async_client(
+    sid: str, token: str
+) -> tuple[asyncio.AbstractEventLoop, RelayTwilioClient]:
+    """This thread's event loop and its async client for these credentials and API host."""
+    if getattr(_pool, "pid", None) != os.getpid():  # never reuse a parent's loop after a fork
+        _pool.pid, _pool.loop, _pool.clients = os.getpid(), None, {}
+    if _pool.loop is None or _pool.loop.is_closed():
+        _pool.loop, _pool.clients = asyncio.new_event_loop(), {}
+    key = (sid, token, settings.TWILIO_API_BASE_URL)
+    client = _pool.clients.pop(key, None)
+    if client is None:
+        client = _pool.loop.run_until_complete(_make_async_client(sid, token))
+    _pool.clients[key] = client  # most recently used last
+    while len(_pool.clients) > POOLED_CLIENTS:
+        oldest = _pool.clients.pop(next(iter(_pool.clients)))
+        _pool.loop.run_until_complete(oldest.http_client.close())
+    return _pool.loop, client
+
+
+async def _make_async_client(sid: str, token: str) -> RelayTwilioClient:
+    return twilio_client(sid, token, async_=True)  # the aiohttp session binds to this loop
+
+
+def close_pooled_clients() -> None:
+    """Close this thread's pooled async clients and their event loop."""
+    loop, clients = getattr(_pool, "loop", None), getattr(_pool, "clients", {})
+    _pool.loop, _pool.clients = None, {}
+    if loop is None or loop.is_closed():
+        return
+    for client in clients.values():
+        loop.run_until_complete(client.http_client.close())
+    loop.close()
+
+
 def classify_error(exc: TwilioRestException, message_id: int) -> SendResult:
     code = str(exc.code or "")
     text = (exc.msg or "")[:200]
@@ -140,7 +184,6 @@ class TwilioProvider(SmsProvider):
 
     def __init__(self, account):
         super().__init__(account)
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._async_client: RelayTwilioClient | None = None
         self._sync_client: RelayTwilioClient | None = None
 
@@ -165,14 +208,8 @@ class TwilioProvider(SmsProvider):
                 SendResult(m.message_id, Outcome.FATAL, error_code="config", error_message=str(exc))
                 for m in messages
             ]
-        if self._loop is None:
-            self._loop = asyncio.new_event_loop()
-        if self._async_client is None:
-            self._async_client = self._loop.run_until_complete(self._make_async_client(sid, token))
-        return self._loop.run_until_complete(self._send_all(messages))
-
-    async def _make_async_client(self, sid: str, token: str) -> RelayTwilioClient:
-        return twilio_client(sid, token, async_=True)  # the aiohttp session binds to this loop
+        loop, self._async_client = _pooled_async_client(sid, token)
+        return loop.run_until_complete(self._send_all(messages))
 
     async def _send_all(self, messages: list[OutgoingSms]) -> list[SendResult]:
         return list(await asyncio.gather(*(self._send_one(m) for m in messages)))
@@ -260,12 +297,10 @@ class TwilioProvider(SmsProvider):
             raise ProviderError(f"Twilio could not be reached: {exc}") from exc
 
     def close(self) -> None:
-        if self._loop is not None:
-            if self._async_client is not None:
-                self._loop.run_until_complete(self._async_client.http_client.close())
-            self._loop.close()
-        self._loop = None
+        """The async client stays pooled for the thread's next sends (see ``_pool``)."""
         self._async_client = None
+        if self._sync_client is not None:
+            self._sync_client.http_client.session.close()
         self._sync_client = None
 
 
