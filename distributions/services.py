@@ -16,7 +16,7 @@ from datetime import datetime
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.db.models import Count, F, OuterRef, Q, Window
-from django.db.models.functions import Lower, RowNumber
+from django.db.models.functions import Collate, Lower, RowNumber
 from django.utils import timezone
 
 from distributions.conditions import conditions_clean, conditions_q
@@ -444,6 +444,10 @@ def distribution_materialise(
     is_email = distribution.channel == Distribution.Channel.EMAIL
     address_field = "person__email" if is_email else "person__phone"
     partition = Lower(F(address_field)) if is_email else F(address_field)
+    if connection.vendor == "postgresql":
+        # Equal under the database's (deterministic) collation is equal byte for byte: sorting
+        # for the window under "C" finds the same duplicates, several times faster.
+        partition = Collate(partition, "C")
     selected = (
         recipients_queryset(distribution, participant_ids)
         .order_by()
@@ -514,6 +518,15 @@ def distribution_materialise(
         if connection.vendor == "postgresql":
             # The window sorts every selected row by address: keep a million rows in memory.
             cursor.execute("SET LOCAL work_mem = '128MB'")
+            # What the foreign key's check did once per row (Message.distribution has no
+            # database constraint), once: the distribution exists, and cannot be deleted
+            # before these rows are committed.
+            cursor.execute(
+                f"SELECT 1 FROM {Distribution._meta.db_table} WHERE id = %s FOR KEY SHARE",  # noqa: S608
+                [distribution.pk],
+            )
+            if cursor.fetchone() is None:
+                raise Distribution.DoesNotExist(f"Distribution {distribution.pk} was deleted.")
         cursor.execute(sql, params)
         _record_materialised_events(distribution, now)
     return distribution_counts(distribution_id=distribution.pk)
