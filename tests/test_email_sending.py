@@ -374,3 +374,108 @@ def test_thank_you_goes_when_a_recipient_completes(
     assert thanks.messages.get(participant=ada).status == S.SENT
     thanks.refresh_from_db()
     assert thanks.status == Distribution.Status.IN_PROGRESS  # until it is stopped
+
+
+def test_unreachable_relay_is_retried_then_failed_with_the_reason(
+    tenancy, settings, monkeypatch, eager_tasks, django_capture_on_commit_callbacks
+):
+    from distributions import sending
+    from tests.smtp_server import _free_port
+
+    # Short backoff so that every attempt runs within the test (the counts stay the real ones).
+    monkeypatch.setattr(sending, "RETRY_BASE_SECONDS", 0.01)
+    monkeypatch.setattr(sending, "RETRY_MAX_SECONDS", 0.02)
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST = "127.0.0.1"
+    settings.EMAIL_PORT = _free_port()  # nothing listens there
+    tenancy.participant_a.delete()
+    add(tenancy.project_a, "Ada", "ada@example.com")
+    distribution = send_now(tenancy.project_a, django_capture_on_commit_callbacks)
+    row = distribution.messages.get()
+    assert row.status == S.FAILED
+    assert row.status_reason.startswith("Not sent after 6 attempts: cannot reach the mail server")
+    assert row.attempts == 6
+    assert distribution.status == Distribution.Status.FAILED
+
+
+def test_weekly_limit_is_checked_again_at_start(
+    tenancy, smtp, eager_tasks, django_capture_on_commit_callbacks
+):
+    from distributions.models import EmailAccount
+    from distributions.services import distribution_start
+
+    tenancy.participant_a.delete()
+    add(tenancy.project_a, "Ada", "ada@example.com")
+    add(tenancy.project_a, "Alan", "alan@example.com")
+    later = distribution_create(
+        project=tenancy.project_a,
+        channel="email",
+        subject="Hi",
+        message=BODY,
+        send_at=timezone.now() + timezone.timedelta(minutes=5),
+    )
+    EmailAccount.objects.create(brand=tenancy.brand_a, weekly_limit=1)  # lowered meanwhile
+    Distribution.objects.filter(pk=later.pk).update(send_at=timezone.now())
+    with django_capture_on_commit_callbacks(execute=True):
+        distribution_start(distribution_id=later.pk)
+    later.refresh_from_db()
+    assert later.status == Distribution.Status.FAILED
+    assert "allowed to send 1 emails per week" in later.status_reason
+    assert smtp.messages == []
+
+
+def test_dsn_variants_are_stored_and_only_hard_bounces_act(
+    tenancy, smtp, client, eager_tasks, django_capture_on_commit_callbacks
+):
+    from distributions.verp import verp_address
+
+    tenancy.participant_a.delete()
+    add(tenancy.project_a, "Ada", "ada@example.com")
+    distribution = send_now(tenancy.project_a, django_capture_on_commit_callbacks)
+    row = distribution.messages.get()
+
+    def dsn(to: str, action: str, status: str) -> bytes:
+        return (
+            f"To: {to}\r\nMIME-Version: 1.0\r\n"
+            'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
+            "--B\r\nContent-Type: message/delivery-status\r\n\r\n"
+            "Reporting-MTA: dns; mx.example.com\r\n\r\n"
+            f"Final-Recipient: rfc822; ada@example.com\r\nAction: {action}\r\n"
+            f"Status: {status}\r\n\r\n--B--\r\n"
+        ).encode()
+
+    def post(body: bytes) -> str:
+        response = client.post(
+            "/webhooks/email/bounces/",
+            body,
+            content_type="message/rfc822",
+            headers={"X-Relay-Bounce-Token": BOUNCE_SECRET},
+        )
+        assert response.status_code == 202
+        return response.json()["action"]
+
+    assert post(dsn(verp_address(row.pk), "delayed", "4.4.1")) == "soft"
+    forged = verp_address(row.pk).replace("bounces+", "bounces+1")
+    assert post(dsn(forged, "failed", "5.1.1")) == "unmatched"
+    assert post(dsn(verp_address(row.pk + 999), "failed", "5.1.1")) == "unmatched"
+    row.refresh_from_db()
+    assert row.status == S.SENT
+    assert not OptOut.objects.filter(channel="email").exists()
+    assert BounceReport.objects.count() == 3
+
+
+def test_other_backends_receive_the_same_message(
+    tenancy, mailoutbox, eager_tasks, django_capture_on_commit_callbacks
+):
+    """Without SMTP (the development default writes files; tests use locmem) the message goes
+    through the backend's ``send_messages`` with the same headers."""
+    tenancy.participant_a.delete()
+    add(tenancy.project_a, "Ada", "ada@example.com")
+    distribution = send_now(tenancy.project_a, django_capture_on_commit_callbacks)
+    row = distribution.messages.get()
+    assert row.status == S.SENT
+    [sent] = mailoutbox
+    assert sent.to == ["ada@example.com"] and sent.subject == "Hi Ada"
+    assert sent.extra_headers["Message-ID"] == f"<{row.provider_id}>"
+    assert sent.extra_headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert "Hello Ada" in sent.alternatives[0][0]
