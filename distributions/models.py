@@ -198,6 +198,12 @@ class DistributionSeries(models.Model):
     )
     message = models.TextField()
     sender = models.CharField(max_length=32, blank=True)
+    # Email series: as on Distribution (each run copies them).
+    subject = models.CharField(max_length=300, blank=True)
+    text_body = models.TextField(blank=True)
+    from_name = models.CharField(max_length=100, blank=True)
+    from_address = models.EmailField(blank=True)
+    reply_to = models.EmailField(blank=True)
     conditions = models.JSONField(default=list, blank=True)
     frequency = models.CharField(max_length=10, choices=Frequency.choices)
     weekdays = models.JSONField(

@@ -68,6 +68,7 @@ def _validate(
     starts_on: date | None,
     ends_on: date | None,
     time_of_day: time | None,
+    email: dict | None = None,
 ) -> dict:
     errors: dict[str, str] = {}
     if project.kind != Project.Kind.LIFECYCLE:
@@ -75,6 +76,22 @@ def _validate(
     text = (message or "").strip()
     if not text:
         errors["message"] = "The message is empty."
+    elif channel == Distribution.Channel.EMAIL:
+        from distributions.email_services import email_content_errors, email_sending_errors
+
+        errors.update(email_content_errors(kind="invite", message=text, **(email or {})))
+        if not errors:
+            # The From domain now; the weekly limit is checked by each run.
+            errors.update(
+                email_sending_errors(
+                    project=project,
+                    kind="invite",
+                    parent=None,
+                    conditions=[],
+                    trigger=Distribution.TRIGGER_COMPLETION,
+                    from_address=(email or {}).get("from_address", ""),
+                )
+            )
     elif len(text) > MAX_MESSAGE_LENGTH:
         errors["message"] = f"The message is longer than {MAX_MESSAGE_LENGTH} characters."
     if channel not in Distribution.Channel.values:
@@ -127,10 +144,31 @@ def series_create(
     name: str = "",
     actor=None,
     now: datetime | None = None,
+    subject: str = "",
+    text_body: str = "",
+    from_name: str = "",
+    from_address: str = "",
+    reply_to: str = "",
 ) -> DistributionSeries:
-    """Start a recurring message; its first run is the first occurrence after ``now``."""
+    """Start a recurring message; its first run is the first occurrence after ``now``. An
+    email series (``channel="email"``) has the email fields of ``distribution_create``; each
+    run is an email invite checked by the same rules."""
     now = now or timezone.now()
+    email: dict = {}
+    if channel == Distribution.Channel.EMAIL:
+        from distributions.email_services import email_fields_clean
+
+        message, email = email_fields_clean(
+            brand=project.brand,
+            message=message,
+            subject=subject,
+            text_body=text_body,
+            from_name=from_name,
+            from_address=from_address,
+            reply_to=reply_to,
+        )
     cleaned = _validate(
+        email=email,
         project=project,
         message=message,
         channel=channel,
@@ -153,6 +191,7 @@ def series_create(
         ends_on=ends_on,
         created_by=actor if getattr(actor, "pk", None) else None,
         **cleaned,
+        **email,
     )
     series.next_run_at = next_occurrence(series, after=now)
     if series.next_run_at is None:
@@ -252,6 +291,17 @@ def series_run(*, series_id: int, now: datetime | None = None) -> Distribution |
                         send_at=now,
                         name=f"{series} · {occurrence.astimezone(project.brand.zone):%Y-%m-%d}",
                         actor=series.created_by,
+                        **(
+                            {
+                                "subject": series.subject,
+                                "text_body": series.text_body,
+                                "from_name": series.from_name,
+                                "from_address": series.from_address,
+                                "reply_to": series.reply_to,
+                            }
+                            if series.channel == Distribution.Channel.EMAIL
+                            else {}
+                        ),
                     )
                     Distribution.objects.filter(pk=run.pk).update(series=series)
                     run.series = series

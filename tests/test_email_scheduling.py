@@ -303,3 +303,39 @@ def test_preview_renders_the_first_recipient_without_scripts(tenancy, api_a):
     assert "<script" not in email["html"] and "Hi Ada" in email["html"]
     assert "take the survey (http" in email["text"] and "/o/PREVIEW" in email["text"]
     assert response.json()["participants"] == 1
+
+
+def test_recurring_email_series_makes_email_runs_with_the_same_rules(tenancy):
+    from datetime import UTC, date, datetime, time
+
+    from distributions.series import series_create, series_run_due
+    from projects.models import Project
+    from tests.factories.projects import ProjectFactory
+
+    lifecycle = ProjectFactory(brand=tenancy.brand_a, kind=Project.Kind.LIFECYCLE)
+    add(lifecycle, "Ada", "ada@example.com")
+    base = {
+        "project": lifecycle,
+        "channel": "email",
+        "frequency": "daily",
+        "time_of_day": time(9, 0),
+        "starts_on": date(2030, 1, 1),
+        "now": datetime(2030, 1, 1, 0, tzinfo=UTC),
+    }
+    with pytest.raises(ValidationError) as exc_info:
+        series_create(message="<p>${link}</p>", subject="Weekly", **base)
+    assert "no opt-out link" in errors_of(exc_info)["message"][0]
+    with pytest.raises(ValidationError) as exc_info:
+        series_create(message=BODY, subject="Weekly", from_address="x@nowhere.test", **base)
+    assert "from_address" in errors_of(exc_info)
+    series = series_create(
+        message=BODY + "<script>x()</script>", subject="Daily, ${first_name}", **base
+    )
+    assert "<script" not in series.message
+    assert series_run_due(now=datetime(2030, 1, 1, 9, tzinfo=UTC))["runs"] == 1
+    run = Distribution.objects.get(series=series)
+    assert (run.channel, run.subject, run.from_address) == (
+        "email",
+        "Daily, ${first_name}",
+        "surveys@relay.example",
+    )
