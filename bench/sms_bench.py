@@ -72,12 +72,12 @@ def family(pid: int) -> list[int]:
     return [pid, *(int(p) for p in children.stdout.split())]
 
 
-def cpu_seconds(pids: list[int]) -> float:
+def cpu_seconds(pids: list[int], children: bool = True) -> float:
     """User + system CPU time of these processes (and their live children)."""
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0
     for pid in pids:
-        for one in family(pid):
+        for one in family(pid) if children else [pid]:
             try:
                 fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
             except FileNotFoundError:
@@ -211,7 +211,15 @@ def main() -> None:
         distribution = distribution_create(project=project, message="Hi ${first_name}, thanks!")
         marks = {}
         memory = []
+        backends: dict[int, float] = {}  # the workers' PostgreSQL backends: last CPU seen
         while True:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+                )
+                for (pid,) in cursor.fetchall():
+                    backends[pid] = max(backends.get(pid, 0.0), cpu_seconds([pid], children=False))
             accepted = fake.counters()["accepted"]  # constant time: stats() walks every message
             done = accepted / args.recipients
             for mark in (0.25, 0.5, 0.75):
@@ -227,13 +235,7 @@ def main() -> None:
         fake_cpu = cpu_seconds([fake.process.pid]) - fake_cpu
         worker_cpu = cpu_seconds([w.pid for w in workers]) - worker_cpu
         memory.append((1.0, sum(rss_kb(w.pid) for w in workers)))
-        with connection.cursor() as cursor:
-            # The workers' PostgreSQL backends (opened by the run: their whole CPU time is its).
-            cursor.execute(
-                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-                "AND pid <> pg_backend_pid()"
-            )
-            database_cpu = cpu_seconds([pid for (pid,) in cursor.fetchall()])
+        database_cpu = sum(backends.values())
         rate = args.recipients / elapsed
         while Distribution.objects.get(pk=distribution.pk).status == "in_progress":
             time.sleep(0.25)

@@ -299,9 +299,14 @@ def _reclaim(rows: list[Message], lease: str) -> list[Message]:
     cannot both win for a row.
     """
     ids = [row.pk for row in rows]
-    refreshed = Message.objects.filter(pk__in=ids, lease=lease, status=MStatus.SENDING).update(
-        leased_at=timezone.now()
-    )
+    with transaction.atomic():
+        # Visible to recovery at once; not worth a WAL flush: these rows are durably Sending
+        # under our lease already, and if this refresh were lost in a database crash they
+        # would be reconciled (asked of the provider), never sent again blindly.
+        _commit_without_flush()
+        refreshed = Message.objects.filter(pk__in=ids, lease=lease, status=MStatus.SENDING).update(
+            leased_at=timezone.now()
+        )
     if refreshed == len(ids):
         return rows
     owned = set(

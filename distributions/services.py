@@ -610,6 +610,11 @@ def distribution_finish_if_done(*, distribution_id: int) -> str | None:
         return None
     if distribution.trigger == Distribution.TRIGGER_COMPLETION:
         return None  # sends on each completion until it is stopped
+    # Called after every chunk: one index probe while rows are open, not a count of them all.
+    if Message.objects.filter(
+        distribution_id=distribution_id, status__in=Message.OPEN_STATUSES
+    ).exists():
+        return None
     counts = distribution_counts(distribution_id=distribution_id)["by_status"]
     if any(counts.get(status) for status in Message.OPEN_STATUSES):
         return None
