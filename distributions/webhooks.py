@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 from django.conf import settings
+from django.db import IntegrityError, transaction
 from django.http import HttpResponse, HttpResponseForbidden
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
@@ -56,12 +57,19 @@ def twilio_status_callback(request, message_id: int):
             "twilio status callback with an invalid signature for message %s", message_id
         )
         return HttpResponseForbidden("invalid signature")
-    message_status_ingest(
-        message_id=message.pk,
-        provider_id=request.POST.get("MessageSid", ""),
-        provider_status=request.POST.get("MessageStatus") or request.POST.get("SmsStatus", ""),
-        error_code=request.POST.get("ErrorCode", ""),
-    )
+    try:
+        with transaction.atomic():  # the row, its event and what follows, or nothing
+            message_status_ingest(
+                message_id=message.pk,
+                provider_id=request.POST.get("MessageSid", ""),
+                provider_status=request.POST.get("MessageStatus")
+                or request.POST.get("SmsStatus", ""),
+                error_code=request.POST.get("ErrorCode", ""),
+            )
+    except IntegrityError:
+        # The message (or its distribution) was deleted while its callback was in flight:
+        # nothing is left to record, and a 5xx would only make the provider retry.
+        logger.info("twilio status callback for message %s, deleted meanwhile", message_id)
     return HttpResponse(status=204)
 
 
