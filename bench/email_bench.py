@@ -31,6 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import recreate_database  # noqa: E402
+
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -41,18 +43,6 @@ def parse_args():
     parser.add_argument("--db", default="relay_bench_email")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/3")
     return parser.parse_args()
-
-
-def recreate_database(name: str) -> str:
-    import psycopg2
-
-    admin = psycopg2.connect("postgres://postgres@127.0.0.1:5432/postgres")
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    admin.close()
-    return f"postgres://postgres@127.0.0.1:5432/{name}"
 
 
 def free_port() -> int:

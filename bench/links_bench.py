@@ -37,6 +37,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.common import recreate_database  # noqa: E402
+
 PEOPLE = 5_000
 
 
@@ -52,18 +55,6 @@ def parse_args():
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/2")
     parser.add_argument("--port", type=int, default=0, help="default: a free port")
     return parser.parse_args()
-
-
-def recreate_database(name: str) -> str:
-    import psycopg2
-
-    admin = psycopg2.connect("postgres://postgres@127.0.0.1:5432/postgres")
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    admin.close()
-    return f"postgres://postgres@127.0.0.1:5432/{name}"
 
 
 def uptime() -> str:

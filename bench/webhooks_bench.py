@@ -30,6 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import recreate_database  # noqa: E402
+
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -148,18 +150,6 @@ def sample_payload(i: int) -> dict:
         "error_code": "",
         "reason": "",
     }
-
-
-def recreate_database(name: str) -> str:
-    import psycopg2
-
-    admin = psycopg2.connect("postgres://postgres@127.0.0.1:5432/postgres")
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    admin.close()
-    return f"postgres://postgres@127.0.0.1:5432/{name}"
 
 
 def main() -> None:
