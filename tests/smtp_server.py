@@ -14,6 +14,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiosmtpd.controller import Controller
@@ -36,6 +37,8 @@ class Behaviour:
     rcpt_default: str = ""  # answer every RCPT with this (e.g. "451 4.3.0 Try later")
     data_reply: str = ""  # answer DATA with this instead of 250
     hang_seconds: float = 0.0  # wait this long before answering DATA
+    # called with the envelope once the content is in, before any reply (the commit point)
+    on_data: Callable[[object], None] | None = None
     record: bool = True
 
 
@@ -54,6 +57,8 @@ class Handler:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        if self.behaviour.on_data is not None:
+            self.behaviour.on_data(envelope)
         if self.behaviour.hang_seconds:
             await asyncio.sleep(self.behaviour.hang_seconds)
         if self.behaviour.data_reply:

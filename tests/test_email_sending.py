@@ -18,8 +18,14 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from distributions.email_services import email_account_update, email_domain_create
+from distributions.email_services import (
+    email_account_for,
+    email_account_update,
+    email_domain_create,
+)
 from distributions.models import BounceReport, Distribution, EmailDomain, Message
+from distributions.providers.base import Outcome, OutgoingEmail
+from distributions.providers.registry import channel_provider_for
 from distributions.services import distribution_create
 from distributions.verp import verp_message_id
 from optouts.models import OptOut
@@ -479,3 +485,53 @@ def test_other_backends_receive_the_same_message(
     assert sent.extra_headers["Message-ID"] == f"<{row.provider_id}>"
     assert sent.extra_headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert "Hello Ada" in sent.alternatives[0][0]
+
+
+def _outgoing(message_id, to="ada@example.com"):
+    return OutgoingEmail(
+        message_id=message_id,
+        to=to,
+        from_name="",
+        from_address="surveys@alpha.test",
+        reply_to="",
+        subject="Hi",
+        html="<p>Hi</p>",
+        text="Hi\n.leading dot stays",
+        unsubscribe_url="https://relay.test/o/x/",
+        return_path=f"bounce+{message_id}@relay.test",
+        lease="lease-1",
+    )
+
+
+def test_the_journal_holds_a_message_before_the_server_can_take_it(tenancy, smtp):
+    """A worker killed between the server's commit and its reply must still find the message
+    in the journal (reconciliation then records it Sent and never sends it again)."""
+    provider = channel_provider_for(email_account_for(tenancy.brand_a), "email")
+    seen_at_commit = []
+    smtp.behaviour.on_data = lambda envelope: seen_at_commit.append(
+        provider.find_sent(
+            to="", sender="", since=timezone.now(), body="", message_id=41, lease="lease-1"
+        )
+    )
+    try:
+        (result,) = provider.send_window([_outgoing(41)])
+    finally:
+        provider.close()
+    assert result.outcome == Outcome.ACCEPTED
+    assert seen_at_commit == [result.provider_id]
+    plain = parsed(smtp.messages[0]).get_body(("plain",)).get_content()
+    assert plain.splitlines()[-1] == ".leading dot stays"  # dot-stuffed on the wire, not lost
+
+
+def test_a_message_refused_at_data_leaves_no_journal_entry(tenancy, smtp):
+    provider = channel_provider_for(email_account_for(tenancy.brand_a), "email")
+    smtp.behaviour.data_reply = "554 5.7.1 Message rejected"
+    try:
+        (result,) = provider.send_window([_outgoing(42)])
+        found = provider.find_sent(
+            to="", sender="", since=timezone.now(), body="", message_id=42, lease="lease-1"
+        )
+    finally:
+        provider.close()
+    assert (result.outcome, result.bounced) == (Outcome.REJECTED, True)
+    assert found is None and smtp.messages == []

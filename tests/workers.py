@@ -99,7 +99,7 @@ class WorkerProcess:
             self.wait_ready()
         return self
 
-    def wait_ready(self, timeout: float = 60) -> None:
+    def wait_ready(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -138,9 +138,9 @@ def start_worker(transactional_db):
     workers: list[WorkerProcess] = []
 
     def start(**kwargs) -> WorkerProcess:
-        worker = WorkerProcess(**kwargs).start()
-        workers.append(worker)
-        return worker
+        worker = WorkerProcess(**kwargs)
+        workers.append(worker)  # before it starts: a worker that never gets ready is stopped too
+        return worker.start()
 
     yield start
     for worker in workers:

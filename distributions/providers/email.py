@@ -6,8 +6,12 @@ Each message is built by ``EmailMultiAlternatives`` (text and HTML parts, ``Mess
 domain is a verified domain of the brand with a key, and sent over SMTP with its own VERP
 envelope sender. Outcomes per message, read from the server's replies:
 
-- 250 after DATA: accepted; recorded at once in a journal (the cache: Redis in production) so
-  that a worker killed before it wrote the row still never sends it again (``find_sent``);
+- 250 after DATA: accepted. The journal (Redis in production, else the cache) records the
+  message just before the terminating dot is sent, which is the moment the server may commit
+  it: a worker killed after that point, even before the reply reached it, has its row settled
+  as Sent by reconciliation (``find_sent``) and never sends it again. A refusal removes the
+  entry. (Recorded only after the reply, a kill between the server's 250 and the record would
+  send the message twice.)
 - 5xx at RCPT or DATA: Bounced (at RCPT with "no such user" codes the address is suppressed);
 - 4xx anywhere, a refused or dropped connection before DATA: retried (nothing was accepted);
 - no answer after the message was transmitted: Failed, not resent (it may have been accepted);
@@ -20,8 +24,10 @@ through ``send_messages`` and are accepted as the backend says.
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import smtplib
+import socket
 from datetime import datetime
 from email.utils import formataddr
 
@@ -58,6 +64,7 @@ DKIM_HEADERS = [
 ]
 # RCPT refusals that mean "this mailbox does not exist": the address is suppressed.
 SUPPRESS_CODES = {550, 551, 553}
+DOT_AT_LINE_START = re.compile(rb"(?m)^\.")  # doubled in DATA (RFC 5321 4.5.2)
 
 
 _redis = None
@@ -71,6 +78,11 @@ def _redis_client():
 
         _redis = redis.Redis.from_url(settings.REDIS_URL)
     return _redis
+
+
+def _journal_key(lease: str, message_id: int) -> str:
+    # Keyed by the lease too: a row id alone could match another database's journal.
+    return f"{JOURNAL_PREFIX}{lease}:{message_id}"
 
 
 def _reply(code: int, text) -> str:
@@ -111,10 +123,15 @@ class SmtpEmailProvider(SmsProvider):
         if self.backend is None:
             self.backend = self._make_backend()
         try:
-            self.backend.open()
+            opened = self.backend.open()
             smtp = getattr(self.backend, "connection", None)
             if isinstance(self.backend, SmtpBackend) and smtp is not None:
                 smtp.ehlo_or_helo_if_needed()  # open() greets only for STARTTLS or a login
+                if opened and smtp.sock is not None:
+                    # The terminating dot goes in a packet of its own after the journal write
+                    # (``_data``): without this, Nagle's algorithm holds it until the server's
+                    # delayed ACK of the content, 40 ms per message.
+                    smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except smtplib.SMTPAuthenticationError as exc:
             self.close()
             return Outcome.FATAL, "login refused: " + _reply(exc.smtp_code, exc.smtp_error)
@@ -236,7 +253,7 @@ class SmtpEmailProvider(SmsProvider):
                 message.message_id, Outcome.RETRY, error_code="smtp", error_message=str(exc)
             )
         try:
-            code, text = smtp.data(data)
+            code, text = self._data(smtp, message, message_id, data)
         except smtplib.SMTPDataError as exc:
             return self._refused(smtp, message, exc.smtp_code, exc.smtp_error, stage="DATA")
         except (smtplib.SMTPException, OSError) as exc:
@@ -250,9 +267,25 @@ class SmtpEmailProvider(SmsProvider):
                 "been delivered; not sent again.",
             )
         if code != 250:
+            self._unjournal(message)
             return self._refused(smtp, message, code, text, stage="DATA")
-        self._journal(message, message_id)
         return SendResult(message.message_id, Outcome.ACCEPTED, provider_id=message_id)
+
+    def _data(self, smtp, message: OutgoingEmail, message_id: str, data: bytes):
+        """``smtplib.SMTP.data`` with the journal written between the content and the
+        terminating dot: the server cannot take the message before the dot, and may take it
+        at any moment after."""
+        smtp.putcmd("data")
+        code, reply = smtp.getreply()
+        if code != 354:
+            raise smtplib.SMTPDataError(code, reply)
+        content = DOT_AT_LINE_START.sub(b"..", data)
+        if not content.endswith(b"\r\n"):
+            content += b"\r\n"
+        smtp.send(content)
+        self._journal(message, message_id)
+        smtp.send(b".\r\n")
+        return smtp.getreply()
 
     def _refused(self, smtp, message: OutgoingEmail, code: int, text, *, stage: str):
         reply = _reply(code, text)
@@ -282,15 +315,22 @@ class SmtpEmailProvider(SmsProvider):
             suppress=stage == "RCPT" and code in SUPPRESS_CODES,
         )
 
-    # --- journal of accepted messages ---------------------------------------------------
+    # --- journal of messages handed over -----------------------------------------------
     def _journal(self, message: OutgoingEmail, message_id: str) -> None:
-        # Keyed by the lease too: a row id alone could match another database's journal.
-        key = f"{JOURNAL_PREFIX}{message.lease}:{message.message_id}"
+        key = _journal_key(message.lease, message.message_id)
         client = _redis_client()
         if client is not None:
             client.set(key, message_id, ex=JOURNAL_SECONDS)  # one round trip, no pickling
         else:
             cache.set(key, message_id, JOURNAL_SECONDS)
+
+    def _unjournal(self, message: OutgoingEmail) -> None:
+        key = _journal_key(message.lease, message.message_id)
+        client = _redis_client()
+        if client is not None:
+            client.delete(key)
+        else:
+            cache.delete(key)
 
     def find_sent(
         self,
@@ -304,7 +344,7 @@ class SmtpEmailProvider(SmsProvider):
     ) -> str | None:
         if message_id is None or not lease:
             return None
-        key = f"{JOURNAL_PREFIX}{lease}:{message_id}"
+        key = _journal_key(lease, message_id)
         client = _redis_client()
         if client is not None:
             found = client.get(key)
