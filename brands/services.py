@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import hmac
+import time
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -69,17 +72,36 @@ def api_key_create(
 
 
 def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
+    """Revoke ``api_key``: refused at once by this process, by every process within
+    ``API_KEY_CACHE_SECONDS`` (see ``api_key_authenticate``)."""
     if api_key.revoked_at is None:
         api_key.revoked_at = timezone.now()
         api_key.save(update_fields=["revoked_at"])
+    api_key_cache_forget(pk=api_key.pk)
     return api_key
 
 
 LAST_USED_RESOLUTION_SECONDS = 60
+# How long a process reuses what it read about a key: a key revoked (or its role or brand
+# changed) in another process is still honoured by this one for at most this long.
+API_KEY_CACHE_SECONDS = 5.0
+API_KEY_CACHE_SIZE = 1000  # keys per process; the whole cache is dropped when it is full
+
+# sha256 of the presented key -> (monotonic time the entry expires, the key with its brand).
+# Keyed by the whole presented key, secret included: a hit is a key whose secret was proven.
+_key_cache: dict[str, tuple[float, ApiKey]] = {}
 
 
-def api_key_authenticate(*, key: str) -> ApiKey | None:
-    """Return the active key matching ``key``, or None. Touches ``last_used_at`` (coarsely)."""
+def api_key_cache_forget(*, pk: int | None = None) -> None:
+    """Drop this process's cached lookups of key ``pk`` (of every key if None)."""
+    if pk is None:
+        _key_cache.clear()
+        return
+    for digest in [d for d, (_, k) in _key_cache.items() if k.pk == pk]:
+        _key_cache.pop(digest, None)
+
+
+def _api_key_lookup(key: str) -> ApiKey | None:
     try:
         scheme, prefix, secret = key.split("_", 2)
     except ValueError:
@@ -91,10 +113,37 @@ def api_key_authenticate(*, key: str) -> ApiKey | None:
         return None
     if not hmac.compare_digest(api_key.secret_hash, ApiKey.hash_secret(secret)):
         return None
+    return api_key
+
+
+def api_key_authenticate(*, key: str) -> ApiKey | None:
+    """Return the active key matching ``key`` (with its brand), or None. Touches
+    ``last_used_at`` (coarsely).
+
+    The lookup (a query and a hash check) is kept by the process for
+    ``API_KEY_CACHE_SECONDS``: a busy client's calls do not each read the key. Each call gets
+    its own copy of the key and brand, so nothing a request does to them leaks to the next.
+    """
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    clock = time.monotonic()
+    entry = _key_cache.get(digest)
+    if entry is not None and entry[0] > clock:
+        cached = entry[1]
+    else:
+        cached = _api_key_lookup(key)
+        if cached is None:
+            _key_cache.pop(digest, None)
+            return None
+        if len(_key_cache) >= API_KEY_CACHE_SIZE:
+            _key_cache.clear()
+        _key_cache[digest] = (clock + API_KEY_CACHE_SECONDS, cached)
     now = timezone.now()
-    last = api_key.last_used_at
+    last = cached.last_used_at
     if last is None or (now - last).total_seconds() > LAST_USED_RESOLUTION_SECONDS:
-        # One write a minute at most: a busy client must not turn every call into a write.
-        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
-        api_key.last_used_at = now
+        # One write a minute at most (per process): a busy client must not turn every call
+        # into a write.
+        ApiKey.objects.filter(pk=cached.pk).update(last_used_at=now)
+        cached.last_used_at = now
+    api_key = copy.copy(cached)
+    api_key.brand = copy.copy(cached.brand)
     return api_key

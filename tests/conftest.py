@@ -115,6 +115,16 @@ def make_api_client(*, user=None, api_key=None) -> APIClient:
     return client
 
 
+@pytest.fixture(autouse=True)
+def _fresh_api_key_cache():
+    """Each test starts with no key lookup cached by the process (see brands.services)."""
+    from brands.services import api_key_cache_forget
+
+    api_key_cache_forget()
+    yield
+    api_key_cache_forget()
+
+
 @pytest.fixture
 def api_client_for():
     return make_api_client

@@ -1,9 +1,15 @@
+import time
+
 from django.urls import reverse
+from django.utils import timezone
 
 import pytest
 
+from brands import services
 from brands.models import ApiKey
 from brands.roles import Role
+from tests.conftest import make_api_client
+from tests.factories.brands import ApiKeyFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -32,6 +38,36 @@ def test_key_is_shown_once_stored_hashed_and_revocable(tenancy, api_client_for):
     refused = client.get(reverse("api:me"))
     assert refused.status_code == 401
     assert refused.json()["error"]["message"] == "Invalid or revoked API key."
+
+
+def test_a_key_revoked_elsewhere_is_refused_within_the_cache_bound(tenancy, monkeypatch):
+    # Given a key this process has used (its lookup is cached)
+    key = ApiKeyFactory(brand=tenancy.brand_a, role=Role.VIEWER)
+    client = make_api_client(api_key=key)
+    assert client.get(reverse("api:me")).status_code == 200
+    # When another process revokes it (not through this process's cache)
+    ApiKey.objects.filter(pk=key.pk).update(revoked_at=timezone.now())
+    # Then this process may honour it until its cached lookup expires, and not a moment later
+    clock = time.monotonic()
+    monkeypatch.setattr(services.time, "monotonic", lambda: clock + 0.5)
+    assert client.get(reverse("api:me")).status_code == 200
+    later = clock + services.API_KEY_CACHE_SECONDS + 0.01
+    monkeypatch.setattr(services.time, "monotonic", lambda: later)
+    refused = client.get(reverse("api:me"))
+    assert refused.status_code == 401
+    assert refused.json()["error"]["message"] == "Invalid or revoked API key."
+    assert services.API_KEY_CACHE_SECONDS <= 5
+
+
+def test_a_cached_key_is_a_copy_per_call_and_proves_its_secret(tenancy):
+    key = ApiKeyFactory(brand=tenancy.brand_a)
+    first = services.api_key_authenticate(key=key.plain_key)
+    first.role = Role.BRAND_ADMIN
+    first.brand.name = "Changed"
+    second = services.api_key_authenticate(key=key.plain_key)
+    assert (second.pk, second.role, second.brand.name) == (key.pk, Role.PROJECT_ADMIN, "Alpha")
+    wrong = f"rly_{key.prefix}_{'x' * 20}"
+    assert services.api_key_authenticate(key=wrong) is None
 
 
 @pytest.mark.parametrize("header", ["Bearer", "Bearer rly_x", "Bearer rly_abc_def", "Bearer a b"])
