@@ -2,7 +2,7 @@
 
 Django's ``bulk_update`` and ``Case(When(...))`` build one expression per row in Python, which
 costs more than the send itself at 1,000 messages a second; this sends one statement with
-bound parameters. Works on PostgreSQL and SQLite (3.33+).
+bound parameters. Works on PostgreSQL and SQLite (3.35+: ``RETURNING``).
 """
 
 from __future__ import annotations
@@ -26,12 +26,26 @@ def update_rows(
 ) -> int:
     """Set ``columns`` per row; each row is ``(pk, value, value, …)``. ``where`` is extra SQL
     on the target table (aliased ``t``) with ``params``. Returns rows changed."""
+    return len(update_rows_returning(model, columns, rows, where=where, params=params, casts=casts))
+
+
+def update_rows_returning(
+    model,
+    columns: Sequence[str],
+    rows: Sequence[Sequence],
+    *,
+    where: str = "",
+    params: Sequence = (),
+    casts: dict[str, str] | None = None,
+) -> list[int]:
+    """``update_rows``, returning the primary keys of the rows it changed (the others did not
+    match ``where``)."""
     if not rows:
-        return 0
+        return []
     table = connection.ops.quote_name(model._meta.db_table)
     quoted = [connection.ops.quote_name(column) for column in columns]
     casts = casts or {}
-    changed = 0
+    changed: list[int] = []
     for start in range(0, len(rows), UPDATE_BATCH):
         batch = rows[start : start + UPDATE_BATCH]
         width = len(columns) + 1
@@ -51,9 +65,11 @@ def update_rows(
             f"WITH v({names}) AS (VALUES {placeholders}) "  # noqa: S608 - names are ours
             f"UPDATE {table} AS t SET {assignments} FROM v WHERE t.id = v.id{id_cast}"
             + (f" AND {where}" if where else "")
+            # SQLite's RETURNING names the updated table's columns only, without its alias.
+            + (" RETURNING t.id" if connection.vendor == "postgresql" else " RETURNING id")
         )
         flat = [value for row in batch for value in row]
         with connection.cursor() as cursor:
             cursor.execute(sql, [*flat, *params])
-            changed += cursor.rowcount
+            changed += [pk for (pk,) in cursor.fetchall()]
     return changed

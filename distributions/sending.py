@@ -29,7 +29,7 @@ from django.utils import timezone
 
 from credits.segments import count_segments
 from distributions import throttle
-from distributions.bulk import update_rows
+from distributions.bulk import update_rows, update_rows_returning
 from distributions.email_content import html_to_text, render_email
 from distributions.models import Distribution, Message, MessageEvent, ProviderAccount
 from distributions.providers.base import (
@@ -494,16 +494,19 @@ def _record_results(distribution, results: list[SendResult], lease: str, stats: 
     changes: list[tuple[int, str]] = []
     if accepted:
         ids = [r.message_id for r in accepted]
-        update_rows(
+        # A provider callback may have moved a row on already (it waits for this transaction
+        # otherwise, under the row's lock): only rows still Sending become Sent, with an event.
+        marked = update_rows_returning(
             Message,
             ["status", "sent_at", "status_changed_at", "provider_id"],
             [(r.message_id, MStatus.SENT, now, now, r.provider_id) for r in accepted],
             where="t.lease = %s AND t.status = %s",
             params=[lease, MStatus.SENDING],
         )
-        _record_sent_events(ids, lease, now)
-        changes += [(pk, MStatus.SENT) for pk in ids]
-        _debit(distribution, ids)
+        if marked:
+            _record_sent_events(marked, lease, now)
+        changes += [(pk, MStatus.SENT) for pk in marked]
+        _debit(distribution, ids)  # every accepted message is paid for, whatever its status
         stats["sent"] += len(accepted)
     update_rows(
         Message,

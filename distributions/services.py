@@ -688,17 +688,47 @@ def message_status_ingest(
     error_code = (error_code or "").strip()
     if status == MStatus.FAILED and error_code in BLOCKING_ERROR_CODES:
         status = MStatus.BLOCKED
-    queryset = Message.objects.all()
+    with transaction.atomic():
+        message = _status_apply(
+            status=status,
+            provider_status=provider_status,
+            provider_id=provider_id,
+            message_id=message_id,
+            error_code=error_code,
+            source=source,
+        )
+    if message is None:
+        return False
+    if status == MStatus.BLOCKED and error_code == "21610":
+        from optouts.services import optout_record_provider
+
+        optout_record_provider(message=message)
+    if message.status == MStatus.SENDING:
+        distribution_finish_if_done(distribution_id=message.distribution_id)
+    return True
+
+
+def _status_apply(
+    *, status, provider_status, provider_id, message_id, error_code, source
+) -> Message | None:
+    """Move the row forward, record its event and raise its webhook, under the row's lock;
+    the row as it was before, or None when nothing changed.
+
+    The lock orders this change after any other in flight for the row (the worker recording
+    the send, another callback): the status read here is the committed one, and the webhook
+    deliveries of one row are raised in the order their changes were made.
+    """
+    queryset = Message.objects.select_for_update()
     if message_id is not None:
         message = queryset.filter(pk=message_id).first()
         if message is not None and provider_id and message.provider_id not in ("", provider_id):
-            return False  # a callback for another attempt's message id: not ours
+            return None  # a callback for another attempt's message id: not ours
     else:
         message = queryset.filter(provider_id=provider_id).first() if provider_id else None
     if message is None:
-        return False
+        return None
     if Message.STATUS_RANK[status] <= Message.STATUS_RANK[MStatus(message.status)]:
-        return False
+        return None
     now = timezone.now()
     updates = {"status": status, "status_changed_at": now, "error_code": error_code}
     if status in (MStatus.FAILED, MStatus.BLOCKED):
@@ -711,7 +741,7 @@ def message_status_ingest(
         updates["sent_at"] = now
     changed = Message.objects.filter(pk=message.pk, status=message.status).update(**updates)
     if not changed:
-        return False
+        return None
     MessageEvent.objects.create(
         message_id=message.pk,
         status=status,
@@ -722,10 +752,4 @@ def message_status_ingest(
     recipient_statuses_raised(
         distribution_id=message.distribution_id, changes=[(message.pk, status)], at=now
     )
-    if status == MStatus.BLOCKED and error_code == "21610":
-        from optouts.services import optout_record_provider
-
-        optout_record_provider(message=message)
-    if message.status == MStatus.SENDING:
-        distribution_finish_if_done(distribution_id=message.distribution_id)
-    return True
+    return message

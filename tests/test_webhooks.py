@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import socket
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -589,3 +590,71 @@ def test_the_schema_documents_the_webhook_api(api_a):
     assert "/api/v1/webhooks/{id}/deliveries/" in paths
     assert "/api/v1/webhooks/{id}/deliveries/{delivery_pk}/redeliver/" in paths
     assert "/api/v1/webhooks/{id}/rotate-secret/" in paths
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_callback_racing_the_worker_waits_for_it_and_events_keep_their_order(
+    tenancy, local, receiver
+):
+    """The provider's delivery receipt arrives while the worker's transaction that records
+    the send is still open: the receipt waits for it (row lock), is applied, not lost, and the
+    row's webhooks are raised sent, then delivered."""
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks: PostgreSQL (SQLite runs one writer at a time)")
+    from collections import defaultdict
+
+    from distributions.providers.base import Outcome, SendResult
+    from distributions.sending import _record_results
+
+    endpoint_for(tenancy.brand_a, receiver.url, events=["recipient.status_changed"])
+    distribution = DistributionFactory(project=tenancy.project_a, status="in_progress")
+    message = MessageFactory(
+        distribution=distribution,
+        participant=tenancy.participant_a,
+        person=tenancy.participant_a.person,
+        status=Message.Status.SENDING,
+        lease="lease-1",
+        leased_at=timezone.now(),
+    )
+    recorded, applied = threading.Event(), []
+
+    def worker():
+        try:
+            with transaction.atomic():
+                _record_results(
+                    distribution,
+                    [SendResult(message.pk, Outcome.ACCEPTED, provider_id="SM9")],
+                    "lease-1",
+                    defaultdict(int),
+                )
+                recorded.set()
+                time.sleep(0.5)  # the receipt arrives now, before this commits
+        finally:
+            connection.close()
+
+    def callback():
+        recorded.wait(10)
+        try:
+            applied.append(
+                message_status_ingest(
+                    provider_status="delivered", provider_id="SM9", message_id=message.pk
+                )
+            )
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker), threading.Thread(target=callback)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+
+    message.refresh_from_db()
+    assert applied == [True] and message.status == Message.Status.DELIVERED
+    assert list(message.events.order_by("pk").values_list("status", flat=True)) == [
+        "sent",
+        "delivered",
+    ]
+    run_due()
+    statuses = [r.json["data"]["status"] for r in receiver.accepted()]
+    assert statuses == ["sent", "delivered"]
