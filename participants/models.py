@@ -16,7 +16,11 @@ class Person(models.Model):
 
     brand_path = "brand"
 
-    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="people")
+    # No index of its own: (brand, email) and (brand, phone) start with it, and one index
+    # less is one write less per person an import creates.
+    brand = models.ForeignKey(
+        Brand, on_delete=models.CASCADE, related_name="people", db_index=False
+    )
     person_id = models.CharField(
         "PersonID",
         max_length=128,
@@ -69,7 +73,10 @@ class Participant(models.Model):
 
     brand_path = "project__brand"
 
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="participants")
+    # No index of its own: the (project, person) unique constraint starts with it.
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="participants", db_index=False
+    )
     person = models.ForeignKey(Person, on_delete=models.CASCADE, related_name="participations")
     role = models.CharField(max_length=120, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
