@@ -39,3 +39,12 @@ def test_plain_paths_answer_without_their_slash_too(api_client_for, tenancy):
     assert admin.get("/api/v1/me").json()["brand"]["slug"] == "alpha"
     # An unknown path stays a 404, with or without the slash.
     assert admin.get("/api/v1/nothing-here").status_code == 404
+
+
+def test_the_favicon_is_served_on_every_page_and_at_its_usual_address(client, tenancy):
+    response = client.get("/favicon.ico")
+    assert response.status_code == 301
+    assert response["Location"].endswith("img/favicon.svg")
+    client.force_login(tenancy.admin_a)
+    page = client.get("/projects/").content.decode()
+    assert 'rel="icon"' in page and "img/favicon.svg" in page
