@@ -31,7 +31,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Lookup, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from distributions.models import Distribution
@@ -160,7 +160,7 @@ class _Item:
     fingerprint: str
     body: dict
     values: dict = field(default_factory=dict)
-    person: Person | _NewPerson | None = None
+    person: _PersonRow | None = None
 
     @property
     def transaction_id(self) -> str:
@@ -178,77 +178,107 @@ def _item(index: int, request: LinkRequest) -> _Item:
     )
 
 
-class _AnyOf(Lookup):
-    """``column = ANY(%s::type[])`` with the values as one array literal (PostgreSQL)."""
+@dataclass
+class _StoredLink:
+    """What a replay answers about a stored transaction, and nothing more (the rows are
+    wide: request bodies, people)."""
 
-    lookup_name = "any_of"
-    prepare_rhs = False
-
-    def as_sql(self, compiler, connection):
-        lhs, lhs_params = self.process_lhs(compiler, connection)
-        cast = self.lhs.output_field.db_type(connection)
-        return f"{lhs} = ANY(%s::{cast}[])", [*lhs_params, pg_array_literal(list(self.rhs))]
-
-
-def _among(name: str, values) -> Q | Lookup:
-    """``name IN values``; on PostgreSQL one array parameter (see ``pg_array_literal``)."""
-    values = sorted(values)
-    if connection.vendor == "postgresql":
-        return _AnyOf(F(name), values)
-    return Q(**{f"{name}__in": values})
+    pk: int
+    idempotency_key: str
+    external_id: str
+    fingerprint: str
+    request: dict
+    link_id: int | None
+    token: str | None
+    expires_at: datetime | None
+    distribution_id: int | None
+    participant_id: int | None
+    person: int | None  # the person's pk
+    person_id: str | None  # their PersonID
 
 
-# What a replay answers, and nothing more (the rows are wide: request bodies, people).
 _STORED_FIELDS = (
+    "pk",
     "idempotency_key",
     "external_id",
     "fingerprint",
     "request",
+    "link_id",
     "link__token",
     "link__expires_at",
     "link__distribution_id",
+    "participant_id",
+    "participant__person_id",
     "participant__person__person_id",
 )
+
+
+def _pg_select(sql: str, params: list) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def _json(value):
+    """A JSON column read with a raw cursor (Django leaves PostgreSQL's jsonb as text)."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _stored_rows(project: Project, keys: set[str], ids: set[str]) -> list[_StoredLink]:
+    """The project's transactions stored under ``keys`` or ``ids``, the last stored first.
+    PostgreSQL: written SQL (the ORM's compilation of this join costs more than the query)."""
+    if connection.vendor != "postgresql":
+        rows = (
+            Transaction.objects.filter(project=project)
+            .filter(Q(idempotency_key__in=sorted(keys)) | Q(external_id__in=sorted(ids)))
+            .order_by("-pk")
+            .values_list(*_STORED_FIELDS)
+        )
+        return [_StoredLink(*row) for row in rows]
+    rows = _pg_select(
+        f"SELECT t.id, t.idempotency_key, t.external_id, t.fingerprint, t.request, t.link_id, "  # noqa: S608 - names from meta
+        "l.token, l.expires_at, l.distribution_id, t.participant_id, pa.person_id, pe.person_id "
+        f"FROM {Transaction._meta.db_table} t "
+        f"LEFT JOIN {SurveyLink._meta.db_table} l ON l.id = t.link_id "
+        f"LEFT JOIN {Participant._meta.db_table} pa ON pa.id = t.participant_id "
+        f"LEFT JOIN {Person._meta.db_table} pe ON pe.id = pa.person_id "
+        "WHERE t.project_id = %s AND (t.idempotency_key = ANY(%s::varchar(255)[]) "
+        "OR t.external_id = ANY(%s::varchar(128)[])) ORDER BY t.id DESC",
+        [project.pk, pg_array_literal(sorted(keys)), pg_array_literal(sorted(ids))],
+    )
+    return [_StoredLink(*row[:4], _json(row[4]), *row[5:]) for row in rows]
 
 
 class _Stored:
     """Transactions already stored under the items' keys or transaction ids (one query)."""
 
     def __init__(self, project: Project, items: list[_Item]):
-        self.by_key: dict[str, Transaction] = {}
-        self.by_id: dict[str, Transaction] = {}
+        self.by_key: dict[str, _StoredLink] = {}
+        self.by_id: dict[str, _StoredLink] = {}
         if not items:
             return
-        rows = (
-            Transaction.objects.filter(project=project)
-            .filter(
-                _among("idempotency_key", {i.key for i in items})
-                | _among("external_id", {i.transaction_id for i in items})
-            )
-            .select_related("link", "participant__person")
-            .only(*_STORED_FIELDS)
-            .order_by("-pk")  # the first stored wins: it is written last into the maps
-        )
-        for row in rows:
+        keys = {i.key for i in items}
+        ids = {i.transaction_id for i in items}
+        # The first stored wins: it is written last into the maps.
+        for row in _stored_rows(project, keys, ids):
             self.by_key[row.idempotency_key] = row
             self.by_id[row.external_id] = row
 
-    def match(self, item: _Item) -> Transaction | None:
+    def match(self, item: _Item) -> _StoredLink | None:
         found = [t for t in (self.by_key.get(item.key), self.by_id.get(item.transaction_id)) if t]
         return min(found, key=lambda t: t.pk) if found else None
 
 
-def _replay(stored: Transaction, item: _Item) -> LinkResult | IdempotencyConflict:
+def _replay(stored: _StoredLink, item: _Item) -> LinkResult | IdempotencyConflict:
     if stored.fingerprint != item.fingerprint:
         return IdempotencyConflict(_differences(stored.request, item.body) or ["body"])
-    link, participant = stored.link, stored.participant
     return LinkResult(
         link_id=stored.link_id,
-        token=link.token if link else "",
-        expires_at=link.expires_at if link else None,
-        distribution_id=link.distribution_id if link else None,
-        person=participant.person_id if participant else None,
-        person_id=participant.person.person_id if participant else "",
+        token=stored.token or "",
+        expires_at=stored.expires_at,
+        distribution_id=stored.distribution_id,
+        person=stored.person,
+        person_id=stored.person_id or "",
         participant=stored.participant_id,
         transaction=stored.pk,
         transaction_id=stored.external_id,
@@ -295,16 +325,56 @@ def _lock_identities(brand_id: int, items: list[_Item]) -> None:
         )
 
 
-class _NewPerson:
-    """A person this call makes (a ``Person`` instance costs more than its write)."""
+class _PersonRow:
+    """A directory person as this call reads, changes or makes them (a ``Person`` instance
+    costs more than its write)."""
 
-    __slots__ = ("pk", "id", *PERSON_COLUMNS)
+    __slots__ = ("pk", "id", *PERSON_COLUMNS, "updated_at")
 
-    def __init__(self, values: dict, metadata: dict):
-        self.pk = self.id = None
+    def __init__(self, values: dict, metadata: dict, pk: int | None = None):
+        self.pk = self.id = pk
         for name in (*IDENTITY_FIELDS, *NAME_FIELDS):
-            setattr(self, name, values.get(name, ""))
+            setattr(self, name, values.get(name) or "")
         self.metadata = metadata
+
+
+def _directory_rows(brand_id: int, pids: set, emails: set, phones: set) -> list[_PersonRow]:
+    """The brand's people with one of these PersonIDs, emails or phones, by pk."""
+    columns = ("pk", *PERSON_COLUMNS)
+    if connection.vendor != "postgresql":
+        lookups = []
+        if pids:
+            lookups.append(Q(person_id__in=sorted(pids)) & ~Q(person_id=""))
+        if emails:
+            lookups.append(Q(email__in=sorted(emails)))
+        if phones:
+            lookups.append(Q(phone__in=sorted(phones)))
+        people = Person.objects.filter(reduce(operator.or_, lookups), brand_id=brand_id)
+        rows = people.order_by("pk").values_list(*columns)
+    else:
+        # Written SQL: the ORM's compilation costs more than the query. ``person_id <> ''``
+        # lets PostgreSQL use the partial unique index.
+        where, params = [], [brand_id]
+        for name, values, cast in (
+            ("person_id", pids, "varchar(128)"),
+            ("email", emails, "varchar(254)"),
+            ("phone", phones, "varchar(20)"),
+        ):
+            if values:
+                where.append(f"{name} = ANY(%s::{cast}[])")
+                params.append(pg_array_literal(sorted(values)))
+        if pids:
+            where[0] = f"({where[0]} AND NOT (person_id = ''))"
+        names = ", ".join(PERSON_COLUMNS)
+        rows = _pg_select(
+            f"SELECT id, {names} FROM {Person._meta.db_table} "  # noqa: S608 - names from meta
+            f"WHERE brand_id = %s AND ({' OR '.join(where)}) ORDER BY id",
+            params,
+        )
+    return [
+        _PersonRow(dict(zip(columns, row, strict=True)), _json(row[-1]) or {}, pk=row[0])
+        for row in rows
+    ]
 
 
 class _Directory:
@@ -316,33 +386,24 @@ class _Directory:
     def __init__(self, brand_id: int, items: list[_Item]):
         self.brand_id = brand_id
         self.order: dict[int, int] = {}  # id(person) -> rank: stored pk, then new in order
-        self.index: dict[str, dict[str, list[Person]]] = {k: {} for k in IDENTITY_FIELDS}
-        self.new: list[Person] = []
-        self.changed: dict[int, Person] = {}
+        self.index: dict[str, dict[str, list[_PersonRow]]] = {k: {} for k in IDENTITY_FIELDS}
+        self.new: list[_PersonRow] = []
+        self.changed: dict[int, _PersonRow] = {}
         self.fields: set[str] = set()
         self._ranks = count(1 << 62)
         pids = {i.values["person_id"] for i in items if i.values.get("person_id")}
         unnamed = [i.values for i in items if not i.values.get("person_id")]
         emails = {v["email"] for v in unnamed if v.get("email")}
         phones = {v["phone"] for v in unnamed if v.get("phone")}
-        lookups = []
-        if pids:
-            # ``person_id <> ''`` lets PostgreSQL use the partial unique index.
-            lookups.append(_among("person_id", pids) & ~Q(person_id=""))
-        if emails:
-            lookups.append(_among("email", emails))
-        if phones:
-            lookups.append(_among("phone", phones))
-        lookup = reduce(operator.or_, lookups)
-        for person in Person.objects.filter(lookup, brand_id=brand_id).order_by("pk"):
+        for person in _directory_rows(brand_id, pids, emails, phones):
             self._add(person, rank=person.pk)
 
-    def _add(self, person: Person | _NewPerson, *, rank: int) -> None:
+    def _add(self, person: _PersonRow, *, rank: int) -> None:
         self.order[id(person)] = rank
         for name in IDENTITY_FIELDS:
             self._index(person, name)
 
-    def _index(self, person: Person | _NewPerson, name: str) -> None:
+    def _index(self, person: _PersonRow, name: str) -> None:
         value = getattr(person, name)
         if value:
             bucket = self.index[name].setdefault(value, [])
@@ -354,7 +415,7 @@ class _Directory:
         if value and person in self.index[name].get(value, ()):
             self.index[name][value].remove(person)
 
-    def find(self, values: dict) -> Person | _NewPerson | None:
+    def find(self, values: dict) -> _PersonRow | None:
         for name in IDENTITY_FIELDS:
             if values.get(name):
                 found = self.index[name].get(values[name])
@@ -362,13 +423,13 @@ class _Directory:
                     return found[0] if found else None
         return None
 
-    def upsert(self, values: dict) -> Person | _NewPerson:
+    def upsert(self, values: dict) -> _PersonRow:
         """The item's person, changed in memory. Raises ValidationError (metadata that tries
         to write ``Opted out``) leaving the person as it was."""
         person = self.find(values)
         if person is None:
             metadata = values.get("metadata")
-            person = _NewPerson(values, _keep_opt_out({}, metadata) if metadata else {})
+            person = _PersonRow(values, _keep_opt_out({}, metadata) if metadata else {})
             self.new.append(person)
             self._add(person, rank=next(self._ranks))
             return person
@@ -447,15 +508,37 @@ def _participants(project: Project, person_pks: set[int], now: datetime) -> dict
     return found
 
 
+# (project pk, label) -> pk of the project's transactional distribution of that label, kept by
+# the process: it is made once and never changes. A distribution deleted meanwhile fails the
+# link's foreign key; the write then forgets these and tries again.
+_distribution_pks: dict[tuple[int, str], int] = {}
+DISTRIBUTION_CACHE_SIZE = 10_000
+
+
+def transactional_distribution_cache_clear() -> None:
+    _distribution_pks.clear()
+
+
 def _distributions(project: Project, labels: set[str]) -> dict[str, int]:
     """``{label: pk}`` of the project's transactional distributions, the missing ones made."""
-    found = dict(
+    found = {
+        label: _distribution_pks[project.pk, label]
+        for label in labels
+        if (project.pk, label) in _distribution_pks
+    }
+    wanted = labels - set(found)
+    if not wanted:
+        return found
+    found.update(
         Distribution.objects.filter(
-            project=project, kind=Distribution.Kind.TRANSACTIONAL, label__in=sorted(labels)
+            project=project, kind=Distribution.Kind.TRANSACTIONAL, label__in=sorted(wanted)
         ).values_list("label", "pk")
     )
     for label in sorted(labels - set(found)):
         found[label] = transactional_distribution(project=project, label=label).pk
+    if len(_distribution_pks) >= DISTRIBUTION_CACHE_SIZE:
+        _distribution_pks.clear()
+    _distribution_pks.update({(project.pk, label): found[label] for label in wanted})
     return found
 
 
@@ -643,6 +726,7 @@ def transactional_links_create(
                     written = _write(project, firsts, now=now, recheck=attempt > 1)
                 break
             except IntegrityError:
+                transactional_distribution_cache_clear()
                 if attempt == WRITE_ATTEMPTS:
                     raise
         for item in firsts:

@@ -224,3 +224,24 @@ def test_the_openapi_schema_documents_the_one_call(client):
     assert "TransactionalLinkRequest" in refs and "LinkGenerateRequest" in refs
     assert "1,000" in post["description"]
     assert "/api/v1/distributions/{id}/transactions.csv" in schema["paths"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_deleted_transactional_distribution_is_made_again_despite_the_process_cache(
+    tenancy, key_a
+):
+    # Given a link made in the push distribution (its pk now kept by the process)
+    from tests.conftest import make_api_client
+
+    client = make_api_client(api_key=key_a)
+    first = client.post(url(tenancy.project_a), body(), format="json").json()
+    Distribution.objects.filter(pk=first["distribution"]).delete()
+    # When the next call comes
+    payload = body()
+    payload["transaction"] = {"id": "T-101"}
+    answer = client.post(url(tenancy.project_a), payload, format="json")
+    # Then the link is in a new push distribution, not the deleted one
+    assert answer.status_code == 201, answer.json()
+    made = SurveyLink.objects.get(pk=answer.json()["link_id"])
+    assert made.distribution_id == answer.json()["distribution"] != first["distribution"]
+    assert made.distribution.label == "push"
