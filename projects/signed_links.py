@@ -4,7 +4,8 @@ anonymous link, its own parameters, an expiry and an HMAC signature.
 A project may hold one active signing secret (brand or project admins issue, rotate and
 revoke it; it is Fernet-encrypted at rest and shown once). ``/a/<token>?venue=Arena&exp=...&
 sig=...`` is accepted only when the signature matches the canonical form below with the active
-secret and ``exp`` has not passed. Its parameters then go to the server session and the
+secret (or a rotated one still in the grace period chosen when rotating) and ``exp`` has not
+passed. Its parameters then go to the server session and the
 browser is sent to the bare anonymous URL; the response stores them as embedded data that is
 trusted (not listed in ``untrusted_keys``) and records the signature's use.
 
@@ -31,12 +32,13 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from brands.fields import EncryptedTextField
@@ -66,6 +68,8 @@ class SigningSecret(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # A rotated secret may still verify URLs until then (already sent links keep working).
+    accepted_until = models.DateTimeField(null=True, blank=True)
 
     objects = BrandScopedManager()
 
@@ -119,12 +123,26 @@ def signing_secret_active(*, project) -> SigningSecret | None:
     return SigningSecret.objects.filter(project=project, revoked_at__isnull=True).first()
 
 
-def signing_secret_issue(*, project, actor=None) -> tuple[SigningSecret, str]:
-    """A new secret for ``project`` (the previous one, if any, is revoked: rotation). Returns
-    the record and the secret in clear, which the caller shows once and never again."""
+MAX_GRACE = timedelta(days=7)
+
+
+def signing_secret_issue(
+    *, project, actor=None, grace: timedelta = timedelta(0)
+) -> tuple[SigningSecret, str]:
+    """A new secret for ``project``. The previous one, if any, is rotated out: it stops at
+    once, or (``grace``, at most ``MAX_GRACE``) still verifies URLs for that long, so that
+    links already sent keep working while callers switch. Returns the record and the secret
+    in clear, which the caller shows once and never again."""
+    if not timedelta(0) <= grace <= MAX_GRACE:
+        raise ValidationError(
+            {"grace_hours": f"Between 0 and {MAX_GRACE.days * 24} hours."}, code="invalid"
+        )
     plain = SECRET_PREFIX + secrets.token_urlsafe(32)
+    now = timezone.now()
     with transaction.atomic():
-        signing_secret_revoke(project=project)
+        SigningSecret.objects.filter(project=project, revoked_at__isnull=True).update(
+            revoked_at=now, accepted_until=now + grace if grace else None
+        )
         record = SigningSecret.objects.create(
             project=project,
             secret=plain,
@@ -135,11 +153,34 @@ def signing_secret_issue(*, project, actor=None) -> tuple[SigningSecret, str]:
 
 
 def signing_secret_revoke(*, project) -> bool:
-    """Revoke the active secret: every URL signed with it stops answering. True if one was."""
-    return bool(
-        SigningSecret.objects.filter(project=project, revoked_at__isnull=True).update(
-            revoked_at=timezone.now()
-        )
+    """Revoke the active secret, and any rotated one still in its grace period: every URL
+    signed with them stops answering. True if there was one."""
+    now = timezone.now()
+    retired = SigningSecret.objects.filter(project=project, accepted_until__gt=now).update(
+        accepted_until=now
+    )
+    active = SigningSecret.objects.filter(project=project, revoked_at__isnull=True).update(
+        revoked_at=now
+    )
+    return bool(active or retired)
+
+
+def signing_secrets_accepted(*, project, now: datetime | None = None) -> list[SigningSecret]:
+    """The secrets that verify URLs now: the active one first, then rotated ones in grace."""
+    now = now or timezone.now()
+    return list(
+        SigningSecret.objects.filter(project=project)
+        .filter(Q(revoked_at__isnull=True) | Q(accepted_until__gt=now))
+        .order_by(F("revoked_at").desc(nulls_first=True), "-pk")
+    )
+
+
+def signing_secret_in_grace(*, project) -> SigningSecret | None:
+    """The rotated secret that still verifies URLs, if any (its hint and end are shown)."""
+    return (
+        SigningSecret.objects.filter(project=project, accepted_until__gt=timezone.now())
+        .order_by("-accepted_until")
+        .first()
     )
 
 
@@ -200,11 +241,10 @@ def signed_parameters_read(*, project, query, now: datetime | None = None) -> Si
         len(k) > MAX_NAME or len(v) > MAX_VALUE for k, v in signed
     ):
         raise SignedLinkRefused("malformed")
-    secret = signing_secret_active(project=project)
-    if secret is None or not signature:
-        raise SignedLinkRefused("invalid")
-    expected = sign(secret.secret, project.public_token, signed)
-    if not hmac.compare_digest(expected, signature):
+    if not signature or not any(
+        hmac.compare_digest(sign(secret.secret, project.public_token, signed), signature)
+        for secret in signing_secrets_accepted(project=project, now=now)
+    ):
         raise SignedLinkRefused("invalid")
     try:
         expires_at = datetime.fromtimestamp(int(query[EXPIRY_PARAMETER]), tz=UTC)

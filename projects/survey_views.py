@@ -4,6 +4,8 @@ messages. Pages translate HTTP; the rules live in the services."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import Http404, StreamingHttpResponse
@@ -43,6 +45,7 @@ from projects.services import (
 )
 from projects.signed_links import (
     signing_secret_active,
+    signing_secret_in_grace,
     signing_secret_issue,
     signing_secret_revoke,
 )
@@ -148,6 +151,7 @@ class LinksView(ProjectPageMixin, View):
             project,
             status=status,
             signing_secret=signing_secret_active(project=project),
+            previous_secret=signing_secret_in_grace(project=project),
             new_secret=new_secret,
             generate_form=generate_form or LinksGenerateForm(),
             link_counts={
@@ -185,7 +189,17 @@ class SigningSecretPageView(LinksView):
             if signing_secret_revoke(project=project):
                 messages.success(request, "Signing secret revoked: signed links stop answering.")
             return redirect("projects:links", pk=project.pk)
-        _, plain = signing_secret_issue(project=project, actor=request.user)
+        try:
+            hours = int(request.POST.get("grace_hours") or 0)
+        except ValueError:
+            hours = -1
+        try:
+            _, plain = signing_secret_issue(
+                project=project, actor=request.user, grace=timedelta(hours=hours)
+            )
+        except ValidationError as exc:
+            messages.error(request, " ".join(exc.messages))
+            return redirect("projects:links", pk=project.pk)
         return self.get(request, pk, new_secret=plain)
 
 

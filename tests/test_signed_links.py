@@ -6,9 +6,11 @@ the URL answer once."""
 from datetime import timedelta
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from django.core.exceptions import ValidationError
 from django.db import connection
 from django.test import Client
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 import pytest
 
@@ -212,6 +214,36 @@ def test_a_rotated_or_revoked_secret_stops_its_urls(survey):
     assert SigningSecret.objects.filter(project=survey, revoked_at__isnull=True).count() == 0
 
 
+def test_a_secret_rotated_with_a_grace_period_keeps_its_urls_until_it_ends(survey):
+    _, old = signing_secret_issue(project=survey)
+    _, new = signing_secret_issue(project=survey, grace=timedelta(hours=24))
+
+    assert Client().get(path_of(make_url(survey, old))).status_code == 302
+    assert Client().get(path_of(make_url(survey, new))).status_code == 302
+    # When the period has passed (moved back here rather than waiting a day), it stops.
+    SigningSecret.objects.filter(project=survey, accepted_until__isnull=False).update(
+        accepted_until=timezone.now() - timedelta(seconds=1)
+    )
+    assert Client().get(path_of(make_url(survey, old))).status_code == 403
+    assert Client().get(path_of(make_url(survey, new))).status_code == 302
+
+
+def test_revoking_also_ends_a_rotated_secrets_grace(survey):
+    _, old = signing_secret_issue(project=survey)
+    signing_secret_issue(project=survey, grace=timedelta(days=7))
+
+    assert signing_secret_revoke(project=survey)
+    assert Client().get(path_of(make_url(survey, old))).status_code == 403
+
+
+def test_a_grace_period_longer_than_a_week_is_refused(survey):
+    signing_secret_issue(project=survey)
+    with pytest.raises(ValidationError) as refused:
+        signing_secret_issue(project=survey, grace=timedelta(days=8))
+    assert "grace_hours" in refused.value.message_dict
+    assert SigningSecret.objects.filter(project=survey).count() == 1
+
+
 def test_the_canonical_form_is_the_documented_one(survey):
     """Built by hand, as docs/links.md says, with the standard library only."""
     import base64
@@ -273,6 +305,26 @@ def test_the_api_issues_shows_once_rotates_and_revokes(api_a, tenancy):
     assert api_a.get(api_url(project)).json()["active"] is False
 
 
+def test_the_api_rotates_with_a_grace_period_and_shows_the_previous_hint(api_a, tenancy):
+    project = tenancy.project_a
+    first = api_a.post(api_url(project)).json()["secret"]
+
+    rotated = api_a.post(api_url(project), {"grace_hours": 24}, format="json")
+
+    assert rotated.status_code == 201
+    previous = api_a.get(api_url(project)).json()["previous"]
+    assert previous["hint"] == first[-4:]
+    accepted_until = previous["accepted_until"]
+    assert (
+        timedelta(hours=23) < parse_datetime(accepted_until) - timezone.now() <= timedelta(hours=24)
+    )
+    for body, field in (({"grace_hours": 200}, "grace_hours"), ({"color": 1}, "color")):
+        refused = api_a.post(api_url(project), body, format="json")
+        assert refused.status_code == 400
+        assert set(refused.json()["error"]["fields"]) == {field}
+    assert SigningSecret.objects.filter(project=project).count() == 2
+
+
 def test_the_api_is_for_admins_of_the_brand_only(api_client_for, tenancy, api_a):
     viewer = api_client_for(user=tenancy.viewer_a)
     assert viewer.get(api_url(tenancy.project_a)).status_code == 403
@@ -296,6 +348,20 @@ def test_the_links_page_creates_shows_once_and_revokes(page_client_for, tenancy)
     assert secret.encode() not in shown and secret[-4:].encode() in shown
     client.post(f"/projects/{project.pk}/links/signing-secret/", {"action": "revoke"})
     assert b"No signing secret" in client.get(page_url).content
+
+
+def test_the_links_page_rotates_with_a_grace_period(page_client_for, tenancy):
+    project = tenancy.project_a
+    client = page_client_for(tenancy.project_admin_a)
+    action = f"/projects/{project.pk}/links/signing-secret/"
+    first = client.post(action, {"action": "issue"}).context["new_secret"]
+
+    client.post(action, {"action": "issue", "grace_hours": "168"})
+
+    page = client.get(f"/projects/{project.pk}/links/").content.decode()
+    assert "previous secret, ending in <code>" + first[-4:] in page
+    client.post(action, {"action": "issue", "grace_hours": "9999"})
+    assert SigningSecret.objects.filter(project=project).count() == 2  # refused, nothing made
 
 
 def test_the_page_refuses_viewers_and_other_brands(page_client_for, tenancy):
