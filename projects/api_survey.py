@@ -19,6 +19,7 @@ from rest_framework.response import Response as ApiResponse
 from rest_framework.views import APIView
 
 from brands.api.base import BrandScopedAPIMixin, StrictModelSerializer, StrictSerializer
+from brands.scoping import get_for_brand_by_pk
 from distributions.api import ConditionSerializer, DistributionSerializer
 from distributions.csvio import DELIMITERS, ENCLOSURES, csv_dialect_options, csv_rows
 from distributions.models import Distribution, DistributionSeries
@@ -54,8 +55,10 @@ class ProjectScopedMixin(BrandScopedAPIMixin):
 
     @cached_property
     def project(self) -> Project:
-        projects = Project.objects.select_related("brand")
-        return self.get_scoped(projects, pk=self.kwargs["project_pk"])
+        brand = self.brand
+        project = get_for_brand_by_pk(Project, brand=brand, pk=self.kwargs["project_pk"])
+        project.brand = brand  # the caller's brand: the lookup is scoped to it
+        return project
 
 
 def csv_response(request, *, header, rows, filename: str) -> StreamingHttpResponse:

@@ -1,6 +1,7 @@
 """The tenancy matrix: brand A's users and keys never see or touch brand B's objects."""
 
 from django.urls import reverse
+from django.utils import timezone
 
 import pytest
 
@@ -201,3 +202,25 @@ def test_lists_of_distributions_and_optouts_never_include_another_brand(tenancy,
     assert [row["id"] for row in distributions] == [mine.pk]
     optouts = client.get(reverse("api:optout-list")).json()["results"]
     assert [row["id"] for row in optouts] == [own_optout.pk]
+
+
+def test_the_precompiled_lookup_by_pk_answers_as_the_orm_does(tenancy):
+    from django.http import Http404
+
+    from brands.scoping import get_for_brand, get_for_brand_by_pk
+    from projects.models import Project
+
+    project = tenancy.project_a
+    project.available_from = timezone.now()
+    project.save()
+    for _ in range(2):  # the statement is written by the first call, reused by the second
+        found = get_for_brand_by_pk(Project, brand=tenancy.brand_a, pk=str(project.pk))
+        expected = get_for_brand(Project, brand=tenancy.brand_a, pk=project.pk)
+        fields = [f.attname for f in Project._meta.concrete_fields]
+        assert [getattr(found, f) for f in fields] == [getattr(expected, f) for f in fields]
+        assert found.available_from == project.available_from and not found._state.adding
+    for brand, pk in [(tenancy.brand_b, project.pk), (None, project.pk), (tenancy.brand_a, "x")]:
+        with pytest.raises(Http404):
+            get_for_brand_by_pk(Project, brand=brand, pk=pk)
+    with pytest.raises(Http404):
+        get_for_brand_by_pk(Project, brand=tenancy.brand_a, pk=project.pk + 1000)
