@@ -33,7 +33,7 @@ from projects.services import question_create, response_create
 from tests.factories.distributions import DistributionFactory, MessageFactory
 from tests.factories.participants import ParticipantFactory, PersonFactory
 from tests.webhook_receiver import Receiver, Script
-from webhooks import security, transport
+from webhooks import security, signing, transport
 from webhooks.events import recipient_statuses_raised
 from webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from webhooks.services import (
@@ -304,6 +304,59 @@ def test_a_delivery_is_signed_and_verifies_with_the_documented_snippet(tenancy, 
     delivery = WebhookDelivery.objects.get()
     assert (delivery.state, delivery.status_code, delivery.attempts) == ("delivered", 200, 1)
     assert delivery.latency_ms is not None and delivery.response_excerpt == '{"ok": true}'
+
+
+def test_a_rotation_with_grace_signs_with_both_secrets_until_it_ends(
+    tenancy, local, receiver, api_client_for
+):
+    issued = endpoint_for(tenancy.brand_a, receiver.url, events=["participant.opted_out"])
+    verify = documented_verify()
+    api = api_client_for(user=tenancy.admin_a)
+    url = f"/api/v1/webhooks/{issued.endpoint.pk}/rotate-secret/"
+
+    rotated = api.post(url, {"grace_hours": 24}, format="json")
+
+    assert rotated.status_code == 200
+    new = rotated.json()["secret"]
+    assert new != issued.secret and rotated.json()["previous_secret_until"]
+    assert api.get(f"/api/v1/webhooks/{issued.endpoint.pk}/").json()["previous_secret_until"]
+    opt_out(tenancy.brand_a)
+    run_due()
+    header = receiver.requests[-1].headers["relay-signature"]
+    body = receiver.requests[-1].body
+    assert header.count("v1=") == 2
+    assert verify(header, body, new) and verify(header, body, issued.secret)
+    # A receiver that reads one v1 (dict of the fields: the last) still verifies the old one.
+    assert signing.signature_valid(issued.secret, header, body)
+
+    WebhookEndpoint.objects.filter(pk=issued.endpoint.pk).update(
+        previous_secret_until=timezone.now() - timedelta(seconds=1)
+    )
+    opt_out(tenancy.brand_a, "+14155550101")
+    run_due()
+    header = receiver.requests[-1].headers["relay-signature"]
+    body = receiver.requests[-1].body
+    assert header.count("v1=") == 1
+    assert verify(header, body, new) and not verify(header, body, issued.secret)
+    assert api.post(url, {"grace_hours": 169}, format="json").status_code == 400
+    assert api_client_for(user=tenancy.viewer_a).post(url).status_code == 403
+
+
+def test_the_endpoint_page_rotates_with_a_grace_period(tenancy, local, receiver, page_client_for):
+    issued = endpoint_for(tenancy.brand_a, receiver.url)
+    client = page_client_for(tenancy.admin_a)
+
+    page = client.post(
+        f"/webhooks/endpoints/{issued.endpoint.pk}/", {"action": "rotate", "grace_hours": "24"}
+    )
+
+    assert page.status_code == 200 and page.context["new_secret"]
+    assert (
+        b"previous-secret-state" in client.get(f"/webhooks/endpoints/{issued.endpoint.pk}/").content
+    )
+    endpoint = issued.endpoint
+    endpoint.refresh_from_db()
+    assert endpoint.previous_secret and len(endpoint.signing_secrets()) == 2
 
 
 def test_an_event_raised_in_a_rolled_back_transaction_sends_nothing(

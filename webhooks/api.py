@@ -4,6 +4,8 @@ it is in the create and rotate answers only)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.core.exceptions import ValidationError
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import mixins, serializers, viewsets
@@ -14,6 +16,7 @@ from brands.api.base import BrandScopedAPIMixin, StrictSerializer
 from brands.roles import Role
 from webhooks.models import EventType, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from webhooks.services import (
+    MAX_SECRET_GRACE,
     delivery_redeliver,
     endpoint_create,
     endpoint_delete,
@@ -40,10 +43,15 @@ class EndpointSerializer(StrictSerializer):
     disabled_reason = serializers.CharField(read_only=True)
     disabled_at = serializers.DateTimeField(read_only=True)
     failing_since = serializers.DateTimeField(read_only=True)
+    previous_secret_until = serializers.DateTimeField(
+        read_only=True,
+        help_text="Deliveries are also signed with the previous secret until then (rotation).",
+    )
     created_at = serializers.DateTimeField(read_only=True)
 
     def to_representation(self, instance: WebhookEndpoint):
         dt = serializers.DateTimeField()
+        in_grace = len(instance.signing_secrets()) > 1
         return {
             "id": instance.pk,
             "url": instance.url,
@@ -58,8 +66,20 @@ class EndpointSerializer(StrictSerializer):
             "failing_since": dt.to_representation(instance.failing_since)
             if instance.failing_since
             else None,
+            "previous_secret_until": dt.to_representation(instance.previous_secret_until)
+            if in_grace
+            else None,
             "created_at": dt.to_representation(instance.created_at),
         }
+
+
+class RotateSecretSerializer(StrictSerializer):
+    grace_hours = serializers.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=int(MAX_SECRET_GRACE.total_seconds() // 3600),
+        help_text="Also sign with the previous secret this many hours (default 0).",
+    )
 
 
 class EndpointCreatedSerializer(EndpointSerializer):
@@ -172,16 +192,31 @@ class WebhookEndpointViewSet(
         return Response(status=204)
 
     @extend_schema(
-        request=None,
+        request=RotateSecretSerializer,
         responses={
-            200: inline_serializer("RotatedSecret", fields={"secret": serializers.CharField()})
+            200: inline_serializer(
+                "RotatedSecret",
+                fields={
+                    "secret": serializers.CharField(),
+                    "previous_secret_until": serializers.DateTimeField(allow_null=True),
+                },
+            )
         },
     )
     @action(detail=True, methods=["post"], url_path="rotate-secret")
     def rotate_secret(self, request, pk=None):
-        """A new signing secret, effective at once; in this answer only."""
-        secret = endpoint_rotate_secret(endpoint=self.get_object(), actor=self.actor())
-        return Response({"secret": secret})
+        """A new signing secret, effective at once; in this answer only. With
+        ``grace_hours`` (at most 168) deliveries also carry a signature made with the previous
+        secret until then, so your receiver can switch without refusing any."""
+        body = RotateSecretSerializer(data=request.data or {})
+        body.is_valid(raise_exception=True)
+        endpoint = self.get_object()
+        secret = endpoint_rotate_secret(
+            endpoint=endpoint,
+            actor=self.actor(),
+            grace=timedelta(hours=body.validated_data.get("grace_hours", 0)),
+        )
+        return Response({"secret": secret, "previous_secret_until": endpoint.previous_secret_until})
 
     @extend_schema(
         parameters=[

@@ -14,6 +14,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 from brands.fields import EncryptedTextField, redact
 from brands.models import Brand
@@ -40,6 +41,9 @@ class WebhookEndpoint(models.Model):
     events = models.JSONField(default=list, help_text="Event types this endpoint receives.")
     # Fernet-encrypted at rest (RELAY_ENCRYPTION_KEYS); shown in full once, when made.
     secret = EncryptedTextField()
+    # After a rotation with a grace period, deliveries are signed with both secrets until then.
+    previous_secret = EncryptedTextField(blank=True, default="")
+    previous_secret_until = models.DateTimeField(null=True, blank=True)
     is_enabled = models.BooleanField(default=True)
     disabled_reason = models.CharField(max_length=300, blank=True)
     disabled_at = models.DateTimeField(null=True, blank=True)
@@ -63,6 +67,14 @@ class WebhookEndpoint(models.Model):
     @property
     def secret_hint(self) -> str:
         return redact(self.secret)
+
+    def signing_secrets(self, now=None) -> list[str]:
+        """The secrets deliveries are signed with now: the current one, then the previous
+        one while its grace period lasts."""
+        now = now or timezone.now()
+        if self.previous_secret and self.previous_secret_until and self.previous_secret_until > now:
+            return [self.secret, self.previous_secret]
+        return [self.secret]
 
     def wants(self, event_type: str) -> bool:
         return event_type in (self.events or [])

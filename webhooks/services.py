@@ -111,11 +111,26 @@ def endpoint_update(*, endpoint: WebhookEndpoint, actor=None, **changes) -> Webh
     return endpoint
 
 
-def endpoint_rotate_secret(*, endpoint: WebhookEndpoint, actor=None) -> str:
-    """A new secret, effective for the next attempt; returned once."""
+MAX_SECRET_GRACE = timedelta(days=7)
+
+
+def endpoint_rotate_secret(
+    *, endpoint: WebhookEndpoint, actor=None, grace: timedelta = timedelta(0)
+) -> str:
+    """A new secret, effective for the next attempt; returned once. With ``grace`` (at most
+    ``MAX_SECRET_GRACE``) deliveries are signed with the previous secret too until it ends,
+    so the receiver can switch without refusing any."""
+    if not timedelta(0) <= grace <= MAX_SECRET_GRACE:
+        raise ValidationError(
+            {"grace_hours": f"Between 0 and {MAX_SECRET_GRACE.days * 24} hours."}, code="invalid"
+        )
     secret = signing.new_secret()
+    endpoint.previous_secret = endpoint.secret if grace else ""
+    endpoint.previous_secret_until = timezone.now() + grace if grace else None
     endpoint.secret = secret
-    endpoint.save(update_fields=["secret", "updated_at"])
+    endpoint.save(
+        update_fields=["secret", "previous_secret", "previous_secret_until", "updated_at"]
+    )
     return secret
 
 
@@ -199,7 +214,9 @@ CHUNK_BUDGET_SECONDS = 20
 
 def _headers(delivery: WebhookDelivery, body: bytes, number: int) -> dict[str, str]:
     return {
-        signing.SIGNATURE_HEADER: signing.signature_header(delivery.endpoint.secret, body),
+        signing.SIGNATURE_HEADER: signing.signature_header(
+            delivery.endpoint.signing_secrets(), body
+        ),
         signing.EVENT_ID_HEADER: str(delivery.event.event_id),
         signing.EVENT_TYPE_HEADER: delivery.event.type,
         signing.DELIVERY_ID_HEADER: str(delivery.pk),

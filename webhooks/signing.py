@@ -1,5 +1,7 @@
 """Signatures of outbound deliveries: ``Relay-Signature: t=<unix time>,v1=<hex>``, where the hex
-is HMAC-SHA256, keyed with the endpoint's secret, over ``<unix time>.<raw body>``.
+is HMAC-SHA256, keyed with the endpoint's secret, over ``<unix time>.<raw body>``. While a
+rotated secret is in its grace period the header carries one ``v1`` per secret, the current
+one first (``t=…,v1=<new>,v1=<previous>``); a receiver accepts the delivery if any matches.
 
 The receiver recomputes it over the raw bytes it got and refuses stale timestamps (replays).
 ``docs/webhooks.md`` has the same check as a standalone snippet; the tests run that snippet.
@@ -31,21 +33,25 @@ def signature(secret: str, timestamp: int, body: bytes) -> str:
     return mac.hexdigest()
 
 
-def signature_header(secret: str, body: bytes, *, timestamp: int | None = None) -> str:
+def signature_header(secret: str | list[str], body: bytes, *, timestamp: int | None = None) -> str:
+    """The header for ``body`` signed with ``secret`` (or each of a list of secrets)."""
     timestamp = int(time.time()) if timestamp is None else timestamp
-    return f"t={timestamp},v1={signature(secret, timestamp, body)}"
+    keys = [secret] if isinstance(secret, str) else secret
+    return ",".join([f"t={timestamp}", *(f"v1={signature(k, timestamp, body)}" for k in keys)])
 
 
 def signature_valid(
     secret: str, header: str, body: bytes, *, tolerance: int = TOLERANCE_SECONDS, now=None
 ) -> bool:
-    """True when ``header`` signs ``body`` with ``secret`` and its time is within tolerance."""
+    """True when one of ``header``'s signatures signs ``body`` with ``secret`` and its time is
+    within tolerance."""
     try:
-        parts = dict(item.split("=", 1) for item in header.split(","))
-        timestamp = int(parts["t"])
+        parts = [item.split("=", 1) for item in header.split(",")]
+        timestamp = int(dict(parts)["t"])
     except (ValueError, KeyError):
         return False
     now = time.time() if now is None else now
     if abs(now - timestamp) > tolerance:
         return False
-    return hmac.compare_digest(parts.get("v1", ""), signature(secret, timestamp, body))
+    expected = signature(secret, timestamp, body)
+    return any(name == "v1" and hmac.compare_digest(value, expected) for name, value in parts)

@@ -3,6 +3,8 @@ endpoint's page with its delivery log and actions. Every member reads; brand adm
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
@@ -96,6 +98,9 @@ class EndpointDetailView(BrandPageMixin, View):
                 "event_types": EventType.choices,
                 "can_manage": self.can(Role.BRAND_ADMIN),
                 "new_secret": new_secret,
+                "previous_secret_until": endpoint.previous_secret_until
+                if len(endpoint.signing_secrets()) > 1
+                else None,
                 "errors": errors or {},
             },
             status=status,
@@ -117,7 +122,17 @@ class EndpointDetailView(BrandPageMixin, View):
             endpoint_enable(endpoint=endpoint, actor=request.user)
             messages.success(request, "Endpoint enabled: waiting deliveries are sent now.")
         elif action == "rotate":
-            secret = endpoint_rotate_secret(endpoint=endpoint, actor=request.user)
+            try:
+                hours = int(request.POST.get("grace_hours") or 0)
+            except ValueError:
+                hours = -1
+            try:
+                secret = endpoint_rotate_secret(
+                    endpoint=endpoint, actor=request.user, grace=timedelta(hours=hours)
+                )
+            except ValidationError as exc:
+                messages.error(request, " ".join(exc.messages))
+                return redirect("webhook_endpoints:detail", pk=endpoint.pk)
             messages.success(
                 request, "New signing secret. Copy it now: it will not be shown again."
             )
