@@ -36,12 +36,12 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from brands.fields import EncryptedTextField
+from brands.rotation import grace_check
 from brands.scoping import BrandScopedManager
 
 SIGNATURE_PARAMETER = "sig"
@@ -123,20 +123,14 @@ def signing_secret_active(*, project) -> SigningSecret | None:
     return SigningSecret.objects.filter(project=project, revoked_at__isnull=True).first()
 
 
-MAX_GRACE = timedelta(days=7)
-
-
 def signing_secret_issue(
     *, project, actor=None, grace: timedelta = timedelta(0)
 ) -> tuple[SigningSecret, str]:
     """A new secret for ``project``. The previous one, if any, is rotated out: it stops at
-    once, or (``grace``, at most ``MAX_GRACE``) still verifies URLs for that long, so that
-    links already sent keep working while callers switch. Returns the record and the secret
-    in clear, which the caller shows once and never again."""
-    if not timedelta(0) <= grace <= MAX_GRACE:
-        raise ValidationError(
-            {"grace_hours": f"Between 0 and {MAX_GRACE.days * 24} hours."}, code="invalid"
-        )
+    once, or (``grace``, at most ``brands.rotation.MAX_GRACE``) still verifies URLs for that
+    long, so that links already sent keep working while callers switch. Returns the record
+    and the secret in clear, which the caller shows once and never again."""
+    grace_check(grace)
     plain = SECRET_PREFIX + secrets.token_urlsafe(32)
     now = timezone.now()
     with transaction.atomic():

@@ -17,9 +17,9 @@ from rest_framework.views import APIView
 
 from brands.api.base import StrictSerializer
 from brands.roles import Role
+from brands.rotation import MAX_GRACE_HOURS
 from projects.api_survey import ProjectScopedMixin
 from projects.signed_links import (
-    MAX_GRACE,
     signing_secret_active,
     signing_secret_in_grace,
     signing_secret_issue,
@@ -46,7 +46,7 @@ class SigningSecretRotateSerializer(StrictSerializer):
     grace_hours = serializers.IntegerField(
         required=False,
         min_value=0,
-        max_value=int(MAX_GRACE.total_seconds() // 3600),
+        max_value=MAX_GRACE_HOURS,
         help_text="Keep the previous secret valid this many hours (default 0: it stops now).",
     )
 

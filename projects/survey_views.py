@@ -4,8 +4,6 @@ messages. Pages translate HTTP; the rules live in the services."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import Http404, StreamingHttpResponse
@@ -15,6 +13,7 @@ from django.utils import timezone
 from django.views import View
 
 from brands.roles import Role
+from brands.rotation import grace_from_hours
 from brands.views import BrandPageMixin
 from distributions.csvio import csv_rows
 from distributions.models import Distribution, DistributionSeries
@@ -190,12 +189,10 @@ class SigningSecretPageView(LinksView):
                 messages.success(request, "Signing secret revoked: signed links stop answering.")
             return redirect("projects:links", pk=project.pk)
         try:
-            hours = int(request.POST.get("grace_hours") or 0)
-        except ValueError:
-            hours = -1
-        try:
             _, plain = signing_secret_issue(
-                project=project, actor=request.user, grace=timedelta(hours=hours)
+                project=project,
+                actor=request.user,
+                grace=grace_from_hours(request.POST.get("grace_hours")),
             )
         except ValidationError as exc:
             messages.error(request, " ".join(exc.messages))

@@ -14,9 +14,9 @@ from rest_framework.response import Response
 
 from brands.api.base import BrandScopedAPIMixin, StrictSerializer
 from brands.roles import Role
+from brands.rotation import MAX_GRACE_HOURS
 from webhooks.models import EventType, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from webhooks.services import (
-    MAX_SECRET_GRACE,
     delivery_redeliver,
     endpoint_create,
     endpoint_delete,
@@ -77,7 +77,7 @@ class RotateSecretSerializer(StrictSerializer):
     grace_hours = serializers.IntegerField(
         required=False,
         min_value=0,
-        max_value=int(MAX_SECRET_GRACE.total_seconds() // 3600),
+        max_value=MAX_GRACE_HOURS,
         help_text="Also sign with the previous secret this many hours (default 0).",
     )
 

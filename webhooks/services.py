@@ -35,6 +35,7 @@ from django.utils import timezone
 
 from brands.models import Membership
 from brands.roles import Role
+from brands.rotation import grace_check
 from webhooks import signing, transport
 from webhooks.models import EventType, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from webhooks.security import UnsafeURL, url_check
@@ -111,19 +112,13 @@ def endpoint_update(*, endpoint: WebhookEndpoint, actor=None, **changes) -> Webh
     return endpoint
 
 
-MAX_SECRET_GRACE = timedelta(days=7)
-
-
 def endpoint_rotate_secret(
     *, endpoint: WebhookEndpoint, actor=None, grace: timedelta = timedelta(0)
 ) -> str:
     """A new secret, effective for the next attempt; returned once. With ``grace`` (at most
-    ``MAX_SECRET_GRACE``) deliveries are signed with the previous secret too until it ends,
+    ``brands.rotation.MAX_GRACE``) deliveries are signed with the previous secret too until it ends,
     so the receiver can switch without refusing any."""
-    if not timedelta(0) <= grace <= MAX_SECRET_GRACE:
-        raise ValidationError(
-            {"grace_hours": f"Between 0 and {MAX_SECRET_GRACE.days * 24} hours."}, code="invalid"
-        )
+    grace_check(grace)
     secret = signing.new_secret()
     endpoint.previous_secret = endpoint.secret if grace else ""
     endpoint.previous_secret_until = timezone.now() + grace if grace else None

@@ -3,8 +3,6 @@ endpoint's page with its delivery log and actions. Every member reads; brand adm
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
@@ -12,6 +10,7 @@ from django.shortcuts import redirect, render
 from django.views import View
 
 from brands.roles import Role
+from brands.rotation import grace_from_hours
 from brands.views import BrandPageMixin
 from webhooks.models import EventType, WebhookDelivery, WebhookEndpoint
 from webhooks.services import (
@@ -123,12 +122,10 @@ class EndpointDetailView(BrandPageMixin, View):
             messages.success(request, "Endpoint enabled: waiting deliveries are sent now.")
         elif action == "rotate":
             try:
-                hours = int(request.POST.get("grace_hours") or 0)
-            except ValueError:
-                hours = -1
-            try:
                 secret = endpoint_rotate_secret(
-                    endpoint=endpoint, actor=request.user, grace=timedelta(hours=hours)
+                    endpoint=endpoint,
+                    actor=request.user,
+                    grace=grace_from_hours(request.POST.get("grace_hours")),
                 )
             except ValidationError as exc:
                 messages.error(request, " ".join(exc.messages))
