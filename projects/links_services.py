@@ -591,43 +591,76 @@ class _InsertSql:
     params: list
 
 
-def _insert_sql(
-    model, rows: list[dict], *, alias: str = "u", computed: dict | None = None, extra=()
-) -> _InsertSql:
-    """``computed``: column attname -> SQL expression instead of an array (``l.id``);
-    ``extra``: (name, cast, values) arrays that are not columns (to join on)."""
-    computed = computed or {}
-    given = set(rows[0])
-    columns, selects, constants, arrays = [], [], [], []
+@dataclass(frozen=True)
+class _InsertPlan:
+    """What ``_insert_sql`` decides from the model alone, kept per process: the statement's
+    text, the given fields (name, is JSON) in array order, the defaulted fields in order."""
+
+    sql: str
+    given: tuple[tuple[str, bool], ...]
+    defaulted: tuple  # field metas
+
+
+_insert_plans: dict[tuple, _InsertPlan] = {}
+
+
+def _insert_plan(model, given: frozenset, alias: str, computed: tuple, extra: tuple):
+    columns, selects, arrays, defaulted = [], [], [], []
+    computed_sql = dict(computed)
     for meta in model._meta.concrete_fields:
         if meta.primary_key:
             continue
         columns.append(f'"{meta.column}"')
         name = meta.name if meta.name in given else meta.attname
-        if meta.attname in computed:
-            selects.append(computed[meta.attname])
+        if meta.attname in computed_sql:
+            selects.append(computed_sql[meta.attname])
         elif name in given:
-            cast = meta.db_type(connection)
-            if meta.get_internal_type() == "JSONField":
-                values = [json.dumps(row[name], ensure_ascii=False) for row in rows]
-            else:
-                values = [row[name] for row in rows]
-            arrays.append((f"c{len(arrays)}", cast, values))
+            is_json = meta.get_internal_type() == "JSONField"
+            arrays.append((name, meta.db_type(connection), is_json))
             selects.append(f"{alias}.c{len(arrays) - 1}")
         else:
-            default = meta.get_default() if meta.has_default() else None
-            if getattr(meta, "auto_now_add", False) or getattr(meta, "auto_now", False):
-                default = timezone.now()
             selects.append("%s")
-            constants.append(meta.get_db_prep_save(default, connection))
-    arrays.extend(extra)
-    unnest = ", ".join(f"%s::{cast}[]" for _, cast, _ in arrays)
-    names = ", ".join(name for name, _, _ in arrays)
+            defaulted.append(meta)
+    casts = [cast for _, cast, _ in arrays] + [cast for _, cast in extra]
+    names = [f"c{i}" for i in range(len(arrays))] + [name for name, _ in extra]
+    unnest = ", ".join(f"%s::{cast}[]" for cast in casts)
     sql = (
         f'INSERT INTO "{model._meta.db_table}" ({", ".join(columns)}) '  # noqa: S608 - names from meta
-        f"SELECT {', '.join(selects)} FROM unnest({unnest}) AS {alias}({names})"
+        f"SELECT {', '.join(selects)} FROM unnest({unnest}) AS {alias}({', '.join(names)})"
     )
-    return _InsertSql(sql, [*constants, *(pg_array_literal(v) for _, _, v in arrays)])
+    given_fields = tuple((name, is_json) for name, _, is_json in arrays)
+    return _InsertPlan(sql=sql, given=given_fields, defaulted=tuple(defaulted))
+
+
+def _insert_sql(
+    model, rows: list[dict], *, alias: str = "u", computed: dict | None = None, extra=()
+) -> _InsertSql:
+    """``computed``: column attname -> SQL expression instead of an array (``l.id``);
+    ``extra``: (name, cast, values) arrays that are not columns (to join on)."""
+    key = (
+        model,
+        frozenset(rows[0]),
+        alias,
+        tuple(sorted((computed or {}).items())),
+        tuple((name, cast) for name, cast, _ in extra),
+    )
+    plan = _insert_plans.get(key)
+    if plan is None:
+        plan = _insert_plans[key] = _insert_plan(*key)
+    constants = []
+    for meta in plan.defaulted:
+        default = meta.get_default() if meta.has_default() else None
+        if getattr(meta, "auto_now_add", False) or getattr(meta, "auto_now", False):
+            default = timezone.now()
+        constants.append(meta.get_db_prep_save(default, connection))
+    arrays = [
+        [json.dumps(row[name], ensure_ascii=False) for row in rows]
+        if is_json
+        else [row[name] for row in rows]
+        for name, is_json in plan.given
+    ]
+    arrays.extend(values for _, _, values in extra)
+    return _InsertSql(plan.sql, [*constants, *map(pg_array_literal, arrays)])
 
 
 def _bulk_insert(model, rows: list[dict]) -> list[int]:
