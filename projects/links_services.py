@@ -224,9 +224,14 @@ def _json(value):
     return json.loads(value) if isinstance(value, str) else value
 
 
-def _stored_rows(project: Project, keys: set[str], ids: set[str]) -> list[_StoredLink]:
+def _stored_rows(
+    project: Project, keys: set[str], ids: set[str], *, after: tuple[str, list] | None = None
+) -> list[_StoredLink]:
     """The project's transactions stored under ``keys`` or ``ids``, the last stored first.
-    PostgreSQL: written SQL (the ORM's compilation of this join costs more than the query)."""
+    PostgreSQL: written SQL (the ORM's compilation of this join costs more than the query),
+    sent with the statement ``after`` (the identity locks) in one round trip: each statement
+    of the string reads the database as it is when that statement starts, so the read sees
+    what a competitor committed before releasing the locks."""
     if connection.vendor != "postgresql":
         rows = (
             Transaction.objects.filter(project=project)
@@ -235,8 +240,10 @@ def _stored_rows(project: Project, keys: set[str], ids: set[str]) -> list[_Store
             .values_list(*_STORED_FIELDS)
         )
         return [_StoredLink(*row) for row in rows]
+    first, first_params = after or ("", [])
     rows = _pg_select(
-        f"SELECT t.id, t.idempotency_key, t.external_id, t.fingerprint, t.request, t.link_id, "  # noqa: S608 - names from meta
+        (f"{first}; " if first else "")
+        + f"SELECT t.id, t.idempotency_key, t.external_id, t.fingerprint, t.request, t.link_id, "  # noqa: S608 - names from meta
         "l.token, l.expires_at, l.distribution_id, t.participant_id, pa.person_id, pe.person_id "
         f"FROM {Transaction._meta.db_table} t "
         f"LEFT JOIN {SurveyLink._meta.db_table} l ON l.id = t.link_id "
@@ -244,7 +251,7 @@ def _stored_rows(project: Project, keys: set[str], ids: set[str]) -> list[_Store
         f"LEFT JOIN {Person._meta.db_table} pe ON pe.id = pa.person_id "
         "WHERE t.project_id = %s AND (t.idempotency_key = ANY(%s::varchar(255)[]) "
         "OR t.external_id = ANY(%s::varchar(128)[])) ORDER BY t.id DESC",
-        [project.pk, pg_array_literal(sorted(keys)), pg_array_literal(sorted(ids))],
+        [*first_params, project.pk, pg_array_literal(sorted(keys)), pg_array_literal(sorted(ids))],
     )
     return [_StoredLink(*row[:4], _json(row[4]), *row[5:]) for row in rows]
 
@@ -252,7 +259,9 @@ def _stored_rows(project: Project, keys: set[str], ids: set[str]) -> list[_Store
 class _Stored:
     """Transactions already stored under the items' keys or transaction ids (one query)."""
 
-    def __init__(self, project: Project, items: list[_Item]):
+    def __init__(self, project: Project, items: list[_Item], *, after=None):
+        """``after``: a statement (and its parameters) to run first, in the same round trip
+        (PostgreSQL)."""
         self.by_key: dict[str, _StoredLink] = {}
         self.by_id: dict[str, _StoredLink] = {}
         if not items:
@@ -260,7 +269,7 @@ class _Stored:
         keys = {i.key for i in items}
         ids = {i.transaction_id for i in items}
         # The first stored wins: it is written last into the maps.
-        for row in _stored_rows(project, keys, ids):
+        for row in _stored_rows(project, keys, ids, after=after):
             self.by_key[row.idempotency_key] = row
             self.by_id[row.external_id] = row
 
@@ -309,20 +318,19 @@ def _identity_lock_key(brand_id: int, values: dict) -> int:
     return digest - (1 << 32) if digest >= (1 << 31) else digest  # a signed 32-bit int
 
 
-def _lock_identities(brand_id: int, items: list[_Item]) -> None:
-    """Serialise calls about one contact identity until the transaction ends, so that two
-    simultaneous calls (different transactions, or the same bulk twice) for one new email
-    make one person. The locks are taken in ascending order, in one statement: two bulk calls
-    sharing contacts wait for each other instead of deadlocking. PostgreSQL only: SQLite
-    admits one writer at a time. A different identity of the same person (PersonID in one
-    call, email only in the other) is not covered: the PersonID's unique constraint and a
-    second attempt cover the PersonID case."""
+def _identity_locks(brand_id: int, items: list[_Item]) -> tuple[str, list]:
+    """The statement that serialises calls about one contact identity until the transaction
+    ends, so that two simultaneous calls (different transactions, or the same bulk twice) for
+    one new email make one person. The locks are taken in ascending order, in one statement:
+    two bulk calls sharing contacts wait for each other instead of deadlocking. PostgreSQL
+    only: SQLite admits one writer at a time. A different identity of the same person
+    (PersonID in one call, email only in the other) is not covered: the PersonID's unique
+    constraint and a second attempt cover the PersonID case."""
     keys = sorted({_identity_lock_key(brand_id, item.values) for item in items})
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(pg_advisory_xact_lock(%s, k)) FROM unnest(%s::int[]) AS k",
-            [IDENTITY_LOCK_CLASS, keys],
-        )
+    return (
+        "SELECT count(pg_advisory_xact_lock(%s, k)) FROM unnest(%s::int[]) AS k",
+        [IDENTITY_LOCK_CLASS, keys],
+    )
 
 
 class _PersonRow:
@@ -799,12 +807,14 @@ def _write(
 ) -> dict[int, Any]:
     """Write the new items; inside the caller's database transaction."""
     answers: dict[int, Any] = {}
+    locks = None
     if connection.vendor == "postgresql":
-        _lock_identities(project.brand_id, items)
+        locks = _identity_locks(project.brand_id, items)
         recheck = True
     if recheck:
-        # What a concurrent call about the same contacts stored while this one waited.
-        stored = _Stored(project, items)
+        # What a concurrent call about the same contacts stored while this one waited (on
+        # PostgreSQL read after the locks, in the same round trip).
+        stored = _Stored(project, items, after=locks)
         fresh = []
         for item in items:
             match = stored.match(item)
