@@ -479,41 +479,17 @@ class _Directory:
 
 def _participants(project: Project, person_pks: set[int], now: datetime) -> dict[int, int]:
     """``{person pk: participant pk}``: the project's participants of these people, the
-    missing ones made (one statement on PostgreSQL, two elsewhere)."""
+    missing ones made (elsewhere than PostgreSQL: there ``_insert_links`` does it)."""
     pks = sorted(person_pks)
-    table = Participant._meta.db_table
-    found: dict[int, int] = {}
-    if connection.vendor == "postgresql":
-        literal = pg_array_literal(pks)
-        with connection.cursor() as cursor:
-            # The SELECT sees the table as it was before the INSERT: together they answer
-            # every participant once, old and new.
-            cursor.execute(
-                f"WITH made AS (INSERT INTO {table} (project_id, person_id, role, metadata, "  # noqa: S608
-                "added_by_id, created_at, updated_at) SELECT %s, u.person_id, '', '{}'::jsonb, "
-                "NULL, %s, %s FROM unnest(%s::bigint[]) AS u(person_id) "
-                "ON CONFLICT (project_id, person_id) DO NOTHING RETURNING person_id, id) "
-                f"SELECT person_id, id FROM made UNION ALL SELECT person_id, id FROM {table} "
-                "WHERE project_id = %s AND person_id = ANY(%s::bigint[])",
-                [project.pk, now, now, literal, project.pk, literal],
-            )
-            found = dict(cursor.fetchall())
-    else:
-        Participant.objects.bulk_create(
-            [
-                Participant(project=project, person_id=pk, created_at=now, updated_at=now)
-                for pk in pks
-            ],
-            ignore_conflicts=True,
+    Participant.objects.bulk_create(
+        [Participant(project=project, person_id=pk, created_at=now, updated_at=now) for pk in pks],
+        ignore_conflicts=True,
+    )
+    return dict(
+        Participant.objects.filter(project=project, person_id__in=pks).values_list(
+            "person_id", "pk"
         )
-    missing = [pk for pk in pks if pk not in found]  # elsewhere; or a concurrent insert
-    if missing:
-        found.update(
-            Participant.objects.filter(project=project, person_id__in=missing).values_list(
-                "person_id", "pk"
-            )
-        )
-    return found
+    )
 
 
 # (project pk, label) -> pk of the project's transactional distribution of that label, kept by
@@ -684,32 +660,70 @@ def _bulk_insert(model, rows: list[dict]) -> list[int]:
         return [row[0] for row in cursor.fetchall()]
 
 
-def _insert_links(links: list[dict], records: list[dict]) -> list[tuple[int, int]]:
-    """Insert the links and their transactions (``records`` without ``link_id``, in the same
-    order, distinct ``external_id``); answer ``(link pk, transaction pk)`` per pair.
-    PostgreSQL: one statement (the transactions join the links just inserted on their
-    token); elsewhere two."""
+def _insert_links(
+    project: Project, people: list[int], links: list[dict], records: list[dict], now: datetime
+) -> list[tuple[int, int, int]]:
+    """Make the participants of ``people`` (one person pk per link, in order) that the project
+    lacks, insert the links and their transactions (``records``: same order, distinct
+    ``external_id``); answer ``(link pk, transaction pk, participant pk)`` per item.
+
+    PostgreSQL: one statement (the links join the participants, made or found, on the person;
+    the transactions join the links on their token); elsewhere four."""
     if connection.vendor != "postgresql":
+        participants = _participants(project, set(people), now)
+        links = [
+            {**link, "participant_id": participants[person]}
+            for link, person in zip(links, people, strict=True)
+        ]
         link_pks = _bulk_insert(SurveyLink, links)
-        rows = [{**r, "link_id": pk} for r, pk in zip(records, link_pks, strict=True)]
-        return list(zip(link_pks, _bulk_insert(Transaction, rows), strict=True))
-    tokens = [link["token"] for link in links]
-    made = _insert_sql(SurveyLink, links)
+        rows = [
+            {**r, "link_id": pk, "participant_id": link["participant_id"]}
+            for r, pk, link in zip(records, link_pks, links, strict=True)
+        ]
+        record_pks = _bulk_insert(Transaction, rows)
+        return [
+            (pk, record_pk, link["participant_id"])
+            for pk, record_pk, link in zip(link_pks, record_pks, links, strict=True)
+        ]
+    table = Participant._meta.db_table
+    wanted = pg_array_literal(sorted(set(people)))
+    made = _insert_sql(
+        SurveyLink,
+        links,
+        computed={"participant_id": "pa.id"},
+        extra=[("person", "bigint", people)],
+    )
     joined = _insert_sql(
         Transaction,
         records,
         alias="v",
-        computed={"link_id": "l.id"},
-        extra=[("token", "text", tokens)],
+        computed={"link_id": "l.id", "participant_id": "l.participant_id"},
+        extra=[("token", "text", [link["token"] for link in links])],
     )
+    # The participants' SELECT sees the table as it was before their INSERT: together they
+    # answer every participant once, old and new.
     sql = (
-        f"WITH l AS ({made.sql} RETURNING id, token) "
-        f"{joined.sql} JOIN l ON l.token = v.token RETURNING external_id, link_id, id"
+        f"WITH made AS (INSERT INTO {table} (project_id, person_id, role, metadata, "  # noqa: S608
+        "added_by_id, created_at, updated_at) SELECT %s, u.person_id, '', '{}'::jsonb, "
+        "NULL, %s, %s FROM unnest(%s::bigint[]) AS u(person_id) "
+        "ON CONFLICT (project_id, person_id) DO NOTHING RETURNING person_id, id), "
+        f"pa AS (SELECT person_id, id FROM made UNION ALL SELECT person_id, id FROM {table} "
+        "WHERE project_id = %s AND person_id = ANY(%s::bigint[])), "
+        f"l AS ({made.sql} JOIN pa ON pa.person_id = u.person "
+        "RETURNING id, token, participant_id) "
+        f"{joined.sql} JOIN l ON l.token = v.token "
+        "RETURNING external_id, link_id, id, participant_id"
     )
+    params = [project.pk, now, now, wanted, project.pk, wanted, *made.params, *joined.params]
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*made.params, *joined.params])
+        cursor.execute(sql, params)
         # The items' transaction ids are distinct (twins were set aside): they name the rows.
-        by_id = {external_id: (link_pk, pk) for external_id, link_pk, pk in cursor.fetchall()}
+        by_id = {row[0]: row[1:] for row in cursor.fetchall()}
+    if len(by_id) < len(records):
+        # A participant another transaction made after this statement's snapshot (neither
+        # made nor seen): its links were not inserted. Lose the race like a drawn-twice token
+        # and write again, seeing it.
+        raise IntegrityError("participant made concurrently")
     return [by_id[record["external_id"]] for record in records]
 
 
@@ -837,14 +851,12 @@ def _write(
     if not kept:
         return answers
     directory.write(now)
-    participants = _participants(project, {item.person.pk for item in kept}, now)
     distributions = _distributions(project, {item.request.channel_label for item in kept})
     tokens = new_tokens(len(kept))
     links = [
         {
             "token": token,
             "project_id": project.pk,
-            "participant_id": participants[item.person.pk],
             "distribution_id": distributions[item.request.channel_label],
             "channel": Response.Channel.API,
             "expires_at": item.request.expires_at,
@@ -855,7 +867,6 @@ def _write(
     records = [
         {
             "project_id": project.pk,
-            "participant_id": link["participant_id"],
             "external_id": item.transaction_id,
             "occurred_at": item.request.occurred_at or now,
             "data": item.request.data or {},
@@ -865,10 +876,11 @@ def _write(
             "request": item.body,
             "created_at": now,
         }
-        for item, link in zip(kept, links, strict=True)
+        for item in kept
     ]
-    pks = _insert_links(links, records)
-    for item, link, (link_pk, record_pk) in zip(kept, links, pks, strict=True):
+    people = [item.person.pk for item in kept]
+    pks = _insert_links(project, people, links, records, now)
+    for item, link, (link_pk, record_pk, participant_pk) in zip(kept, links, pks, strict=True):
         answers[item.index] = LinkResult(
             link_id=link_pk,
             token=link["token"],
@@ -876,7 +888,7 @@ def _write(
             distribution_id=link["distribution_id"],
             person=item.person.pk,
             person_id=item.person.person_id,
-            participant=link["participant_id"],
+            participant=participant_pk,
             transaction=record_pk,
             transaction_id=item.transaction_id,
             created=True,
