@@ -83,14 +83,19 @@ class TransactionSerializer(StrictSerializer):
     )
 
     def validate_data(self, value):
-        if len(value) > MAX_DATA_FIELDS:
-            raise serializers.ValidationError(f"At most {MAX_DATA_FIELDS} fields.")
-        for key, item in value.items():
-            if not key.strip() or len(key) > MAX_URL_KEY:
-                raise serializers.ValidationError(f"Field names are 1 to {MAX_URL_KEY} long.")
-            if item is not None and not isinstance(item, str | int | float | bool):
-                raise serializers.ValidationError(f"'{key}': text, number, true/false or null.")
-        return value
+        return check_transaction_data(value)
+
+
+def check_transaction_data(value: dict) -> dict:
+    """A transaction's ``data``: at most ``MAX_DATA_FIELDS`` named fields of plain values."""
+    if len(value) > MAX_DATA_FIELDS:
+        raise serializers.ValidationError(f"At most {MAX_DATA_FIELDS} fields.")
+    for key, item in value.items():
+        if not key.strip() or len(key) > MAX_URL_KEY:
+            raise serializers.ValidationError(f"Field names are 1 to {MAX_URL_KEY} long.")
+        if item is not None and not isinstance(item, str | int | float | bool):
+            raise serializers.ValidationError(f"'{key}': text, number, true/false or null.")
+    return value
 
 
 class TransactionalLinkSerializer(StrictSerializer):
@@ -177,7 +182,7 @@ def plain_link_data(body) -> dict | None:
             transaction["occurred_at"] = _plain_datetime(wanted["occurred_at"])
         if "data" in wanted:
             transaction["data"] = _plain_dict(wanted["data"])
-            TransactionSerializer().validate_data(transaction["data"])
+            check_transaction_data(transaction["data"])
         data = {"contact": contact, "transaction": transaction}
         channel = _plain_text(body.get("channel", "api"), 40, blank=False)
         if not _CHANNEL_PATTERN.search(channel):
