@@ -228,10 +228,10 @@ def _stored_rows(
     project: Project, keys: set[str], ids: set[str], *, after: tuple[str, list] | None = None
 ) -> list[_StoredLink]:
     """The project's transactions stored under ``keys`` or ``ids``, the last stored first.
-    PostgreSQL: written SQL (the ORM's compilation of this join costs more than the query),
-    sent with the statement ``after`` (the identity locks) in one round trip: each statement
-    of the string reads the database as it is when that statement starts, so the read sees
-    what a competitor committed before releasing the locks."""
+    PostgreSQL: written SQL (the ORM's compilation of this join costs more than the query).
+    ``after`` (the identity locks) goes first, in one round trip with a look for any such
+    row: each statement of the string reads the database as it is when that statement
+    starts, so the look sees what a competitor committed before releasing the locks."""
     if connection.vendor != "postgresql":
         rows = (
             Transaction.objects.filter(project=project)
@@ -240,18 +240,28 @@ def _stored_rows(
             .values_list(*_STORED_FIELDS)
         )
         return [_StoredLink(*row) for row in rows]
-    first, first_params = after or ("", [])
+    table = Transaction._meta.db_table
+    where = (
+        "t.project_id = %s AND (t.idempotency_key = ANY(%s::varchar(255)[]) "
+        "OR t.external_id = ANY(%s::varchar(128)[]))"
+    )
+    params = [project.pk, pg_array_literal(sorted(keys)), pg_array_literal(sorted(ids))]
+    if after is not None:
+        # Usually nothing is stored: a bare look first (planning the join below costs the
+        # server several times this whole read).
+        first, first_params = after
+        look = f"{first}; SELECT 1 FROM {table} t WHERE {where} LIMIT 1"  # noqa: S608
+        if not _pg_select(look, [*first_params, *params]):
+            return []
     rows = _pg_select(
-        (f"{first}; " if first else "")
-        + f"SELECT t.id, t.idempotency_key, t.external_id, t.fingerprint, t.request, t.link_id, "  # noqa: S608 - names from meta
+        f"SELECT t.id, t.idempotency_key, t.external_id, t.fingerprint, t.request, t.link_id, "  # noqa: S608 - names from meta
         "l.token, l.expires_at, l.distribution_id, t.participant_id, pa.person_id, pe.person_id "
-        f"FROM {Transaction._meta.db_table} t "
+        f"FROM {table} t "
         f"LEFT JOIN {SurveyLink._meta.db_table} l ON l.id = t.link_id "
         f"LEFT JOIN {Participant._meta.db_table} pa ON pa.id = t.participant_id "
         f"LEFT JOIN {Person._meta.db_table} pe ON pe.id = pa.person_id "
-        "WHERE t.project_id = %s AND (t.idempotency_key = ANY(%s::varchar(255)[]) "
-        "OR t.external_id = ANY(%s::varchar(128)[])) ORDER BY t.id DESC",
-        [*first_params, project.pk, pg_array_literal(sorted(keys)), pg_array_literal(sorted(ids))],
+        f"WHERE {where} ORDER BY t.id DESC",
+        params,
     )
     return [_StoredLink(*row[:4], _json(row[4]), *row[5:]) for row in rows]
 
