@@ -16,7 +16,7 @@ def grace_check(grace: timedelta) -> timedelta:
     ``grace_hours``."""
     if not timedelta(0) <= grace <= MAX_GRACE:
         raise ValidationError(
-            {"grace_hours": f"Between 0 and {MAX_GRACE_HOURS} hours."}, code="invalid"
+            {"grace_hours": f"Grace period: between 0 and {MAX_GRACE_HOURS} hours."}, code="invalid"
         )
     return grace
 
@@ -27,6 +27,7 @@ def grace_from_hours(value) -> timedelta:
         hours = int(value or 0)
     except (TypeError, ValueError):
         raise ValidationError(
-            {"grace_hours": f"A number of hours from 0 to {MAX_GRACE_HOURS}."}, code="invalid"
+            {"grace_hours": f"Grace period: a number of hours from 0 to {MAX_GRACE_HOURS}."},
+            code="invalid",
         ) from None
     return grace_check(timedelta(hours=hours))

@@ -360,8 +360,9 @@ def test_the_links_page_rotates_with_a_grace_period(page_client_for, tenancy):
 
     page = client.get(f"/projects/{project.pk}/links/").content.decode()
     assert "previous secret, ending in <code>" + first[-4:] in page
-    client.post(action, {"action": "issue", "grace_hours": "9999"})
+    refused = client.post(action, {"action": "issue", "grace_hours": "9999"}, follow=True)
     assert SigningSecret.objects.filter(project=project).count() == 2  # refused, nothing made
+    assert "Grace period: between 0 and 168 hours." in refused.content.decode()
 
 
 def test_the_page_refuses_viewers_and_other_brands(page_client_for, tenancy):
