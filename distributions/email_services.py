@@ -187,15 +187,7 @@ def email_sending_errors(
     exclude_id: int | None = None,
 ) -> dict[str, str]:
     """The From domain and the weekly limit (with this distribution's recipients counted)."""
-    errors: dict[str, str] = {}
-    domain = domain_of(from_address)
-    allowed = platform_domains()
-    if domain not in allowed and not verified_domain_for(
-        brand_id=project.brand_id, address=from_address
-    ):
-        errors["from_address"] = FROM_DOMAIN_MESSAGE.format(
-            allowed=", ".join(allowed) or "none", domain=domain or "(none)"
-        )
+    errors = from_domain_errors(project=project, from_address=from_address)
     if trigger != Distribution.TRIGGER_COMPLETION:
         wanted = email_recipient_estimate(
             project=project, kind=kind, parent=parent, conditions=conditions
@@ -203,6 +195,19 @@ def email_sending_errors(
         if message := weekly_limit_error(brand=project.brand, wanted=wanted, exclude_id=exclude_id):
             errors["message"] = message
     return errors
+
+
+def from_domain_errors(*, project, from_address: str) -> dict[str, str]:
+    """``from_address`` must be on a platform domain or a verified domain of the brand."""
+    domain = domain_of(from_address)
+    allowed = platform_domains()
+    if domain in allowed or verified_domain_for(brand_id=project.brand_id, address=from_address):
+        return {}
+    return {
+        "from_address": FROM_DOMAIN_MESSAGE.format(
+            allowed=", ".join(allowed) or "none", domain=domain or "(none)"
+        )
+    }
 
 
 def email_recipient_estimate(*, project, kind: str, parent, conditions: list) -> int:

@@ -77,19 +77,14 @@ def _validate(
     if not text:
         errors["message"] = "The message is empty."
     elif channel == Distribution.Channel.EMAIL:
-        from distributions.email_services import email_content_errors, email_sending_errors
+        from distributions.email_services import email_content_errors, from_domain_errors
 
         errors.update(email_content_errors(kind="invite", message=text, **(email or {})))
         if not errors:
             # The From domain now; the weekly limit is checked by each run.
             errors.update(
-                email_sending_errors(
-                    project=project,
-                    kind="invite",
-                    parent=None,
-                    conditions=[],
-                    trigger=Distribution.TRIGGER_COMPLETION,
-                    from_address=(email or {}).get("from_address", ""),
+                from_domain_errors(
+                    project=project, from_address=(email or {}).get("from_address", "")
                 )
             )
     elif len(text) > MAX_MESSAGE_LENGTH:
