@@ -193,28 +193,33 @@ class ServerCpu:
         self.admin = psycopg2.connect("postgres://postgres@127.0.0.1:5432/postgres")
         self.admin.autocommit = True
 
-    def pids(self) -> list[int]:
+    def pids(self) -> list[tuple[str, int]]:
         children = Path(f"/proc/{self.master_pid}/task/{self.master_pid}/children")
         workers = [int(pid) for pid in children.read_text().split()] if children.exists() else []
         with self.admin.cursor() as cursor:
             cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", [self.database])
             backends = [row[0] for row in cursor.fetchall()]
-        return workers + backends
+        return [("app", pid) for pid in workers] + [("db", pid) for pid in backends]
 
-    def sample(self) -> dict[int, float]:
+    def sample(self) -> dict[tuple[str, int], float]:
         ticks = os.sysconf("SC_CLK_TCK")
         used = {}
-        for pid in self.pids():
+        for side, pid in self.pids():
             try:
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            used[pid] = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+            used[side, pid] = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
         return used
 
     @staticmethod
-    def spent(before: dict[int, float], after: dict[int, float]) -> float:
-        return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
+    def spent(before: dict, after: dict, side: str = "") -> float:
+        """CPU seconds between two samples: the server's, or one side's ("app" or "db")."""
+        return sum(
+            seconds - before.get(key, 0.0)
+            for key, seconds in after.items()
+            if not side or key[0] == side
+        )
 
 
 def one_item(number: int) -> dict:
@@ -275,8 +280,10 @@ async def load(
     rate = len(latencies) / seconds
     p50 = statistics.median(latencies) * 1000
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
-    cpu_ms = ServerCpu.spent(*samples) * 1000 / max(1, len(latencies))
-    return rate, p50, p99, errors, cpu_ms
+    calls = max(1, len(latencies))
+    cpu_ms = ServerCpu.spent(*samples) * 1000 / calls
+    db_ms = ServerCpu.spent(*samples, side="db") * 1000 / calls
+    return rate, p50, p99, errors, cpu_ms, db_ms
 
 
 async def bulk(session, *, url, headers, calls, concurrency, cpu: ServerCpu):
@@ -393,7 +400,7 @@ def main() -> None:
     )
     print(
         f"{'endpoint':<34} {'calls/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} "
-        f"{'server CPU ms/call':>19}"
+        f"{'server CPU ms/call':>19} {'of which PostgreSQL':>20}"
     )
     names = {
         "noop": "bare no-op view (ceiling)",
@@ -401,8 +408,11 @@ def main() -> None:
         "one": "one call: POST /links/ (new link)",
     }
     for name, label in names.items():
-        rate, p50, p99, errors, cpu_ms = figures[name]
-        print(f"{label:<34} {rate:>8.0f} {p50:>7.1f} {p99:>7.1f} {errors:>6} {cpu_ms:>19.2f}")
+        rate, p50, p99, errors, cpu_ms, db_ms = figures[name]
+        print(
+            f"{label:<34} {rate:>8.0f} {p50:>7.1f} {p99:>7.1f} {errors:>6} {cpu_ms:>19.2f} "
+            f"{db_ms:>20.2f}"
+        )
     ceiling, one = figures["noop"], figures["one"]
     print(
         f"one call / ceiling: {one[0] / ceiling[0]:.0%} of the calls/s (target >= 40 %), "
