@@ -206,3 +206,52 @@ def test_credentials_check_and_subaccount_provisioning(twilio_brand, fake, setti
     settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN = fake.account_sid, fake.auth_token
     sid, token = twilio_subaccount_provision(brand=twilio_brand.brand_b)
     assert sid.startswith("AC") and sid != fake.account_sid and token
+
+
+def test_send_window_sends_the_exact_form_and_times_out_as_unknown(twilio_brand, fake, monkeypatch):
+    """The provider's own HTTP transport under the SDK: the form body it encodes itself
+    (non-ASCII, '&', '=', '+', a status callback) reaches Twilio exactly, with the account's
+    credentials; a refusal is classified; a request that hangs past the timeout is UNKNOWN
+    (reconciled later), never retried blindly."""
+    from distributions.providers import twilio as twilio_module
+    from distributions.providers.base import Outcome, OutgoingSms
+
+    account = ProviderAccount.objects.get(brand=twilio_brand.brand_a)
+    provider = TwilioProvider(account)
+    body = "Grüße 😀 a&b=c+d %20 ${x}\nline two"
+    callback = "https://relay.example/webhooks/twilio/status/7/?a=1&b=2"
+    fake.set_number_error("+14155550199", "21211")
+    try:
+        results = provider.send_window(
+            [
+                OutgoingSms(1, "+14155550198", SENDER, body, status_callback=callback),
+                OutgoingSms(2, "+14155550199", SENDER, "refused"),
+            ]
+        )
+    finally:
+        provider.close()
+    assert [r.outcome for r in results] == [Outcome.ACCEPTED, Outcome.REJECTED]
+    assert results[1].error_code == "21211"
+    (stored,) = fake.messages_to("+14155550198")
+    assert stored["body"] == body
+    assert stored["from"] == SENDER
+    assert stored["status_callback"] == callback
+    assert stored["sid"] == results[0].provider_id
+
+    # A request that hangs: the timeout applies (the pooled client is per API host, so this
+    # fresh fake gets a client built with the shortened timeout).
+    monkeypatch.setattr(twilio_module, "REQUEST_TIMEOUT_SECONDS", 0.5)
+    with FakeTwilio() as slow:
+        account.account_sid, account.auth_token = slow.account_sid, slow.auth_token
+        monkeypatch.setattr("django.conf.settings.TWILIO_API_BASE_URL", slow.base_url)
+        slow.set_hang(5, count=1)
+        provider = TwilioProvider(account)
+        started = time.monotonic()
+        try:
+            (result,) = provider.send_window([OutgoingSms(3, "+14155550197", SENDER, "hi")])
+        finally:
+            provider.close()
+            twilio_module.close_pooled_clients()
+        assert time.monotonic() - started < 4
+        assert result.outcome == Outcome.UNKNOWN
+        assert result.error_code == "timeout"

@@ -18,13 +18,15 @@ import logging
 import os
 import threading
 from datetime import datetime
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from django.conf import settings
 
+from aiohttp import BasicAuth, ClientTimeout
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.http.http_client import TwilioHttpClient
+from twilio.http.response import Response
 from twilio.rest import Client
 
 from distributions.providers.base import (
@@ -62,18 +64,44 @@ class RelayTwilioClient(Client):
         super().__init__(*args, **kwargs)
         base = urlsplit(api_base_url or "https://api.twilio.com")
         self._base_scheme, self._base_netloc = base.scheme, base.netloc
+        self._hostnames: dict[str, str] = {}
 
     def get_hostname(self, uri: str) -> str:
-        uri = super().get_hostname(uri)
-        parts = urlsplit(uri)
+        # Every message of an account has the same URI: parsing it once per message was a
+        # twentieth of a worker's time.
+        known = self._hostnames.get(uri)
+        if known is not None:
+            return known
+        final = super().get_hostname(uri)
+        parts = urlsplit(final)
         if parts.netloc.endswith("twilio.com") and self._base_netloc != "api.twilio.com":
             parts = parts._replace(scheme=self._base_scheme, netloc=self._base_netloc)
-        return urlunsplit(parts)
+        final = urlunsplit(parts)
+        if len(self._hostnames) >= 256:
+            self._hostnames.clear()
+        self._hostnames[uri] = final
+        return final
 
 
 class TimedAsyncTwilioHttpClient(AsyncTwilioHttpClient):
-    """twilio 9's async client stores its ``timeout`` but never applies it: without this,
-    a hung request would hang the worker. Must be built inside a running event loop."""
+    """The SDK's async HTTP client (aiohttp, pooled), leaner per request and with a timeout.
+
+    - twilio 9's async client stores its ``timeout`` but never applies it: without this, a
+      hung request would hang the worker.
+    - The form body is encoded here, once, as bytes (``urlencode(doseq=True)``, what
+      aiohttp's ``FormData`` produces from the same dict) and the ``Authorization`` header is
+      computed once per credentials: aiohttp's form machinery and a ``BasicAuth`` per request
+      were a fifth of a sending worker's time.
+    - The answer is read as bytes and decoded as UTF-8 (Twilio answers JSON): aiohttp's
+      ``text()`` may guess a charset.
+
+    Must be built inside a running event loop (the aiohttp session binds to it).
+    """
+
+    def __init__(self, *, timeout: float, **kwargs):
+        super().__init__(pool_connections=True, timeout=timeout, **kwargs)
+        self._client_timeout = ClientTimeout(total=timeout)
+        self._authorizations: dict[tuple[str, str], str] = {}
 
     async def request(
         self,
@@ -86,21 +114,38 @@ class TimedAsyncTwilioHttpClient(AsyncTwilioHttpClient):
         timeout=None,
         allow_redirects=False,
     ):
-        return await super().request(
-            method,
+        if timeout is not None and timeout <= 0:
+            raise ValueError(timeout)
+        headers = dict(headers or {})
+        if auth is not None:
+            authorization = self._authorizations.get(auth)
+            if authorization is None:
+                authorization = BasicAuth(login=auth[0], password=auth[1]).encode()
+                self._authorizations[auth] = authorization
+            headers["Authorization"] = authorization
+        body = None
+        if data:
+            body = urlencode(data, doseq=True).encode()
+            headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
+        async with self.session.request(
+            method.upper(),
             url,
             params=params,
-            data=data,
+            data=body,
             headers=headers,
-            auth=auth,
-            timeout=self.timeout if timeout is None else timeout,
+            timeout=self._client_timeout if timeout is None else ClientTimeout(total=timeout),
             allow_redirects=allow_redirects,
+        ) as answer:
+            content = await answer.read()
+            status, answer_headers = answer.status, answer.headers
+        return Response(
+            status, content.decode(answer.charset or "utf-8", "replace"), answer_headers
         )
 
 
 def twilio_client(account_sid: str, auth_token: str, *, async_: bool = False) -> RelayTwilioClient:
     http_client = (
-        TimedAsyncTwilioHttpClient(pool_connections=True, timeout=REQUEST_TIMEOUT_SECONDS)
+        TimedAsyncTwilioHttpClient(timeout=REQUEST_TIMEOUT_SECONDS)
         if async_
         else TwilioHttpClient(pool_connections=True, timeout=REQUEST_TIMEOUT_SECONDS)
     )
