@@ -40,6 +40,7 @@ from credits.models import (
 )
 from credits.rates import RateTable, disabled_reason, phone_country, quantize, rate_table
 from credits.segments import count_segments
+from distributions.bulk import insert_rows
 from distributions.models import Distribution, Message
 from distributions.rendering import piped_fields, recipient_values, render
 
@@ -53,6 +54,15 @@ MAX_AMOUNT = Decimal(10) ** (AMOUNT_DIGITS - AMOUNT_PLACES - 1)  # 1,000,000,000
 CHECKPOINT_EVERY = 5000
 # Hold rows created per INSERT (a chunk is at most 500 messages).
 HOLD_BATCH = 1000
+HOLD_COLUMNS = (
+    "message_id",
+    "reservation_id",
+    "country",
+    "segments",
+    "rate",
+    "cost",
+    "created_at",
+)
 # Closed without being handed to the provider: a hold on such a message goes back to the pool.
 CLOSED_UNSENT = (
     MStatus.FAILED,
@@ -303,7 +313,7 @@ class RowCost:
     cost: Decimal
 
 
-def _segments_as_sent(distribution: Distribution, row: Message, fields: set[str]) -> int:
+def _segments_as_sent(distribution: Distribution, row, fields: set[str]) -> int:
     """The segments of the text this row will be sent with (before it is rendered).
 
     Rendered like ``distributions.sending._render`` from the same loaded person and
@@ -322,7 +332,7 @@ def _segments_as_sent(distribution: Distribution, row: Message, fields: set[str]
 
 
 def _row_costs(
-    distribution: Distribution, rows: list[Message], table: RateTable
+    distribution: Distribution, rows: list, table: RateTable
 ) -> tuple[dict[int, RowCost], dict[int, str]]:
     fields = set(piped_fields(distribution.message))
     costs: dict[int, RowCost] = {}
@@ -357,6 +367,8 @@ def distribution_cover(*, distribution: Distribution, messages) -> Coverage:
     held for other messages plus the brand's available credits; what comes from the latter
     is reserved first (a top-up). A row already held (sent again after a retry or a worker
     restart) keeps its hold. Rows in a disabled country are in ``skipped``, not covered.
+    ``messages``: ``Message`` instances, or the send's ``LeasedRow`` objects (the same
+    attributes: pk, address, person, participant).
     """
     rows = list(messages)
     if not rows:
@@ -379,9 +391,9 @@ def distribution_cover(*, distribution: Distribution, messages) -> Coverage:
         )
         pool = _reservation_held(reservation) - _holds_total(reservation)
         budget = pool + _account_figures(account, checkpoint=True).available
-        new: list[CreditHold] = []
+        new: list[tuple] = []  # CreditHold rows, in HOLD_COLUMNS order
         need = ZERO
-        now = timezone.now()
+        now = connection.ops.adapt_datetimefield_value(timezone.now())
         for pk in sorted(costs):
             if pk in already:
                 covered.add(pk)
@@ -392,15 +404,7 @@ def distribution_cover(*, distribution: Distribution, messages) -> Coverage:
                 need += cost.cost
                 covered.add(pk)
                 new.append(
-                    CreditHold(
-                        message_id=pk,
-                        reservation=reservation,
-                        country=cost.country,
-                        segments=cost.segments,
-                        rate=cost.rate,
-                        cost=cost.cost,
-                        created_at=now,
-                    )
+                    (pk, reservation.pk, cost.country, cost.segments, cost.rate, cost.cost, now)
                 )
         top_up = need - pool
         if new and top_up > 0:
@@ -413,7 +417,7 @@ def distribution_cover(*, distribution: Distribution, messages) -> Coverage:
                 project_id=distribution.project_id,
                 note="Top-up: these messages cost more than the reservation had left.",
             )
-        CreditHold.objects.bulk_create(new, batch_size=HOLD_BATCH)
+        insert_rows(CreditHold, HOLD_COLUMNS, new)
     return Coverage(covered, skipped)
 
 

@@ -64,7 +64,7 @@ MStatus = Message.Status
 # after a worker dies redoes little; 500 rows with bodies are well under 1 MB of memory.
 SEND_CHUNK_SIZE = 500
 # Rows handed to the provider concurrently; also the granularity of the opt-out re-check.
-SEND_WINDOW = 100
+SEND_WINDOW = 250
 # Retries of throttled (429) or failed-before-acceptance (5xx) rows inside one task.
 IN_TASK_RETRIES = 4
 RETRY_BASE_SECONDS = 0.5
@@ -122,7 +122,7 @@ def release_credits(*, distribution: Distribution) -> None:
     credits_release_for_distribution(distribution=distribution)
 
 
-def _allowance(distribution: Distribution, rows: list[Message]) -> set[int]:
+def _allowance(distribution: Distribution, rows: list[LeasedRow]) -> set[int]:
     """Message ids the brand's credits cover (all, for self-service brands)."""
     from credits.hooks import credits_covering
 
@@ -180,12 +180,81 @@ def send_chunk(*, distribution_id: int, first_id: int, last_id: int, attempt: in
     return stats
 
 
-def _send_leased(distribution, account, provider: SmsProvider, lease: str, attempt: int) -> dict:
-    rows = list(
-        Message.objects.filter(lease=lease, status=MStatus.SENDING)
-        .select_related("person", "participant")
-        .order_by("pk")
+class Recipient:
+    """A person's or participant's fields that a message's text may pipe in."""
+
+    __slots__ = ("first_name", "last_name", "email", "person_id", "username", "role", "metadata")
+
+    def __init__(self, **values):
+        for name in self.__slots__:
+            setattr(self, name, values.get(name, ""))
+
+
+class LeasedRow:
+    """A leased message as the send needs it, with its person and participant.
+
+    Read in one query into plain objects: Django model instances of a message, its person
+    and its participant (their ``__init__``, signals and related-object caches) were a tenth
+    of a sending worker's time. Consumers read the attributes a ``Message`` has (``pk``,
+    ``address``, ``person``, ``participant``...) and set ``body``, ``segments``, ``email``.
+    """
+
+    __slots__ = (
+        "pk",
+        "distribution_id",
+        "participant_id",
+        "person_id",
+        "address",
+        "person",
+        "participant",
+        "body",
+        "segments",
+        "email",
     )
+
+    PERSON = ("first_name", "last_name", "email", "person_id", "username", "metadata")
+    PARTICIPANT = ("role", "metadata")
+    COLUMNS = (
+        "pk",
+        "distribution_id",
+        "participant_id",
+        "person_id",
+        "address",
+        *(f"person__{name}" for name in PERSON),
+        *(f"participant__{name}" for name in PARTICIPANT),
+    )
+
+    def __init__(self, values: tuple):
+        self.pk, self.distribution_id, self.participant_id, self.person_id, self.address = values[
+            :5
+        ]
+        person = values[5 : 5 + len(self.PERSON)]
+        participant = values[5 + len(self.PERSON) :]
+        self.person = (
+            Recipient(**dict(zip(self.PERSON, person, strict=True)))
+            if self.person_id is not None
+            else None
+        )
+        self.participant = (
+            Recipient(**dict(zip(self.PARTICIPANT, participant, strict=True)))
+            if self.participant_id is not None
+            else None
+        )
+        self.body, self.segments, self.email = "", 0, None
+
+
+def leased_rows(lease: str) -> list[LeasedRow]:
+    """The rows Sending under ``lease``, in id order."""
+    query = (
+        Message.objects.filter(lease=lease, status=MStatus.SENDING)
+        .order_by("pk")
+        .values_list(*LeasedRow.COLUMNS)
+    )
+    return [LeasedRow(values) for values in query]
+
+
+def _send_leased(distribution, account, provider: SmsProvider, lease: str, attempt: int) -> dict:
+    rows = leased_rows(lease)
     stats = {"leased": len(rows), "sent": 0, "failed": 0, "skipped_optout": 0, "retry": 0}
     rows = _drop_opted_out(distribution, rows, lease, stats)
     if not rows:
@@ -218,7 +287,7 @@ def _send_leased(distribution, account, provider: SmsProvider, lease: str, attem
     pending = rows
     last_error = ""
     for retry in range(IN_TASK_RETRIES + 1):
-        retry_rows: list[Message] = []
+        retry_rows: list[LeasedRow] = []
         retry_after = 0.0
         for window in batched(pending, SEND_WINDOW):
             throttle.acquire(bucket_key, rate=account.messages_per_second, tokens=len(window))
@@ -290,7 +359,7 @@ def _send_leased(distribution, account, provider: SmsProvider, lease: str, attem
     return stats
 
 
-def _reclaim(rows: list[Message], lease: str) -> list[Message]:
+def _reclaim(rows: list, lease: str) -> list:
     """Refresh the lease of a window just before it is handed over.
 
     Rows wait in a chunk while earlier windows go out (long, for a slow sender); recovery may
@@ -317,7 +386,9 @@ def _reclaim(rows: list[Message], lease: str) -> list[Message]:
     return [row for row in rows if row.pk in owned]
 
 
-def _drop_opted_out(distribution, rows: list[Message], lease: str, stats: dict) -> list[Message]:
+def _drop_opted_out(
+    distribution, rows: list[LeasedRow], lease: str, stats: dict
+) -> list[LeasedRow]:
     opted = opted_out_addresses(
         brand_id=distribution.project.brand_id,
         channel=distribution.channel,
@@ -331,7 +402,7 @@ def _drop_opted_out(distribution, rows: list[Message], lease: str, stats: dict) 
     return [row for row in rows if row.address not in opted]
 
 
-def _close_rows(rows: list[Message], lease: str, status: str, reason: str) -> None:
+def _close_rows(rows: list[LeasedRow], lease: str, status: str, reason: str) -> None:
     if not rows:
         return
     now = timezone.now()
@@ -350,7 +421,7 @@ def _close_rows(rows: list[Message], lease: str, status: str, reason: str) -> No
     )
 
 
-def _render(distribution: Distribution, rows: list[Message]) -> None:
+def _render(distribution: Distribution, rows: list[LeasedRow]) -> None:
     """Render every body (creating personal links when the text asks for one). An email's
     subject, HTML and text parts are kept on the row objects (``row.email``) for the send; its
     text part is stored as the row's body."""
@@ -406,7 +477,7 @@ def _render(distribution: Distribution, rows: list[Message]) -> None:
     update_rows(Message, ["body", "segments"], [(row.pk, row.body, row.segments) for row in rows])
 
 
-def _outgoing_email(distribution: Distribution, row: Message, lease: str) -> OutgoingEmail:
+def _outgoing_email(distribution: Distribution, row: LeasedRow, lease: str) -> OutgoingEmail:
     return OutgoingEmail(
         message_id=row.pk,
         to=row.address,
