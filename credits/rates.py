@@ -46,8 +46,14 @@ def phone_country(e164: str) -> str:
             break
     else:
         return UNKNOWN_COUNTRY
+    national = e164[1 + length :]
     if len(regions) == 1:
         region = regions[0]
+    elif length == 1 and e164[1] == "1" and len(national) == 10 and national[0] not in "01":
+        # A North American number in E.164 form: ``parse`` would find exactly this number
+        # (the plan's national prefix "1" cannot lead it), at three times the cost.
+        number = phonenumbers.PhoneNumber(country_code=1, national_number=int(national))
+        region = phonenumbers.region_code_for_number(number)
     else:
         try:
             region = phonenumbers.region_code_for_number(phonenumbers.parse(e164))

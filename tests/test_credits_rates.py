@@ -8,6 +8,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
+import phonenumbers
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -156,6 +157,31 @@ def test_country_comes_from_the_number():
     assert phone_country("+447911123456") == "GG"  # Guernsey shares +44
     assert phone_country("+33612345678") == "FR"
     assert phone_country("") == "" and phone_country("not a number") == ""
+
+
+def _parsed_country(e164: str) -> str:
+    try:
+        region = phonenumbers.region_code_for_number(phonenumbers.parse(e164))
+    except phonenumbers.NumberParseException:
+        return ""
+    return region if region and region != "ZZ" else ""
+
+
+@given(st.integers(min_value=0, max_value=10**14 - 1), st.integers(min_value=1, max_value=14))
+def test_north_american_fast_path_finds_what_parse_finds(number, width):
+    """+1 numbers skip ``phonenumbers.parse``: the same country for any digits after +1."""
+    e164 = "+1" + str(number).zfill(width)[-width:]
+    assert phone_country(e164) == _parsed_country(e164)
+
+
+def test_every_north_american_region_is_found():
+    for region in phonenumbers.COUNTRY_CODE_TO_REGION_CODE[1]:
+        for kind in (phonenumbers.PhoneNumberType.FIXED_LINE, phonenumbers.PhoneNumberType.MOBILE):
+            example = phonenumbers.example_number_for_type(region, kind)
+            if example is None:
+                continue
+            e164 = phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.E164)
+            assert phone_country(e164) == _parsed_country(e164) == region
 
 
 # --- the estimate shown before scheduling --------------------------------------------------------
