@@ -322,3 +322,33 @@ def test_person_page_lists_their_messages(
     assert 'id="person-messages"' in page and "Hello Ada" in page and "Delivered" in page
     other = client.get(f"/people/{crowd['nophone'].person.pk}/").content.decode()
     assert "Skipped" in other and "Hello Ada" not in other
+
+
+def test_a_slow_sender_gets_windows_of_one_second_of_its_rate(
+    tenancy, eager_tasks, django_capture_on_commit_callbacks
+):
+    """A sender allowed 2 messages a second: windows of 2, one second apart (the token
+    bucket holds one second of the rate), never a burst of a whole window, never a wait
+    longer than the throttle allows."""
+    from distributions.sending import SEND_WINDOW, window_size
+    from tests.factories.distributions import ProviderAccountFactory
+
+    project = tenancy.project_a
+    tenancy.participant_a.delete()
+    for i in range(6):
+        add(project, f"P{i}", f"+1415555{2000 + i:04d}")
+    account = ProviderAccountFactory(
+        brand=tenancy.brand_a, provider="outbox", messages_per_second=2
+    )
+    assert window_size(account) == 2
+    assert window_size(ProviderAccountFactory.build(messages_per_second=10_000)) == SEND_WINDOW
+    distribution = send_now(project, django_capture_on_commit_callbacks, message="Hi")
+    distribution.refresh_from_db()
+    assert distribution.status == Distribution.Status.SENT
+    sent = sorted(distribution.messages.values_list("sent_at", flat=True))
+    assert len(sent) == 6
+    # A window's rows are recorded with one timestamp.
+    moments = sorted(set(sent))
+    assert [sent.count(moment) for moment in moments] == [2, 2, 2]
+    gaps = [moments[i + 1] - moments[i] for i in range(len(moments) - 1)]
+    assert all(gap >= timedelta(seconds=0.9) for gap in gaps), gaps
