@@ -128,3 +128,72 @@ def test_concurrent_identical_bulk_calls_make_one_link_per_transaction(tenancy):
     assert named.count() == named.values("person_id").distinct().count() == 50
     unnamed = made.filter(person_id="")
     assert unnamed.count() == unnamed.values("email").distinct().count()
+
+
+def test_a_participant_made_by_another_transaction_mid_call_is_used(tenancy):
+    """Another writer (an import, a page) adds the contact to the project while the call's
+    combined participant+link insert runs: the insert waits for it, finds the participant
+    neither made nor seen, writes again and links to that participant. One participant, one
+    link, nothing half-written."""
+    from django.db import connections
+    from django.utils import timezone
+
+    project = tenancy.project_a
+    person = Person.objects.create(brand=tenancy.brand_a, email="mid@example.com")
+    other = connections.create_connection("default")  # a second session, outside the test's
+    other.set_autocommit(False)
+    now = timezone.now()
+    with other.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO participants_participant (project_id, person_id, role, metadata, "
+            "added_by_id, created_at, updated_at) VALUES (%s, %s, 'import', '{}', NULL, %s, %s) "
+            "RETURNING id",
+            [project.pk, person.pk, now, now],
+        )
+        (made_by_other,) = cursor.fetchone()
+    results = []
+
+    def call():
+        try:
+            results.append(
+                transactional_link_create(
+                    project=project,
+                    contact={"email": "mid@example.com"},
+                    transaction_id="T-mid",
+                    channel_label="push",
+                )
+            )
+        except Exception as exc:  # noqa: BLE001  (reported by the assertion below)
+            results.append(exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    try:
+        # Wait until the call's INSERT waits for the other session's uncommitted row.
+        with other.cursor() as cursor:
+            for _ in range(200):
+                # This session is inside its transaction: read the activity afresh each time.
+                cursor.execute("SELECT pg_stat_clear_snapshot()")
+                cursor.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND datname = current_database()"
+                )
+                if cursor.fetchone()[0]:
+                    break
+                thread.join(timeout=0.05)
+            else:
+                pytest.fail(f"the call never waited for the other session: {results}")
+        other.commit()
+    finally:
+        other.close()
+        thread.join(timeout=30)
+
+    (result,) = results
+    assert isinstance(result, LinkResult), result
+    assert result.created and result.participant == made_by_other
+    assert Participant.objects.filter(project=project, person=person).count() == 1
+    link = SurveyLink.objects.get(pk=result.link_id)
+    assert link.participant_id == made_by_other
+    assert Transaction.objects.filter(project=project, external_id="T-mid").count() == 1
