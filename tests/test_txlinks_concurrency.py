@@ -135,6 +135,8 @@ def test_a_participant_made_by_another_transaction_mid_call_is_used(tenancy):
     combined participant+link insert runs: the insert waits for it, finds the participant
     neither made nor seen, writes again and links to that participant. One participant, one
     link, nothing half-written."""
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks between sessions: PostgreSQL (SQLite runs one writer at a time)")
     from django.db import connections
     from django.utils import timezone
 
