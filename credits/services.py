@@ -52,7 +52,7 @@ MAX_AMOUNT = Decimal(10) ** (AMOUNT_DIGITS - AMOUNT_PLACES - 1)  # 1,000,000,000
 # The account caches the sums of the ledger up to an entry; it moves forward once this many
 # entries were added after it (a balance then sums at most this many rows).
 CHECKPOINT_EVERY = 5000
-# Hold rows created per INSERT (a chunk is at most 500 messages).
+# Rows per INSERT of credit entries and holds (a send chunk is at most 1,000 messages).
 HOLD_BATCH = 1000
 HOLD_COLUMNS = (
     "message_id",
