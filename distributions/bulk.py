@@ -1,8 +1,9 @@
-"""One UPDATE for many rows with different values: ``UPDATE … FROM (VALUES …)``.
+"""Many rows in one statement, values bound as they are: ``update_rows`` (``UPDATE … FROM
+(VALUES …)``, different values per row) and ``insert_rows`` (``INSERT … VALUES``).
 
-Django's ``bulk_update`` and ``Case(When(...))`` build one expression per row in Python, which
-costs more than the send itself at 1,000 messages a second; this sends one statement with
-bound parameters. Works on PostgreSQL and SQLite (3.35+: ``RETURNING``).
+Django's ``bulk_update`` and ``Case(When(...))`` build one expression per row in Python, and
+``bulk_create`` prepares every field of every object, which costs more than the send itself
+at thousands of messages a second. Works on PostgreSQL and SQLite (3.35+: ``RETURNING``).
 """
 
 from __future__ import annotations
