@@ -67,6 +67,11 @@ class ProjectNotCollecting(Exception):
         self.reason = reason
 
 
+class StaleProject(Exception):
+    """A call made with a project read earlier (``verify_project``) found it changed, or could
+    not have it checked: the caller reads the project again and repeats the call."""
+
+
 class IdempotencyConflict(Exception):
     """The key (or transaction id) was used before with another body: ``differences`` names
     the fields that differ (``transaction.data``, ``contact.email``...)."""
@@ -740,7 +745,11 @@ def _insert_links(
 
 
 def transactional_links_create(
-    *, project: Project, requests: list[LinkRequest], now: datetime | None = None
+    *,
+    project: Project,
+    requests: list[LinkRequest],
+    now: datetime | None = None,
+    verify_project: bool = False,
 ) -> list[LinkResult | Exception]:
     """Make the links of ``requests``; answer, in their order, a ``LinkResult`` or the
     item's error (``ValidationError``, ``ProjectNotCollecting``, ``IdempotencyConflict``).
@@ -751,6 +760,11 @@ def transactional_links_create(
     stored links (``created`` False): calls about the same contacts wait for each other, and
     the second finds what the first stored. Two items of one call with the same key (or
     transaction id) are one link: the second is its replay, or a conflict.
+
+    ``verify_project``: ``project`` was read earlier (the API keeps it per process). Its
+    write checks that the fields decided with are still the project's, in the same statement,
+    and raises ``StaleProject`` when they are not, or when the write cannot check them (not
+    the one-statement write): the caller then reads the project and calls again.
     """
     now = now or timezone.now()
     items = [_item(index, request) for index, request in enumerate(requests)]
@@ -786,10 +800,12 @@ def transactional_links_create(
     firsts, twins = _split_twins(valid)
     if firsts:
         one_statement = _one_statement(firsts)
+        if verify_project and not one_statement:
+            raise StaleProject()
         for attempt in range(1, WRITE_ATTEMPTS + 1):
             try:
                 if one_statement:
-                    written = _write_one(project, firsts[0], now=now)
+                    written = _write_one(project, firsts[0], now=now, verify=verify_project)
                 else:
                     with transaction.atomic():
                         # After a lost race, read again what the winner stored (PostgreSQL
@@ -920,11 +936,24 @@ def _one_statement(items: list[_Item]) -> bool:
     return not any(is_protected(k) for k in items[0].values.get("metadata", ()))
 
 
-def _write_one(project: Project, item: _Item, *, now: datetime) -> dict[int, Any]:
+def _project_state(project: Project) -> dict[str, Any]:
+    """The project's fields that decide a call (collecting or not, the phones' country)."""
+    return {
+        "stage": project.stage,
+        "default_country": project.default_country,
+        "available_from": project.available_from,
+        "available_until": project.available_until,
+    }
+
+
+def _write_one(
+    project: Project, item: _Item, *, now: datetime, verify: bool = False
+) -> dict[int, Any]:
     """Write one new item with one statement: ``relay_transactional_link`` (migration
     ``projects.0009``) does what ``_write`` does, in the database. Outside a transaction the
     statement is its own (no ``BEGIN``/``COMMIT`` round trips); inside one, a savepoint lets
-    a lost race (a token drawn twice) be written again."""
+    a lost race (a token drawn twice) be written again. ``verify``: the statement checks the
+    project's state first (``StaleProject`` when it changed)."""
     label = item.request.channel_label
     (token,) = new_tokens(1)
     values = item.values
@@ -949,6 +978,8 @@ def _write_one(project: Project, item: _Item, *, now: datetime) -> dict[int, Any
         "fingerprint": item.fingerprint,
         "request": item.body,
     }
+    if verify:
+        payload["project_state"] = _project_state(project)
     statement = "SELECT relay_transactional_link(%s::jsonb)"
     parameter = json.dumps(payload, ensure_ascii=False, default=str)
     scope = transaction.atomic() if connection.in_atomic_block else nullcontext()
@@ -956,6 +987,8 @@ def _write_one(project: Project, item: _Item, *, now: datetime) -> dict[int, Any
         cursor.execute(statement, [parameter])
         (answer,) = cursor.fetchone()
     answer = _json(answer)
+    if answer.get("stale"):
+        raise StaleProject()
     if answer.get("stored"):
         # A retry, or a concurrent call that stored it first: answer what is stored.
         return {item.index: _replay(_Stored(project, [item]).match(item), item)}

@@ -16,7 +16,7 @@ from projects.links_services import (
     LinkResult,
     transactional_link_create,
 )
-from projects.models import SurveyLink, Transaction
+from projects.models import Project, SurveyLink, Transaction
 from tests.factories.projects import ProjectFactory
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
@@ -158,3 +158,44 @@ def test_the_statement_and_the_python_engine_agree(monkeypatch, seed):
     assert statement == python
     said = statement[0]
     assert any(a[0] == "conflict" for a in said) and any(a[2] is False for a in said if len(a) == 4)
+
+
+# --- the project the API keeps per process ------------------------------------------------
+def post(client, project, number: int, **contact):
+    body = {"contact": contact or {"email": f"p{number}@example.com"}}
+    body["transaction"] = {"id": f"T-{number}"}
+    return client.post(f"/api/v1/projects/{project.pk}/links/", body, format="json")
+
+
+def test_a_kept_project_spares_the_read_and_a_changed_one_is_read_again(api_a, tenancy):
+    project = tenancy.project_a
+    assert post(api_a, project, 1).status_code == 201  # read, then kept
+
+    with CaptureQueriesContext(connection) as queries:
+        assert post(api_a, project, 2).status_code == 201
+    assert not [q for q in queries.captured_queries if "projects_project" in q["sql"]]
+
+    # Changed behind the process's back (no save(), no signal): the write notices.
+    Project.objects.filter(pk=project.pk).update(stage=Project.Stage.PAUSED)
+    answer = post(api_a, project, 3)
+    assert answer.status_code == 409 and answer.json()["error"]["fields"]["reason"] == "paused"
+    assert not Transaction.objects.filter(project=project, external_id="T-3").exists()
+
+    Project.objects.filter(pk=project.pk).update(stage=Project.Stage.ACTIVE, default_country="GB")
+    answer = post(api_a, project, 4, phone="020 7946 0018")
+    assert answer.status_code == 201, answer.json()
+    assert Person.objects.get(pk=answer.json()["person"]).phone == "+442079460018"
+
+
+def test_a_kept_project_deleted_or_of_another_brand_answers_404(api_a, api_client_for, tenancy):
+    from tests.factories.brands import ApiKeyFactory
+
+    api_b = api_client_for(api_key=ApiKeyFactory(brand=tenancy.brand_b))
+    project = tenancy.project_a
+    assert post(api_a, project, 1).status_code == 201
+
+    assert post(api_b, project, 2).status_code == 404  # kept for brand A, not for B
+    project.delete()
+    assert post(api_a, project, 3).status_code == 404
+    bad = api_a.post(f"/api/v1/projects/{project.pk}/links/", {"contact": {}}, format="json")
+    assert bad.status_code == 404  # 404 before the body's errors, as without the kept project

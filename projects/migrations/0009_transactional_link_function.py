@@ -7,6 +7,8 @@ identity lock, the look for a stored key or transaction id (answered ``{"stored"
 the caller reads and answers the replay), the directory person found by PersonID, else email,
 else phone (smallest pk), made or updated (given values win, metadata merged; the caller sends
 no protected metadata key here), the participant made or found, the link and the transaction.
+Given ``project_state`` (the project's fields a caller decided with, from a project it keeps),
+it first checks they are still the project's, and answers ``{"stale": true}`` otherwise.
 A plpgsql function keeps its statements' plans per session, and one statement in autocommit
 is its own transaction: one round trip instead of seven.
 
@@ -31,6 +33,19 @@ DECLARE
     v_link bigint;
     v_transaction bigint;
 BEGIN
+    -- The caller decided with a project it read earlier (the API keeps it per process): it
+    -- sends the fields its decision used, and writes only if they are still the project's.
+    IF p ? 'project_state' AND NOT EXISTS (
+        SELECT 1 FROM projects_project
+         WHERE id = v_project AND brand_id = v_brand
+           AND stage = p->'project_state'->>'stage'
+           AND default_country = p->'project_state'->>'default_country'
+           AND available_from IS NOT DISTINCT FROM
+               (p->'project_state'->>'available_from')::timestamptz
+           AND available_until IS NOT DISTINCT FROM
+               (p->'project_state'->>'available_until')::timestamptz) THEN
+        RETURN '{"stale": true}'::jsonb;
+    END IF;
     -- Calls about one contact identity wait for each other (the bulk path takes the same).
     PERFORM pg_advisory_xact_lock((p->>'lock_class')::int, (p->>'lock')::int);
     -- Each statement of a volatile function reads the database as it is when the statement
