@@ -8,7 +8,6 @@ the rules live in ``projects.links_services``.
 
 from __future__ import annotations
 
-import copy
 import re
 
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -383,8 +382,10 @@ class TransactionalLinkList(LinkList):
 # Projects the one call read, by (brand pk, project pk), for this process's next calls: their
 # writes check the project's deciding fields in the same statement (``verify_project``), so a
 # kept project is never trusted, only spared a read. PostgreSQL only (the one-statement write).
-_kept_projects: dict[tuple[int, int], Project] = {}
+# Each call gets its own instance, made from the kept row as the ORM makes one from a read.
+_kept_projects: dict[tuple[int, int], tuple] = {}
 KEPT_PROJECTS = 10_000
+_PROJECT_COLUMNS = [meta.attname for meta in Project._meta.concrete_fields]
 
 
 def _kept_project(brand, pk) -> Project | None:
@@ -396,7 +397,7 @@ def _kept_project(brand, pk) -> Project | None:
         return None
     if kept is None:
         return None
-    project = copy.copy(kept)
+    project = Project.from_db(connection.alias, _PROJECT_COLUMNS, kept)
     project.brand = brand  # the caller's brand, as a fresh scoped read sets it
     return project
 
@@ -406,7 +407,8 @@ def _keep_project(project: Project) -> None:
         return
     if len(_kept_projects) >= KEPT_PROJECTS:
         _kept_projects.clear()
-    _kept_projects[project.brand_id, project.pk] = project
+    row = tuple(getattr(project, name) for name in _PROJECT_COLUMNS)
+    _kept_projects[project.brand_id, project.pk] = row
 
 
 def _link_request(data: dict, *, key: str, body) -> LinkRequest:
