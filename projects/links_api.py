@@ -12,7 +12,7 @@ import re
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import validate_email
-from django.db import connection
+from django.db import IntegrityError, connection
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, PolymorphicProxySerializer, extend_schema
 from rest_framework import exceptions, serializers, status
@@ -323,7 +323,8 @@ class TransactionalLinkList(LinkList):
                 (answer,) = transactional_links_create(
                     project=kept, requests=[request], verify_project=True
                 )
-            except (StaleProject, exceptions.ValidationError):
+            except (StaleProject, exceptions.ValidationError, IntegrityError):
+                # IntegrityError: a deleted project's first link of a new label.
                 answer = None
             if isinstance(answer, LinkResult):
                 return answer

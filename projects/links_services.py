@@ -7,7 +7,9 @@ it validates every item in Python, answers replays from one read, then, in one d
 transaction, locks the contact identities, reads the directory once, folds the items into it
 in order (the same rules as one call after another), and writes people, participants, links
 and transactions with a few set-based statements (``INSERT ... SELECT FROM unnest(arrays)`` on
-PostgreSQL, ``bulk_create`` elsewhere). Each item answers its own link or its own error.
+PostgreSQL, ``bulk_create`` elsewhere). Each item answers its own link or its own error. On
+PostgreSQL one new item is written by one statement instead (``_write_one``): a stored
+function, ``relay_transactional_link``, applies the same rules in the database.
 
 Idempotent by data: the ``Idempotency-Key`` (or the caller's transaction id) is unique per
 project on ``Transaction``; a retry with the same body answers the stored link, the same key
@@ -991,7 +993,10 @@ def _write_one(
         raise StaleProject()
     if answer.get("stored"):
         # A retry, or a concurrent call that stored it first: answer what is stored.
-        return {item.index: _replay(_Stored(project, [item]).match(item), item)}
+        stored = _Stored(project, [item]).match(item)
+        if stored is None:  # deleted since (with its project, or by an admin): write again
+            raise IntegrityError("stored transaction vanished")
+        return {item.index: _replay(stored, item)}
     return {
         item.index: LinkResult(
             link_id=answer["link"],

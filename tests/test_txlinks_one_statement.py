@@ -161,8 +161,8 @@ def test_the_statement_and_the_python_engine_agree(monkeypatch, seed):
 
 
 # --- the project the API keeps per process ------------------------------------------------
-def post(client, project, number: int, **contact):
-    body = {"contact": contact or {"email": f"p{number}@example.com"}}
+def post(client, project, number: int, channel: str = "api", **contact):
+    body = {"contact": contact or {"email": f"p{number}@example.com"}, "channel": channel}
     body["transaction"] = {"id": f"T-{number}"}
     return client.post(f"/api/v1/projects/{project.pk}/links/", body, format="json")
 
@@ -197,5 +197,6 @@ def test_a_kept_project_deleted_or_of_another_brand_answers_404(api_a, api_clien
     assert post(api_b, project, 2).status_code == 404  # kept for brand A, not for B
     project.delete()
     assert post(api_a, project, 3).status_code == 404
+    assert post(api_a, project, 4, channel="kiosk").status_code == 404  # a label never used
     bad = api_a.post(f"/api/v1/projects/{project.pk}/links/", {"contact": {}}, format="json")
     assert bad.status_code == 404  # 404 before the body's errors, as without the kept project
