@@ -13,6 +13,8 @@ import re
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, connection
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, PolymorphicProxySerializer, extend_schema
 from rest_framework import exceptions, serializers, status
@@ -122,6 +124,7 @@ _CHANNEL = TransactionalLinkSerializer._declared_fields["channel"]
 _CHANNEL_PATTERN = re.compile(_CHANNEL.validators[-1].regex.pattern)
 _TRANSACTION_ID = TransactionSerializer._declared_fields["id"]
 _DATETIME = serializers.DateTimeField()
+_DEFAULT_ZONE = timezone.get_default_timezone()
 _EXPIRES_AT = TransactionalLinkSerializer._declared_fields["expires_at"]
 # What DRF's CharField refuses in a string: NUL and surrogate characters.
 _REFUSED_CHARACTERS = re.compile("[\x00\ud800-\udfff]")
@@ -153,7 +156,18 @@ def _plain_dict(value) -> dict:
 def _plain_datetime(value):
     if type(value) is not str:
         raise _NotPlain
-    return _DATETIME.to_internal_value(value)
+    try:
+        parsed = parse_datetime(value)  # what DRF's ISO 8601 input does first
+    except ValueError as exc:
+        raise _NotPlain from exc
+    if parsed is None or parsed.tzinfo is None:  # another format, or naive: the field decides
+        return _DATETIME.to_internal_value(value)
+    # DRF moves an aware time to the current time zone. No request activates one (the API
+    # speaks UTC): it is the default zone, without the per-call lookup of the active one.
+    try:
+        return parsed.astimezone(_DEFAULT_ZONE)
+    except OverflowError as exc:
+        raise _NotPlain from exc
 
 
 def plain_link_data(body) -> dict | None:

@@ -3,6 +3,7 @@
 serializer, which words the error."""
 
 from collections.abc import Mapping
+from datetime import datetime
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -40,7 +41,7 @@ TEXT_MISSES = ["x" * 200, "a\x00b", "\ud800", 12, None]
 names = field(["Ana", " Ana ", "José", "", "  "], TEXT_MISSES)
 moments = field(
     ["2026-11-23T10:00:00Z", "2026-11-23T10:00:00+02:00", "2026-11-23 10:00"],
-    ["2026-13-40", "", "soon", *TEXT_MISSES],
+    ["2026-13-40", "2026-02-30T10:00:00Z", "9999-12-31T23:59:59-05:00", "", "soon", *TEXT_MISSES],
 )
 data_values = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=4))
 data = field(
@@ -79,8 +80,12 @@ bodies = st.fixed_dictionaries(
 
 
 def plain(value):
+    """Nested mappings as dicts; times as their ISO text (equal instants in other zones are
+    equal datetimes, but not the same answer)."""
     if isinstance(value, Mapping):
         return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, datetime):
+        return value.isoformat()
     return value
 
 
@@ -92,7 +97,7 @@ def test_the_plain_validator_accepts_only_what_the_serializer_accepts_with_the_s
     valid = serializer.is_valid()
     if made is not None:
         assert valid, serializer.errors
-        assert made == plain(serializer.validated_data)
+        assert plain(made) == plain(serializer.validated_data)
 
 
 def test_ordinary_bodies_take_the_plain_path():
@@ -109,7 +114,7 @@ def test_ordinary_bodies_take_the_plain_path():
     made = plain_link_data(body)
     serializer = TransactionalLinkSerializer(data=body)
     assert serializer.is_valid()
-    assert made is not None and made == plain(serializer.validated_data)
+    assert made is not None and plain(made) == plain(serializer.validated_data)
     assert made["contact"]["person_id"] == "C-1"
     assert plain_link_data({"contact": {"email": "a@b.co"}, "transaction": {"id": "T"}}) == {
         "contact": {"email": "a@b.co"},
