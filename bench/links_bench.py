@@ -351,33 +351,16 @@ async def run(args, port: int, project_pk: int, key: str, cpu: ServerCpu) -> dic
             "warmup": args.warmup,
             "cpu": cpu,
         }
-        figures["noop"] = await load(
-            session,
-            method="GET",
-            url=f"{base}/api/v1/bench/noop/",
-            body_for=None,
-            headers={},
-            **common,
-        )
-        figures["noop_auth"] = await load(
-            session,
-            method="GET",
-            url=f"{base}/api/v1/bench/noop-auth/",
-            body_for=None,
-            headers=auth,
-            **common,
-        )
-        figures["post_auth"] = await load(
-            session,
-            method="POST",
-            url=f"{base}/api/v1/bench/post-auth/",
-            body_for=one_item,
-            headers=auth,
-            **common,
-        )
-        figures["one"] = await load(
-            session, method="POST", url=links_url, body_for=one_item, headers=auth, **common
-        )
+        phases = {  # name: method, URL, body per call, headers
+            "noop": ("GET", f"{base}/api/v1/bench/noop/", None, {}),
+            "noop_auth": ("GET", f"{base}/api/v1/bench/noop-auth/", None, auth),
+            "post_auth": ("POST", f"{base}/api/v1/bench/post-auth/", one_item, auth),
+            "one": ("POST", links_url, one_item, auth),
+        }
+        for name, (method, url, body_for, headers) in phases.items():
+            figures[name] = await load(
+                session, method=method, url=url, body_for=body_for, headers=headers, **common
+            )
         figures["bulk"] = await bulk(
             session,
             url=links_url,
