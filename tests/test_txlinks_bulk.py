@@ -191,3 +191,19 @@ def test_a_bulk_call_costs_the_same_queries_whatever_its_size(api_a, tenancy):
 
     assert small == large
     assert large <= 16  # key, project, replays, locks, people, participants, links...
+
+
+def test_link_tokens_are_uniform_over_the_alphabet():
+    from collections import Counter
+
+    from distributions.rendering import TOKEN_ALPHABET, TOKEN_LENGTH
+    from projects.links_services import new_tokens
+
+    tokens = new_tokens(62_000)
+
+    assert len(set(tokens)) == 62_000 and {len(t) for t in tokens} == {TOKEN_LENGTH}
+    counts = Counter("".join(tokens))
+    assert set(counts) == set(TOKEN_ALPHABET)
+    # 10,000 of each expected (sd 100): keeping the bytes that bias the draw would give the
+    # first eight characters 25 % more.
+    assert all(9_000 < n < 11_000 for n in counts.values()), counts
