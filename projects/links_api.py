@@ -12,7 +12,7 @@ import re
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import validate_email
-from django.db import IntegrityError, connection
+from django.db import IntegrityError
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
@@ -44,9 +44,11 @@ from projects.links_services import (
     LinkResult,
     ProjectNotCollecting,
     StaleProject,
+    forget_project,
+    keep_project,
+    kept_project,
     transactional_links_create,
 )
-from projects.models import Project
 from projects.survey import MAX_URL_KEY
 
 CLOSED_MESSAGES = {
@@ -327,7 +329,7 @@ class TransactionalLinkList(LinkList):
         return ApiResponse(_result(result), status=code)
 
     def _one(self, body, *, key: str) -> LinkResult:
-        kept = _kept_project(self.brand, self.kwargs["project_pk"])
+        kept = kept_project(self.brand, self.kwargs["project_pk"])
         if kept is not None:
             # The write checks that the kept project's fields are still the project's. Any
             # other outcome (an error, a changed project) is decided again with a fresh read,
@@ -342,13 +344,13 @@ class TransactionalLinkList(LinkList):
                 answer = None
             if isinstance(answer, LinkResult):
                 return answer
-            _kept_projects.pop((self.brand.pk, kept.pk), None)
+            forget_project(kept)
         project = self.project  # 404 for a missing project or another brand's
         request = _link_request(link_data(body), key=key, body=body)
         (answer,) = transactional_links_create(project=project, requests=[request])
         if isinstance(answer, Exception):
             raise _api_error(answer) from answer
-        _keep_project(project)
+        keep_project(project)
         return answer
 
     def _bulk(self, request):
@@ -392,38 +394,6 @@ class TransactionalLinkList(LinkList):
             },
             status=status.HTTP_200_OK,
         )
-
-
-# Projects the one call read, by (brand pk, project pk), for this process's next calls: their
-# writes check the project's deciding fields in the same statement (``verify_project``), so a
-# kept project is never trusted, only spared a read. PostgreSQL only (the one-statement write).
-# Each call gets its own instance, made from the kept row as the ORM makes one from a read.
-_kept_projects: dict[tuple[int, int], tuple] = {}
-KEPT_PROJECTS = 10_000
-_PROJECT_COLUMNS = [meta.attname for meta in Project._meta.concrete_fields]
-
-
-def _kept_project(brand, pk) -> Project | None:
-    if brand is None or connection.vendor != "postgresql":
-        return None
-    try:
-        kept = _kept_projects.get((brand.pk, int(pk)))
-    except (TypeError, ValueError):
-        return None
-    if kept is None:
-        return None
-    project = Project.from_db(connection.alias, _PROJECT_COLUMNS, kept)
-    project.brand = brand  # the caller's brand, as a fresh scoped read sets it
-    return project
-
-
-def _keep_project(project: Project) -> None:
-    if connection.vendor != "postgresql":
-        return
-    if len(_kept_projects) >= KEPT_PROJECTS:
-        _kept_projects.clear()
-    row = tuple(getattr(project, name) for name in _PROJECT_COLUMNS)
-    _kept_projects[project.brand_id, project.pk] = row
 
 
 def _link_request(data: dict, *, key: str, body) -> LinkRequest:

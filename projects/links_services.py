@@ -951,6 +951,45 @@ def _project_state(project: Project) -> dict[str, Any]:
     }
 
 
+# Projects the one call read, by (brand pk, project pk), for this process's next calls: their
+# writes check the project's deciding fields (``_project_state``) in the same statement
+# (``verify_project``), so a kept project is never trusted, only spared a read. PostgreSQL
+# only (the one-statement write). Each call gets its own instance, made from the kept row as
+# the ORM makes one from a read.
+_kept_projects: dict[tuple[int, int], tuple] = {}
+KEPT_PROJECTS = 10_000
+_PROJECT_COLUMNS = [meta.attname for meta in Project._meta.concrete_fields]
+
+
+def kept_project(brand, pk) -> Project | None:
+    """The project ``pk`` of ``brand`` as this process last read it, or None."""
+    if brand is None or connection.vendor != "postgresql":
+        return None
+    try:
+        kept = _kept_projects.get((brand.pk, int(pk)))
+    except (TypeError, ValueError):
+        return None
+    if kept is None:
+        return None
+    project = Project.from_db(connection.alias, _PROJECT_COLUMNS, kept)
+    project.brand = brand  # the caller's brand, as a fresh scoped read sets it
+    return project
+
+
+def keep_project(project: Project) -> None:
+    """Keep ``project``, just read in its brand's scope, for ``kept_project``."""
+    if connection.vendor != "postgresql":
+        return
+    if len(_kept_projects) >= KEPT_PROJECTS:
+        _kept_projects.clear()
+    row = tuple(getattr(project, name) for name in _PROJECT_COLUMNS)
+    _kept_projects[project.brand_id, project.pk] = row
+
+
+def forget_project(project: Project) -> None:
+    _kept_projects.pop((project.brand_id, project.pk), None)
+
+
 def _write_one(
     project: Project, item: _Item, *, now: datetime, verify: bool = False
 ) -> dict[int, Any]:
