@@ -11,8 +11,10 @@ What it does, on this machine (PostgreSQL at 127.0.0.1:5432, user postgres; Redi
    project, 5,000 directory people (a call's contact is one of them, or new), 20,000 earlier
    transactional links of the project (see ``prepare``) and an API key, then ``ANALYZE``;
 2. starts gunicorn (``config.wsgi``, sync workers, DEBUG off, ``RELAY_BENCH_ENDPOINTS`` on);
-3. a load client in this process (aiohttp, ``--concurrency`` tasks, keep-alive) measures,
-   each for ``--seconds`` after a warm-up: the bare no-op view (``/api/v1/bench/noop/``: the
+3. a load client in this process (aiohttp, ``--concurrency`` tasks; gunicorn's sync workers
+   close each connection after its answer) measures, each for ``--seconds`` in ``--rounds``
+   windows (the four take turns, so a drift of the shared VM's speed slows them alike; each
+   round also gives its own ratio), after a warm-up: the bare no-op view (``/api/v1/bench/noop/``: the
    framework's ceiling, nothing but middleware and DRF), the no-op with API-key auth and
    throttle, the one call's own request (body, key) to a view that parses it and answers a
    link-sized body (``/api/v1/bench/post-auth/``: what the framework costs for this call),
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -46,12 +49,18 @@ from bench.common import recreate_database  # noqa: E402
 PEOPLE = 5_000
 HISTORY = 20_000  # transactional links the project made before the run
 HISTORY_FROM = 500_000_000
+SETTLE = 0.5  # seconds of load before a phase's later windows are measured
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument(
+        "--warmup", type=float, default=3.0, help="before each phase's first window"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="windows per phase, the phases taking turns"
+    )
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--workers", type=int, default=4, help="gunicorn sync workers")
     parser.add_argument("--bulk-calls", type=int, default=12)
@@ -242,12 +251,37 @@ def one_item(number: int) -> dict:
     }
 
 
+class Window:
+    """What one measured window of a phase gave: latencies, errors, seconds, server CPU."""
+
+    def __init__(self, latencies, errors, seconds, cpu_seconds, db_seconds):
+        self.latencies, self.errors, self.seconds = latencies, errors, seconds
+        self.cpu_seconds, self.db_seconds = cpu_seconds, db_seconds
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies) / self.seconds
+
+
+def summary(windows: list[Window]) -> tuple[float, float, float, int, float, float]:
+    """(calls/s, p50 ms, p99 ms, errors, server CPU ms per call, of which PostgreSQL) over
+    ``windows`` together."""
+    latencies = sorted(x for w in windows for x in w.latencies)
+    calls = max(1, len(latencies))
+    rate = len(latencies) / sum(w.seconds for w in windows)
+    p50 = statistics.median(latencies) * 1000
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
+    cpu_ms = sum(w.cpu_seconds for w in windows) * 1000 / calls
+    db_ms = sum(w.db_seconds for w in windows) * 1000 / calls
+    return rate, p50, p99, sum(w.errors for w in windows), cpu_ms, db_ms
+
+
 async def load(
-    session, *, method, url, body_for, headers, concurrency, seconds, warmup, cpu: ServerCpu
-):
-    """``concurrency`` tasks send requests back to back; answer (calls/s, p50, p99, errors,
-    server CPU ms per call) over the measured window (after ``warmup``)."""
-    counter = iter(range(10**9))
+    session, *, method, url, body_for, numbers, headers, concurrency, seconds, warmup, cpu
+) -> Window:
+    """``concurrency`` tasks send requests back to back (the body of each from the next of
+    ``numbers``); the calls that start and end within ``seconds`` after ``warmup`` are
+    measured."""
     latencies: list[float] = []
     errors = 0
     started = time.perf_counter()
@@ -260,7 +294,7 @@ async def load(
             now = time.perf_counter()
             if now >= stop_at:
                 return
-            body = body_for(next(counter)) if body_for else None
+            body = body_for(next(numbers)) if body_for else None
             began = time.perf_counter()
             async with session.request(method, url, json=body, headers=headers) as answer:
                 await answer.read()
@@ -278,14 +312,9 @@ async def load(
             samples.append(cpu.sample())
 
     await asyncio.gather(sampler(), *(worker() for _ in range(concurrency)))
-    latencies.sort()
-    rate = len(latencies) / seconds
-    p50 = statistics.median(latencies) * 1000
-    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
-    calls = max(1, len(latencies))
-    cpu_ms = ServerCpu.spent(*samples) * 1000 / calls
-    db_ms = ServerCpu.spent(*samples, side="db") * 1000 / calls
-    return rate, p50, p99, errors, cpu_ms, db_ms
+    return Window(
+        latencies, errors, seconds, ServerCpu.spent(*samples), ServerCpu.spent(*samples, "db")
+    )
 
 
 async def bulk(session, *, url, headers, calls, concurrency, cpu: ServerCpu):
@@ -331,7 +360,6 @@ async def run(args, port: int, project_pk: int, key: str, cpu: ServerCpu) -> dic
     links_url = f"{base}/api/v1/projects/{project_pk}/links/"
     connector = aiohttp.TCPConnector(limit=args.concurrency, force_close=False)
     timeout = aiohttp.ClientTimeout(total=300)
-    figures = {}
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         # Warm-up: every worker's first requests import and compile the views (seconds each).
         for _ in range(2):
@@ -345,22 +373,37 @@ async def run(args, port: int, project_pk: int, key: str, cpu: ServerCpu) -> dic
                     for n in range(-args.workers * 4, 0)
                 ),
             )
-        common = {
-            "concurrency": args.concurrency,
-            "seconds": args.seconds,
-            "warmup": args.warmup,
-            "cpu": cpu,
-        }
         phases = {  # name: method, URL, body per call, headers
             "noop": ("GET", f"{base}/api/v1/bench/noop/", None, {}),
             "noop_auth": ("GET", f"{base}/api/v1/bench/noop-auth/", None, auth),
             "post_auth": ("POST", f"{base}/api/v1/bench/post-auth/", one_item, auth),
             "one": ("POST", links_url, one_item, auth),
         }
-        for name, (method, url, body_for, headers) in phases.items():
-            figures[name] = await load(
-                session, method=method, url=url, body_for=body_for, headers=headers, **common
-            )
+        # The phases take turns, ``--rounds`` windows each: a VM whose speed drifts (other
+        # tenants) slows all of them alike, and each round gives its own ratio.
+        numbers = {name: itertools.count() for name in phases}  # every call a new transaction
+        windows: dict[str, list[Window]] = {name: [] for name in phases}
+        for round_ in range(args.rounds):
+            for name, (method, url, body_for, headers) in phases.items():
+                windows[name].append(
+                    await load(
+                        session,
+                        method=method,
+                        url=url,
+                        body_for=body_for,
+                        numbers=numbers[name],
+                        headers=headers,
+                        concurrency=args.concurrency,
+                        seconds=args.seconds / args.rounds,
+                        warmup=args.warmup if round_ == 0 else SETTLE,
+                        cpu=cpu,
+                    )
+                )
+        figures = {name: summary(phase_windows) for name, phase_windows in windows.items()}
+        figures["rounds"] = [
+            one.rate / ceiling.rate
+            for one, ceiling in zip(windows["one"], windows["noop"], strict=True)
+        ]
         figures["bulk"] = await bulk(
             session,
             url=links_url,
@@ -389,7 +432,8 @@ def main() -> None:
     print(
         f"gunicorn {args.workers} sync workers, PostgreSQL, "
         f"Redis throttle {'on' if args.redis else 'off'}; client: aiohttp, "
-        f"{args.concurrency} concurrent, {args.seconds:.0f} s per figure"
+        f"{args.concurrency} concurrent, {args.seconds:.0f} s per figure in {args.rounds} "
+        "windows, the phases taking turns"
     )
     print(
         f"{'endpoint':<34} {'calls/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} "
@@ -414,6 +458,11 @@ def main() -> None:
         f"{ceiling[4] / one[4]:.0%} by server CPU per call; "
         f"one call / authenticated no-op: {one[0] / figures['noop_auth'][0]:.0%}; "
         f"p99 {one[2]:.1f} ms (target < 100 ms)"
+    )
+    rounds = figures["rounds"]
+    print(
+        f"one call / ceiling, round by round: {', '.join(f'{r:.1%}' for r in rounds)} "
+        f"(median {statistics.median(rounds):.1%})"
     )
     print(
         f"the framework's part: the same POST without the call's work runs at "
