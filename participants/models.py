@@ -80,8 +80,15 @@ class Participant(models.Model):
     person = models.ForeignKey(Person, on_delete=models.CASCADE, related_name="participations")
     role = models.CharField(max_length=120, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
+    # Indexed only where set (``Meta.indexes``): most participants come from imports and the
+    # API, with no user, and need no entry.
     added_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -95,7 +102,14 @@ class Participant(models.Model):
                 fields=["project", "person"], name="participant_unique_person_per_project"
             )
         ]
-        indexes = [models.Index(fields=["project", "role"])]
+        indexes = [
+            models.Index(fields=["project", "role"]),
+            models.Index(
+                fields=["added_by"],
+                condition=Q(added_by__isnull=False),
+                name="participant_added_by_set",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.person} in {self.project}"

@@ -125,7 +125,9 @@ class SurveyLink(models.Model):
 
     brand_path = "project__brand"
 
-    token = models.CharField(max_length=16, unique=True)
+    # Unique by a constraint, not ``unique=True``: that would add PostgreSQL's second,
+    # ``varchar_pattern_ops`` index (for LIKE), which no query uses and every link pays for.
+    token = models.CharField(max_length=16)
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="links")
     participant = models.ForeignKey(
         "participants.Participant",
@@ -162,6 +164,10 @@ class SurveyLink(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-pk"]
+        constraints = [
+            # The name ``unique=True`` gave it: migration 0010 kept the constraint.
+            models.UniqueConstraint(fields=["token"], name="projects_surveylink_token_key")
+        ]
 
     def __str__(self) -> str:
         return self.token

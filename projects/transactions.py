@@ -18,8 +18,9 @@ from brands.scoping import BrandScopedManager
 class Transaction(models.Model):
     brand_path = "project__brand"
 
+    # No index of its own: both unique constraints start with it.
     project = models.ForeignKey(
-        "projects.Project", on_delete=models.CASCADE, related_name="transactions"
+        "projects.Project", on_delete=models.CASCADE, related_name="transactions", db_index=False
     )
     participant = models.ForeignKey(
         "participants.Participant",
