@@ -40,6 +40,14 @@ router.register("webhooks", WebhookEndpointViewSet, basename="webhook-endpoint")
 router.register("email-domains", EmailDomainViewSet, basename="email-domain")
 
 urlpatterns = [
+    # First: the API's busiest route (a link per transaction; Django tries the patterns in
+    # order), and before projects.api_urls, whose link list it extends with transactional
+    # links.
+    path(
+        "projects/<int:project_pk>/links/",
+        TransactionalLinkList.as_view(),
+        name="link-list",
+    ),
     path("schema/", SpectacularAPIView.as_view(permission_classes=[]), name="schema"),
     path(
         "docs/",
@@ -72,12 +80,6 @@ urlpatterns = [
         "projects/<int:project_pk>/participants/<int:pk>/",
         ParticipantDetail.as_view(),
         name="participant-detail",
-    ),
-    # Before projects.api_urls: the same route as its link list, plus transactional links.
-    path(
-        "projects/<int:project_pk>/links/",
-        TransactionalLinkList.as_view(),
-        name="link-list",
     ),
     path(
         "distributions/<int:pk>/invites/",
