@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import hmac
 import time
@@ -15,6 +14,7 @@ from django.utils.text import slugify
 
 from brands.models import ApiKey, Brand, Membership
 from brands.roles import Role
+from brands.scoping import fresh_copy
 
 
 def brand_create(
@@ -144,6 +144,6 @@ def api_key_authenticate(*, key: str) -> ApiKey | None:
         # into a write.
         ApiKey.objects.filter(pk=cached.pk).update(last_used_at=now)
         cached.last_used_at = now
-    api_key = copy.copy(cached)
-    api_key.brand = copy.copy(cached.brand)
+    api_key = fresh_copy(cached)
+    api_key.brand = fresh_copy(cached.brand)
     return api_key

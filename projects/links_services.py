@@ -37,6 +37,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from brands.scoping import fresh_copy
 from distributions.models import Distribution
 from distributions.rendering import TOKEN_ALPHABET, TOKEN_LENGTH
 from participants.metadata import is_protected
@@ -954,11 +955,9 @@ def _project_state(project: Project) -> dict[str, Any]:
 # Projects the one call read, by (brand pk, project pk), for this process's next calls: their
 # writes check the project's deciding fields (``_project_state``) in the same statement
 # (``verify_project``), so a kept project is never trusted, only spared a read. PostgreSQL
-# only (the one-statement write). Each call gets its own instance, made from the kept row as
-# the ORM makes one from a read.
-_kept_projects: dict[tuple[int, int], tuple] = {}
+# only (the one-statement write). Each call gets its own copy, as a read gives one.
+_kept_projects: dict[tuple[int, int], Project] = {}
 KEPT_PROJECTS = 10_000
-_PROJECT_COLUMNS = [meta.attname for meta in Project._meta.concrete_fields]
 
 
 def kept_project(brand, pk) -> Project | None:
@@ -971,7 +970,7 @@ def kept_project(brand, pk) -> Project | None:
         return None
     if kept is None:
         return None
-    project = Project.from_db(connection.alias, _PROJECT_COLUMNS, kept)
+    project = fresh_copy(kept)
     project.brand = brand  # the caller's brand, as a fresh scoped read sets it
     return project
 
@@ -982,8 +981,7 @@ def keep_project(project: Project) -> None:
         return
     if len(_kept_projects) >= KEPT_PROJECTS:
         _kept_projects.clear()
-    row = tuple(getattr(project, name) for name in _PROJECT_COLUMNS)
-    _kept_projects[project.brand_id, project.pk] = row
+    _kept_projects[project.brand_id, project.pk] = fresh_copy(project)
 
 
 def forget_project(project: Project) -> None:

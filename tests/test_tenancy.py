@@ -224,3 +224,25 @@ def test_the_precompiled_lookup_by_pk_answers_as_the_orm_does(tenancy):
             get_for_brand_by_pk(Project, brand=brand, pk=pk)
     with pytest.raises(Http404):
         get_for_brand_by_pk(Project, brand=tenancy.brand_a, pk=project.pk + 1000)
+
+
+def test_a_fresh_copy_is_a_new_read_of_the_row(tenancy):
+    from brands.scoping import fresh_copy
+    from projects.models import Project
+
+    kept = Project.objects.select_related("brand").get(pk=tenancy.project_a.pk)
+    copy = fresh_copy(kept)
+    fields = [f.attname for f in Project._meta.concrete_fields]
+    assert [getattr(copy, f) for f in fields] == [getattr(kept, f) for f in fields]
+    assert (copy._state.db, copy._state.adding) == (kept._state.db, False)
+    assert copy._state is not kept._state and copy._state.fields_cache == {}
+    # What a request does to its copy stays there: fields, relations, the row itself.
+    copy.name = "Changed"
+    copy.brand = tenancy.brand_b
+    copy.save(update_fields=["name"])
+    assert (kept.name, kept.brand, kept.brand_id) == (
+        tenancy.project_a.name,
+        tenancy.brand_a,
+        tenancy.brand_a.pk,
+    )
+    assert Project.objects.get(pk=kept.pk).name == "Changed"
