@@ -14,9 +14,9 @@ What it does, on this machine (PostgreSQL at 127.0.0.1:5432, user postgres; Redi
 3. a load client in this process (aiohttp, ``--concurrency`` tasks; gunicorn's sync workers
    close each connection after its answer) measures, each for ``--seconds`` in ``--rounds``
    windows (the four take turns, so a drift of the shared VM's speed slows them alike; each
-   round also gives its own ratio), after a warm-up: the bare no-op view (``/api/v1/bench/noop/``: the
-   framework's ceiling, nothing but middleware and DRF), the no-op with API-key auth and
-   throttle, the one call's own request (body, key) to a view that parses it and answers a
+   round also gives its own ratio), after a warm-up: the bare no-op view
+   (``/api/v1/bench/noop/``: the framework's ceiling, nothing but middleware and DRF), the
+   no-op with API-key auth and throttle, the one call's own request (body, key) to a view that parses it and answers a
    link-sized body (``/api/v1/bench/post-auth/``: what the framework costs for this call),
    and the one call (``POST /projects/{id}/links/``, a new transaction each time); calls per
    second and p50/p99 latency of each;
@@ -39,6 +39,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -251,12 +252,15 @@ def one_item(number: int) -> dict:
     }
 
 
+@dataclass
 class Window:
     """What one measured window of a phase gave: latencies, errors, seconds, server CPU."""
 
-    def __init__(self, latencies, errors, seconds, cpu_seconds, db_seconds):
-        self.latencies, self.errors, self.seconds = latencies, errors, seconds
-        self.cpu_seconds, self.db_seconds = cpu_seconds, db_seconds
+    latencies: list[float]
+    errors: int
+    seconds: float
+    cpu_seconds: float
+    db_seconds: float
 
     @property
     def rate(self) -> float:
