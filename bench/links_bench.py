@@ -16,10 +16,10 @@ What it does, on this machine (PostgreSQL at 127.0.0.1:5432, user postgres; Redi
    windows (the four take turns, so a drift of the shared VM's speed slows them alike; each
    round also gives its own ratio), after a warm-up: the bare no-op view
    (``/api/v1/bench/noop/``: the framework's ceiling, nothing but middleware and DRF), the
-   no-op with API-key auth and throttle, the one call's own request (body, key) to a view that parses it and answers a
-   link-sized body (``/api/v1/bench/post-auth/``: what the framework costs for this call),
-   and the one call (``POST /projects/{id}/links/``, a new transaction each time); calls per
-   second and p50/p99 latency of each;
+   no-op with API-key auth and throttle, the one call's own request (body, key) to a view
+   that parses it and answers a link-sized body (``/api/v1/bench/post-auth/``: what the
+   framework costs for this call), and the one call (``POST /projects/{id}/links/``, a new
+   transaction each time); calls per second and p50/p99 latency of each;
 4. bulk: ``--bulk-calls`` calls of 1,000 new items, ``--bulk-concurrency`` at a time: links
    per second, and the latency of one call.
 Targets (issue 9): the one call at least 40 % of the ceiling with p99 < 100 ms; bulk at least
