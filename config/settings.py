@@ -253,6 +253,11 @@ else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600)
     }
+# Two queues: ``send`` for the pumps (distributions.pump), ``control`` for everything else
+# (starting, finishing, recovery, imports, webhook deliveries, provider receipts), so that
+# control work never waits behind sending. Run workers for both (Procfile.dev, compose).
+CELERY_TASK_DEFAULT_QUEUE = "control"
+CELERY_TASK_ROUTES = {"distributions.tasks.send_pump_task": {"queue": "send"}}
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -272,7 +277,7 @@ CELERY_BEAT_SCHEDULE = {
     },
     "distributions-recover": {
         "task": "distributions.tasks.distributions_recover_task",
-        "schedule": 60.0,
+        "schedule": 5.0,
     },
     "distribution-series-run-due": {
         "task": "projects.tasks.distribution_series_run_due_task",
@@ -294,8 +299,13 @@ RELAY_EMAIL_PROVIDER = "distributions.providers.email.SmtpEmailProvider"
 TWILIO_API_BASE_URL = env.str("TWILIO_API_BASE_URL", default="https://api.twilio.com")
 TWILIO_ACCOUNT_SID = env.str("TWILIO_ACCOUNT_SID", default="")
 TWILIO_AUTH_TOKEN = env.str("TWILIO_AUTH_TOKEN", default="")
-# A row left in Sending longer than this (a worker died mid-call) is reconciled with the provider.
-RELAY_SEND_LEASE_SECONDS = env.int("RELAY_SEND_LEASE_SECONDS", default=120)
+# A row left in Sending longer than this (a worker died mid-call) is reconciled with the
+# provider. A live worker renews its lease while its rows are in flight; a request to the
+# provider takes at most RELAY_PROVIDER_TIMEOUT_SECONDS, which the lease must exceed.
+RELAY_SEND_LEASE_SECONDS = env.int("RELAY_SEND_LEASE_SECONDS", default=20)
+RELAY_PROVIDER_TIMEOUT_SECONDS = env.float("RELAY_PROVIDER_TIMEOUT_SECONDS", default=8.0)
+# Pumps sending at once (distributions.pump): the number of worker slots on the send queue.
+RELAY_SEND_PUMPS = env.int("RELAY_SEND_PUMPS", default=2)
 RELAY_DEMO_PASSWORD = env.str("RELAY_DEMO_PASSWORD", default="relay-demo")
 
 # Outbound webhooks (docs/webhooks.md). Seconds, except the allow list.

@@ -34,12 +34,21 @@ from distributions.providers.base import (
     OutgoingSms,
     ProviderError,
     SendResult,
+    SentQuery,
     SmsProvider,
 )
 
 logger = logging.getLogger(__name__)
 
-REQUEST_TIMEOUT_SECONDS = 15
+
+def request_timeout() -> float:
+    """Seconds a request to Twilio may take (``RELAY_PROVIDER_TIMEOUT_SECONDS``): a window
+    is in flight at most this long, which the send lease must exceed."""
+    return float(settings.RELAY_PROVIDER_TIMEOUT_SECONDS)
+
+
+# Messages per page when reconciliation lists what an account sent in a time range.
+LIST_PAGE_SIZE = 1000
 # Twilio error codes: refused for this recipient only (the rest of the run goes on) ...
 RECIPIENT_ERRORS = {
     "21211": "Invalid 'To' phone number",
@@ -145,9 +154,9 @@ class TimedAsyncTwilioHttpClient(AsyncTwilioHttpClient):
 
 def twilio_client(account_sid: str, auth_token: str, *, async_: bool = False) -> RelayTwilioClient:
     http_client = (
-        TimedAsyncTwilioHttpClient(timeout=REQUEST_TIMEOUT_SECONDS)
+        TimedAsyncTwilioHttpClient(timeout=request_timeout())
         if async_
-        else TwilioHttpClient(pool_connections=True, timeout=REQUEST_TIMEOUT_SECONDS)
+        else TwilioHttpClient(pool_connections=True, timeout=request_timeout())
     )
     return RelayTwilioClient(
         account_sid, auth_token, http_client=http_client, api_base_url=settings.TWILIO_API_BASE_URL
@@ -201,7 +210,12 @@ def classify_error(exc: TwilioRestException, message_id: int) -> SendResult:
     text = (exc.msg or "")[:200]
     if exc.status == 429 or code == "20429":
         return SendResult(
-            message_id, Outcome.RETRY, error_code=code or "429", error_message=text, retry_after=1.0
+            message_id,
+            Outcome.RETRY,
+            error_code=code or "429",
+            error_message=text,
+            retry_after=1.0,
+            throttled=True,
         )
     if code in ACCOUNT_ERRORS or exc.status in (401, 403):
         return SendResult(
@@ -329,6 +343,39 @@ class TwilioProvider(SmsProvider):
             ):
                 return candidate.sid
         return None
+
+    def find_sent_many(self, *, queries: list[SentQuery], sender: str) -> dict[int, str]:
+        """List what the account sent since the earliest query's lease, a page of
+        ``LIST_PAGE_SIZE`` at a time (from the sender when it is a number or a name), and
+        match by recipient and body: one listing for a dead worker's rows, not a lookup
+        each."""
+        if not queries:
+            return {}
+        since = min(query.since for query in queries)
+        wanted: dict[tuple[str, str], list[SentQuery]] = {}
+        for query in sorted(queries, key=lambda q: q.message_id):
+            wanted.setdefault((query.to, query.body), []).append(query)
+        filters = {"date_sent_after": since, "page_size": LIST_PAGE_SIZE}
+        if sender and not sender.startswith("MG"):
+            filters["from_"] = sender
+        found: dict[int, str] = {}
+        try:
+            # Oldest first among equals: the first accepted copy answers the first query.
+            candidates = list(self._sync().messages.stream(**filters))
+        except TwilioException as exc:
+            raise ProviderError(f"Twilio refused the message list: {exc}") from exc
+        except OSError as exc:
+            raise ProviderError(f"Twilio could not be reached: {exc}") from exc
+        for candidate in reversed(candidates):
+            waiting = wanted.get((candidate.to, candidate.body))
+            if not waiting:
+                continue
+            created = candidate.date_created or candidate.date_sent
+            query = waiting[0]
+            if created is None or created >= query.since.replace(microsecond=0):
+                waiting.pop(0)
+                found[query.message_id] = candidate.sid
+        return found
 
     def check_credentials(self) -> None:
         sid, _ = self.credentials
