@@ -447,8 +447,9 @@ def new_lease() -> str:
 
 # --- pump slots (the pumps themselves: distributions.pump) ---------------------------------
 State = SendPump.State
-# A queued or running pump that has not touched its slot for this long is taken to be dead.
-PUMP_CLAIM_SECONDS = 30
+# A queued or running pump that has not touched its slot for this long is taken to be dead
+# (a live one touches it between batches; a batch outlasting this only costs a second pump).
+PUMP_CLAIM_SECONDS = 10
 
 
 def _slots() -> int:
@@ -496,6 +497,16 @@ def register_pump_task(task) -> None:
     registered when the app is ready."""
     global _pump_task
     _pump_task = task
+
+
+def pumps_next_lapse() -> datetime | None:
+    """When the first held slot's claim lapses (a dead worker's slot becomes claimable)."""
+    return (
+        SendPump.objects.filter(state__in=[State.QUEUED, State.RUNNING], slot__lt=_slots())
+        .order_by("until")
+        .values_list("until", flat=True)
+        .first()
+    )
 
 
 def pumps_queue(claimed: list[tuple[int, str]], eta: datetime | None = None) -> None:

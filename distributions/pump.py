@@ -31,7 +31,7 @@ from distributions.sending import send_batch
 
 PUMP_SLICE_SECONDS = 5.0
 MAX_SLEEP_SECONDS = 2.0
-TOUCH_EVERY_SECONDS = 5.0
+TOUCH_EVERY_SECONDS = 2.0
 # Picks in a row that found every ready lane held by other pumps before this one goes idle.
 BUSY_RETRIES = 3
 # Tests that run tasks inline (no broker) wait in the caller for work due this soon at most.

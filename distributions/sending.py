@@ -957,20 +957,30 @@ def distributions_recover(*, now=None) -> dict:
             stats["requeued"] += 1
         if distribution_finish_if_done(distribution_id=distribution.pk):
             stats["finished"] += 1
-    if fairqueue.next_ready_at() is not None:
-        fairqueue.pumps_kick()
+    if fairqueue.next_ready_at() is not None and not fairqueue.pumps_kick():
+        # Every slot is held: by live pumps, or by a dead worker's until its claim lapses.
+        lapse = fairqueue.pumps_next_lapse()
+        if lapse is not None:
+            _recover_again_at(lapse)
     if soonest_stale is not None:
         _recover_again_at(soonest_stale)
     return stats
 
 
 def _recover_again_at(when) -> None:
-    """Run recovery again when the oldest lease in flight lapses (once per moment), so that
-    a dead worker's rows are settled one lease after it died, whatever beat's period."""
+    """Run recovery again at ``when`` (a lease or a pump's claim lapses), unless a run is
+    already due sooner, so that a dead worker's rows and pumps are taken over a lease after
+    it died, whatever beat's period."""
     from django.core.cache import cache
 
-    delay = max(1.0, (when - timezone.now()).total_seconds() + 0.5)
-    if cache.add("relay:recover-at", when.isoformat(), timeout=int(delay)):
-        from distributions.tasks import distributions_recover_task
+    from distributions.tasks import distributions_recover_task
 
-        transaction.on_commit(lambda: distributions_recover_task.apply_async(countdown=delay))
+    key = "relay:recover-at"
+    scheduled = cache.get(key)
+    # A run already due between now and then covers this one (a run that is due already may
+    # be this very run, which looked before ``when``).
+    if scheduled is not None and time.time() < scheduled <= when.timestamp() + 0.5:
+        return
+    delay = max(0.5, (when - timezone.now()).total_seconds() + 0.5)
+    cache.set(key, when.timestamp(), timeout=int(delay) + 1)
+    transaction.on_commit(lambda: distributions_recover_task.apply_async(countdown=delay))

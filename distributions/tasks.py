@@ -49,11 +49,19 @@ def distributions_dispatch_due_task() -> dict:
         return {"started": started}
 
 
+# A recovery that takes longer (a huge reconciliation) only lets a second one start: every
+# change it makes is conditional. A dead worker's lock lapses after this.
+RECOVER_LOCK_SECONDS = 30
+
+
 @shared_task(name="distributions.tasks.distributions_recover_task")
 def distributions_recover_task() -> dict:
-    with periodic_lock("recover", timeout=300) as acquired:
+    with periodic_lock("recover", timeout=RECOVER_LOCK_SECONDS) as acquired:
         if not acquired:
-            return {"skipped": "another recovery is running"}
+            # The run in progress may have looked before what this one was queued for (a
+            # lease that just lapsed): look again shortly rather than never.
+            distributions_recover_task.apply_async(countdown=2)
+            return {"skipped": "another recovery is running; again in 2 s"}
         return sending.distributions_recover()
 
 
