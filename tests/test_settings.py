@@ -67,3 +67,67 @@ def test_development_defaults_need_no_services():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["django.db.backends.sqlite3", "filesystem://", "outbox"]
+
+
+PRODUCTION_PROBE = """
+import django
+django.setup()
+from django.test import Client
+client = Client()
+for host, path, proto in [
+    ("127.0.0.1:8000", "/healthz/", None),  # the image's HEALTHCHECK
+    ("relay.example.com", "/api/v1/projects/", None),  # plain http to the public host
+    ("relay.example.com", "/api/v1/projects/", "https"),  # through the TLS proxy
+    ("127.0.0.1:8000", "/api/v1/projects/", "https"),  # a host that is not allowed
+]:
+    extra = {"HTTP_X_FORWARDED_PROTO": proto} if proto else {}
+    response = client.get(path, HTTP_HOST=host, **extra)
+    hsts = response.get("Strict-Transport-Security", "-")
+    print(response.status_code, response.get("Location", "-"), hsts)
+"""
+
+
+def production_answers(tmp_path, **env):
+    from cryptography.fernet import Fernet
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "SECURE_"))}
+    result = subprocess.run(
+        [sys.executable, "-c", PRODUCTION_PROBE],
+        cwd=ROOT,
+        env={
+            **clean,
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "DEBUG": "false",
+            "SECRET_KEY": "a-real-production-secret-0123456789",
+            "RELAY_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+            "RELAY_VAR_DIR": str(tmp_path),
+            "ALLOWED_HOSTS": "relay.example.com",
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
+
+
+def test_production_over_https_redirects_sends_hsts_and_still_answers_the_health_check(tmp_path):
+    health, plain, proxied, foreign = production_answers(
+        tmp_path, PUBLIC_BASE_URL="https://relay.example.com"
+    )
+    # The container's probe: neither an allowed host nor https, answered all the same.
+    assert health.startswith("200 ")
+    assert plain == "301 https://relay.example.com/api/v1/projects/ -"
+    assert proxied == "401 - max-age=31536000"
+    assert foreign.startswith("400 ")
+
+
+def test_production_over_plain_http_neither_redirects_nor_sends_hsts(tmp_path):
+    # docker-compose's default (http://localhost:8000): a redirect would lead nowhere.
+    health, plain, proxied, _ = production_answers(
+        tmp_path, PUBLIC_BASE_URL="http://relay.example.com"
+    )
+    assert health.startswith("200 ")
+    assert plain == "401 - -"
+    assert proxied == "401 - -"
