@@ -36,7 +36,7 @@ from django.db.models.functions import Coalesce, Substr
 
 from credits.models import ZERO
 from credits.rates import RateTable, phone_country, quantize
-from credits.segments import count_segments
+from credits.segments import count_segments, normalize_line_breaks
 from distributions.rendering import PERSON_FIELDS, PIPED, TOKEN_LENGTH, piped_fields
 
 PREFIX_LENGTH = 8  # "+" and 7 digits: calling code and the digits that split shared codes
@@ -285,7 +285,7 @@ def schedule_estimate(
     )
     estimate = estimate_cost(
         queryset,
-        template=message or "",
+        template=normalize_line_breaks(message or ""),
         rates=rate_table(),
         phone_path="person__phone",
         person_prefix="person__",

@@ -47,6 +47,7 @@ __all__ = [
     "count_segments",
     "gsm_replace_lookalikes",
     "is_gsm7",
+    "normalize_line_breaks",
     "segment_info",
 ]
 
@@ -315,6 +316,19 @@ def count_segments(text: str) -> int:
         return -(-units // multi)
     positions = [m.start() for m in wide_re.finditer(text)]
     return _layout(n, positions, units, single, multi)[0]
+
+
+def normalize_line_breaks(text: str) -> str:
+    """Message text with every line break as LF: CR LF and a lone CR become LF.
+
+    Browsers submit a textarea's line breaks as CR LF but count them (and show them in the
+    live counter) as LF; carriers bill every character sent, so a four-line 160-character
+    message stored with CR LF would go out as 163 characters in two segments. Every path that
+    takes message text (page forms, the API, edits, recurring messages, email text parts, the
+    estimate) calls this one function before it counts, prices or stores the text; what is
+    stored is what is sent. ``static/js/segments.js`` has its twin for the live counter.
+    """
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def is_gsm7(text: str) -> bool:

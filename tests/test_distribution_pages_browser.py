@@ -151,3 +151,41 @@ def test_schedule_send_now_watch_it_finish_and_download_the_history(
     expect(page.locator("#send-progress")).to_have_count(0)
     expect(page.get_by_role("button", name="Stop sending")).to_have_count(0)
     assert page.js_errors == []
+
+
+def test_the_counter_counts_what_is_stored_sent_and_billed(live_server, tenancy, eager_tasks, page):
+    """Four typed lines of 160 characters: one segment on the page, and one segment in the
+    stored text and in every recipient row (the form submits CR LF; the server keeps LF)."""
+    from playwright.sync_api import expect
+
+    brand = tenancy.brand_a
+    brand.integration_model = Brand.IntegrationModel.SELF_SERVICE
+    brand.save()
+    project = tenancy.project_a
+    tenancy.participant_a.delete()
+    add(project, "Ada", "Lovelace", "+14155550101", "Sales")
+    add(project, "Grace", "Hopper", "+14155550103", "Sales")
+    user = browser_user(brand, role=Role.PROJECT_ADMIN, username="lines")
+    login(page, live_server, user)
+    page.goto(live_server.url + reverse("distributions:create", args=[project.pk]))
+
+    lines = ["a" * 40, "b" * 40, "c" * 40, "d" * 37]
+    message = page.locator("#id_message")
+    for index, line in enumerate(lines):
+        if index:
+            message.press("Enter")
+        message.press_sequentially(line)
+    counter = page.locator("#segment-counter")
+    expect(counter).to_contain_text("0 of 160 characters left in this segment")
+    shown = int(counter.get_attribute("data-segments"))
+    assert shown == 1
+
+    page.locator("#id_name").fill("Four lines")
+    page.locator("#submit-button").click()
+    page.wait_for_url(re.compile(r"/distributions/\d+/$"))
+    expect(page.locator("#distribution-status")).to_have_text("Sent", timeout=30_000)
+    distribution = Distribution.objects.get(name="Four lines")
+    assert distribution.message == "\n".join(lines)
+    rows = distribution.messages.all()
+    assert [(row.body, row.segments) for row in rows] == [(distribution.message, shown)] * 2
+    assert page.js_errors == []

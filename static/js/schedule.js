@@ -52,7 +52,8 @@
 
   function updateCounter() {
     if (!message || !counter || !window.RelaySegments) return;
-    var text = message.value;
+    // What the server will store and send (line breaks as LF), not what the form submits.
+    var text = window.RelaySegments.normalizeLineBreaks(message.value);
     var filled = text
       .replace(LINK, counter.dataset.link || "")
       .replace(OPT_OUT, counter.dataset.optOutLink || "");

@@ -190,6 +190,13 @@
     };
   }
 
+  // Twin of credits.segments.normalize_line_breaks: CR LF and a lone CR become LF, as the
+  // server stores (and sends) every message. A textarea's value already uses LF; pasted or
+  // scripted text may not.
+  function normalizeLineBreaks(text) {
+    return (text == null ? "" : String(text)).replace(/\r\n?/g, "\n");
+  }
+
   function replaceLookalikes(text) {
     text = text == null ? "" : String(text);
     var out = "";
@@ -203,6 +210,7 @@
 
   var api = {
     info: info,
+    normalizeLineBreaks: normalizeLineBreaks,
     replaceLookalikes: replaceLookalikes,
     GSM_BASIC: GSM_BASIC,
     GSM_EXTENSION: GSM_EXTENSION,
