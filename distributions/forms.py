@@ -36,6 +36,7 @@ class MessageField(forms.CharField):
         value = super().to_python(value)
         return normalize_line_breaks(value) if isinstance(value, str) else value
 
+
 ONCE_PER_SET_HELP = (
     "Name or email, First name and Last name can each be used only once in a condition set."
 )
