@@ -191,3 +191,24 @@ def test_the_counter_counts_what_is_stored_sent_and_billed(live_server, tenancy,
     rows = distribution.messages.all()
     assert [(row.body, row.segments) for row in rows] == [(distribution.message, shown)] * 2
     assert page.js_errors == []
+
+
+def test_a_page_opened_early_starts_polling_by_itself(live_server, tenancy, page):
+    """Opened 62 s before its send time (polling begins 60 s before), the page asks by itself
+    about 2 s later and switches to polling, without a reload. Waiting a whole minute is not
+    needed: the page schedules the switch from the send time it was rendered with."""
+    from playwright.sync_api import expect
+
+    distribution = DistributionFactory(
+        project=tenancy.project_a, send_at=timezone.now() + timezone.timedelta(seconds=62)
+    )
+    user = browser_user(tenancy.brand_a, role=Role.VIEWER, username="watcher")
+    login(page, live_server, user)
+    page.goto(live_server.url + reverse("distributions:detail", args=[distribution.pk]))
+    live = page.locator("#live")
+    expect(live).to_have_attribute("hx-trigger", re.compile(r"^load delay:\d+s$"))
+    expect(page.get_by_text("Waiting for a worker to start sending")).to_be_hidden()
+
+    expect(live).to_have_attribute("hx-trigger", "every 2s", timeout=30_000)
+    expect(page.get_by_text("Waiting for a worker to start sending")).to_be_visible()
+    assert page.js_errors == []
