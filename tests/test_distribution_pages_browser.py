@@ -34,21 +34,29 @@ def add(project, first, last, phone, team):
     return ParticipantFactory(project=project, person=person)
 
 
-def test_schedule_send_now_watch_it_finish_and_download_the_history(
-    live_server, tenancy, eager_tasks, page
-):
-    from playwright.sync_api import expect
-
+def self_service_project(tenancy, *, with_alan: bool = True):
+    """Brand A, self-service (the provider bills the brand, so every message is covered); its
+    project's participants are Ada and Grace of Sales (and Alan of R&D)."""
     brand = tenancy.brand_a
-    brand.time_zone = "Europe/Paris"
-    # Self-service: the provider bills the brand, so every message is covered.
     brand.integration_model = Brand.IntegrationModel.SELF_SERVICE
     brand.save()
     project = tenancy.project_a
     tenancy.participant_a.delete()
     add(project, "Ada", "Lovelace", "+14155550101", "Sales")
     add(project, "Grace", "Hopper", "+14155550103", "Sales")
-    add(project, "Alan", "Turing", "+447911123456", "R&D")
+    if with_alan:
+        add(project, "Alan", "Turing", "+447911123456", "R&D")
+    return brand, project
+
+
+def test_schedule_send_now_watch_it_finish_and_download_the_history(
+    live_server, tenancy, eager_tasks, page
+):
+    from playwright.sync_api import expect
+
+    brand, project = self_service_project(tenancy)
+    brand.time_zone = "Europe/Paris"
+    brand.save()
     user = browser_user(brand, role=Role.PROJECT_ADMIN, username="pat")
 
     login(page, live_server, user)
@@ -160,13 +168,7 @@ def test_the_counter_counts_what_is_stored_sent_and_billed(live_server, tenancy,
     stored text and in every recipient row (the form submits CR LF; the server keeps LF)."""
     from playwright.sync_api import expect
 
-    brand = tenancy.brand_a
-    brand.integration_model = Brand.IntegrationModel.SELF_SERVICE
-    brand.save()
-    project = tenancy.project_a
-    tenancy.participant_a.delete()
-    add(project, "Ada", "Lovelace", "+14155550101", "Sales")
-    add(project, "Grace", "Hopper", "+14155550103", "Sales")
+    brand, project = self_service_project(tenancy, with_alan=False)
     user = browser_user(brand, role=Role.PROJECT_ADMIN, username="lines")
     login(page, live_server, user)
     page.goto(live_server.url + reverse("distributions:create", args=[project.pk]))
@@ -194,21 +196,29 @@ def test_the_counter_counts_what_is_stored_sent_and_billed(live_server, tenancy,
 
 
 def test_a_page_opened_early_starts_polling_by_itself(live_server, tenancy, page):
-    """Opened 62 s before its send time (polling begins 60 s before), the page asks by itself
-    about 2 s later and switches to polling, without a reload. Waiting a whole minute is not
-    needed: the page schedules the switch from the send time it was rendered with."""
+    """Opened ten minutes before its send time, the page schedules from that send time the
+    moment to ask again (a minute before sending) and switches to polling then, without a
+    reload. The browser's clock is Playwright's (fast-forwarded instead of waited for); the
+    server's is moved by bringing the send time closer, as nine minutes would."""
     from playwright.sync_api import expect
 
     distribution = DistributionFactory(
-        project=tenancy.project_a, send_at=timezone.now() + timezone.timedelta(seconds=62)
+        project=tenancy.project_a, send_at=timezone.now() + timezone.timedelta(minutes=10)
     )
     user = browser_user(tenancy.brand_a, role=Role.VIEWER, username="watcher")
     login(page, live_server, user)
+    page.clock.install()
     page.goto(live_server.url + reverse("distributions:detail", args=[distribution.pk]))
     live = page.locator("#live")
     expect(live).to_have_attribute("hx-trigger", re.compile(r"^load delay:\d+s$"))
+    wake = int(live.get_attribute("data-wake-in"))
+    assert 480 < wake <= 540  # ten minutes away, polling from one minute before
     expect(page.get_by_text("Waiting for a worker to start sending")).to_be_hidden()
 
-    expect(live).to_have_attribute("hx-trigger", "every 2s", timeout=30_000)
+    Distribution.objects.filter(pk=distribution.pk).update(
+        send_at=timezone.now() + timezone.timedelta(seconds=50)
+    )
+    page.clock.fast_forward(wake * 1000)
+    expect(live).to_have_attribute("hx-trigger", "every 2s")
     expect(page.get_by_text("Waiting for a worker to start sending")).to_be_visible()
     assert page.js_errors == []

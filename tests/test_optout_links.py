@@ -37,6 +37,18 @@ def link_path(message) -> str:
     return urlsplit(opt_out_url(message.pk)).path
 
 
+def send_to_ada(tenancy, capture, message: str):
+    """Ada (PHONE), the only participant of a self-service project, is sent ``message`` through
+    the real engine; answers her person and the body the outbox received."""
+    self_service(tenancy.brand_a)
+    tenancy.participant_a.delete()
+    person = PersonFactory(brand=tenancy.brand_a, first_name="Ada", phone=PHONE)
+    ParticipantFactory(project=tenancy.project_a, person=person)
+    with capture(execute=True):
+        distribution_create(project=tenancy.project_a, message=message)
+    return person, OutboxMessage.objects.get(to=PHONE).body
+
+
 def test_the_link_is_short_signed_and_per_message(tenancy, settings):
     settings.PUBLIC_BASE_URL = "https://r.example"
     one = sent_message(tenancy.project_a, PHONE)
@@ -65,13 +77,8 @@ def test_the_counter_and_the_estimate_count_the_link_that_is_sent(
 ):
     from credits.estimate import opt_out_placeholder
 
-    self_service(tenancy.brand_a)
-    tenancy.participant_a.delete()
-    person = PersonFactory(brand=tenancy.brand_a, first_name="Ada", phone=PHONE)
-    ParticipantFactory(project=tenancy.project_a, person=person)
-    with django_capture_on_commit_callbacks(execute=True):
-        distribution_create(project=tenancy.project_a, message="Stop: ${opt_out_link}")
-    sent_link = OutboxMessage.objects.get(to=PHONE).body.removeprefix("Stop: ")
+    _, body = send_to_ada(tenancy, django_capture_on_commit_callbacks, "Stop: ${opt_out_link}")
+    sent_link = body.removeprefix("Stop: ")
     assert len(urlsplit(sent_link).path) == len("/o/") + TOKEN_LENGTH
 
     page = page_client_for(tenancy.admin_a).get(
@@ -86,13 +93,9 @@ def test_sending_renders_the_link_and_the_link_opts_out(
     tenancy, client, eager_tasks, django_capture_on_commit_callbacks, settings
 ):
     settings.PUBLIC_BASE_URL = "http://testserver"
-    self_service(tenancy.brand_a)
-    tenancy.participant_a.delete()
-    person = PersonFactory(brand=tenancy.brand_a, first_name="Ada", phone=PHONE)
-    ParticipantFactory(project=tenancy.project_a, person=person)
-    with django_capture_on_commit_callbacks(execute=True):
-        distribution_create(project=tenancy.project_a, message="Hi ${first_name}: ${opt_out_link}")
-    body = OutboxMessage.objects.get(to=PHONE).body
+    person, body = send_to_ada(
+        tenancy, django_capture_on_commit_callbacks, "Hi ${first_name}: ${opt_out_link}"
+    )
     url = body.split(": ", 1)[1]
     path = urlsplit(url).path
 

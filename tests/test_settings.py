@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -112,22 +114,24 @@ def production_answers(tmp_path, **env):
     return result.stdout.splitlines()
 
 
-def test_production_over_https_redirects_sends_hsts_and_still_answers_the_health_check(tmp_path):
-    health, plain, proxied, foreign = production_answers(
-        tmp_path, PUBLIC_BASE_URL="https://relay.example.com"
-    )
+@pytest.mark.parametrize(
+    ("public_url", "plain", "proxied"),
+    [
+        # Over https: plain http is redirected, and HSTS sent through the proxy.
+        (
+            "https://relay.example.com",
+            "301 https://relay.example.com/api/v1/projects/ -",
+            "401 - max-age=31536000",
+        ),
+        # docker-compose's default (http://localhost:8000): a redirect would lead nowhere.
+        ("http://relay.example.com", "401 - -", "401 - -"),
+    ],
+)
+def test_production_redirects_and_hsts_follow_the_public_url_and_spare_the_health_check(
+    tmp_path, public_url, plain, proxied
+):
+    answers = production_answers(tmp_path, PUBLIC_BASE_URL=public_url)
     # The container's probe: neither an allowed host nor https, answered all the same.
-    assert health.startswith("200 ")
-    assert plain == "301 https://relay.example.com/api/v1/projects/ -"
-    assert proxied == "401 - max-age=31536000"
-    assert foreign.startswith("400 ")
-
-
-def test_production_over_plain_http_neither_redirects_nor_sends_hsts(tmp_path):
-    # docker-compose's default (http://localhost:8000): a redirect would lead nowhere.
-    health, plain, proxied, _ = production_answers(
-        tmp_path, PUBLIC_BASE_URL="http://relay.example.com"
-    )
-    assert health.startswith("200 ")
-    assert plain == "401 - -"
-    assert proxied == "401 - -"
+    assert answers[0].startswith("200 ")
+    assert answers[1:3] == [plain, proxied]
+    assert answers[3].startswith("400 ")  # a host that is not allowed
