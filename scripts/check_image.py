@@ -340,7 +340,10 @@ class Image:
         bad = sorted(set(in_git + ignored))
         if bad:
             shown = ", ".join(bad[:10]) + (" …" if len(bad) > 10 else "")
-            raise CheckFailed(f"the image holds {len(bad)} files git ignores or tracks: {shown}")
+            raise CheckFailed(
+                f"the image would hold {len(bad)} files that git ignores (add them to "
+                f".dockerignore): {shown}"
+            )
         print(f"   {len(self.copied)} files copied; none that git ignores")
 
     def check_imports(self, env) -> None:
