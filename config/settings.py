@@ -73,6 +73,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: the container's health check asks http://127.0.0.1/healthz/, which is neither an
+    # allowed host nor https.
+    "config.middleware.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -157,7 +160,9 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = VAR_DIR / "staticfiles"
+# The image collects them into itself (RELAY_STATIC_ROOT=/app/staticfiles): the var folder is a
+# volume there, which would keep an older build's files and manifest after an upgrade.
+STATIC_ROOT = Path(env.str("RELAY_STATIC_ROOT", default=str(VAR_DIR / "staticfiles")))
 STATIC_ROOT.mkdir(exist_ok=True)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -178,7 +183,17 @@ RELAY_IMPORT_MAX_UPLOAD_BYTES = env.int("RELAY_IMPORT_MAX_UPLOAD_BYTES", default
 RELAY_IMPORT_INLINE_MAX_BYTES = env.int("RELAY_IMPORT_INLINE_MAX_BYTES", default=256 * 1024)
 
 if not DEBUG:
+    # Behind a TLS-terminating proxy that sets X-Forwarded-Proto (docs/deploy.md). A site whose
+    # PUBLIC_BASE_URL is https redirects plain requests there and sends HSTS (a year, this host
+    # only: subdomains and preload lists are the domain owner's call).
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    _SERVED_OVER_HTTPS = PUBLIC_BASE_URL.startswith("https://")
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=_SERVED_OVER_HTTPS)
+    SECURE_HSTS_SECONDS = env.int(
+        "SECURE_HSTS_SECONDS", default=365 * 24 * 3600 if _SERVED_OVER_HTTPS else 0
+    )
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+    SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
     SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)
     CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=True)
 

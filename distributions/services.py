@@ -19,6 +19,7 @@ from django.db.models import Count, F, OuterRef, Q, Window
 from django.db.models.functions import Collate, Lower, RowNumber
 from django.utils import timezone
 
+from credits.segments import normalize_line_breaks
 from distributions.conditions import conditions_clean, conditions_q
 from distributions.fairqueue import lane_close
 from distributions.models import Distribution, Message, MessageEvent
@@ -141,6 +142,7 @@ def distribution_create(
     now = timezone.now()
     send_at = send_at or now
     sender = (sender or "").strip()
+    message = normalize_line_breaks(message or "")
     cleaned_conditions = conditions_clean(conditions)
     email: dict = {}
     if channel == Distribution.Channel.EMAIL:
@@ -196,6 +198,7 @@ def _queue_start(distribution_id: int) -> None:
 
 
 EDITABLE = ("message", "sender", "conditions", "send_at", "name", *EMAIL_FIELDS)
+MESSAGE_TEXT_FIELDS = ("message", "text_body")  # their line breaks are normalised
 
 
 def distribution_update(*, distribution: Distribution, actor=None, **changes) -> Distribution:
@@ -225,6 +228,8 @@ def distribution_update(*, distribution: Distribution, actor=None, **changes) ->
                 )
             )
         for name, value in changes.items():
+            if name in MESSAGE_TEXT_FIELDS and isinstance(value, str):
+                value = normalize_line_breaks(value)
             setattr(locked, name, value.strip() if isinstance(value, str) else value)
         email: dict = {}
         if locked.channel == Distribution.Channel.EMAIL:
