@@ -149,9 +149,9 @@ def main() -> None:
     from credits.segments import count_segments
     from credits.services import credits_grant, distribution_cover, distribution_reserve
     from distributions.models import Distribution, Message
-    from distributions.rendering import recipient_values, render
     from distributions.services import distribution_materialise
     from participants.models import Participant
+    from participants.rendering import recipient_values, render
     from tests.factories.brands import BrandFactory
     from tests.factories.projects import ProjectFactory
 

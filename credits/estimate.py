@@ -34,10 +34,11 @@ from django.db.models import CharField, Count, F, Min, QuerySet, Value
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Coalesce, Substr
 
+from core.tokens import TOKEN_LENGTH
 from credits.models import ZERO
 from credits.rates import RateTable, phone_country, quantize
 from credits.segments import count_segments, normalize_line_breaks
-from distributions.rendering import PERSON_FIELDS, PIPED, TOKEN_LENGTH, piped_fields
+from participants.rendering import PERSON_FIELDS, PIPED, piped_fields
 
 PREFIX_LENGTH = 8  # "+" and 7 digits: calling code and the digits that split shared codes
 SAMPLE_MESSAGE_ID = 1_000_000  # the opt-out link of a message not created yet (any id: 16 chars)

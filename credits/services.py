@@ -27,6 +27,7 @@ from django.db.models import Count, Max, Q, Sum
 from django.utils import timezone
 
 from brands.models import Brand
+from core.bulk import insert_rows
 from credits.estimate import estimate_cost, link_placeholder, opt_out_placeholder
 from credits.lock_objects import credit_account_lock
 from credits.models import (
@@ -40,9 +41,8 @@ from credits.models import (
 )
 from credits.rates import RateTable, disabled_reason, phone_country, quantize, rate_table
 from credits.segments import count_segments
-from distributions.bulk import insert_rows
 from distributions.models import Distribution, Message
-from distributions.rendering import piped_fields, recipient_values, render
+from participants.rendering import piped_fields, recipient_values, render
 
 logger = logging.getLogger(__name__)
 

@@ -18,6 +18,7 @@ from django.views import View
 
 from brands.roles import Role
 from brands.views import BrandPageMixin
+from core.csvio import csv_rows
 from credits.models import CreditEntry
 from credits.selectors import (
     CSV_HEADER,
@@ -28,7 +29,6 @@ from credits.selectors import (
     usage_report,
 )
 from credits.services import credits_grant
-from distributions.csvio import csv_rows
 
 Kind = CreditEntry.Kind
 LEDGER_PAGE_SIZE = 50

@@ -11,8 +11,8 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from brands.api.base import BrandScopedAPIMixin, StrictSerializer
+from core.csvio import DELIMITERS, ENCLOSURES, csv_rows
 from distributions.conditions import CRITERIA, OPERATORS
-from distributions.csvio import DELIMITERS, ENCLOSURES, csv_rows
 from distributions.models import Distribution, Message
 from distributions.selectors import (
     distribution_metrics,

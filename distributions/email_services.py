@@ -23,7 +23,7 @@ from django.utils import timezone
 from credits.segments import normalize_line_breaks
 from distributions.email_content import sanitize_html
 from distributions.models import Distribution, EmailAccount, EmailDomain, Message
-from distributions.rendering import piped_fields
+from participants.rendering import piped_fields
 
 WEEK = timedelta(days=7)
 WEEKLY_LIMIT_MESSAGE = (
@@ -340,8 +340,8 @@ def email_preview(
     """What one recipient would receive (``participant``: the project's first by default),
     with sample links. The HTML is sanitised here too: a preview never runs a script."""
     from distributions.email_content import render_email
-    from distributions.rendering import recipient_values
     from participants.models import Participant
+    from participants.rendering import recipient_values
 
     if participant is None:
         participant = (

@@ -17,9 +17,9 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
+from core.csvio import DELIMITERS, ENCLOSURES
 from credits.segments import normalize_line_breaks
 from distributions.conditions import CRITERION_LABELS, ONCE_PER_SET, conditions_clean
-from distributions.csvio import DELIMITERS, ENCLOSURES
 from distributions.email_services import MAX_EMAIL_LENGTH, MAX_SUBJECT_LENGTH
 from distributions.models import Distribution
 from distributions.services import MAX_MESSAGE_LENGTH

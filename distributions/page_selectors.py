@@ -16,9 +16,9 @@ from django.db.models.functions import RowNumber
 from distributions.conditions import conditions_clean
 from distributions.email_content import render_email, sanitize_html
 from distributions.models import Distribution, Message, OutboxMessage
-from distributions.rendering import recipient_values, render
 from distributions.services import distribution_preview_count, recipients_queryset
 from participants.models import Participant, Person
+from participants.rendering import recipient_values, render
 from participants.selectors import project_metadata_keys
 from projects.models import Project
 
@@ -27,7 +27,7 @@ METADATA_FIELDS_LIMIT = 200  # distinct names shown in the form; a project rarel
 OUTBOX_THREAD_MESSAGES = 20  # latest messages shown per recipient number on the outbox page
 # Placeholders (not secrets, never valid) exactly as long as real link tokens, so that previews
 # and the live counter count what is sent (tests/test_optout_links.py holds the lengths).
-SAMPLE_TOKEN = "Ab3dE6gH9k"  # noqa: S105 - rendering.TOKEN_LENGTH characters
+SAMPLE_TOKEN = "Ab3dE6gH9k"  # noqa: S105 - core.tokens.TOKEN_LENGTH characters
 SAMPLE_OPT_OUT_TOKEN = "00001xY2zA3bC4dE"  # noqa: S105 - optouts.links.TOKEN_LENGTH characters
 
 

@@ -23,16 +23,17 @@ import logging
 import threading
 import time
 from datetime import timedelta
-from itertools import islice
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.urls import reverse
 from django.utils import timezone
 
+from core.batching import batched
+from core.bulk import update_rows, update_rows_returning
+from core.tokens import new_token
 from credits.segments import count_segments
 from distributions import fairqueue
-from distributions.bulk import update_rows, update_rows_returning
 from distributions.email_content import html_to_text, render_email
 from distributions.models import (
     Distribution,
@@ -50,23 +51,16 @@ from distributions.providers.base import (
     SmsProvider,
 )
 from distributions.providers.registry import channel_provider_for
-from distributions.rendering import new_token, piped_fields, recipient_values, render
 from distributions.services import distribution_finish_if_done
 from distributions.verp import verp_address
 from optouts.guard import handover_guard
 from optouts.links import opt_out_url
 from optouts.selectors import opted_out_addresses
+from participants.rendering import piped_fields, recipient_values, render
 from projects.models import SurveyLink
 from webhooks.events import recipient_statuses_raised
 
 logger = logging.getLogger(__name__)
-
-
-def batched(iterable, size: int):
-    """itertools.batched (Python 3.12) for 3.11."""
-    iterator = iter(iterable)
-    while batch := tuple(islice(iterator, size)):
-        yield batch
 
 
 MStatus = Message.Status

@@ -23,8 +23,8 @@ from credits.segments import normalize_line_breaks
 from distributions.conditions import conditions_clean, conditions_q
 from distributions.fairqueue import lane_close
 from distributions.models import Distribution, Message, MessageEvent
-from distributions.rendering import piped_fields
 from participants.models import Participant
+from participants.rendering import piped_fields
 from participants.selectors import project_metadata_keys
 from projects.models import Project
 from webhooks.events import distribution_finished_raised, recipient_statuses_raised

@@ -10,8 +10,8 @@ from __future__ import annotations
 from celery import shared_task
 from celery.signals import worker_ready
 
+from core.locks import periodic_lock
 from distributions import pump, sending, services
-from distributions.locks import periodic_lock
 from distributions.models import Distribution
 
 

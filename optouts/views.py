@@ -17,7 +17,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from brands.roles import Role
 from brands.views import BrandPageMixin
-from distributions.csvio import csv_rows
+from core.csvio import csv_rows
 from optouts.links import link_expired, link_expires_at, opt_out_token_read
 from optouts.models import Channel, InboundMessage, OptOut, Scope, Source
 from optouts.selectors import (

@@ -20,8 +20,8 @@ from rest_framework.views import APIView
 
 from brands.api.base import BrandScopedAPIMixin, StrictModelSerializer, StrictSerializer
 from brands.scoping import get_for_brand_by_pk
+from core.csvio import DELIMITERS, ENCLOSURES, csv_dialect_options, csv_rows
 from distributions.api import ConditionSerializer, DistributionSerializer
-from distributions.csvio import DELIMITERS, ENCLOSURES, csv_dialect_options, csv_rows
 from distributions.models import Distribution, DistributionSeries
 from distributions.series import SERIES_ACTIONS, series_create
 from distributions.services import distribution_create

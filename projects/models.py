@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from brands.models import Brand
 from brands.scoping import BrandScopedManager
-from distributions.rendering import new_token
+from core.tokens import new_token
 
 
 class Project(models.Model):

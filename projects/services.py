@@ -13,7 +13,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from brands.models import Brand
-from distributions.rendering import new_token
+from core.tokens import new_token
 from projects.models import Project, ProjectStageChange, Question, Response, SurveyLink
 from projects.signed_links import SignedLinkUse, SignedParameters, signed_link_used
 from projects.survey import (

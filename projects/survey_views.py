@@ -15,7 +15,7 @@ from django.views import View
 from brands.roles import Role
 from brands.rotation import grace_from_hours
 from brands.views import BrandPageMixin
-from distributions.csvio import csv_rows
+from core.csvio import csv_rows
 from distributions.models import Distribution, DistributionSeries
 from distributions.series import SERIES_ACTIONS, series_create
 from projects.api_survey import qr_http_response

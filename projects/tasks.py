@@ -1,6 +1,6 @@
 from celery import shared_task
 
-from distributions.locks import periodic_lock
+from core.locks import periodic_lock
 from projects.services import projects_apply_availability
 
 

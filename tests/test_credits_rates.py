@@ -297,7 +297,7 @@ def test_country_matches_phonenumbers_on_every_regions_example_numbers():
 )
 def test_the_estimates_text_builder_renders_like_the_sender(pieces, values):
     from credits.estimate import text_builder
-    from distributions.rendering import piped_fields, render
+    from participants.rendering import piped_fields, render
 
     template = "".join(pieces)
     names = [n for n in dict.fromkeys(piped_fields(template)) if n not in ("link", "opt_out_link")]

@@ -11,11 +11,7 @@ import pytest
 
 from participants.models import Participant, Person
 from projects import links_services
-from projects.links_services import (
-    IdempotencyConflict,
-    LinkResult,
-    transactional_link_create,
-)
+from projects.links_services import IdempotencyConflict, LinkResult, transactional_link_create
 from projects.models import Project, SurveyLink, Transaction
 from tests.factories.projects import ProjectFactory
 

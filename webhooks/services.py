@@ -317,7 +317,7 @@ RECORD_CASTS = {
 
 def _record(results: list, lease: str) -> dict[int, dict]:
     """Write the attempts and the deliveries' new states in bulk; schedule what follows."""
-    from distributions.bulk import update_rows
+    from core.bulk import update_rows
 
     now = timezone.now()
     window = timedelta(seconds=settings.RELAY_WEBHOOKS_RETRY_WINDOW)

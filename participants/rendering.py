@@ -6,18 +6,11 @@
 from __future__ import annotations
 
 import re
-import secrets
 from collections.abc import Mapping
 
 PIPED = re.compile(r"\$\{\s*([^}]+?)\s*\}")
 PERSON_FIELDS = ("first_name", "last_name", "email", "person_id", "username")
 BUILTINS = (*PERSON_FIELDS, "role", "link", "opt_out_link")
-TOKEN_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # noqa: S105
-TOKEN_LENGTH = 10  # 62^10 ≈ 8e17: unguessable, and short because SMS segments cost money
-
-
-def new_token(length: int = TOKEN_LENGTH) -> str:
-    return "".join(secrets.choice(TOKEN_ALPHABET) for _ in range(length))
 
 
 def piped_fields(template: str) -> list[str]:
