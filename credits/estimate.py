@@ -26,6 +26,7 @@ every number exactly.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -43,6 +44,7 @@ from participants.rendering import PERSON_FIELDS, PIPED, piped_fields
 PREFIX_LENGTH = 8  # "+" and 7 digits: calling code and the digits that split shared codes
 SAMPLE_MESSAGE_ID = 1_000_000  # the opt-out link of a message not created yet (any id: 16 chars)
 LINK_FIELDS = ("link", "opt_out_link")
+Spellings = Callable[[str], list[str]]
 
 
 def link_placeholder() -> str:
@@ -90,17 +92,18 @@ class Estimate:
         return sorted(self.by_country)
 
 
-def _metadata_value(name: str, *, participant_prefix: str, person_prefix: str):
+def _metadata_value(
+    name: str, *, spellings: Spellings | None, participant_prefix: str, person_prefix: str
+):
     """The value a metadata field renders: the project value wins over the directory value.
 
-    ``render`` matches names ignoring case; SQL cannot, so the common spellings are tried
-    (as written, lower case, Capitalised, UPPER) in the participant's then the person's data.
+    ``render`` matches names by ``participants.metadata.normalise_key``; SQL cannot, so the
+    caller gives the spellings stored for the name (``participants.selectors
+    .metadata_spellings``), tried in the participant's then the person's data.
     """
-    spellings = list(dict.fromkeys([name, name.lower(), name.capitalize(), name.upper()]))
+    names = (spellings(name) if spellings else None) or [name]
     sources = [f"{participant_prefix}metadata", f"{person_prefix}metadata"]
-    candidates = [
-        KeyTextTransform(spelling, source) for source in sources for spelling in spellings
-    ]
+    candidates = [KeyTextTransform(spelling, source) for source in sources for spelling in names]
     return Coalesce(*candidates, Value(""), output_field=CharField())
 
 
@@ -111,6 +114,7 @@ def estimate_groups(
     phone_path: str,
     person_prefix: str,
     participant_prefix: str,
+    spellings: Spellings | None = None,
 ) -> tuple[list[str], list[dict]]:
     """One grouped query: ``[{"prefix", "sample", "n", "f0", ...}]`` and the field names."""
     names = [name for name in dict.fromkeys(piped_fields(template)) if name not in LINK_FIELDS]
@@ -125,7 +129,10 @@ def estimate_groups(
             expression = Coalesce(F(f"{participant_prefix}role"), Value(""))
         else:
             expression = _metadata_value(
-                name, participant_prefix=participant_prefix, person_prefix=person_prefix
+                name,
+                spellings=spellings,
+                participant_prefix=participant_prefix,
+                person_prefix=person_prefix,
             )
         annotations[alias] = expression
     rows = (
@@ -185,12 +192,14 @@ def estimate_cost(
     participant_prefix: str,
     opt_out_link: str | None = None,
     one_per_number: bool = False,
+    spellings: Spellings | None = None,
 ) -> Estimate:
     """Cost of sending ``template`` to every row of ``queryset`` that has a phone number.
 
     ``one_per_number``: rows sharing a number count once (as materialisation keeps one). The
     extra rows are taken off their prefix at its average segments per recipient: exact in
     recipients, and in segments unless duplicates of one number have texts of other lengths.
+    ``spellings(name)``: the stored spellings of a metadata field (see ``_metadata_value``).
     """
     queryset = queryset.exclude(**{phone_path: ""}).exclude(**{f"{phone_path}__isnull": True})
     names, groups = estimate_groups(
@@ -199,6 +208,7 @@ def estimate_cost(
         phone_path=phone_path,
         person_prefix=person_prefix,
         participant_prefix=participant_prefix,
+        spellings=spellings,
     )
     fixed = {
         "link": link_placeholder(),
@@ -269,6 +279,7 @@ def schedule_estimate(
     from distributions.models import Distribution
     from distributions.services import recipients_queryset
     from optouts.selectors import optout_active_exists
+    from participants.selectors import metadata_spellings
 
     brand = project.brand
     draft = Distribution(
@@ -292,6 +303,7 @@ def schedule_estimate(
         person_prefix="person__",
         participant_prefix="",
         one_per_number=True,
+        spellings=metadata_spellings(project_id=project.pk),
     )
     self_service = brand.integration_model == Brand.IntegrationModel.SELF_SERVICE
     available = None if self_service else credits_balance(brand=brand).available

@@ -43,6 +43,7 @@ from credits.rates import RateTable, disabled_reason, phone_country, quantize, r
 from credits.segments import count_segments
 from distributions.models import Distribution, Message
 from participants.rendering import piped_fields, recipient_values, render
+from participants.selectors import metadata_spellings
 
 logger = logging.getLogger(__name__)
 
@@ -260,6 +261,7 @@ def distribution_reserve(*, distribution: Distribution) -> CreditReservation | N
         person_prefix="person__",
         participant_prefix="participant__",
         opt_out_link=opt_out_placeholder(last_id) if last_id else None,
+        spellings=metadata_spellings(project_id=distribution.project_id),
     )
     self_service = _is_self_service(brand)
     with transaction.atomic():

@@ -22,7 +22,7 @@ from credits.segments import normalize_line_breaks
 from distributions.conditions import CRITERION_LABELS, ONCE_PER_SET, conditions_clean
 from distributions.email_services import MAX_EMAIL_LENGTH, MAX_SUBJECT_LENGTH
 from distributions.models import Distribution
-from distributions.services import MAX_MESSAGE_LENGTH
+from distributions.spec import MAX_MESSAGE_LENGTH
 
 CONDITION_KEYS = ("criterion", "field", "operator", "value")
 MAX_CONDITIONS = 50

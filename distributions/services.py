@@ -19,13 +19,19 @@ from django.db.models import Count, F, OuterRef, Q, Window
 from django.db.models.functions import Collate, Lower, RowNumber
 from django.utils import timezone
 
-from credits.segments import normalize_line_breaks
 from distributions.conditions import conditions_clean, conditions_q
 from distributions.fairqueue import lane_close
 from distributions.models import Distribution, Message, MessageEvent
+from distributions.spec import (
+    EMAIL_FIELDS,
+    INACTIVE_PROJECT_MESSAGE,
+    DistributionSpec,
+    schedule_errors,
+    spec_clean,
+    spec_errors,
+)
 from participants.models import Participant
-from participants.rendering import piped_fields
-from participants.selectors import project_metadata_keys
+from participants.selectors import metadata_spellings
 from projects.models import Project
 from webhooks.events import distribution_finished_raised, recipient_statuses_raised
 
@@ -33,83 +39,6 @@ logger = logging.getLogger(__name__)
 
 Status = Distribution.Status
 MStatus = Message.Status
-
-INACTIVE_PROJECT_MESSAGE = (
-    "Your project must be activated to send text messages: this project is {stage}."
-)
-MAX_MESSAGE_LENGTH = 1600  # Twilio's limit for one message body
-MAX_EMAIL_LENGTH = 200_000  # an HTML body; large enough for any template, small per row
-EMAIL_FIELDS = ("subject", "text_body", "from_name", "from_address", "reply_to")
-
-
-def _is_alphanumeric_sender(sender: str) -> bool:
-    return bool(sender) and any(ch.isalpha() for ch in sender) and not sender.startswith("MG")
-
-
-def _validate(
-    *,
-    project: Project,
-    channel: str,
-    kind: str,
-    message: str,
-    sender: str,
-    parent: Distribution | None,
-    send_at: datetime,
-    email: dict | None = None,
-    conditions: list | None = None,
-    trigger: str = "",
-    exclude_id: int | None = None,
-) -> None:
-    errors: dict[str, str] = {}
-    if project.stage != Project.Stage.ACTIVE:
-        errors["project"] = INACTIVE_PROJECT_MESSAGE.format(stage=project.get_stage_display())
-    elif not project.is_within_availability(send_at):
-        errors["send_at"] = "The project is outside its availability window at that time."
-    if channel not in Distribution.Channel.values:
-        errors["channel"] = f"Unknown channel '{channel}'."
-    if kind not in Distribution.Kind.values:
-        errors["kind"] = f"Unknown kind '{kind}'."
-    text = (message or "").strip()
-    if not text:
-        errors["message"] = "The message is empty."
-    elif channel == Distribution.Channel.EMAIL:
-        from distributions.email_services import email_content_errors, email_sending_errors
-
-        errors.update(
-            email_content_errors(kind=kind, message=text, trigger=trigger, **(email or {}))
-        )
-        if not errors:
-            errors.update(
-                email_sending_errors(
-                    project=project,
-                    kind=kind,
-                    parent=parent,
-                    conditions=conditions or [],
-                    trigger=trigger,
-                    from_address=(email or {}).get("from_address", ""),
-                    exclude_id=exclude_id,
-                )
-            )
-    elif len(text) > MAX_MESSAGE_LENGTH:
-        errors["message"] = f"The message is longer than {MAX_MESSAGE_LENGTH} characters."
-    elif (
-        channel == Distribution.Channel.SMS
-        and _is_alphanumeric_sender(sender)
-        and "opt_out_link" not in piped_fields(text)
-    ):
-        errors["message"] = (
-            "Messages from an alphanumeric sender cannot receive STOP replies: include "
-            "${opt_out_link} so that recipients can opt out."
-        )
-    if parent is not None:
-        if parent.project_id != project.pk:
-            errors["parent"] = "The invite belongs to another project."
-        elif parent.kind != Distribution.Kind.INVITE:
-            errors["parent"] = "A reminder follows an invite."
-        elif kind != Distribution.Kind.REMINDER:
-            errors["parent"] = "Only a reminder can follow an invite."
-    if errors:
-        raise ValidationError(errors)
 
 
 def distribution_create(
@@ -139,52 +68,51 @@ def distribution_create(
     emails only) sends to each recipient when they complete the survey, from now until the
     distribution is cancelled.
     """
-    now = timezone.now()
-    send_at = send_at or now
-    sender = (sender or "").strip()
-    message = normalize_line_breaks(message or "")
-    cleaned_conditions = conditions_clean(conditions)
-    email: dict = {}
-    if channel == Distribution.Channel.EMAIL:
-        from distributions.email_services import email_fields_clean
-
-        message, email = email_fields_clean(
-            brand=project.brand,
-            message=message,
-            subject=subject,
-            text_body=text_body,
-            from_name=from_name,
-            from_address=from_address,
-            reply_to=reply_to,
-        )
-        sender = ""
-    elif trigger:
-        raise ValidationError({"trigger": "Only email thank-you messages can be triggered."})
-    _validate(
-        project=project,
+    spec = DistributionSpec(
         channel=channel,
         kind=kind,
         message=message,
         sender=sender,
         parent=parent,
-        send_at=max(send_at, now),
-        email=email,
-        conditions=cleaned_conditions,
-        trigger=trigger or "",
+        conditions=conditions,
+        trigger=trigger,
+        subject=subject,
+        text_body=text_body,
+        from_name=from_name,
+        from_address=from_address,
+        reply_to=reply_to,
     )
+    return distribution_create_from_spec(
+        project=project, spec=spec, send_at=send_at, name=name, actor=actor
+    )
+
+
+def distribution_create_from_spec(
+    *,
+    project: Project,
+    spec: DistributionSpec,
+    send_at: datetime | None = None,
+    name: str = "",
+    actor=None,
+) -> Distribution:
+    """Schedule the distribution ``spec`` describes, after every rule of ``spec_errors`` (the
+    one path of create, recurring runs and resends). Queued after commit when due."""
+    now = timezone.now()
+    send_at = send_at or now
+    spec = spec_clean(spec, brand=project.brand)
+    errors = schedule_errors(project=project, send_at=max(send_at, now))
+    errors.update(spec_errors(spec, project=project))
+    if errors:
+        raise ValidationError(errors)
     distribution = Distribution.objects.create(
         project=project,
-        channel=channel,
-        kind=kind,
-        parent=parent,
+        kind=spec.kind,
+        parent=spec.parent,
         name=(name or "").strip()[:200],
-        message=message.strip(),
-        sender=sender,
-        conditions=cleaned_conditions,
         send_at=send_at,
-        trigger=trigger or "",
+        trigger=spec.trigger,
         created_by=actor if getattr(actor, "pk", None) else None,
-        **email,
+        **spec.stored_fields(),
     )
     if send_at <= now:
         _queue_start(distribution.pk)
@@ -198,7 +126,6 @@ def _queue_start(distribution_id: int) -> None:
 
 
 EDITABLE = ("message", "sender", "conditions", "send_at", "name", *EMAIL_FIELDS)
-MESSAGE_TEXT_FIELDS = ("message", "text_body")  # their line breaks are normalised
 
 
 def distribution_update(*, distribution: Distribution, actor=None, **changes) -> Distribution:
@@ -219,8 +146,6 @@ def distribution_update(*, distribution: Distribution, actor=None, **changes) ->
                     f"{locked.get_status_display()}."
                 }
             )
-        if "conditions" in changes:
-            changes["conditions"] = conditions_clean(changes["conditions"])
         if locked.channel != Distribution.Channel.EMAIL and set(changes) & set(EMAIL_FIELDS):
             raise ValidationError(
                 dict.fromkeys(
@@ -228,34 +153,15 @@ def distribution_update(*, distribution: Distribution, actor=None, **changes) ->
                 )
             )
         for name, value in changes.items():
-            if name in MESSAGE_TEXT_FIELDS and isinstance(value, str):
-                value = normalize_line_breaks(value)
             setattr(locked, name, value.strip() if isinstance(value, str) else value)
-        email: dict = {}
-        if locked.channel == Distribution.Channel.EMAIL:
-            from distributions.email_services import email_fields_clean
-
-            locked.message, email = email_fields_clean(
-                brand=locked.project.brand,
-                message=locked.message,
-                **{name: getattr(locked, name) for name in EMAIL_FIELDS},
-            )
-            for name, value in email.items():
-                setattr(locked, name, value)
+        spec = spec_clean(DistributionSpec.of(locked), brand=locked.project.brand)
         now = timezone.now()
-        _validate(
-            project=locked.project,
-            channel=locked.channel,
-            kind=locked.kind,
-            message=locked.message,
-            sender=locked.sender,
-            parent=locked.parent,
-            send_at=max(locked.send_at, now),
-            email=email,
-            conditions=locked.conditions,
-            trigger=locked.trigger,
-            exclude_id=locked.pk,
-        )
+        errors = schedule_errors(project=locked.project, send_at=max(locked.send_at, now))
+        errors.update(spec_errors(spec, project=locked.project, exclude_id=locked.pk))
+        if errors:
+            raise ValidationError(errors)
+        for name, value in spec.stored_fields().items():
+            setattr(locked, name, value)
         locked.save()
         if locked.send_at <= now:
             _queue_start(locked.pk)
@@ -417,7 +323,10 @@ def distribution_on_completion(*, response) -> int:
 def recipients_queryset(distribution: Distribution, participant_ids: list[int] | None = None):
     """The participants a distribution selects: its conditions, and for reminders its audience."""
     queryset = Participant.objects.filter(project_id=distribution.project_id).filter(
-        conditions_q(distribution.conditions, spellings=_field_spellings(distribution.project_id))
+        conditions_q(
+            distribution.conditions,
+            spellings=metadata_spellings(project_id=distribution.project_id),
+        )
     )
     if participant_ids is not None:
         queryset = queryset.filter(pk__in=participant_ids)
@@ -432,14 +341,13 @@ def distribution_preview_count(*, project: Project, conditions: list | None) -> 
     """How many participants match ``conditions`` (before scheduling)."""
     return (
         Participant.objects.filter(project=project)
-        .filter(conditions_q(conditions_clean(conditions), spellings=_field_spellings(project.pk)))
+        .filter(
+            conditions_q(
+                conditions_clean(conditions), spellings=metadata_spellings(project_id=project.pk)
+            )
+        )
         .count()
     )
-
-
-def _field_spellings(project_id: int):
-    """The stored spellings of a metadata field name among the project's participants."""
-    return lambda name: project_metadata_keys(project_id=project_id, named=name)
 
 
 def distribution_materialise(

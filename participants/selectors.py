@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from django.core.cache import cache
 from django.db import connection
@@ -250,15 +250,21 @@ def project_metadata_keys(
             names.update((directory or {}).keys())
         found = [n for n in names if named is None or normalise_key(n) == normalise_key(named)]
         return sorted(found)[:limit]
-    where = ""
-    if named is not None:
-        where = "WHERE lower(k) = lower(%s)"
-        params.append(named.strip())
-    sql = f"SELECT DISTINCT k FROM ({keys}) keys {where} ORDER BY k LIMIT %s"  # noqa: S608
-    params.append(limit)
+    # ``named``: every distinct key is compared in Python (SQL has no ``normalise_key``: it
+    # cannot collapse inner spaces on SQLite); a project has a few dozen keys.
+    sql = f"SELECT DISTINCT k FROM ({keys}) keys ORDER BY k"  # noqa: S608
+    if named is None:
+        sql += " LIMIT %s"
+        params.append(limit)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         found = [row[0] for row in cursor.fetchall()]
     if named is not None:
-        found = [n for n in found if normalise_key(n) == normalise_key(named)]
+        found = [n for n in found if normalise_key(n) == normalise_key(named)][:limit]
     return found
+
+
+def metadata_spellings(*, project_id: int) -> Callable[[str], list[str]]:
+    """``spellings(name)``: the stored spellings of a metadata field among the project's
+    participants (``normalise_key`` decides), for the SQL of conditions and the estimate."""
+    return lambda name: project_metadata_keys(project_id=project_id, named=name)

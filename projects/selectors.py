@@ -37,7 +37,7 @@ def missed_while_paused(*, project: Project, since: datetime):
     """Distributions that fell due after ``since`` while the project was paused and failed
     for it, nothing of them sent (resuming can send them again)."""
     from distributions.models import Distribution
-    from distributions.services import INACTIVE_PROJECT_MESSAGE
+    from distributions.spec import INACTIVE_PROJECT_MESSAGE
 
     return Distribution.objects.filter(
         project=project,

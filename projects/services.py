@@ -213,7 +213,8 @@ def distributions_resend_missed(*, project: Project, since: datetime, actor=None
     whose invite is resent too is not resent: it would land right after its invite.
     """
     from distributions.models import Distribution
-    from distributions.services import distribution_create
+    from distributions.services import distribution_create_from_spec
+    from distributions.spec import DistributionSpec
     from projects.selectors import missed_while_paused
 
     missed = list(missed_while_paused(project=project, since=since).order_by("send_at", "pk"))
@@ -221,16 +222,11 @@ def distributions_resend_missed(*, project: Project, since: datetime, actor=None
     for original in missed:
         if original.parent_id in resent:
             continue
-        copy = distribution_create(
+        copy = distribution_create_from_spec(
             project=project,
-            message=original.message,
-            actor=actor,
-            channel=original.channel,
-            kind=original.kind,
-            sender=original.sender,
-            conditions=original.conditions,
-            parent=original.parent,
+            spec=DistributionSpec.of(original),
             name=f"{original} (resent after pause)",
+            actor=actor,
         )
         resent[original.pk] = copy
         Distribution.objects.filter(parent=original, status=Distribution.Status.SCHEDULED).update(
