@@ -64,12 +64,13 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "brands",
+    "webhooks",
     "projects",
     "participants",
-    "distributions",
-    "credits",
     "optouts",
-    "webhooks",
+    "surveys",
+    "credits",
+    "distributions",
 ]
 
 MIDDLEWARE = [

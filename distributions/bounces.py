@@ -19,9 +19,9 @@ import re
 from django.db import transaction
 from django.utils import timezone
 
+from distributions.events import recipient_statuses_raised
 from distributions.models import BounceReport, Message, MessageEvent
 from distributions.verp import verp_message_id
-from webhooks.events import recipient_statuses_raised
 
 MAX_RAW = 1_000_000  # characters of a report we keep
 RECIPIENT_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To", "To", "X-Failed-Recipients")

@@ -35,6 +35,7 @@ from core.tokens import new_token
 from credits.segments import count_segments
 from distributions import fairqueue
 from distributions.email_content import html_to_text, render_email
+from distributions.events import recipient_statuses_raised
 from distributions.models import (
     Distribution,
     Message,
@@ -58,7 +59,6 @@ from optouts.links import opt_out_url
 from optouts.selectors import opted_out_addresses
 from participants.rendering import piped_fields, recipient_values, render
 from projects.models import SurveyLink
-from webhooks.events import recipient_statuses_raised
 
 logger = logging.getLogger(__name__)
 

@@ -20,6 +20,7 @@ from django.db.models.functions import Collate, Lower, RowNumber
 from django.utils import timezone
 
 from distributions.conditions import conditions_clean, conditions_q
+from distributions.events import distribution_finished_raised, recipient_statuses_raised
 from distributions.fairqueue import lane_close
 from distributions.models import Distribution, Message, MessageEvent
 from distributions.spec import (
@@ -33,7 +34,6 @@ from distributions.spec import (
 from participants.models import Participant
 from participants.selectors import metadata_spellings
 from projects.models import Project
-from webhooks.events import distribution_finished_raised, recipient_statuses_raised
 
 logger = logging.getLogger(__name__)
 

@@ -20,11 +20,11 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from brands.roles import Role, role_allows
+from optouts.events import opted_out_raised
 from optouts.guard import optout_write_lock
 from optouts.keywords import Keyword, match_reply
 from optouts.links import link_expired
 from optouts.models import Channel, InboundMessage, OptOut, OptOutEvent, Scope, Source
-from webhooks.events import opted_out_raised
 
 logger = logging.getLogger(__name__)
 

@@ -268,3 +268,11 @@ def metadata_spellings(*, project_id: int) -> Callable[[str], list[str]]:
     """``spellings(name)``: the stored spellings of a metadata field among the project's
     participants (``normalise_key`` decides), for the SQL of conditions and the estimate."""
     return lambda name: project_metadata_keys(project_id=project_id, named=name)
+
+
+def person_ids_of(participant_ids: Iterable[int | None]) -> dict[int, str]:
+    """PersonID of each participant id given (one query; none for no id)."""
+    wanted = {pk for pk in participant_ids if pk}
+    if not wanted:
+        return {}
+    return dict(Participant.objects.filter(pk__in=wanted).values_list("pk", "person__person_id"))

@@ -27,7 +27,7 @@ from projects.survey import (
     may_finish,
     url_embedded_data,
 )
-from webhooks.events import link_opened_raised, response_completed_raised
+from surveys.events import link_opened_raised, response_completed_raised
 
 Stage = Project.Stage
 

@@ -22,6 +22,7 @@ from django.utils import timezone
 import pytest
 
 from brands.roles import Role
+from distributions.events import recipient_statuses_raised
 from distributions.models import Message
 from distributions.services import (
     _close_open_messages,
@@ -34,7 +35,6 @@ from tests.factories.distributions import DistributionFactory, MessageFactory
 from tests.factories.participants import ParticipantFactory, PersonFactory
 from tests.webhook_receiver import Receiver, Script
 from webhooks import security, signing, transport
-from webhooks.events import recipient_statuses_raised
 from webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from webhooks.services import (
     deliveries_attempt,
