@@ -71,6 +71,7 @@ INSTALLED_APPS = [
     "surveys",
     "credits",
     "distributions",
+    "transactional",
 ]
 
 MIDDLEWARE = [

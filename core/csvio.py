@@ -6,6 +6,10 @@ import csv
 import re
 from collections.abc import Iterable, Iterator
 
+from django.http import StreamingHttpResponse
+from drf_spectacular.utils import OpenApiParameter
+from rest_framework.exceptions import ValidationError
+
 DELIMITERS = {"comma": ",", "semicolon": ";", "tab": "\t", "pipe": "|"}
 ENCLOSURES = {"double": '"', "single": "'", "none": ""}
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -54,3 +58,30 @@ def csv_rows(
     yield ("\ufeff" if bom else "") + writer.writerow(header)
     for row in rows:
         yield writer.writerow([neutralise(cell) for cell in row])
+
+
+CSV_PARAMETERS = [
+    OpenApiParameter("delimiter", enum=list(DELIMITERS), default="comma"),
+    OpenApiParameter("enclosure", enum=list(ENCLOSURES), default="double"),
+]
+
+
+def csv_response(request, *, header, rows, filename: str) -> StreamingHttpResponse:
+    """Stream ``rows`` as CSV in the caller's ``?delimiter=`` and ``?enclosure=``."""
+    delimiter = request.query_params.get("delimiter", "comma")
+    enclosure = request.query_params.get("enclosure", "double")
+    try:
+        csv_dialect_options(delimiter, enclosure)  # refuse bad options before streaming
+    except ValueError as exc:
+        field = "delimiter" if "delimiter" in str(exc) else "enclosure"
+        raise ValidationError({field: str(exc)}) from exc
+    lines = csv_rows(header, rows, delimiter=delimiter, enclosure=enclosure)
+    response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+def csv_download(lines, filename: str) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 
 from django.db.models import Count, OuterRef, Q, Sum
 
 from distributions.audiences import is_respondent_subquery
 from distributions.models import Distribution, Message
+from projects.models import Project
 
 MStatus = Message.Status
 HISTORY_HEADER = [
@@ -169,3 +171,18 @@ def history_rows(*, distribution: Distribution, zone) -> Iterator[list]:
             labels.get(status, status),
             changed.astimezone(zone).isoformat(timespec="seconds") if changed else "",
         ]
+
+
+def missed_while_paused(*, project: Project, since: datetime):
+    """Distributions that fell due after ``since`` while the project was paused and failed
+    for it, nothing of them sent (resuming can send them again)."""
+    from distributions.models import Distribution
+    from distributions.spec import INACTIVE_PROJECT_MESSAGE
+
+    return Distribution.objects.filter(
+        project=project,
+        status=Distribution.Status.FAILED,
+        finished_at__gte=since,
+        status_reason=INACTIVE_PROJECT_MESSAGE.format(stage=Project.Stage.PAUSED.label),
+        messages__isnull=True,
+    )

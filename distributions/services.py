@@ -674,3 +674,33 @@ def _status_apply(
         distribution_id=message.distribution_id, changes=[(message.pk, status)], at=now
     )
     return message
+
+
+def distributions_resend_missed(*, project: Project, since: datetime, actor=None) -> list:
+    """Schedule again, now, each distribution that failed since ``since`` because the project
+    was paused (nothing of it was sent). Returns the new distributions.
+
+    Reminders still scheduled for a resent invite follow the new invite. A missed reminder
+    whose invite is resent too is not resent: it would land right after its invite.
+    """
+    from distributions.models import Distribution
+    from distributions.selectors import missed_while_paused
+    from distributions.services import distribution_create_from_spec
+    from distributions.spec import DistributionSpec
+
+    missed = list(missed_while_paused(project=project, since=since).order_by("send_at", "pk"))
+    resent: dict[int, Distribution] = {}
+    for original in missed:
+        if original.parent_id in resent:
+            continue
+        copy = distribution_create_from_spec(
+            project=project,
+            spec=DistributionSpec.of(original),
+            name=f"{original} (resent after pause)",
+            actor=actor,
+        )
+        resent[original.pk] = copy
+        Distribution.objects.filter(parent=original, status=Distribution.Status.SCHEDULED).update(
+            parent=copy
+        )
+    return list(resent.values())

@@ -96,3 +96,15 @@ def distribution_on_completion_task(response_id: int) -> dict:
     if response is None:
         return {"queued": 0}
     return {"queued": services.distribution_on_completion(response=response)}
+
+
+@shared_task(name="projects.tasks.distribution_series_run_due_task")
+def distribution_series_run_due_task() -> dict:
+    """Make the due runs of recurring messages (Lifecycle projects). Each occurrence is claimed
+    under a row lock, so the Redis lock only saves a second beat the duplicate work."""
+    from distributions.series import series_run_due
+
+    with periodic_lock("series-run-due", timeout=120) as acquired:
+        if not acquired:
+            return {"skipped": "another series run is in progress"}
+        return series_run_due()

@@ -30,7 +30,7 @@ from distributions.services import (
     message_status_ingest,
 )
 from optouts.services import optout_create_by_admin
-from projects.services import question_create, response_create
+from surveys.services import question_create, response_create
 from tests.factories.distributions import DistributionFactory, MessageFactory
 from tests.factories.participants import ParticipantFactory, PersonFactory
 from tests.webhook_receiver import Receiver, Script

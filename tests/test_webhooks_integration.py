@@ -22,7 +22,7 @@ from brands.roles import Role
 from distributions.models import Message
 from distributions.services import message_status_ingest
 from optouts.services import optout_create_by_admin
-from projects.services import question_create
+from surveys.services import question_create
 from tests.browser import browser_user, login, screenshot
 from tests.factories.distributions import DistributionFactory, MessageFactory
 from tests.factories.participants import ParticipantFactory

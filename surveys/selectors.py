@@ -11,7 +11,7 @@ from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
 from projects.models import Project, Question, Response, SurveyLink
-from projects.survey import family_answered_q
+from surveys.answers import family_answered_q
 
 CSV_BATCH = 2000  # rows fetched per round trip when streaming a CSV
 SUMMARY_DAYS = 30  # days shown on the responses-over-time chart
@@ -30,21 +30,6 @@ def survey_link_for_page(token: str) -> SurveyLink | None:
         .annotate(family_answered=Exists(family))  # NULL participant or root: never true
         .filter(token=token)
         .first()
-    )
-
-
-def missed_while_paused(*, project: Project, since: datetime):
-    """Distributions that fell due after ``since`` while the project was paused and failed
-    for it, nothing of them sent (resuming can send them again)."""
-    from distributions.models import Distribution
-    from distributions.spec import INACTIVE_PROJECT_MESSAGE
-
-    return Distribution.objects.filter(
-        project=project,
-        status=Distribution.Status.FAILED,
-        finished_at__gte=since,
-        status_reason=INACTIVE_PROJECT_MESSAGE.format(stage=Project.Stage.PAUSED.label),
-        messages__isnull=True,
     )
 
 
