@@ -34,11 +34,10 @@ urlpatterns = [
     path("", include("participants.urls")),
     path("", include("distributions.urls")),
     path("webhooks/endpoints/", include("webhooks.urls")),
-    path("webhooks/", include("distributions.webhook_urls")),
-    path("webhooks/", include("optouts.webhook_urls")),
+    path("webhooks/", include("distributions.callback_urls")),
     path("optouts/", include("optouts.urls")),
     path("credits/", include("credits.urls")),
-    path("o/", include("optouts.link_urls")),
+    path("o/", include("distributions.optout_link_urls")),
 ]
 
 if settings.RELAY_BENCH_ENDPOINTS:  # benchmarks only (config/bench.py): off by default

@@ -27,7 +27,6 @@ class ProviderAccount(models.Model):
     """
 
     brand_path = "brand"
-    REDACTED_FIELDS = ("auth_token",)
 
     brand = models.OneToOneField(Brand, on_delete=models.CASCADE, related_name="provider_account")
     provider = models.CharField(max_length=40, default="outbox")
@@ -428,7 +427,6 @@ class EmailAccount(models.Model):
         NONE = "none", "None"
 
     brand_path = "brand"
-    REDACTED_FIELDS = ("smtp_password",)
     provider = "email"  # the engine's throttle key and provider lookup
 
     brand = models.OneToOneField(Brand, on_delete=models.CASCADE, related_name="email_account")
@@ -468,7 +466,6 @@ class EmailDomain(models.Model):
     DKIM selector and key, messages from it are signed (the key is encrypted at rest)."""
 
     brand_path = "brand"
-    REDACTED_FIELDS = ("dkim_private_key",)
 
     brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="email_domains")
     domain = models.CharField(max_length=253)

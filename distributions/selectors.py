@@ -9,6 +9,7 @@ from django.db.models import Count, OuterRef, Q, Sum
 
 from distributions.audiences import is_respondent_subquery
 from distributions.models import Distribution, Message
+from optouts.models import Channel
 from projects.models import Project
 
 MStatus = Message.Status
@@ -185,4 +186,22 @@ def missed_while_paused(*, project: Project, since: datetime):
         finished_at__gte=since,
         status_reason=INACTIVE_PROJECT_MESSAGE.format(stage=Project.Stage.PAUSED.label),
         messages__isnull=True,
+    )
+
+
+# --- inbound replies --------------------------------------------------------------------------
+def last_message_to(*, brand_id: int, address: str, channel: str = Channel.SMS):
+    """The brand's last message handed to the provider for ``address`` (None if never)."""
+    from distributions.models import Message
+
+    return (
+        Message.objects.filter(
+            address=address,
+            sent_at__isnull=False,
+            distribution__channel=channel,
+            distribution__project__brand_id=brand_id,
+        )
+        .select_related("person", "distribution")
+        .order_by("-sent_at", "-pk")
+        .first()
     )

@@ -47,9 +47,9 @@ from distributions.providers.base import (
     Outcome,
     OutgoingEmail,
     OutgoingSms,
+    Provider,
     SendResult,
     SentQuery,
-    SmsProvider,
 )
 from distributions.providers.registry import channel_provider_for
 from distributions.services import distribution_finish_if_done
@@ -101,20 +101,21 @@ def channel_account_for(distribution: Distribution):
     return provider_account_for(distribution.project.brand)
 
 
-def channel_provider(distribution: Distribution) -> tuple[object, SmsProvider]:
+def channel_provider(distribution: Distribution) -> tuple[object, Provider]:
     account = channel_account_for(distribution)
     return account, channel_provider_for(account, distribution.channel)
 
 
-def status_callback_url(message_id: int) -> str:
-    return settings.PUBLIC_BASE_URL + reverse("webhooks:twilio-status", args=[message_id])
+def status_callback_url(code: str, message_id: int) -> str:
+    """Where provider ``code`` posts the statuses of message ``message_id``."""
+    return settings.PUBLIC_BASE_URL + reverse("callbacks:status", args=[code, message_id])
 
 
-def status_callback_template() -> str:
+def status_callback_template(code: str) -> str:
     """``status_callback_url`` as a format string: reversing a URL per message costs more
     than the rest of its bookkeeping."""
     marker = 987654321
-    return status_callback_url(marker).replace(str(marker), "{}")
+    return status_callback_url(code, marker).replace(str(marker), "{}")
 
 
 # --- credits: reserved at start, debited per accepted message, released at the end ---------
@@ -381,7 +382,7 @@ def leased_rows(lease: str) -> list[LeasedRow]:
 def _send_rows(
     distribution,
     account,
-    provider: SmsProvider,
+    provider: Provider,
     rows: list,
     lease: str,
     stats: dict,
@@ -411,9 +412,7 @@ def _send_rows(
 
     _render(distribution, rows)
     sender = sender_identity(distribution, account)
-    callback = (
-        status_callback_template() if getattr(provider, "wants_status_callback", False) else ""
-    )
+    callback = status_callback_template(provider.code) if provider.wants_status_callback else ""
     by_id = {row.pk: row for row in rows}
     for window in batched(rows, fairqueue.SEND_WINDOW):
         window = _reclaim(list(window), lease)
@@ -841,7 +840,7 @@ def _stale_rows(distribution, stale_before, first_id=None, last_id=None):
     return stale.order_by("pk")
 
 
-def reconcile_range(*, distribution, provider: SmsProvider, first_id=None, last_id=None) -> int:
+def reconcile_range(*, distribution, provider: Provider, first_id=None, last_id=None) -> int:
     """Settle rows left in Sending longer than the lease (their worker died): Sent if the
     provider has them, Pending again (to be sent) if it does not. The provider is asked once
     for all of them (``find_sent_many``: Twilio lists the time range in pages), not once per

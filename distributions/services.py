@@ -23,6 +23,8 @@ from distributions.conditions import conditions_clean, conditions_q
 from distributions.events import distribution_finished_raised, recipient_statuses_raised
 from distributions.fairqueue import lane_close
 from distributions.models import Distribution, Message, MessageEvent
+from distributions.providers.base import StatusUpdate
+from distributions.providers.registry import provider_classes
 from distributions.spec import (
     EMAIL_FIELDS,
     INACTIVE_PROJECT_MESSAGE,
@@ -31,6 +33,7 @@ from distributions.spec import (
     spec_clean,
     spec_errors,
 )
+from optouts.services import optout_record_provider
 from participants.models import Participant
 from participants.selectors import metadata_spellings
 from projects.models import Project
@@ -579,36 +582,46 @@ def _interruption_reason(distribution_id: int) -> str:
 
 # --- status ingest: provider callbacks, simulated receipts, reconciliation ------------------
 
-PROVIDER_STATUS_MAP = {
-    "sent": MStatus.SENT,
-    "delivered": MStatus.DELIVERED,
-    "undelivered": MStatus.FAILED,
-    "failed": MStatus.FAILED,
-    "read": MStatus.DELIVERED,
-}
-BLOCKING_ERROR_CODES = {"21610", "30007", "30004"}
-
 
 def message_status_ingest(
     *,
+    provider: str,
     provider_status: str,
     provider_id: str = "",
     message_id: int | None = None,
     error_code: str = "",
     source: str = MessageEvent.Source.CALLBACK,
 ) -> bool:
-    """Apply a provider status to its message if it moves it forward. True if it changed.
+    """Apply a status that provider ``provider`` (its code) reported, classified by its
+    provider class (which statuses count, which errors mean Blocked or an opt-out)."""
+    update = provider_classes()[provider].status_update(
+        provider_status=provider_status,
+        provider_id=provider_id,
+        error_code=error_code,
+        message_id=message_id,
+    )
+    return status_update_apply(update=update, source=source)
+
+
+def status_update_apply(
+    *, update: StatusUpdate, source: str = MessageEvent.Source.CALLBACK
+) -> bool:
+    """Apply a classified provider status to its message if it moves it forward. True if it
+    changed.
 
     Out-of-order and repeated callbacks change nothing: a Delivered row never goes back.
     A callback that arrives before the worker recorded the send still counts (the row is
-    found by ``message_id``).
+    found by ``message_id``). A recipient the carrier says unsubscribed is opted out.
     """
-    status = PROVIDER_STATUS_MAP.get((provider_status or "").lower())
+    status = update.status
     if status is None:
         return False
-    error_code = (error_code or "").strip()
-    if status == MStatus.FAILED and error_code in BLOCKING_ERROR_CODES:
-        status = MStatus.BLOCKED
+    error_code = update.error_code
+    provider_status, provider_id, message_id = (
+        update.provider_status,
+        update.provider_id,
+        update.message_id,
+    )
     with transaction.atomic():
         message = _status_apply(
             status=status,
@@ -620,9 +633,7 @@ def message_status_ingest(
         )
     if message is None:
         return False
-    if status == MStatus.BLOCKED and error_code == "21610":
-        from optouts.services import optout_record_provider
-
+    if update.recipient_opted_out:
         optout_record_provider(message=message)
     if message.status == MStatus.SENDING:
         distribution_finish_if_done(distribution_id=message.distribution_id)

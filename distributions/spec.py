@@ -25,6 +25,7 @@ from distributions.email_services import (
     from_domain_errors,
 )
 from distributions.models import Distribution
+from optouts.links import is_alphanumeric_sender
 from participants.rendering import piped_fields
 from projects.models import Project
 
@@ -37,12 +38,6 @@ ALPHANUMERIC_SENDER_MESSAGE = (
     "Messages from an alphanumeric sender cannot receive STOP replies: include "
     "${opt_out_link} so that recipients can opt out."
 )
-
-
-def is_alphanumeric_sender(sender: str) -> bool:
-    """A sender ID with letters (``ACME``) rather than a phone number or a messaging service
-    (``MG…``): it cannot get replies."""
-    return bool(sender) and any(ch.isalpha() for ch in sender) and not sender.startswith("MG")
 
 
 @dataclass(frozen=True)

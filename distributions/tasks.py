@@ -81,7 +81,7 @@ def outbox_deliver_task(receipts: list[list]) -> dict:
     delivered = 0
     for message_id, sid in receipts:
         delivered += services.message_status_ingest(
-            provider_status="delivered", provider_id=sid, message_id=message_id
+            provider="outbox", provider_status="delivered", provider_id=sid, message_id=message_id
         )
     OutboxMessage.objects.filter(sid__in=[sid for _, sid in receipts]).update(status="delivered")
     return {"delivered": delivered}

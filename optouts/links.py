@@ -83,3 +83,9 @@ def link_expires_at(message) -> datetime:
 def link_expired(*, message, now: datetime | None = None) -> bool:
     """True once more than 10 days have passed since the message was sent."""
     return (now or timezone.now()) > link_expires_at(message)
+
+
+def is_alphanumeric_sender(sender: str) -> bool:
+    """A sender ID with letters (``ACME``) rather than a phone number or a messaging service
+    (``MG…``): it cannot receive replies, so its recipients opt out by the link only."""
+    return bool(sender) and any(ch.isalpha() for ch in sender) and not sender.startswith("MG")

@@ -47,71 +47,11 @@ def is_opted_out(*, brand_id: int, channel: str, address: str) -> bool:
     return bool(opted_out_addresses(brand_id=brand_id, channel=channel, addresses=[address]))
 
 
-# --- inbound replies --------------------------------------------------------------------------
-def last_message_to(*, brand_id: int, address: str, channel: str = Channel.SMS):
-    """The brand's last message handed to the provider for ``address`` (None if never)."""
-    from distributions.models import Message
-
-    return (
-        Message.objects.filter(
-            address=address,
-            sent_at__isnull=False,
-            distribution__channel=channel,
-            distribution__project__brand_id=brand_id,
-        )
-        .select_related("person", "distribution")
-        .order_by("-sent_at", "-pk")
-        .first()
-    )
-
-
 def directory_person_for(*, brand_id: int, channel: str, address: str):
     from participants.models import Person
 
     field = "phone" if channel == Channel.SMS else "email__iexact"
     return Person.objects.filter(brand_id=brand_id, **{field: address}).order_by("pk").first()
-
-
-def inbound_brand_candidates(
-    *, to_number: str, from_number: str, account_sid: str = "", messaging_service_sid: str = ""
-) -> list[int]:
-    """Brands an inbound reply may belong to, most likely first.
-
-    1. whose provider account sends from ``To`` (default sender) or through the messaging
-       service that received it (several: the one that last messaged ``From`` first);
-    2. whose provider account is the Twilio account that received it;
-    3. the brand that last messaged ``From``.
-    The webhook takes the first whose auth token validates the request's signature.
-    """
-    from distributions.models import Message, ProviderAccount
-
-    recent = {}
-    if from_number:
-        rows = (
-            Message.objects.filter(address=from_number, sent_at__isnull=False)
-            .order_by("-sent_at")
-            .values_list("distribution__project__brand_id", flat=True)[:50]
-        )
-        for brand_id in rows:
-            recent.setdefault(brand_id, len(recent))
-
-    def by_recency(brand_ids: Iterable[int]) -> list[int]:
-        return sorted(set(brand_ids), key=lambda b: (recent.get(b, len(recent)), b))
-
-    sender_match = Q(default_sender=to_number) if to_number else Q(pk__in=[])
-    if messaging_service_sid:
-        sender_match |= Q(messaging_service_sid=messaging_service_sid)
-    candidates = by_recency(
-        ProviderAccount.objects.filter(sender_match).values_list("brand_id", flat=True)
-    )
-    if account_sid:
-        candidates += by_recency(
-            ProviderAccount.objects.filter(account_sid=account_sid).values_list(
-                "brand_id", flat=True
-            )
-        )
-    candidates += sorted(recent, key=recent.get)
-    return list(dict.fromkeys(candidates))
 
 
 # --- pages and API ----------------------------------------------------------------------------

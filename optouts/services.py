@@ -25,6 +25,7 @@ from optouts.guard import optout_write_lock
 from optouts.keywords import Keyword, match_reply
 from optouts.links import link_expired
 from optouts.models import Channel, InboundMessage, OptOut, OptOutEvent, Scope, Source
+from optouts.selectors import directory_person_for
 
 logger = logging.getLogger(__name__)
 
@@ -293,13 +294,11 @@ class InboundResult:
     replayed: bool = False
 
 
-def inbound_help_text(*, brand) -> str:
-    """The brand's answer to HELP/INFO (its provider settings, else a sensible default)."""
+def inbound_help_text(*, brand, custom: str = "") -> str:
+    """The brand's answer to HELP/INFO: ``custom`` (its provider settings), else a sensible
+    default."""
     if brand is None:
         return GENERIC_HELP_TEXT
-    from distributions.models import ProviderAccount
-
-    custom = ProviderAccount.objects.filter(brand=brand).values_list("help_text", flat=True).first()
     return (custom or "").strip() or DEFAULT_HELP_TEXT.format(brand=brand.name)
 
 
@@ -322,8 +321,12 @@ def inbound_reply_handle(
     messaging_service_sid: str = "",
     opt_out_type: str = "",
     received_at: datetime | None = None,
+    last_message=None,
+    help_text: str = "",
 ) -> InboundResult:
-    """Store a reply and act on it.
+    """Store a reply and act on it. ``last_message``: the brand's last message handed over
+    to ``from_number`` (None: never), ``help_text``: the brand's own answer to HELP; the
+    caller (``distributions.inbound``) reads both where they are kept.
 
     - STOP words (any language) from a number the brand messaged: within ``DIRECTORY_WINDOW``
       of our last message to it, a DIRECTORY opt-out (``Opted out: Yes``); later, or when the
@@ -344,11 +347,9 @@ def inbound_reply_handle(
     match = match_reply(body)
     kind = PROVIDER_OPT_OUT_TYPES.get((opt_out_type or "").strip().upper(), match.kind)
 
-    last = person = None
+    last = last_message if brand is not None else None
+    person = None
     if brand is not None and from_number:
-        from optouts.selectors import directory_person_for, last_message_to
-
-        last = last_message_to(brand_id=brand.pk, address=from_number)
         person = (last.person if last else None) or directory_person_for(
             brand_id=brand.pk, channel=Channel.SMS, address=from_number
         )
@@ -374,7 +375,9 @@ def inbound_reply_handle(
                 message=last,
                 person=person,
             )
-            reply = _act_on_inbound(inbound, kind=kind, known=known, opt_out_type=opt_out_type)
+            reply = _act_on_inbound(
+                inbound, kind=kind, known=known, opt_out_type=opt_out_type, help_text=help_text
+            )
             inbound.reply = reply[:480]
             inbound.save(update_fields=["action", "optout", "reply"])
     except IntegrityError:
@@ -386,7 +389,9 @@ def inbound_reply_handle(
     return InboundResult(inbound, inbound.reply)
 
 
-def _act_on_inbound(inbound: InboundMessage, *, kind: Keyword, known: bool, opt_out_type: str):
+def _act_on_inbound(
+    inbound: InboundMessage, *, kind: Keyword, known: bool, opt_out_type: str, help_text: str
+):
     """Decide and record what an inbound reply does; sets ``inbound.action``. Returns the reply."""
     Action = InboundMessage.Action
     brand = inbound.brand
@@ -395,7 +400,7 @@ def _act_on_inbound(inbound: InboundMessage, *, kind: Keyword, known: bool, opt_
             inbound.action = Action.HELP_BY_PROVIDER  # Advanced Opt-Out sent its HELP text
             return ""
         inbound.action = Action.HELP_SENT
-        return inbound_help_text(brand=brand)
+        return inbound_help_text(brand=brand, custom=help_text)
     if kind == Keyword.OTHER:
         inbound.action = Action.STORED
         return ""

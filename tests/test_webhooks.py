@@ -397,8 +397,10 @@ def test_status_changes_link_opens_and_finishes_raise_their_events(tenancy, loca
         provider_id="SM1",
     )
 
-    assert message_status_ingest(provider_status="delivered", provider_id="SM1")
-    assert not message_status_ingest(provider_status="sent", provider_id="SM1")  # no step back
+    assert message_status_ingest(provider="twilio", provider_status="delivered", provider_id="SM1")
+    assert not message_status_ingest(
+        provider="twilio", provider_status="sent", provider_id="SM1"
+    )  # no step back
     run_due()
 
     events = [(r.json["type"], r.json["data"]) for r in receiver.accepted()]
@@ -690,7 +692,10 @@ def test_a_callback_racing_the_worker_waits_for_it_and_events_keep_their_order(
         try:
             applied.append(
                 message_status_ingest(
-                    provider_status="delivered", provider_id="SM9", message_id=message.pk
+                    provider="twilio",
+                    provider_status="delivered",
+                    provider_id="SM9",
+                    message_id=message.pk,
                 )
             )
         finally:

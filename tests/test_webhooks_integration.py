@@ -142,7 +142,9 @@ def test_a_receiver_failing_four_times_gets_each_event_once_in_order(
     )
 
     for provider_id, status in (("SM1", "sent"), ("SM2", "sent"), ("SM1", "delivered")):
-        assert message_status_ingest(provider_status=status, provider_id=provider_id)
+        assert message_status_ingest(
+            provider="twilio", provider_status=status, provider_id=provider_id
+        )
     optout_create_by_admin(
         brand=tenancy.brand_a, channel="sms", address="+14155550199", reason="by phone"
     )

@@ -39,11 +39,11 @@ from django.core.mail.backends.smtp import EmailBackend as SmtpBackend
 import dkim
 
 from distributions.providers.base import (
+    EmailProvider,
     Outcome,
     OutgoingEmail,
     ProviderError,
     SendResult,
-    SmsProvider,
 )
 
 logger = logging.getLogger(__name__)
@@ -91,11 +91,10 @@ def _reply(code: int, text) -> str:
     return f"{code} {' '.join(str(text).split())}".strip()[:280]
 
 
-class SmtpEmailProvider(SmsProvider):
+class SmtpEmailProvider(EmailProvider):
     code = "email"
     label = "Email (platform mailer or own SMTP relay)"
     channels = ("email",)
-    redacted_config_keys = ("smtp_password",)
 
     def __init__(self, account):
         super().__init__(account)
