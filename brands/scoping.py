@@ -61,9 +61,8 @@ _BRAND_MARK, _PK_MARK = -7_000_001, -7_000_002
 
 
 def _by_pk_statement(model: type[models.Model]) -> _ByPkStatement | None:
-    from brands.models import Brand
-
-    query = model._default_manager.all().for_brand(Brand(pk=_BRAND_MARK)).filter(pk=_PK_MARK)
+    # A pk stands for the brand in the lookup (this module sits below brands.models).
+    query = model._default_manager.all().for_brand(_BRAND_MARK).filter(pk=_PK_MARK)
     sql, params = query.query.sql_with_params()
     marks = {_BRAND_MARK: "brand", _PK_MARK: "pk"}
     if any(p not in marks for p in params):

@@ -38,7 +38,7 @@ from django.db.models.functions import Coalesce, Substr
 from core.tokens import TOKEN_LENGTH
 from credits.models import ZERO
 from credits.rates import RateTable, phone_country, quantize
-from credits.segments import count_segments, normalize_line_breaks
+from credits.segments import count_segments
 from participants.rendering import PERSON_FIELDS, PIPED, piped_fields
 
 PREFIX_LENGTH = 8  # "+" and 7 digits: calling code and the digits that split shared codes
@@ -262,64 +262,3 @@ def estimate_cost(
         else:
             estimate.skipped += recipients
     return estimate
-
-
-def schedule_estimate(
-    *, project, message: str, conditions: list | None, kind: str = "invite", parent=None
-) -> dict:
-    """The estimate the schedule page shows: the participants the settings select now (with
-    a phone number, not opted out, one per number), by country, and the brand's available
-    credits. Invalid conditions raise ValidationError (as scheduling would)."""
-    from django.db.models import OuterRef
-
-    from brands.models import Brand
-    from credits.rates import rate_table
-    from credits.selectors import credits_balance
-    from distributions.conditions import conditions_clean
-    from distributions.models import Distribution
-    from distributions.services import recipients_queryset
-    from optouts.selectors import optout_active_exists
-    from participants.selectors import metadata_spellings
-
-    brand = project.brand
-    draft = Distribution(
-        project=project,
-        kind=kind,
-        parent=parent,
-        conditions=conditions_clean(conditions),
-        channel=Distribution.Channel.SMS,
-    )
-    # As materialisation does: one recipient per number, none for a number that opted out.
-    queryset = recipients_queryset(draft).exclude(
-        optout_active_exists(
-            brand_id=brand.pk, channel="sms", address_ref=OuterRef("person__phone")
-        )
-    )
-    estimate = estimate_cost(
-        queryset,
-        template=normalize_line_breaks(message or ""),
-        rates=rate_table(),
-        phone_path="person__phone",
-        person_prefix="person__",
-        participant_prefix="",
-        one_per_number=True,
-        spellings=metadata_spellings(project_id=project.pk),
-    )
-    self_service = brand.integration_model == Brand.IntegrationModel.SELF_SERVICE
-    available = None if self_service else credits_balance(brand=brand).available
-    credits = ZERO if self_service else estimate.credits
-    return {
-        "recipients": estimate.recipients,
-        "segments": estimate.segments,
-        "segments_per_message": estimate.max_segments,
-        "credits": credits,
-        "available": available,
-        "covered": True if self_service else credits <= available,
-        "shortfall": ZERO if self_service else max(credits - available, ZERO),
-        "skipped": estimate.skipped,
-        "by_country": [
-            {**cost.as_dict(), "credits": ZERO if self_service else cost.credits}
-            for cost in estimate.by_country.values()
-        ],
-        "self_service": self_service,
-    }

@@ -56,7 +56,7 @@ def credits_balance(*, brand: Brand) -> Balance:
     return Balance(
         balance=amount + (tail["amount"] or ZERO),
         reserved=held + (tail["held"] or ZERO),
-        self_service=brand.integration_model == Brand.IntegrationModel.SELF_SERVICE,
+        self_service=brand.is_self_service,
     )
 
 
@@ -266,3 +266,24 @@ def usage_period(*, brand: Brand, start: str | None, end: str | None) -> tuple[d
     if errors:
         raise ValidationError(errors)
     return first, last
+
+
+def credits_consumed(*, distribution) -> Decimal | None:
+    """Credits debited for this distribution (None: not tracked, e.g. an email distribution).
+
+    A self-service brand is never debited: 0 (its usage is reported in segments)."""
+
+    if distribution.channel != "sms":
+        return None
+    return distribution_consumed(distribution=distribution)
+
+
+def credits_available(*, brand) -> Decimal | None:
+    """The brand's balance available for new distributions (None: a self-service brand,
+    whose provider bills it directly)."""
+    if brand is None or brand.is_self_service:
+        return None
+    # A read writes nothing: reservations of finished distributions are settled when they
+    # finish or are cancelled, when the brand's next distribution starts, and by
+    # distributions.tasks.credits_settle_task every minute.
+    return credits_balance(brand=brand).available

@@ -213,7 +213,7 @@ def from_domain_errors(*, project, from_address: str) -> dict[str, str]:
 
 def email_recipient_estimate(*, project, kind: str, parent, conditions: list) -> int:
     """How many distinct addresses the distribution would email now."""
-    from distributions.services import recipients_queryset
+    from distributions.audiences import recipients_queryset
 
     probe = Distribution(
         project=project, kind=kind, parent=parent, conditions=conditions, channel="email"

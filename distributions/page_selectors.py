@@ -13,10 +13,11 @@ from django.conf import settings
 from django.db.models import Count, F, Max, Q, QuerySet, Window
 from django.db.models.functions import RowNumber
 
+from distributions.audiences import recipients_queryset
 from distributions.conditions import conditions_clean
 from distributions.email_content import render_email, sanitize_html
 from distributions.models import Distribution, Message, OutboxMessage
-from distributions.services import distribution_preview_count, recipients_queryset
+from distributions.services import distribution_preview_count
 from participants.models import Participant, Person
 from participants.rendering import recipient_values, render
 from participants.selectors import project_metadata_keys

@@ -71,7 +71,7 @@ def _validate(account: ProviderAccount) -> None:
             errors["account_sid"] = "A Twilio Account SID starts with AC and has 34 characters."
         if account.messaging_service_sid and not account.messaging_service_sid.startswith("MG"):
             errors["messaging_service_sid"] = "A Messaging Service SID starts with MG."
-        if account.brand.integration_model == Brand.IntegrationModel.SELF_SERVICE:
+        if account.brand.is_self_service:
             if not account.account_sid:
                 errors["account_sid"] = "Self-service brands send with their own Account SID."
             if not account.auth_token:

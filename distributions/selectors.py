@@ -7,10 +7,11 @@ from datetime import datetime
 
 from django.db.models import Count, OuterRef, Q, Sum
 
-from distributions.audiences import is_respondent_subquery
+from credits.selectors import credits_consumed
 from distributions.models import Distribution, Message
 from optouts.models import Channel
 from projects.models import Project
+from surveys.respondents import is_respondent_subquery
 
 MStatus = Message.Status
 HISTORY_HEADER = [
@@ -59,7 +60,6 @@ def distribution_metrics(*, distribution: Distribution) -> dict:
 
     sent = count(*Message.HANDED_OVER)
     closed = total - count(*Message.OPEN_STATUSES)
-    from credits.hooks_read import credits_consumed
 
     email = {}
     if distribution.channel == Distribution.Channel.EMAIL:
@@ -109,7 +109,7 @@ def related_distributions(*, distribution: Distribution):
 
 def history_queryset(*, distribution: Distribution):
     """Recipient rows with ``respondent``: the participant completed the project's survey
-    (the same definition as the reminder audience, ``audiences.respondent_participant_ids``)."""
+    (``surveys.respondents``, as the reminder audience)."""
     respondent = is_respondent_subquery(
         project_ref=distribution.project_id, participant_ref=OuterRef("participant_id")
     )

@@ -31,11 +31,19 @@ from django.utils import timezone
 
 from core.batching import batched
 from core.bulk import update_rows, update_rows_returning
+from core.queueing import task_queue
 from core.tokens import new_token
 from credits.segments import count_segments
 from distributions import fairqueue
+from distributions.charging import (
+    distribution_cover,
+    distribution_release,
+    distribution_reserve,
+    messages_debit,
+)
 from distributions.email_content import html_to_text, render_email
 from distributions.events import recipient_statuses_raised
+from distributions.finishing import distribution_finish_if_done
 from distributions.models import (
     Distribution,
     Message,
@@ -52,7 +60,6 @@ from distributions.providers.base import (
     SentQuery,
 )
 from distributions.providers.registry import channel_provider_for
-from distributions.services import distribution_finish_if_done
 from distributions.verp import verp_address
 from optouts.guard import handover_guard
 from optouts.links import opt_out_url
@@ -120,28 +127,23 @@ def status_callback_template(code: str) -> str:
 
 # --- credits: reserved at start, debited per accepted message, released at the end ---------
 def reserve_credits(*, distribution: Distribution) -> None:
-    from credits.hooks import credits_reserve_for_distribution
-
-    credits_reserve_for_distribution(distribution=distribution)
+    """At start, inside the materialisation transaction."""
+    distribution_reserve(distribution=distribution)
 
 
 def release_credits(*, distribution: Distribution) -> None:
-    from credits.hooks import credits_release_for_distribution
-
-    credits_release_for_distribution(distribution=distribution)
+    """When the distribution finishes (or is cancelled)."""
+    distribution_release(distribution=distribution)
 
 
 def _allowance(distribution: Distribution, rows: list[LeasedRow]) -> set[int]:
     """Message ids the brand's credits cover (all, for self-service brands)."""
-    from credits.hooks import credits_covering
-
-    return credits_covering(distribution=distribution, messages=rows)
+    return distribution_cover(distribution=distribution, messages=rows)
 
 
 def _debit(distribution: Distribution, message_ids: list[int]) -> None:
-    from credits.hooks import credits_debit_messages
-
-    credits_debit_messages(distribution=distribution, message_ids=message_ids)
+    """Every message the provider accepted (also reconciled ones)."""
+    messages_debit(distribution=distribution, message_ids=message_ids)
 
 
 # --- into the fair queue ------------------------------------------------------------------
@@ -966,8 +968,6 @@ def _recover_again_at(when) -> None:
     it died, whatever beat's period."""
     from django.core.cache import cache
 
-    from distributions.tasks import distributions_recover_task
-
     key = "relay:recover-at"
     scheduled = cache.get(key)
     # A run already due between now and then covers this one (a run that is due already may
@@ -976,4 +976,4 @@ def _recover_again_at(when) -> None:
         return
     delay = max(0.5, (when - timezone.now()).total_seconds() + 0.5)
     cache.set(key, when.timestamp(), timeout=int(delay) + 1)
-    transaction.on_commit(lambda: distributions_recover_task.apply_async(countdown=delay))
+    task_queue("distributions.tasks.distributions_recover_task", countdown=delay)

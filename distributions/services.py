@@ -15,16 +15,25 @@ from datetime import datetime
 
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.db.models import Count, F, OuterRef, Q, Window
+from django.db.models import F, OuterRef, Window
 from django.db.models.functions import Collate, Lower, RowNumber
 from django.utils import timezone
 
+from core.queueing import task_queue
+from distributions.audiences import recipients_queryset
 from distributions.conditions import conditions_clean, conditions_q
-from distributions.events import distribution_finished_raised, recipient_statuses_raised
+from distributions.events import recipient_statuses_raised
 from distributions.fairqueue import lane_close
+from distributions.finishing import (
+    distribution_counts,
+    distribution_end,
+    distribution_finish_if_done,
+    open_messages_close,
+)
 from distributions.models import Distribution, Message, MessageEvent
 from distributions.providers.base import StatusUpdate
 from distributions.providers.registry import provider_classes
+from distributions.sending import distribution_enqueue, release_credits, reserve_credits
 from distributions.spec import (
     EMAIL_FIELDS,
     INACTIVE_PROJECT_MESSAGE,
@@ -123,9 +132,7 @@ def distribution_create_from_spec(
 
 
 def _queue_start(distribution_id: int) -> None:
-    from distributions.tasks import distribution_start_task
-
-    transaction.on_commit(lambda: distribution_start_task.delay(distribution_id))
+    task_queue("distributions.tasks.distribution_start_task", distribution_id)
 
 
 EDITABLE = ("message", "sender", "conditions", "send_at", "name", *EMAIL_FIELDS)
@@ -202,7 +209,7 @@ def distribution_cancel(*, distribution: Distribution, actor=None) -> Distributi
             locked.save(update_fields=["status", "status_reason", "finished_at", "updated_at"])
         elif locked.status == Status.IN_PROGRESS:
             now = timezone.now()
-            stopped = _close_open_messages(
+            stopped = open_messages_close(
                 locked, status=MStatus.SKIPPED, reason="Not sent: the distribution was cancelled."
             )
             locked.status = Status.INTERRUPTED
@@ -221,8 +228,6 @@ def distribution_cancel(*, distribution: Distribution, actor=None) -> Distributi
             status_reason="Stopped: no more thank-you emails on completion.",
         )
     if locked.status == Status.INTERRUPTED:
-        from distributions.sending import release_credits
-
         lane_close(distribution_id=locked.pk)
         # Settle now rather than at the next balance read; in-flight holds stay until settled.
         release_credits(distribution=locked)
@@ -261,7 +266,7 @@ def distribution_start(*, distribution_id: int) -> dict:
         distribution = Distribution.objects.select_related("project__brand").get(pk=distribution_id)
         project = distribution.project
         if not project.is_collecting:
-            _finish(
+            distribution_end(
                 distribution,
                 Status.FAILED,
                 INACTIVE_PROJECT_MESSAGE.format(stage=project.get_stage_display())
@@ -273,8 +278,6 @@ def distribution_start(*, distribution_id: int) -> dict:
             # Sends one recipient at a time, as they complete (``distribution_on_completion``).
             return {"started": True, "pending": 0, "trigger": distribution.trigger}
         counts = distribution_materialise(distribution=distribution)
-        from distributions.sending import distribution_enqueue, reserve_credits
-
         if distribution.channel == Distribution.Channel.EMAIL:
             _enforce_weekly_limit(distribution)
         reserve_credits(distribution=distribution)
@@ -293,7 +296,7 @@ def _enforce_weekly_limit(distribution: Distribution) -> None:
         brand=distribution.project.brand, wanted=pending.count(), exclude_id=distribution.pk
     )
     if error:
-        _close_open_messages(distribution, status=MStatus.FAILED, reason=f"Not sent: {error}")
+        open_messages_close(distribution, status=MStatus.FAILED, reason=f"Not sent: {error}")
 
 
 def distribution_on_completion(*, response) -> int:
@@ -302,7 +305,6 @@ def distribution_on_completion(*, response) -> int:
     if not response.participant_id:
         return 0
     from distributions.email_services import weekly_limit_error
-    from distributions.sending import distribution_enqueue
 
     queued = 0
     for distribution in Distribution.objects.filter(
@@ -316,28 +318,11 @@ def distribution_on_completion(*, response) -> int:
             )
             error = weekly_limit_error(brand=distribution.project.brand, wanted=1)
             if error:
-                _close_open_messages(
+                open_messages_close(
                     distribution, status=MStatus.FAILED, reason=f"Not sent: {error}"
                 )
             queued += distribution_enqueue(distribution=distribution)
     return queued
-
-
-def recipients_queryset(distribution: Distribution, participant_ids: list[int] | None = None):
-    """The participants a distribution selects: its conditions, and for reminders its audience."""
-    queryset = Participant.objects.filter(project_id=distribution.project_id).filter(
-        conditions_q(
-            distribution.conditions,
-            spellings=metadata_spellings(project_id=distribution.project_id),
-        )
-    )
-    if participant_ids is not None:
-        queryset = queryset.filter(pk__in=participant_ids)
-    if distribution.kind == Distribution.Kind.REMINDER:
-        from distributions.audiences import reminder_audience
-
-        queryset = reminder_audience(distribution, queryset)
-    return queryset
 
 
 def distribution_preview_count(*, project: Project, conditions: list | None) -> int:
@@ -469,115 +454,6 @@ def _record_materialised_events(distribution: Distribution, now: datetime) -> No
             """,  # noqa: S608
             [now, MessageEvent.Source.MATERIALISE, distribution.pk, *Message.NOT_SENDABLE],
         )
-
-
-def distribution_counts(*, distribution_id: int) -> dict:
-    rows = (
-        Message.objects.filter(distribution_id=distribution_id)
-        .values("status")
-        .annotate(n=Count("pk"))
-        .order_by()
-    )
-    by_status = {row["status"]: row["n"] for row in rows}
-    return {"by_status": by_status, "total": sum(by_status.values())}
-
-
-def _close_open_messages(distribution: Distribution, *, status: str, reason: str) -> int:
-    """Pending rows become ``status`` (with an event); rows being sent are left to finish."""
-    now = timezone.now()
-    ids = list(
-        Message.objects.filter(distribution=distribution, status=MStatus.PENDING).values_list(
-            "pk", flat=True
-        )
-    )
-    if not ids:
-        return 0
-    changed = Message.objects.filter(pk__in=ids, status=MStatus.PENDING).update(
-        status=status, status_reason=reason[:300], status_changed_at=now
-    )
-    MessageEvent.objects.bulk_create(
-        [
-            MessageEvent(message_id=pk, status=status, at=now, source="system", detail=reason[:300])
-            for pk in ids
-        ],
-        batch_size=1000,
-    )
-    recipient_statuses_raised(
-        distribution_id=distribution.pk, changes=[(pk, status) for pk in ids], at=now
-    )
-    return changed
-
-
-def _finish(distribution: Distribution, status: str, reason: str) -> bool:
-    now = timezone.now()
-    done = Distribution.objects.filter(pk=distribution.pk, status=Status.IN_PROGRESS).update(
-        status=status, status_reason=reason[:500], finished_at=now, updated_at=now
-    )
-    if done:
-        distribution.status, distribution.status_reason, distribution.finished_at = (
-            status,
-            reason,
-            now,
-        )
-        lane_close(distribution_id=distribution.pk)
-        from distributions.sending import release_credits
-
-        release_credits(distribution=distribution)
-        distribution_finished_raised(distribution=distribution)
-    return bool(done)
-
-
-def distribution_finish_if_done(*, distribution_id: int) -> str | None:
-    """When no row is open, end the distribution Sent, Failed or Interrupted. Idempotent."""
-    distribution = Distribution.objects.filter(pk=distribution_id).first()
-    if distribution is None or distribution.status != Status.IN_PROGRESS:
-        return None
-    if distribution.trigger == Distribution.TRIGGER_COMPLETION:
-        return None  # sends on each completion until it is stopped
-    # Called after every chunk: one index probe while rows are open, not a count of them all.
-    if Message.objects.filter(
-        distribution_id=distribution_id, status__in=Message.OPEN_STATUSES
-    ).exists():
-        return None
-    counts = distribution_counts(distribution_id=distribution_id)["by_status"]
-    if any(counts.get(status) for status in Message.OPEN_STATUSES):
-        return None
-    handed = sum(counts.get(status, 0) for status in Message.HANDED_OVER)
-    failed = sum(counts.get(status, 0) for status in Message.FAILED_STATUSES)
-    skipped = sum(counts.get(status, 0) for status in Message.NOT_SENDABLE)
-    reason_bits = []
-    if failed:
-        reason_bits.append(f"{failed} failed")
-    if skipped:
-        reason_bits.append(f"{skipped} skipped")
-    stop_reason = _interruption_reason(distribution_id)
-    if handed == 0:
-        status = Status.FAILED
-        if stop_reason:
-            reason = f"Nothing was sent: {stop_reason}"
-        elif not counts:
-            reason = "No participant matched the conditions."
-        else:
-            reason = "No message could be sent (" + ", ".join(reason_bits) + ")."
-    elif stop_reason:
-        status = Status.INTERRUPTED
-        reason = f"Sent partially: {stop_reason}"
-    else:
-        status = Status.SENT
-        reason = ("Sent with issues: " + ", ".join(reason_bits) + ".") if reason_bits else ""
-    _finish(distribution, status, reason)
-    return status
-
-
-def _interruption_reason(distribution_id: int) -> str:
-    """Why rows were closed without sending (credits, provider account), if they were."""
-    reasons = (
-        Message.objects.filter(distribution_id=distribution_id, status=MStatus.FAILED)
-        .filter(Q(status_reason__startswith="Not sent:"))
-        .values_list("status_reason", flat=True)[:1]
-    )
-    reason = next(iter(reasons), "")
-    return reason.removeprefix("Not sent:").strip()
 
 
 # --- status ingest: provider callbacks, simulated receipts, reconciliation ------------------

@@ -12,7 +12,9 @@ from celery.signals import worker_ready
 
 from core.locks import periodic_lock
 from distributions import pump, sending, services
+from distributions.charging import reservations_settle_all
 from distributions.models import Distribution
+from distributions.series import series_run_due
 
 
 @shared_task(name="distributions.tasks.distribution_start_task")
@@ -98,13 +100,22 @@ def distribution_on_completion_task(response_id: int) -> dict:
     return {"queued": services.distribution_on_completion(response=response)}
 
 
-@shared_task(name="projects.tasks.distribution_series_run_due_task")
+@shared_task(name="distributions.tasks.distribution_series_run_due_task")
 def distribution_series_run_due_task() -> dict:
     """Make the due runs of recurring messages (Lifecycle projects). Each occurrence is claimed
     under a row lock, so the Redis lock only saves a second beat the duplicate work."""
-    from distributions.series import series_run_due
-
     with periodic_lock("series-run-due", timeout=120) as acquired:
         if not acquired:
             return {"skipped": "another series run is in progress"}
         return series_run_due()
+
+
+@shared_task(name="distributions.tasks.credits_settle_task")
+def credits_settle_task() -> dict:
+    """Release what the reservations of finished distributions still hold (a distribution
+    stopped while rows were in flight, or deleted): the backstop of the writer paths, so
+    that reading a balance never has to write."""
+    with periodic_lock("credits-settle", timeout=120) as acquired:
+        if not acquired:
+            return {"skipped": "another settlement is running"}
+        return {"settled": reservations_settle_all()}

@@ -28,10 +28,11 @@ from django.views import View
 
 from brands.roles import Role
 from brands.views import BrandPageMixin
-from credits.hooks_read import credits_available, credits_estimate
 from credits.segments import segment_info
+from credits.selectors import credits_available
 from distributions import page_selectors
 from distributions.api import history_csv_response
+from distributions.charging import credits_estimate
 from distributions.conditions import CRITERION_LABELS, OPERATOR_LABELS, conditions_describe
 from distributions.forms import (
     ONCE_PER_SET_HELP,

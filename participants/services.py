@@ -25,6 +25,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from brands.models import Brand
+from core.queueing import task_queue
 from participants.importer import (
     ERROR_FILE_COLUMNS,
     CsvSource,
@@ -322,13 +323,10 @@ def _run_or_queue(job: ImportJob, phase: str) -> None:
 
     Both take the same service function, so there is one code path either way.
     """
-    from participants import tasks
-
     if job.size <= import_inline_max_bytes():
         (import_validate if phase == "validate" else import_commit)(job=job)
         return
-    task = tasks.import_validate_task if phase == "validate" else tasks.import_commit_task
-    transaction.on_commit(lambda: task.delay(job.pk))
+    task_queue(f"participants.tasks.import_{phase}_task", job.pk)
 
 
 def _target_for(job: ImportJob) -> UpsertTarget:

@@ -54,24 +54,6 @@ def response_list(
     return queryset
 
 
-def respondent_counts(*, project: Project) -> dict:
-    """Participants, how many responded (complete), and how many have not."""
-    participants = project.participants.count()
-    respondents = (
-        Response.objects.filter(
-            project=project, status=Response.Status.COMPLETE, participant__isnull=False
-        )
-        .values("participant_id")
-        .distinct()
-        .count()
-    )
-    return {
-        "participants": participants,
-        "respondents": respondents,
-        "non_respondents": max(0, participants - respondents),
-    }
-
-
 def response_channel():
     """The channel a response is counted and exported under: for an answer through a
     transactional link, its distribution's channel label (``push``, ``kiosk``…; ``api`` by

@@ -19,11 +19,11 @@ from projects.services import project_update
 from projects.views import ProjectPageMixin, apply_service_errors
 from surveys.api import qr_http_response
 from surveys.forms import LinksGenerateForm, QuestionForm
+from surveys.respondents import respondent_counts
 from surveys.selectors import (
     LINKS_HEADER,
     links_csv_rows,
     question_list,
-    respondent_counts,
     response_list,
     responses_csv,
     responses_summary,

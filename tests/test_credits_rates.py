@@ -14,9 +14,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from brands.models import Brand
-from credits.hooks_read import credits_available, credits_consumed, credits_estimate
 from credits.models import CountryRate, CreditEntry, RateCard
 from credits.rates import phone_country, rate_card_load, rate_card_parse, rate_table
+from credits.selectors import credits_available, credits_consumed
+from distributions.charging import credits_estimate
 from tests.factories.credits import CountryRateFactory, grant, set_default_rate
 from tests.factories.distributions import DistributionFactory, OptOutFactory
 from tests.factories.participants import ParticipantFactory, PersonFactory

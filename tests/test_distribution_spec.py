@@ -8,7 +8,7 @@ from django.utils import timezone
 
 import pytest
 
-from credits.hooks_read import credits_estimate
+from distributions.charging import credits_estimate
 from distributions.models import Distribution
 from distributions.series import series_create
 from distributions.services import distribution_create, distribution_start

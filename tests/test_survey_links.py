@@ -8,11 +8,11 @@ from django.utils import timezone
 
 import pytest
 
-from distributions.audiences import respondent_participant_ids
 from distributions.models import Message, MessageEvent
 from projects.models import Project, Question, Response, SurveyLink
 from projects.services import project_change_stage
 from surveys.answers import answers_clean, form_stamp
+from surveys.respondents import respondent_participant_ids
 from surveys.services import (
     question_create,
     question_delete,

@@ -23,9 +23,9 @@ import pytest
 
 from brands.roles import Role
 from distributions.events import recipient_statuses_raised
+from distributions.finishing import open_messages_close
 from distributions.models import Message
 from distributions.services import (
-    _close_open_messages,
     distribution_create,
     message_status_ingest,
 )
@@ -439,7 +439,7 @@ def test_closing_pending_rows_raises_their_status(tenancy, local, receiver):
     distribution = DistributionFactory(project=tenancy.project_a, status="in_progress")
     rows = MessageFactory.create_batch(3, distribution=distribution)
 
-    _close_open_messages(distribution, status=Message.Status.FAILED, reason="Not sent: test")
+    open_messages_close(distribution, status=Message.Status.FAILED, reason="Not sent: test")
     run_due()
 
     got = sorted(
