@@ -31,7 +31,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from credits.segments import count_segments
-from distributions import fairqueue
+from distributions import fairqueue, metrics
 from distributions.bulk import update_rows, update_rows_returning
 from distributions.email_content import html_to_text, render_email
 from distributions.models import (
@@ -457,6 +457,11 @@ def _send_rows(
                 )
             results = provider.send_window(outgoing)
         fatal = _apply_results(distribution, results, lease, stats)
+        metrics.count(
+            metrics.outcome_counts(
+                brand=distribution.project.brand.slug, provider=account.provider, results=results
+            )
+        )
         if fatal:
             _stop_distribution(distribution, fatal)
             return
