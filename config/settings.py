@@ -340,6 +340,10 @@ RELAY_WEBHOOKS_SWEEP_GRACE = env.int("RELAY_WEBHOOKS_SWEEP_GRACE", default=30)
 # are private or this server's own: empty by default, so that nothing internal can be reached.
 RELAY_WEBHOOKS_ALLOW_HOSTS = env.list("RELAY_WEBHOOKS_ALLOW_HOSTS", default=[])
 
+# GET /metrics/ (Prometheus, docs/operations.md): a bearer token, or these networks.
+RELAY_METRICS_TOKEN = env.str("RELAY_METRICS_TOKEN", default="")
+RELAY_METRICS_ALLOW = env.list("RELAY_METRICS_ALLOW", default=["127.0.0.1/32", "::1/128"])
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

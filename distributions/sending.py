@@ -34,7 +34,7 @@ from core.bulk import update_rows, update_rows_returning
 from core.queueing import task_queue
 from core.tokens import new_token
 from credits.segments import count_segments
-from distributions import fairqueue
+from distributions import fairqueue, metrics
 from distributions.charging import (
     distribution_cover,
     distribution_release,
@@ -452,6 +452,11 @@ def _send_rows(
                 )
             results = provider.send_window(outgoing)
         fatal = _apply_results(distribution, results, lease, stats)
+        metrics.count(
+            metrics.outcome_counts(
+                brand=distribution.project.brand.slug, provider=account.provider, results=results
+            )
+        )
         if fatal:
             _stop_distribution(distribution, fatal)
             return

@@ -170,45 +170,52 @@ def twilio_client(account_sid: str, auth_token: str, *, async_: bool = False) ->
     )
 
 
-# Sends reuse one event loop and one pooled async client per thread and credentials, across
-# send tasks: a client per task opened one new connection per message in flight (a TCP
-# handshake at both ends for every 5 messages). aiohttp drops a pooled connection idle longer
+# Sends reuse one event loop and one pooled HTTP client (an aiohttp session) per thread and
+# API host, across send tasks and across accounts: a client per task opened one new connection
+# per message in flight (a TCP handshake at both ends for every 5 messages), and a session per
+# account made a batch of many brands' one-message windows (200 long codes) open a session and
+# a connection per brand. Credentials travel per request (the SDK passes them to the HTTP
+# client), so one session serves every account. aiohttp drops a pooled connection idle longer
 # than its keep-alive timeout (15 s) or closed by the server, before reusing it.
-POOLED_CLIENTS = 4  # per thread; the least recently used is closed beyond that
+POOLED_ACCOUNTS = 1024  # SDK clients kept per thread (cheap objects over the shared session)
 _pool = threading.local()
 
 
 def _pooled_async_client(
     sid: str, token: str
 ) -> tuple[asyncio.AbstractEventLoop, RelayTwilioClient]:
-    """This thread's event loop and its async client for these credentials and API host."""
+    """This thread's event loop and an async client for these credentials over the thread's
+    shared HTTP session for the API host."""
     if getattr(_pool, "pid", None) != os.getpid():  # never reuse a parent's loop after a fork
-        _pool.pid, _pool.loop, _pool.clients = os.getpid(), None, {}
+        _pool.pid, _pool.loop, _pool.http, _pool.clients = os.getpid(), None, {}, {}
     if _pool.loop is None or _pool.loop.is_closed():
-        _pool.loop, _pool.clients = asyncio.new_event_loop(), {}
-    key = (sid, token, settings.TWILIO_API_BASE_URL)
+        _pool.loop, _pool.http, _pool.clients = asyncio.new_event_loop(), {}, {}
+    base = settings.TWILIO_API_BASE_URL
+    http = _pool.http.get(base)
+    if http is None:
+        http = _pool.http[base] = _pool.loop.run_until_complete(_make_http_client())
+    key = (sid, token, base)
     client = _pool.clients.pop(key, None)
     if client is None:
-        client = _pool.loop.run_until_complete(_make_async_client(sid, token))
+        client = RelayTwilioClient(sid, token, http_client=http, api_base_url=base)
     _pool.clients[key] = client  # most recently used last
-    while len(_pool.clients) > POOLED_CLIENTS:
-        oldest = _pool.clients.pop(next(iter(_pool.clients)))
-        _pool.loop.run_until_complete(oldest.http_client.close())
+    while len(_pool.clients) > POOLED_ACCOUNTS:
+        _pool.clients.pop(next(iter(_pool.clients)))
     return _pool.loop, client
 
 
-async def _make_async_client(sid: str, token: str) -> RelayTwilioClient:
-    return twilio_client(sid, token, async_=True)  # the aiohttp session binds to this loop
+async def _make_http_client() -> TimedAsyncTwilioHttpClient:
+    return TimedAsyncTwilioHttpClient(timeout=request_timeout())  # binds to this loop
 
 
 def close_pooled_clients() -> None:
-    """Close this thread's pooled async clients and their event loop."""
-    loop, clients = getattr(_pool, "loop", None), getattr(_pool, "clients", {})
-    _pool.loop, _pool.clients = None, {}
+    """Close this thread's pooled HTTP sessions and their event loop."""
+    loop, sessions = getattr(_pool, "loop", None), getattr(_pool, "http", {})
+    _pool.loop, _pool.http, _pool.clients = None, {}, {}
     if loop is None or loop.is_closed():
         return
-    for client in clients.values():
-        loop.run_until_complete(client.http_client.close())
+    for http in sessions.values():
+        loop.run_until_complete(http.close())
     loop.close()
 
 
