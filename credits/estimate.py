@@ -39,6 +39,7 @@ from core.tokens import TOKEN_LENGTH
 from credits.models import ZERO
 from credits.rates import RateTable, phone_country, quantize
 from credits.segments import count_segments
+from optouts.links import opt_out_url
 from participants.rendering import PERSON_FIELDS, PIPED, piped_fields
 
 PREFIX_LENGTH = 8  # "+" and 7 digits: calling code and the digits that split shared codes
@@ -53,7 +54,6 @@ def link_placeholder() -> str:
 
 
 def opt_out_placeholder(message_id: int = SAMPLE_MESSAGE_ID) -> str:
-    from optouts.links import opt_out_url
 
     return opt_out_url(message_id)
 

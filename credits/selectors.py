@@ -80,18 +80,6 @@ def distribution_consumed(*, distribution) -> Decimal:
     return -(total or ZERO) + ZERO  # + ZERO turns -0 into 0
 
 
-def distribution_usage(*, distribution) -> dict:
-    """Messages, segments and credits recorded for one distribution."""
-    row = CreditEntry.objects.filter(
-        distribution=distribution, kind__in=CreditEntry.PER_MESSAGE
-    ).aggregate(messages=Count("pk"), segments=Sum("segments"), amount=Sum("amount"))
-    return {
-        "messages": row["messages"],
-        "segments": row["segments"] or 0,
-        "credits": -(row["amount"] or ZERO) + ZERO,
-    }
-
-
 def ledger_list(
     *,
     brand: Brand,

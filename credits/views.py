@@ -1,8 +1,7 @@
 """Pages: the licence usage report (with its CSV export and the grant form) and the ledger.
 
-Brand admins only (the seed: "Brand Administrators can look at the License Usage admin
-report"). Everything is read through ``credits.selectors`` for the current brand.
-"""
+Brand admins only (docs/credits.md, "The licence usage report"). Everything is read through
+``credits.selectors`` for the current brand."""
 
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from brands.api.base import BrandScopedAPIMixin, StrictSerializer
 from core.csvio import DELIMITERS, ENCLOSURES, csv_rows
 from distributions.conditions import CRITERIA, OPERATORS
+from distributions.email_services import email_preview
 from distributions.models import Distribution, Message
 from distributions.selectors import (
     distribution_metrics,
@@ -274,8 +275,6 @@ class DistributionViewSet(
         )
         answer = {"participants": count}
         if data["channel"] == Distribution.Channel.EMAIL and data.get("message"):
-            from distributions.email_services import email_preview
-
             rendered = email_preview(
                 project=project,
                 message=data["message"],

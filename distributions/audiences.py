@@ -1,5 +1,5 @@
-"""Who a reminder targets (the SMS seed): the recipients of its invite who have not responded,
-or, without an invite, every participant of the project who has not responded.
+"""Who a reminder targets (docs/survey.md, "Reminders"): the recipients of its invite who have not
+responded, or, without an invite, every participant of the project who has not responded.
 
 A *respondent* is defined once, in ``surveys.respondents``; the history CSV's Respondent column
 (``selectors.history_queryset``) uses the same definition.
@@ -38,7 +38,5 @@ def recipients_queryset(distribution: Distribution, participant_ids: list[int] |
     if participant_ids is not None:
         queryset = queryset.filter(pk__in=participant_ids)
     if distribution.kind == Distribution.Kind.REMINDER:
-        from distributions.audiences import reminder_audience
-
         queryset = reminder_audience(distribution, queryset)
     return queryset

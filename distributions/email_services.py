@@ -5,7 +5,7 @@ What callers can rely on:
 - an email distribution is refused at scheduling (``ValidationError`` naming the field) when
   its body has no survey link (invites and reminders), no opt-out link, a From address outside
   the brand's verified domains and the platform's, or would exceed the brand's weekly limit
-  (the seed's wording); the limit is checked again when it starts;
+  (docs/email.md, "Refused at scheduling"); the limit is checked again when it starts;
 - secrets (SMTP password, DKIM private key) are encrypted at rest and only shown redacted;
 - the weekly limit is the platform operator's (Django admin), never a brand admin's.
 """
@@ -21,9 +21,11 @@ from django.db.models import Q
 from django.utils import timezone
 
 from credits.segments import normalize_line_breaks
-from distributions.email_content import sanitize_html
+from distributions.audiences import recipients_queryset
+from distributions.email_content import render_email, sanitize_html
 from distributions.models import Distribution, EmailAccount, EmailDomain, Message
-from participants.rendering import piped_fields
+from participants.models import Participant
+from participants.rendering import piped_fields, recipient_values
 
 WEEK = timedelta(days=7)
 WEEKLY_LIMIT_MESSAGE = (
@@ -106,7 +108,8 @@ def emails_sent_since(*, brand_id: int, since: datetime, exclude_id: int | None 
 
 
 def weekly_limit_error(*, brand, wanted: int, exclude_id: int | None = None) -> str:
-    """The seed's message when ``wanted`` more emails would pass the brand's weekly limit."""
+    """The message (docs/email.md, "Limits") when ``wanted`` more emails would pass the brand's
+    weekly limit."""
     limit = weekly_limit_for(brand)
     if wanted <= 0:
         return ""
@@ -213,7 +216,6 @@ def from_domain_errors(*, project, from_address: str) -> dict[str, str]:
 
 def email_recipient_estimate(*, project, kind: str, parent, conditions: list) -> int:
     """How many distinct addresses the distribution would email now."""
-    from distributions.audiences import recipients_queryset
 
     probe = Distribution(
         project=project, kind=kind, parent=parent, conditions=conditions, channel="email"
@@ -339,9 +341,6 @@ def email_preview(
 ):
     """What one recipient would receive (``participant``: the project's first by default),
     with sample links. The HTML is sanitised here too: a preview never runs a script."""
-    from distributions.email_content import render_email
-    from participants.models import Participant
-    from participants.rendering import recipient_values
 
     if participant is None:
         participant = (

@@ -22,6 +22,7 @@ from django.utils import timezone
 from celery import current_app
 
 from distributions.models import Distribution, Message, Sender, SendLane, SendPump
+from distributions.providers.base import Outcome
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,6 @@ def _redis():
 
 def outcome_counts(*, brand: str, provider: str, results) -> list[tuple[str, dict, float]]:
     """The counter increments of one window's provider results."""
-    from distributions.providers.base import Outcome
 
     outcomes: dict[str, int] = {}
     errors: dict[str, int] = {}

@@ -173,7 +173,7 @@ class Distribution(models.Model):
 
 
 class DistributionSeries(models.Model):
-    """A recurring message of a Lifecycle project (the SMS seed): daily, weekly on chosen days
+    """A recurring message of a Lifecycle project (docs/survey.md): daily, weekly on chosen days
     or monthly on a day, at a time of the brand's day. Each due run becomes a normal
     ``Distribution`` (``series``) that selects its participants when it is sent; a run claims
     its occurrence by moving ``next_run_at`` forward (see ``distributions.series``).
@@ -276,7 +276,8 @@ class Message(models.Model):
 
     # No index of its own: (distribution, status) starts with it, and every index costs time
     # when a million rows are materialised. No database constraint either: its deferred
-    # trigger check per row took 5-7 s of the 1,000,000-row materialisation. Rows are only
+    # trigger check per row cost seconds of the 1,000,000-row materialisation (docs/
+    # benchmarks.md, "Measurements behind code choices"). Rows are only
     # written by materialisation, which selects the distribution it inserts for (it exists),
     # and deleting a distribution deletes its rows through Django's CASCADE (the collector),
     # as every delete in Relay goes through the ORM; a raw SQL DELETE of a distribution would

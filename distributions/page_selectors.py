@@ -16,7 +16,9 @@ from django.db.models.functions import RowNumber
 from distributions.audiences import recipients_queryset
 from distributions.conditions import conditions_clean
 from distributions.email_content import render_email, sanitize_html
-from distributions.models import Distribution, Message, OutboxMessage
+from distributions.email_services import WEEK, emails_sent_since, weekly_limit_for
+from distributions.models import Distribution, EmailDomain, Message, OutboxMessage
+from distributions.selectors import history_queryset
 from distributions.services import distribution_preview_count
 from participants.models import Participant, Person
 from participants.rendering import recipient_values, render
@@ -55,10 +57,6 @@ def project_distributions(*, project: Project, channel: str) -> QuerySet:
         .select_related("parent", "created_by")
         .order_by("-send_at", "-pk")
     )
-
-
-def project_sms_distributions(*, project: Project) -> QuerySet:
-    return project_distributions(project=project, channel=Distribution.Channel.SMS)
 
 
 def project_invites(*, project: Project, channel: str = Distribution.Channel.SMS) -> QuerySet:
@@ -257,8 +255,6 @@ def email_allowance(*, brand) -> EmailAllowance:
     """The brand's weekly email limit (the platform operator's) and what the last 7 days used."""
     from django.utils import timezone
 
-    from distributions.email_services import WEEK, emails_sent_since, weekly_limit_for
-
     return EmailAllowance(
         limit=weekly_limit_for(brand),
         used=emails_sent_since(brand_id=brand.pk, since=timezone.now() - WEEK),
@@ -266,13 +262,11 @@ def email_allowance(*, brand) -> EmailAllowance:
 
 
 def verified_email_domains(*, brand) -> QuerySet:
-    from distributions.models import EmailDomain
 
     return EmailDomain.objects.for_brand(brand).filter(verified_at__isnull=False).order_by("domain")
 
 
 def history_page_queryset(*, distribution: Distribution, status: str | None) -> QuerySet:
-    from distributions.selectors import history_queryset
 
     queryset = history_queryset(distribution=distribution).select_related("person")
     if status:

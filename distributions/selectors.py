@@ -9,6 +9,7 @@ from django.db.models import Count, OuterRef, Q, Sum
 
 from credits.selectors import credits_consumed
 from distributions.models import Distribution, Message
+from distributions.spec import INACTIVE_PROJECT_MESSAGE
 from optouts.models import Channel
 from projects.models import Project
 from surveys.respondents import is_respondent_subquery
@@ -63,7 +64,7 @@ def distribution_metrics(*, distribution: Distribution) -> dict:
 
     email = {}
     if distribution.channel == Distribution.Channel.EMAIL:
-        # The seed's email metrics: sent, failed, opened (the link), finished (responded),
+        # The email metrics of docs/email.md: sent, failed, opened (the link), finished (responded),
         # bounced. ``failed`` here excludes bounces, which have their own count.
         email = {
             "email": {
@@ -140,7 +141,7 @@ HISTORY_FIELDS = (
 
 
 def history_rows(*, distribution: Distribution, zone) -> Iterator[list]:
-    """The seed's history columns, one row per recipient, streamed."""
+    """The history CSV's columns (docs/api.md), one row per recipient, streamed."""
     labels = dict(MStatus.choices)
     is_email = distribution.channel == Distribution.Channel.EMAIL
     values = history_queryset(distribution=distribution).values_list(*HISTORY_FIELDS)
@@ -177,8 +178,6 @@ def history_rows(*, distribution: Distribution, zone) -> Iterator[list]:
 def missed_while_paused(*, project: Project, since: datetime):
     """Distributions that fell due after ``since`` while the project was paused and failed
     for it, nothing of them sent (resuming can send them again)."""
-    from distributions.models import Distribution
-    from distributions.spec import INACTIVE_PROJECT_MESSAGE
 
     return Distribution.objects.filter(
         project=project,
@@ -192,7 +191,6 @@ def missed_while_paused(*, project: Project, since: datetime):
 # --- inbound replies --------------------------------------------------------------------------
 def last_message_to(*, brand_id: int, address: str, channel: str = Channel.SMS):
     """The brand's last message handed to the provider for ``address`` (None if never)."""
-    from distributions.models import Message
 
     return (
         Message.objects.filter(

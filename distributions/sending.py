@@ -42,6 +42,7 @@ from distributions.charging import (
     messages_debit,
 )
 from distributions.email_content import html_to_text, render_email
+from distributions.email_services import email_account_for
 from distributions.events import recipient_statuses_raised
 from distributions.finishing import distribution_finish_if_done
 from distributions.models import (
@@ -64,6 +65,7 @@ from distributions.verp import verp_address
 from optouts.guard import handover_guard
 from optouts.links import opt_out_url
 from optouts.selectors import opted_out_addresses
+from optouts.services import optout_record_bounce, optout_record_provider
 from participants.rendering import piped_fields, recipient_values, render
 from projects.models import SurveyLink
 
@@ -102,8 +104,6 @@ def provider_account_for(brand) -> ProviderAccount:
 def channel_account_for(distribution: Distribution):
     """The brand's settings for the distribution's channel: SMS provider or email account."""
     if distribution.channel == Distribution.Channel.EMAIL:
-        from distributions.email_services import email_account_for
-
         return email_account_for(distribution.project.brand)
     return provider_account_for(distribution.project.brand)
 
@@ -712,15 +712,11 @@ def _apply_results(distribution, results: list[SendResult], lease: str, stats: d
         if result.outcome != Outcome.REJECTED:
             continue
         if result.blocked:
-            from optouts.services import optout_record_provider
-
             message = Message.objects.select_related("distribution__project", "person").get(
                 pk=result.message_id
             )
             optout_record_provider(message=message)
         if result.suppress:
-            from optouts.services import optout_record_bounce
-
             message = Message.objects.select_related("distribution__project", "person").get(
                 pk=result.message_id
             )

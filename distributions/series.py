@@ -1,5 +1,6 @@
-"""Recurring messages of Lifecycle projects (the SMS seed): a ``DistributionSeries`` repeats
-daily, weekly on chosen days or monthly, at a time of the brand's day.
+"""Recurring messages of Lifecycle projects (docs/survey.md, "Recurring messages"): a
+``DistributionSeries`` repeats daily, weekly on chosen days or monthly, at a time of the brand's
+day.
 
 What callers can rely on:
 - each occurrence becomes at most one run: ``series_run`` locks the series row and moves
@@ -21,6 +22,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from distributions.models import Distribution, DistributionSeries
+from distributions.services import distribution_create_from_spec
 from distributions.spec import DistributionSpec, spec_clean, spec_errors
 from projects.models import Project
 
@@ -223,7 +225,6 @@ def series_due(*, now: datetime) -> list[int]:
 
 def series_run(*, series_id: int, now: datetime | None = None) -> Distribution | None:
     """Make the run of a due series (once per occurrence), or record why there is none."""
-    from distributions.services import distribution_create_from_spec
 
     now = now or timezone.now()
     with transaction.atomic():

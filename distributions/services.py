@@ -22,6 +22,7 @@ from django.utils import timezone
 from core.queueing import task_queue
 from distributions.audiences import recipients_queryset
 from distributions.conditions import conditions_clean, conditions_q
+from distributions.email_services import weekly_limit_error
 from distributions.events import recipient_statuses_raised
 from distributions.fairqueue import lane_close
 from distributions.finishing import (
@@ -33,6 +34,7 @@ from distributions.finishing import (
 from distributions.models import Distribution, Message, MessageEvent
 from distributions.providers.base import StatusUpdate
 from distributions.providers.registry import provider_classes
+from distributions.selectors import missed_while_paused
 from distributions.sending import distribution_enqueue, release_credits, reserve_credits
 from distributions.spec import (
     EMAIL_FIELDS,
@@ -42,6 +44,7 @@ from distributions.spec import (
     spec_clean,
     spec_errors,
 )
+from optouts.selectors import optout_active_exists
 from optouts.services import optout_record_provider
 from participants.models import Participant
 from participants.selectors import metadata_spellings
@@ -289,7 +292,6 @@ def distribution_start(*, distribution_id: int) -> dict:
 
 def _enforce_weekly_limit(distribution: Distribution) -> None:
     """At start: if the brand's weekly email limit cannot take this run, nothing is sent."""
-    from distributions.email_services import weekly_limit_error
 
     pending = Message.objects.filter(distribution=distribution, status=MStatus.PENDING)
     error = weekly_limit_error(
@@ -304,7 +306,6 @@ def distribution_on_completion(*, response) -> int:
     emails to them (once per distribution and participant). Returns how many were queued."""
     if not response.participant_id:
         return 0
-    from distributions.email_services import weekly_limit_error
 
     queued = 0
     for distribution in Distribution.objects.filter(
@@ -347,7 +348,6 @@ def distribution_materialise(
     Duplicated; no phone: Skipped; opted out: Skipped (opt-out). Existing rows are kept.
     Emails: the same, with addresses compared without case and malformed ones Skipped.
     """
-    from optouts.selectors import optout_active_exists
 
     is_email = distribution.channel == Distribution.Channel.EMAIL
     address_field = "person__email" if is_email else "person__phone"
@@ -570,10 +570,6 @@ def distributions_resend_missed(*, project: Project, since: datetime, actor=None
     Reminders still scheduled for a resent invite follow the new invite. A missed reminder
     whose invite is resent too is not resent: it would land right after its invite.
     """
-    from distributions.models import Distribution
-    from distributions.selectors import missed_while_paused
-    from distributions.services import distribution_create_from_spec
-    from distributions.spec import DistributionSpec
 
     missed = list(missed_while_paused(project=project, since=since).order_by("send_at", "pk"))
     resent: dict[int, Distribution] = {}

@@ -13,8 +13,9 @@ from celery.signals import worker_ready
 from core.locks import periodic_lock
 from distributions import pump, sending, services
 from distributions.charging import reservations_settle_all
-from distributions.models import Distribution
+from distributions.models import Distribution, OutboxMessage
 from distributions.series import series_run_due
+from projects.models import Response
 
 
 @shared_task(name="distributions.tasks.distribution_start_task")
@@ -78,7 +79,6 @@ def _recover_when_a_worker_starts(sender=None, **kwargs) -> None:
 def outbox_deliver_task(receipts: list[list]) -> dict:
     """Simulated delivery receipts ([message id, sid] pairs), through the same ingest path as
     real provider callbacks."""
-    from distributions.models import OutboxMessage
 
     delivered = 0
     for message_id, sid in receipts:
@@ -92,7 +92,6 @@ def outbox_deliver_task(receipts: list[list]) -> dict:
 @shared_task(name="distributions.tasks.distribution_on_completion_task")
 def distribution_on_completion_task(response_id: int) -> dict:
     """Thank-you emails to a recipient who completed the survey (if any are set to go)."""
-    from projects.models import Response
 
     response = Response.objects.filter(pk=response_id).first()
     if response is None:

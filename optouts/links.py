@@ -22,7 +22,7 @@ ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 SIGNATURE_LENGTH = 10  # 62^10 ≈ 8e17 guesses per message id
 ID_WIDTH = 6  # base-62 digits of the message id: 62^6 ≈ 5.7e10 ids before a token grows
 TOKEN_LENGTH = ID_WIDTH + SIGNATURE_LENGTH
-LINK_VALID_DAYS = 10  # the seed: "Opt-out links expire 10 days after the message is sent."
+LINK_VALID_DAYS = 10  # docs/optouts.md, "The opt-out link": valid 10 days after sending
 LINK_VALIDITY = timedelta(days=LINK_VALID_DAYS)
 
 

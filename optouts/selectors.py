@@ -7,6 +7,7 @@ from collections.abc import Iterable, Iterator
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from optouts.models import Channel, InboundMessage, OptOut, OptOutEvent
+from participants.models import Person
 
 CSV_HEADER = [
     "Address",
@@ -48,7 +49,6 @@ def is_opted_out(*, brand_id: int, channel: str, address: str) -> bool:
 
 
 def directory_person_for(*, brand_id: int, channel: str, address: str):
-    from participants.models import Person
 
     field = "phone" if channel == Channel.SMS else "email__iexact"
     return Person.objects.filter(brand_id=brand_id, **{field: address}).order_by("pk").first()

@@ -26,14 +26,17 @@ from optouts.keywords import Keyword, match_reply
 from optouts.links import link_expired
 from optouts.models import Channel, InboundMessage, OptOut, OptOutEvent, Scope, Source
 from optouts.selectors import directory_person_for
+from participants.models import Participant, Person
+from participants.phones import PhoneError, phone_to_e164
 
 logger = logging.getLogger(__name__)
 
 OPTED_OUT_FIELD = "Opted out"
-# The seed: a STOP within 2 days of our message marks the directory; a later one is recorded
-# at the provider level only.
+# docs/optouts.md, "The 2-day window": a STOP within 2 days of our message marks the
+# directory; a later one is recorded at the provider level only.
 DIRECTORY_WINDOW = timedelta(days=2)
-# START never opts anyone back in (only a brand admin does, the seed): the reply says so.
+# START never opts anyone back in (only a brand admin does, docs/optouts.md "Opt-in"): the
+# reply says so.
 DEFAULT_HELP_TEXT = (
     "{brand}: survey invitations by text message. Reply STOP to opt out. To get them again "
     "after opting out, contact {brand}. Msg & data rates may apply."
@@ -182,8 +185,6 @@ def optout_create_by_admin(
     *, brand, channel: str, address: str, reason: str, actor=None, api_key=None
 ) -> OptOut:
     """An admin records an opt-out the recipient asked for another way (a call, an email)."""
-    from participants.models import Person
-    from participants.phones import PhoneError, phone_to_e164
 
     reason = (reason or "").strip()
     if channel not in Channel.values:
@@ -258,7 +259,6 @@ def optout_opt_in(
 
 def _flag_people(*, brand_id: int, channel: str, address: str, value: str) -> None:
     """Set ``Opted out: Yes/No`` in the directory and project metadata of people at ``address``."""
-    from participants.models import Participant, Person
 
     field = "phone" if channel == Channel.SMS else "email__iexact"
     people = list(Person.objects.filter(brand_id=brand_id, **{field: address}))

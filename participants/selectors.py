@@ -15,6 +15,7 @@ from participants.importer import FIELD_LABELS, neutralise_for_spreadsheet
 from participants.metadata import is_opted_out, is_protected, normalise_key
 from participants.models import ImportJob, Participant, Person
 from participants.phones import PhoneError, phone_to_e164
+from participants.services import PROGRESS_CACHE_KEY
 from projects.models import Project
 
 SEARCH_FIELDS = ("first_name", "last_name", "email", "phone", "person_id", "username")
@@ -123,11 +124,6 @@ def metadata_keys(*, queryset: QuerySet, person_prefix: str = "person__") -> lis
     return sorted(keys.values(), key=str.casefold)
 
 
-def effective_metadata(participant: Participant) -> dict:
-    """What distributions see: the person's metadata, overridden by the participant's."""
-    return {**(participant.person.metadata or {}), **(participant.metadata or {})}
-
-
 def person_page(*, person: Person) -> dict:
     participations = list(person.participations.select_related("project").order_by("-pk"))
     return {
@@ -204,8 +200,6 @@ def import_progress(*, job: ImportJob) -> dict:
     """How far the running phase is: rows done and a fraction (0..1)."""
     rows, fraction = job.processed_rows, job.progress
     if job.status == ImportJob.Status.IMPORTING:
-        from participants.services import PROGRESS_CACHE_KEY
-
         cached = cache.get(PROGRESS_CACHE_KEY.format(job.pk))
         if cached and cached.get("progress", 0) > fraction:
             rows, fraction = cached["rows"], cached["progress"]

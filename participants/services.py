@@ -28,6 +28,7 @@ from brands.models import Brand
 from core.queueing import task_queue
 from participants.importer import (
     ERROR_FILE_COLUMNS,
+    REQUIRABLE,
     CsvSource,
     DuplicateTracker,
     FileError,
@@ -217,7 +218,7 @@ logger = logging.getLogger(__name__)
 
 # Rows classified (and written) per batch: two or three lookups of up to this many values
 # each, and about 2 kB of Python objects per row, so ~10 MB per batch whatever the file size.
-# Measured on PostgreSQL: 5,000 is ~10 % faster than 2,000; larger gains nothing.
+# The size was measured on PostgreSQL (docs/benchmarks.md, "Measurements behind code choices").
 IMPORT_BATCH_ROWS = 5000
 # First errors kept in the report (all of them go to the error CSV).
 REPORT_ERROR_LIMIT = 500
@@ -260,7 +261,6 @@ def _options(
     metadata_target: str,
     required_fields,
 ) -> tuple[str, list[str]]:
-    from participants.importer import REQUIRABLE
 
     target = metadata_target or ImportJob.MetadataTarget.PERSON
     if target not in ImportJob.MetadataTarget.values:

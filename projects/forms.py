@@ -16,8 +16,8 @@ class ProjectForm(forms.ModelForm):
 
 
 class PauseForm(forms.Form):
-    """The pause dialog (overview seed): what happens to respondents in the middle of the
-    survey, and to what they answered so far."""
+    """The pause dialog (docs/survey.md, "Stages and pausing"): what happens to respondents in
+    the middle of the survey, and to what they answered so far."""
 
     in_progress = forms.ChoiceField(
         label="Respondents in the middle of the survey",

@@ -14,8 +14,8 @@ from projects.models import Project, ProjectStageChange
 
 Stage = Project.Stage
 
-# Which stage may follow which. Closed projects can be restarted (the overview seed: "Restart
-# your data collection"), but only once the availability window that closed them is removed.
+# Which stage may follow which (docs/survey.md, "Stages and pausing"). Closed projects can be
+# restarted, but only once the availability window that closed them is removed.
 STAGE_TRANSITIONS: dict[str, frozenset[str]] = {
     Stage.NEW: frozenset({Stage.ACTIVE, Stage.CLOSED}),
     Stage.ACTIVE: frozenset({Stage.PAUSED, Stage.CLOSED}),
@@ -160,8 +160,8 @@ def _apply_stage_effects(
 
     - Paused: links stop answering, except (if chosen) for respondents who opened the survey
       before this instant; their partial answers are kept or not, as chosen. Scheduled sends
-      that fall due while paused end Failed with an empty history (the engine's rule, the
-      seed's wording), and recurring series skip their runs.
+      that fall due while paused end Failed with an empty history (the engine's rule,
+      docs/survey.md "Stages and pausing"), and recurring series skip their runs.
     - Closed: nobody may finish any more; the partial-answer choice stands.
     - Active again: links answer; with ``resend_missed``, each distribution that failed because
       the project was paused is scheduled again, now, as a new distribution.

@@ -70,7 +70,7 @@ def response_channel():
 
 
 def responses_summary(*, project: Project, zone, now: datetime | None = None) -> dict:
-    """The distribution summary (overview seed): responses per channel per day for the chart,
+    """The distribution summary (docs/survey.md): responses per channel per day for the chart,
     and per channel totals (complete, partial, last 24 hours, last 7 days) for the table."""
     now = now or timezone.now()
     channels = dict(Response.Channel.choices)

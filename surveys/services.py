@@ -21,6 +21,7 @@ from django.utils import timezone
 from core.tokens import new_token
 from projects.models import Project, Question, Response, SurveyLink
 from projects.signed_links import SignedLinkUse
+from projects.transactions import Transaction
 from surveys import hooks
 from surveys.answers import (
     MAX_URL_KEY,
@@ -242,7 +243,6 @@ def _transaction_embedded_data(link: SurveyLink) -> dict:
     links of a transactional distribution): its data, its id and its time."""
     if not (link.distribution_id and link.distribution.kind == "transactional"):
         return {}
-    from projects.transactions import Transaction
 
     record = Transaction.objects.filter(link=link).first()
     if record is None:

@@ -22,7 +22,7 @@ from rest_framework.response import Response as ApiResponse
 from rest_framework.views import APIView
 
 from brands.api.base import BrandScopedAPIMixin, StrictSerializer
-from brands.api.errors import Conflict
+from brands.api.errors import Conflict, exception_handler
 from core.csvio import CSV_PARAMETERS, csv_response
 from distributions.models import Distribution
 from surveys.answers import MAX_URL_KEY
@@ -424,7 +424,6 @@ def _api_error(exc: Exception) -> Exception:
 
 def _error_body(exc) -> dict:
     """The API's one error shape, for one item of a bulk call."""
-    from brands.api.errors import exception_handler
 
     response = exception_handler(exc, {})
     error = dict(response.data["error"]) if response is not None else {"message": str(exc)}

@@ -21,6 +21,7 @@ from datetime import datetime
 from django.utils import timezone
 
 from webhooks.models import WebhookDelivery, WebhookEndpoint, WebhookEvent
+from webhooks.services import enqueue
 
 # Events per INSERT: one send window (100 rows) or one bulk status ingest fits in one.
 EVENT_BATCH = 500
@@ -92,7 +93,6 @@ def events_raise(
         batch_size=EVENT_BATCH,
     )
     # One endpoint's deliveries per task: a slow receiver never holds up another's.
-    from webhooks.services import enqueue
 
     by_endpoint: dict[int, list[int]] = {}
     for delivery in deliveries:

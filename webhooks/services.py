@@ -36,6 +36,7 @@ from brands.models import Membership
 from brands.roles import Role
 from brands.rotation import grace_check
 from core.batching import batched
+from core.bulk import update_rows
 from core.queueing import task_queue
 from webhooks import signing, transport
 from webhooks.models import EventType, WebhookAttempt, WebhookDelivery, WebhookEndpoint
@@ -318,7 +319,6 @@ RECORD_CASTS = {
 
 def _record(results: list, lease: str) -> dict[int, dict]:
     """Write the attempts and the deliveries' new states in bulk; schedule what follows."""
-    from core.bulk import update_rows
 
     now = timezone.now()
     window = timedelta(seconds=settings.RELAY_WEBHOOKS_RETRY_WINDOW)

@@ -38,6 +38,7 @@ from django.core.mail.backends.smtp import EmailBackend as SmtpBackend
 
 import dkim
 
+from distributions.models import EmailDomain
 from distributions.providers.base import (
     EmailProvider,
     Outcome,
@@ -155,8 +156,6 @@ class SmtpEmailProvider(EmailProvider):
     # --- messages -----------------------------------------------------------------------
     def _dkim_for(self, domain: str) -> tuple[bytes, bytes] | None:
         if domain not in self._dkim:
-            from distributions.models import EmailDomain
-
             row = EmailDomain.objects.filter(
                 brand_id=self.account.brand_id, domain=domain, verified_at__isnull=False
             ).first()

@@ -57,7 +57,6 @@ class OutboxProvider(SmsProvider):
         message_id: int | None = None,
         lease: str = "",
     ) -> str | None:
-        from distributions.models import OutboxMessage
 
         row = (
             OutboxMessage.objects.filter(
@@ -70,7 +69,6 @@ class OutboxProvider(SmsProvider):
 
     def find_sent_many(self, *, queries: list[SentQuery], sender: str) -> dict[int, str]:
         """One query for all: the outbox's rows to these numbers since the earliest lease."""
-        from distributions.models import OutboxMessage
 
         if not queries:
             return {}

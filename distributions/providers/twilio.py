@@ -1,4 +1,4 @@
-"""Twilio, through the official SDK, for both integration models of the SMS seed.
+"""Twilio, through the official SDK, for both integration models (docs/credits.md).
 
 - *Sub-account*: the platform's Twilio account (``TWILIO_ACCOUNT_SID``/``TWILIO_AUTH_TOKEN``)
   creates one sub-account per brand (``twilio_subaccount_provision``); the brand's
