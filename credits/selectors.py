@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
+from typing import Protocol
 
 from django.db.models import Count, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
@@ -37,6 +38,13 @@ class Balance:
             "available": self.available,
             "self_service": self.self_service,
         }
+
+
+class ChargedDistribution(Protocol):
+    """A ``distributions.models.Distribution`` (a layer above), as credits reads it."""
+
+    pk: int
+    channel: str
 
 
 def credits_balance(*, brand: Brand) -> Balance:
@@ -72,7 +80,7 @@ def credits_verify(*, brand: Brand) -> dict:
     }
 
 
-def distribution_consumed(*, distribution) -> Decimal:
+def distribution_consumed(*, distribution: ChargedDistribution) -> Decimal:
     """Credits debited for a distribution (0 for a self-service brand)."""
     total = CreditEntry.objects.filter(distribution=distribution, kind=Kind.DEBIT).aggregate(
         s=Sum("amount")
@@ -256,7 +264,7 @@ def usage_period(*, brand: Brand, start: str | None, end: str | None) -> tuple[d
     return first, last
 
 
-def credits_consumed(*, distribution) -> Decimal | None:
+def credits_consumed(*, distribution: ChargedDistribution) -> Decimal | None:
     """Credits debited for this distribution (None: not tracked, e.g. an email distribution).
 
     A self-service brand is never debited: 0 (its usage is reported in segments)."""
@@ -266,7 +274,7 @@ def credits_consumed(*, distribution) -> Decimal | None:
     return distribution_consumed(distribution=distribution)
 
 
-def credits_available(*, brand) -> Decimal | None:
+def credits_available(*, brand: Brand | None) -> Decimal | None:
     """The brand's balance available for new distributions (None: a self-service brand,
     whose provider bills it directly)."""
     if brand is None or brand.is_self_service:

@@ -16,7 +16,7 @@ from participants.selectors import metadata_spellings
 from surveys.respondents import respondent_participant_ids
 
 
-def reminder_audience(distribution, queryset):
+def reminder_audience(distribution: Distribution, queryset):
     if distribution.parent_id:
         reached = Message.objects.filter(
             distribution_id=distribution.parent_id,

@@ -35,6 +35,7 @@ from optouts.links import opt_out_url
 from optouts.selectors import optout_active_exists
 from participants.rendering import piped_fields, recipient_values, render
 from participants.selectors import metadata_spellings
+from projects.models import Project
 
 logger = logging.getLogger(__name__)
 Kind = CreditEntry.Kind
@@ -570,7 +571,7 @@ def reservations_settle(*, brand: Brand) -> int:
 
 
 def schedule_estimate(
-    *, project, message: str, conditions: list | None, kind: str = "invite", parent=None
+    *, project: Project, message: str, conditions: list | None, kind: str = "invite", parent=None
 ) -> dict:
     """The estimate the schedule page shows: the participants the settings select now (with
     a phone number, not opted out, one per number), by country, and the brand's available
@@ -621,7 +622,7 @@ def schedule_estimate(
 
 
 def credits_estimate(
-    *, project, message: str, conditions: list | None, kind: str = "invite", parent=None
+    *, project: Project, message: str, conditions: list | None, kind: str = "invite", parent=None
 ) -> dict | None:
     """The cost of sending ``message`` to the participants ``conditions`` select, before
     scheduling: ``{"recipients", "segments", "credits", "available", "covered",

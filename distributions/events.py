@@ -74,7 +74,7 @@ def recipient_statuses_raised(
 
 
 # --- distribution.finished -----------------------------------------------------------------
-def distribution_finished_raised(*, distribution) -> int:
+def distribution_finished_raised(*, distribution: Distribution) -> int:
     """A distribution ended (Sent, Failed or Interrupted)."""
 
     def build():

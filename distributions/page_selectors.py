@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db.models import Count, F, Max, Q, QuerySet, Window
 from django.db.models.functions import RowNumber
 
+from brands.models import Brand
 from distributions.audiences import recipients_queryset
 from distributions.conditions import conditions_clean
 from distributions.email_content import render_email, sanitize_html
@@ -251,7 +252,7 @@ class EmailAllowance:
         return max(0, self.limit - self.used)
 
 
-def email_allowance(*, brand) -> EmailAllowance:
+def email_allowance(*, brand: Brand) -> EmailAllowance:
     """The brand's weekly email limit (the platform operator's) and what the last 7 days used."""
     from django.utils import timezone
 
@@ -261,7 +262,7 @@ def email_allowance(*, brand) -> EmailAllowance:
     )
 
 
-def verified_email_domains(*, brand) -> QuerySet:
+def verified_email_domains(*, brand: Brand) -> QuerySet:
 
     return EmailDomain.objects.for_brand(brand).filter(verified_at__isnull=False).order_by("domain")
 
@@ -275,7 +276,7 @@ def history_page_queryset(*, distribution: Distribution, status: str | None) -> 
 
 
 # --- outbox ---------------------------------------------------------------------------------
-def outbox_numbers(*, brand, number: str = "") -> QuerySet:
+def outbox_numbers(*, brand: Brand, number: str = "") -> QuerySet:
     """Recipient numbers of the brand's outbox, the most recently messaged first."""
     queryset = OutboxMessage.objects.for_brand(brand)
     if number:
@@ -296,7 +297,7 @@ class OutboxThread:
     messages: list[OutboxMessage]
 
 
-def outbox_threads(*, brand, numbers: list[dict]) -> list[OutboxThread]:
+def outbox_threads(*, brand: Brand, numbers: list[dict]) -> list[OutboxThread]:
     """The latest messages of each number (oldest first, as a phone shows a conversation),
     and who the number belongs to in the brand's directory."""
     wanted = [row["to"] for row in numbers]

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from django.db.models import Count, OuterRef, Q, Sum
 
+from brands.models import Brand
 from credits.selectors import credits_consumed
 from distributions.models import Distribution, Message
 from distributions.spec import INACTIVE_PROJECT_MESSAGE
@@ -34,7 +35,7 @@ def history_header(distribution: Distribution) -> list[str]:
     return EMAIL_HISTORY_HEADER if distribution.channel == "email" else HISTORY_HEADER
 
 
-def distribution_list(*, brand, project=None, channel=None, status=None):
+def distribution_list(*, brand: Brand, project: Project | None = None, channel=None, status=None):
     queryset = Distribution.objects.for_brand(brand).select_related("project", "parent")
     if project is not None:
         queryset = queryset.filter(project=project)

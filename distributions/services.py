@@ -48,7 +48,7 @@ from optouts.selectors import optout_active_exists
 from optouts.services import optout_record_provider
 from participants.models import Participant
 from participants.selectors import metadata_spellings
-from projects.models import Project
+from projects.models import Project, Response
 
 logger = logging.getLogger(__name__)
 
@@ -301,7 +301,7 @@ def _enforce_weekly_limit(distribution: Distribution) -> None:
         open_messages_close(distribution, status=MStatus.FAILED, reason=f"Not sent: {error}")
 
 
-def distribution_on_completion(*, response) -> int:
+def distribution_on_completion(*, response: Response) -> int:
     """A recipient completed the survey: queue the project's completion-triggered thank-you
     emails to them (once per distribution and participant). Returns how many were queued."""
     if not response.participant_id:

@@ -16,6 +16,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from brands.models import Brand
 from credits.segments import normalize_line_breaks
 from distributions.conditions import conditions_clean
 from distributions.email_services import (
@@ -87,7 +88,7 @@ class DistributionSpec:
         return {**stored, **self.email}
 
 
-def spec_clean(spec: DistributionSpec, *, brand) -> DistributionSpec:
+def spec_clean(spec: DistributionSpec, *, brand: Brand) -> DistributionSpec:
     """The spec as it is stored: line breaks as LF, blanks trimmed, conditions checked
     (ValidationError), an email's HTML sanitised and its From/Reply-To defaults filled in
     (the brand's email settings, else the platform's); an email has no sender."""

@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+from optouts.models import OptOut
 from webhooks.events import events_raise, iso
 from webhooks.models import EventType
 
 
-def opted_out_raised(*, optout, reason: str = "") -> int:
+def opted_out_raised(*, optout: OptOut, reason: str = "") -> int:
     """An address was opted out of a channel (STOP reply, opt-out link, provider, admin)."""
 
     def build():

@@ -18,6 +18,8 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.utils import timezone
 
+from optouts.protocols import SentMessage
+
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 SIGNATURE_LENGTH = 10  # 62^10 ≈ 8e17 guesses per message id
 ID_WIDTH = 6  # base-62 digits of the message id: 62^6 ≈ 5.7e10 ids before a token grows
@@ -70,17 +72,17 @@ def opt_out_url(message_id: int) -> str:
     return f"{settings.PUBLIC_BASE_URL}/o/{opt_out_token(message_id)}"
 
 
-def link_sent_at(message) -> datetime:
+def link_sent_at(message: SentMessage) -> datetime:
     """When the link's message was sent: the provider's acceptance, else the hand-over attempt
     (an unknown outcome may still have reached the phone)."""
     return message.sent_at or message.leased_at or message.status_changed_at
 
 
-def link_expires_at(message) -> datetime:
+def link_expires_at(message: SentMessage) -> datetime:
     return link_sent_at(message) + LINK_VALIDITY
 
 
-def link_expired(*, message, now: datetime | None = None) -> bool:
+def link_expired(*, message: SentMessage, now: datetime | None = None) -> bool:
     """True once more than 10 days have passed since the message was sent."""
     return (now or timezone.now()) > link_expires_at(message)
 

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Iterator
 
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
+from brands.models import Brand
 from optouts.models import Channel, InboundMessage, OptOut, OptOutEvent
 from participants.models import Person
 
@@ -57,7 +58,7 @@ def directory_person_for(*, brand_id: int, channel: str, address: str):
 # --- pages and API ----------------------------------------------------------------------------
 def optout_list(
     *,
-    brand,
+    brand: Brand,
     q: str = "",
     source: str = "",
     scope: str = "",
@@ -122,7 +123,7 @@ def optout_csv_rows(*, queryset: QuerySet, zone) -> Iterator[list]:
         ]
 
 
-def optout_events_for(*, brand, channel: str, address: str) -> QuerySet:
+def optout_events_for(*, brand: Brand, channel: str, address: str) -> QuerySet:
     """The audit trail of one address in the brand, newest first."""
     return (
         OptOutEvent.objects.for_brand(brand)
@@ -132,7 +133,7 @@ def optout_events_for(*, brand, channel: str, address: str) -> QuerySet:
     )
 
 
-def person_optout_addresses(*, person) -> list[tuple[str, str]]:
+def person_optout_addresses(*, person: Person) -> list[tuple[str, str]]:
     """(channel, address) pairs of a person: their phone for SMS, their email for email."""
     pairs = []
     if person.phone:
@@ -142,7 +143,7 @@ def person_optout_addresses(*, person) -> list[tuple[str, str]]:
     return pairs
 
 
-def person_optout_state(*, person) -> dict:
+def person_optout_state(*, person: Person) -> dict:
     """For the person page: their current opt-outs and their whole audit trail."""
     condition = Q(person=person)
     for channel, address in person_optout_addresses(person=person):
@@ -161,7 +162,7 @@ def person_optout_state(*, person) -> dict:
     }
 
 
-def inbound_list(*, brand, q: str = "", kind: str = "", action: str = "") -> QuerySet:
+def inbound_list(*, brand: Brand, q: str = "", kind: str = "", action: str = "") -> QuerySet:
     queryset = InboundMessage.objects.for_brand(brand).select_related("person", "message")
     if kind:
         queryset = queryset.filter(kind=kind)

@@ -19,12 +19,14 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from brands.models import Brand
 from brands.roles import Role, role_allows
 from optouts.events import opted_out_raised
 from optouts.guard import optout_write_lock
 from optouts.keywords import Keyword, match_reply
 from optouts.links import link_expired
 from optouts.models import Channel, InboundMessage, OptOut, OptOutEvent, Scope, Source
+from optouts.protocols import SentMessage
 from optouts.selectors import directory_person_for
 from participants.models import Participant, Person
 from participants.phones import PhoneError, phone_to_e164
@@ -54,10 +56,10 @@ def optout_record(
     address: str,
     source: str,
     scope: str = Scope.DIRECTORY,
-    person=None,
+    person: Person | None = None,
     actor=None,
     api_key=None,
-    message=None,
+    message: SentMessage = None,
     inbound: InboundMessage | None = None,
     reason: str = "",
     inbound_text: str = "",
@@ -117,7 +119,7 @@ def optout_record(
     return optout
 
 
-def optout_record_provider(*, message) -> OptOut:
+def optout_record_provider(*, message: SentMessage) -> OptOut:
     """The carrier says the recipient unsubscribed (Twilio 21610): never send again.
 
     Marked in the directory too: the carrier refusal proves the recipient opted out, and the
@@ -134,7 +136,9 @@ def optout_record_provider(*, message) -> OptOut:
     )
 
 
-def optout_record_bounce(*, message, reason: str = "", inbound_text: str = "") -> OptOut:
+def optout_record_bounce(
+    *, message: SentMessage, reason: str = "", inbound_text: str = ""
+) -> OptOut:
     """A hard bounce of an email: the address does not take mail, so it is suppressed for the
     brand like an opt-out (source ``bounce``) and never emailed again until an admin opts it in.
     """
@@ -151,7 +155,7 @@ def optout_record_bounce(*, message, reason: str = "", inbound_text: str = "") -
     )
 
 
-def optout_record_link(*, message, now: datetime | None = None) -> tuple[OptOut, bool]:
+def optout_record_link(*, message: SentMessage, now: datetime | None = None) -> tuple[OptOut, bool]:
     """The recipient confirmed on the opt-out link of ``message``. Returns (opt-out, changed).
 
     Refuses an expired link (``ValidationError``); opening it again after it worked changes
@@ -182,7 +186,7 @@ def optout_record_link(*, message, now: datetime | None = None) -> tuple[OptOut,
 
 
 def optout_create_by_admin(
-    *, brand, channel: str, address: str, reason: str, actor=None, api_key=None
+    *, brand: Brand | None, channel: str, address: str, reason: str, actor=None, api_key=None
 ) -> OptOut:
     """An admin records an opt-out the recipient asked for another way (a call, an email)."""
 
@@ -294,7 +298,7 @@ class InboundResult:
     replayed: bool = False
 
 
-def inbound_help_text(*, brand, custom: str = "") -> str:
+def inbound_help_text(*, brand: Brand | None, custom: str = "") -> str:
     """The brand's answer to HELP/INFO: ``custom`` (its provider settings), else a sensible
     default."""
     if brand is None:
@@ -311,7 +315,7 @@ def clean_inbound_text(text: str | None) -> str:
 
 def inbound_reply_handle(
     *,
-    brand,
+    brand: Brand | None,
     from_number: str,
     to_number: str = "",
     body: str = "",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from participants.selectors import person_ids_of
-from projects.models import Question, SurveyLink
+from projects.models import Question, Response, SurveyLink
 from projects.transactions import Transaction
 from webhooks.events import events_raise, iso
 from webhooks.models import EventType
@@ -36,7 +36,7 @@ def _link_facts(link) -> dict:
     }
 
 
-def link_opened_raised(*, link, at: datetime) -> int:
+def link_opened_raised(*, link: SurveyLink, at: datetime) -> int:
     """A personal link was opened for the first time."""
 
     def build():
@@ -47,7 +47,7 @@ def link_opened_raised(*, link, at: datetime) -> int:
     )
 
 
-def response_completed_raised(*, response) -> int:
+def response_completed_raised(*, response: Response) -> int:
     """A response was recorded as complete (personal link, anonymous link or API)."""
     project = response.project
 

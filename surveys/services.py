@@ -19,6 +19,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from core.tokens import new_token
+from participants.models import Participant
 from projects.models import Project, Question, Response, SurveyLink
 from projects.signed_links import SignedLinkUse
 from projects.transactions import Transaction
@@ -421,7 +422,7 @@ def response_create(
     *,
     project: Project,
     answers,
-    participant=None,
+    participant: Participant | None = None,
     embedded_data: dict | None = None,
     now: datetime | None = None,
     actor=None,

@@ -40,6 +40,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from brands.rotation import grace_check
+from projects.models import Project
 from projects.signed_links import SignedLinkUse, SigningSecret
 
 SIGNATURE_PARAMETER = "sig"
@@ -52,12 +53,12 @@ SESSION_PREFIX = "signed-link:"
 
 
 # --- secrets ---------------------------------------------------------------------------------
-def signing_secret_active(*, project) -> SigningSecret | None:
+def signing_secret_active(*, project: Project) -> SigningSecret | None:
     return SigningSecret.objects.filter(project=project, revoked_at__isnull=True).first()
 
 
 def signing_secret_issue(
-    *, project, actor=None, grace: timedelta = timedelta(0)
+    *, project: Project, actor=None, grace: timedelta = timedelta(0)
 ) -> tuple[SigningSecret, str]:
     """A new secret for ``project``. The previous one, if any, is rotated out: it stops at
     once, or (``grace``, at most ``brands.rotation.MAX_GRACE``) still verifies URLs for that
@@ -79,7 +80,7 @@ def signing_secret_issue(
     return record, plain
 
 
-def signing_secret_revoke(*, project) -> bool:
+def signing_secret_revoke(*, project: Project) -> bool:
     """Revoke the active secret, and any rotated one still in its grace period: every URL
     signed with them stops answering. True if there was one."""
     now = timezone.now()
@@ -92,7 +93,9 @@ def signing_secret_revoke(*, project) -> bool:
     return bool(active or retired)
 
 
-def signing_secrets_accepted(*, project, now: datetime | None = None) -> list[SigningSecret]:
+def signing_secrets_accepted(
+    *, project: Project, now: datetime | None = None
+) -> list[SigningSecret]:
     """The secrets that verify URLs now: the active one first, then rotated ones in grace."""
     now = now or timezone.now()
     return list(
@@ -102,7 +105,7 @@ def signing_secrets_accepted(*, project, now: datetime | None = None) -> list[Si
     )
 
 
-def signing_secret_in_grace(*, project) -> SigningSecret | None:
+def signing_secret_in_grace(*, project: Project) -> SigningSecret | None:
     """The rotated secret that still verifies URLs, if any (its hint and end are shown)."""
     return (
         SigningSecret.objects.filter(project=project, accepted_until__gt=timezone.now())
@@ -128,7 +131,9 @@ def sign(secret: str, token: str, params: list[tuple[str, str]]) -> str:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
-def signed_url(*, project, secret: str, params: dict[str, str], expires_at: datetime) -> str:
+def signed_url(
+    *, project: Project, secret: str, params: dict[str, str], expires_at: datetime
+) -> str:
     """A signed URL (what the caller's own code does; used by tests and the settings page)."""
     pairs = [(str(k), str(v)) for k, v in params.items()]
     pairs.append((EXPIRY_PARAMETER, str(int(expires_at.timestamp()))))
@@ -155,7 +160,9 @@ class SignedParameters:
     expires_at: datetime
 
 
-def signed_parameters_read(*, project, query, now: datetime | None = None) -> SignedParameters:
+def signed_parameters_read(
+    *, project: Project, query, now: datetime | None = None
+) -> SignedParameters:
     """Check a signed URL's query (a QueryDict); raise ``SignedLinkRefused``."""
     now = now or timezone.now()
     pairs = [(k, v) for k in query for v in query.getlist(k)]
@@ -186,16 +193,16 @@ def signed_parameters_read(*, project, query, now: datetime | None = None) -> Si
     )
 
 
-def signed_link_used(*, project, digest: str) -> bool:
+def signed_link_used(*, project: Project, digest: str) -> bool:
     return SignedLinkUse.objects.filter(project=project, digest=digest).exists()
 
 
 # --- the session: where the parameters live once the URL is clean ----------------------------
-def session_key(project) -> str:
+def session_key(project: Project) -> str:
     return SESSION_PREFIX + project.public_token
 
 
-def session_store(session, project, signed: SignedParameters) -> None:
+def session_store(session, project: Project, signed: SignedParameters) -> None:
     session[session_key(project)] = {
         "params": signed.params,
         "digest": signed.digest,
@@ -203,7 +210,7 @@ def session_store(session, project, signed: SignedParameters) -> None:
     }
 
 
-def session_read(session, project) -> SignedParameters | None:
+def session_read(session, project: Project) -> SignedParameters | None:
     stored = session.get(session_key(project))
     if not isinstance(stored, dict) or not stored.get("digest"):
         return None

@@ -36,6 +36,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from brands.models import Brand
 from brands.scoping import fresh_copy
 from core.tokens import new_tokens
 from distributions.models import Distribution
@@ -937,7 +938,7 @@ _kept_projects: dict[tuple[int, int], Project] = {}
 KEPT_PROJECTS = 10_000
 
 
-def kept_project(brand, pk) -> Project | None:
+def kept_project(brand: Brand, pk) -> Project | None:
     """The project ``pk`` of ``brand`` as this process last read it, or None."""
     if brand is None or connection.vendor != "postgresql":
         return None

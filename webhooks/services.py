@@ -32,7 +32,7 @@ from django.db.models import Exists, OuterRef
 from django.urls import reverse
 from django.utils import timezone
 
-from brands.models import Membership
+from brands.models import Brand, Membership
 from brands.roles import Role
 from brands.rotation import grace_check
 from core.batching import batched
@@ -83,7 +83,7 @@ class IssuedEndpoint:
 
 
 def endpoint_create(
-    *, brand, url: str, events, description: str = "", actor=None
+    *, brand: Brand, url: str, events, description: str = "", actor=None
 ) -> IssuedEndpoint:
     """Register an endpoint; the answer carries its secret, the only time it is shown."""
     values = _clean(url=url, events=events, description=description)
