@@ -118,17 +118,7 @@ def inbound_callback(request, code: str):
                 "%s inbound callback with an invalid signature (To=%s)", code, inbound.to_number
             )
             return HttpResponseForbidden("invalid signature")
-    result = sms_reply_receive(
-        brand=brand,
-        from_number=inbound.from_number,
-        to_number=inbound.to_number,
-        body=inbound.body,
-        provider=code,
-        provider_sid=inbound.provider_sid,
-        account_sid=inbound.account_sid,
-        messaging_service_sid=inbound.messaging_service_sid,
-        opt_out_type=inbound.opt_out_type,
-    )
+    result = sms_reply_receive(brand=brand, inbound=inbound, provider=code)
     return provider.inbound_response(result.reply)
 
 
