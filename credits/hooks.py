@@ -16,7 +16,9 @@ from credits.services import (
     distribution_cover,
     distribution_release,
     distribution_reserve,
+    distributions_cover,
     messages_debit,
+    messages_debit_many,
 )
 
 
@@ -34,3 +36,14 @@ def credits_covering(*, distribution, messages) -> Coverage:
 
 def credits_debit_messages(*, distribution, message_ids) -> None:
     messages_debit(distribution=distribution, message_ids=message_ids)
+
+
+def credits_covering_many(*, items) -> dict[int, Coverage]:
+    """``credits_covering`` for every distribution of a send batch: [(distribution, rows)]."""
+    return distributions_cover(items=items)
+
+
+def credits_debit_many(*, items) -> None:
+    """``credits_debit_messages`` for every distribution of a send batch: [(distribution,
+    message ids)]."""
+    messages_debit_many(items=items)
