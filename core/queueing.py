@@ -16,14 +16,15 @@ from django.db import transaction
 from celery import current_app
 
 
-def task_queue(name: str, *args: Any, countdown: float | None = None) -> None:
-    """Queue task ``name`` with ``args`` after commit (at once outside a transaction)."""
+def task_queue(name: str, *args: Any, countdown: float | None = None, **kwargs: Any) -> None:
+    """Queue task ``name`` with ``args`` and ``kwargs`` after commit (at once outside a
+    transaction), ``countdown`` seconds later if given."""
 
     def queue() -> None:
         task = current_app.tasks[name]  # KeyError: its app's ready() did not import it
         if countdown is None:
-            task.delay(*args)
+            task.delay(*args, **kwargs)
         else:
-            task.apply_async(args, countdown=countdown)
+            task.apply_async(args, kwargs, countdown=countdown)
 
     transaction.on_commit(queue)

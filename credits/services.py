@@ -21,7 +21,7 @@ from decimal import Decimal, InvalidOperation
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Count, Max, Sum
+from django.db.models import Count, Max, Q, Sum
 
 from brands.models import Brand
 from credits.lock_objects import credit_account_lock
@@ -183,3 +183,49 @@ def credits_adjust(*, brand: Brand, amount, actor=None, note: str = "") -> Credi
             actor=actor if getattr(actor, "pk", None) else None,
             note=note.strip()[:300],
         )
+
+
+def reservation_pools(reservation_ids: list[int]) -> dict[int, Decimal]:
+    """What each reservation holds and has not yet held for a message."""
+    held = dict(
+        CreditEntry.objects.filter(reservation_id__in=reservation_ids)
+        .values("reservation_id")
+        .annotate(s=Sum("held"))
+        .values_list("reservation_id", "s")
+        .order_by()
+    )
+    holds = dict(
+        CreditHold.objects.filter(reservation_id__in=reservation_ids)
+        .values("reservation_id")
+        .annotate(s=Sum("cost"))
+        .values_list("reservation_id", "s")
+        .order_by()
+    )
+    return {pk: (held.get(pk) or ZERO) - (holds.get(pk) or ZERO) for pk in reservation_ids}
+
+
+def accounts_available(accounts: list[CreditAccount]) -> dict[int, Decimal]:
+    """Each locked account's available credits (one query; checkpoints moved as needed)."""
+    if not accounts:
+        return {}
+    tails = Q()
+    for account in accounts:
+        tails |= Q(brand_id=account.brand_id, pk__gt=account.summed_upto_id)
+    sums = {
+        row["brand_id"]: row
+        for row in CreditEntry.objects.filter(tails)
+        .values("brand_id")
+        .annotate(amount=Sum("amount"), held=Sum("held"), n=Count("pk"), last=Max("pk"))
+        .order_by()
+    }
+    available = {}
+    for account in accounts:
+        tail = sums.get(account.brand_id, {"amount": None, "held": None, "n": 0, "last": None})
+        balance = account.summed_amount + (tail["amount"] or ZERO)
+        reserved = account.summed_held + (tail["held"] or ZERO)
+        if tail["n"] >= CHECKPOINT_EVERY:
+            CreditAccount.objects.filter(pk=account.pk).update(
+                summed_upto_id=tail["last"], summed_amount=balance, summed_held=reserved
+            )
+        available[account.brand_id] = balance - reserved
+    return available

@@ -22,12 +22,19 @@ from django.utils import timezone
 from brands.models import Brand
 from core.bulk import insert_rows
 from credits.estimate import estimate_cost, link_placeholder, opt_out_placeholder
-from credits.lock_objects import credit_account_lock
+from credits.lock_objects import credit_account_lock, credit_accounts_lock
 from credits.models import ZERO, CreditEntry, CreditHold, CreditReservation
 from credits.rates import RateTable, disabled_reason, phone_country, quantize, rate_table
 from credits.segments import count_segments, normalize_line_breaks
 from credits.selectors import credits_balance
-from credits.services import account_figures, holds_total, plain_amount, reservation_held
+from credits.services import (
+    account_figures,
+    accounts_available,
+    holds_total,
+    plain_amount,
+    reservation_held,
+    reservation_pools,
+)
 from distributions.audiences import recipients_queryset
 from distributions.conditions import conditions_clean
 from distributions.models import Distribution, Message
@@ -109,7 +116,6 @@ def distribution_reserve(*, distribution: Distribution) -> CreditReservation | N
         person_prefix="person__",
         participant_prefix="participant__",
         opt_out_link=opt_out_placeholder(last_id) if last_id else None,
-        spellings=metadata_spellings(project_id=distribution.project_id),
     )
     self_service = brand.is_self_service
     with transaction.atomic():
@@ -131,11 +137,9 @@ def distribution_reserve(*, distribution: Distribution) -> CreditReservation | N
         available = account_figures(account, checkpoint=True).available
         amount = min(estimate.credits, max(available, ZERO))
         if amount > 0:
-            short = (
-                ""
-                if amount == estimate.credits
-                else f"; only {plain_amount(amount)} were available"
-            )
+            short = ""
+            if amount != estimate.credits:
+                short = f"; only {plain_amount(amount)} were available"
             CreditEntry.objects.create(
                 brand=brand,
                 kind=Kind.RESERVE,
@@ -174,7 +178,6 @@ def _segments_as_sent(distribution: Distribution, row, fields: set[str]) -> int:
     participant; the personal link is replaced by a string of its exact length and alphabet,
     the opt-out link is the real one (it depends only on the message id).
     """
-
     values, metadata = recipient_values(
         person=row.person,
         participant=row.participant,
@@ -203,8 +206,12 @@ def _row_costs(
 
 def _drop_stale_holds(reservation: CreditReservation) -> int:
     """Holds of messages closed without being handed over go back to the reservation."""
+    return _drop_stale_holds_of([reservation.pk])
+
+
+def _drop_stale_holds_of(reservation_ids: list[int]) -> int:
     stale = CreditHold.objects.filter(
-        reservation=reservation,
+        reservation_id__in=reservation_ids,
         message__status__in=CLOSED_UNSENT,
         message__sent_at__isnull=True,
         message__provider_id="",
@@ -212,92 +219,162 @@ def _drop_stale_holds(reservation: CreditReservation) -> int:
     return stale.delete()[0]
 
 
-def distribution_cover(*, distribution: Distribution, messages) -> Coverage:
-    """Decide which of a leased chunk's rows may be sent, and hold their exact cost.
-
-    Each row's cost is its country's rate times the segments of its own rendered text. Rows
-    are covered in id order while their cost fits in the distribution's reservation not yet
-    held for other messages plus the brand's available credits; what comes from the latter
-    is reserved first (a top-up). A row already held (sent again after a retry or a worker
-    restart) keeps its hold. Rows in a disabled country are in ``skipped``, not covered.
-    ``messages``: ``Message`` instances, or the send's ``LeasedRow`` objects (the same
-    attributes: pk, address, person, participant).
-    """
-    rows = list(messages)
-    if not rows:
-        return Coverage()
-    if distribution.channel != Distribution.Channel.SMS:
-        return Coverage(row.pk for row in rows)
-    reservation = _open_reservation(distribution)
-    table = rate_table().with_snapshot(reservation.rates)
-    costs, skipped = _row_costs(distribution, rows, table)
-    if reservation.self_service:
-        return Coverage(costs, skipped)
-    covered: set[int] = set()
-    with transaction.atomic():
-        account = credit_account_lock(brand_id=reservation.brand_id)
-        _drop_stale_holds(reservation)
-        already = set(
-            CreditHold.objects.filter(message_id__in=list(costs)).values_list(
-                "message_id", flat=True
-            )
+def _open_reservations(distributions: list[Distribution]) -> dict[int, CreditReservation]:
+    """Each distribution's reservation (one query; one made for any that started without)."""
+    found = {
+        reservation.distribution_id: reservation
+        for reservation in CreditReservation.objects.filter(
+            distribution_id__in=[distribution.pk for distribution in distributions]
         )
-        pool = reservation_held(reservation) - holds_total(reservation)
-        budget = pool + account_figures(account, checkpoint=True).available
+    }
+    for distribution in distributions:
+        if distribution.pk not in found:
+            found[distribution.pk] = _open_reservation(distribution)
+    return found
+
+
+def distribution_cover(*, distribution: Distribution, messages) -> Coverage:
+    """Decide which of a leased window's rows may be sent, and hold their exact cost
+    (``distributions_cover`` for one distribution)."""
+    return distributions_cover(items=[(distribution, list(messages))])[distribution.pk]
+
+
+def distributions_cover(*, items: list[tuple[Distribution, list]]) -> dict[int, Coverage]:
+    """Decide which rows of a send batch may be sent, and hold their exact cost: one
+    transaction for every distribution of the batch (their brands' accounts locked together,
+    in primary-key order).
+
+    Each row's cost is its country's rate times the segments of its own rendered text. A
+    distribution's rows are covered in id order while their cost fits in its reservation
+    not yet held for other messages plus its brand's available credits (shared by the
+    brand's distributions in the batch); what comes from the latter is reserved first (a
+    top-up). A row already held (sent again after a retry or a worker restart) keeps its
+    hold. Rows in a disabled country are in ``skipped``, not covered. Rows: ``Message``
+    instances or the send's ``LeasedRow`` objects (pk, address, person, participant).
+    """
+    result: dict[int, Coverage] = {}
+    sms: list[tuple[Distribution, list]] = []
+    for distribution, rows in items:
+        if not rows:
+            result[distribution.pk] = Coverage()
+        elif distribution.channel != Distribution.Channel.SMS:
+            result[distribution.pk] = Coverage(row.pk for row in rows)
+        else:
+            sms.append((distribution, rows))
+    if not sms:
+        return result
+    reservations = _open_reservations([distribution for distribution, _ in sms])
+    table = rate_table()
+    paid = []
+    for distribution, rows in sms:
+        reservation = reservations[distribution.pk]
+        costs, skipped = _row_costs(distribution, rows, table.with_snapshot(reservation.rates))
+        if reservation.self_service:
+            result[distribution.pk] = Coverage(costs, skipped)
+        else:
+            paid.append((distribution, reservation, costs, skipped))
+    if not paid:
+        return result
+    reservation_ids = [reservation.pk for _, reservation, _, _ in paid]
+    with transaction.atomic():
+        accounts = credit_accounts_lock(brand_ids=[r.brand_id for _, r, _, _ in paid])
+        _drop_stale_holds_of(reservation_ids)
+        already = set(
+            CreditHold.objects.filter(
+                message_id__in=[pk for _, _, costs, _ in paid for pk in costs]
+            ).values_list("message_id", flat=True)
+        )
+        pools = reservation_pools(reservation_ids)
+        available = accounts_available(accounts)
         new: list[tuple] = []  # CreditHold rows, in HOLD_COLUMNS order
-        need = ZERO
+        top_ups: list[CreditEntry] = []
         now = connection.ops.adapt_datetimefield_value(timezone.now())
-        for pk in sorted(costs):
-            if pk in already:
-                covered.add(pk)
-                continue
-            cost = costs[pk]
-            if cost.cost <= budget:
-                budget -= cost.cost
-                need += cost.cost
-                covered.add(pk)
-                new.append(
-                    (pk, reservation.pk, cost.country, cost.segments, cost.rate, cost.cost, now)
+        for distribution, reservation, costs, skipped in paid:
+            pool = pools[reservation.pk]
+            budget = pool + available[reservation.brand_id]
+            covered: set[int] = set()
+            need, added = ZERO, 0
+            for pk in sorted(costs):
+                if pk in already:
+                    covered.add(pk)
+                    continue
+                cost = costs[pk]
+                if cost.cost <= budget:
+                    budget -= cost.cost
+                    need += cost.cost
+                    added += 1
+                    covered.add(pk)
+                    new.append(
+                        (pk, reservation.pk, cost.country, cost.segments, cost.rate, cost.cost, now)
+                    )
+            top_up = need - pool
+            if added and top_up > 0:
+                available[reservation.brand_id] -= top_up
+                top_ups.append(
+                    CreditEntry(
+                        brand_id=reservation.brand_id,
+                        kind=Kind.RESERVE,
+                        held=top_up,
+                        reservation=reservation,
+                        distribution=distribution,
+                        project_id=distribution.project_id,
+                        note="Top-up: these messages cost more than the reservation had left.",
+                    )
                 )
-        top_up = need - pool
-        if new and top_up > 0:
-            CreditEntry.objects.create(
-                brand_id=reservation.brand_id,
-                kind=Kind.RESERVE,
-                held=top_up,
-                reservation=reservation,
-                distribution=distribution,
-                project_id=distribution.project_id,
-                note="Top-up: these messages cost more than the reservation had left.",
-            )
+            result[distribution.pk] = Coverage(covered, skipped)
+        CreditEntry.objects.bulk_create(top_ups)
         insert_rows(CreditHold, HOLD_COLUMNS, new)
-    return Coverage(covered, skipped)
+    return result
 
 
 def messages_debit(*, distribution: Distribution, message_ids) -> int:
-    """Debit messages the provider accepted, at their exact cost. Returns rows written.
+    """Debit messages the provider accepted, at their exact cost (``messages_debit_many``
+    for one distribution). Returns rows written."""
+    return messages_debit_many(items=[(distribution, message_ids)])
+
+
+def messages_debit_many(*, items: list[tuple[Distribution, list[int]]]) -> int:
+    """Debit messages the provider accepted, at their exact cost: one transaction for every
+    distribution of a send batch. Returns rows written.
 
     Idempotent: a message already debited is left alone (and the unique constraint would
     refuse a second debit anyway). A self-service brand's messages are recorded as usage
     (amount 0) without touching any balance.
     """
-    ids = sorted({int(pk) for pk in message_ids})
-    if not ids or distribution.channel != Distribution.Channel.SMS:
+    wanted = [
+        (distribution, sorted({int(pk) for pk in ids}))
+        for distribution, ids in items
+        if distribution.channel == Distribution.Channel.SMS
+    ]
+    wanted = [(distribution, ids) for distribution, ids in wanted if ids]
+    if not wanted:
         return 0
-    reservation = _open_reservation(distribution)
-    if reservation.self_service:
-        return _record_usage(distribution, reservation, ids)
+    reservations = _open_reservations([distribution for distribution, _ in wanted])
+    paid, usage = [], []
+    for distribution, ids in wanted:
+        reservation = reservations[distribution.pk]
+        (usage if reservation.self_service else paid).append((distribution, reservation, ids))
+    written = _record_usage_many(usage)
+    if not paid:
+        return written
     with transaction.atomic():
-        credit_account_lock(brand_id=reservation.brand_id)
-        written = _debit_locked(distribution, reservation, ids)
-        reservation.refresh_from_db(fields=["closed_at"])
-        if (
-            reservation.closed_at is None
-            and Distribution.objects.filter(
-                pk=distribution.pk, status__in=Distribution.FINISHED
-            ).exists()
-        ):
-            _release_locked(reservation)  # messages that were in flight when it was stopped
+        credit_accounts_lock(brand_ids=[reservation.brand_id for _, reservation, _ in paid])
+        exact = set(_debit_held_exactly_many([pk for _, _, ids in paid for pk in ids]))
+        if exact:
+            CreditHold.objects.filter(message_id__in=exact).delete()
+        written += len(exact)
+        for distribution, reservation, ids in paid:
+            rest = [pk for pk in ids if pk not in exact]
+            if rest:
+                written += _debit_computed(distribution, reservation, rest)
+        # Messages that were in flight when their distribution was stopped: its reservation
+        # was kept open for them, and closes now.
+        for reservation in CreditReservation.objects.filter(
+            pk__in=[reservation.pk for _, reservation, _ in paid],
+            closed_at__isnull=True,
+            distribution__status__in=Distribution.FINISHED,
+        ).select_related("distribution"):
+            _release_locked(reservation)
     return written
 
 
@@ -383,6 +460,43 @@ def _debit_held_exactly(
         return [row[0] for row in cursor.fetchall()]
 
 
+def _debit_held_exactly_many(ids: list[int]) -> list[int]:
+    """``_debit_held_exactly`` for messages of any distributions at once (their reservations
+    give each entry its brand, project and distribution). Returns the message ids debited."""
+    if not ids:
+        return []
+    entry, hold, message, reservation = (
+        connection.ops.quote_name(model._meta.db_table)
+        for model in (CreditEntry, CreditHold, Message, CreditReservation)
+    )
+    debited: list[int] = []
+    now = timezone.now()
+    for start in range(0, len(ids), HOLD_BATCH):
+        batch = ids[start : start + HOLD_BATCH]
+        marks = ", ".join(["%s"] * len(batch))
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"""
+                INSERT INTO {entry} (brand_id, kind, amount, held, reservation_id,
+                    distribution_id, project_id, message_id, country, segments, rate, actor_id,
+                    note, idempotency_key, created_at)
+                SELECT r.brand_id, %s, -h.cost, -h.cost, r.id, r.distribution_id, r.project_id,
+                    h.message_id, h.country, h.segments, h.rate, NULL, '', '', %s
+                FROM {hold} h JOIN {message} m ON m.id = h.message_id
+                    JOIN {reservation} r ON r.id = h.reservation_id
+                WHERE h.message_id IN ({marks}) AND (m.segments = h.segments OR m.segments = 0)
+                  AND NOT EXISTS (
+                    SELECT 1 FROM {entry} e
+                    WHERE e.message_id = h.message_id AND e.kind IN (%s, %s)
+                  )
+                RETURNING message_id
+                """,  # noqa: S608 - table names are ours, values are bound
+                [Kind.DEBIT, now, *batch, *CreditEntry.PER_MESSAGE],
+            )
+            debited += [row[0] for row in cursor.fetchall()]
+    return debited
+
+
 def _debit_locked(
     distribution: Distribution | None, reservation: CreditReservation, ids: list[int]
 ) -> int:
@@ -457,31 +571,45 @@ def _record_usage(
     distribution: Distribution, reservation: CreditReservation, ids: list[int]
 ) -> int:
     """Self-service: one usage row per message (no balance, so no lock is needed)."""
+    return _record_usage_many([(distribution, reservation, ids)])
+
+
+def _record_usage_many(items: list[tuple[Distribution, CreditReservation, list[int]]]) -> int:
+    """``_record_usage`` for several distributions at once (one query of each kind)."""
+    ids = [pk for _, _, message_ids in items for pk in message_ids]
+    if not ids:
+        return 0
     done = set(
         CreditEntry.objects.filter(message_id__in=ids, kind__in=CreditEntry.PER_MESSAGE)
         .values_list("message_id", flat=True)
         .order_by()
     )
-    table = rate_table().with_snapshot(reservation.rates)
+    rows = {row["pk"]: row for row in _message_rows([pk for pk in ids if pk not in done])}
+    table = rate_table()
     now = timezone.now()
     entries = []
-    for row in _message_rows([pk for pk in ids if pk not in done]):
-        country = phone_country(row["address"])
-        segments = row["segments"] or count_segments(row["body"])
-        entries.append(
-            _entry_for(
-                distribution,
-                reservation,
-                row,
-                kind=Kind.USAGE,
-                country=country,
-                segments=segments,
-                rate=table.rate(country),
-                amount=ZERO,
-                held=ZERO,
-                now=now,
+    for distribution, reservation, message_ids in items:
+        rates = table.with_snapshot(reservation.rates)
+        for pk in message_ids:
+            row = rows.get(pk)
+            if row is None:
+                continue
+            country = phone_country(row["address"])
+            segments = row["segments"] or count_segments(row["body"])
+            entries.append(
+                _entry_for(
+                    distribution,
+                    reservation,
+                    row,
+                    kind=Kind.USAGE,
+                    country=country,
+                    segments=segments,
+                    rate=rates.rate(country),
+                    amount=ZERO,
+                    held=ZERO,
+                    now=now,
+                )
             )
-        )
     CreditEntry.objects.bulk_create(entries, batch_size=HOLD_BATCH, ignore_conflicts=True)
     return len(entries)
 

@@ -19,6 +19,14 @@ lane whose rows are deferred (``Message.due_at``) is not ready until its next ro
 pump simply does not pick them, and sleeps in the broker, not in a worker slot, when nothing
 is ready (``next_ready_at``). The state lives in the database beside the rows it schedules,
 so one transaction keeps both consistent, whatever the broker (see docs/scaling.md).
+
+What reaches the provider keeps to the bucket, not only what is picked: a sender's refill
+starts again at its window's hand-over (``senders_handed_over``), and a sender whose second of
+tokens fits in one window (up to ``SEND_WINDOW`` messages a second) has one window in flight
+at a time, so that a slow pick followed by a fast one cannot bring two windows to the
+provider closer than the rate allows. Ready times fall on a 50 ms grid
+(``throttle.GRID_SECONDS``): slow senders that come due together are picked together, one
+batch for many of them.
 """
 
 from __future__ import annotations
@@ -47,6 +55,15 @@ SEND_WINDOW = 500
 # Lanes in one batch: many slow senders (a US long code sends one message a second) are
 # served by one slot, a batch of one-message windows at a time.
 MAX_LANES = 100
+
+
+class Picked(list):
+    """The grants of a pick (a list), and ``idled``: the distributions whose lane it found
+    with nothing left to send now or later (worth asking whether they are finished)."""
+
+    def __init__(self, grants=(), idled=()):
+        super().__init__(grants)
+        self.idled = list(idled)
 
 
 @dataclass(frozen=True)
@@ -155,28 +172,57 @@ def sender_pause(*, sender_id: int, until: datetime, reason: str) -> None:
     )
 
 
-def sender_handed_over(*, sender_id: int, rate: int, at: datetime) -> None:
-    """A window of this sender goes to the provider now: its bucket refills from now, not
-    from when the window was picked. Tokens are paid at the pick; the work between the pick
+def senders_handed_over(*, senders: list[tuple[int, int]], at: datetime) -> None:
+    """Windows of these senders ((id, rate) each) go to the provider now: their buckets
+    refill from now, not from when the windows were picked, and a sender served one window at
+    a time is free again (``pick``). Tokens are paid at the pick; the work between the pick
     and the hand-over (rendering, credits, a cold worker) would otherwise let the next window
     reach the provider sooner than the rate allows. The refill of that interval is given up
-    (a few milliseconds of the rate), so that hand-overs, not picks, keep to the bucket."""
-    if rate <= 0:
+    (the pick's few milliseconds), so that hand-overs, not picks, keep to the bucket."""
+    limited = sorted({sender_id for sender_id, rate in senders if rate > 0})
+    if not limited:
         return
-    with transaction.atomic():
-        sender = (
-            Sender.objects.select_for_update()
-            .filter(pk=sender_id)
-            .values_list("tokens", "tokens_at", "ready_at", "rate")
-            .first()
+    marks = ", ".join(["%s"] * len(limited))
+    lock = " FOR UPDATE" if connection.vendor == "postgresql" else ""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id, rate, tokens, tokens_at FROM {_quote(Sender)} "  # noqa: S608
+            f"WHERE id IN ({marks}) ORDER BY id{lock}",
+            limited,
         )
-        if sender is None:
-            return
-        tokens, tokens_at, ready, rate = sender
-        if tokens_at >= at:
-            return
-        ready = max(ready, throttle.ready_at(rate=rate, tokens=tokens, now=at))
-        Sender.objects.filter(pk=sender_id).update(tokens_at=at, ready_at=ready)
+        rows = []
+        for sender_id, rate, tokens, tokens_at in cursor.fetchall():
+            since = max(_as_datetime(tokens_at), at)
+            ready = throttle.ready_at(rate=rate, tokens=tokens, now=since)
+            rows.append((sender_id, _t(since), _t(ready)))
+        update_rows(Sender, ["tokens_at", "ready_at"], rows, casts=_TIMES_READY)
+
+
+def senders_release(*, sender_ids: list[int]) -> None:
+    """Senders picked for windows that never reached the provider (every row closed before):
+    ready again as their tokens allow."""
+    wanted = sorted({sender_id for sender_id in sender_ids if sender_id})
+    if not wanted:
+        return
+    now = timezone.now()
+    rows = []
+    for sender_id, rate, tokens, tokens_at in Sender.objects.filter(
+        pk__in=wanted, rate__gt=0, ready_at__gt=now
+    ).values_list("pk", "rate", "tokens", "tokens_at"):
+        tokens = throttle.refill(rate=rate, tokens=tokens, tokens_at=tokens_at, now=now)
+        rows.append((sender_id, _t(throttle.ready_at(rate=rate, tokens=tokens, now=now))))
+    update_rows(Sender, ["ready_at"], rows, casts={"ready_at": "timestamptz"})
+
+
+def lanes_idle(*, distribution_ids: list[int]) -> list[int]:
+    """Which of these distributions have nothing left to send now or later (their lane is
+    idle or gone): the ones worth asking whether they are finished."""
+    busy = set(
+        SendLane.objects.filter(
+            distribution_id__in=distribution_ids, ready_at__isnull=False
+        ).values_list("distribution_id", flat=True)
+    )
+    return [pk for pk in distribution_ids if pk not in busy]
 
 
 # --- the pick -----------------------------------------------------------------------------
@@ -299,6 +345,50 @@ def _lease_lane(
         return cursor.rowcount
 
 
+def _lease_lanes(counts: dict[int, int], *, lease: str, now: datetime) -> dict[int, int]:
+    """Lease up to ``counts[d]`` due Pending rows of each lane ``d``, in due order; returns
+    how many each got. PostgreSQL: one statement for every lane (a lateral join)."""
+    if not counts:
+        return {}
+    if connection.vendor != "postgresql":
+        return {
+            pk: _lease_lane(distribution_id=pk, count=count, lease=lease, now=now)
+            for pk, count in counts.items()
+        }
+    messages = _quote(Message)
+    values = ", ".join(["(%s::bigint, %s::int)"] * len(counts))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            WITH picked AS MATERIALIZED (
+                SELECT x.id FROM (VALUES {values}) AS g(distribution_id, wanted)
+                CROSS JOIN LATERAL (
+                    SELECT id FROM {messages}
+                    WHERE distribution_id = g.distribution_id AND status = %s AND due_at <= %s
+                    ORDER BY due_at LIMIT g.wanted
+                ) x
+            )
+            UPDATE {messages} m SET status = %s, lease = %s, leased_at = %s,
+                attempts = m.attempts + 1
+            FROM picked WHERE m.id = picked.id AND m.status = %s
+            RETURNING m.distribution_id
+            """,  # noqa: S608 - MATERIALIZED: the few rows picked first, then their updates
+            [
+                *[value for pair in counts.items() for value in pair],
+                MStatus.PENDING,
+                now,
+                MStatus.SENDING,
+                lease,
+                now,
+                MStatus.PENDING,
+            ],
+        )
+        leased: dict[int, int] = {}
+        for (distribution_id,) in cursor.fetchall():
+            leased[distribution_id] = leased.get(distribution_id, 0) + 1
+    return leased
+
+
 def _next_due(distribution_id: int):
     return (
         Message.objects.filter(distribution_id=distribution_id, status=MStatus.PENDING)
@@ -314,7 +404,7 @@ def pick(
     now: datetime | None = None,
     max_rows: int = SEND_WINDOW,
     max_lanes: int = MAX_LANES,
-) -> list[Grant]:
+) -> Picked:
     """Take the next fair batch: lease its rows under ``lease`` and pay their tokens.
 
     Returns one ``Grant`` per lane served (``leased`` rows of it are now Sending under
@@ -324,7 +414,7 @@ def pick(
     with transaction.atomic():
         ready = _ready_lanes(now)
         if not ready:
-            return []
+            return Picked()
         order = fair_order(ready, _brand_turns({lane[1] for lane in ready}))[:max_lanes]
         locked = _lock([lane[0] for lane in order], now)
         grants: list[Grant] = []
@@ -332,6 +422,7 @@ def pick(
         lanes_idle: list[tuple] = []
         senders: list[tuple] = []
         rows_left = max_rows
+        wanted: dict[int, tuple] = {}  # distribution -> (brand, sender, rate, tokens, count)
         for distribution_id, brand_id, sender_id, _lane_served, _sender_served in order:
             if rows_left <= 0:
                 break
@@ -342,26 +433,31 @@ def pick(
             tokens = throttle.refill(
                 rate=rate, tokens=tokens, tokens_at=_as_datetime(tokens_at), now=now
             )
-            wanted = throttle.take(tokens, min(rows_left, SEND_WINDOW))
-            if wanted < 1:  # refilled less than a token since it was found ready
+            count = throttle.take(tokens, min(rows_left, SEND_WINDOW))
+            if count < 1:  # refilled less than a token since it was found ready
                 when = throttle.ready_at(rate=rate, tokens=tokens, now=now)
                 senders.append((sender_id, tokens, _t(now), _t(when), _t(now)))
                 continue
-            leased = _lease_lane(
-                distribution_id=distribution_id, count=wanted, lease=lease, now=now
-            )
-            rows_left -= leased
+            rows_left -= count
+            wanted[distribution_id] = (brand_id, sender_id, rate, tokens, count)
+        leased_by = _lease_lanes({pk: item[4] for pk, item in wanted.items()}, lease=lease, now=now)
+        for distribution_id, (brand_id, sender_id, rate, tokens, count) in wanted.items():
+            leased = leased_by.get(distribution_id, 0)
             if rate > 0:
                 tokens -= leased
             left = 0.0 if tokens == throttle.UNLIMITED else tokens
             when = throttle.ready_at(rate=rate, tokens=left, now=now)
+            if 0 < rate <= SEND_WINDOW and leased:
+                # Served one window at a time: free again at its hand-over
+                # (``senders_handed_over``), or when the lease lapses if its pump died.
+                when = now + timedelta(seconds=settings.RELAY_SEND_LEASE_SECONDS)
             senders.append((sender_id, left, _t(now), _t(when), _t(now)))
-            if leased < wanted:  # nothing more is due now: ready again when the next row is
+            if leased < count:  # nothing more is due now: ready again when the next row is
                 lanes_idle.append((distribution_id, _t(_next_due(distribution_id)), _t(now)))
             else:
                 lanes_served.append((distribution_id, _t(now)))
             if leased:
-                grants.append(Grant(distribution_id, brand_id, sender_id, wanted, leased))
+                grants.append(Grant(distribution_id, brand_id, sender_id, count, leased))
         update_rows(
             Sender, ["tokens", "tokens_at", "ready_at", "served_at"], senders, casts=_TIMES_4
         )
@@ -369,10 +465,11 @@ def pick(
         update_rows(
             SendLane, ["ready_at", "served_at"], lanes_idle, casts=_TIMES_2, pk="distribution_id"
         )
-    return grants
+    return Picked(grants, [pk for pk, due, _ in lanes_idle if due is None])
 
 
 _TIMES_1 = {"served_at": "timestamptz"}
+_TIMES_READY = {"tokens_at": "timestamptz", "ready_at": "timestamptz"}
 _TIMES_2 = {"ready_at": "timestamptz", "served_at": "timestamptz"}
 _TIMES_4 = {
     "tokens": "double precision",
@@ -497,6 +594,13 @@ def register_pump_task(task) -> None:
     registered when the app is ready."""
     global _pump_task
     _pump_task = task
+
+
+def pumps_lapsed(*, now: datetime) -> int:
+    """Slots whose queued or running pump stopped touching them (its worker died)."""
+    return SendPump.objects.filter(
+        state__in=[State.QUEUED, State.RUNNING], until__lt=now, slot__lt=_slots()
+    ).count()
 
 
 def pumps_next_lapse() -> datetime | None:

@@ -28,6 +28,7 @@ from django.utils import timezone
 from distributions import fairqueue, metrics
 from distributions.fairqueue import PUMP_CLAIM_SECONDS, State, pump_set, pumps_kick, pumps_queue
 from distributions.sending import send_batch
+from distributions.services import distribution_finish_if_done
 
 PUMP_SLICE_SECONDS = 5.0
 MAX_SLEEP_SECONDS = 2.0
@@ -76,6 +77,10 @@ def _pump(slot: int, ticket: str, stats: dict) -> dict:
         lease = fairqueue.new_lease()
         picked = time.monotonic()
         grants = fairqueue.pick(lease=lease)
+        granted = {grant.distribution_id for grant in grants}
+        for distribution_id in grants.idled:
+            if distribution_id not in granted:  # its last rows went in an earlier batch
+                distribution_finish_if_done(distribution_id=distribution_id)
         if grants:
             busy_elsewhere = 0
             stats["batches"] += 1

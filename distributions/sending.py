@@ -19,27 +19,29 @@ worker's rows are settled one lease after it died (``distributions_recover``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connection, transaction
 from django.urls import reverse
 from django.utils import timezone
 
-from core.batching import batched
 from core.bulk import update_rows, update_rows_returning
 from core.queueing import task_queue
 from core.tokens import new_token
 from credits.segments import count_segments
 from distributions import fairqueue, metrics
 from distributions.charging import (
-    distribution_cover,
     distribution_release,
     distribution_reserve,
+    distributions_cover,
     messages_debit,
+    messages_debit_many,
 )
 from distributions.email_content import html_to_text, render_email
 from distributions.email_services import email_account_for
@@ -62,12 +64,14 @@ from distributions.providers.base import (
 )
 from distributions.providers.registry import channel_provider_for
 from distributions.verp import verp_address
-from optouts.guard import handover_guard
+from optouts.guard import handover_guard_many
 from optouts.links import opt_out_url
-from optouts.selectors import opted_out_addresses
+from optouts.selectors import opted_out_many
 from optouts.services import optout_record_bounce, optout_record_provider
 from participants.rendering import piped_fields, recipient_values, render
 from projects.models import SurveyLink
+from webhooks.events import brands_subscribed
+from webhooks.models import EventType
 
 logger = logging.getLogger(__name__)
 
@@ -108,9 +112,22 @@ def channel_account_for(distribution: Distribution):
     return provider_account_for(distribution.project.brand)
 
 
-def channel_provider(distribution: Distribution) -> tuple[object, Provider]:
-    account = channel_account_for(distribution)
+def channel_provider(distribution: Distribution, account=None) -> tuple[object, Provider]:
+    account = account or channel_account_for(distribution)
     return account, channel_provider_for(account, distribution.channel)
+
+
+def _accounts_for(distributions) -> dict[tuple[int, str], object]:
+    """The SMS provider accounts of these distributions' brands (one query; a brand without
+    one gets ``provider_account_for``'s default when asked). Email accounts are looked up
+    one by one (``channel_account_for``)."""
+    brands = {d.project.brand_id for d in distributions if d.channel == Distribution.Channel.SMS}
+    if not brands:
+        return {}
+    return {
+        (account.brand_id, Distribution.Channel.SMS): account
+        for account in ProviderAccount.objects.filter(brand_id__in=brands)
+    }
 
 
 def status_callback_url(code: str, message_id: int) -> str:
@@ -136,9 +153,16 @@ def release_credits(*, distribution: Distribution) -> None:
     distribution_release(distribution=distribution)
 
 
-def _allowance(distribution: Distribution, rows: list[LeasedRow]) -> set[int]:
-    """Message ids the brand's credits cover (all, for self-service brands)."""
-    return distribution_cover(distribution=distribution, messages=rows)
+def credits_covering_many(*, items) -> dict:
+    """The rows each distribution's credits cover, for every distribution of a send batch:
+    [(distribution, rows)] (all of them for self-service brands)."""
+    return distributions_cover(items=items)
+
+
+def credits_debit_many(*, items) -> None:
+    """Debit what the provider accepted, for every distribution of a send batch:
+    [(distribution, message ids)]."""
+    messages_debit_many(items=items)
 
 
 def _debit(distribution: Distribution, message_ids: list[int]) -> None:
@@ -180,9 +204,11 @@ def distribution_enqueue(*, distribution: Distribution, account=None) -> int:
 
 
 def send_batch(*, lease: str, grants: list[fairqueue.Grant]) -> dict:
-    """Send the rows a pump leased under ``lease`` (``fairqueue.pick``), distribution by
-    distribution, keeping their lease fresh while they are in flight. Returns counts."""
-    stats = {"leased": 0, "sent": 0, "failed": 0, "skipped_optout": 0, "deferred": 0}
+    """Send the rows a pump leased under ``lease`` (``fairqueue.pick``): every distribution
+    of the batch goes through each step together (one opt-out query, one credits
+    transaction, one hand-over, one record), so that a batch of many slow senders' one-message
+    windows costs about what one window does. Returns counts."""
+    stats = _new_stats()
     # In the fair order of the pick: a small distribution's rows do not wait for a big one's.
     rows_by_distribution: dict[int, list[LeasedRow]] = {g.distribution_id: [] for g in grants}
     for row in leased_rows(lease):
@@ -192,45 +218,67 @@ def send_batch(*, lease: str, grants: list[fairqueue.Grant]) -> dict:
         list(rows_by_distribution)
     )
     providers: dict[tuple, tuple] = {}
-    with LeaseKeeper(lease):
-        try:
-            for distribution_id, rows in rows_by_distribution.items():
-                if not rows:
-                    continue
-                distribution = distributions.get(distribution_id)
-                stats["leased"] += len(rows)
-                if distribution is None or distribution.status != Distribution.Status.IN_PROGRESS:
-                    # Stopped after these rows were picked (cancelled, or refused by the
-                    # provider): they are not sent.
-                    reason = (
-                        STOPPED_REASON
-                        if distribution is None or distribution.status != "failed"
-                        else "Not sent: the distribution failed."
-                    )
-                    _close_rows(rows, lease, MStatus.SKIPPED, reason)
-                    continue
-                key = (distribution.project.brand_id, distribution.channel)
-                if key not in providers:
-                    providers[key] = channel_provider(distribution)
-                account, provider = providers[key]
-                _send_rows(
-                    distribution,
-                    account,
-                    provider,
-                    rows,
-                    lease,
-                    stats,
-                    sender_id=senders.get(distribution_id),
-                )
-        finally:
-            for _account, provider in providers.values():
-                provider.close()
-    for distribution_id in rows_by_distribution:
+    accounts = _accounts_for(distributions.values())
+    lanes: list[Lane] = []
+    try:
+        for distribution_id, rows in rows_by_distribution.items():
+            if not rows:
+                continue
+            stats["leased"] += len(rows)
+            distribution = distributions.get(distribution_id)
+            if distribution is None or distribution.status != Distribution.Status.IN_PROGRESS:
+                # Stopped after these rows were picked (cancelled, or refused by the
+                # provider): they are not sent.
+                failed = distribution is not None and distribution.status == "failed"
+                reason = "Not sent: the distribution failed." if failed else STOPPED_REASON
+                _close_rows(rows, lease, MStatus.SKIPPED, reason)
+                continue
+            key = (distribution.project.brand_id, distribution.channel)
+            if key not in providers:
+                providers[key] = channel_provider(distribution, accounts.get(key))
+            account, provider = providers[key]
+            lanes.append(Lane(distribution, account, provider, senders.get(distribution_id), rows))
+        with LeaseKeeper(lease):
+            _send_lanes(lanes, lease, stats)
+    finally:
+        for _account, provider in providers.values():
+            provider.close()
+        fairqueue.senders_release(
+            sender_ids=[lane.sender_id for lane in lanes if lane.sender_id and not lane.handed]
+        )
+    for distribution_id in fairqueue.lanes_idle(distribution_ids=list(rows_by_distribution)):
         distribution_finish_if_done(distribution_id=distribution_id)
     return stats
 
 
 STOPPED_REASON = "Not sent: the distribution was cancelled."
+
+
+def _new_stats() -> dict:
+    return {"leased": 0, "sent": 0, "failed": 0, "skipped_optout": 0, "deferred": 0}
+
+
+class Lane:
+    """One distribution's rows in a send batch, as they go through the pipeline (rows are
+    dropped from ``rows`` as they are closed)."""
+
+    __slots__ = ("distribution", "account", "provider", "sender_id", "rows", "handed")
+
+    def __init__(self, distribution, account, provider, sender_id, rows):
+        self.distribution = distribution
+        self.account = account
+        self.provider = provider
+        self.sender_id = sender_id
+        self.rows = list(rows)
+        self.handed = False  # the sender's hand-over was recorded (its bucket refills from it)
+
+    @property
+    def rate(self) -> int:
+        return int(self.account.messages_per_second or 0)
+
+    @property
+    def brand_id(self) -> int:
+        return self.distribution.project.brand_id
 
 
 class LeaseKeeper:
@@ -391,85 +439,186 @@ def _send_rows(
     *,
     sender_id: int | None,
 ) -> None:
-    """Check, price, render and hand over one distribution's leased rows, then record what
-    the provider answered. A row the provider refused for now waits (``_defer``)."""
-    rows = _drop_opted_out(distribution, rows, lease, stats)
-    if not rows:
-        return
-    covered = _allowance(distribution, rows)
-    # Rows the rate card does not send to (a disabled country) are Skipped with its reason.
-    skipped = getattr(covered, "skipped", {})
-    for reason in set(skipped.values()):
-        dropped = [row for row in rows if skipped.get(row.pk) == reason]
-        _close_rows(dropped, lease, MStatus.SKIPPED, reason)
-        stats["skipped"] = stats.get("skipped", 0) + len(dropped)
-    rows = [row for row in rows if row.pk not in skipped]
-    if len(covered) < len(rows):
-        uncovered = [row for row in rows if row.pk not in covered]
-        _close_rows(uncovered, lease, MStatus.FAILED, "Not sent: not enough credits.")
-        rows = [row for row in rows if row.pk in covered]
-        stats["failed"] += len(uncovered)
-    if not rows:
-        return
+    """One distribution's leased rows through the pipeline (the foreground send)."""
+    lane = Lane(distribution, account, provider, sender_id, rows)
+    try:
+        _send_lanes([lane], lease, stats)
+    finally:
+        if sender_id and not lane.handed:
+            fairqueue.senders_release(sender_ids=[sender_id])
 
-    _render(distribution, rows)
-    sender = sender_identity(distribution, account)
-    callback = status_callback_template(provider.code) if provider.wants_status_callback else ""
-    by_id = {row.pk: row for row in rows}
-    for window in batched(rows, fairqueue.SEND_WINDOW):
-        window = _reclaim(list(window), lease)
-        if not window:
+
+def _send_lanes(lanes: list[Lane], lease: str, stats: dict) -> None:
+    """Check, price, render and hand over every lane's rows, then record what the providers
+    answered. A row the provider refused for now waits (``_defer``)."""
+    _drop_opted_out_lanes(lanes, lease, stats)
+    _cover_lanes(lanes, lease, stats)
+    lanes = [lane for lane in lanes if lane.rows]
+    if not lanes:
+        return
+    _render_lanes(lanes)
+    _reclaim_lanes(lanes, lease)
+    # The opt-out check and the hand-over hold the batch's opt-out guard: an opt-out of one
+    # of its addresses waits for this hand-over, or this hand-over sees it (optouts.guard).
+    keys = [
+        (lane.brand_id, lane.distribution.channel, r.address) for lane in lanes for r in lane.rows
+    ]
+    with handover_guard_many(keys=keys):
+        _drop_opted_out_lanes(lanes, lease, stats)
+        results = _hand_over(lanes, lease)
+    _record_lanes(lanes, results, lease, stats)
+
+
+def _drop_opted_out_lanes(lanes: list[Lane], lease: str, stats: dict) -> None:
+    """Close the rows whose address opted out meanwhile (one query for every lane)."""
+    opted = opted_out_many(
+        keys=[
+            (lane.brand_id, lane.distribution.channel, row.address)
+            for lane in lanes
+            for row in lane.rows
+        ]
+    )
+    if not opted:
+        return
+    for lane in lanes:
+        key = (lane.brand_id, lane.distribution.channel)
+        dropped = [row for row in lane.rows if (*key, row.address) in opted]
+        if dropped:
+            _close_rows(dropped, lease, MStatus.SKIPPED_OPTOUT, "Opted out")
+            stats["skipped_optout"] += len(dropped)
+            lane.rows = [row for row in lane.rows if (*key, row.address) not in opted]
+
+
+def _cover_lanes(lanes: list[Lane], lease: str, stats: dict) -> None:
+    """Hold each row's exact cost (one credits transaction for every lane); close the rows
+    the balance cannot pay for (Failed) and those the rate card does not send to (Skipped)."""
+    coverage = credits_covering_many(
+        items=[(lane.distribution, lane.rows) for lane in lanes if lane.rows]
+    )
+    for lane in lanes:
+        covered = coverage.get(lane.distribution.pk)
+        if covered is None:
             continue
-        # The opt-out check and the hand-over hold the window's opt-out guard: an opt-out of
-        # one of its numbers waits for this window, or this window sees it (optouts.guard).
-        with handover_guard(
-            brand_id=distribution.project.brand_id,
-            channel=distribution.channel,
-            addresses=[row.address for row in window],
-        ):
-            window = _drop_opted_out(distribution, list(window), lease, stats)
-            if not window:
-                continue
-            outgoing = (
-                [_outgoing_email(distribution, row, lease) for row in window]
-                if distribution.channel == Distribution.Channel.EMAIL
-                else [
-                    OutgoingSms(
-                        message_id=row.pk,
-                        to=row.address,
-                        sender=sender,
-                        body=row.body,
-                        status_callback=callback.format(row.pk) if callback else "",
-                    )
-                    for row in window
-                ]
-            )
-            if sender_id is not None:
-                fairqueue.sender_handed_over(
-                    sender_id=sender_id,
-                    rate=int(account.messages_per_second or 0),
-                    at=timezone.now(),
-                )
-            results = provider.send_window(outgoing)
-        fatal = _apply_results(distribution, results, lease, stats)
-        metrics.count(
-            metrics.outcome_counts(
-                brand=distribution.project.brand.slug, provider=account.provider, results=results
-            )
+        skipped = covered.skipped
+        for reason in set(skipped.values()):
+            dropped = [row for row in lane.rows if skipped.get(row.pk) == reason]
+            _close_rows(dropped, lease, MStatus.SKIPPED, reason)
+            stats["skipped"] = stats.get("skipped", 0) + len(dropped)
+        rows = [row for row in lane.rows if row.pk not in skipped]
+        uncovered = [row for row in rows if row.pk not in covered]
+        if uncovered:
+            _close_rows(uncovered, lease, MStatus.FAILED, "Not sent: not enough credits.")
+            stats["failed"] += len(uncovered)
+        lane.rows = [row for row in rows if row.pk in covered]
+
+
+def _reclaim_lanes(lanes: list[Lane], lease: str) -> None:
+    """Just before the hand-over, in one transaction: refresh the rows' lease (rows recovery
+    took back meanwhile are dropped: see ``_reclaim``) and start each sender's refill from now
+    (``fairqueue.senders_handed_over``)."""
+    now = timezone.now()
+    with transaction.atomic():
+        owned = {row.pk for row in _reclaim([row for lane in lanes for row in lane.rows], lease)}
+        for lane in lanes:
+            lane.rows = [row for row in lane.rows if row.pk in owned]
+        fairqueue.senders_handed_over(
+            senders=[(lane.sender_id, lane.rate) for lane in lanes if lane.sender_id and lane.rows],
+            at=now,
         )
-        if fatal:
-            _stop_distribution(distribution, fatal)
-            return
-        retry = [result for result in results if result.outcome == Outcome.RETRY]
-        if retry:
-            _defer(distribution, [by_id[r.message_id] for r in retry], retry, lease, stats)
-            if sender_id is not None and any(r.throttled for r in retry):
-                wait = max(r.retry_after or 0.0 for r in retry) or RETRY_BASE_SECONDS
-                fairqueue.sender_pause(
-                    sender_id=sender_id,
-                    until=timezone.now() + timedelta(seconds=wait),
-                    reason=f"The provider asked to wait {wait:g} s ({retry[0].error_code}).",
-                )
+    for lane in lanes:
+        lane.handed = lane.handed or bool(lane.rows)
+
+
+def _hand_over(lanes: list[Lane], lease: str) -> list[list[SendResult]]:
+    """Hand every lane's rows to its provider: providers that can (Twilio's async client)
+    take all their windows at once on this thread's event loop, the others one by one."""
+    results: list[list[SendResult]] = [[] for _ in lanes]
+    concurrent = []
+    for index, lane in enumerate(lanes):
+        if not lane.rows:
+            continue
+        outgoing = _outgoing(lane, lease)
+        start = getattr(lane.provider, "send_window_coroutine", None)
+        made = start(outgoing) if start is not None else None
+        if made is None:
+            results[index] = lane.provider.send_window(outgoing)
+        else:
+            concurrent.append((index, *made))
+    if concurrent:
+        loop = concurrent[0][1]
+        gathered = loop.run_until_complete(_gather([coroutine for _, _, coroutine in concurrent]))
+        for (index, _, _), answered in zip(concurrent, gathered, strict=True):
+            results[index] = answered
+    return results
+
+
+async def _gather(coroutines: list) -> list:
+    return await asyncio.gather(*coroutines)  # gathered inside the loop that runs them
+
+
+def _outgoing(lane: Lane, lease: str) -> list:
+    distribution = lane.distribution
+    if distribution.channel == Distribution.Channel.EMAIL:
+        return [_outgoing_email(distribution, row, lease) for row in lane.rows]
+    sender = sender_identity(distribution, lane.account)
+    callback = (
+        status_callback_template(lane.provider.code) if lane.provider.wants_status_callback else ""
+    )
+    return [
+        OutgoingSms(
+            message_id=row.pk,
+            to=row.address,
+            sender=sender,
+            body=row.body,
+            status_callback=callback.format(row.pk) if callback else "",
+        )
+        for row in lane.rows
+    ]
+
+
+def _record_lanes(
+    lanes: list[Lane], results: list[list[SendResult]], lease: str, stats: dict
+) -> None:
+    """Record every lane's results (one transaction), then act on them: opt-outs learnt from
+    the providers' refusals, metrics, distributions stopped by an account-wide refusal, rows
+    deferred."""
+    answered = [(lane, result) for lane, result in zip(lanes, results, strict=True) if result]
+    if not answered:
+        return
+    with transaction.atomic():
+        _commit_without_flush()
+        fatal = _record_all(
+            [(lane.distribution, result) for lane, result in answered], lease, stats
+        )
+    _learn_from_refusals([result for _, lane_results in answered for result in lane_results])
+    metrics.count(
+        [
+            item
+            for lane, result in answered
+            for item in metrics.outcome_counts(
+                brand=lane.distribution.project.brand.slug,
+                provider=lane.account.provider,
+                results=result,
+            )
+        ]
+    )
+    for lane, result in answered:
+        reason = fatal.get(lane.distribution.pk)
+        if reason:
+            _stop_distribution(lane.distribution, reason)
+            continue
+        retry = [r for r in result if r.outcome == Outcome.RETRY]
+        if not retry:
+            continue
+        by_id = {row.pk: row for row in lane.rows}
+        _defer(lane.distribution, [by_id[r.message_id] for r in retry], retry, lease, stats)
+        if lane.sender_id is not None and any(r.throttled for r in retry):
+            wait = max(r.retry_after or 0.0 for r in retry) or RETRY_BASE_SECONDS
+            fairqueue.sender_pause(
+                sender_id=lane.sender_id,
+                until=timezone.now() + timedelta(seconds=wait),
+                reason=f"The provider asked to wait {wait:g} s ({retry[0].error_code}).",
+            )
 
 
 def retry_delay(attempts: int, retry_after: float | None) -> float:
@@ -558,22 +707,6 @@ def _reclaim(rows: list, lease: str) -> list:
     return [row for row in rows if row.pk in owned]
 
 
-def _drop_opted_out(
-    distribution, rows: list[LeasedRow], lease: str, stats: dict
-) -> list[LeasedRow]:
-    opted = opted_out_addresses(
-        brand_id=distribution.project.brand_id,
-        channel=distribution.channel,
-        addresses=[row.address for row in rows],
-    )
-    if not opted:
-        return rows
-    dropped = [row for row in rows if row.address in opted]
-    _close_rows(dropped, lease, MStatus.SKIPPED_OPTOUT, "Opted out")
-    stats["skipped_optout"] += len(dropped)
-    return [row for row in rows if row.address not in opted]
-
-
 def _close_rows(rows: list[LeasedRow], lease: str, status: str, reason: str) -> None:
     if not rows:
         return
@@ -593,25 +726,49 @@ def _close_rows(rows: list[LeasedRow], lease: str, status: str, reason: str) -> 
     )
 
 
-def _render(distribution: Distribution, rows: list[LeasedRow]) -> None:
-    """Render every body (creating personal links when the text asks for one). An email's
-    subject, HTML and text parts are kept on the row objects (``row.email``) for the send; its
-    text part is stored as the row's body."""
+def _template_of(distribution: Distribution) -> str:
+    if distribution.channel == Distribution.Channel.EMAIL:
+        return " ".join([distribution.subject, distribution.message, distribution.text_body])
+    return distribution.message
+
+
+def _render_lanes(lanes: list[Lane]) -> None:
+    """Render every row's body (creating personal links where the text asks for one): one
+    query for the links that exist, one insert of the new ones, one update of the bodies."""
+    wants_link = [lane for lane in lanes if "link" in piped_fields(_template_of(lane.distribution))]
+    existing = (
+        {
+            link.message_id: link
+            for link in SurveyLink.objects.filter(
+                message_id__in=[row.pk for lane in wants_link for row in lane.rows]
+            )
+        }
+        if wants_link
+        else {}
+    )
+    links: list[SurveyLink] = []
+    for lane in lanes:
+        links += _render_rows(lane.distribution, lane.rows, existing)
+    if links:
+        SurveyLink.objects.bulk_create(links)
+    update_rows(
+        Message,
+        ["body", "segments"],
+        [(row.pk, row.body, row.segments) for lane in lanes for row in lane.rows],
+    )
+
+
+def _render_rows(distribution: Distribution, rows: list, existing: dict) -> list[SurveyLink]:
+    """Render the rows' bodies; returns the personal links to create. An email's subject,
+    HTML and text parts are kept on the row objects (``row.email``) for the send; its text
+    part is stored as the row's body."""
     is_email = distribution.channel == Distribution.Channel.EMAIL
-    template = distribution.message
     text_template = ""
     if is_email:
-        template = " ".join([distribution.subject, distribution.message, distribution.text_body])
         # The generated text part is made once from the template, not once per recipient.
         text_template = distribution.text_body.strip() or html_to_text(distribution.message)
-    fields = set(piped_fields(template))
+    fields = set(piped_fields(_template_of(distribution)))
     links: list[SurveyLink] = []
-    existing = {}
-    if "link" in fields:
-        existing = {
-            link.message_id: link
-            for link in SurveyLink.objects.filter(message_id__in=[row.pk for row in rows])
-        }
     for row in rows:
         link_url = ""
         if "link" in fields:
@@ -644,9 +801,7 @@ def _render(distribution: Distribution, rows: list[LeasedRow]) -> None:
             continue
         row.body = render(distribution.message, values, metadata)
         row.segments = count_segments(row.body)
-    if links:
-        SurveyLink.objects.bulk_create(links)
-    update_rows(Message, ["body", "segments"], [(row.pk, row.body, row.segments) for row in rows])
+    return links
 
 
 def _outgoing_email(distribution: Distribution, row: LeasedRow, lease: str) -> OutgoingEmail:
@@ -701,52 +856,55 @@ def _record_sent_events(ids: list[int], lease: str, now) -> None:
         )
 
 
-def _apply_results(distribution, results: list[SendResult], lease: str, stats: dict) -> str:
-    """Record a window's results in one transaction of a few statements (committed without
-    waiting for the disk: see ``_commit_without_flush``). Returns a fatal reason, if any."""
-    with transaction.atomic():
-        _commit_without_flush()
-        fatal = _record_results(distribution, results, lease, stats)
-    # Opt-outs learnt from the provider's refusals: durable, each in its own transaction.
+def _learn_from_refusals(results: list[SendResult]) -> None:
+    """Opt-outs learnt from the providers' refusals: durable, each in its own transaction
+    (after the batch's record: see optouts.guard)."""
     for result in results:
-        if result.outcome != Outcome.REJECTED:
+        if result.outcome != Outcome.REJECTED or not (result.blocked or result.suppress):
             continue
+
+        message = Message.objects.select_related("distribution__project", "person").get(
+            pk=result.message_id
+        )
         if result.blocked:
-            message = Message.objects.select_related("distribution__project", "person").get(
-                pk=result.message_id
-            )
             optout_record_provider(message=message)
         if result.suppress:
-            message = Message.objects.select_related("distribution__project", "person").get(
-                pk=result.message_id
-            )
             optout_record_bounce(message=message, reason=result.error_message)
-    return fatal
 
 
 def _record_results(distribution, results: list[SendResult], lease: str, stats: dict) -> str:
+    """Record one distribution's results (the caller's transaction); its fatal reason, if
+    the provider refused the account."""
+    return _record_all([(distribution, results)], lease, stats).get(distribution.pk, "")
+
+
+def _record_all(items: list[tuple], lease: str, stats: dict) -> dict[int, str]:
+    """Record what the providers answered for a batch's distributions, set-based: a few
+    statements for the whole batch, whatever the number of distributions. Returns the
+    distributions whose account the provider refused, with the reason."""
     now = timezone.now()
-    accepted = [r for r in results if r.outcome == Outcome.ACCEPTED]
-    rejected = [r for r in results if r.outcome == Outcome.REJECTED]
-    fatal = next((r for r in results if r.outcome == Outcome.FATAL), None)
-    events: list[MessageEvent] = []
-    changes: list[tuple[int, str]] = []
-    if accepted:
-        ids = [r.message_id for r in accepted]
-        # A provider callback may have moved a row on already (it waits for this transaction
-        # otherwise, under the row's lock): only rows still Sending become Sent, with an event.
-        marked = update_rows_returning(
+    accepted = [(d, [r for r in rs if r.outcome == Outcome.ACCEPTED]) for d, rs in items]
+    sent_values = [
+        (r.message_id, MStatus.SENT, now, now, r.provider_id) for _, rs in accepted for r in rs
+    ]
+    # A provider callback may have moved a row on already (it waits for this transaction
+    # otherwise, under the row's lock): only rows still Sending become Sent, with an event.
+    marked = set(
+        update_rows_returning(
             Message,
             ["status", "sent_at", "status_changed_at", "provider_id"],
-            [(r.message_id, MStatus.SENT, now, now, r.provider_id) for r in accepted],
+            sent_values,
             where="t.lease = %s AND t.status = %s",
             params=[lease, MStatus.SENDING],
         )
-        if marked:
-            _record_sent_events(marked, lease, now)
-        changes += [(pk, MStatus.SENT) for pk in marked]
-        _debit(distribution, ids)  # every accepted message is paid for, whatever its status
-        stats["sent"] += len(accepted)
+    )
+    if marked:
+        _record_sent_events(sorted(marked), lease, now)
+    # Every accepted message is paid for, whatever its status now.
+    credits_debit_many(items=[(d, [r.message_id for r in rs]) for d, rs in accepted if rs])
+    stats["sent"] += len(sent_values)
+
+    rejected = [(d, r) for d, rs in items for r in rs if r.outcome == Outcome.REJECTED]
     update_rows(
         Message,
         ["status", "status_reason", "error_code", "status_changed_at"],
@@ -758,12 +916,14 @@ def _record_results(distribution, results: list[SendResult], lease: str, stats: 
                 r.error_code[:20],
                 now,
             )
-            for r in rejected
+            for _, r in rejected
         ],
         where="t.lease = %s AND t.status = %s",
         params=[lease, MStatus.SENDING],
     )
-    for result in rejected:
+    events: list[MessageEvent] = []
+    changes: dict[int, list[tuple[int, str]]] = {}
+    for distribution, result in rejected:
         status = _rejected_status(result)
         reason = f"{result.error_code} {result.error_message}".strip()[:300]
         events.append(
@@ -771,38 +931,56 @@ def _record_results(distribution, results: list[SendResult], lease: str, stats: 
                 message_id=result.message_id, status=status, at=now, source="worker", detail=reason
             )
         )
+        changes.setdefault(distribution.pk, []).append((result.message_id, status))
         if result.bounced:
             stats["bounced"] = stats.get("bounced", 0) + 1
         else:
             stats["failed"] += 1
-    if fatal:
-        fatal_rows = [r.message_id for r in results if r.outcome in (Outcome.FATAL,)]
+    fatal: dict[int, str] = {}
+    for distribution, results in items:
+        refused = next((r for r in results if r.outcome == Outcome.FATAL), None)
+        if refused is None:
+            continue
+        ids = [r.message_id for r in results if r.outcome == Outcome.FATAL]
         reason = (
-            f"Not sent: the provider refused the account ({fatal.error_code} {fatal.error_message})"
-        )
-        Message.objects.filter(pk__in=fatal_rows, lease=lease, status=MStatus.SENDING).update(
+            "Not sent: the provider refused the account "
+            f"({refused.error_code} {refused.error_message})"
+        )[:300]
+        Message.objects.filter(pk__in=ids, lease=lease, status=MStatus.SENDING).update(
             status=MStatus.FAILED,
-            status_reason=reason[:300],
-            error_code=fatal.error_code[:20],
+            status_reason=reason,
+            error_code=refused.error_code[:20],
             status_changed_at=now,
         )
         events += [
             MessageEvent(
-                message_id=pk, status=MStatus.FAILED, at=now, source="worker", detail=reason[:300]
+                message_id=pk, status=MStatus.FAILED, at=now, source="worker", detail=reason
             )
-            for pk in fatal_rows
+            for pk in ids
         ]
+        changes.setdefault(distribution.pk, []).extend((pk, MStatus.FAILED) for pk in ids)
+        fatal[distribution.pk] = (
+            f"the provider refused the account ({refused.error_code} {refused.error_message})"
+        ).strip()
     MessageEvent.objects.bulk_create(events)
-    recipient_statuses_raised(
-        distribution_id=distribution.pk,
-        changes=changes + [(event.message_id, event.status) for event in events],
-        at=now,
+    for distribution, results in accepted:
+        for result in results:
+            if result.message_id in marked:
+                changes.setdefault(distribution.pk, []).append((result.message_id, MStatus.SENT))
+    _raise_status_changes(items, changes, now)
+    return fatal
+
+
+def _raise_status_changes(items: list[tuple], changes: dict[int, list], at) -> None:
+    """Recipient status webhooks, for the brands that listen (one query to find them)."""
+    brands = {d.pk: d.project.brand_id for d, _ in items}
+    listening = brands_subscribed(
+        event_type=EventType.RECIPIENT_STATUS_CHANGED,
+        brand_ids={brands[pk] for pk, rows in changes.items() if rows},
     )
-    return (
-        f"the provider refused the account ({fatal.error_code} {fatal.error_message})".strip()
-        if fatal
-        else ""
-    )
+    for distribution_id, rows in changes.items():
+        if rows and brands[distribution_id] in listening:
+            recipient_statuses_raised(distribution_id=distribution_id, changes=rows, at=at)
 
 
 def _stop_distribution(distribution: Distribution, reason: str) -> None:
@@ -922,12 +1100,21 @@ def _mark_reconciled(sent: list[tuple], leases: dict[int, str]) -> list[int]:
     return marked
 
 
-def distributions_recover(*, now=None) -> dict:
-    """The safety net, every few seconds (beat, a worker's start, and again when a lease is
-    about to lapse): settle stale Sending rows with the provider, put distributions with
-    Pending rows back in the fair queue, kick pumps, finish what is done."""
+def distributions_recover(*, now=None, suspect_before: float | None = None) -> dict:
+    """The safety net (beat every 5 s, a worker's start): settle stale Sending rows with the
+    provider, put distributions with Pending rows back in the fair queue, kick pumps, finish
+    what is done.
+
+    After a worker died (a replacement started, or pump slots lapsed), rows may be held by
+    the dead worker until their lease lapses: ``suspect_before`` (Unix time) names rows
+    leased before then, and recovery runs again the moment the oldest of them lapses, and so
+    on until none is left (beat's period would otherwise add up to 5 s). A dead worker's pump
+    slots are claimed again when they lapse, likewise.
+    """
     now = now or timezone.now()
     stats = {"reconciled": 0, "requeued": 0, "finished": 0}
+    if fairqueue.pumps_lapsed(now=now):
+        suspect_before = max(suspect_before or 0.0, now.timestamp())
     soonest_stale = None
     lanes = dict(SendLane.objects.values_list("distribution_id", "ready_at"))
     for distribution in Distribution.objects.filter(
@@ -938,15 +1125,20 @@ def distributions_recover(*, now=None) -> dict:
             stats["reconciled"] += reconcile_range(distribution=distribution, provider=provider)
         finally:
             provider.close()
-        oldest_lease = (
-            Message.objects.filter(distribution=distribution, status=MStatus.SENDING)
-            .order_by("leased_at")
-            .values_list("leased_at", flat=True)
-            .first()
-        )
-        if oldest_lease is not None:
-            stale_at = oldest_lease + timedelta(seconds=lease_seconds())
-            soonest_stale = min(soonest_stale or stale_at, stale_at)
+        if suspect_before is not None:
+            oldest = (
+                Message.objects.filter(
+                    distribution=distribution,
+                    status=MStatus.SENDING,
+                    leased_at__lte=datetime.fromtimestamp(suspect_before, UTC),
+                )
+                .order_by("leased_at")
+                .values_list("leased_at", flat=True)
+                .first()
+            )
+            if oldest is not None:
+                stale_at = oldest + timedelta(seconds=lease_seconds())
+                soonest_stale = min(soonest_stale or stale_at, stale_at)
         if lanes.get(distribution.pk) is None and distribution_enqueue(
             distribution=distribution, account=account
         ):
@@ -957,24 +1149,20 @@ def distributions_recover(*, now=None) -> dict:
         # Every slot is held: by live pumps, or by a dead worker's until its claim lapses.
         lapse = fairqueue.pumps_next_lapse()
         if lapse is not None:
-            _recover_again_at(lapse)
+            _recover_again_at(lapse, suspect_before)
     if soonest_stale is not None:
-        _recover_again_at(soonest_stale)
+        _recover_again_at(soonest_stale, suspect_before)
     return stats
 
 
-def _recover_again_at(when) -> None:
-    """Run recovery again at ``when`` (a lease or a pump's claim lapses), unless a run is
-    already due sooner, so that a dead worker's rows and pumps are taken over a lease after
-    it died, whatever beat's period."""
-    from django.core.cache import cache
-
-    key = "relay:recover-at"
-    scheduled = cache.get(key)
-    # A run already due between now and then covers this one (a run that is due already may
-    # be this very run, which looked before ``when``).
-    if scheduled is not None and time.time() < scheduled <= when.timestamp() + 0.5:
+def _recover_again_at(when, suspect_before: float | None) -> None:
+    """Run recovery again at ``when`` (a lease or a pump's claim lapses): once per second of
+    target time, however many runs ask for it."""
+    if not cache.add(f"relay:recover-at:{int(when.timestamp())}", 1, timeout=300):
         return
     delay = max(0.5, (when - timezone.now()).total_seconds() + 0.5)
-    cache.set(key, when.timestamp(), timeout=int(delay) + 1)
-    task_queue("distributions.tasks.distributions_recover_task", countdown=delay)
+    task_queue(
+        "distributions.tasks.distributions_recover_task",
+        countdown=delay,
+        suspect_before=suspect_before,
+    )

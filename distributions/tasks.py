@@ -7,6 +7,8 @@ provider receipts never wait behind sending.
 
 from __future__ import annotations
 
+import time
+
 from celery import shared_task
 from celery.signals import worker_ready
 
@@ -58,21 +60,24 @@ RECOVER_LOCK_SECONDS = 30
 
 
 @shared_task(name="distributions.tasks.distributions_recover_task")
-def distributions_recover_task() -> dict:
+def distributions_recover_task(suspect_before: float | None = None) -> dict:
     with periodic_lock("recover", timeout=RECOVER_LOCK_SECONDS) as acquired:
         if not acquired:
             # The run in progress may have looked before what this one was queued for (a
             # lease that just lapsed): look again shortly rather than never.
-            distributions_recover_task.apply_async(countdown=2)
+            distributions_recover_task.apply_async(
+                kwargs={"suspect_before": suspect_before}, countdown=2
+            )
             return {"skipped": "another recovery is running; again in 2 s"}
-        return sending.distributions_recover()
+        return sending.distributions_recover(suspect_before=suspect_before)
 
 
 @worker_ready.connect
 def _recover_when_a_worker_starts(sender=None, **kwargs) -> None:
-    """A worker that (re)starts runs recovery at once: a dead worker's pumps are replaced
-    and its rows settled without waiting for beat."""
-    distributions_recover_task.apply_async(countdown=1)
+    """A worker that (re)starts runs recovery at once: rows leased before it started may be
+    a dead worker's, settled as soon as their lease lapses, and its pumps replaced, without
+    waiting for beat."""
+    distributions_recover_task.apply_async(kwargs={"suspect_before": time.time()}, countdown=1)
 
 
 @shared_task(name="distributions.tasks.outbox_deliver_task")

@@ -40,13 +40,23 @@ def batch(rate: float) -> float:
 PACE_SECONDS = 0.25
 
 
+# Ready times are rounded up to this grid (of Unix time): senders that come due within one
+# step come due together and are served in one batch, one round trip for all of them, instead
+# of one batch each (200 long codes at 1 message/s: 200 picks a second). It costs a sender at
+# most one step per wait (half of it on average).
+GRID_SECONDS = 0.05
+
+
 def ready_at(*, rate: float, tokens: float, now: datetime) -> datetime:
-    """When a bucket holding ``tokens`` at ``now`` holds a ``batch`` of whole tokens."""
+    """When a bucket holding ``tokens`` at ``now`` holds a ``batch`` of whole tokens (on the
+    grid; ``now`` itself when it does already)."""
     wanted = batch(rate)
     if rate <= 0 or tokens >= wanted:
         return now
-    # Rounded up to the microsecond: a bucket is never asked before its tokens are whole.
-    return now + timedelta(microseconds=math.ceil((wanted - tokens) * 1_000_000 / rate))
+    # Rounded up: a bucket is never asked before its tokens are whole.
+    due = now.timestamp() + (wanted - tokens) / rate
+    step = math.ceil(due / GRID_SECONDS - 1e-9) * GRID_SECONDS
+    return now + timedelta(microseconds=math.ceil((step - now.timestamp()) * 1_000_000))
 
 
 def take(tokens: float, wanted: int) -> int:

@@ -48,9 +48,20 @@ def address_key(*, brand_id: int, channel: str, address: str) -> int:
 @contextlib.contextmanager
 def handover_guard(*, brand_id: int, channel: str, addresses: Iterable[str]) -> Iterator[None]:
     """Hold while checking opt-outs and handing one window of messages to the provider."""
+    with handover_guard_many(keys=[(brand_id, channel, address) for address in addresses]):
+        yield
+
+
+@contextlib.contextmanager
+def handover_guard_many(*, keys: Iterable[tuple[int, str, str]]) -> Iterator[None]:
+    """``handover_guard`` for the windows of several brands and channels at once (a send
+    batch): (brand id, channel, address) each, one statement to lock, one to unlock."""
     if connection.vendor == "postgresql":
         keys = sorted(
-            {address_key(brand_id=brand_id, channel=channel, address=a) for a in addresses}
+            {
+                address_key(brand_id=brand_id, channel=channel, address=address)
+                for brand_id, channel, address in keys
+            }
         )
         with connection.cursor() as cursor:
             cursor.execute(

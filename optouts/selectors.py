@@ -45,6 +45,21 @@ def opted_out_addresses(*, brand_id: int, channel: str, addresses: Iterable[str]
     )
 
 
+def opted_out_many(*, keys: Iterable[tuple[int, str, str]]) -> set[tuple[int, str, str]]:
+    """Which (brand id, channel, address) are opted out right now, for many brands (one
+    query: a send batch serves many)."""
+    wanted = {key for key in keys if key[2]}
+    if not wanted:
+        return set()
+    found = OptOut.objects.filter(
+        active=True,
+        brand_id__in={key[0] for key in wanted},
+        channel__in={key[1] for key in wanted},
+        address__in={key[2] for key in wanted},
+    ).values_list("brand_id", "channel", "address")
+    return {key for key in found if key in wanted}
+
+
 def is_opted_out(*, brand_id: int, channel: str, address: str) -> bool:
     return bool(opted_out_addresses(brand_id=brand_id, channel=channel, addresses=[address]))
 

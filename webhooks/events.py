@@ -44,6 +44,20 @@ def subscribed_endpoints(
     return [(pk, brand) for pk, brand, events in rows if event_type in (events or [])]
 
 
+def brands_subscribed(*, event_type: str, brand_ids: Iterable[int]) -> set[int]:
+    """Which of these brands have an enabled endpoint that wants ``event_type`` (one query):
+    a send batch of many brands asks once, and raises events only for those."""
+    wanted = set(brand_ids)
+    if not wanted:
+        return set()
+    rows = (
+        WebhookEndpoint.objects.filter(is_enabled=True, brand_id__in=wanted)
+        .order_by()
+        .values_list("brand_id", "events")
+    )
+    return {brand for brand, events in rows if event_type in (events or [])}
+
+
 def events_raise(
     *,
     event_type: str,

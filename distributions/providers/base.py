@@ -153,6 +153,12 @@ class Provider(ABC):
         (``message_id`` and ``lease``: our row and the lease it was sent under, for providers
         that journal acceptances by them)."""
 
+    def send_window_coroutine(self, messages: list[OutgoingSms]):
+        """(event loop, coroutine) handing ``messages`` over, for providers that can send
+        several accounts' windows at once on one loop; None: the engine calls
+        ``send_window``."""
+        return None
+
     def find_sent_many(self, *, queries: list[SentQuery], sender: str) -> dict[int, str]:
         """The provider ids of the queried messages it accepted ({message id: provider id});
         one ``find_sent`` per message unless the provider can answer for all at once."""

@@ -287,6 +287,17 @@ class TwilioProvider(SmsProvider):
         loop, self._async_client = _pooled_async_client(sid, token)
         return loop.run_until_complete(self._send_all(messages))
 
+    def send_window_coroutine(self, messages: list[OutgoingSms]):
+        """This thread's event loop and a coroutine handing ``messages`` over, so that the
+        engine runs the windows of several accounts at once; None without credentials
+        (``send_window`` answers those)."""
+        try:
+            sid, token = self.credentials
+        except ProviderError:
+            return None
+        loop, self._async_client = _pooled_async_client(sid, token)
+        return loop, self._send_all(messages)
+
     async def _send_all(self, messages: list[OutgoingSms]) -> list[SendResult]:
         return list(await asyncio.gather(*(self._send_one(m) for m in messages)))
 
