@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""Survey forms of the project pages: a question of the editor, a batch of personal links."""
 
 from __future__ import annotations
 
