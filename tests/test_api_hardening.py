@@ -27,3 +27,29 @@ def test_project_create_takes_by_invitation_only_as_documented(tenancy, api_a):
     assert default.json()["by_invitation_only"] is False
     refused = api_a.post(url, {"name": "x", "by_invitation_only": "perhaps"}, format="json")
     assert "by_invitation_only" in _error(refused, 400)["fields"]
+
+
+@pytest.mark.parametrize(
+    "params,fields",
+    [
+        ({"enclosure": "AAA"}, {"enclosure"}),
+        ({"delimiter": ";;"}, {"delimiter"}),
+        ({"delimiter": "colon", "enclosure": "'"}, {"delimiter", "enclosure"}),
+    ],
+)
+def test_every_csv_download_refuses_unknown_options_naming_them(tenancy, api_a, params, fields):
+    from tests.factories.distributions import DistributionFactory
+
+    project = tenancy.project_a
+    distribution = DistributionFactory(project=project)
+    for url in (
+        f"/api/v1/distributions/{distribution.pk}/history.csv",
+        f"/api/v1/projects/{project.pk}/responses.csv",
+        f"/api/v1/projects/{project.pk}/links.csv",
+    ):
+        error = _error(api_a.get(url, params), 400)
+        assert set(error["fields"]) == fields, url
+        assert "comma" in error["fields"].get("delimiter", "comma")
+        assert "double" in error["fields"].get("enclosure", "double")
+    good = api_a.get(f"/api/v1/distributions/{distribution.pk}/history.csv", {"enclosure": "none"})
+    assert good.status_code == 200
