@@ -1,5 +1,7 @@
 """Request plumbing that belongs to no app."""
 
+from django.conf import settings
+from django.http import JsonResponse
 from django.urls import is_valid_path
 
 
@@ -23,3 +25,43 @@ class ApiOptionalSlashMiddleware:
                 request.path_info = f"{path}/"
                 request.path = f"{request.path}/"
         return self.get_response(request)
+
+
+class ApiBodyLimitMiddleware:
+    """API requests whose body is larger than ``RELAY_API_MAX_BODY_BYTES`` answer 413 in the
+    API's error shape, before the body is read.
+
+    A view that enforces a limit of its own (the participant import upload: 50 MB, answered
+    with the file's size) says so with ``enforces_own_body_limit = True``.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_view(self, request, view_func, view_args, view_kwargs):
+        if not request.path_info.startswith("/api/"):
+            return None
+        if getattr(getattr(view_func, "cls", None), "enforces_own_body_limit", False):
+            return None
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return api_error(400, "invalid", "The Content-Length header is not a number.")
+        limit = settings.RELAY_API_MAX_BODY_BYTES
+        if length > limit:
+            return api_error(
+                413,
+                "too_large",
+                f"The request body is {length:,} bytes; the API takes at most {limit:,}.",
+            )
+        return None
+
+
+def api_error(status: int, code: str, message: str, fields: dict | None = None) -> JsonResponse:
+    """An answer in the API's error shape, for plumbing that runs outside DRF's views."""
+    return JsonResponse(
+        {"error": {"code": code, "message": message, "fields": fields or {}}}, status=status
+    )

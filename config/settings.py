@@ -78,6 +78,7 @@ MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "config.middleware.ApiOptionalSlashMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "config.middleware.ApiBodyLimitMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "brands.middleware.CurrentBrandMiddleware",
@@ -171,7 +172,11 @@ STORAGES = {
 }
 MEDIA_ROOT = VAR_DIR / "media"
 FILE_UPLOAD_TEMP_DIR = None
-DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+# The largest request body the API reads (JSON, forms; the import upload has its own limit,
+# below): larger ones answer 413 before they are read (config.middleware.ApiBodyLimitMiddleware).
+# Pages' form posts have the same limit (Django's own setting).
+RELAY_API_MAX_BODY_BYTES = env.int("RELAY_API_MAX_BODY_BYTES", default=10 * 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = RELAY_API_MAX_BODY_BYTES
 # Participant imports: uploads above this answer with a clear "larger than 50 MB" message;
 # those up to the inline size are validated in the request, larger ones by a worker.
 RELAY_IMPORT_MAX_UPLOAD_BYTES = env.int("RELAY_IMPORT_MAX_UPLOAD_BYTES", default=50 * 1024 * 1024)
@@ -211,6 +216,11 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["brands.permissions.HasBrandRole"],
+    "DEFAULT_PARSER_CLASSES": [
+        "brands.api.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_PAGINATION_CLASS": "brands.api.pagination.Pagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

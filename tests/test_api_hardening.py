@@ -8,6 +8,7 @@ from django.urls import reverse
 import pytest
 
 from projects.models import Project
+from tests.factories.participants import import_media  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 
@@ -53,3 +54,133 @@ def test_every_csv_download_refuses_unknown_options_naming_them(tenancy, api_a, 
         assert "double" in error["fields"].get("enclosure", "double")
     good = api_a.get(f"/api/v1/distributions/{distribution.pk}/history.csv", {"enclosure": "none"})
     assert good.status_code == 200
+
+
+# --- JSON bodies: one rule for every field the API stores ---------------------------------
+
+
+def _post_raw(client, url: str, text: str):
+    return client.generic("POST", url, text.encode(), content_type="application/json")
+
+
+def test_metadata_nested_thousands_of_levels_is_refused_not_a_500(tenancy, api_a):
+    deep = "[" * 5000 + "]" * 5000
+    body = '{"first_name": "Ann", "metadata": {"x": ' + deep + "}}"
+    error = _error(_post_raw(api_a, "/api/v1/people/", body), 400)
+    assert "nested deeper than" in error["message"]
+    from participants.models import Person
+
+    assert not Person.objects.filter(first_name="Ann").exists()
+
+
+@pytest.mark.parametrize(
+    "text,field",
+    [
+        ('{"first_name": "Ann", "metadata": {"Te\\u0000am": "Ops"}}', "metadata.Te\\u0000am"),
+        ('{"first_name": "Ann", "metadata": {"Team": "O\\u0000ps"}}', "metadata.Team"),
+        ('{"first_name": "Ann", "metadata": {"\\ud800": "Ops"}}', "metadata.\\ud800"),
+        ('{"first_name": "Ann", "metadata": {"Team": "\\udfff"}}', "metadata.Team"),
+    ],
+)
+def test_nul_and_lone_surrogates_anywhere_answer_400_naming_the_field(tenancy, api_a, text, field):
+    from participants.models import Person
+
+    for url in ("/api/v1/people/", f"/api/v1/projects/{tenancy.project_a.pk}/participants/"):
+        error = _error(_post_raw(api_a, url, text), 400)
+        assert field in error["fields"], error
+    bulk = '{"records": [' + text + "]}"
+    error = _error(_post_raw(api_a, "/api/v1/people/bulk/", bulk), 400)
+    assert f"records[0].{field}" in error["fields"], error
+    assert not Person.objects.filter(first_name="Ann").exists()
+
+
+@pytest.mark.parametrize(
+    "metadata,field,words",
+    [
+        ({"Team": {"name": "Ops"}}, "metadata.Team", "flat fields"),
+        ({"Teams": ["Ops", "Sales"]}, "metadata.Teams", "flat fields"),
+        ({"Team": "x" * 1001}, "metadata.Team", "Longer than 1000"),
+        ({"k" * 101: "x"}, "metadata", "1 to 100"),
+        ({f"f{i}": "x" for i in range(201)}, "metadata", "At most 200"),
+        ({"Team": '=HYPERLINK("http://x")'}, "metadata.Team", "formula"),
+        ({"=Team": "Ops"}, "metadata.=Team", "formula"),
+    ],
+)
+def test_metadata_are_flat_bounded_and_formula_free_on_every_path(
+    tenancy, api_a, metadata, field, words
+):
+    from participants.models import Person
+
+    project = tenancy.project_a
+    for url, key in (
+        ("/api/v1/people/", "metadata"),
+        (f"/api/v1/projects/{project.pk}/participants/", "metadata"),
+        (f"/api/v1/projects/{project.pk}/participants/", "participant_metadata"),
+    ):
+        body = {"first_name": "Ann", "email": "ann@x.com", key: metadata}
+        error = _error(api_a.post(url, body, format="json"), 400)
+        named = field.replace("metadata", key, 1)
+        matches = [name for name in error["fields"] if name.startswith(named)]
+        assert matches and words in error["fields"][matches[0]], (url, key, error)
+    link = {"contact": {"email": "ann@x.com", "metadata": metadata}, "transaction": {"id": "T1"}}
+    error = _error(api_a.post(f"/api/v1/projects/{project.pk}/links/", link, format="json"), 400)
+    assert any(name.startswith(f"contact.{field}") for name in error["fields"]), error
+    assert not Person.objects.filter(email="ann@x.com").exists()
+
+
+def test_metadata_scalars_are_stored_as_text_as_an_import_stores_them(tenancy, api_a):
+    body = {"first_name": "Ann", "metadata": {"Level": 3, "Vip": True, "Team": " Ops ", "No": None}}
+    created = api_a.post("/api/v1/people/", body, format="json")
+    assert created.status_code == 201, created.content
+    assert created.json()["metadata"] == {"Level": "3", "Vip": "true", "Team": "Ops", "No": ""}
+
+
+@pytest.mark.parametrize("name", ["first_name", "last_name", "username", "person_id"])
+def test_formula_looking_person_fields_are_refused_as_the_import_refuses_them(tenancy, api_a, name):
+    from participants.models import Person
+
+    project = tenancy.project_a
+    value = '=HYPERLINK("http://evil.example","x")'
+    for url in ("/api/v1/people/", f"/api/v1/projects/{project.pk}/participants/"):
+        body = {"email": "ann@x.com", name: value}
+        error = _error(api_a.post(url, body, format="json"), 400)
+        assert "would run as a formula" in error["fields"][name], error
+    link = {"contact": {"email": "ann@x.com", name: value}, "transaction": {"id": "T1"}}
+    error = _error(api_a.post(f"/api/v1/projects/{project.pk}/links/", link, format="json"), 400)
+    assert "formula" in error["fields"][f"contact.{name}"], error
+    assert not Person.objects.filter(email="ann@x.com").exists()
+    kept = api_a.post("/api/v1/people/", {"email": "ann@x.com", name: "'" + value}, format="json")
+    assert kept.status_code == 201 and kept.json()[name] == "'" + value
+    role = {"email": "bo@x.com", "role": "@admin"}
+    url = f"/api/v1/projects/{project.pk}/participants/"
+    assert "role" in _error(api_a.post(url, role, format="json"), 400)["fields"]
+
+
+def test_a_body_over_the_limit_answers_413_in_the_error_shape(tenancy, api_a, settings):
+    settings.RELAY_API_MAX_BODY_BYTES = 10_000
+    big = {"first_name": "Ann", "metadata": {"Notes": "x" * 20_000}}
+    error = _error(api_a.post("/api/v1/people/", big, format="json"), 413)
+    assert error["code"] == "too_large" and "10,000" in error["message"]
+
+
+def test_the_default_body_limit_is_10_mb_and_a_10_mb_value_is_never_stored(tenancy, api_a):
+    from participants.models import Person
+
+    huge = {"first_name": "Ann", "metadata": {"Notes": "x" * (10 * 1024 * 1024)}}
+    assert _error(api_a.post("/api/v1/people/", huge, format="json"), 413)["code"] == "too_large"
+    big = {"first_name": "Ann", "metadata": {"Notes": "x" * (1024 * 1024)}}
+    assert (
+        "metadata.Notes" in _error(api_a.post("/api/v1/people/", big, format="json"), 400)["fields"]
+    )
+    assert not Person.objects.filter(first_name="Ann").exists()
+
+
+@pytest.mark.usefixtures("import_media")
+def test_the_import_upload_keeps_its_own_50_mb_limit(tenancy, api_a, settings):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    settings.RELAY_API_MAX_BODY_BYTES = 1000
+    rows = "PersonID,Email\n" + "".join(f"E-{i},p{i}@x.com\n" for i in range(200))
+    upload = SimpleUploadedFile("people.csv", rows.encode(), content_type="text/csv")
+    response = api_a.post("/api/v1/imports/", {"file": upload}, format="multipart")
+    assert response.status_code == 202, response.content
