@@ -193,6 +193,44 @@ _SIGNATURES = (
 )
 
 
+NUL_MESSAGE = (
+    "The file contains NUL bytes: it is a binary file, not a text CSV file. (If it is “Unicode "
+    "text” from Excel, save it as “CSV UTF-8” instead.)"
+)
+UPLOAD_SNIFF_BYTES = 64 * 1024
+
+
+def refuse_binary(head: bytes, *, whole: bool) -> None:
+    """Raise FileError when ``head``, the start of a file (``whole``: all of it), is not text:
+    a known binary format (by its magic number), NUL bytes outside UTF-16, or bytes that
+    neither UTF-8 nor Windows-1252 can read. Cheap enough for the upload request itself."""
+    for signature, message in _SIGNATURES:
+        if head.startswith(signature):
+            raise FileError(message)
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return
+    if b"\x00" in head:
+        raise FileError(NUL_MESSAGE)
+    for encoding in ("utf-8", "cp1252"):
+        try:
+            codecs.getincrementaldecoder(encoding)().decode(head, final=whole)
+            return
+        except UnicodeDecodeError as exc:
+            bad = exc.start
+    raise FileError(
+        f"The file is neither UTF-8 nor Windows-1252 text (byte {bad + 1} cannot be read). Save "
+        "it as “CSV UTF-8” and upload it again."
+    )
+
+
+def refuse_binary_upload(fileobj: BinaryIO) -> None:
+    """``refuse_binary`` on the first ``UPLOAD_SNIFF_BYTES`` of an upload (rewound after)."""
+    fileobj.seek(0)
+    head = fileobj.read(UPLOAD_SNIFF_BYTES + 1)
+    fileobj.seek(0)
+    refuse_binary(head[:UPLOAD_SNIFF_BYTES], whole=len(head) <= UPLOAD_SNIFF_BYTES)
+
+
 class _CountingReader(io.RawIOBase):
     """Counts the bytes read, for a progress bar that does not need the row count."""
 
@@ -238,18 +276,11 @@ class CsvSource:
         head = self.fileobj.read(8192)
         if not head:
             raise FileError("The file is empty.")
-        for signature, message in _SIGNATURES:
-            if head.startswith(signature):
-                raise FileError(message)
+        refuse_binary(head, whole=len(head) < 8192)
         if head.startswith(codecs.BOM_UTF8):
             self.encoding = "utf-8-sig"
         elif head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
             self.encoding = "utf-16"
-        elif b"\x00" in head:
-            raise FileError(
-                "The file contains NUL bytes: it is a binary file, not a text CSV file. (If it "
-                "is “Unicode text” from Excel, save it as “CSV UTF-8” instead.)"
-            )
         else:
             self.encoding = self._text_encoding()
         sample = self._sample()
@@ -280,9 +311,7 @@ class CsvSource:
             try:
                 while chunk := self.fileobj.read(READ_CHUNK):
                     if b"\x00" in chunk:
-                        raise FileError(
-                            "The file contains NUL bytes: it is a binary file, not a text CSV file."
-                        )
+                        raise FileError(NUL_MESSAGE)
                     decoder.decode(chunk)
                     position += len(chunk)
                 decoder.decode(b"", final=True)

@@ -37,6 +37,7 @@ from participants.importer import (
     map_header,
     neutralise_for_spreadsheet,
     records_from_json,
+    refuse_binary_upload,
 )
 from participants.lock_objects import lock_brand_directory
 from participants.metadata import OPT_OUT_KEY, is_protected, normalise_key, strip_protected
@@ -312,6 +313,10 @@ def import_create(
     if project is not None and project.brand_id != brand.pk:
         raise ValidationError({"project": "This project belongs to another brand."})
     import_check_size(upload.size or 0)
+    try:
+        refuse_binary_upload(upload)
+    except FileError as exc:
+        raise ValidationError({"file": str(exc)}) from exc
     target, required = _options(
         project=project, metadata_target=metadata_target, required_fields=required_fields
     )

@@ -184,3 +184,47 @@ def test_the_import_upload_keeps_its_own_50_mb_limit(tenancy, api_a, settings):
     upload = SimpleUploadedFile("people.csv", rows.encode(), content_type="text/csv")
     response = api_a.post("/api/v1/imports/", {"file": upload}, format="multipart")
     assert response.status_code == 202, response.content
+
+
+# --- Uploads that are not text are refused at upload, not turned into a failed import -----
+
+NOT_TEXT = [
+    (b"PK\x03\x04\x14\x00\x06\x00rest-of-xlsx", "ZIP archive"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "PNG image"),
+    (b"PersonID,Email\nE-1,a@x.com\n\x00\x01\x02\x03binary", "NUL bytes"),
+    (b"PersonID,Email\nE-1,\x81\x8d\x8f@x.com\n", "neither UTF-8 nor Windows-1252"),
+]
+
+
+@pytest.mark.usefixtures("import_media")
+@pytest.mark.parametrize("content,words", NOT_TEXT)
+def test_a_binary_upload_answers_400_naming_the_file_and_stores_nothing(
+    tenancy, api_a, content, words
+):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from participants.models import ImportJob
+
+    upload = SimpleUploadedFile("people.csv", content, content_type="text/csv")
+    error = _error(api_a.post("/api/v1/imports/", {"file": upload}, format="multipart"), 400)
+    assert words in error["fields"]["file"], error
+    assert not ImportJob.objects.exists()
+
+
+@pytest.mark.usefixtures("import_media")
+@pytest.mark.parametrize("content,words", NOT_TEXT)
+def test_the_import_page_refuses_a_binary_upload_on_its_form(
+    tenancy, page_client_for, content, words
+):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from participants.models import ImportJob
+
+    client = page_client_for(tenancy.project_admin_a)
+    response = client.post(
+        reverse("participants:project-import", args=[tenancy.project_a.pk]),
+        {"file": SimpleUploadedFile("people.csv", content)},
+    )
+    assert response.status_code == 400
+    assert words.encode() in response.content
+    assert not ImportJob.objects.exists()
