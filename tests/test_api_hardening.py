@@ -228,3 +228,86 @@ def test_the_import_page_refuses_a_binary_upload_on_its_form(
     assert response.status_code == 400
     assert words.encode() in response.content
     assert not ImportJob.objects.exists()
+
+
+# --- What a send costs, before it is made ------------------------------------------------
+
+
+def _affordability_setup(tenancy, *, balance):
+    from decimal import Decimal
+
+    from tests.factories.credits import CountryRateFactory, grant
+    from tests.factories.participants import ParticipantFactory, PersonFactory
+
+    CountryRateFactory(country="US", rate=Decimal("2"))
+    for index in range(3):
+        person = PersonFactory(brand=tenancy.brand_a, phone=f"+1415555{8100 + index:04d}")
+        ParticipantFactory(project=tenancy.project_a, person=person)
+    grant(tenancy.brand_a, balance)  # 4 recipients (the tenancy's participant too) x 2 = 8
+    return {"project": tenancy.project_a.pk, "message": "Hi ${first_name}, tell us: ${link}"}
+
+
+def test_the_api_estimates_a_send_as_the_schedule_page_does(tenancy, api_a):
+    from credits.estimate import schedule_estimate
+
+    body = _affordability_setup(tenancy, balance=5)
+    answer = api_a.post("/api/v1/distributions/estimate/", body, format="json")
+    assert answer.status_code == 200, answer.content
+    estimate = answer.json()
+    assert estimate["recipients"] == 4 and estimate["segments"] == 4
+    assert float(estimate["credits_needed"]) == 8 and float(estimate["credits_available"]) == 5
+    assert estimate["affordable"] is False and float(estimate["shortfall"]) == 3
+    page = schedule_estimate(project=tenancy.project_a, message=body["message"], conditions=[])
+    assert float(estimate["credits_needed"]) == float(page["credits"])
+    assert [c["country"] for c in estimate["by_country"]] == ["US"]
+    from distributions.models import Distribution
+
+    assert not Distribution.objects.exists()  # an estimate writes nothing
+    narrowed = {
+        **body,
+        "conditions": [{"criterion": "first_name", "operator": "is", "value": "nobody"}],
+    }
+    assert api_a.post("/api/v1/distributions/estimate/", narrowed, format="json").json()[
+        "affordable"
+    ]
+    other = {**body, "project": tenancy.project_b.pk}
+    assert api_a.post("/api/v1/distributions/estimate/", other, format="json").status_code == 404
+
+
+def test_an_unaffordable_sms_send_is_refused_unless_the_client_accepts_a_partial_one(
+    tenancy, api_a
+):
+    from distributions.models import Distribution
+
+    body = _affordability_setup(tenancy, balance=5)
+    refused = api_a.post("/api/v1/distributions/", body, format="json")
+    error = _error(refused, 409)
+    assert error["code"] == "insufficient_credits"
+    assert "8" in error["message"] and "5" in error["message"]
+    assert "accept_partial" in error["fields"]
+    assert not Distribution.objects.exists()
+    accepted = api_a.post("/api/v1/distributions/", {**body, "accept_partial": True}, format="json")
+    assert accepted.status_code == 201, accepted.content
+
+
+def test_an_affordable_send_and_a_self_service_brand_are_never_refused(tenancy, api_a):
+    body = _affordability_setup(tenancy, balance=8)
+    assert api_a.post("/api/v1/distributions/", body, format="json").status_code == 201
+    brand = tenancy.brand_a
+    brand.integration_model = brand.IntegrationModel.SELF_SERVICE
+    brand.save()
+    from brands.services import api_key_cache_forget
+
+    api_key_cache_forget()
+    estimate = api_a.post("/api/v1/distributions/estimate/", body, format="json").json()
+    assert estimate["affordable"] is True and estimate["self_service"] is True
+    assert api_a.post("/api/v1/distributions/", body, format="json").status_code == 201
+
+
+def test_an_unaffordable_reminder_is_refused_the_same_way(tenancy, api_a):
+    body = _affordability_setup(tenancy, balance=5)
+    url = f"/api/v1/projects/{tenancy.project_a.pk}/reminders/"
+    reminder = {"message": body["message"]}
+    assert _error(api_a.post(url, reminder, format="json"), 409)["code"] == "insufficient_credits"
+    accepted = api_a.post(url, {**reminder, "accept_partial": True}, format="json")
+    assert accepted.status_code == 201, accepted.content
