@@ -28,18 +28,39 @@ class ApiOptionalSlashMiddleware:
 
 
 class ApiBodyLimitMiddleware:
-    """API requests whose body is larger than ``RELAY_API_MAX_BODY_BYTES`` answer 413 in the
-    API's error shape, before the body is read.
+    """The API answers in its error shape whatever happens outside its views.
 
-    A view that enforces a limit of its own (the participant import upload: 50 MB, answered
-    with the file's size) says so with ``enforces_own_body_limit = True``.
+    API requests whose body is larger than ``RELAY_API_MAX_BODY_BYTES`` answer 413 before
+    the body is read. A view that enforces a limit of its own (the participant import upload:
+    50 MB, answered with the file's size) says so with ``enforces_own_body_limit = True``.
+    Django's own error pages under ``/api/`` (a path that matches no route, such as
+    ``/api/v1/projects/0.5/``; a CSRF refusal) become the same error in the API's shape.
     """
+
+    PAGE_ERRORS = {
+        400: ("invalid", "Bad request."),
+        403: ("permission_denied", "You do not have permission to perform this action."),
+        404: ("not_found", "Not found."),
+        405: ("method_not_allowed", "Method not allowed."),
+        413: ("too_large", "The request body is larger than the API takes."),
+    }
 
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
-        return self.get_response(request)
+        response = self.get_response(request)
+        if (
+            request.path_info.startswith("/api/")
+            and response.status_code >= 400
+            and response.get("Content-Type", "").startswith("text/html")
+        ):
+            code, message = self.PAGE_ERRORS.get(response.status_code, ("error", "Error."))
+            shaped = api_error(response.status_code, code, message)
+            if response.has_header("Allow"):
+                shaped["Allow"] = response["Allow"]
+            return shaped
+        return response
 
     def process_view(self, request, view_func, view_args, view_kwargs):
         if not request.path_info.startswith("/api/"):

@@ -216,14 +216,12 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["brands.permissions.HasBrandRole"],
-    "DEFAULT_PARSER_CLASSES": [
-        "brands.api.parsers.JSONParser",
-        "rest_framework.parsers.FormParser",
-        "rest_framework.parsers.MultiPartParser",
-    ],
+    # The API reads JSON (the participant import upload, multipart, says so itself).
+    "DEFAULT_PARSER_CLASSES": ["brands.api.parsers.JSONParser"],
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
     "DEFAULT_PAGINATION_CLASS": "brands.api.pagination.Pagination",
     "PAGE_SIZE": 50,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "brands.api.schema.AutoSchema",
     "EXCEPTION_HANDLER": "brands.api.errors.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": ["brands.throttling.ApiKeyRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"api_key": env.str("API_KEY_RATE", default="6000/min")},
@@ -237,6 +235,13 @@ SPECTACULAR_SETTINGS = {
     ),
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The API key is the API's scheme; browser sessions (the pages' own calls) are not one a
+    # client should be told to use.
+    "AUTHENTICATION_WHITELIST": ["brands.authentication.ApiKeyAuthentication"],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "brands.api.schema.document_errors",
+    ],
     "COMPONENT_SPLIT_REQUEST": True,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

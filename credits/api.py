@@ -30,10 +30,10 @@ class BalanceSerializer(serializers.Serializer):
 
 
 class CreditEntrySerializer(serializers.ModelSerializer):
-    distribution = serializers.PrimaryKeyRelatedField(read_only=True)
-    project = serializers.PrimaryKeyRelatedField(read_only=True)
-    message = serializers.PrimaryKeyRelatedField(read_only=True)
-    actor = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    distribution = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
+    project = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
+    message = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
+    actor = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
 
     class Meta:
         model = CreditEntry

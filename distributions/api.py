@@ -95,8 +95,8 @@ class DistributionSerializer(StrictSerializer):
     status = serializers.CharField(read_only=True)
     status_reason = serializers.CharField(read_only=True)
     created_at = serializers.DateTimeField(read_only=True)
-    started_at = serializers.DateTimeField(read_only=True)
-    finished_at = serializers.DateTimeField(read_only=True)
+    started_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    finished_at = serializers.DateTimeField(read_only=True, allow_null=True)
 
     def to_representation(self, instance: Distribution):
         data = {

@@ -19,7 +19,7 @@ from optouts.services import optout_create_by_admin, optout_opt_in
 
 class OptOutEventSerializer(serializers.ModelSerializer):
     who = serializers.CharField(source="actor_label", read_only=True)
-    actor = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    actor = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
     api_key = serializers.SlugRelatedField(slug_field="prefix", read_only=True)
 
     class Meta:
@@ -46,7 +46,9 @@ class OptOutEventSerializer(serializers.ModelSerializer):
 
 
 class OptOutSerializer(serializers.ModelSerializer):
-    person_id = serializers.CharField(source="person.person_id", read_only=True, default=None)
+    person_id = serializers.CharField(
+        source="person.person_id", read_only=True, default=None, allow_null=True
+    )
 
     class Meta:
         model = OptOut

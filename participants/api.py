@@ -264,7 +264,26 @@ class BulkUpsertView(BrandScopedAPIMixin, APIView):
 
     write_role = Role.PROJECT_ADMIN
 
-    @extend_schema(request=BulkUpsertSerializer, responses={200: BULK_REPORT, 400: BULK_REPORT})
+    @extend_schema(
+        request=BulkUpsertSerializer,
+        responses={
+            200: BULK_REPORT,
+            400: inline_serializer(
+                "BulkUpsertRefusal",
+                fields={
+                    "error": serializers.DictField(
+                        help_text="The API's error: code, message, fields (per record index)."
+                    ),
+                    "report": inline_serializer(
+                        "BulkUpsertRefusedReport",
+                        fields=dict(BULK_REPORT.fields),
+                        required=False,
+                        help_text="With invalid records: the report (nothing was written).",
+                    ),
+                },
+            ),
+        },
+    )
     def post(self, request, project_pk=None):
         project = self.get_scoped(Project, pk=project_pk) if project_pk else None
         payload = BulkUpsertSerializer(data=request.data)
