@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -243,6 +243,15 @@ def _conditions(data):
     return [dict(c) for c in data] if data is not None else None
 
 
+@extend_schema_view(
+    list=extend_schema(
+        parameters=[
+            OpenApiParameter("project", int),
+            OpenApiParameter("channel", str, enum=Distribution.Channel.values),
+            OpenApiParameter("status", str, enum=Distribution.Status.values),
+        ]
+    )
+)
 class DistributionViewSet(
     BrandScopedAPIMixin,
     mixins.ListModelMixin,
@@ -383,7 +392,10 @@ class DistributionViewSet(
             }
         return Response(answer)
 
-    @extend_schema(responses=HistoryRowSerializer(many=True))
+    @extend_schema(
+        parameters=[OpenApiParameter("status", str, enum=Message.Status.values)],
+        responses=HistoryRowSerializer(many=True),
+    )
     @action(detail=True, methods=["get"])
     def history(self, request, pk=None):
         """Per-recipient history, paginated (``?status=`` filters)."""

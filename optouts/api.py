@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied
@@ -101,14 +101,16 @@ STATE_PARAMETER = OpenApiParameter(
 )
 
 
-@extend_schema(
-    parameters=[
-        OpenApiParameter("q", str, description="Address, name, PersonID or email contains."),
-        OpenApiParameter("source", str, enum=Source.values),
-        OpenApiParameter("scope", str, enum=Scope.values),
-        OpenApiParameter("channel", str, enum=Channel.values),
-        STATE_PARAMETER,
-    ]
+@extend_schema_view(
+    list=extend_schema(
+        parameters=[
+            OpenApiParameter("q", str, description="Address, name, PersonID or email contains."),
+            OpenApiParameter("source", str, enum=Source.values),
+            OpenApiParameter("scope", str, enum=Scope.values),
+            OpenApiParameter("channel", str, enum=Channel.values),
+            STATE_PARAMETER,
+        ]
+    )
 )
 class OptOutViewSet(
     BrandScopedAPIMixin,
@@ -188,12 +190,14 @@ class OptOutViewSet(
         return Response(OptOutDetailSerializer(optout).data)
 
 
-@extend_schema(
-    parameters=[
-        OpenApiParameter("address", str),
-        OpenApiParameter("action", str, enum=OptOutEvent.Action.values),
-        OpenApiParameter("source", str, enum=Source.values),
-    ]
+@extend_schema_view(
+    list=extend_schema(
+        parameters=[
+            OpenApiParameter("address", str),
+            OpenApiParameter("action", str, enum=OptOutEvent.Action.values),
+            OpenApiParameter("source", str, enum=Source.values),
+        ]
+    )
 )
 class OptOutEventViewSet(BrandScopedAPIMixin, viewsets.ReadOnlyModelViewSet):
     """The audit trail: every opt-out, opt-in and provider re-subscribe, newest first."""
@@ -236,12 +240,14 @@ class InboundMessageSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-@extend_schema(
-    parameters=[
-        OpenApiParameter("q", str, description="Number, text or name contains."),
-        OpenApiParameter("kind", str, enum=["STOP", "START", "HELP", "OTHER"]),
-        OpenApiParameter("action", str, enum=InboundMessage.Action.values),
-    ]
+@extend_schema_view(
+    list=extend_schema(
+        parameters=[
+            OpenApiParameter("q", str, description="Number, text or name contains."),
+            OpenApiParameter("kind", str, enum=["STOP", "START", "HELP", "OTHER"]),
+            OpenApiParameter("action", str, enum=InboundMessage.Action.values),
+        ]
+    )
 )
 class InboundMessageViewSet(BrandScopedAPIMixin, viewsets.ReadOnlyModelViewSet):
     """Replies received from recipients, with what was done about each."""

@@ -9,7 +9,7 @@ from drf_spectacular.utils import (
     inline_serializer,
 )
 from rest_framework import generics, serializers, status
-from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -119,6 +119,10 @@ class ParticipantSerializer(PersonFieldsSerializer):
         return data
 
 
+@extend_schema(
+    parameters=[OpenApiParameter("q", str, description="Name, email, phone or PersonID.")],
+    methods=["GET"],
+)
 class PersonListCreate(BrandScopedAPIMixin, generics.ListCreateAPIView):
     """The brand's directory. ``?q=`` searches names, email, phone (any format), PersonID."""
 
@@ -397,6 +401,7 @@ class ImportUploadSerializer(StrictSerializer):
     )
 
 
+@extend_schema(parameters=[OpenApiParameter("project", int)], methods=["GET"])
 class ImportListCreate(BrandScopedAPIMixin, generics.ListCreateAPIView):
     """Upload a CSV (multipart) to check it, then poll the import and confirm it.
 
@@ -407,7 +412,7 @@ class ImportListCreate(BrandScopedAPIMixin, generics.ListCreateAPIView):
 
     queryset = ImportJob.objects.all()
     serializer_class = ImportJobSerializer
-    parser_classes = [MultiPartParser, FormParser]
+    parser_classes = [MultiPartParser]  # a file: multipart only
     write_role = Role.PROJECT_ADMIN
     read_role = Role.PROJECT_ADMIN
     enforces_own_body_limit = True  # RELAY_IMPORT_MAX_UPLOAD_BYTES, answered with the size

@@ -54,6 +54,18 @@ class AutoSchema(openapi.AutoSchema):
     """drf-spectacular's, saying what StrictSerializer does: a request body with a field it
     does not know is refused (``additionalProperties: false``)."""
 
+    def _map_serializer_field(self, field, direction, bypass_extensions=False):
+        from rest_framework import serializers
+
+        schema = super()._map_serializer_field(field, direction, bypass_extensions)
+        if (
+            isinstance(schema, dict)
+            and isinstance(field, serializers.ListField | serializers.ListSerializer)
+            and not field.allow_empty
+        ):
+            schema["minItems"] = max(schema.get("minItems", 0), 1)
+        return schema
+
     def _map_basic_serializer(self, serializer, direction):
         from brands.api.base import StrictSerializer
 
@@ -89,6 +101,9 @@ def document_errors(result, generator, request, public):
         for method, operation in path_item.items():
             if not isinstance(operation, dict) or "responses" not in operation:
                 continue
+            for parameter in operation.get("parameters", []):
+                _bound_integer(parameter.get("schema", {}))
+                _bound_integer(parameter.get("schema", {}).get("items", {}))
             answers = dict(ANY_OPERATION)
             if method in WRITE_METHODS:
                 answers.update(WITH_BODY)
@@ -96,3 +111,11 @@ def document_errors(result, generator, request, public):
             for status, description in answers.items():
                 responses.setdefault(status, {"description": description, "content": content})
     return result
+
+
+def _bound_integer(schema: dict) -> None:
+    """Integer parameters (ids) are 64-bit: larger ones name nothing (the API answers 404 or
+    400), and the schema says so."""
+    if schema.get("type") == "integer":
+        schema.setdefault("maximum", 2**63 - 1)
+        schema.setdefault("minimum", -(2**63))
