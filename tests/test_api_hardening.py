@@ -311,3 +311,14 @@ def test_an_unaffordable_reminder_is_refused_the_same_way(tenancy, api_a):
     assert _error(api_a.post(url, reminder, format="json"), 409)["code"] == "insufficient_credits"
     accepted = api_a.post(url, {**reminder, "accept_partial": True}, format="json")
     assert accepted.status_code == 201, accepted.content
+
+
+@pytest.mark.parametrize("amount", ["1e40", "123456789012345678901234567890", "-1e30"])
+def test_a_huge_credit_amount_answers_400_naming_it(tenancy, amount):
+    from brands.roles import Role
+    from tests.conftest import make_api_client
+    from tests.factories.brands import ApiKeyFactory
+
+    admin = make_api_client(api_key=ApiKeyFactory(brand=tenancy.brand_a, role=Role.BRAND_ADMIN))
+    error = _error(admin.post("/api/v1/credits/grants/", {"amount": amount}, format="json"), 400)
+    assert "amount" in error["fields"]
