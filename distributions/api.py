@@ -3,6 +3,7 @@ edit while scheduled, cancel, bulk edit, preview, history as JSON and CSV."""
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
@@ -11,7 +12,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from brands.api.base import BrandScopedAPIMixin, StrictSerializer
-from brands.api.errors import Conflict
+from brands.api.errors import Conflict, state_conflict
 from credits.hooks_read import credits_estimate
 from distributions.conditions import CRITERIA, OPERATORS
 from distributions.csvio import DELIMITERS, ENCLOSURES, csv_rows
@@ -340,7 +341,11 @@ class DistributionViewSet(
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
         """Cancel a scheduled distribution, or stop one in progress."""
-        distribution = distribution_cancel(distribution=self.get_object(), actor=self.actor())
+        distribution = self.get_object()
+        try:
+            distribution = distribution_cancel(distribution=distribution, actor=self.actor())
+        except DjangoValidationError as exc:  # already sent, cancelled, failed: its state
+            raise state_conflict(exc) from exc
         return Response(DistributionSerializer(distribution).data)
 
     @extend_schema(request=BulkUpdateSerializer, responses=DistributionSerializer(many=True))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.decorators import action
@@ -10,6 +11,7 @@ from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
 
 from brands.api.base import BrandScopedAPIMixin, StrictSerializer
+from brands.api.errors import state_conflict
 from brands.models import ApiKey
 from brands.roles import Role, role_allows
 from optouts.models import Channel, InboundMessage, OptOut, OptOutEvent, Scope, Source
@@ -187,6 +189,8 @@ class OptOutViewSet(
             )
         except DjangoPermissionDenied as exc:
             raise PermissionDenied(str(exc)) from exc
+        except DjangoValidationError as exc:  # already opted back in: its state
+            raise state_conflict(exc) from exc
         return Response(OptOutDetailSerializer(optout).data)
 
 

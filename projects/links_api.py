@@ -29,7 +29,6 @@ from projects.api_survey import (
     CSV_PARAMETERS,
     LinkGenerateSerializer,
     LinkList,
-    LinkSerializer,
     csv_response,
 )
 from projects.links_selectors import (
@@ -298,11 +297,16 @@ class TransactionalLinkList(LinkList):
             )
         ],
         responses={
-            201: PolymorphicProxySerializer(
-                component_name="LinkCreateAnswer",
-                serializers=[TransactionalLinkResultSerializer, LinkSerializer(many=True)],
-                resource_type_field_name=None,
-            ),
+            201: {
+                "oneOf": [
+                    {"$ref": "#/components/schemas/TransactionalLinkResult"},
+                    {
+                        "type": "array",
+                        "items": {"$ref": "#/components/schemas/Link"},
+                        "description": "A body with participants: one new link each.",
+                    },
+                ]
+            },
             200: PolymorphicProxySerializer(
                 component_name="LinkReplayOrBulkAnswer",
                 serializers=[TransactionalLinkResultSerializer, TransactionalBulkSerializer],

@@ -22,6 +22,14 @@ class Conflict(exceptions.APIException):
     default_detail = "The request conflicts with the current state."
 
 
+def state_conflict(exc: DjangoValidationError) -> Conflict:
+    """A service's ValidationError that is about the object's state, not the request (already
+    cancelled, already opted in): the same request is valid once the state allows it, so 409,
+    with the service's message and fields."""
+    fields = _flatten(exc.message_dict) if hasattr(exc, "error_dict") else {}
+    return Conflict({"detail": _first_message(fields) or exc.messages[0], **fields})
+
+
 def _flatten(detail) -> str | list | dict:
     if isinstance(detail, dict):
         return {str(key): _flatten(value) for key, value in detail.items()}

@@ -7,6 +7,8 @@ from drf_spectacular import openapi
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.plumbing import force_instance
 
+from brands.api.pagination import Pagination
+
 ERROR_COMPONENT = "Error"
 ERROR_SCHEMA = {
     "type": "object",
@@ -48,6 +50,10 @@ WITH_BODY = {
     "415": "The body is not in a format this operation reads.",
 }
 WRITE_METHODS = frozenset({"post", "put", "patch", "delete"})
+PAGE_BOUNDS = {
+    "page": {"type": "integer", "minimum": 1},
+    "page_size": {"type": "integer", "minimum": 1, "maximum": Pagination.max_page_size},
+}
 
 
 class AutoSchema(openapi.AutoSchema):
@@ -58,6 +64,15 @@ class AutoSchema(openapi.AutoSchema):
         from rest_framework import serializers
 
         schema = super()._map_serializer_field(field, direction, bypass_extensions)
+        if (
+            isinstance(schema, dict)
+            and direction == "request"
+            and isinstance(field, serializers.CharField)
+            and not field.allow_blank
+            and field.trim_whitespace
+            and "pattern" not in schema
+        ):
+            schema["pattern"] = r"\S"  # spaces are trimmed: something else must remain
         if (
             isinstance(schema, dict)
             and isinstance(field, serializers.ListField | serializers.ListSerializer)
@@ -102,6 +117,9 @@ def document_errors(result, generator, request, public):
             if not isinstance(operation, dict) or "responses" not in operation:
                 continue
             for parameter in operation.get("parameters", []):
+                if parameter.get("in") == "query" and parameter["name"] in PAGE_BOUNDS:
+                    # Pagination's parameters, also where a view declares them by hand.
+                    parameter.setdefault("schema", {}).update(PAGE_BOUNDS[parameter["name"]])
                 _bound_integer(parameter.get("schema", {}))
                 _bound_integer(parameter.get("schema", {}).get("items", {}))
             answers = dict(ANY_OPERATION)
