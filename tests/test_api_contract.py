@@ -239,3 +239,29 @@ def test_the_api_keeps_its_schema(case, keys, brand_with_data):
     if (case.headers or {}).get("Authorization") == PLACEHOLDER:
         case.headers["Authorization"] = f"Bearer {keys.secret()}"
     case.call_and_validate()
+
+
+def test_the_schema_states_what_the_api_does(client):
+    """What schemathesis first found, said plainly (issue 18)."""
+    document = client.get("/api/v1/schema/", HTTP_ACCEPT="application/json").json()
+    schemes = document["components"]["securitySchemes"]
+    assert schemes == {"ApiKey": schemes["ApiKey"]} and schemes["ApiKey"]["scheme"] == "bearer"
+    components = document["components"]["schemas"]
+    for component, field in [
+        ("Distribution", "started_at"),
+        ("Distribution", "finished_at"),
+        ("EmailDomain", "verified_at"),
+        ("OptOutEvent", "actor"),
+    ]:
+        assert components[component]["properties"][field].get("nullable") is True, field
+    bulk = document["paths"]["/api/v1/people/bulk/"]["post"]["responses"]
+    assert "dry_run" in components["BulkUpsertReport"]["required"]
+    assert bulk["400"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "BulkUpsertRefusal"
+    )
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            assert operation.get("security") == [{"ApiKey": []}], (method, path)
+            assert {"400", "401", "403", "404", "429"} <= set(operation["responses"]), path
+            body = operation.get("requestBody", {}).get("content", {})
+            assert set(body) <= {"application/json", "multipart/form-data"}, path

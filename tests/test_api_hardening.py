@@ -322,3 +322,58 @@ def test_a_huge_credit_amount_answers_400_naming_it(tenancy, amount):
     admin = make_api_client(api_key=ApiKeyFactory(brand=tenancy.brand_a, role=Role.BRAND_ADMIN))
     error = _error(admin.post("/api/v1/credits/grants/", {"amount": amount}, format="json"), 400)
     assert "amount" in error["fields"]
+
+
+# --- The schema's words, enforced ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url,params,field",
+    [
+        ("/api/v1/optouts/", {"state": "AAA"}, "state"),
+        ("/api/v1/optout-events/", {"source": "AAA"}, "source"),
+        ("/api/v1/inbound-messages/", {"kind": "AAA"}, "kind"),
+        ("/api/v1/distributions/", {"status": "done-ish"}, "status"),
+        ("/api/v1/projects/", {"page_size": "lots"}, "page_size"),
+        ("/api/v1/projects/", {"page_size": "5000"}, "page_size"),
+        ("/api/v1/projects/", {"page": "0"}, "page"),
+        ("/api/v1/projects/", {"colour": "red"}, "colour"),
+        ("/api/v1/credits/usage/", {"start": "yesterday"}, "start"),
+    ],
+)
+def test_query_strings_are_held_to_the_schema(tenancy, url, params, field):
+    from brands.roles import Role
+    from tests.conftest import make_api_client
+    from tests.factories.brands import ApiKeyFactory
+
+    admin = make_api_client(api_key=ApiKeyFactory(brand=tenancy.brand_a, role=Role.BRAND_ADMIN))
+    assert field in _error(admin.get(url, params), 400)["fields"]
+
+
+def test_json_types_are_the_schemas_and_bodies_are_json(tenancy, api_a):
+    url = reverse("api:project-list")
+    assert _error(api_a.post(url, {"name": 12}, format="json"), 400)["fields"] == {
+        "name": "Must be a string."
+    }
+    flag = {"name": "x", "by_invitation_only": "yes"}
+    assert "by_invitation_only" in _error(api_a.post(url, flag, format="json"), 400)["fields"]
+    form = api_a.post(url, {"name": "x"}, format="multipart")
+    assert _error(form, 415)["code"] == "unsupported_media_type"
+    bulk = {"ids": [2**70], "send_at": "2030-01-01T00:00:00Z"}
+    edit = api_a.post("/api/v1/distributions/bulk-edit/", bulk, format="json")
+    assert "ids" in _error(edit, 400)["fields"]
+
+
+def test_an_id_past_64_bits_or_a_path_with_no_route_is_a_json_404(tenancy, api_a):
+    for path in (f"/api/v1/projects/{2**70}/", "/api/v1/projects/0.5/", "/api/v1/nothing/"):
+        assert _error(api_a.get(path), 404)["code"] == "not_found", path
+    assert _error(api_a.get(f"/api/v1/projects/{2**70}/links/"), 404)["code"] == "not_found"
+
+
+def test_cancelling_twice_is_a_conflict_with_the_state(tenancy, api_a):
+    from tests.factories.distributions import DistributionFactory
+
+    distribution = DistributionFactory(project=tenancy.project_a, status="cancelled")
+    url = f"/api/v1/distributions/{distribution.pk}/cancel/"
+    error = _error(api_a.post(url), 409)
+    assert "cannot be cancelled" in error["message"] and "status" in error["fields"]
