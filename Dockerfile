@@ -1,22 +1,26 @@
 # Relay: one image for the web app (gunicorn), the Celery worker and beat.
+# scripts/check_image.py (run by `make test` and CI) builds this image's file set without a
+# Docker engine, installs it, runs collectstatic, `check --deploy` and the server: keep the two
+# in step when an instruction here changes.
 FROM python:3.11-slim AS base
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
-    RELAY_VAR_DIR=/var/lib/relay
+# PYTHONPATH: every process (gunicorn, celery, manage.py) imports the apps from /app, the tree
+# that also holds their templates, static files and data, never from the copies in
+# site-packages (celery's entry point would otherwise load those, without their data files).
+# RELAY_STATIC_ROOT: collected static files stay in the image; /var/lib/relay is a volume that
+# would keep an older build's files (and manifest) after an upgrade.
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PYTHONPATH=/app \
+    RELAY_VAR_DIR=/var/lib/relay RELAY_STATIC_ROOT=/app/staticfiles
 WORKDIR /app
 RUN useradd --system --uid 1000 --home /app relay \
     && mkdir -p /var/lib/relay && chown relay /var/lib/relay
-COPY pyproject.toml README.md ./
-COPY config ./config
-COPY brands ./brands
-COPY projects ./projects
-COPY participants ./participants
-COPY distributions ./distributions
-COPY credits ./credits
-COPY optouts ./optouts
-RUN pip install --upgrade pip && pip install .
-COPY manage.py ./
-COPY templates ./templates
-COPY static ./static
+# The dependencies in a layer of their own: rebuilt only when pyproject.toml changes.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+    | xargs pip install
+# The app: the whole build context, which .dockerignore keeps to what runs (every app folder,
+# config, templates, static, manage.py), so that a new app needs no line here.
+COPY . ./
+RUN pip install --no-deps .
 # collectstatic needs settings that load: DEBUG off with throwaway build-time secrets.
 RUN DEBUG=false SECRET_KEY=build-only RELAY_ENCRYPTION_KEYS=$(python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())") \
     python manage.py collectstatic --no-input

@@ -73,6 +73,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: the container's health check asks http://127.0.0.1/healthz/, which is neither an
+    # allowed host nor https.
+    "config.middleware.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -158,7 +161,9 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = VAR_DIR / "staticfiles"
+# The image collects them into itself (RELAY_STATIC_ROOT=/app/staticfiles): the var folder is a
+# volume there, which would keep an older build's files and manifest after an upgrade.
+STATIC_ROOT = Path(env.str("RELAY_STATIC_ROOT", default=str(VAR_DIR / "staticfiles")))
 STATIC_ROOT.mkdir(exist_ok=True)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -183,7 +188,17 @@ RELAY_IMPORT_MAX_UPLOAD_BYTES = env.int("RELAY_IMPORT_MAX_UPLOAD_BYTES", default
 RELAY_IMPORT_INLINE_MAX_BYTES = env.int("RELAY_IMPORT_INLINE_MAX_BYTES", default=256 * 1024)
 
 if not DEBUG:
+    # Behind a TLS-terminating proxy that sets X-Forwarded-Proto (docs/deploy.md). A site whose
+    # PUBLIC_BASE_URL is https redirects plain requests there and sends HSTS (a year, this host
+    # only: subdomains and preload lists are the domain owner's call).
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    _SERVED_OVER_HTTPS = PUBLIC_BASE_URL.startswith("https://")
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=_SERVED_OVER_HTTPS)
+    SECURE_HSTS_SECONDS = env.int(
+        "SECURE_HSTS_SECONDS", default=365 * 24 * 3600 if _SERVED_OVER_HTTPS else 0
+    )
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+    SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
     SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)
     CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=True)
 
@@ -268,6 +283,11 @@ else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600)
     }
+# Two queues: ``send`` for the pumps (distributions.pump), ``control`` for everything else
+# (starting, finishing, recovery, imports, webhook deliveries, provider receipts), so that
+# control work never waits behind sending. Run workers for both (Procfile.dev, compose).
+CELERY_TASK_DEFAULT_QUEUE = "control"
+CELERY_TASK_ROUTES = {"distributions.tasks.send_pump_task": {"queue": "send"}}
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -287,7 +307,7 @@ CELERY_BEAT_SCHEDULE = {
     },
     "distributions-recover": {
         "task": "distributions.tasks.distributions_recover_task",
-        "schedule": 60.0,
+        "schedule": 5.0,
     },
     "distribution-series-run-due": {
         "task": "projects.tasks.distribution_series_run_due_task",
@@ -309,8 +329,13 @@ RELAY_EMAIL_PROVIDER = "distributions.providers.email.SmtpEmailProvider"
 TWILIO_API_BASE_URL = env.str("TWILIO_API_BASE_URL", default="https://api.twilio.com")
 TWILIO_ACCOUNT_SID = env.str("TWILIO_ACCOUNT_SID", default="")
 TWILIO_AUTH_TOKEN = env.str("TWILIO_AUTH_TOKEN", default="")
-# A row left in Sending longer than this (a worker died mid-call) is reconciled with the provider.
-RELAY_SEND_LEASE_SECONDS = env.int("RELAY_SEND_LEASE_SECONDS", default=120)
+# A row left in Sending longer than this (a worker died mid-call) is reconciled with the
+# provider. A live worker renews its lease while its rows are in flight; a request to the
+# provider takes at most RELAY_PROVIDER_TIMEOUT_SECONDS, which the lease must exceed.
+RELAY_SEND_LEASE_SECONDS = env.int("RELAY_SEND_LEASE_SECONDS", default=20)
+RELAY_PROVIDER_TIMEOUT_SECONDS = env.float("RELAY_PROVIDER_TIMEOUT_SECONDS", default=8.0)
+# Pumps sending at once (distributions.pump): the number of worker slots on the send queue.
+RELAY_SEND_PUMPS = env.int("RELAY_SEND_PUMPS", default=2)
 RELAY_DEMO_PASSWORD = env.str("RELAY_DEMO_PASSWORD", default="relay-demo")
 
 # Outbound webhooks (docs/webhooks.md). Seconds, except the allow list.
@@ -323,6 +348,10 @@ RELAY_WEBHOOKS_SWEEP_GRACE = env.int("RELAY_WEBHOOKS_SWEEP_GRACE", default=30)
 # Hosts, addresses or networks (e.g. 127.0.0.1, 10.0.0.0/8) webhooks may reach although they
 # are private or this server's own: empty by default, so that nothing internal can be reached.
 RELAY_WEBHOOKS_ALLOW_HOSTS = env.list("RELAY_WEBHOOKS_ALLOW_HOSTS", default=[])
+
+# GET /metrics/ (Prometheus, docs/operations.md): a bearer token, or these networks.
+RELAY_METRICS_TOKEN = env.str("RELAY_METRICS_TOKEN", default="")
+RELAY_METRICS_ALLOW = env.list("RELAY_METRICS_ALLOW", default=["127.0.0.1/32", "::1/128"])
 
 LOGGING = {
     "version": 1,

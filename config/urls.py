@@ -7,6 +7,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from config.health import healthz
+from config.metrics import metrics_view
 
 urlpatterns = [
     # The API first: its calls are the busiest, and each pattern tried before a match costs
@@ -14,6 +15,7 @@ urlpatterns = [
     path("api/v1/", include(("config.api_urls", "api"), namespace="api")),
     path("", RedirectView.as_view(pattern_name="projects:list", permanent=False), name="home"),
     path("healthz/", healthz, name="healthz"),
+    path("metrics/", metrics_view, name="metrics"),
     # Browsers ask for /favicon.ico whatever the page says.
     path("favicon.ico", lambda request: HttpResponsePermanentRedirect(static("img/favicon.svg"))),
     path("login/", auth_views.LoginView.as_view(), name="login"),

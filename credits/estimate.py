@@ -13,8 +13,8 @@ text, and resolves the country once per prefix. A text without personal fields i
 per prefix, so 100,000 recipients cost one query and a few hundred Python steps.
 
 Links are rendered at their real length: a personal link is ``PUBLIC_BASE_URL/s/`` plus a
-10-character token, an opt-out link is exact for a known message id and estimated with a
-7-digit id before the rows exist.
+10-character token, an opt-out link ``PUBLIC_BASE_URL/o/`` plus a 16-character token whatever
+the message id (``optouts.links``), so the estimate made before the rows exist is exact.
 
 Countries: ``phonenumbers`` assigns a number to a country by its calling code and, for codes
 shared by several countries (+1, +7, +44, ...), by its first national digits (NANP area code,
@@ -36,11 +36,11 @@ from django.db.models.functions import Coalesce, Substr
 
 from credits.models import ZERO
 from credits.rates import RateTable, phone_country, quantize
-from credits.segments import count_segments
+from credits.segments import count_segments, normalize_line_breaks
 from distributions.rendering import PERSON_FIELDS, PIPED, TOKEN_LENGTH, piped_fields
 
 PREFIX_LENGTH = 8  # "+" and 7 digits: calling code and the digits that split shared codes
-SAMPLE_MESSAGE_ID = 1_000_000  # 7 digits: the opt-out link of a message not created yet
+SAMPLE_MESSAGE_ID = 1_000_000  # the opt-out link of a message not created yet (any id: 16 chars)
 LINK_FIELDS = ("link", "opt_out_link")
 
 
@@ -285,7 +285,7 @@ def schedule_estimate(
     )
     estimate = estimate_cost(
         queryset,
-        template=message or "",
+        template=normalize_line_breaks(message or ""),
         rates=rate_table(),
         phone_path="person__phone",
         person_prefix="person__",

@@ -16,8 +16,9 @@ Rules implemented
   GSM-7. Units are UTF-16 code units: characters outside the BMP (most emoji) cost 2.
   Up to 70 units is one segment; concatenated segments carry 67 units. A surrogate pair is
   never split across segments (same padding rule as the GSM escape).
-* **Empty text is 0 segments.** Nothing is sent for an empty body, so nothing is billed;
-  callers that must reject empty bodies should do so explicitly.
+* **Empty text is 1 segment**, as Twilio's segment calculator counts it (an SMS with no
+  characters is still one SMS). Scheduling refuses an empty message on its own
+  (``distributions.services``); a piped message that renders empty is priced as one segment.
 
 Units are counted on the Python ``str`` as given (code points). Text is not normalised:
 ``"e\\u0301"`` (e + combining acute) is two code points and forces UCS-2, while ``"é"`` is
@@ -47,6 +48,7 @@ __all__ = [
     "count_segments",
     "gsm_replace_lookalikes",
     "is_gsm7",
+    "normalize_line_breaks",
     "segment_info",
 ]
 
@@ -221,7 +223,7 @@ class SegmentInfo:
         units: septets (GSM-7, extension characters count 2) or UTF-16 code units (UCS-2,
             characters outside the BMP count 2). Padding septets/units left unused at a
             segment boundary are *not* included.
-        segments: number of billed segments (0 for empty text).
+        segments: number of billed segments (1 for empty text).
         per_segment: capacity of one segment for this message: 160 or 153 (GSM-7),
             70 or 67 (UCS-2). For 0 or 1 segment it is the single-message capacity.
         remaining_in_segment: units still free in the last segment before another
@@ -248,9 +250,7 @@ def _layout(
     every other character is 1 unit. A 2-unit character that would start on the last unit of
     a concatenated segment is pushed to the next segment (1 unit of padding).
     """
-    if units == 0:
-        return 0, single, single
-    if units <= single:
+    if units <= single:  # empty text included: one segment, as Twilio counts it
         return 1, single - units, single
     offset = 0  # position in the padded unit stream where the next character starts
     prev = 0  # index of the first character not yet accounted for
@@ -290,7 +290,7 @@ def segment_info(text: str) -> SegmentInfo:
 
 
 def count_segments(text: str) -> int:
-    """Number of billed segments for ``text`` (0 for empty text).
+    """Number of billed segments for ``text`` (1 for empty text).
 
     Built to be called once per recipient on personalised bodies. Text made only of GSM basic
     characters (the common case) is decided by one C-level regex match and arithmetic, with no
@@ -301,7 +301,7 @@ def count_segments(text: str) -> int:
     n = len(text)
     if _BASIC_RUN_RE.fullmatch(text) is not None:
         if n <= GSM_SINGLE_SEGMENT:
-            return 1 if n else 0
+            return 1
         return -(-n // GSM_MULTI_SEGMENT)
     if _GSM_RUN_RE.fullmatch(text) is not None:
         wide_re, single, multi = _EXTENSION_RE, GSM_SINGLE_SEGMENT, GSM_MULTI_SEGMENT
@@ -315,6 +315,19 @@ def count_segments(text: str) -> int:
         return -(-units // multi)
     positions = [m.start() for m in wide_re.finditer(text)]
     return _layout(n, positions, units, single, multi)[0]
+
+
+def normalize_line_breaks(text: str) -> str:
+    """Message text with every line break as LF: CR LF and a lone CR become LF.
+
+    Browsers submit a textarea's line breaks as CR LF but count them (and show them in the
+    live counter) as LF; carriers bill every character sent, so a four-line 160-character
+    message stored with CR LF would go out as 163 characters in two segments. Every path that
+    takes message text (page forms, the API, edits, recurring messages, email text parts, the
+    estimate) calls this one function before it counts, prices or stores the text; what is
+    stored is what is sent. ``static/js/segments.js`` has its twin for the live counter.
+    """
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def is_gsm7(text: str) -> bool:

@@ -24,10 +24,14 @@ def update_rows(
     where: str = "",
     params: Sequence = (),
     casts: dict[str, str] | None = None,
+    pk: str = "id",
 ) -> int:
     """Set ``columns`` per row; each row is ``(pk, value, value, …)``. ``where`` is extra SQL
-    on the target table (aliased ``t``) with ``params``. Returns rows changed."""
-    return len(update_rows_returning(model, columns, rows, where=where, params=params, casts=casts))
+    on the target table (aliased ``t``) with ``params``; ``pk`` names the key column.
+    Returns rows changed."""
+    return len(
+        update_rows_returning(model, columns, rows, where=where, params=params, casts=casts, pk=pk)
+    )
 
 
 def update_rows_returning(
@@ -38,12 +42,14 @@ def update_rows_returning(
     where: str = "",
     params: Sequence = (),
     casts: dict[str, str] | None = None,
+    pk: str = "id",
 ) -> list[int]:
     """``update_rows``, returning the primary keys of the rows it changed (the others did not
     match ``where``)."""
     if not rows:
         return []
     table = connection.ops.quote_name(model._meta.db_table)
+    key = connection.ops.quote_name(pk)
     quoted = [connection.ops.quote_name(column) for column in columns]
     casts = casts or {}
     changed: list[int] = []
@@ -64,10 +70,10 @@ def update_rows_returning(
         id_cast = "::bigint" if connection.vendor == "postgresql" else ""
         sql = (
             f"WITH v({names}) AS (VALUES {placeholders}) "  # noqa: S608 - names are ours
-            f"UPDATE {table} AS t SET {assignments} FROM v WHERE t.id = v.id{id_cast}"
+            f"UPDATE {table} AS t SET {assignments} FROM v WHERE t.{key} = v.id{id_cast}"
             + (f" AND {where}" if where else "")
             # SQLite's RETURNING names the updated table's columns only, without its alias.
-            + (" RETURNING t.id" if connection.vendor == "postgresql" else " RETURNING id")
+            + (f" RETURNING t.{key}" if connection.vendor == "postgresql" else f" RETURNING {key}")
         )
         flat = [value for row in batch for value in row]
         with connection.cursor() as cursor:

@@ -20,6 +20,7 @@ from django.core.validators import validate_email
 from django.db.models import Q
 from django.utils import timezone
 
+from credits.segments import normalize_line_breaks
 from distributions.email_content import sanitize_html
 from distributions.models import Distribution, EmailAccount, EmailDomain, Message
 from distributions.rendering import piped_fields
@@ -130,12 +131,12 @@ def email_fields_clean(
     from_address = from_address or platform_from_address()
     fields = {
         "subject": " ".join((subject or "").split()),
-        "text_body": (text_body or "").strip(),
+        "text_body": normalize_line_breaks(text_body or "").strip(),
         "from_name": " ".join((from_name or "").split()) or account.default_from_name,
         "from_address": from_address.lower(),
         "reply_to": (reply_to or "").strip().lower() or account.default_reply_to,
     }
-    return sanitize_html(message or "").strip(), fields
+    return sanitize_html(normalize_line_breaks(message or "")).strip(), fields
 
 
 def email_content_errors(

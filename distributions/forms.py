@@ -17,6 +17,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
+from credits.segments import normalize_line_breaks
 from distributions.conditions import CRITERION_LABELS, ONCE_PER_SET, conditions_clean
 from distributions.csvio import DELIMITERS, ENCLOSURES
 from distributions.email_services import MAX_EMAIL_LENGTH, MAX_SUBJECT_LENGTH
@@ -25,6 +26,17 @@ from distributions.services import MAX_MESSAGE_LENGTH
 
 CONDITION_KEYS = ("criterion", "field", "operator", "value")
 MAX_CONDITIONS = 50
+
+
+class MessageField(forms.CharField):
+    """Message text with its line breaks as LF before any check: browsers submit CR LF, but
+    count LF in the textarea's maxlength and in the live counter (credits.segments)."""
+
+    def to_python(self, value):
+        value = super().to_python(value)
+        return normalize_line_breaks(value) if isinstance(value, str) else value
+
+
 ONCE_PER_SET_HELP = (
     "Name or email, First name and Last name can each be used only once in a condition set."
 )
@@ -139,7 +151,7 @@ class ScheduleForm(forms.Form):
         label="Name (optional)",
         help_text="Shown in the distribution list; the message excerpt is used when empty.",
     )
-    message = forms.CharField(
+    message = MessageField(
         max_length=MAX_MESSAGE_LENGTH,
         widget=forms.Textarea(attrs={"rows": 5, "spellcheck": "true"}),
     )
@@ -244,12 +256,12 @@ class EmailScheduleForm(ScheduleForm):
         widget=forms.EmailInput(attrs={"list": "from-addresses", "autocomplete": "off"}),
     )
     reply_to = forms.EmailField(required=False, label="Reply-To (optional)")
-    message = forms.CharField(
+    message = MessageField(
         label="HTML body",
         max_length=MAX_EMAIL_LENGTH,
         widget=forms.Textarea(attrs={"rows": 10, "spellcheck": "true", "data-pipe-target": ""}),
     )
-    text_body = forms.CharField(
+    text_body = MessageField(
         required=False,
         max_length=MAX_EMAIL_LENGTH,
         label="Plain-text part (optional)",
@@ -313,7 +325,7 @@ class BulkEditForm(forms.Form):
         label="New time",
         widget=forms.TimeInput(attrs={"type": "time"}, format="%H:%M"),
     )
-    message = forms.CharField(
+    message = MessageField(
         required=False,
         max_length=MAX_MESSAGE_LENGTH,
         label="New message (optional)",

@@ -10,6 +10,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Now
 
 from brands.fields import EncryptedTextField, redact
 from brands.models import Brand
@@ -322,6 +323,9 @@ class Message(models.Model):
     attempts = models.PositiveSmallIntegerField(default=0)
     sent_at = models.DateTimeField(null=True, blank=True)
     error_code = models.CharField(max_length=20, blank=True)
+    # Not before: a Pending row waits until then (the provider asked to retry later; later,
+    # a send policy) without holding a worker or a lease. Materialisation sets the start time.
+    due_at = models.DateTimeField(db_default=Now())
 
     objects = BrandScopedManager()
 
@@ -337,7 +341,11 @@ class Message(models.Model):
             )
         ]
         indexes = [
-            models.Index(fields=["distribution", "status"]),
+            # The send engine takes a distribution's due Pending rows in due order from this
+            # index (no sort); every (distribution, status) filter uses its prefix.
+            models.Index(
+                fields=["distribution", "status", "due_at"], name="message_dist_status_due"
+            ),
             models.Index(
                 fields=["provider_id"], condition=~Q(provider_id=""), name="message_provider_id"
             ),
@@ -521,3 +529,79 @@ class BounceReport(models.Model):
 
     def __str__(self) -> str:
         return f"{self.recipient or '?'}: {self.action}"
+
+
+# --- the fair send engine's state (see distributions.fairqueue) ----------------------------
+class Sender(models.Model):
+    """One sender of one brand (a phone number, short code, messaging service or From
+    address, per provider): its token bucket and its turn among the brand's senders.
+
+    ``tokens`` at ``tokens_at`` refill at ``rate`` per second up to one second of the rate;
+    ``ready_at`` is when the sender may send again (its bucket is empty, or the provider
+    asked to wait). Rows are created when a distribution on the sender starts.
+    """
+
+    brand_path = "brand"
+
+    key = models.CharField(max_length=200, unique=True)
+    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="+")
+    rate = models.PositiveIntegerField(default=0, help_text="Messages per second; 0: no limit.")
+    tokens = models.FloatField(default=0)
+    tokens_at = models.DateTimeField()
+    ready_at = models.DateTimeField()
+    paused_reason = models.CharField(max_length=200, blank=True)
+    served_at = models.DateTimeField()
+
+    objects = BrandScopedManager()
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class SendLane(models.Model):
+    """A distribution with rows to send, in the fair queue: ``ready_at`` is when its next
+    Pending row is due (None: nothing to send now or later; the lane is idle)."""
+
+    brand_path = "brand"
+
+    distribution = models.OneToOneField(
+        Distribution, primary_key=True, on_delete=models.CASCADE, related_name="lane"
+    )
+    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="+")
+    sender = models.ForeignKey(Sender, on_delete=models.CASCADE, related_name="lanes")
+    ready_at = models.DateTimeField(null=True, blank=True)
+    served_at = models.DateTimeField()
+
+    objects = BrandScopedManager()
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["ready_at"], condition=Q(ready_at__isnull=False), name="lane_ready"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"lane {self.distribution_id}"
+
+
+class SendPump(models.Model):
+    """A pump slot: at most ``RELAY_SEND_PUMPS`` pump tasks take turns on the send queue.
+
+    ``ticket`` names the task that holds the slot; ``until`` is when a queued or running
+    claim lapses (a dead worker's slot is claimed again) or when a sleeping pump wakes.
+    """
+
+    class State(models.TextChoices):
+        IDLE = "idle", "Idle"
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SLEEPING = "sleeping", "Sleeping"
+
+    slot = models.PositiveSmallIntegerField(primary_key=True)
+    ticket = models.CharField(max_length=32, blank=True)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.IDLE)
+    until = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"pump {self.slot}: {self.state}"

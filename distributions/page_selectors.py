@@ -25,9 +25,10 @@ from projects.models import Project
 MStatus = Message.Status
 METADATA_FIELDS_LIMIT = 200  # distinct names shown in the form; a project rarely has 20
 OUTBOX_THREAD_MESSAGES = 20  # latest messages shown per recipient number on the outbox page
-# Placeholders (not secrets) as long as real link tokens, so that previews count right.
+# Placeholders (not secrets, never valid) exactly as long as real link tokens, so that previews
+# and the live counter count what is sent (tests/test_optout_links.py holds the lengths).
 SAMPLE_TOKEN = "Ab3dE6gH9k"  # noqa: S105 - rendering.TOKEN_LENGTH characters
-SAMPLE_OPT_OUT_TOKEN = "1xY2zA3bC4dE5f"  # noqa: S105 - b62(message id) + 10-char signature
+SAMPLE_OPT_OUT_TOKEN = "00001xY2zA3bC4dE"  # noqa: S105 - optouts.links.TOKEN_LENGTH characters
 
 
 def sample_link() -> str:

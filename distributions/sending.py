@@ -1,42 +1,52 @@
-"""The fan-out: send chunks of recipient rows through the brand's provider.
+"""The fan-out: send the rows a pump leased through the brand's provider.
 
-A chunk is a range of message ids. Sending one:
-1. reconciles rows of the range left in Sending by a dead worker (asks the provider, never
-   resends blindly);
-2. leases the range's Pending rows (one conditional UPDATE: a row is leased by one task only);
-3. drops rows whose address opted out meanwhile (Skipped (opt-out));
-4. renders each body (links, piped fields), counts segments;
-5. per window of ``SEND_WINDOW`` rows: waits for the sender's token bucket, checks opt-outs
-   again and hands the window to the provider under the window's opt-out guard (an opt-out
-   recorded meanwhile is never overtaken), records every result at once.
+A pump (``distributions.pump``) takes a fair batch from the fair queue
+(``distributions.fairqueue.pick``: rows already leased, their sender's tokens paid) and hands
+it here (``send_batch``). For each distribution of the batch:
+1. drops rows whose address opted out meanwhile (Skipped (opt-out));
+2. covers them with credits (rows the balance cannot pay for fail), renders each body (links,
+   piped fields) and counts its segments;
+3. refreshes the lease, checks opt-outs again and hands the window to the provider under the
+   window's opt-out guard (an opt-out recorded meanwhile is never overtaken), then records
+   every result at once;
+4. a row the provider refused for now waits (Pending, ``due_at`` after its backoff; the sender
+   paused when it was throttled): no worker waits for it.
 A row handed to the provider is never handed over again: Sent rows are never leased, and an
-unknown outcome stays Sending until reconciliation decides.
+unknown outcome stays Sending until reconciliation asks the provider (``reconcile_range``).
+A live worker keeps its lease fresh while its rows are in flight (``LeaseKeeper``), so a dead
+worker's rows are settled one lease after it died (``distributions_recover``).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-import uuid
 from datetime import timedelta
 from itertools import islice
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
 from django.urls import reverse
 from django.utils import timezone
 
 from credits.segments import count_segments
-from distributions import throttle
+from distributions import fairqueue, metrics
 from distributions.bulk import update_rows, update_rows_returning
 from distributions.email_content import html_to_text, render_email
-from distributions.models import Distribution, Message, MessageEvent, ProviderAccount
+from distributions.models import (
+    Distribution,
+    Message,
+    MessageEvent,
+    ProviderAccount,
+    SendLane,
+)
 from distributions.providers.base import (
     Outcome,
     OutgoingEmail,
     OutgoingSms,
     SendResult,
+    SentQuery,
     SmsProvider,
 )
 from distributions.providers.registry import channel_provider_for
@@ -60,19 +70,14 @@ def batched(iterable, size: int):
 
 
 MStatus = Message.Status
-# Rows per send task: ~0.3 s of provider calls at 3,000 messages/s, so a task that is redone
-# after a worker dies redoes little; 1,000 rows with bodies are about 1 MB of memory. Fewer,
-# larger tasks and windows: 2,772 -> 3,091-3,143 messages/s in bench/sms_bench.py (500/250).
-SEND_CHUNK_SIZE = 1000
-# Rows handed to the provider concurrently (at most one second of the sender's rate: see
-# ``window_size``); also the granularity of the opt-out re-check.
-SEND_WINDOW = 500
-# Retries of throttled (429) or failed-before-acceptance (5xx) rows inside one task.
-IN_TASK_RETRIES = 4
+SEND_WINDOW = fairqueue.SEND_WINDOW
+# A row refused for now (throttled, a provider error before it took the message) waits its
+# backoff and is tried again, at most this many times in all, then Failed.
+MAX_SEND_ATTEMPTS = 6
 RETRY_BASE_SECONDS = 0.5
-RETRY_MAX_SECONDS = 8.0
-# Further attempts of a chunk through the queue before its remaining rows are Failed.
-MAX_CHUNK_ATTEMPTS = 6
+RETRY_MAX_SECONDS = 60.0
+# Stale rows settled per reconciliation pass of one distribution.
+RECONCILE_BATCH = 5000
 
 
 def lease_seconds() -> int:
@@ -80,9 +85,8 @@ def lease_seconds() -> int:
 
 
 def window_size(account) -> int:
-    """Rows per window for this sender: ``SEND_WINDOW``, or one second of its rate when that
-    is less. A window takes its tokens at once, so a larger one would burst past the rate (the
-    bucket holds one second of it) and wait longer than the throttle allows."""
+    """Rows a sender hands over at once: ``SEND_WINDOW``, or one second of its rate when that
+    is less (its token bucket holds one second of the rate)."""
     rate = int(getattr(account, "messages_per_second", 0) or 0)
     return max(1, min(SEND_WINDOW, rate)) if rate > 0 else SEND_WINDOW
 
@@ -145,45 +149,162 @@ def _debit(distribution: Distribution, message_ids: list[int]) -> None:
     credits_debit_messages(distribution=distribution, message_ids=message_ids)
 
 
-# --- chunks -------------------------------------------------------------------------------
-def distribution_enqueue_chunks(*, distribution: Distribution, countdown: float = 0) -> int:
-    """Queue one send task per ``SEND_CHUNK_SIZE`` Pending rows (after commit)."""
-    from distributions.tasks import send_chunk_task
+# --- into the fair queue ------------------------------------------------------------------
+def sender_identity(distribution: Distribution, account) -> str:
+    """Who the messages come from: the From address, else the chosen sender, the brand's
+    default sender or its messaging service."""
+    if distribution.channel == Distribution.Channel.EMAIL:
+        return distribution.from_address
+    return distribution.sender or account.default_sender or account.messaging_service_sid
 
-    ids = Message.objects.filter(distribution=distribution, status=MStatus.PENDING).order_by("pk")
-    ranges = []
-    for batch in batched(
-        ids.values_list("pk", flat=True).iterator(chunk_size=10_000), SEND_CHUNK_SIZE
-    ):
-        ranges.append((batch[0], batch[-1]))
-    distribution_id = distribution.pk
 
-    def queue():
-        for first, last in ranges:
-            send_chunk_task.apply_async(args=[distribution_id, first, last], countdown=countdown)
+def distribution_sender_id(distribution: Distribution, account=None) -> int:
+    """The fair queue's sender of this distribution (its token bucket and turn)."""
+    account = account or channel_account_for(distribution)
+    brand_id = distribution.project.brand_id
+    key = f"{account.provider}:{brand_id}:{sender_identity(distribution, account) or 'default'}"
+    return fairqueue.sender_ensure(
+        key=key, brand_id=brand_id, rate=int(account.messages_per_second or 0)
+    )
 
-    transaction.on_commit(queue)
-    return len(ranges)
+
+def distribution_enqueue(*, distribution: Distribution, account=None) -> int:
+    """Put the distribution's Pending rows in the fair queue; pumps are kicked after commit.
+    Returns how many rows are Pending (0: nothing to send)."""
+    pending = Message.objects.filter(distribution=distribution, status=MStatus.PENDING).count()
+    if pending:
+        fairqueue.lane_open(
+            distribution_id=distribution.pk,
+            brand_id=distribution.project.brand_id,
+            sender_id=distribution_sender_id(distribution, account),
+        )
+        fairqueue.pumps_kick()
+    return pending
+
+
+def send_batch(*, lease: str, grants: list[fairqueue.Grant]) -> dict:
+    """Send the rows a pump leased under ``lease`` (``fairqueue.pick``), distribution by
+    distribution, keeping their lease fresh while they are in flight. Returns counts."""
+    stats = {"leased": 0, "sent": 0, "failed": 0, "skipped_optout": 0, "deferred": 0}
+    # In the fair order of the pick: a small distribution's rows do not wait for a big one's.
+    rows_by_distribution: dict[int, list[LeasedRow]] = {g.distribution_id: [] for g in grants}
+    for row in leased_rows(lease):
+        rows_by_distribution.setdefault(row.distribution_id, []).append(row)
+    senders = {grant.distribution_id: grant.sender_id for grant in grants}
+    distributions = Distribution.objects.select_related("project__brand").in_bulk(
+        list(rows_by_distribution)
+    )
+    providers: dict[tuple, tuple] = {}
+    with LeaseKeeper(lease):
+        try:
+            for distribution_id, rows in rows_by_distribution.items():
+                if not rows:
+                    continue
+                distribution = distributions.get(distribution_id)
+                stats["leased"] += len(rows)
+                if distribution is None or distribution.status != Distribution.Status.IN_PROGRESS:
+                    # Stopped after these rows were picked (cancelled, or refused by the
+                    # provider): they are not sent.
+                    reason = (
+                        STOPPED_REASON
+                        if distribution is None or distribution.status != "failed"
+                        else "Not sent: the distribution failed."
+                    )
+                    _close_rows(rows, lease, MStatus.SKIPPED, reason)
+                    continue
+                key = (distribution.project.brand_id, distribution.channel)
+                if key not in providers:
+                    providers[key] = channel_provider(distribution)
+                account, provider = providers[key]
+                _send_rows(
+                    distribution,
+                    account,
+                    provider,
+                    rows,
+                    lease,
+                    stats,
+                    sender_id=senders.get(distribution_id),
+                )
+        finally:
+            for _account, provider in providers.values():
+                provider.close()
+    for distribution_id in rows_by_distribution:
+        distribution_finish_if_done(distribution_id=distribution_id)
+    return stats
+
+
+STOPPED_REASON = "Not sent: the distribution was cancelled."
+
+
+class LeaseKeeper:
+    """Keeps a batch's lease fresh while its rows are in flight: a thread renews
+    ``leased_at`` every quarter of the lease, so that recovery takes back the rows of a
+    dead worker after one lease, never the rows of a live one in a long hand-over (an SMTP
+    relay answering slowly, a provider at its timeout)."""
+
+    def __init__(self, lease: str):
+        self.lease = lease
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> LeaseKeeper:
+        if connection.vendor == "postgresql":  # SQLite: one machine, one writer at a time
+            self._thread = threading.Thread(target=self._run, daemon=True, name="lease-keeper")
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        from django.db import connections
+
+        every = max(0.5, lease_seconds() / 4)
+        try:
+            while not self._stop.wait(every):
+                Message.objects.filter(lease=self.lease, status=MStatus.SENDING).update(
+                    leased_at=timezone.now()
+                )
+        except Exception:  # noqa: BLE001 - best effort: a lapsed lease is reconciled, not lost
+            logger.exception("could not renew lease %s", self.lease)
+        finally:
+            connections.close_all()
 
 
 def send_chunk(*, distribution_id: int, first_id: int, last_id: int, attempt: int = 0) -> dict:
+    """Send the due Pending rows of one distribution with ids in [first_id, last_id] now, in
+    the foreground: what the pumps do for them, window by window, paying the sender's
+    tokens and waiting for them in the caller's thread (never call it from a worker: pumps
+    do the sending there). For operators (``manage.py send_distribution``) and tests."""
     distribution = Distribution.objects.select_related("project__brand").get(pk=distribution_id)
+    stats = {"leased": 0, "sent": 0, "failed": 0, "skipped_optout": 0, "deferred": 0}
     if distribution.status != Distribution.Status.IN_PROGRESS:
         return {"skipped": distribution.status}
     account, provider = channel_provider(distribution)
+    sender_id = distribution_sender_id(distribution, account)
     try:
-        stats = {
-            "reconciled": reconcile_range(
-                distribution=distribution, provider=provider, first_id=first_id, last_id=last_id
+        while True:
+            lease = fairqueue.new_lease()
+            count, wait = fairqueue.take_range(
+                sender_id=sender_id,
+                distribution_id=distribution_id,
+                first_id=first_id,
+                last_id=last_id,
+                lease=lease,
             )
-        }
-        lease = uuid.uuid4().hex
-        now = timezone.now()
-        leased = Message.objects.filter(
-            distribution=distribution, pk__gte=first_id, pk__lte=last_id, status=MStatus.PENDING
-        ).update(status=MStatus.SENDING, lease=lease, leased_at=now, attempts=F("attempts") + 1)
-        if leased:
-            stats.update(_send_leased(distribution, account, provider, lease, attempt))
+            if count:
+                rows = leased_rows(lease)
+                stats["leased"] += len(rows)
+                with LeaseKeeper(lease):
+                    _send_rows(
+                        distribution, account, provider, rows, lease, stats, sender_id=sender_id
+                    )
+                continue
+            if wait is None:
+                break
+            time.sleep(wait)
     finally:
         provider.close()
     distribution_finish_if_done(distribution_id=distribution_id)
@@ -263,13 +384,21 @@ def leased_rows(lease: str) -> list[LeasedRow]:
     return [LeasedRow(values) for values in query]
 
 
-def _send_leased(distribution, account, provider: SmsProvider, lease: str, attempt: int) -> dict:
-    rows = leased_rows(lease)
-    stats = {"leased": len(rows), "sent": 0, "failed": 0, "skipped_optout": 0, "retry": 0}
+def _send_rows(
+    distribution,
+    account,
+    provider: SmsProvider,
+    rows: list,
+    lease: str,
+    stats: dict,
+    *,
+    sender_id: int | None,
+) -> None:
+    """Check, price, render and hand over one distribution's leased rows, then record what
+    the provider answered. A row the provider refused for now waits (``_defer``)."""
     rows = _drop_opted_out(distribution, rows, lease, stats)
     if not rows:
-        return stats
-
+        return
     covered = _allowance(distribution, rows)
     # Rows the rate card does not send to (a disabled country) are Skipped with its reason.
     skipped = getattr(covered, "skipped", {})
@@ -283,90 +412,128 @@ def _send_leased(distribution, account, provider: SmsProvider, lease: str, attem
         _close_rows(uncovered, lease, MStatus.FAILED, "Not sent: not enough credits.")
         rows = [row for row in rows if row.pk in covered]
         stats["failed"] += len(uncovered)
+    if not rows:
+        return
 
     _render(distribution, rows)
-    if distribution.channel == Distribution.Channel.EMAIL:
-        sender = distribution.from_address
-    else:
-        sender = distribution.sender or account.default_sender or account.messaging_service_sid
-    bucket_key = f"{account.provider}:{account.brand_id}:{sender or 'default'}"
+    sender = sender_identity(distribution, account)
     callback = (
         status_callback_template() if getattr(provider, "wants_status_callback", False) else ""
     )
     by_id = {row.pk: row for row in rows}
-    pending = rows
-    last_error = ""
-    for retry in range(IN_TASK_RETRIES + 1):
-        retry_rows: list[LeasedRow] = []
-        retry_after = 0.0
-        for window in batched(pending, window_size(account)):
-            throttle.acquire(bucket_key, rate=account.messages_per_second, tokens=len(window))
-            window = _reclaim(list(window), lease)
+    for window in batched(rows, fairqueue.SEND_WINDOW):
+        window = _reclaim(list(window), lease)
+        if not window:
+            continue
+        # The opt-out check and the hand-over hold the window's opt-out guard: an opt-out of
+        # one of its numbers waits for this window, or this window sees it (optouts.guard).
+        with handover_guard(
+            brand_id=distribution.project.brand_id,
+            channel=distribution.channel,
+            addresses=[row.address for row in window],
+        ):
+            window = _drop_opted_out(distribution, list(window), lease, stats)
             if not window:
                 continue
-            # The opt-out check and the hand-over hold the window's opt-out guard: an opt-out
-            # of one of its numbers waits for this window, or this window sees it
-            # (optouts.guard).
-            with handover_guard(
-                brand_id=distribution.project.brand_id,
-                channel=distribution.channel,
-                addresses=[row.address for row in window],
-            ):
-                window = _drop_opted_out(distribution, list(window), lease, stats)
-                if not window:
-                    continue
-                outgoing = (
-                    [_outgoing_email(distribution, row, lease) for row in window]
-                    if distribution.channel == Distribution.Channel.EMAIL
-                    else [
-                        OutgoingSms(
-                            message_id=row.pk,
-                            to=row.address,
-                            sender=sender,
-                            body=row.body,
-                            status_callback=callback.format(row.pk) if callback else "",
-                        )
-                        for row in window
-                    ]
+            outgoing = (
+                [_outgoing_email(distribution, row, lease) for row in window]
+                if distribution.channel == Distribution.Channel.EMAIL
+                else [
+                    OutgoingSms(
+                        message_id=row.pk,
+                        to=row.address,
+                        sender=sender,
+                        body=row.body,
+                        status_callback=callback.format(row.pk) if callback else "",
+                    )
+                    for row in window
+                ]
+            )
+            if sender_id is not None:
+                fairqueue.sender_handed_over(
+                    sender_id=sender_id,
+                    rate=int(account.messages_per_second or 0),
+                    at=timezone.now(),
                 )
-                results = provider.send_window(outgoing)
-            fatal = _apply_results(distribution, results, lease, stats)
-            if fatal:
-                _stop_distribution(distribution, fatal)
-                return stats
-            for result in results:
-                if result.outcome == Outcome.RETRY:
-                    retry_rows.append(by_id[result.message_id])
-                    retry_after = max(retry_after, result.retry_after or 0.0)
-                    last_error = result.error_message or last_error
-        if not retry_rows:
-            return stats
-        pending = retry_rows
-        if retry < IN_TASK_RETRIES:
-            delay = min(RETRY_MAX_SECONDS, max(retry_after, RETRY_BASE_SECONDS * 2**retry))
-            time.sleep(delay)
-    # Still throttled: give the rows back and try this range again later through the queue.
-    stats["retry"] = len(pending)
-    ids = [row.pk for row in pending]
-    if attempt + 1 >= MAX_CHUNK_ATTEMPTS:
+            results = provider.send_window(outgoing)
+        fatal = _apply_results(distribution, results, lease, stats)
+        metrics.count(
+            metrics.outcome_counts(
+                brand=distribution.project.brand.slug, provider=account.provider, results=results
+            )
+        )
+        if fatal:
+            _stop_distribution(distribution, fatal)
+            return
+        retry = [result for result in results if result.outcome == Outcome.RETRY]
+        if retry:
+            _defer(distribution, [by_id[r.message_id] for r in retry], retry, lease, stats)
+            if sender_id is not None and any(r.throttled for r in retry):
+                wait = max(r.retry_after or 0.0 for r in retry) or RETRY_BASE_SECONDS
+                fairqueue.sender_pause(
+                    sender_id=sender_id,
+                    until=timezone.now() + timedelta(seconds=wait),
+                    reason=f"The provider asked to wait {wait:g} s ({retry[0].error_code}).",
+                )
+
+
+def retry_delay(attempts: int, retry_after: float | None) -> float:
+    """Seconds a row refused for now waits before its next attempt: what the provider asked
+    for, else an exponential backoff from ``RETRY_BASE_SECONDS``, at most ``RETRY_MAX_SECONDS``."""
+    backoff = RETRY_BASE_SECONDS * 2 ** max(0, attempts - 1)
+    return min(RETRY_MAX_SECONDS, max(retry_after or 0.0, backoff))
+
+
+def _defer(distribution, rows: list, results: list[SendResult], lease: str, stats: dict) -> None:
+    """Rows the provider refused for now (throttled, an error before it took them): Pending
+    again, due after their backoff, with an event saying until when; after
+    ``MAX_SEND_ATTEMPTS`` attempts, Failed. No worker waits for them."""
+    now = timezone.now()
+    result_of = {result.message_id: result for result in results}
+    attempts = dict(
+        Message.objects.filter(pk__in=[row.pk for row in rows]).values_list("pk", "attempts")
+    )
+    spent = [row for row in rows if attempts.get(row.pk, 0) >= MAX_SEND_ATTEMPTS]
+    if spent:
+        last = result_of[spent[0].pk]
+        detail = last.error_message or last.error_code
         reason = (
-            f"Not sent after {MAX_CHUNK_ATTEMPTS} attempts: {last_error}"
-            if distribution.channel == Distribution.Channel.EMAIL and last_error
+            f"Not sent after {MAX_SEND_ATTEMPTS} attempts: {detail}"
+            if distribution.channel == Distribution.Channel.EMAIL and detail
             else "The provider kept refusing (throttled)."
         )
-        _close_rows(pending, lease, MStatus.FAILED, reason)
-        return stats
-    Message.objects.filter(pk__in=ids, lease=lease, status=MStatus.SENDING).update(
-        status=MStatus.PENDING, lease="", leased_at=None
+        _close_rows(spent, lease, MStatus.FAILED, reason)
+        stats["failed"] += len(spent)
+    waiting = [row for row in rows if row not in spent]
+    if not waiting:
+        return
+    values, events = [], []
+    for row in waiting:
+        result = result_of[row.pk]
+        due = now + timedelta(seconds=retry_delay(attempts.get(row.pk, 1), result.retry_after))
+        why = f"{result.error_code} {result.error_message}".strip() or "refused for now"
+        detail = f"Waiting until {due:%H:%M:%S} UTC: the provider refused it for now ({why})."
+        values.append((row.pk, MStatus.PENDING, "", None, due, detail[:300]))
+        events.append(
+            MessageEvent(
+                message_id=row.pk,
+                status=MStatus.PENDING,
+                at=now,
+                source="worker",
+                detail=detail[:300],
+            )
+        )
+    update_rows(
+        Message,
+        ["status", "lease", "leased_at", "due_at", "status_reason"],
+        values,
+        where="t.lease = %s AND t.status = %s",
+        params=[lease, MStatus.SENDING],
+        casts={"leased_at": "timestamptz", "due_at": "timestamptz"},
     )
-    from distributions.tasks import send_chunk_task
-
-    send_chunk_task.apply_async(
-        args=[distribution.pk, min(ids), max(ids)],
-        kwargs={"attempt": attempt + 1},
-        countdown=min(300, 15 * 2**attempt),
-    )
-    return stats
+    MessageEvent.objects.bulk_create(events)
+    stats["deferred"] += len(waiting)
+    distribution_enqueue(distribution=distribution)
 
 
 def _reclaim(rows: list, lease: str) -> list:
@@ -676,80 +843,149 @@ def _stop_distribution(distribution: Distribution, reason: str) -> None:
 
 
 # --- reconciliation of rows whose fate is unknown ------------------------------------------
-def reconcile_range(*, distribution, provider: SmsProvider, first_id=None, last_id=None) -> int:
-    """Settle rows left in Sending longer than the lease: Sent if the provider has them,
-    Pending again (to be sent) if it does not. Returns how many rows were settled."""
-    stale_before = timezone.now() - timedelta(seconds=lease_seconds())
+def _stale_rows(distribution, stale_before, first_id=None, last_id=None):
     stale = Message.objects.filter(
         distribution=distribution, status=MStatus.SENDING, leased_at__lt=stale_before
     )
     if first_id is not None:
         stale = stale.filter(pk__gte=first_id, pk__lte=last_id)
-    settled = 0
-    sender = distribution.sender
+    return stale.order_by("pk")
+
+
+def reconcile_range(*, distribution, provider: SmsProvider, first_id=None, last_id=None) -> int:
+    """Settle rows left in Sending longer than the lease (their worker died): Sent if the
+    provider has them, Pending again (to be sent) if it does not. The provider is asked once
+    for all of them (``find_sent_many``: Twilio lists the time range in pages), not once per
+    row. Returns how many rows were settled."""
+    stale_before = timezone.now() - timedelta(seconds=lease_seconds())
+    rows = list(
+        _stale_rows(distribution, stale_before, first_id, last_id).values(
+            "pk", "address", "body", "lease", "leased_at"
+        )[:RECONCILE_BATCH]
+    )
+    if not rows:
+        return 0
     is_email = distribution.channel == Distribution.Channel.EMAIL
-    for row in stale.order_by("pk")[:SEND_CHUNK_SIZE]:
-        since = row.leased_at - timedelta(seconds=5)
-        provider_id = (
-            provider.find_sent(
-                to=row.address,
-                sender=sender,
-                since=since,
-                body=row.body,
-                message_id=row.pk,
-                lease=row.lease,
-            )
-            if row.body or is_email
-            else None
+    # A row without a body was never rendered, so never handed over (emails: their journal).
+    asked = [row for row in rows if row["body"] or is_email]
+    found = (
+        provider.find_sent_many(
+            queries=[
+                SentQuery(
+                    message_id=row["pk"],
+                    to=row["address"],
+                    body=row["body"],
+                    lease=row["lease"],
+                    since=row["leased_at"] - timedelta(seconds=5),
+                )
+                for row in asked
+            ],
+            sender=distribution.sender,
         )
-        now = timezone.now()
-        if provider_id:
-            changed = Message.objects.filter(
-                pk=row.pk, status=MStatus.SENDING, lease=row.lease
-            ).update(
-                status=MStatus.SENT, provider_id=provider_id, sent_at=now, status_changed_at=now
-            )
-            if changed:
-                MessageEvent.objects.create(
-                    message_id=row.pk,
-                    status=MStatus.SENT,
-                    at=now,
-                    source="reconcile",
-                    detail=provider_id,
+        if asked
+        else {}
+    )
+    now = timezone.now()
+    sent = [
+        (row["pk"], MStatus.SENT, found[row["pk"]], now, now) for row in rows if row["pk"] in found
+    ]
+    marked = _mark_reconciled(sent, {row["pk"]: row["lease"] for row in rows})
+    if marked:
+        MessageEvent.objects.bulk_create(
+            [
+                MessageEvent(
+                    message_id=pk, status=MStatus.SENT, at=now, source="reconcile", detail=found[pk]
                 )
-                recipient_statuses_raised(
-                    distribution_id=distribution.pk, changes=[(row.pk, MStatus.SENT)], at=now
-                )
-                _debit(distribution, [row.pk])
-        else:
-            # Only if the lease is still stale now: a live task that refreshed it meanwhile
-            # (``_reclaim``) is about to send this row itself.
-            changed = Message.objects.filter(
-                pk=row.pk, status=MStatus.SENDING, lease=row.lease, leased_at__lt=stale_before
-            ).update(status=MStatus.PENDING, lease="", leased_at=None)
-        settled += changed
-    return settled
+                for pk in marked
+            ]
+        )
+        recipient_statuses_raised(
+            distribution_id=distribution.pk, changes=[(pk, MStatus.SENT) for pk in marked], at=now
+        )
+        _debit(distribution, marked)
+    # Only rows whose lease is still stale now: a live task that refreshed it meanwhile
+    # (``_reclaim``, ``LeaseKeeper``) is about to send them itself.
+    reset = 0
+    for lease in {row["lease"] for row in rows if row["pk"] not in found}:
+        ids = [row["pk"] for row in rows if row["pk"] not in found and row["lease"] == lease]
+        reset += Message.objects.filter(
+            pk__in=ids, status=MStatus.SENDING, lease=lease, leased_at__lt=stale_before
+        ).update(status=MStatus.PENDING, lease="", leased_at=None, due_at=now)
+    if reset:
+        distribution_enqueue(distribution=distribution)
+    return len(marked) + reset
+
+
+def _mark_reconciled(sent: list[tuple], leases: dict[int, str]) -> list[int]:
+    """Rows the provider has: Sent with its id, if still Sending under the same lease."""
+    marked: list[int] = []
+    for lease in {leases[row[0]] for row in sent}:
+        marked += update_rows_returning(
+            Message,
+            ["status", "provider_id", "sent_at", "status_changed_at"],
+            [row for row in sent if leases[row[0]] == lease],
+            where="t.status = %s AND t.lease = %s",
+            params=[MStatus.SENDING, lease],
+            casts={"sent_at": "timestamptz", "status_changed_at": "timestamptz"},
+        )
+    return marked
 
 
 def distributions_recover(*, now=None) -> dict:
-    """Periodic safety net: settle stale Sending rows, requeue stalled Pending rows, finish."""
+    """The safety net, every few seconds (beat, a worker's start, and again when a lease is
+    about to lapse): settle stale Sending rows with the provider, put distributions with
+    Pending rows back in the fair queue, kick pumps, finish what is done."""
     now = now or timezone.now()
-    stale_before = now - timedelta(seconds=lease_seconds())
     stats = {"reconciled": 0, "requeued": 0, "finished": 0}
+    soonest_stale = None
+    lanes = dict(SendLane.objects.values_list("distribution_id", "ready_at"))
     for distribution in Distribution.objects.filter(
         status=Distribution.Status.IN_PROGRESS
     ).select_related("project__brand"):
-        _account, provider = channel_provider(distribution)
+        account, provider = channel_provider(distribution)
         try:
             stats["reconciled"] += reconcile_range(distribution=distribution, provider=provider)
         finally:
             provider.close()
-        pending = Message.objects.filter(distribution=distribution, status=MStatus.PENDING)
-        recently_active = Message.objects.filter(
-            distribution=distribution, status_changed_at__gte=stale_before
-        ).exists() or (distribution.started_at and distribution.started_at >= stale_before)
-        if pending.exists() and not recently_active:
-            stats["requeued"] += distribution_enqueue_chunks(distribution=distribution)
+        oldest_lease = (
+            Message.objects.filter(distribution=distribution, status=MStatus.SENDING)
+            .order_by("leased_at")
+            .values_list("leased_at", flat=True)
+            .first()
+        )
+        if oldest_lease is not None:
+            stale_at = oldest_lease + timedelta(seconds=lease_seconds())
+            soonest_stale = min(soonest_stale or stale_at, stale_at)
+        if lanes.get(distribution.pk) is None and distribution_enqueue(
+            distribution=distribution, account=account
+        ):
+            stats["requeued"] += 1
         if distribution_finish_if_done(distribution_id=distribution.pk):
             stats["finished"] += 1
+    if fairqueue.next_ready_at() is not None and not fairqueue.pumps_kick():
+        # Every slot is held: by live pumps, or by a dead worker's until its claim lapses.
+        lapse = fairqueue.pumps_next_lapse()
+        if lapse is not None:
+            _recover_again_at(lapse)
+    if soonest_stale is not None:
+        _recover_again_at(soonest_stale)
     return stats
+
+
+def _recover_again_at(when) -> None:
+    """Run recovery again at ``when`` (a lease or a pump's claim lapses), unless a run is
+    already due sooner, so that a dead worker's rows and pumps are taken over a lease after
+    it died, whatever beat's period."""
+    from django.core.cache import cache
+
+    from distributions.tasks import distributions_recover_task
+
+    key = "relay:recover-at"
+    scheduled = cache.get(key)
+    # A run already due between now and then covers this one (a run that is due already may
+    # be this very run, which looked before ``when``).
+    if scheduled is not None and time.time() < scheduled <= when.timestamp() + 0.5:
+        return
+    delay = max(0.5, (when - timezone.now()).total_seconds() + 0.5)
+    cache.set(key, when.timestamp(), timeout=int(delay) + 1)
+    transaction.on_commit(lambda: distributions_recover_task.apply_async(countdown=delay))

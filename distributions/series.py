@@ -20,6 +20,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from credits.segments import normalize_line_breaks
 from distributions.conditions import conditions_clean
 from distributions.models import Distribution, DistributionSeries
 from projects.models import Project
@@ -149,6 +150,7 @@ def series_create(
     email series (``channel="email"``) has the email fields of ``distribution_create``; each
     run is an email invite checked by the same rules."""
     now = now or timezone.now()
+    message = normalize_line_breaks(message or "")
     email: dict = {}
     if channel == Distribution.Channel.EMAIL:
         from distributions.email_services import email_fields_clean

@@ -20,7 +20,9 @@ from django.db.models.functions import Collate, Lower, RowNumber
 from django.utils import timezone
 
 from credits.hooks_read import credits_estimate
+from credits.segments import normalize_line_breaks
 from distributions.conditions import conditions_clean, conditions_q
+from distributions.fairqueue import lane_close
 from distributions.models import Distribution, Message, MessageEvent
 from distributions.rendering import piped_fields
 from participants.models import Participant
@@ -162,6 +164,7 @@ def distribution_create(
     now = timezone.now()
     send_at = send_at or now
     sender = (sender or "").strip()
+    message = normalize_line_breaks(message or "")
     cleaned_conditions = conditions_clean(conditions)
     email: dict = {}
     if channel == Distribution.Channel.EMAIL:
@@ -227,6 +230,7 @@ def _queue_start(distribution_id: int) -> None:
 
 
 EDITABLE = ("message", "sender", "conditions", "send_at", "name", *EMAIL_FIELDS)
+MESSAGE_TEXT_FIELDS = ("message", "text_body")  # their line breaks are normalised
 
 
 def distribution_update(*, distribution: Distribution, actor=None, **changes) -> Distribution:
@@ -256,6 +260,8 @@ def distribution_update(*, distribution: Distribution, actor=None, **changes) ->
                 )
             )
         for name, value in changes.items():
+            if name in MESSAGE_TEXT_FIELDS and isinstance(value, str):
+                value = normalize_line_breaks(value)
             setattr(locked, name, value.strip() if isinstance(value, str) else value)
         email: dict = {}
         if locked.channel == Distribution.Channel.EMAIL:
@@ -340,6 +346,7 @@ def distribution_cancel(*, distribution: Distribution, actor=None) -> Distributi
     if locked.status == Status.INTERRUPTED:
         from distributions.sending import release_credits
 
+        lane_close(distribution_id=locked.pk)
         # Settle now rather than at the next balance read; in-flight holds stay until settled.
         release_credits(distribution=locked)
     distribution.refresh_from_db()
@@ -365,34 +372,39 @@ def distributions_due(*, now: datetime | None = None) -> list[int]:
 
 
 def distribution_start(*, distribution_id: int) -> dict:
-    """Claim, check the project, materialise recipients and hand chunks to the senders."""
-    if not distribution_claim(distribution_id=distribution_id):
-        return {"started": False}
-    distribution = Distribution.objects.select_related("project__brand").get(pk=distribution_id)
-    project = distribution.project
-    if not project.is_collecting:
-        _finish(
-            distribution,
-            Status.FAILED,
-            INACTIVE_PROJECT_MESSAGE.format(stage=project.get_stage_display())
-            if project.stage != Project.Stage.ACTIVE
-            else "The project is outside its availability window.",
-        )
-        return {"started": False, "failed": "inactive project"}
-    if distribution.trigger == Distribution.TRIGGER_COMPLETION:
-        # Sends one recipient at a time, as they complete (``distribution_on_completion``).
-        return {"started": True, "chunks": 0, "trigger": distribution.trigger}
+    """Claim, check the project, materialise recipients and put them in the fair queue.
+
+    The claim and the materialisation commit together: until its recipient rows exist, the
+    distribution is not In progress for anyone else (recovery would otherwise find it In
+    progress without rows and finish it as if nobody matched).
+    """
     with transaction.atomic():
+        if not distribution_claim(distribution_id=distribution_id):
+            return {"started": False}
+        distribution = Distribution.objects.select_related("project__brand").get(pk=distribution_id)
+        project = distribution.project
+        if not project.is_collecting:
+            _finish(
+                distribution,
+                Status.FAILED,
+                INACTIVE_PROJECT_MESSAGE.format(stage=project.get_stage_display())
+                if project.stage != Project.Stage.ACTIVE
+                else "The project is outside its availability window.",
+            )
+            return {"started": False, "failed": "inactive project"}
+        if distribution.trigger == Distribution.TRIGGER_COMPLETION:
+            # Sends one recipient at a time, as they complete (``distribution_on_completion``).
+            return {"started": True, "pending": 0, "trigger": distribution.trigger}
         counts = distribution_materialise(distribution=distribution)
-        from distributions.sending import distribution_enqueue_chunks, reserve_credits
+        from distributions.sending import distribution_enqueue, reserve_credits
 
         if distribution.channel == Distribution.Channel.EMAIL:
             _enforce_weekly_limit(distribution)
         reserve_credits(distribution=distribution)
-        chunks = distribution_enqueue_chunks(distribution=distribution)
-    if not chunks:
+        pending = distribution_enqueue(distribution=distribution)
+    if not pending:
         distribution_finish_if_done(distribution_id=distribution.pk)
-    return {"started": True, "chunks": chunks, **counts}
+    return {"started": True, "pending": pending, **counts}
 
 
 def _enforce_weekly_limit(distribution: Distribution) -> None:
@@ -413,7 +425,7 @@ def distribution_on_completion(*, response) -> int:
     if not response.participant_id:
         return 0
     from distributions.email_services import weekly_limit_error
-    from distributions.sending import distribution_enqueue_chunks
+    from distributions.sending import distribution_enqueue
 
     queued = 0
     for distribution in Distribution.objects.filter(
@@ -430,7 +442,7 @@ def distribution_on_completion(*, response) -> int:
                 _close_open_messages(
                     distribution, status=MStatus.FAILED, reason=f"Not sent: {error}"
                 )
-            queued += distribution_enqueue_chunks(distribution=distribution)
+            queued += distribution_enqueue(distribution=distribution)
     return queued
 
 
@@ -628,6 +640,7 @@ def _finish(distribution: Distribution, status: str, reason: str) -> bool:
             reason,
             now,
         )
+        lane_close(distribution_id=distribution.pk)
         from distributions.sending import release_credits
 
         release_credits(distribution=distribution)

@@ -1,11 +1,18 @@
-"""Thin tasks: load by id, call one service, return a small stats dict."""
+"""Thin tasks: load by id, call one service, return a small stats dict.
+
+Every task runs on the ``control`` queue but the pumps, which run on ``send``
+(``CELERY_TASK_ROUTES``): starting, finishing, recovery, imports, webhook deliveries and
+provider receipts never wait behind sending.
+"""
 
 from __future__ import annotations
 
 from celery import shared_task
+from celery.signals import worker_ready
 
-from distributions import sending, services
+from distributions import pump, sending, services
 from distributions.locks import periodic_lock
+from distributions.models import Distribution
 
 
 @shared_task(name="distributions.tasks.distribution_start_task")
@@ -13,15 +20,21 @@ def distribution_start_task(distribution_id: int) -> dict:
     return services.distribution_start(distribution_id=distribution_id)
 
 
-@shared_task(
-    name="distributions.tasks.send_chunk_task",
-    acks_late=True,
-    reject_on_worker_lost=True,
-)
+@shared_task(name="distributions.tasks.send_pump_task", ignore_result=True, acks_late=False)
+def send_pump_task(slot: int, ticket: str) -> dict:
+    """A pump slice (``distributions.pump``). Acknowledged on receipt: a pump holds no
+    rows between batches, and a dead worker's slot is claimed again by the next kick."""
+    return pump.pump_run(slot=slot, ticket=ticket)
+
+
+@shared_task(name="distributions.tasks.send_chunk_task")
 def send_chunk_task(distribution_id: int, first_id: int, last_id: int, attempt: int = 0) -> dict:
-    return sending.send_chunk(
-        distribution_id=distribution_id, first_id=first_id, last_id=last_id, attempt=attempt
-    )
+    """Chunk tasks queued by a release before the fair queue: their distribution goes into
+    the fair queue instead (its rows are sent by the pumps)."""
+    distribution = Distribution.objects.select_related("project__brand").get(pk=distribution_id)
+    if distribution.status != Distribution.Status.IN_PROGRESS:
+        return {"skipped": distribution.status}
+    return {"pending": sending.distribution_enqueue(distribution=distribution)}
 
 
 @shared_task(name="distributions.tasks.distributions_dispatch_due_task")
@@ -36,12 +49,27 @@ def distributions_dispatch_due_task() -> dict:
         return {"started": started}
 
 
+# A recovery that takes longer (a huge reconciliation) only lets a second one start: every
+# change it makes is conditional. A dead worker's lock lapses after this.
+RECOVER_LOCK_SECONDS = 30
+
+
 @shared_task(name="distributions.tasks.distributions_recover_task")
 def distributions_recover_task() -> dict:
-    with periodic_lock("recover", timeout=300) as acquired:
+    with periodic_lock("recover", timeout=RECOVER_LOCK_SECONDS) as acquired:
         if not acquired:
-            return {"skipped": "another recovery is running"}
+            # The run in progress may have looked before what this one was queued for (a
+            # lease that just lapsed): look again shortly rather than never.
+            distributions_recover_task.apply_async(countdown=2)
+            return {"skipped": "another recovery is running; again in 2 s"}
         return sending.distributions_recover()
+
+
+@worker_ready.connect
+def _recover_when_a_worker_starts(sender=None, **kwargs) -> None:
+    """A worker that (re)starts runs recovery at once: a dead worker's pumps are replaced
+    and its rows settled without waiting for beat."""
+    distributions_recover_task.apply_async(countdown=1)
 
 
 @shared_task(name="distributions.tasks.outbox_deliver_task")

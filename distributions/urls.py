@@ -4,6 +4,7 @@ from django.urls import path
 
 from distributions import views
 from distributions.email_views import EmailSettingsView
+from distributions.ops_views import SendingNowView
 from distributions.provider_views import ProviderSettingsView
 
 app_name = "distributions"
@@ -46,6 +47,7 @@ urlpatterns = [
         name="history_csv",
     ),
     path("outbox/", views.OutboxView.as_view(), name="outbox"),
+    path("ops/sending/", SendingNowView.as_view(), name="ops_sending"),
     path("settings/sms/", ProviderSettingsView.as_view(), name="provider"),
     path("settings/email/", EmailSettingsView.as_view(), name="email_settings"),
 ]

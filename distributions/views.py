@@ -14,6 +14,7 @@ and typed in the brand's time zone (activated for the whole request).
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 
 from django.contrib import messages
@@ -60,6 +61,10 @@ OUTBOX_THREADS_PER_PAGE = 10
 # that "Send now" shows the run start without a reload.
 POLL_WHEN_DUE_WITHIN = timedelta(seconds=60)
 POLL_SECONDS = 2
+# A page opened earlier asks again when polling should begin (once, htmx's "load delay"); at
+# most this long, so that a send time edited elsewhere is seen, and within what a browser
+# timer can hold (24.8 days).
+WAKE_AT_MOST = timedelta(hours=1)
 PIPED_FIELDS = [
     ("first_name", "First name"),
     ("last_name", "Last name"),
@@ -149,6 +154,18 @@ def should_poll(distribution: Distribution) -> bool:
         distribution.status == Status.SCHEDULED
         and distribution.send_at <= timezone.now() + POLL_WHEN_DUE_WITHIN
     )
+
+
+def seconds_until_polling(distribution: Distribution) -> int | None:
+    """For a Scheduled distribution not yet due within POLL_WHEN_DUE_WITHIN: the whole seconds
+    (at least 1) until it is, capped at WAKE_AT_MOST; None when the page has nothing to wait
+    for (it polls already, the run is over, or it sends on each completion)."""
+    if distribution.trigger or distribution.status != Status.SCHEDULED:
+        return None
+    if should_poll(distribution):
+        return None
+    wait = distribution.send_at - POLL_WHEN_DUE_WITHIN - timezone.now()
+    return max(1, math.ceil(min(wait, WAKE_AT_MOST).total_seconds()))
 
 
 class DistributionPageMixin(BrandPageMixin):
@@ -695,6 +712,7 @@ def live_context(distribution: Distribution) -> dict:
         "metrics": metrics,
         "polling": should_poll(distribution),
         "poll_seconds": POLL_SECONDS,
+        "wake_in": seconds_until_polling(distribution),
         "kind_label": kind_label(distribution),
         "audience_label": audience_label(distribution),
         "is_email": distribution.is_email,

@@ -72,7 +72,7 @@ class Keyword(StrEnum):
     """What an inbound reply asks for."""
 
     STOP = "STOP"  # opt out
-    START = "START"  # opt back in
+    START = "START"  # re-subscribe at the provider; never a Relay opt-in (brand admins only)
     HELP = "HELP"  # send the help message
     OTHER = "OTHER"  # not a keyword: an ordinary reply
 

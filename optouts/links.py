@@ -1,7 +1,10 @@
 """The signed opt-out link of one message: short, unguessable, valid 10 days after sending.
 
-A token is the message id in base 62 followed by a 10-character HMAC of it (``SECRET_KEY``):
-about 15 characters, so that it costs few SMS characters, and 62^10 guesses per message id.
+A token is the message id in base 62, left-padded with zeros to ``ID_WIDTH`` digits, followed by
+a 10-character HMAC of it (``SECRET_KEY``): 16 characters whatever the message id (up to 62^6 - 1,
+56.8 billion messages), so that the live counter and the estimate, which count the link before
+the message exists, count exactly what is sent; and 62^10 guesses per message id. Tokens made
+before the padding (11 to 15 characters) still read: leading zeros do not change the id.
 It carries no brand: the message it names decides the brand, so a token only ever opts out
 the recipient of that message in the brand that sent it.
 """
@@ -17,6 +20,8 @@ from django.utils import timezone
 
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 SIGNATURE_LENGTH = 10  # 62^10 ≈ 8e17 guesses per message id
+ID_WIDTH = 6  # base-62 digits of the message id: 62^6 ≈ 5.7e10 ids before a token grows
+TOKEN_LENGTH = ID_WIDTH + SIGNATURE_LENGTH
 LINK_VALID_DAYS = 10  # the seed: "Opt-out links expire 10 days after the message is sent."
 LINK_VALIDITY = timedelta(days=LINK_VALID_DAYS)
 
@@ -45,7 +50,7 @@ def _signature(message_id: int) -> str:
 
 
 def opt_out_token(message_id: int) -> str:
-    return f"{_b62(message_id)}{_signature(message_id)}"
+    return f"{_b62(message_id).rjust(ID_WIDTH, '0')}{_signature(message_id)}"
 
 
 def opt_out_token_read(token: str) -> int | None:

@@ -32,9 +32,10 @@ OPTED_OUT_FIELD = "Opted out"
 # The seed: a STOP within 2 days of our message marks the directory; a later one is recorded
 # at the provider level only.
 DIRECTORY_WINDOW = timedelta(days=2)
+# START never opts anyone back in (only a brand admin does, the seed): the reply says so.
 DEFAULT_HELP_TEXT = (
-    "{brand}: survey invitations by text message. Reply STOP to opt out, START to opt back in. "
-    "Msg & data rates may apply."
+    "{brand}: survey invitations by text message. Reply STOP to opt out. To get them again "
+    "after opting out, contact {brand}. Msg & data rates may apply."
 )
 GENERIC_HELP_TEXT = "Survey invitations by text message. Reply STOP to opt out."
 MAX_BODY_LENGTH = 5000  # Twilio bodies are at most 1,600 characters; keep a margin, no more

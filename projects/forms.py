@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django import forms
 
+from distributions.forms import MessageField
 from distributions.models import DistributionSeries
 from projects.models import Project, Question
 
@@ -114,7 +115,7 @@ WEEKDAYS = [
 
 class SeriesForm(forms.Form):
     name = forms.CharField(max_length=200, required=False)
-    message = forms.CharField(
+    message = MessageField(
         widget=forms.Textarea(attrs={"rows": 3}),
         max_length=1600,
         help_text="Piped fields work as in any text message: ${first_name}, ${link}…",

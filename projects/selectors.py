@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
-from django.db.models import Count, Exists, F, OuterRef, Q
+from django.db.models import Case, CharField, Count, Exists, F, OuterRef, Q, When
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
@@ -87,6 +87,21 @@ def respondent_counts(*, project: Project) -> dict:
     }
 
 
+def response_channel():
+    """The channel a response is counted and exported under: for an answer through a
+    transactional link, its distribution's channel label (``push``, ``kiosk``…; ``api`` by
+    default); otherwise the channel recorded with the response."""
+    return Case(
+        When(
+            channel=Response.Channel.API,
+            distribution__label__gt="",
+            then=F("distribution__label"),
+        ),
+        default=F("channel"),
+        output_field=CharField(),
+    )
+
+
 def responses_summary(*, project: Project, zone, now: datetime | None = None) -> dict:
     """The distribution summary (overview seed): responses per channel per day for the chart,
     and per channel totals (complete, partial, last 24 hours, last 7 days) for the table."""
@@ -100,19 +115,20 @@ def responses_summary(*, project: Project, zone, now: datetime | None = None) ->
             status=Response.Status.COMPLETE,
             completed_at__gte=now - timedelta(days=SUMMARY_DAYS + 1),
         )
-        .annotate(day=TruncDate("completed_at", tzinfo=zone))
-        .values("day", "channel")
+        .annotate(day=TruncDate("completed_at", tzinfo=zone), counted_as=response_channel())
+        .values("day", "counted_as")
         .annotate(n=Count("pk"))
         .order_by()
     )
     counts: dict[str, dict] = {}
     for row in per_day:
-        counts.setdefault(row["channel"], {})[row["day"]] = row["n"]
+        counts.setdefault(row["counted_as"], {})[row["day"]] = row["n"]
     day_ago, week_ago = now - timedelta(days=1), now - timedelta(days=7)
     complete = Q(status=Response.Status.COMPLETE)
     totals = (
         Response.objects.filter(project=project)
-        .values("channel")
+        .annotate(counted_as=response_channel())
+        .values("counted_as")
         .annotate(
             complete=Count("pk", filter=complete),
             partial=Count("pk", filter=Q(status=Response.Status.PARTIAL)),
@@ -122,8 +138,12 @@ def responses_summary(*, project: Project, zone, now: datetime | None = None) ->
         .order_by()
     )
     table = [
-        {**row, "label": channels.get(row["channel"], row["channel"])}
-        for row in sorted(totals, key=lambda r: (-r["complete"], r["channel"]))
+        {
+            **{k: v for k, v in row.items() if k != "counted_as"},
+            "channel": row["counted_as"],
+            "label": channels.get(row["counted_as"], row["counted_as"]),
+        }
+        for row in sorted(totals, key=lambda r: (-r["complete"], r["counted_as"]))
     ]
     return {
         "labels": [day.isoformat() for day in days],
@@ -181,10 +201,10 @@ def _answer_text(value) -> str:
 
 def _response_rows(project, questions, zone, status) -> Iterator[list]:
     queryset = response_list(project=project, status=status).order_by("completed_at", "pk")
-    values = queryset.values_list(
+    values = queryset.annotate(counted_as=response_channel()).values_list(
         "pk",
         "status",
-        "channel",
+        "counted_as",
         "started_at",
         "completed_at",
         "participant__person__person_id",

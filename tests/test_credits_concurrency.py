@@ -19,6 +19,7 @@ from participants.models import Participant, Person
 from tests.factories.credits import CountryRateFactory, grant
 from tests.factories.distributions import DistributionFactory, ProviderAccountFactory
 from tests.factories.projects import ProjectFactory
+from tests.progress import KillClock, distribution_progress, until
 
 pytestmark = [
     pytest.mark.integration,
@@ -42,15 +43,6 @@ def populate(project, offset: int) -> None:
         ]
     )
     Participant.objects.bulk_create([Participant(project=project, person=p) for p in people])
-
-
-def wait_until(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return predicate()
 
 
 def describe(distributions, workers) -> str:
@@ -96,7 +88,11 @@ def test_two_workers_starting_two_distributions_share_one_small_balance(start_wo
         ).count()
         return done == closed == len(distributions)
 
-    assert wait_until(finished, timeout=90), describe(distributions, workers)
+    until(
+        finished,
+        progress=lambda: [distribution_progress(d) for d in distributions],
+        describe=lambda: describe(distributions, workers),
+    )
 
     # Reserved together at most what existed (each under the brand's lock).
     reserved = CreditEntry.objects.filter(
@@ -155,21 +151,30 @@ def test_a_worker_killed_mid_send_leaves_every_message_debited_exactly_once(star
         env = {
             "TWILIO_API_BASE_URL": fake.base_url,
             "RELAY_SEND_LEASE_SECONDS": "4",
-            "CELERY_VISIBILITY_TIMEOUT": "8",
+            "RELAY_PROVIDER_TIMEOUT_SECONDS": "2",
         }
         worker = start_worker(concurrency=2, extra_env=env)
         distribution = distribution_create(project=project, message="Hello ${first_name}")
-        assert wait_until(lambda: fake.stats()["accepted"] >= 700, timeout=60), worker.output()
+        clock = KillClock(lambda: fake.counters()["accepted"])
+        until(lambda: clock.measure() >= 1, progress=clock.measure, describe=worker.output)
+        clock.mark()
+        until(lambda: clock.measure() >= 700, progress=clock.measure, describe=worker.output)
         worker.kill(signal.SIGKILL)
-        assert fake.stats()["accepted"] < count, "finished before the worker could be killed"
+        assert clock.mark() < count, "finished before the worker could be killed"
         start_worker(concurrency=2, extra_env=env)
+        ready = time.monotonic()
 
         def settled():
             return CreditReservation.objects.filter(
                 distribution=distribution, closed_at__isnull=False
             ).exists()
 
-        assert wait_until(settled, timeout=150), describe([distribution], [worker])
+        until(
+            settled,
+            progress=lambda: distribution_progress(distribution),
+            describe=lambda: describe([distribution], [worker]),
+        )
+        clock.assert_recovered(total=count, ready=ready, finished=time.monotonic())
         distribution.refresh_from_db()
         assert distribution.status == D.SENT, distribution.status_reason
         assert fake.stats()["accepted"] == count

@@ -758,7 +758,46 @@ def test_a_due_scheduled_distribution_is_watched_a_far_one_is_not(tenancy, admin
         project=tenancy.project_a, send_at=timezone.now() + timedelta(days=1)
     )
     assert "Waiting for a worker to start sending" in text(admin.get(url("detail", due.pk)))
-    assert "hx-trigger" not in text(admin.get(url("detail", later.pk)))
+    far = text(admin.get(url("detail", later.pk)))
+    assert 'hx-trigger="every' not in far and "Waiting for a worker" not in far
+
+
+def wake_in(content: str) -> int | None:
+    """The seconds after which the page asks whether to start polling (htmx "load delay")."""
+    found = re.search(r'hx-trigger="load delay:(\d+)s"[^>]*data-wake-in="(\d+)"', content)
+    return int(found[1]) if found else None
+
+
+def test_a_page_opened_early_starts_polling_when_the_send_time_approaches(tenancy, admin):
+    """The page schedules, from the send time it was rendered with, the moment polling must
+    begin (a minute before sending); asked then, the live part answers with polling on."""
+    soon = DistributionFactory(
+        project=tenancy.project_a, send_at=timezone.now() + timedelta(seconds=90)
+    )
+    page = text(admin.get(url("detail", soon.pk)))
+    assert 'hx-trigger="every' not in page
+    assert 25 <= wake_in(page) <= 30  # 90 s away, polling from 60 s before
+    assert f'hx-get="{url("live", soon.pk)}"' in page
+
+    # A far one asks again within the hour (a browser timer cannot hold weeks, and the send
+    # time may be edited meanwhile); asked before it is due, the live part re-arms.
+    far = DistributionFactory(
+        project=tenancy.project_a, send_at=timezone.now() + timedelta(days=40)
+    )
+    assert wake_in(text(admin.get(url("detail", far.pk)))) == 3600
+    assert wake_in(text(admin.get(url("live", far.pk), HTTP_HX_REQUEST="true"))) == 3600
+
+    # When it is asked once due, it polls.
+    Distribution.objects.filter(pk=soon.pk).update(send_at=timezone.now() + timedelta(seconds=30))
+    live = text(admin.get(url("live", soon.pk), HTTP_HX_REQUEST="true"))
+    assert 'hx-trigger="every 2s"' in live and wake_in(live) is None
+    assert "Waiting for a worker to start sending" in live
+
+
+def test_nothing_to_wait_for_schedules_nothing(tenancy, admin):
+    later = timezone.now() + timedelta(hours=2)
+    cancelled = DistributionFactory(project=tenancy.project_a, send_at=later, status=S.CANCELLED)
+    assert "hx-trigger" not in text(admin.get(url("detail", cancelled.pk)))
 
 
 def test_history_table_filters_by_status_and_paginates(tenancy, admin):

@@ -34,21 +34,29 @@ def add(project, first, last, phone, team):
     return ParticipantFactory(project=project, person=person)
 
 
-def test_schedule_send_now_watch_it_finish_and_download_the_history(
-    live_server, tenancy, eager_tasks, page
-):
-    from playwright.sync_api import expect
-
+def self_service_project(tenancy, *, with_alan: bool = True):
+    """Brand A, self-service (the provider bills the brand, so every message is covered); its
+    project's participants are Ada and Grace of Sales (and Alan of R&D)."""
     brand = tenancy.brand_a
-    brand.time_zone = "Europe/Paris"
-    # Self-service: the provider bills the brand, so every message is covered.
     brand.integration_model = Brand.IntegrationModel.SELF_SERVICE
     brand.save()
     project = tenancy.project_a
     tenancy.participant_a.delete()
     add(project, "Ada", "Lovelace", "+14155550101", "Sales")
     add(project, "Grace", "Hopper", "+14155550103", "Sales")
-    add(project, "Alan", "Turing", "+447911123456", "R&D")
+    if with_alan:
+        add(project, "Alan", "Turing", "+447911123456", "R&D")
+    return brand, project
+
+
+def test_schedule_send_now_watch_it_finish_and_download_the_history(
+    live_server, tenancy, eager_tasks, page
+):
+    from playwright.sync_api import expect
+
+    brand, project = self_service_project(tenancy)
+    brand.time_zone = "Europe/Paris"
+    brand.save()
     user = browser_user(brand, role=Role.PROJECT_ADMIN, username="pat")
 
     login(page, live_server, user)
@@ -59,7 +67,9 @@ def test_schedule_send_now_watch_it_finish_and_download_the_history(
     expect(page.locator("h1")).to_have_text("Schedule a text message")
 
     counter = page.locator("#segment-counter")
-    expect(counter).to_contain_text("0 segments")
+    # Empty: one segment, as Twilio's calculator counts it (scheduling still refuses it).
+    expect(counter).to_contain_text("1 segment")
+    expect(counter).to_contain_text("160 of 160 characters left in this segment")
     message = page.locator("#id_message")
     message.press_sequentially("Hi ${first_name}, how was your week? ", delay=5)
     expect(counter).to_contain_text("1 segment")
@@ -150,4 +160,65 @@ def test_schedule_send_now_watch_it_finish_and_download_the_history(
     expect(page.locator('[data-metric="delivered"]')).to_have_text("2")
     expect(page.locator("#send-progress")).to_have_count(0)
     expect(page.get_by_role("button", name="Stop sending")).to_have_count(0)
+    assert page.js_errors == []
+
+
+def test_the_counter_counts_what_is_stored_sent_and_billed(live_server, tenancy, eager_tasks, page):
+    """Four typed lines of 160 characters: one segment on the page, and one segment in the
+    stored text and in every recipient row (the form submits CR LF; the server keeps LF)."""
+    from playwright.sync_api import expect
+
+    brand, project = self_service_project(tenancy, with_alan=False)
+    user = browser_user(brand, role=Role.PROJECT_ADMIN, username="lines")
+    login(page, live_server, user)
+    page.goto(live_server.url + reverse("distributions:create", args=[project.pk]))
+
+    lines = ["a" * 40, "b" * 40, "c" * 40, "d" * 37]
+    message = page.locator("#id_message")
+    for index, line in enumerate(lines):
+        if index:
+            message.press("Enter")
+        message.press_sequentially(line)
+    counter = page.locator("#segment-counter")
+    expect(counter).to_contain_text("0 of 160 characters left in this segment")
+    shown = int(counter.get_attribute("data-segments"))
+    assert shown == 1
+
+    page.locator("#id_name").fill("Four lines")
+    page.locator("#submit-button").click()
+    page.wait_for_url(re.compile(r"/distributions/\d+/$"))
+    expect(page.locator("#distribution-status")).to_have_text("Sent", timeout=30_000)
+    distribution = Distribution.objects.get(name="Four lines")
+    assert distribution.message == "\n".join(lines)
+    rows = distribution.messages.all()
+    assert [(row.body, row.segments) for row in rows] == [(distribution.message, shown)] * 2
+    assert page.js_errors == []
+
+
+def test_a_page_opened_early_starts_polling_by_itself(live_server, tenancy, page):
+    """Opened ten minutes before its send time, the page schedules from that send time the
+    moment to ask again (a minute before sending) and switches to polling then, without a
+    reload. The browser's clock is Playwright's (fast-forwarded instead of waited for); the
+    server's is moved by bringing the send time closer, as nine minutes would."""
+    from playwright.sync_api import expect
+
+    distribution = DistributionFactory(
+        project=tenancy.project_a, send_at=timezone.now() + timezone.timedelta(minutes=10)
+    )
+    user = browser_user(tenancy.brand_a, role=Role.VIEWER, username="watcher")
+    login(page, live_server, user)
+    page.clock.install()
+    page.goto(live_server.url + reverse("distributions:detail", args=[distribution.pk]))
+    live = page.locator("#live")
+    expect(live).to_have_attribute("hx-trigger", re.compile(r"^load delay:\d+s$"))
+    wake = int(live.get_attribute("data-wake-in"))
+    assert 480 < wake <= 540  # ten minutes away, polling from one minute before
+    expect(page.get_by_text("Waiting for a worker to start sending")).to_be_hidden()
+
+    Distribution.objects.filter(pk=distribution.pk).update(
+        send_at=timezone.now() + timezone.timedelta(seconds=50)
+    )
+    page.clock.fast_forward(wake * 1000)
+    expect(live).to_have_attribute("hx-trigger", "every 2s")
+    expect(page.get_by_text("Waiting for a worker to start sending")).to_be_visible()
     assert page.js_errors == []

@@ -7,6 +7,7 @@ import base64
 import email
 import email.policy
 import signal
+import time
 from collections import Counter
 
 from django.utils import timezone
@@ -20,8 +21,8 @@ from distributions.models import Distribution, EmailDomain, Message
 from distributions.services import distribution_create
 from distributions.verp import verp_message_id
 from participants.models import Participant, Person
+from tests.progress import KillClock, until, wait_until_finished
 from tests.smtp_server import SmtpServer
-from tests.test_reliability import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 BODY = (
@@ -79,14 +80,6 @@ def smtp_env(server, **extra) -> dict:
     }
 
 
-def finished(distribution):
-    def check():
-        distribution.refresh_from_db()
-        return distribution.is_finished
-
-    return check
-
-
 def test_2000_emails_arrive_once_each_with_values_headers_and_dkim(start_worker, tenancy):
     project = tenancy.project_a
     tenancy.participant_a.delete()
@@ -102,7 +95,7 @@ def test_2000_emails_arrive_once_each_with_values_headers_and_dkim(start_worker,
             from_name="Alpha",
             from_address="surveys@alpha.test",
         )
-        assert wait_until(finished(distribution), timeout=240, every=0.5), distribution.status
+        wait_until_finished(distribution)
         received = server.messages
     assert distribution.status == Distribution.Status.SENT, distribution.status_reason
     per_address = Counter(r.rcpt_tos[0] for r in received)
@@ -131,17 +124,27 @@ def test_worker_killed_mid_send_loses_and_duplicates_no_email(start_worker, tena
     addresses = populate(project, 4000)
     with SmtpServer() as server:
         server.behaviour.hang_seconds = 0.003  # slow enough to be killed mid-distribution
-        env = smtp_env(server, RELAY_SEND_LEASE_SECONDS="4", CELERY_VISIBILITY_TIMEOUT="8")
+        env = smtp_env(
+            server,
+            RELAY_SEND_LEASE_SECONDS="4",
+            RELAY_PROVIDER_TIMEOUT_SECONDS="2",
+            EMAIL_TIMEOUT="2",
+        )
         worker = start_worker(concurrency=2, extra_env=env)
         distribution = distribution_create(
             project=project, channel="email", subject="Hi ${first_name}", message=BODY
         )
-        assert wait_until(lambda: server.count >= 800, timeout=120), worker.output()
+        clock = KillClock(lambda: server.count)
+        until(lambda: server.count >= 1, progress=lambda: server.count, describe=worker.output)
+        clock.mark()
+        until(lambda: server.count >= 800, progress=lambda: server.count, describe=worker.output)
         worker.kill(signal.SIGKILL)
-        killed_at = server.count
+        killed_at = clock.mark()
         assert killed_at < 4000, "the distribution finished before the worker could be killed"
         start_worker(concurrency=2, extra_env=env)
-        assert wait_until(finished(distribution), timeout=240, every=0.5), distribution.status
+        ready = time.monotonic()
+        wait_until_finished(distribution)
+        clock.assert_recovered(total=4000, ready=ready, finished=time.monotonic())
         received = server.messages
     assert distribution.status == Distribution.Status.SENT, distribution.status_reason
     per_address = Counter(r.rcpt_tos[0] for r in received)

@@ -176,7 +176,8 @@ def test_a_stop_arriving_mid_send_through_the_fake(brand, fake, live_server, sta
     has not come reply STOP at once through Twilio's webhook. None of them is messaged
     afterwards (the exact timing proof, against the opt-out's own timestamp, is the
     5,000-recipient outbox test in test_optout_guarantee.py)."""
-    from tests.test_optout_guarantee import populate, wait_until
+    from tests.progress import until, wait_until_finished
+    from tests.test_optout_guarantee import populate
 
     fake_sends_to = fake.sent_to
     fake.set_callbacks(enabled=False)  # 1,500 delivery callbacks would queue ahead of the STOPs
@@ -189,7 +190,11 @@ def test_a_stop_arriving_mid_send_through_the_fake(brand, fake, live_server, sta
     worker = start_worker(concurrency=2 if connection.vendor == "postgresql" else 1, extra_env=env)
     distribution = send(project, "Hi ${first_name}")
     rows = Message.objects.filter(distribution=distribution)
-    assert wait_until(lambda: fake.stats()["accepted"] >= 100, 60), worker.output()
+    until(
+        lambda: fake.counters()["accepted"] >= 100,
+        progress=lambda: fake.counters()["accepted"],
+        describe=worker.output,
+    )
     # The last rows by id go out last (a chunk's windows go in id order); they may be leased
     # already (a send task takes 1,000 rows at once) but not handed over.
     victims = list(
@@ -203,11 +208,7 @@ def test_a_stop_arriving_mid_send_through_the_fake(brand, fake, live_server, sta
         answers = list(pool.map(lambda n: fake.inbound(n, SENDER, "STOP", url), victims))
     assert answers == [200] * len(victims)
 
-    def finished():
-        distribution.refresh_from_db()
-        return distribution.is_finished
-
-    assert wait_until(finished, 120, every=0.5), worker.output()
+    wait_until_finished(distribution, describe=worker.output)
     skipped = carrier = 0
     for number in victims:
         row = rows.get(address=number)

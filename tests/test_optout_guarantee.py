@@ -24,6 +24,7 @@ from optouts.models import OptOut, Scope, Source
 from optouts.services import optout_record
 from participants.models import Participant, Person
 from tests.factories.distributions import DistributionFactory, ProviderAccountFactory
+from tests.progress import until, wait_until_finished
 from tests.test_optout_support import self_service
 
 S = Message.Status
@@ -42,15 +43,6 @@ def populate(project, count: int, start: int = 0) -> list[str]:
         [Participant(project=project, person=person) for person in people], batch_size=1000
     )
     return phones
-
-
-def wait_until(predicate, timeout: float, every: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(every)
-    return predicate()
 
 
 # --- each window re-checks ----------------------------------------------------------------
@@ -222,9 +214,8 @@ def test_opt_outs_while_a_real_worker_sends_5000(start_worker, tenancy):
     distribution = distribution_create(project=project, message="Hello ${first_name}")
     rows = Message.objects.filter(distribution=distribution)
 
-    assert wait_until(lambda: rows.filter(status__in=Message.HANDED_OVER).count() >= 600, 90), (
-        worker.output()
-    )
+    handed = rows.filter(status__in=Message.HANDED_OVER)
+    until(lambda: handed.count() >= 600, progress=handed.count, describe=worker.output)
     # 300 recipients whose turn has not come reply STOP, several at once, as replies arrive
     # (and one who was already messaged does too).
     not_yet = list(
@@ -245,11 +236,7 @@ def test_opt_outs_while_a_real_worker_sends_5000(start_worker, tenancy):
     with ThreadPoolExecutor(max_workers=4) as pool:
         opted_at = dict(pool.map(reply_stop, victims))
 
-    def finished():
-        distribution.refresh_from_db()
-        return distribution.is_finished
-
-    assert wait_until(finished, 180, every=0.5), worker.output()
+    wait_until_finished(distribution, describe=worker.output)
     assert distribution.status == Distribution.Status.SENT, distribution.status_reason
 
     outbox = OutboxMessage.objects.filter(brand=tenancy.brand_a)

@@ -424,3 +424,27 @@ def test_inbound_brand_a_stop_is_visible_to_brand_a_only(client, numbers, api_cl
     assert InboundMessage.objects.for_brand(numbers.brand_b).count() == 0
     assert InboundMessage.objects.for_brand(numbers.brand_a).count() == 1
     assert Person.objects.filter(metadata__has_key="Opted out").count() == 1
+
+
+def test_the_help_reply_says_what_start_does_and_so_do_the_docs(client, numbers):
+    """Only a brand admin opts a person back in (the seed): the HELP reply must not promise that
+    START does, and docs/optouts.md quotes the reply the code sends."""
+    import re
+    from html import unescape
+    from pathlib import Path
+
+    from optouts.services import DEFAULT_HELP_TEXT
+
+    sent_message(numbers.project_a, PHONE)
+    stop_from(client)
+    stop_from(client, body="START")
+    assert OptOut.objects.get().active  # START did not opt back in...
+    reply = unescape(stop_from(client, body="HELP").content.decode())
+    assert "START" not in reply and "opt back in" not in reply  # ...and HELP does not say so
+    assert "Reply STOP to opt out." in reply and "contact Alpha" in reply
+
+    docs = Path(__file__).resolve().parent.parent / "docs" / "optouts.md"
+    flat = " ".join(docs.read_text().split())
+    quoted = " ".join(DEFAULT_HELP_TEXT.format(brand="<Brand>").split())
+    assert f'*"{quoted}"*' in flat
+    assert not re.search(r"START to opt (back )?in", flat)

@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
-from django.urls import resolve
+from django.urls import resolve, reverse
 from django.utils import timezone
 
 import pytest
 
 from distributions.models import Distribution, Message, OutboxMessage
 from distributions.services import distribution_create
-from optouts.links import LINK_VALIDITY, opt_out_token, opt_out_url
+from optouts.links import (
+    LINK_VALIDITY,
+    SIGNATURE_LENGTH,
+    TOKEN_LENGTH,
+    _b62,
+    _signature,
+    opt_out_token,
+    opt_out_token_read,
+    opt_out_url,
+)
 from optouts.models import OptOut, OptOutEvent, Scope, Source
 from optouts.services import optout_record_link
 from tests.factories.participants import ParticipantFactory, PersonFactory
@@ -27,6 +37,18 @@ def link_path(message) -> str:
     return urlsplit(opt_out_url(message.pk)).path
 
 
+def send_to_ada(tenancy, capture, message: str):
+    """Ada (PHONE), the only participant of a self-service project, is sent ``message`` through
+    the real engine; answers her person and the body the outbox received."""
+    self_service(tenancy.brand_a)
+    tenancy.participant_a.delete()
+    person = PersonFactory(brand=tenancy.brand_a, first_name="Ada", phone=PHONE)
+    ParticipantFactory(project=tenancy.project_a, person=person)
+    with capture(execute=True):
+        distribution_create(project=tenancy.project_a, message=message)
+    return person, OutboxMessage.objects.get(to=PHONE).body
+
+
 def test_the_link_is_short_signed_and_per_message(tenancy, settings):
     settings.PUBLIC_BASE_URL = "https://r.example"
     one = sent_message(tenancy.project_a, PHONE)
@@ -37,17 +59,43 @@ def test_the_link_is_short_signed_and_per_message(tenancy, settings):
     assert resolve(link_path(one)).url_name == "link"
 
 
+@pytest.mark.parametrize(
+    "message_id", [1, 61, 62, 3_843, 3_844, 238_328, 1_000_000, 14_776_336, 62**6 - 1]
+)
+def test_every_token_has_the_same_length_whatever_the_message_id(message_id):
+    """The counter and the estimate count the link before its message exists: the token's
+    length must not depend on the id (it used to be 11 characters for id 1, 14 for 1,000,000)."""
+    token = opt_out_token(message_id)
+    assert len(token) == TOKEN_LENGTH == 16
+    assert opt_out_token_read(token) == message_id
+    # A link sent before the padding (the id's digits alone) still opts out.
+    assert opt_out_token_read(_b62(message_id) + _signature(message_id)) == message_id
+
+
+def test_the_counter_and_the_estimate_count_the_link_that_is_sent(
+    tenancy, eager_tasks, django_capture_on_commit_callbacks, page_client_for
+):
+    from credits.estimate import opt_out_placeholder
+
+    _, body = send_to_ada(tenancy, django_capture_on_commit_callbacks, "Stop: ${opt_out_link}")
+    sent_link = body.removeprefix("Stop: ")
+    assert len(urlsplit(sent_link).path) == len("/o/") + TOKEN_LENGTH
+
+    page = page_client_for(tenancy.admin_a).get(
+        reverse("distributions:create", args=[tenancy.project_a.pk])
+    )
+    counted = re.search(r'data-opt-out-link="([^"]+)"', page.content.decode())[1]
+    assert len(counted) == len(sent_link)  # the live counter's sample
+    assert len(opt_out_placeholder()) == len(sent_link)  # the estimate's
+
+
 def test_sending_renders_the_link_and_the_link_opts_out(
     tenancy, client, eager_tasks, django_capture_on_commit_callbacks, settings
 ):
     settings.PUBLIC_BASE_URL = "http://testserver"
-    self_service(tenancy.brand_a)
-    tenancy.participant_a.delete()
-    person = PersonFactory(brand=tenancy.brand_a, first_name="Ada", phone=PHONE)
-    ParticipantFactory(project=tenancy.project_a, person=person)
-    with django_capture_on_commit_callbacks(execute=True):
-        distribution_create(project=tenancy.project_a, message="Hi ${first_name}: ${opt_out_link}")
-    body = OutboxMessage.objects.get(to=PHONE).body
+    person, body = send_to_ada(
+        tenancy, django_capture_on_commit_callbacks, "Hi ${first_name}: ${opt_out_link}"
+    )
     url = body.split(": ", 1)[1]
     path = urlsplit(url).path
 
@@ -156,7 +204,7 @@ def bad_tokens(message) -> dict[str, str]:
         "tampered id": ("1" if token[0] != "1" else "2") + token[1:],
         "truncated by one": token[:-1],
         "truncated by half": token[: len(token) // 2],
-        "id only": token[:-10],
+        "id only": token[:-SIGNATURE_LENGTH],
         "extended": token + "A",
         "not base62": token[:-1] + "-",
         "unicode": token[:-1] + "é",

@@ -64,9 +64,7 @@ def reference_info(text: str) -> tuple[str, int, int, int, int, tuple[str, ...]]
         encoding, single, multi = "UCS-2", 70, 67
         widths = [len(ch.encode("utf-16-le")) // 2 for ch in text]
     units = sum(widths)
-    if units == 0:
-        return encoding, 0, 0, single, single, tuple(non_gsm)
-    if units <= single:
+    if units <= single:  # empty text too: Twilio's calculator says 1
         return encoding, units, 1, single, single - units, tuple(non_gsm)
     # Fill segments one character at a time; a character that does not fit whole starts
     # a new segment (this is the "never split an escape / surrogate pair" rule).
@@ -144,7 +142,7 @@ class TestTables:
 @pytest.mark.parametrize(
     ("text", "encoding", "units", "segments", "per_segment", "remaining"),
     [
-        ("", GSM7, 0, 0, 160, 160),
+        ("", GSM7, 0, 1, 160, 160),
         ("a", GSM7, 1, 1, 160, 159),
         ("a" * 160, GSM7, 160, 1, 160, 0),
         ("a" * 161, GSM7, 161, 2, 153, 145),
@@ -182,9 +180,9 @@ def test_known_cases(text, encoding, units, segments, per_segment, remaining):
     assert as_tuple(info) == reference_info(text)
 
 
-def test_empty_text_is_zero_segments():
-    assert count_segments("") == 0
-    assert segment_info("") == SegmentInfo(GSM7, 0, 0, 160, 160, ())
+def test_empty_text_is_one_segment_as_twilio_counts_it():
+    assert count_segments("") == 1
+    assert segment_info("") == SegmentInfo(GSM7, 0, 1, 160, 160, ())
 
 
 class TestBoundaries:
@@ -389,15 +387,13 @@ def test_ceil_formula_and_capacity(text):
     )
     if all_single_width or info.segments <= 1:
         # no boundary adjustment can matter: plain arithmetic
-        assert info.segments == math.ceil(info.units / info.per_segment)
+        assert info.segments == max(1, math.ceil(info.units / info.per_segment))
     else:
         # padding can only add segments, never remove them
         assert info.segments >= math.ceil(info.units / info.per_segment)
     # the billed capacity always holds the units plus whatever is still free
-    if info.segments:
-        assert info.segments * info.per_segment - info.remaining_in_segment >= info.units
-    else:
-        assert text == "" and info.units == 0
+    assert info.segments >= 1
+    assert info.segments * info.per_segment - info.remaining_in_segment >= info.units
     assert 0 <= info.remaining_in_segment <= info.per_segment
     if info.segments > 1:
         assert info.remaining_in_segment < info.per_segment
@@ -594,3 +590,19 @@ def test_docstring_examples():
     result = doctest.testmod(module)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+@pytest.mark.django_db
+def test_an_empty_message_is_still_refused_when_scheduling(tenancy, api_a):
+    """One segment when empty is how it would be billed, not a message anyone may schedule."""
+    from django.core.exceptions import ValidationError
+
+    from distributions.services import distribution_create
+
+    with pytest.raises(ValidationError) as excinfo:
+        distribution_create(project=tenancy.project_a, message=" \r\n ")
+    assert excinfo.value.message_dict["message"] == ["The message is empty."]
+    refused = api_a.post(
+        "/api/v1/distributions/", {"project": tenancy.project_a.pk, "message": ""}, format="json"
+    )
+    assert refused.status_code == 400 and "message" in refused.json()["error"]["fields"]

@@ -240,7 +240,7 @@ def test_send_window_sends_the_exact_form_and_times_out_as_unknown(twilio_brand,
 
     # A request that hangs: the timeout applies (the pooled client is per API host, so this
     # fresh fake gets a client built with the shortened timeout).
-    monkeypatch.setattr(twilio_module, "REQUEST_TIMEOUT_SECONDS", 0.5)
+    monkeypatch.setattr("django.conf.settings.RELAY_PROVIDER_TIMEOUT_SECONDS", 0.5)
     with FakeTwilio() as slow:
         account.account_sid, account.auth_token = slow.account_sid, slow.auth_token
         monkeypatch.setattr("django.conf.settings.TWILIO_API_BASE_URL", slow.base_url)

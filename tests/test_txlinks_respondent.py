@@ -106,3 +106,34 @@ def test_a_paused_project_shows_the_closed_page(api_a, tenancy, score):
 
     assert "Score?" not in page.content.decode()
     assert page.context["reason"] == "paused"
+
+
+def test_answers_through_a_push_link_are_counted_under_push_in_the_summary(
+    api_a, tenancy, score, page_client_for
+):
+    """The response summary (chart and table) and the responses CSV name a transactional link's
+    channel label, not "API"; a link made with the default label stays "API"."""
+    import csv
+    import io
+
+    from django.urls import reverse
+
+    for transaction_id, extra in (("T-1", {}), ("T-2", {}), ("T-3", {"channel": "api"})):
+        made = make_link(api_a, tenancy.project_a, transaction_id=transaction_id, **extra)
+        assert answer(Client(), f"/s/{made['token']}", score).status_code == 302
+
+    page = page_client_for(tenancy.viewer_a).get(
+        reverse("projects:responses", args=[tenancy.project_a.pk])
+    )
+    summary = page.context["summary"]
+    table = {row["channel"]: (row["label"], row["complete"]) for row in summary["table"]}
+    assert table == {"push": ("push", 2), "api": ("API", 1)}
+    chart = {d["channel"]: (d["label"], sum(d["data"])) for d in summary["datasets"]}
+    assert chart == {"push": ("push", 2), "api": ("API", 1)}
+
+    exported = page_client_for(tenancy.viewer_a).get(
+        reverse("projects:responses-csv", args=[tenancy.project_a.pk])
+    )
+    rows = list(csv.reader(io.StringIO(b"".join(exported.streaming_content).decode())))
+    channel = rows[0].index("Channel")
+    assert sorted(row[channel] for row in rows[1:]) == ["api", "push", "push"]

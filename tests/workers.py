@@ -54,10 +54,16 @@ class WorkerProcess:
     """``celery -A config worker`` in its own process group, killable and restartable."""
 
     def __init__(
-        self, *, concurrency: int = 2, extra_env: dict | None = None, pool: str = "prefork"
+        self,
+        *,
+        concurrency: int = 2,
+        extra_env: dict | None = None,
+        pool: str = "prefork",
+        queues: str = "control,send",
     ):
         self.concurrency = concurrency
         self.pool = pool
+        self.queues = queues
         self.env = {
             **os.environ,
             "DATABASE_URL": test_database_url(),
@@ -83,6 +89,8 @@ class WorkerProcess:
                 self.pool,
                 "-c",
                 str(self.concurrency),
+                "-Q",
+                self.queues,
                 "-n",
                 self.name,
                 "--without-gossip",

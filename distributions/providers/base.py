@@ -66,6 +66,18 @@ class SendResult:
     bounced: bool = False  # an email refused for good by the receiving server (5xx)
     suppress: bool = False  # ... because the address does not exist: never email it again
     retry_after: float | None = None
+    throttled: bool = False  # RETRY because the sender is over its rate: pause the sender
+
+
+@dataclass(frozen=True)
+class SentQuery:
+    """A row whose hand-over is unknown (its worker died): was it accepted?"""
+
+    message_id: int
+    to: str
+    body: str
+    lease: str
+    since: datetime
 
 
 @dataclass(frozen=True)
@@ -106,6 +118,23 @@ class SmsProvider(ABC):
         """The provider id of a message to ``to`` with ``body`` accepted since ``since``
         (``message_id`` and ``lease``: our row and the lease it was sent under, for providers
         that journal acceptances by them)."""
+
+    def find_sent_many(self, *, queries: list[SentQuery], sender: str) -> dict[int, str]:
+        """The provider ids of the queried messages it accepted ({message id: provider id});
+        one ``find_sent`` per message unless the provider can answer for all at once."""
+        found = {}
+        for query in queries:
+            provider_id = self.find_sent(
+                to=query.to,
+                sender=sender,
+                since=query.since,
+                body=query.body,
+                message_id=query.message_id,
+                lease=query.lease,
+            )
+            if provider_id:
+                found[query.message_id] = provider_id
+        return found
 
     @abstractmethod
     def check_credentials(self) -> None:

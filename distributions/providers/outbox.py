@@ -11,7 +11,13 @@ from datetime import datetime
 
 from django.db import transaction
 
-from distributions.providers.base import Outcome, OutgoingSms, SendResult, SmsProvider
+from distributions.providers.base import (
+    Outcome,
+    OutgoingSms,
+    SendResult,
+    SentQuery,
+    SmsProvider,
+)
 
 DELIVERY_DELAY_SECONDS = 1.0
 
@@ -66,6 +72,30 @@ class OutboxProvider(SmsProvider):
             .first()
         )
         return row.sid if row else None
+
+    def find_sent_many(self, *, queries: list[SentQuery], sender: str) -> dict[int, str]:
+        """One query for all: the outbox's rows to these numbers since the earliest lease."""
+        from distributions.models import OutboxMessage
+
+        if not queries:
+            return {}
+        since = min(query.since for query in queries)
+        wanted = {(query.to, query.body): query for query in queries}
+        found: dict[int, str] = {}
+        rows = (
+            OutboxMessage.objects.filter(
+                brand_id=self.account.brand_id,
+                to__in={query.to for query in queries},
+                created_at__gte=since,
+            )
+            .order_by("created_at")
+            .values_list("to", "body", "sid", "created_at")
+        )
+        for to, body, sid, created_at in rows.iterator(chunk_size=2000):
+            query = wanted.get((to, body))
+            if query is not None and query.message_id not in found and created_at >= query.since:
+                found[query.message_id] = sid
+        return found
 
     def check_credentials(self) -> None:
         return None

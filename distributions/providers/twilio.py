@@ -34,12 +34,21 @@ from distributions.providers.base import (
     OutgoingSms,
     ProviderError,
     SendResult,
+    SentQuery,
     SmsProvider,
 )
 
 logger = logging.getLogger(__name__)
 
-REQUEST_TIMEOUT_SECONDS = 15
+
+def request_timeout() -> float:
+    """Seconds a request to Twilio may take (``RELAY_PROVIDER_TIMEOUT_SECONDS``): a window
+    is in flight at most this long, which the send lease must exceed."""
+    return float(settings.RELAY_PROVIDER_TIMEOUT_SECONDS)
+
+
+# Messages per page when reconciliation lists what an account sent in a time range.
+LIST_PAGE_SIZE = 1000
 # Twilio error codes: refused for this recipient only (the rest of the run goes on) ...
 RECIPIENT_ERRORS = {
     "21211": "Invalid 'To' phone number",
@@ -145,54 +154,61 @@ class TimedAsyncTwilioHttpClient(AsyncTwilioHttpClient):
 
 def twilio_client(account_sid: str, auth_token: str, *, async_: bool = False) -> RelayTwilioClient:
     http_client = (
-        TimedAsyncTwilioHttpClient(timeout=REQUEST_TIMEOUT_SECONDS)
+        TimedAsyncTwilioHttpClient(timeout=request_timeout())
         if async_
-        else TwilioHttpClient(pool_connections=True, timeout=REQUEST_TIMEOUT_SECONDS)
+        else TwilioHttpClient(pool_connections=True, timeout=request_timeout())
     )
     return RelayTwilioClient(
         account_sid, auth_token, http_client=http_client, api_base_url=settings.TWILIO_API_BASE_URL
     )
 
 
-# Sends reuse one event loop and one pooled async client per thread and credentials, across
-# send tasks: a client per task opened one new connection per message in flight (a TCP
-# handshake at both ends for every 5 messages). aiohttp drops a pooled connection idle longer
+# Sends reuse one event loop and one pooled HTTP client (an aiohttp session) per thread and
+# API host, across send tasks and across accounts: a client per task opened one new connection
+# per message in flight (a TCP handshake at both ends for every 5 messages), and a session per
+# account made a batch of many brands' one-message windows (200 long codes) open a session and
+# a connection per brand. Credentials travel per request (the SDK passes them to the HTTP
+# client), so one session serves every account. aiohttp drops a pooled connection idle longer
 # than its keep-alive timeout (15 s) or closed by the server, before reusing it.
-POOLED_CLIENTS = 4  # per thread; the least recently used is closed beyond that
+POOLED_ACCOUNTS = 1024  # SDK clients kept per thread (cheap objects over the shared session)
 _pool = threading.local()
 
 
 def _pooled_async_client(
     sid: str, token: str
 ) -> tuple[asyncio.AbstractEventLoop, RelayTwilioClient]:
-    """This thread's event loop and its async client for these credentials and API host."""
+    """This thread's event loop and an async client for these credentials over the thread's
+    shared HTTP session for the API host."""
     if getattr(_pool, "pid", None) != os.getpid():  # never reuse a parent's loop after a fork
-        _pool.pid, _pool.loop, _pool.clients = os.getpid(), None, {}
+        _pool.pid, _pool.loop, _pool.http, _pool.clients = os.getpid(), None, {}, {}
     if _pool.loop is None or _pool.loop.is_closed():
-        _pool.loop, _pool.clients = asyncio.new_event_loop(), {}
-    key = (sid, token, settings.TWILIO_API_BASE_URL)
+        _pool.loop, _pool.http, _pool.clients = asyncio.new_event_loop(), {}, {}
+    base = settings.TWILIO_API_BASE_URL
+    http = _pool.http.get(base)
+    if http is None:
+        http = _pool.http[base] = _pool.loop.run_until_complete(_make_http_client())
+    key = (sid, token, base)
     client = _pool.clients.pop(key, None)
     if client is None:
-        client = _pool.loop.run_until_complete(_make_async_client(sid, token))
+        client = RelayTwilioClient(sid, token, http_client=http, api_base_url=base)
     _pool.clients[key] = client  # most recently used last
-    while len(_pool.clients) > POOLED_CLIENTS:
-        oldest = _pool.clients.pop(next(iter(_pool.clients)))
-        _pool.loop.run_until_complete(oldest.http_client.close())
+    while len(_pool.clients) > POOLED_ACCOUNTS:
+        _pool.clients.pop(next(iter(_pool.clients)))
     return _pool.loop, client
 
 
-async def _make_async_client(sid: str, token: str) -> RelayTwilioClient:
-    return twilio_client(sid, token, async_=True)  # the aiohttp session binds to this loop
+async def _make_http_client() -> TimedAsyncTwilioHttpClient:
+    return TimedAsyncTwilioHttpClient(timeout=request_timeout())  # binds to this loop
 
 
 def close_pooled_clients() -> None:
-    """Close this thread's pooled async clients and their event loop."""
-    loop, clients = getattr(_pool, "loop", None), getattr(_pool, "clients", {})
-    _pool.loop, _pool.clients = None, {}
+    """Close this thread's pooled HTTP sessions and their event loop."""
+    loop, sessions = getattr(_pool, "loop", None), getattr(_pool, "http", {})
+    _pool.loop, _pool.http, _pool.clients = None, {}, {}
     if loop is None or loop.is_closed():
         return
-    for client in clients.values():
-        loop.run_until_complete(client.http_client.close())
+    for http in sessions.values():
+        loop.run_until_complete(http.close())
     loop.close()
 
 
@@ -201,7 +217,12 @@ def classify_error(exc: TwilioRestException, message_id: int) -> SendResult:
     text = (exc.msg or "")[:200]
     if exc.status == 429 or code == "20429":
         return SendResult(
-            message_id, Outcome.RETRY, error_code=code or "429", error_message=text, retry_after=1.0
+            message_id,
+            Outcome.RETRY,
+            error_code=code or "429",
+            error_message=text,
+            retry_after=1.0,
+            throttled=True,
         )
     if code in ACCOUNT_ERRORS or exc.status in (401, 403):
         return SendResult(
@@ -329,6 +350,39 @@ class TwilioProvider(SmsProvider):
             ):
                 return candidate.sid
         return None
+
+    def find_sent_many(self, *, queries: list[SentQuery], sender: str) -> dict[int, str]:
+        """List what the account sent since the earliest query's lease, a page of
+        ``LIST_PAGE_SIZE`` at a time (from the sender when it is a number or a name), and
+        match by recipient and body: one listing for a dead worker's rows, not a lookup
+        each."""
+        if not queries:
+            return {}
+        since = min(query.since for query in queries)
+        wanted: dict[tuple[str, str], list[SentQuery]] = {}
+        for query in sorted(queries, key=lambda q: q.message_id):
+            wanted.setdefault((query.to, query.body), []).append(query)
+        filters = {"date_sent_after": since, "page_size": LIST_PAGE_SIZE}
+        if sender and not sender.startswith("MG"):
+            filters["from_"] = sender
+        found: dict[int, str] = {}
+        try:
+            # Oldest first among equals: the first accepted copy answers the first query.
+            candidates = list(self._sync().messages.stream(**filters))
+        except TwilioException as exc:
+            raise ProviderError(f"Twilio refused the message list: {exc}") from exc
+        except OSError as exc:
+            raise ProviderError(f"Twilio could not be reached: {exc}") from exc
+        for candidate in reversed(candidates):
+            waiting = wanted.get((candidate.to, candidate.body))
+            if not waiting:
+                continue
+            created = candidate.date_created or candidate.date_sent
+            query = waiting[0]
+            if created is None or created >= query.since.replace(microsecond=0):
+                waiting.pop(0)
+                found[query.message_id] = candidate.sid
+        return found
 
     def check_credentials(self) -> None:
         sid, _ = self.credentials

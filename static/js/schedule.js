@@ -52,7 +52,8 @@
 
   function updateCounter() {
     if (!message || !counter || !window.RelaySegments) return;
-    var text = message.value;
+    // What the server will store and send (line breaks as LF), not what the form submits.
+    var text = window.RelaySegments.normalizeLineBreaks(message.value);
     var filled = text
       .replace(LINK, counter.dataset.link || "")
       .replace(OPT_OUT, counter.dataset.optOutLink || "");
@@ -60,12 +61,8 @@
     var parts = [];
     parts.push("<strong>" + plural(info.segments, "segment", "segments") + "</strong>");
     parts.push(info.encoding === "GSM-7" ? "GSM-7" : "Unicode (UCS-2)");
-    if (info.segments > 0) {
-      parts.push(info.remainingInSegment + " of " + info.perSegment + " characters left in " +
-        (info.segments > 1 ? "segment " + info.segments : "this segment"));
-    } else {
-      parts.push(info.perSegment + " characters per segment");
-    }
+    parts.push(info.remainingInSegment + " of " + info.perSegment + " characters left in " +
+      (info.segments > 1 ? "segment " + info.segments : "this segment"));
     parts.push(plural(info.units, "character", "characters"));
     var notes = [];
     if (filled !== text) notes.push("Links are counted at their real length.");

@@ -8,7 +8,8 @@
  * Rules: GSM-7 when every character is in GSM_BASIC (1 septet) or GSM_EXTENSION (2 septets);
  * 160 septets single, 153 per concatenated segment, an escape sequence never straddles a
  * segment boundary. Otherwise UCS-2: UTF-16 code units (emoji outside the BMP = 2), 70 single,
- * 67 per concatenated segment, a surrogate pair never straddles a boundary. Empty text = 0.
+ * 67 per concatenated segment, a surrogate pair never straddles a boundary. Empty text = 1
+ * segment, as Twilio's calculator says.
  *
  * Plain script, no dependencies: <script src=".../segments.js"></script> defines
  * window.RelaySegments; under CommonJS (node) it is also module.exports.
@@ -134,8 +135,7 @@
 
   // widths: array of 1/2 per character (code point). Returns [segments, remaining, perSegment].
   function layout(widths, units, single, multi) {
-    if (units === 0) return [0, single, single];
-    if (units <= single) return [1, single - units, single];
+    if (units <= single) return [1, single - units, single]; // empty text: one segment
     var used = 0;
     var segments = 1;
     for (var i = 0; i < widths.length; i++) {
@@ -190,6 +190,13 @@
     };
   }
 
+  // Twin of credits.segments.normalize_line_breaks: CR LF and a lone CR become LF, as the
+  // server stores (and sends) every message. A textarea's value already uses LF; pasted or
+  // scripted text may not.
+  function normalizeLineBreaks(text) {
+    return (text == null ? "" : String(text)).replace(/\r\n?/g, "\n");
+  }
+
   function replaceLookalikes(text) {
     text = text == null ? "" : String(text);
     var out = "";
@@ -203,6 +210,7 @@
 
   var api = {
     info: info,
+    normalizeLineBreaks: normalizeLineBreaks,
     replaceLookalikes: replaceLookalikes,
     GSM_BASIC: GSM_BASIC,
     GSM_EXTENSION: GSM_EXTENSION,

@@ -1,0 +1,522 @@
+"""The fair queue: which rows a free worker slot sends next, and how many.
+
+A *lane* is a distribution with rows to send; it belongs to a *sender* (one per provider,
+brand and sender id: a phone number, short code, messaging service or From address), and
+senders to brands. A pump (``distributions.pump``) takes a *batch* at a time:
+
+- lanes in round-robin order: brands least recently served first, then each brand's senders
+  least recently served first, then the sender's lanes likewise, one lane per sender;
+- each lane granted what its sender's token bucket holds now (``distributions.throttle``),
+  at most ``SEND_WINDOW`` rows, until the batch holds ``SEND_WINDOW`` rows or ``MAX_LANES``
+  lanes;
+- the granted rows leased (Pending -> Sending) in the same transaction that takes the tokens
+  and moves the turns, so a token is spent only on a row that is sent, and two pumps never
+  take one lane or one sender's tokens at once (``FOR UPDATE ... SKIP LOCKED``: a pump never
+  waits for another).
+
+Nothing waits: a sender whose bucket is empty is not ready until it refills (``ready_at``), a
+lane whose rows are deferred (``Message.due_at``) is not ready until its next row is due; a
+pump simply does not pick them, and sleeps in the broker, not in a worker slot, when nothing
+is ready (``next_ready_at``). The state lives in the database beside the rows it schedules,
+so one transaction keeps both consistent, whatever the broker (see docs/scaling.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from distributions import throttle
+from distributions.bulk import update_rows
+from distributions.models import Message, Sender, SendLane, SendPump
+
+logger = logging.getLogger(__name__)
+
+MStatus = Message.Status
+# Rows in one batch: handed to providers at once (at most one second of a sender's rate: see
+# ``grant``), and the granularity of the opt-out re-check.
+SEND_WINDOW = 500
+# Lanes in one batch: many slow senders (a US long code sends one message a second) are
+# served by one slot, a batch of one-message windows at a time.
+MAX_LANES = 100
+
+
+@dataclass(frozen=True)
+class Grant:
+    """Rows of one lane leased for this batch: ``leased`` of ``granted`` asked for."""
+
+    distribution_id: int
+    brand_id: int
+    sender_id: int
+    granted: int
+    leased: int
+
+
+def _t(value: datetime | None):
+    """A time as the database takes it in raw SQL (SQLite: Django's text form)."""
+    return connection.ops.adapt_datetimefield_value(value) if value is not None else None
+
+
+def _quote(model) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
+
+
+def _later(a: str, b: str) -> str:
+    """SQL for the later of two times (NULL if either is)."""
+    return f"GREATEST({a}, {b})" if connection.vendor == "postgresql" else f"MAX({a}, {b})"
+
+
+def _earlier(a: str, b: str) -> str:
+    """SQL for the earlier of two times, ignoring a NULL."""
+    if connection.vendor == "postgresql":
+        return f"LEAST({a}, {b})"
+    return f"COALESCE(MIN({a}, {b}), {a}, {b})"
+
+
+# --- senders and lanes --------------------------------------------------------------------
+def sender_ensure(*, key: str, brand_id: int, rate: int, now: datetime | None = None) -> int:
+    """The id of the sender named ``key``, created with a full bucket if new; its rate
+    follows the brand's current settings."""
+    now = now or timezone.now()
+    sender = Sender.objects.filter(key=key).values_list("pk", "rate").first()
+    if sender is None:
+        Sender.objects.bulk_create(
+            [
+                Sender(
+                    key=key,
+                    brand_id=brand_id,
+                    rate=rate,
+                    tokens=throttle.capacity(rate) if rate > 0 else 0,
+                    tokens_at=now,
+                    ready_at=now,
+                    served_at=now - timedelta(days=3650),
+                )
+            ],
+            ignore_conflicts=True,
+        )
+        sender = Sender.objects.filter(key=key).values_list("pk", "rate").get()
+    pk, known_rate = sender
+    if known_rate != rate:
+        Sender.objects.filter(pk=pk).update(rate=rate)
+    return pk
+
+
+def lane_open(
+    *, distribution_id: int, brand_id: int, sender_id: int, now: datetime | None = None
+) -> datetime | None:
+    """Put the distribution in the fair queue from its next due Pending row (idempotent; an
+    open lane keeps the earlier time). Returns when it is ready, None if nothing is Pending.
+
+    Call after rows become Pending (a start, a retry, recovery); pumps are kicked after the
+    transaction commits (``distributions.pump.pumps_kick``).
+    """
+    now = now or timezone.now()
+    first_due = (
+        Message.objects.filter(distribution_id=distribution_id, status=MStatus.PENDING)
+        .order_by("due_at")
+        .values_list("due_at", flat=True)
+        .first()
+    )
+    if first_due is None:
+        return None
+    lanes = _quote(SendLane)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {lanes} (distribution_id, brand_id, sender_id, ready_at, served_at)
+            VALUES (%s, %s, %s, %s, %s)
+            ON CONFLICT (distribution_id) DO UPDATE SET
+                sender_id = excluded.sender_id,
+                ready_at = {_earlier(f"{lanes}.ready_at", "excluded.ready_at")}
+            """,  # noqa: S608 - table names are ours, values are bound
+            [distribution_id, brand_id, sender_id, _t(first_due), _t(now - timedelta(days=3650))],
+        )
+    return first_due
+
+
+def lane_close(*, distribution_id: int) -> None:
+    """Take a finished distribution out of the fair queue."""
+    SendLane.objects.filter(distribution_id=distribution_id).delete()
+
+
+def sender_pause(*, sender_id: int, until: datetime, reason: str) -> None:
+    """The provider asked this sender to wait (HTTP 429, Retry-After): no lane of it is
+    picked before ``until``; its bucket starts empty then."""
+    Sender.objects.filter(pk=sender_id, ready_at__lt=until).update(
+        ready_at=until, tokens=0, tokens_at=until, paused_reason=reason[:200]
+    )
+
+
+def sender_handed_over(*, sender_id: int, rate: int, at: datetime) -> None:
+    """A window of this sender goes to the provider now: its bucket refills from now, not
+    from when the window was picked. Tokens are paid at the pick; the work between the pick
+    and the hand-over (rendering, credits, a cold worker) would otherwise let the next window
+    reach the provider sooner than the rate allows. The refill of that interval is given up
+    (a few milliseconds of the rate), so that hand-overs, not picks, keep to the bucket."""
+    if rate <= 0:
+        return
+    with transaction.atomic():
+        sender = (
+            Sender.objects.select_for_update()
+            .filter(pk=sender_id)
+            .values_list("tokens", "tokens_at", "ready_at", "rate")
+            .first()
+        )
+        if sender is None:
+            return
+        tokens, tokens_at, ready, rate = sender
+        if tokens_at >= at:
+            return
+        ready = max(ready, throttle.ready_at(rate=rate, tokens=tokens, now=at))
+        Sender.objects.filter(pk=sender_id).update(tokens_at=at, ready_at=ready)
+
+
+# --- the pick -----------------------------------------------------------------------------
+def _ready_lanes(now: datetime) -> list[tuple]:
+    """(distribution, brand, sender, lane served, sender served) of every ready lane."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT l.distribution_id, l.brand_id, l.sender_id, l.served_at, s.served_at
+            FROM {_quote(SendLane)} l JOIN {_quote(Sender)} s ON s.id = l.sender_id
+            WHERE l.ready_at <= %s AND s.ready_at <= %s
+            """,  # noqa: S608
+            [_t(now), _t(now)],
+        )
+        return cursor.fetchall()
+
+
+def _brand_turns(brand_ids: set[int]) -> dict[int, datetime]:
+    """When each brand was last served: its most recently served sender's time."""
+    marks = ", ".join(["%s"] * len(brand_ids))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT brand_id, MAX(served_at) FROM {_quote(Sender)} "  # noqa: S608
+            f"WHERE brand_id IN ({marks}) GROUP BY brand_id",
+            list(brand_ids),
+        )
+        return {brand_id: _as_datetime(served_at) for brand_id, served_at in cursor.fetchall()}
+
+
+def _as_datetime(value) -> datetime:
+    """A time read by raw SQL (SQLite returns text)."""
+    if isinstance(value, datetime):
+        return value if timezone.is_aware(value) else timezone.make_aware(value, UTC)
+    parsed = datetime.fromisoformat(str(value))
+    return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed, UTC)
+
+
+def fair_order(lanes: list[tuple], brand_turns: dict[int, datetime]) -> list[tuple]:
+    """Ready lanes in the order they are served: round-robin across brands (least recently
+    served first), within a brand across its senders likewise, one lane per sender (the
+    sender's least recently served). Each lane is (distribution, brand, sender, lane served,
+    sender served)."""
+    best: dict[int, tuple] = {}  # sender -> its lane served longest ago
+    for lane in lanes:
+        current = best.get(lane[2])
+        if current is None or (_as_datetime(lane[3]), lane[0]) < (
+            _as_datetime(current[3]),
+            current[0],
+        ):
+            best[lane[2]] = lane
+    senders: dict[int, list[tuple]] = defaultdict(list)
+    for lane in best.values():
+        senders[lane[1]].append(lane)
+    for brand_lanes in senders.values():
+        brand_lanes.sort(key=lambda lane: (_as_datetime(lane[4]), lane[2]))
+    oldest = datetime.min.replace(tzinfo=UTC)
+    brands = sorted(senders, key=lambda brand: (brand_turns.get(brand, oldest), brand))
+    order: list[tuple] = []
+    depth = max((len(brand_lanes) for brand_lanes in senders.values()), default=0)
+    for turn in range(depth):
+        order += [senders[brand][turn] for brand in brands if turn < len(senders[brand])]
+    return order
+
+
+def _lock(distribution_ids: list[int], now: datetime) -> dict[int, tuple]:
+    """Lock the lanes and their senders that no other pump holds; still ready."""
+    marks = ", ".join(["%s"] * len(distribution_ids))
+    skip = " FOR UPDATE OF l, s SKIP LOCKED" if connection.vendor == "postgresql" else ""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT l.distribution_id, s.id, s.rate, s.tokens, s.tokens_at
+            FROM {_quote(SendLane)} l JOIN {_quote(Sender)} s ON s.id = l.sender_id
+            WHERE l.distribution_id IN ({marks}) AND l.ready_at <= %s AND s.ready_at <= %s
+            {skip}
+            """,  # noqa: S608
+            [*distribution_ids, _t(now), _t(now)],
+        )
+        return {row[0]: row[1:] for row in cursor.fetchall()}
+
+
+def _lease_lane(
+    *,
+    distribution_id: int,
+    count: int,
+    lease: str,
+    now: datetime,
+    first_id: int | None = None,
+    last_id: int | None = None,
+) -> int:
+    """Lease up to ``count`` of the lane's due Pending rows (with ids in [first_id, last_id]
+    if given), in due order."""
+    messages = _quote(Message)
+    id_range, range_params = "", []
+    if first_id is not None:
+        id_range, range_params = "AND id >= %s AND id <= %s", [first_id, last_id]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            UPDATE {messages} SET status = %s, lease = %s, leased_at = %s,
+                attempts = attempts + 1
+            WHERE id IN (
+                SELECT id FROM {messages}
+                WHERE distribution_id = %s AND status = %s AND due_at <= %s {id_range}
+                ORDER BY due_at LIMIT %s
+            ) AND status = %s
+            """,  # noqa: S608
+            [
+                MStatus.SENDING,
+                lease,
+                _t(now),
+                distribution_id,
+                MStatus.PENDING,
+                _t(now),
+                *range_params,
+                count,
+                MStatus.PENDING,
+            ],
+        )
+        return cursor.rowcount
+
+
+def _next_due(distribution_id: int):
+    return (
+        Message.objects.filter(distribution_id=distribution_id, status=MStatus.PENDING)
+        .order_by("due_at")
+        .values_list("due_at", flat=True)
+        .first()
+    )
+
+
+def pick(
+    *,
+    lease: str,
+    now: datetime | None = None,
+    max_rows: int = SEND_WINDOW,
+    max_lanes: int = MAX_LANES,
+) -> list[Grant]:
+    """Take the next fair batch: lease its rows under ``lease`` and pay their tokens.
+
+    Returns one ``Grant`` per lane served (``leased`` rows of it are now Sending under
+    ``lease``); an empty list when nothing is ready now.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        ready = _ready_lanes(now)
+        if not ready:
+            return []
+        order = fair_order(ready, _brand_turns({lane[1] for lane in ready}))[:max_lanes]
+        locked = _lock([lane[0] for lane in order], now)
+        grants: list[Grant] = []
+        lanes_served: list[tuple] = []
+        lanes_idle: list[tuple] = []
+        senders: list[tuple] = []
+        rows_left = max_rows
+        for distribution_id, brand_id, sender_id, _lane_served, _sender_served in order:
+            if rows_left <= 0:
+                break
+            state = locked.get(distribution_id)
+            if state is None:
+                continue  # another pump holds it, or it stopped being ready
+            _, rate, tokens, tokens_at = state
+            tokens = throttle.refill(
+                rate=rate, tokens=tokens, tokens_at=_as_datetime(tokens_at), now=now
+            )
+            wanted = throttle.take(tokens, min(rows_left, SEND_WINDOW))
+            if wanted < 1:  # refilled less than a token since it was found ready
+                when = throttle.ready_at(rate=rate, tokens=tokens, now=now)
+                senders.append((sender_id, tokens, _t(now), _t(when), _t(now)))
+                continue
+            leased = _lease_lane(
+                distribution_id=distribution_id, count=wanted, lease=lease, now=now
+            )
+            rows_left -= leased
+            if rate > 0:
+                tokens -= leased
+            left = 0.0 if tokens == throttle.UNLIMITED else tokens
+            when = throttle.ready_at(rate=rate, tokens=left, now=now)
+            senders.append((sender_id, left, _t(now), _t(when), _t(now)))
+            if leased < wanted:  # nothing more is due now: ready again when the next row is
+                lanes_idle.append((distribution_id, _t(_next_due(distribution_id)), _t(now)))
+            else:
+                lanes_served.append((distribution_id, _t(now)))
+            if leased:
+                grants.append(Grant(distribution_id, brand_id, sender_id, wanted, leased))
+        update_rows(
+            Sender, ["tokens", "tokens_at", "ready_at", "served_at"], senders, casts=_TIMES_4
+        )
+        update_rows(SendLane, ["served_at"], lanes_served, casts=_TIMES_1, pk="distribution_id")
+        update_rows(
+            SendLane, ["ready_at", "served_at"], lanes_idle, casts=_TIMES_2, pk="distribution_id"
+        )
+    return grants
+
+
+_TIMES_1 = {"served_at": "timestamptz"}
+_TIMES_2 = {"ready_at": "timestamptz", "served_at": "timestamptz"}
+_TIMES_4 = {
+    "tokens": "double precision",
+    "tokens_at": "timestamptz",
+    "ready_at": "timestamptz",
+    "served_at": "timestamptz",
+}
+
+
+def take_range(
+    *, sender_id: int, distribution_id: int, first_id: int, last_id: int, lease: str
+) -> tuple[int, float | None]:
+    """For a foreground send (``sending.send_chunk``): lease what the sender's bucket pays
+    for now (at most a window) of the distribution's due Pending rows in an id range.
+    Returns (rows leased, seconds until worth asking again; None when the range is done)."""
+    now = timezone.now()
+    with transaction.atomic():
+        sender = Sender.objects.select_for_update().get(pk=sender_id)
+        tokens = throttle.refill(
+            rate=sender.rate, tokens=sender.tokens, tokens_at=sender.tokens_at, now=now
+        )
+        ready = max(sender.ready_at, throttle.ready_at(rate=sender.rate, tokens=tokens, now=now))
+        wanted = throttle.take(tokens, SEND_WINDOW) if ready <= now else 0
+        leased = 0
+        if wanted:
+            leased = _lease_lane(
+                distribution_id=distribution_id,
+                count=wanted,
+                lease=lease,
+                now=now,
+                first_id=first_id,
+                last_id=last_id,
+            )
+            if sender.rate > 0:
+                tokens -= leased
+            Sender.objects.filter(pk=sender_id).update(
+                tokens=0.0 if tokens == throttle.UNLIMITED else tokens,
+                tokens_at=now,
+                ready_at=throttle.ready_at(rate=sender.rate, tokens=tokens, now=now),
+                served_at=now,
+            )
+        if leased:
+            return leased, 0.0
+        pending = Message.objects.filter(
+            distribution_id=distribution_id,
+            status=MStatus.PENDING,
+            pk__gte=first_id,
+            pk__lte=last_id,
+        )
+        next_due = pending.order_by("due_at").values_list("due_at", flat=True).first()
+    if next_due is None:
+        return 0, None
+    return 0, max(0.01, (max(next_due, ready) - now).total_seconds())
+
+
+def next_ready_at() -> datetime | None:
+    """When the next lane will be ready (a deferred row comes due, a sender refills); None
+    when no lane has anything left to send."""
+    lanes, senders = _quote(SendLane), _quote(Sender)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT MIN({_later('l.ready_at', 's.ready_at')}) FROM {lanes} l "  # noqa: S608
+            f"JOIN {senders} s ON s.id = l.sender_id WHERE l.ready_at IS NOT NULL"
+        )
+        (value,) = cursor.fetchone()
+    return _as_datetime(value) if value is not None else None
+
+
+def new_lease() -> str:
+    return uuid.uuid4().hex
+
+
+# --- pump slots (the pumps themselves: distributions.pump) ---------------------------------
+State = SendPump.State
+# A queued or running pump that has not touched its slot for this long is taken to be dead
+# (a live one touches it between batches; a batch outlasting this only costs a second pump).
+PUMP_CLAIM_SECONDS = 10
+
+
+def _slots() -> int:
+    return max(1, int(settings.RELAY_SEND_PUMPS))
+
+
+def _claimable(now: datetime) -> Q:
+    return Q(state__in=[State.IDLE, State.SLEEPING]) | Q(until__lt=now) | Q(until__isnull=True)
+
+
+def pumps_kick(*, now: datetime | None = None) -> int:
+    """Queue a pump for every slot that is free, sleeping or lapsed (after the current
+    transaction commits). Returns how many were claimed."""
+    now = now or timezone.now()
+    wanted = _slots()
+    existing = set(SendPump.objects.values_list("slot", flat=True))
+    if len(existing) < wanted:
+        SendPump.objects.bulk_create(
+            [SendPump(slot=slot) for slot in range(wanted) if slot not in existing],
+            ignore_conflicts=True,
+        )
+    claimed: list[tuple[int, str]] = []
+    candidates = SendPump.objects.filter(_claimable(now), slot__lt=wanted)
+    for slot in candidates.values_list("slot", flat=True):
+        ticket = uuid.uuid4().hex
+        if (
+            SendPump.objects.filter(_claimable(now), slot=slot).update(
+                ticket=ticket,
+                state=State.QUEUED,
+                until=now + timedelta(seconds=PUMP_CLAIM_SECONDS),
+            )
+            == 1
+        ):
+            claimed.append((slot, ticket))
+    if claimed:
+        transaction.on_commit(lambda: pumps_queue(claimed))
+    return len(claimed)
+
+
+_pump_task = None
+
+
+def register_pump_task(task) -> None:
+    """The Celery task that runs a pump (``distributions.tasks``, above this module),
+    registered when the app is ready."""
+    global _pump_task
+    _pump_task = task
+
+
+def pumps_next_lapse() -> datetime | None:
+    """When the first held slot's claim lapses (a dead worker's slot becomes claimable)."""
+    return (
+        SendPump.objects.filter(state__in=[State.QUEUED, State.RUNNING], slot__lt=_slots())
+        .order_by("until")
+        .values_list("until", flat=True)
+        .first()
+    )
+
+
+def pumps_queue(claimed: list[tuple[int, str]], eta: datetime | None = None) -> None:
+    """Queue the pump task of each (slot, ticket) on the send queue."""
+    if _pump_task is None:
+        raise RuntimeError("no pump task registered (DistributionsConfig.ready)")
+    for slot, ticket in claimed:
+        _pump_task.apply_async(args=[slot, ticket], eta=eta)
+
+
+def pump_set(slot: int, ticket: str, **fields) -> bool:
+    """Change a slot's state if ``ticket`` still holds it."""
+    return SendPump.objects.filter(slot=slot, ticket=ticket).update(**fields) == 1

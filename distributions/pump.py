@@ -1,0 +1,123 @@
+"""Pumps: the tasks on the ``send`` queue that take fair batches and send them.
+
+At most ``RELAY_SEND_PUMPS`` pumps run at once (set it to the number of worker slots on the
+send queue). Each holds a *slot* (``SendPump``) with a ticket; a pump:
+
+1. takes batches from the fair queue (``fairqueue.pick``) and sends them
+   (``sending.send_batch``) for up to ``PUMP_SLICE_SECONDS``, then queues itself again, so
+   that a slot is never held longer than a slice;
+2. when nothing is ready now but something will be (a sender refills, a deferred row comes
+   due), queues itself for that time (at most ``MAX_SLEEP_SECONDS`` ahead) and gives its
+   worker slot back: it sleeps in the broker, never in a worker;
+3. when nothing is left, frees its slot.
+
+``pumps_kick`` (after a commit that made rows ready) queues a pump for every free, sleeping
+or lapsed slot; a sleeping pump whose slot was taken finds its ticket replaced and ends. A
+worker that dies with a pump only loses the pump: its slot lapses after ``PUMP_CLAIM_SECONDS``
+and the next kick (recovery runs one every few seconds) claims it again.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from distributions import fairqueue, metrics
+from distributions.fairqueue import PUMP_CLAIM_SECONDS, State, pump_set, pumps_kick, pumps_queue
+from distributions.sending import send_batch
+
+PUMP_SLICE_SECONDS = 5.0
+MAX_SLEEP_SECONDS = 2.0
+TOUCH_EVERY_SECONDS = 2.0
+# Picks in a row that found every ready lane held by other pumps before this one goes idle.
+BUSY_RETRIES = 3
+# Tests that run tasks inline (no broker) wait in the caller for work due this soon at most.
+EAGER_WAIT_SECONDS = 15.0
+
+
+def _eager() -> bool:
+    from celery import current_app
+
+    return bool(current_app.conf.task_always_eager)
+
+
+def pump_run(*, slot: int, ticket: str) -> dict:
+    """Run one pump slice (see the module docstring). Returns its counts."""
+    started = time.monotonic()
+    stats: dict = {"batches": 0, "lanes": 0, "rows": 0, "sent": 0, "sending_seconds": 0.0}
+    try:
+        return _pump(slot, ticket, stats)
+    finally:
+        held = time.monotonic() - started
+        metrics.count(
+            [
+                ("relay_pump_seconds_total", {"phase": "sending"}, stats["sending_seconds"]),
+                (
+                    "relay_pump_seconds_total",
+                    {"phase": "picking"},
+                    max(0.0, held - stats["sending_seconds"]),
+                ),
+                ("relay_pump_batches_total", {}, stats["batches"]),
+            ]
+        )
+
+
+def _pump(slot: int, ticket: str, stats: dict) -> dict:
+    now = timezone.now()
+    claim = timedelta(seconds=PUMP_CLAIM_SECONDS)
+    if not pump_set(slot, ticket, state=State.RUNNING, until=now + claim):
+        return {"superseded": True}
+    started = touched = time.monotonic()
+    busy_elsewhere = 0
+    while True:
+        lease = fairqueue.new_lease()
+        picked = time.monotonic()
+        grants = fairqueue.pick(lease=lease)
+        if grants:
+            busy_elsewhere = 0
+            stats["batches"] += 1
+            stats["lanes"] += len(grants)
+            stats["rows"] += sum(grant.leased for grant in grants)
+            outcome = send_batch(lease=lease, grants=grants)
+            stats["sent"] += outcome.get("sent", 0)
+            clock = time.monotonic()
+            stats["sending_seconds"] += clock - picked
+            if clock - started >= PUMP_SLICE_SECONDS and not _eager():
+                if pump_set(slot, ticket, state=State.QUEUED, until=timezone.now() + claim):
+                    transaction.on_commit(lambda: pumps_queue([(slot, ticket)]))
+                return stats
+            if clock - touched >= TOUCH_EVERY_SECONDS:
+                touched = clock
+                if not pump_set(slot, ticket, until=timezone.now() + claim):
+                    return {**stats, "superseded": True}
+            continue
+        wake = fairqueue.next_ready_at()
+        now = timezone.now()
+        if wake is not None and wake <= now:
+            # Ready lanes that another pump was picking that very moment: try again, then
+            # leave them to it (a kick brings this pump back when another lane opens).
+            busy_elsewhere += 1
+            if busy_elsewhere <= BUSY_RETRIES:
+                continue
+            pump_set(slot, ticket, state=State.IDLE, until=None)
+            return {**stats, "idle": "the ready lanes are being served"}
+        if wake is None or (_eager() and (wake - now).total_seconds() > EAGER_WAIT_SECONDS):
+            pump_set(slot, ticket, state=State.IDLE, until=None)
+            # A lane that opened while this pump was deciding saw it running: no one was
+            # kicked for it.
+            ready = fairqueue.next_ready_at()
+            if ready is not None and ready <= timezone.now():
+                pumps_kick()
+            return stats
+        wake = min(wake, now + timedelta(seconds=MAX_SLEEP_SECONDS))
+        if _eager():
+            # Tests running tasks inline have no broker to hold the pump until then.
+            time.sleep(max(0.0, (wake - now).total_seconds()))
+            continue
+        if not pump_set(slot, ticket, state=State.SLEEPING, until=wake):
+            return {**stats, "superseded": True}
+        transaction.on_commit(lambda wake=wake: pumps_queue([(slot, ticket)], eta=wake))
+        return {**stats, "sleeping_until": wake.isoformat()}

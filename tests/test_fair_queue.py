@@ -1,0 +1,166 @@
+"""The fair queue, without workers: token buckets as arithmetic, the round-robin order,
+and what one pick leases (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from django.utils import timezone
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from distributions import fairqueue, throttle
+from distributions.models import Distribution, Message, Sender, SendLane, SendPump
+from distributions.sending import distribution_enqueue
+from distributions.services import distribution_materialise
+from tests.factories.brands import BrandFactory
+from tests.factories.distributions import DistributionFactory, ProviderAccountFactory
+from tests.factories.participants import ParticipantFactory, PersonFactory
+from tests.factories.projects import ProjectFactory
+
+T0 = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+S = Message.Status
+
+
+# --- the bucket ----------------------------------------------------------------------------
+def test_a_bucket_refills_at_its_rate_up_to_one_second_of_it():
+    assert throttle.refill(rate=5, tokens=0, tokens_at=T0, now=T0 + timedelta(seconds=0.4)) == 2
+    assert throttle.refill(rate=5, tokens=0, tokens_at=T0, now=T0 + timedelta(seconds=9)) == 5
+    assert throttle.refill(rate=0, tokens=0, tokens_at=T0, now=T0) == throttle.UNLIMITED
+    # A clock that went backwards refills nothing.
+    assert throttle.refill(rate=5, tokens=1, tokens_at=T0, now=T0 - timedelta(seconds=3)) == 1
+
+
+def test_a_sender_is_ready_when_a_quarter_second_of_its_rate_is_whole():
+    assert throttle.ready_at(rate=1, tokens=0.25, now=T0) == T0 + timedelta(seconds=0.75)
+    assert throttle.ready_at(rate=100, tokens=0, now=T0) == T0 + timedelta(seconds=0.25)
+    assert throttle.ready_at(rate=100, tokens=25, now=T0) == T0
+    assert throttle.ready_at(rate=0, tokens=0, now=T0) == T0
+    assert throttle.take(2.999999, 10) == 2 and throttle.take(throttle.UNLIMITED, 7) == 7
+
+
+@given(
+    rate=st.integers(min_value=1, max_value=50),
+    gaps=st.lists(st.floats(min_value=0, max_value=2), min_size=1, max_size=60),
+)
+def test_taking_tokens_as_the_pumps_do_never_exceeds_the_bucket_bound(rate, gaps):
+    """Whatever the moments a sender is served, over any interval of t seconds it sends at
+    most rate * t + one second of its rate (the oracle: a plain list of send times)."""
+    tokens, at, now, sends = throttle.capacity(rate), T0, T0, []
+    ready = T0
+    for gap in gaps:
+        now += timedelta(seconds=gap)
+        if now < ready:
+            continue
+        tokens = throttle.refill(rate=rate, tokens=tokens, tokens_at=at, now=now)
+        taken = throttle.take(tokens, fairqueue.SEND_WINDOW)
+        tokens, at = tokens - taken, now
+        ready = throttle.ready_at(rate=rate, tokens=tokens, now=now)
+        sends += [now] * taken
+    for i, first in enumerate(sends):
+        for j in range(i, len(sends)):
+            span = (sends[j] - first).total_seconds()
+            assert j - i + 1 <= rate * span + throttle.capacity(rate) + 1e-6
+
+
+# --- the order -----------------------------------------------------------------------------
+def lane(distribution, brand, sender, lane_served=0, sender_served=0):
+    return (
+        distribution,
+        brand,
+        sender,
+        T0 + timedelta(seconds=lane_served),
+        T0 + timedelta(seconds=sender_served),
+    )
+
+
+def test_round_robin_across_brands_then_senders_one_lane_per_sender():
+    ready = [
+        # brand 1: two senders; sender 10 has two lanes, the older-served one first
+        lane(100, 1, 10, lane_served=5),
+        lane(101, 1, 10, lane_served=1),
+        lane(102, 1, 11, sender_served=9),
+        # brand 2: one sender, served more recently than brand 1
+        lane(200, 2, 20),
+        # brand 3: never served
+        lane(300, 3, 30),
+    ]
+    turns = {1: T0 + timedelta(seconds=1), 2: T0 + timedelta(seconds=2)}
+    order = [item[0] for item in fairqueue.fair_order(ready, turns)]
+    # Round one: one lane of each brand, never-served brand first; round two: brand 1's
+    # second sender. Lane 100 waits for sender 10's next turn.
+    assert order == [300, 101, 200, 102]
+
+
+# --- the pick ------------------------------------------------------------------------------
+def populated(brand, count, *, rate, prefix):
+    project = ProjectFactory(brand=brand, stage="active")
+    ProviderAccountFactory(brand=brand, provider="outbox", messages_per_second=rate)
+    for i in range(count):
+        person = PersonFactory(brand=brand, phone=f"+1415{prefix}{i:04d}")
+        ParticipantFactory(project=project, person=person)
+    distribution = DistributionFactory(project=project, status=Distribution.Status.IN_PROGRESS)
+    distribution_materialise(distribution=distribution)
+    distribution_enqueue(distribution=distribution)
+    return distribution
+
+
+@pytest.mark.django_db
+def test_one_pick_serves_every_brand_and_pays_each_senders_tokens():
+    big = populated(BrandFactory(), 30, rate=10, prefix="201")
+    small = populated(BrandFactory(), 3, rate=100, prefix="202")
+    grants = fairqueue.pick(lease="L1")
+    by_distribution = {grant.distribution_id: grant.leased for grant in grants}
+    assert by_distribution == {big.pk: 10, small.pk: 3}  # a full bucket each, at most
+    assert Message.objects.filter(lease="L1", status=S.SENDING).count() == 13
+    sender = Sender.objects.get(brand=big.project.brand)
+    assert sender.tokens == 0 and sender.ready_at > timezone.now()
+    # The small lane is idle (nothing Pending); the big one waits for its sender.
+    assert SendLane.objects.get(pk=small.pk).ready_at is None
+    assert fairqueue.pick(lease="L2") == []
+    assert fairqueue.next_ready_at() == sender.ready_at
+
+
+@pytest.mark.django_db
+def test_deferred_rows_are_not_picked_before_they_are_due():
+    distribution = populated(BrandFactory(), 4, rate=0, prefix="203")
+    later = timezone.now() + timedelta(minutes=5)
+    Message.objects.filter(distribution=distribution).update(due_at=later)
+    SendLane.objects.filter(pk=distribution.pk).update(ready_at=later)
+    assert fairqueue.pick(lease="L") == []
+    assert fairqueue.next_ready_at() == later
+    assert fairqueue.pick(lease="L", now=later) != []
+    assert Message.objects.filter(lease="L").count() == 4
+
+
+@pytest.mark.django_db
+def test_a_lane_reopened_keeps_its_earlier_time():
+    distribution = populated(BrandFactory(), 2, rate=0, prefix="204")
+    first = SendLane.objects.get(pk=distribution.pk).ready_at
+    Message.objects.filter(distribution=distribution).update(
+        due_at=timezone.now() + timedelta(hours=1)
+    )
+    distribution_enqueue(distribution=distribution)
+    assert SendLane.objects.get(pk=distribution.pk).ready_at == first
+
+
+@pytest.mark.django_db
+def test_kicks_claim_free_slots_once(settings, django_capture_on_commit_callbacks):
+    settings.RELAY_SEND_PUMPS = 3
+    queued = []
+    fairqueue.register_pump_task(type("T", (), {"apply_async": lambda *a, **k: queued.append(k)}))
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            assert fairqueue.pumps_kick() == 3
+            assert fairqueue.pumps_kick() == 0  # all queued, none lapsed
+    finally:
+        from distributions import tasks
+
+        fairqueue.register_pump_task(tasks.send_pump_task)
+    assert len(queued) == 3
+    assert set(SendPump.objects.values_list("state", flat=True)) == {"queued"}
+    # A slot whose claim lapsed (its worker died) is claimed again.
+    SendPump.objects.filter(slot=0).update(until=timezone.now() - timedelta(seconds=1))
+    assert fairqueue.pumps_kick() == 1
