@@ -344,8 +344,10 @@ class DistributionViewSet(
         distribution = self.get_object()
         try:
             distribution = distribution_cancel(distribution=distribution, actor=self.actor())
-        except DjangoValidationError as exc:  # already sent, cancelled, failed: its state
-            raise state_conflict(exc) from exc
+        except DjangoValidationError as exc:
+            if "status" in getattr(exc, "error_dict", {}):  # already sent, cancelled: its state
+                raise state_conflict(exc) from exc
+            raise
         return Response(DistributionSerializer(distribution).data)
 
     @extend_schema(request=BulkUpdateSerializer, responses=DistributionSerializer(many=True))

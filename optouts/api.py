@@ -189,8 +189,10 @@ class OptOutViewSet(
             )
         except DjangoPermissionDenied as exc:
             raise PermissionDenied(str(exc)) from exc
-        except DjangoValidationError as exc:  # already opted back in: its state
-            raise state_conflict(exc) from exc
+        except DjangoValidationError as exc:
+            if "optout" in getattr(exc, "error_dict", {}):  # already opted back in: its state
+                raise state_conflict(exc) from exc
+            raise
         return Response(OptOutDetailSerializer(optout).data)
 
 

@@ -122,6 +122,18 @@ class StrictSerializer(serializers.Serializer):
             }
             if mistyped:
                 raise serializers.ValidationError(mistyped, code="invalid")
+        if isinstance(data, QueryDict):
+            # DRF reads an empty form value as "not given" (the default applies); the schema
+            # says the value must be one of the field's: refuse it, as JSON's "" is refused.
+            blank = {
+                name: "This field may not be blank."
+                for name, field in self.fields.items()
+                if data.get(name) == ""
+                and not field.read_only
+                and not getattr(field, "allow_blank", False)
+            }
+            if blank:
+                raise serializers.ValidationError(blank, code="blank")
         return super().to_internal_value(data)
 
 

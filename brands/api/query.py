@@ -75,21 +75,19 @@ def query_check(request) -> None:
         raise ValidationError(errors)
 
 
+NUMBERS = {"integer": (int, "a whole number"), "number": (float, "a number")}
+
+
 def _refusal(value: str, schema: dict) -> str | None:
     kind = schema.get("type")
     if "enum" in schema and value not in [str(choice) for choice in schema["enum"]]:
         return f"'{shown(value)}' is not one of: {', '.join(map(str, schema['enum']))}."
-    if kind == "integer":
+    if kind in NUMBERS:
+        parse, words = NUMBERS[kind]
         try:
-            number = int(value)
+            number = parse(value)
         except ValueError:
-            return f"'{shown(value)}' is not a whole number."
-        return _bounds(number, schema)
-    if kind == "number":
-        try:
-            number = float(value)
-        except ValueError:
-            return f"'{shown(value)}' is not a number."
+            return f"'{shown(value)}' is not {words}."
         return _bounds(number, schema)
     if kind == "boolean" and value not in ("true", "false"):
         return "Must be true or false."
