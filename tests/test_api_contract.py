@@ -3,13 +3,15 @@
 no 5xx, every status and body documented, schema-breaking input refused, valid input taken.
 
 Each operation runs schemathesis' examples, coverage and fuzzing phases, the fuzzing bounded to
-``FUZZ_EXAMPLES`` cases, so that the whole test takes a couple of minutes. Everything it writes
+``FUZZ_EXAMPLES`` cases, so that the whole test takes a couple of minutes (104 s alone on this
+2-core machine while it was busy). Everything it writes
 is in the test's database transaction, rolled back at the end; uploads go to a temporary
 MEDIA_ROOT. It runs once per ``make test`` pass (SQLite, then PostgreSQL).
 """
 
 from __future__ import annotations
 
+import os
 import socket
 from decimal import Decimal
 
@@ -226,6 +228,9 @@ def keys(brand_with_data, wsgi_in_test_transaction, no_dns, settings, tmp_path):
 
 @schema.parametrize()
 @settings(
+    # The same cases on every run, so that CI fails only on a change of behaviour;
+    # RELAY_CONTRACT_EXPLORE=1 draws new ones (run it now and then, and fix what it finds).
+    derandomize=not os.environ.get("RELAY_CONTRACT_EXPLORE"),
     deadline=None,
     suppress_health_check=[
         HealthCheck.function_scoped_fixture,
