@@ -6,6 +6,8 @@ import csv
 import re
 from collections.abc import Iterable, Iterator
 
+from django.core.exceptions import ValidationError
+
 DELIMITERS = {"comma": ",", "semicolon": ";", "tab": "\t", "pipe": "|"}
 ENCLOSURES = {"double": '"', "single": "'", "none": ""}
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -28,10 +30,15 @@ class _Echo:
 
 
 def csv_dialect_options(delimiter: str = "comma", enclosure: str = "double") -> dict:
+    """The ``csv.writer`` options of a download, or ValidationError naming each unknown option
+    (``delimiter``, ``enclosure``) with its choices: raised before anything is streamed."""
+    errors = {}
     if delimiter not in DELIMITERS:
-        raise ValueError(f"delimiter must be one of {', '.join(DELIMITERS)}")
+        errors["delimiter"] = f"'{delimiter}' is not one of {', '.join(DELIMITERS)}."
     if enclosure not in ENCLOSURES:
-        raise ValueError(f"enclosure must be one of {', '.join(ENCLOSURES)}")
+        errors["enclosure"] = f"'{enclosure}' is not one of {', '.join(ENCLOSURES)}."
+    if errors:
+        raise ValidationError(errors)
     quote = ENCLOSURES[enclosure]
     options = {"delimiter": DELIMITERS[delimiter], "lineterminator": "\r\n"}
     if quote:
@@ -49,8 +56,15 @@ def csv_rows(
     enclosure: str = "double",
     bom: bool = True,
 ) -> Iterator[str]:
-    """Yield the CSV text line by line (with a UTF-8 BOM so spreadsheets read accents)."""
+    """The CSV text line by line (with a UTF-8 BOM so spreadsheets read accents).
+
+    The options are checked here, when called, not when the first line is read: a streamed
+    response has sent its 200 by then."""
     writer = csv.writer(_Echo(), **csv_dialect_options(delimiter, enclosure))
+    return _lines(writer, header, rows, bom=bom)
+
+
+def _lines(writer, header: list[str], rows: Iterable[Iterable], *, bom: bool) -> Iterator[str]:
     yield ("\ufeff" if bom else "") + writer.writerow(header)
     for row in rows:
         yield writer.writerow([neutralise(cell) for cell in row])

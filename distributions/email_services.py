@@ -227,6 +227,29 @@ def email_recipient_estimate(*, project, kind: str, parent, conditions: list) ->
     )
 
 
+def email_estimate(*, project, kind: str, parent, conditions: list | None) -> dict:
+    """``credits.estimate.schedule_estimate``'s answer for an email distribution: its
+    recipients now, and no credits (emails are limited per week, not billed in credits)."""
+    from credits.models import ZERO
+    from distributions.conditions import conditions_clean
+
+    recipients = email_recipient_estimate(
+        project=project, kind=kind, parent=parent, conditions=conditions_clean(conditions)
+    )
+    return {
+        "recipients": recipients,
+        "segments": 0,
+        "segments_per_message": 0,
+        "credits": ZERO,
+        "available": None,
+        "covered": True,
+        "shortfall": ZERO,
+        "skipped": 0,
+        "by_country": [],
+        "self_service": False,
+    }
+
+
 # --- the brand's settings -------------------------------------------------------------------
 def email_account_update(*, brand, actor=None, **changes) -> EmailAccount:
     """Set the brand's email settings. An empty ``smtp_password`` keeps the stored one."""

@@ -19,6 +19,7 @@ from django.db.models import Count, F, OuterRef, Q, Window
 from django.db.models.functions import Collate, Lower, RowNumber
 from django.utils import timezone
 
+from credits.hooks_read import credits_estimate
 from credits.segments import normalize_line_breaks
 from distributions.conditions import conditions_clean, conditions_q
 from distributions.fairqueue import lane_close
@@ -40,6 +41,21 @@ INACTIVE_PROJECT_MESSAGE = (
 MAX_MESSAGE_LENGTH = 1600  # Twilio's limit for one message body
 MAX_EMAIL_LENGTH = 200_000  # an HTML body; large enough for any template, small per row
 EMAIL_FIELDS = ("subject", "text_body", "from_name", "from_address", "reply_to")
+
+
+class InsufficientCredits(Exception):
+    """The brand's available credits do not cover the send's estimated cost (``estimate``:
+    ``credits.hooks_read.credits_estimate``'s answer)."""
+
+    def __init__(self, estimate: dict):
+        self.estimate = estimate
+        super().__init__(
+            f"This send needs about {estimate['credits'].normalize():,f} credits and "
+            f"{estimate['available'].normalize():,f} are available: messages the balance "
+            "cannot cover would not be sent, and the distribution would end Interrupted. Add "
+            'credits, narrow the recipients, or send "accept_partial": true to send what the '
+            "balance covers."
+        )
 
 
 def _is_alphanumeric_sender(sender: str) -> bool:
@@ -130,8 +146,14 @@ def distribution_create(
     from_address: str = "",
     reply_to: str = "",
     trigger: str = "",
+    accept_partial: bool = True,
 ) -> Distribution:
     """Schedule a distribution (``send_at`` None or past: now). Queued after commit when due.
+
+    ``accept_partial=False`` (the API's default): an SMS distribution whose estimated cost
+    (``credits.estimate``, as the schedule page shows it) exceeds the brand's available credits
+    raises ``InsufficientCredits`` instead of being scheduled to end Interrupted. Self-service
+    brands pay their provider and are never refused.
 
     An email (``channel="email"``) has a ``subject``, an HTML ``message`` (scripts stripped), an
     optional ``text_body`` (else generated), a From name and address (defaults: the brand's
@@ -172,6 +194,16 @@ def distribution_create(
         conditions=cleaned_conditions,
         trigger=trigger or "",
     )
+    if channel == Distribution.Channel.SMS and not accept_partial:
+        estimate = credits_estimate(
+            project=project,
+            message=message,
+            conditions=cleaned_conditions,
+            kind=kind,
+            parent=parent,
+        )
+        if estimate is not None and not estimate["covered"]:
+            raise InsufficientCredits(estimate)
     distribution = Distribution.objects.create(
         project=project,
         channel=channel,

@@ -20,11 +20,16 @@ from rest_framework.views import APIView
 
 from brands.api.base import BrandScopedAPIMixin, StrictModelSerializer, StrictSerializer
 from brands.scoping import get_for_brand_by_pk
-from distributions.api import ConditionSerializer, DistributionSerializer
-from distributions.csvio import DELIMITERS, ENCLOSURES, csv_dialect_options, csv_rows
+from distributions.api import (
+    ACCEPT_PARTIAL_HELP,
+    ConditionSerializer,
+    DistributionSerializer,
+    insufficient_credits_error,
+)
+from distributions.csvio import DELIMITERS, ENCLOSURES, csv_rows
 from distributions.models import Distribution, DistributionSeries
 from distributions.series import SERIES_ACTIONS, series_create
-from distributions.services import distribution_create
+from distributions.services import InsufficientCredits, distribution_create
 from participants.models import Participant
 from projects.models import Project, Question, Response, SurveyLink
 from projects.qr import QR_FORMATS, qr_image
@@ -63,14 +68,12 @@ class ProjectScopedMixin(BrandScopedAPIMixin):
 
 def csv_response(request, *, header, rows, filename: str) -> StreamingHttpResponse:
     """Stream ``rows`` as CSV in the caller's ``?delimiter=`` and ``?enclosure=``."""
-    delimiter = request.query_params.get("delimiter", "comma")
-    enclosure = request.query_params.get("enclosure", "double")
-    try:
-        csv_dialect_options(delimiter, enclosure)  # refuse bad options before streaming
-    except ValueError as exc:
-        field = "delimiter" if "delimiter" in str(exc) else "enclosure"
-        raise ValidationError({field: str(exc)}) from exc
-    lines = csv_rows(header, rows, delimiter=delimiter, enclosure=enclosure)
+    lines = csv_rows(
+        header,
+        rows,
+        delimiter=request.query_params.get("delimiter", "comma"),
+        enclosure=request.query_params.get("enclosure", "double"),
+    )
     response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
@@ -163,6 +166,14 @@ class ResponseCreateSerializer(StrictSerializer):
     embedded_data = serializers.DictField(required=False)
 
 
+@extend_schema(
+    parameters=[
+        OpenApiParameter("status", str, enum=Response.Status.values),
+        OpenApiParameter("channel", str),
+        OpenApiParameter("since", OpenApiTypes.DATETIME),
+    ],
+    methods=["GET"],
+)
 class ResponseList(ProjectScopedMixin, generics.ListCreateAPIView):
     """Responses, newest first (``?status=``, ``?channel=``, ``?since=`` ISO time filter).
     POST records a complete response through the API (channel ``api``)."""
@@ -263,6 +274,10 @@ class LinkGenerateSerializer(StrictSerializer):
     expires_at = serializers.DateTimeField(required=False, allow_null=True)
 
 
+@extend_schema(
+    parameters=[OpenApiParameter("channel", str), OpenApiParameter("distribution", int)],
+    methods=["GET"],
+)
 class LinkList(ProjectScopedMixin, generics.ListCreateAPIView):
     """Personal links (``?channel=``, ``?distribution=``). POST makes one new link per
     participant (e.g. for a third-party mailer) and answers them."""
@@ -302,7 +317,10 @@ class LinkList(ProjectScopedMixin, generics.ListCreateAPIView):
 
 
 class LinksCsv(ProjectScopedMixin, APIView):
-    @extend_schema(parameters=CSV_PARAMETERS, responses={(200, "text/csv"): OpenApiTypes.STR})
+    @extend_schema(
+        parameters=[*CSV_PARAMETERS, OpenApiParameter("channel", str)],
+        responses={(200, "text/csv"): OpenApiTypes.STR},
+    )
     def get(self, request, project_pk):
         """Personal links as CSV, to merge into a mailing list (``?channel=``)."""
         links = survey_links(project=self.project, channel=request.query_params.get("channel"))
@@ -341,6 +359,7 @@ class ReminderCreateSerializer(StrictSerializer):
     message = serializers.CharField(max_length=1600)
     sender = serializers.CharField(required=False, allow_blank=True, max_length=32)
     send_at = serializers.DateTimeField(required=False, allow_null=True)
+    accept_partial = serializers.BooleanField(default=False, help_text=ACCEPT_PARTIAL_HELP)
 
 
 class ReminderList(ProjectScopedMixin, generics.ListCreateAPIView):
@@ -361,14 +380,17 @@ class ReminderList(ProjectScopedMixin, generics.ListCreateAPIView):
         invite_id = data.pop("invite", None)
         invite = self.get_scoped(Distribution, pk=invite_id) if invite_id else None
         channel = data.pop("channel", None) or (invite.channel if invite else "sms")
-        reminder = distribution_create(
-            project=self.project,
-            kind=Distribution.Kind.REMINDER,
-            parent=invite,
-            channel=channel,
-            actor=self.actor(),
-            **data,
-        )
+        try:
+            reminder = distribution_create(
+                project=self.project,
+                kind=Distribution.Kind.REMINDER,
+                parent=invite,
+                channel=channel,
+                actor=self.actor(),
+                **data,
+            )
+        except InsufficientCredits as exc:
+            raise insufficient_credits_error(exc) from exc
         return ApiResponse(DistributionSerializer(reminder).data, status=status.HTTP_201_CREATED)
 
 
