@@ -400,7 +400,16 @@ def scenario_c(run: Run, args, slots: int) -> None:
         excess, _ = over_the_bucket(times, 1, 1)
         worst = max(worst, excess)
         first_waits.append(times[0] - began_at)
+    gaps = []
+    for _project, sid in projects:
+        times = a_times(fake, sid)
+        gaps += [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
     shares.sort()
+    print(
+        f"   gaps between a sender's messages: p10 {percentile(gaps, 0.1):.3f} s, p50 "
+        f"{percentile(gaps, 0.5):.3f} s, p90 {percentile(gaps, 0.9):.3f} s, p99 "
+        f"{percentile(gaps, 0.99):.3f} s, max {max(gaps):.3f} s"
+    )
     print(
         f"   {total:,} messages in {elapsed:.0f} s; each sender's rate: min "
         f"{100 * shares[0]:.1f} %, p50 {100 * percentile(shares, 0.5):.1f} %, max "

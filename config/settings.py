@@ -83,6 +83,7 @@ MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "config.middleware.ApiOptionalSlashMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "config.middleware.ApiBodyLimitMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "brands.middleware.CurrentBrandMiddleware",
@@ -178,7 +179,11 @@ STORAGES = {
 }
 MEDIA_ROOT = VAR_DIR / "media"
 FILE_UPLOAD_TEMP_DIR = None
-DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+# The largest request body the API reads (JSON, forms; the import upload has its own limit,
+# below): larger ones answer 413 before they are read (config.middleware.ApiBodyLimitMiddleware).
+# Pages' form posts have the same limit (Django's own setting).
+RELAY_API_MAX_BODY_BYTES = env.int("RELAY_API_MAX_BODY_BYTES", default=10 * 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = RELAY_API_MAX_BODY_BYTES
 # Participant imports: uploads above this answer with a clear "larger than 50 MB" message;
 # those up to the inline size are validated in the request, larger ones by a worker.
 RELAY_IMPORT_MAX_UPLOAD_BYTES = env.int("RELAY_IMPORT_MAX_UPLOAD_BYTES", default=50 * 1024 * 1024)
@@ -228,9 +233,12 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["brands.permissions.HasBrandRole"],
+    # The API reads JSON (the participant import upload, multipart, says so itself).
+    "DEFAULT_PARSER_CLASSES": ["brands.api.parsers.JSONParser"],
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
     "DEFAULT_PAGINATION_CLASS": "brands.api.pagination.Pagination",
     "PAGE_SIZE": 50,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "brands.api.schema.AutoSchema",
     "EXCEPTION_HANDLER": "brands.api.errors.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": ["brands.throttling.ApiKeyRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"api_key": env.str("API_KEY_RATE", default="6000/min")},
@@ -244,6 +252,13 @@ SPECTACULAR_SETTINGS = {
     ),
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The API key is the API's scheme; browser sessions (the pages' own calls) are not one a
+    # client should be told to use.
+    "AUTHENTICATION_WHITELIST": ["brands.authentication.ApiKeyAuthentication"],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "brands.api.schema.document_errors",
+    ],
     "COMPONENT_SPLIT_REQUEST": True,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

@@ -6,9 +6,9 @@ import csv
 import re
 from collections.abc import Iterable, Iterator
 
+from django.core.exceptions import ValidationError
 from django.http import StreamingHttpResponse
 from drf_spectacular.utils import OpenApiParameter
-from rest_framework.exceptions import ValidationError
 
 DELIMITERS = {"comma": ",", "semicolon": ";", "tab": "\t", "pipe": "|"}
 ENCLOSURES = {"double": '"', "single": "'", "none": ""}
@@ -32,10 +32,15 @@ class _Echo:
 
 
 def csv_dialect_options(delimiter: str = "comma", enclosure: str = "double") -> dict:
+    """The ``csv.writer`` options of a download, or ValidationError naming each unknown option
+    (``delimiter``, ``enclosure``) with its choices: raised before anything is streamed."""
+    errors = {}
     if delimiter not in DELIMITERS:
-        raise ValueError(f"delimiter must be one of {', '.join(DELIMITERS)}")
+        errors["delimiter"] = f"'{delimiter}' is not one of {', '.join(DELIMITERS)}."
     if enclosure not in ENCLOSURES:
-        raise ValueError(f"enclosure must be one of {', '.join(ENCLOSURES)}")
+        errors["enclosure"] = f"'{enclosure}' is not one of {', '.join(ENCLOSURES)}."
+    if errors:
+        raise ValidationError(errors)
     quote = ENCLOSURES[enclosure]
     options = {"delimiter": DELIMITERS[delimiter], "lineterminator": "\r\n"}
     if quote:
@@ -53,8 +58,15 @@ def csv_rows(
     enclosure: str = "double",
     bom: bool = True,
 ) -> Iterator[str]:
-    """Yield the CSV text line by line (with a UTF-8 BOM so spreadsheets read accents)."""
+    """The CSV text line by line (with a UTF-8 BOM so spreadsheets read accents).
+
+    The options are checked here, when called, not when the first line is read: a streamed
+    response has sent its 200 by then."""
     writer = csv.writer(_Echo(), **csv_dialect_options(delimiter, enclosure))
+    return _lines(writer, header, rows, bom=bom)
+
+
+def _lines(writer, header: list[str], rows: Iterable[Iterable], *, bom: bool) -> Iterator[str]:
     yield ("\ufeff" if bom else "") + writer.writerow(header)
     for row in rows:
         yield writer.writerow([neutralise(cell) for cell in row])
@@ -68,14 +80,12 @@ CSV_PARAMETERS = [
 
 def csv_response(request, *, header, rows, filename: str) -> StreamingHttpResponse:
     """Stream ``rows`` as CSV in the caller's ``?delimiter=`` and ``?enclosure=``."""
-    delimiter = request.query_params.get("delimiter", "comma")
-    enclosure = request.query_params.get("enclosure", "double")
-    try:
-        csv_dialect_options(delimiter, enclosure)  # refuse bad options before streaming
-    except ValueError as exc:
-        field = "delimiter" if "delimiter" in str(exc) else "enclosure"
-        raise ValidationError({field: str(exc)}) from exc
-    lines = csv_rows(header, rows, delimiter=delimiter, enclosure=enclosure)
+    lines = csv_rows(
+        header,
+        rows,
+        delimiter=request.query_params.get("delimiter", "comma"),
+        enclosure=request.query_params.get("enclosure", "double"),
+    )
     response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response

@@ -7,6 +7,7 @@ can send). Every query is scoped to the caller's brand.
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers
 from rest_framework.response import Response
@@ -30,10 +31,10 @@ class BalanceSerializer(serializers.Serializer):
 
 
 class CreditEntrySerializer(serializers.ModelSerializer):
-    distribution = serializers.PrimaryKeyRelatedField(read_only=True)
-    project = serializers.PrimaryKeyRelatedField(read_only=True)
-    message = serializers.PrimaryKeyRelatedField(read_only=True)
-    actor = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    distribution = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
+    project = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
+    message = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
+    actor = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
 
     class Meta:
         model = CreditEntry
@@ -86,8 +87,8 @@ class CreditEntryList(BrandScopedAPIMixin, generics.ListAPIView):
         parameters=[
             OpenApiParameter("kind", str, many=True, enum=Kind.values),
             OpenApiParameter("distribution", int),
-            OpenApiParameter("start", str, description="YYYY-MM-DD"),
-            OpenApiParameter("end", str, description="YYYY-MM-DD"),
+            OpenApiParameter("start", OpenApiTypes.DATE, description="YYYY-MM-DD"),
+            OpenApiParameter("end", OpenApiTypes.DATE, description="YYYY-MM-DD"),
         ]
     )
     def get(self, request, *args, **kwargs):
@@ -152,8 +153,8 @@ class CreditUsageView(BrandScopedAPIMixin, APIView):
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("start", str, description="YYYY-MM-DD"),
-            OpenApiParameter("end", str, description="YYYY-MM-DD"),
+            OpenApiParameter("start", OpenApiTypes.DATE, description="YYYY-MM-DD"),
+            OpenApiParameter("end", OpenApiTypes.DATE, description="YYYY-MM-DD"),
         ],
         responses={200: dict},
     )

@@ -69,10 +69,10 @@ def parse_amount(value, *, allow_negative: bool = False, field: str = "amount") 
         raise ValidationError({field: "Enter a number of credits other than zero."})
     if amount < 0 and not allow_negative:
         raise ValidationError({field: "Credits to add must be a positive number."})
+    if abs(amount) >= MAX_AMOUNT:  # first: quantizing a huge number raises InvalidOperation
+        raise ValidationError({field: f"Enter less than {MAX_AMOUNT:,.0f} credits."})
     if amount != quantize(amount):
         raise ValidationError({field: f"Use at most {AMOUNT_PLACES} decimal places."})
-    if abs(amount) >= MAX_AMOUNT:
-        raise ValidationError({field: f"Enter less than {MAX_AMOUNT:,.0f} credits."})
     return amount
 
 

@@ -3,17 +3,20 @@ edit while scheduled, cancel, bulk edit, preview, history as JSON and CSV."""
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from brands.api.base import BrandScopedAPIMixin, StrictSerializer
+from brands.api.errors import Conflict, state_conflict
 from core.csvio import DELIMITERS, ENCLOSURES, csv_rows
+from distributions.charging import credits_estimate
 from distributions.conditions import CRITERIA, OPERATORS
-from distributions.email_services import email_preview
+from distributions.email_services import email_estimate, email_preview
 from distributions.models import Distribution, Message
 from distributions.selectors import (
     distribution_metrics,
@@ -23,6 +26,7 @@ from distributions.selectors import (
     related_distributions,
 )
 from distributions.services import (
+    InsufficientCredits,
     distribution_cancel,
     distribution_create,
     distribution_preview_count,
@@ -30,6 +34,12 @@ from distributions.services import (
     distributions_bulk_update,
 )
 from projects.models import Project
+
+ACCEPT_PARTIAL_HELP = (
+    "SMS: schedule it even when its estimated cost exceeds the available credits (what the "
+    "balance cannot cover is not sent, and it ends Interrupted). Without it, such a send "
+    "answers 409 insufficient_credits; see POST /distributions/estimate/."
+)
 
 
 class ConditionSerializer(StrictSerializer):
@@ -80,11 +90,14 @@ class DistributionSerializer(StrictSerializer):
     send_at = serializers.DateTimeField(
         required=False, allow_null=True, help_text="Omit or null to send now."
     )
+    accept_partial = serializers.BooleanField(
+        default=False, write_only=True, help_text=ACCEPT_PARTIAL_HELP
+    )
     status = serializers.CharField(read_only=True)
     status_reason = serializers.CharField(read_only=True)
     created_at = serializers.DateTimeField(read_only=True)
-    started_at = serializers.DateTimeField(read_only=True)
-    finished_at = serializers.DateTimeField(read_only=True)
+    started_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    finished_at = serializers.DateTimeField(read_only=True, allow_null=True)
 
     def to_representation(self, instance: Distribution):
         data = {
@@ -154,6 +167,62 @@ class PreviewSerializer(StrictSerializer):
     text_body = serializers.CharField(required=False, allow_blank=True, max_length=200_000)
 
 
+class CountryEstimateSerializer(serializers.Serializer):
+    country = serializers.CharField()
+    recipients = serializers.IntegerField()
+    segments = serializers.IntegerField()
+    credits = serializers.DecimalField(max_digits=14, decimal_places=4)
+    rate = serializers.DecimalField(max_digits=14, decimal_places=4)
+    enabled = serializers.BooleanField()
+
+
+class EstimateSerializer(serializers.Serializer):
+    recipients = serializers.IntegerField(help_text="Recipients it would be sent to now.")
+    segments = serializers.IntegerField(help_text="SMS segments in all.")
+    segments_per_message = serializers.IntegerField(help_text="The longest message's segments.")
+    credits_needed = serializers.DecimalField(max_digits=14, decimal_places=4)
+    credits_available = serializers.DecimalField(
+        max_digits=14,
+        decimal_places=4,
+        allow_null=True,
+        help_text="Null for a self-service brand (its provider bills it).",
+    )
+    affordable = serializers.BooleanField(help_text="The available credits cover it.")
+    shortfall = serializers.DecimalField(max_digits=14, decimal_places=4)
+    skipped = serializers.IntegerField(help_text="Recipients in countries not enabled.")
+    by_country = CountryEstimateSerializer(many=True)
+    self_service = serializers.BooleanField()
+
+
+def estimate_answer(estimate: dict) -> dict:
+    """``credits.estimate.schedule_estimate``'s answer in the API's words."""
+    return {
+        "recipients": estimate["recipients"],
+        "segments": estimate["segments"],
+        "segments_per_message": estimate["segments_per_message"],
+        "credits_needed": estimate["credits"],
+        "credits_available": estimate["available"],
+        "affordable": estimate["covered"],
+        "shortfall": estimate["shortfall"],
+        "skipped": estimate["skipped"],
+        "by_country": estimate["by_country"],
+        "self_service": estimate["self_service"],
+    }
+
+
+def insufficient_credits_error(exc: InsufficientCredits) -> Conflict:
+    """The API's 409 for a send the balance does not cover, with the estimate."""
+    return Conflict(
+        {
+            "detail": str(exc),
+            "accept_partial": "Send true to schedule it anyway: what the balance cannot cover "
+            "is not sent.",
+            "estimate": estimate_answer(exc.estimate),
+        },
+        code="insufficient_credits",
+    )
+
+
 class HistoryRowSerializer(serializers.Serializer):
     id = serializers.IntegerField(source="pk")
     person_id = serializers.CharField(source="person.person_id", default="")
@@ -175,6 +244,15 @@ def _conditions(data):
     return [dict(c) for c in data] if data is not None else None
 
 
+@extend_schema_view(
+    list=extend_schema(
+        parameters=[
+            OpenApiParameter("project", int),
+            OpenApiParameter("channel", str, enum=Distribution.Channel.values),
+            OpenApiParameter("status", str, enum=Distribution.Status.values),
+        ]
+    )
+)
 class DistributionViewSet(
     BrandScopedAPIMixin,
     mixins.ListModelMixin,
@@ -207,21 +285,46 @@ class DistributionViewSet(
     def _project(self, project_id) -> Project:
         return self.get_scoped(Project, pk=project_id)
 
-    def create(self, request):
+    def _create_payload(self, request) -> tuple[dict, Project, Distribution | None]:
         payload = DistributionSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         data = dict(payload.validated_data)
         project = self._project(data.pop("project"))
         parent_id = data.pop("parent", None)
         parent = self.get_scoped(Distribution, pk=parent_id) if parent_id else None
-        distribution = distribution_create(
-            project=project,
-            parent=parent,
-            actor=self.actor(),
-            conditions=_conditions(data.pop("conditions", None)),
-            **data,
-        )
+        data["conditions"] = _conditions(data.pop("conditions", None))
+        return data, project, parent
+
+    def create(self, request):
+        data, project, parent = self._create_payload(request)
+        try:
+            distribution = distribution_create(
+                project=project, parent=parent, actor=self.actor(), **data
+            )
+        except InsufficientCredits as exc:
+            raise insufficient_credits_error(exc) from exc
         return Response(DistributionSerializer(distribution).data, status=201)
+
+    @extend_schema(request=DistributionSerializer, responses=EstimateSerializer)
+    @action(detail=False, methods=["post"])
+    def estimate(self, request):
+        """What creating this distribution would cost now (the body is the create call's):
+        recipients, segments, credits needed and available, and whether they cover it, as the
+        schedule page shows them. Nothing is written. Email costs no credits."""
+        data, project, parent = self._create_payload(request)
+        if data["channel"] == Distribution.Channel.SMS:
+            estimate = credits_estimate(
+                project=project,
+                message=data["message"],
+                conditions=data["conditions"],
+                kind=data["kind"],
+                parent=parent,
+            )
+        else:
+            estimate = email_estimate(
+                project=project, conditions=data["conditions"], kind=data["kind"], parent=parent
+            )
+        return Response(EstimateSerializer(estimate_answer(estimate)).data)
 
     @extend_schema(request=DistributionUpdateSerializer, responses=DistributionSerializer)
     def partial_update(self, request, pk=None):
@@ -238,7 +341,13 @@ class DistributionViewSet(
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
         """Cancel a scheduled distribution, or stop one in progress."""
-        distribution = distribution_cancel(distribution=self.get_object(), actor=self.actor())
+        distribution = self.get_object()
+        try:
+            distribution = distribution_cancel(distribution=distribution, actor=self.actor())
+        except DjangoValidationError as exc:
+            if "status" in getattr(exc, "error_dict", {}):  # already sent, cancelled: its state
+                raise state_conflict(exc) from exc
+            raise
         return Response(DistributionSerializer(distribution).data)
 
     @extend_schema(request=BulkUpdateSerializer, responses=DistributionSerializer(many=True))
@@ -288,7 +397,10 @@ class DistributionViewSet(
             }
         return Response(answer)
 
-    @extend_schema(responses=HistoryRowSerializer(many=True))
+    @extend_schema(
+        parameters=[OpenApiParameter("status", str, enum=Message.Status.values)],
+        responses=HistoryRowSerializer(many=True),
+    )
     @action(detail=True, methods=["get"])
     def history(self, request, pk=None):
         """Per-recipient history, paginated (``?status=`` filters)."""
@@ -318,19 +430,13 @@ class DistributionViewSet(
 
 
 def history_csv_response(*, distribution, zone, delimiter: str, enclosure: str):
-    from rest_framework.exceptions import ValidationError
-
-    try:
-        lines = csv_rows(
-            history_header(distribution),
-            history_rows(distribution=distribution, zone=zone),
-            delimiter=delimiter,
-            enclosure=enclosure,
-        )
-    except ValueError as exc:
-        raise ValidationError(
-            {"delimiter" if "delimiter" in str(exc) else "enclosure": str(exc)}
-        ) from exc
+    """The streamed history CSV; unknown options raise ValidationError before it starts."""
+    lines = csv_rows(
+        history_header(distribution),
+        history_rows(distribution=distribution, zone=zone),
+        delimiter=delimiter,
+        enclosure=enclosure,
+    )
     response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
     filename = f"distribution-{distribution.pk}-history.csv"
     response["Content-Disposition"] = f'attachment; filename="{filename}"'

@@ -93,7 +93,7 @@ class EmailDomainSerializer(StrictSerializer):
     id = serializers.IntegerField(read_only=True)
     domain = serializers.CharField(max_length=253)
     verified = serializers.BooleanField(read_only=True)
-    verified_at = serializers.DateTimeField(read_only=True)
+    verified_at = serializers.DateTimeField(read_only=True, allow_null=True)
     dkim_selector = serializers.CharField(max_length=63, required=False, allow_blank=True)
     dkim_private_key = serializers.CharField(
         max_length=10_000,

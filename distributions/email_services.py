@@ -21,8 +21,10 @@ from django.db.models import Q
 from django.utils import timezone
 
 from brands.models import Brand
+from credits.models import ZERO
 from credits.segments import normalize_line_breaks
 from distributions.audiences import recipients_queryset
+from distributions.conditions import conditions_clean
 from distributions.email_content import render_email, sanitize_html
 from distributions.models import Distribution, EmailAccount, EmailDomain, Message
 from participants.models import Participant
@@ -229,6 +231,27 @@ def email_recipient_estimate(*, project: Project, kind: str, parent, conditions:
         .distinct()
         .count()
     )
+
+
+def email_estimate(*, project, kind: str, parent, conditions: list | None) -> dict:
+    """``distributions.charging.schedule_estimate``'s answer for an email distribution: its
+    recipients now, and no credits (emails are limited per week, not billed in credits)."""
+
+    recipients = email_recipient_estimate(
+        project=project, kind=kind, parent=parent, conditions=conditions_clean(conditions)
+    )
+    return {
+        "recipients": recipients,
+        "segments": 0,
+        "segments_per_message": 0,
+        "credits": ZERO,
+        "available": None,
+        "covered": True,
+        "shortfall": ZERO,
+        "skipped": 0,
+        "by_country": [],
+        "self_service": False,
+    }
 
 
 # --- the brand's settings -------------------------------------------------------------------

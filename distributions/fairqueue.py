@@ -55,6 +55,9 @@ SEND_WINDOW = 500
 # Lanes in one batch: many slow senders (a US long code sends one message a second) are
 # served by one slot, a batch of one-message windows at a time.
 MAX_LANES = 100
+# Rows a lane takes in a batch that several brands share: a brand's big send goes in batches
+# a fifth as long while another brand waits its turn.
+SHARED_WINDOW = 100
 
 
 class Picked(list):
@@ -422,6 +425,10 @@ def pick(
         lanes_idle: list[tuple] = []
         senders: list[tuple] = []
         rows_left = max_rows
+        # Brands competing for this batch: a lane then takes a share, not the whole window,
+        # so that the batch (and the next brand's turn) comes round sooner.
+        competing = len({lane[1] for lane in order if lane[0] in locked}) > 1
+        per_lane = SHARED_WINDOW if competing else SEND_WINDOW
         wanted: dict[int, tuple] = {}  # distribution -> (brand, sender, rate, tokens, count)
         for distribution_id, brand_id, sender_id, _lane_served, _sender_served in order:
             if rows_left <= 0:
@@ -433,7 +440,7 @@ def pick(
             tokens = throttle.refill(
                 rate=rate, tokens=tokens, tokens_at=_as_datetime(tokens_at), now=now
             )
-            count = throttle.take(tokens, min(rows_left, SEND_WINDOW))
+            count = throttle.take(tokens, min(rows_left, per_lane))
             if count < 1:  # refilled less than a token since it was found ready
                 when = throttle.ready_at(rate=rate, tokens=tokens, now=now)
                 senders.append((sender_id, tokens, _t(now), _t(when), _t(now)))

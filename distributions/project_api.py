@@ -11,10 +11,15 @@ from rest_framework.response import Response as ApiResponse
 from rest_framework.views import APIView
 
 from brands.api.base import BrandScopedAPIMixin, StrictModelSerializer, StrictSerializer
-from distributions.api import ConditionSerializer, DistributionSerializer
+from distributions.api import (
+    ACCEPT_PARTIAL_HELP,
+    ConditionSerializer,
+    DistributionSerializer,
+    insufficient_credits_error,
+)
 from distributions.models import Distribution, DistributionSeries
 from distributions.series import SERIES_ACTIONS, series_create
-from distributions.services import distribution_create
+from distributions.services import InsufficientCredits, distribution_create
 from projects.api import ProjectScopedMixin
 
 
@@ -31,6 +36,7 @@ class ReminderCreateSerializer(StrictSerializer):
     message = serializers.CharField(max_length=1600)
     sender = serializers.CharField(required=False, allow_blank=True, max_length=32)
     send_at = serializers.DateTimeField(required=False, allow_null=True)
+    accept_partial = serializers.BooleanField(default=False, help_text=ACCEPT_PARTIAL_HELP)
 
 
 class ReminderList(ProjectScopedMixin, generics.ListCreateAPIView):
@@ -51,14 +57,17 @@ class ReminderList(ProjectScopedMixin, generics.ListCreateAPIView):
         invite_id = data.pop("invite", None)
         invite = self.get_scoped(Distribution, pk=invite_id) if invite_id else None
         channel = data.pop("channel", None) or (invite.channel if invite else "sms")
-        reminder = distribution_create(
-            project=self.project,
-            kind=Distribution.Kind.REMINDER,
-            parent=invite,
-            channel=channel,
-            actor=self.actor(),
-            **data,
-        )
+        try:
+            reminder = distribution_create(
+                project=self.project,
+                kind=Distribution.Kind.REMINDER,
+                parent=invite,
+                channel=channel,
+                actor=self.actor(),
+                **data,
+            )
+        except InsufficientCredits as exc:
+            raise insufficient_credits_error(exc) from exc
         return ApiResponse(DistributionSerializer(reminder).data, status=status.HTTP_201_CREATED)
 
 

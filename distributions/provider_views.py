@@ -101,7 +101,7 @@ class ProviderSettingsView(BrandPageMixin, View):
 
 
 class ProviderSerializer(StrictSerializer):
-    provider = serializers.CharField(max_length=40)
+    provider = serializers.ChoiceField(choices=provider_choices())
     account_sid = serializers.CharField(max_length=64, required=False, allow_blank=True)
     auth_token = serializers.CharField(
         max_length=128,

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime
 
-from django.db.models import Count, OuterRef, Q, Sum
+from django.db.models import Count, Max, Min, OuterRef, Q, Sum
+from django.utils import timezone
 
 from brands.models import Brand
 from credits.selectors import credits_consumed
@@ -62,6 +63,7 @@ def distribution_metrics(*, distribution: Distribution) -> dict:
 
     sent = count(*Message.HANDED_OVER)
     closed = total - count(*Message.OPEN_STATUSES)
+    waiting = waiting_rows(distribution=distribution) if by_status.get(MStatus.PENDING) else {}
 
     email = {}
     if distribution.channel == Distribution.Channel.EMAIL:
@@ -89,6 +91,11 @@ def distribution_metrics(*, distribution: Distribution) -> dict:
         "skipped": count(MStatus.SKIPPED),
         "skipped_optout": count(MStatus.SKIPPED_OPTOUT),
         "pending": count(*Message.OPEN_STATUSES),
+        # Pending rows deferred to a later time (the provider asked to wait; later, a send
+        # policy), and when the next and the last of them come due.
+        "waiting": waiting.get("n", 0),
+        "waiting_next": waiting.get("first"),
+        "waiting_last": waiting.get("last"),
         "progress": round(100 * closed / total)
         if total
         else (100 if distribution.is_finished else 0),
@@ -97,6 +104,15 @@ def distribution_metrics(*, distribution: Distribution) -> dict:
         "by_status": by_status,
         **email,
     }
+
+
+def waiting_rows(*, distribution: Distribution, now=None) -> dict:
+    """How many Pending rows wait for a later time, and when the first and last come due
+    (one index range of the distribution's Pending rows)."""
+    now = now or timezone.now()
+    return Message.objects.filter(
+        distribution=distribution, status=MStatus.PENDING, due_at__gt=now
+    ).aggregate(n=Count("pk"), first=Min("due_at"), last=Max("due_at"))
 
 
 def related_distributions(*, distribution: Distribution):

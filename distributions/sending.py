@@ -465,6 +465,7 @@ def _send_lanes(lanes: list[Lane], lease: str, stats: dict) -> None:
     ]
     with handover_guard_many(keys=keys):
         _drop_opted_out_lanes(lanes, lease, stats)
+        _handed_over_now(lanes)
         results = _hand_over(lanes, lease)
     _record_lanes(lanes, results, lease, stats)
 
@@ -513,18 +514,20 @@ def _cover_lanes(lanes: list[Lane], lease: str, stats: dict) -> None:
 
 
 def _reclaim_lanes(lanes: list[Lane], lease: str) -> None:
-    """Just before the hand-over, in one transaction: refresh the rows' lease (rows recovery
-    took back meanwhile are dropped: see ``_reclaim``) and start each sender's refill from now
+    """Just before the hand-over: refresh the rows' lease (rows recovery took back meanwhile
+    are dropped: see ``_reclaim``)."""
+    owned = {row.pk for row in _reclaim([row for lane in lanes for row in lane.rows], lease)}
+    for lane in lanes:
+        lane.rows = [row for row in lane.rows if row.pk in owned]
+
+
+def _handed_over_now(lanes: list[Lane]) -> None:
+    """The moment the windows leave: each sender's refill starts again from it
     (``fairqueue.senders_handed_over``)."""
-    now = timezone.now()
-    with transaction.atomic():
-        owned = {row.pk for row in _reclaim([row for lane in lanes for row in lane.rows], lease)}
-        for lane in lanes:
-            lane.rows = [row for row in lane.rows if row.pk in owned]
-        fairqueue.senders_handed_over(
-            senders=[(lane.sender_id, lane.rate) for lane in lanes if lane.sender_id and lane.rows],
-            at=now,
-        )
+    fairqueue.senders_handed_over(
+        senders=[(lane.sender_id, lane.rate) for lane in lanes if lane.sender_id and lane.rows],
+        at=timezone.now(),
+    )
     for lane in lanes:
         lane.handed = lane.handed or bool(lane.rows)
 

@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from core.queueing import task_queue
 from distributions.audiences import recipients_queryset
+from distributions.charging import credits_estimate
 from distributions.conditions import conditions_clean, conditions_q
 from distributions.email_services import weekly_limit_error
 from distributions.events import recipient_statuses_raised
@@ -56,6 +57,21 @@ Status = Distribution.Status
 MStatus = Message.Status
 
 
+class InsufficientCredits(Exception):
+    """The brand's available credits do not cover the send's estimated cost (``estimate``:
+    ``distributions.charging.credits_estimate``'s answer)."""
+
+    def __init__(self, estimate: dict):
+        self.estimate = estimate
+        super().__init__(
+            f"This send needs about {estimate['credits'].normalize():,f} credits and "
+            f"{estimate['available'].normalize():,f} are available: messages the balance "
+            "cannot cover would not be sent, and the distribution would end Interrupted. Add "
+            'credits, narrow the recipients, or send "accept_partial": true to send what the '
+            "balance covers."
+        )
+
+
 def distribution_create(
     *,
     project: Project,
@@ -74,8 +90,14 @@ def distribution_create(
     from_address: str = "",
     reply_to: str = "",
     trigger: str = "",
+    accept_partial: bool = True,
 ) -> Distribution:
     """Schedule a distribution (``send_at`` None or past: now). Queued after commit when due.
+
+    ``accept_partial=False`` (the API's default): an SMS distribution whose estimated cost
+    (``charging.credits_estimate``, as the schedule page shows it) exceeds the brand's
+    available credits raises ``InsufficientCredits`` instead of being scheduled to end
+    Interrupted. Self-service brands pay their provider and are never refused.
 
     An email (``channel="email"``) has a ``subject``, an HTML ``message`` (scripts stripped), an
     optional ``text_body`` (else generated), a From name and address (defaults: the brand's
@@ -98,7 +120,12 @@ def distribution_create(
         reply_to=reply_to,
     )
     return distribution_create_from_spec(
-        project=project, spec=spec, send_at=send_at, name=name, actor=actor
+        project=project,
+        spec=spec,
+        send_at=send_at,
+        name=name,
+        actor=actor,
+        accept_partial=accept_partial,
     )
 
 
@@ -109,9 +136,11 @@ def distribution_create_from_spec(
     send_at: datetime | None = None,
     name: str = "",
     actor=None,
+    accept_partial: bool = True,
 ) -> Distribution:
     """Schedule the distribution ``spec`` describes, after every rule of ``spec_errors`` (the
-    one path of create, recurring runs and resends). Queued after commit when due."""
+    one path of create, recurring runs and resends). Queued after commit when due.
+    ``accept_partial``: as ``distribution_create``'s."""
     now = timezone.now()
     send_at = send_at or now
     spec = spec_clean(spec, brand=project.brand)
@@ -119,6 +148,16 @@ def distribution_create_from_spec(
     errors.update(spec_errors(spec, project=project))
     if errors:
         raise ValidationError(errors)
+    if spec.channel == Distribution.Channel.SMS and not accept_partial:
+        estimate = credits_estimate(
+            project=project,
+            message=spec.message,
+            conditions=spec.conditions,
+            kind=spec.kind,
+            parent=spec.parent,
+        )
+        if estimate is not None and not estimate["covered"]:
+            raise InsufficientCredits(estimate)
     distribution = Distribution.objects.create(
         project=project,
         kind=spec.kind,

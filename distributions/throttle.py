@@ -44,7 +44,7 @@ PACE_SECONDS = 0.25
 # step come due together and are served in one batch, one round trip for all of them, instead
 # of one batch each (200 long codes at 1 message/s: 200 picks a second). It costs a sender at
 # most one step per wait (half of it on average).
-GRID_SECONDS = 0.05
+GRID_SECONDS = 0.02
 
 
 def ready_at(*, rate: float, tokens: float, now: datetime) -> datetime:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
 
 from brands.api.base import BrandScopedAPIMixin, StrictSerializer
+from brands.api.errors import state_conflict
 from brands.models import ApiKey
 from brands.roles import Role, role_allows
 from optouts.models import Channel, InboundMessage, OptOut, OptOutEvent, Scope, Source
@@ -19,7 +21,7 @@ from optouts.services import optout_create_by_admin, optout_opt_in
 
 class OptOutEventSerializer(serializers.ModelSerializer):
     who = serializers.CharField(source="actor_label", read_only=True)
-    actor = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    actor = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
     api_key = serializers.SlugRelatedField(slug_field="prefix", read_only=True)
 
     class Meta:
@@ -46,7 +48,9 @@ class OptOutEventSerializer(serializers.ModelSerializer):
 
 
 class OptOutSerializer(serializers.ModelSerializer):
-    person_id = serializers.CharField(source="person.person_id", read_only=True, default=None)
+    person_id = serializers.CharField(
+        source="person.person_id", read_only=True, default=None, allow_null=True
+    )
 
     class Meta:
         model = OptOut
@@ -99,14 +103,16 @@ STATE_PARAMETER = OpenApiParameter(
 )
 
 
-@extend_schema(
-    parameters=[
-        OpenApiParameter("q", str, description="Address, name, PersonID or email contains."),
-        OpenApiParameter("source", str, enum=Source.values),
-        OpenApiParameter("scope", str, enum=Scope.values),
-        OpenApiParameter("channel", str, enum=Channel.values),
-        STATE_PARAMETER,
-    ]
+@extend_schema_view(
+    list=extend_schema(
+        parameters=[
+            OpenApiParameter("q", str, description="Address, name, PersonID or email contains."),
+            OpenApiParameter("source", str, enum=Source.values),
+            OpenApiParameter("scope", str, enum=Scope.values),
+            OpenApiParameter("channel", str, enum=Channel.values),
+            STATE_PARAMETER,
+        ]
+    )
 )
 class OptOutViewSet(
     BrandScopedAPIMixin,
@@ -183,15 +189,21 @@ class OptOutViewSet(
             )
         except DjangoPermissionDenied as exc:
             raise PermissionDenied(str(exc)) from exc
+        except DjangoValidationError as exc:
+            if "optout" in getattr(exc, "error_dict", {}):  # already opted back in: its state
+                raise state_conflict(exc) from exc
+            raise
         return Response(OptOutDetailSerializer(optout).data)
 
 
-@extend_schema(
-    parameters=[
-        OpenApiParameter("address", str),
-        OpenApiParameter("action", str, enum=OptOutEvent.Action.values),
-        OpenApiParameter("source", str, enum=Source.values),
-    ]
+@extend_schema_view(
+    list=extend_schema(
+        parameters=[
+            OpenApiParameter("address", str),
+            OpenApiParameter("action", str, enum=OptOutEvent.Action.values),
+            OpenApiParameter("source", str, enum=Source.values),
+        ]
+    )
 )
 class OptOutEventViewSet(BrandScopedAPIMixin, viewsets.ReadOnlyModelViewSet):
     """The audit trail: every opt-out, opt-in and provider re-subscribe, newest first."""
@@ -234,12 +246,14 @@ class InboundMessageSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-@extend_schema(
-    parameters=[
-        OpenApiParameter("q", str, description="Number, text or name contains."),
-        OpenApiParameter("kind", str, enum=["STOP", "START", "HELP", "OTHER"]),
-        OpenApiParameter("action", str, enum=InboundMessage.Action.values),
-    ]
+@extend_schema_view(
+    list=extend_schema(
+        parameters=[
+            OpenApiParameter("q", str, description="Number, text or name contains."),
+            OpenApiParameter("kind", str, enum=["STOP", "START", "HELP", "OTHER"]),
+            OpenApiParameter("action", str, enum=InboundMessage.Action.values),
+        ]
+    )
 )
 class InboundMessageViewSet(BrandScopedAPIMixin, viewsets.ReadOnlyModelViewSet):
     """Replies received from recipients, with what was done about each."""

@@ -8,13 +8,13 @@ from drf_spectacular.utils import (
     extend_schema_field,
     inline_serializer,
 )
-from rest_framework import exceptions, generics, serializers, status
-from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework import generics, serializers, status
+from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from brands.api.base import BrandScopedAPIMixin, StrictSerializer
-from brands.api.errors import Conflict
+from brands.api.errors import Conflict, PayloadTooLarge
 from brands.roles import Role
 from participants.importer import REQUIRABLE
 from participants.models import ImportJob, Participant, Person
@@ -41,9 +41,34 @@ from participants.services import (
     person_update,
 )
 from participants.uploads import install as install_upload_limit
+from participants.values import METADATA_FIELDS_MAX, METADATA_KEY_MAX, METADATA_VALUE_MAX
 from projects.models import Project
 
 __all__ = ["search_people"]  # kept importable from here for older callers
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "maxProperties": METADATA_FIELDS_MAX,
+        "additionalProperties": {
+            "nullable": True,
+            "oneOf": [
+                {"type": "string", "maxLength": METADATA_VALUE_MAX},
+                {"type": "number"},
+                {"type": "boolean"},
+            ],
+        },
+        "description": (
+            f"Flat fields (one per CSV column): at most {METADATA_FIELDS_MAX}, names of 1 to "
+            f"{METADATA_KEY_MAX} characters, values text (at most {METADATA_VALUE_MAX} "
+            "characters), numbers, true/false or null, stored as text. Text a spreadsheet "
+            "would run as a formula is refused (start it with an apostrophe to keep it)."
+        ),
+    }
+)
+class MetadataField(serializers.DictField):
+    """A metadata object; ``participants.values.metadata_clean`` (in the services) decides."""
 
 
 class PersonFieldsSerializer(StrictSerializer):
@@ -53,7 +78,7 @@ class PersonFieldsSerializer(StrictSerializer):
     email = serializers.EmailField(required=False, allow_blank=True, max_length=254)
     username = serializers.CharField(required=False, allow_blank=True, max_length=150)
     phone = serializers.CharField(required=False, allow_blank=True, max_length=40)
-    metadata = serializers.DictField(required=False)
+    metadata = MetadataField(required=False)
 
 
 class PersonSerializer(PersonFieldsSerializer):
@@ -67,7 +92,7 @@ class ParticipantSerializer(PersonFieldsSerializer):
     project = serializers.IntegerField(read_only=True)
     person = serializers.IntegerField(read_only=True)
     role = serializers.CharField(required=False, allow_blank=True, max_length=120)
-    participant_metadata = serializers.DictField(required=False)
+    participant_metadata = MetadataField(required=False)
     created_at = serializers.DateTimeField(read_only=True)
 
     PERSON_OUTPUT = (
@@ -94,6 +119,10 @@ class ParticipantSerializer(PersonFieldsSerializer):
         return data
 
 
+@extend_schema(
+    parameters=[OpenApiParameter("q", str, description="Name, email, phone or PersonID.")],
+    methods=["GET"],
+)
 class PersonListCreate(BrandScopedAPIMixin, generics.ListCreateAPIView):
     """The brand's directory. ``?q=`` searches names, email, phone (any format), PersonID."""
 
@@ -239,7 +268,26 @@ class BulkUpsertView(BrandScopedAPIMixin, APIView):
 
     write_role = Role.PROJECT_ADMIN
 
-    @extend_schema(request=BulkUpsertSerializer, responses={200: BULK_REPORT, 400: BULK_REPORT})
+    @extend_schema(
+        request=BulkUpsertSerializer,
+        responses={
+            200: BULK_REPORT,
+            400: inline_serializer(
+                "BulkUpsertRefusal",
+                fields={
+                    "error": serializers.DictField(
+                        help_text="The API's error: code, message, fields (per record index)."
+                    ),
+                    "report": inline_serializer(
+                        "BulkUpsertRefusedReport",
+                        fields=dict(BULK_REPORT.fields),
+                        required=False,
+                        help_text="With invalid records: the report (nothing was written).",
+                    ),
+                },
+            ),
+        },
+    )
     def post(self, request, project_pk=None):
         project = self.get_scoped(Project, pk=project_pk) if project_pk else None
         payload = BulkUpsertSerializer(data=request.data)
@@ -276,12 +324,6 @@ class BulkUpsertView(BrandScopedAPIMixin, APIView):
 
 
 # --- Imports ----------------------------------------------------------------------------------
-
-
-class PayloadTooLarge(exceptions.APIException):
-    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    default_code = "too_large"
-    default_detail = "The upload is too large."
 
 
 class ImportJobSerializer(serializers.ModelSerializer):
@@ -359,6 +401,7 @@ class ImportUploadSerializer(StrictSerializer):
     )
 
 
+@extend_schema(parameters=[OpenApiParameter("project", int)], methods=["GET"])
 class ImportListCreate(BrandScopedAPIMixin, generics.ListCreateAPIView):
     """Upload a CSV (multipart) to check it, then poll the import and confirm it.
 
@@ -369,9 +412,10 @@ class ImportListCreate(BrandScopedAPIMixin, generics.ListCreateAPIView):
 
     queryset = ImportJob.objects.all()
     serializer_class = ImportJobSerializer
-    parser_classes = [MultiPartParser, FormParser]
+    parser_classes = [MultiPartParser]  # a file: multipart only
     write_role = Role.PROJECT_ADMIN
     read_role = Role.PROJECT_ADMIN
+    enforces_own_body_limit = True  # RELAY_IMPORT_MAX_UPLOAD_BYTES, answered with the size
 
     def initial(self, request, *args, **kwargs):
         if request.method == "POST":  # before anything parses the body

@@ -25,6 +25,20 @@ import phonenumbers
 
 from participants.metadata import normalise_key
 from participants.phones import PhoneError, phone_to_e164
+from participants.values import (
+    FORMULA_CHARS,
+    MAX_LENGTHS,
+    METADATA_FIELDS_MAX,
+    METADATA_KEY_MAX,
+    METADATA_VALUE_MAX,
+    NOT_SCALAR,
+    formula_refusal,
+    formula_start,
+    metadata_key_refusal,
+    metadata_text,
+    shorten,
+    shown,
+)
 
 # --- Columns -------------------------------------------------------------------------------
 
@@ -37,14 +51,6 @@ FIELD_LABELS = {
     "username": "User name",
     "phone": "Phone number",
     "role": "Role",
-}
-MAX_LENGTHS = {
-    "person_id": 128,
-    "first_name": 150,
-    "last_name": 150,
-    "email": 254,
-    "username": 150,
-    "role": 120,
 }
 TEXT_FIELDS = ("person_id", "first_name", "last_name", "email", "username", "role")
 PERSON_FIELDS = ("first_name", "last_name", "email", "username", "phone")
@@ -75,12 +81,9 @@ REQUIRABLE = {
     "name": "First name or Last name",
 }
 
-METADATA_KEY_MAX = 100
-METADATA_VALUE_MAX = 1000
 MAX_FIELD_CHARS = 131_072  # csv's own limit: a longer cell means a quote that never closes
 SNIFF_CHARS = 64 * 1024
 READ_CHUNK = 1 << 20
-REPORT_VALUE_CHARS = 80
 
 
 def header_key(text: str) -> str:
@@ -154,25 +157,6 @@ class Header:
 
 # --- Cells ---------------------------------------------------------------------------------
 
-_PLAIN_NUMBER = re.compile(r"[+-]?[\d\s.,]*\d[\d\s.,]*%?")
-FORMULA_CHARS = "=+-@"
-
-
-def formula_start(value: str) -> str | None:
-    """The character that makes ``value`` run as a formula in a spreadsheet, if any.
-
-    ``=`` and ``@`` always do; ``+`` and ``-`` do unless the cell is a plain number (-5, +3.2,
-    +44 20 7946 0958) or the character alone.
-    """
-    if not value:
-        return None
-    first = value[0]
-    if first in "=@":
-        return first
-    if first in "+-" and len(value) > 1 and not _PLAIN_NUMBER.fullmatch(value):
-        return first
-    return None
-
 
 def neutralise_for_spreadsheet(value: Any) -> str:
     """Export side: prefix a formula-looking cell with an apostrophe, as OWASP advises.
@@ -186,8 +170,7 @@ def neutralise_for_spreadsheet(value: Any) -> str:
     return text
 
 
-def _shorten(value: str) -> str:
-    return value if len(value) <= REPORT_VALUE_CHARS else value[: REPORT_VALUE_CHARS - 1] + "…"
+_shorten = shorten
 
 
 # --- Reading the file ----------------------------------------------------------------------
@@ -208,6 +191,44 @@ _SIGNATURES = (
     (b"\x89PNG", "This is a PNG image, not a CSV file."),
     (b"\xff\xd8\xff", "This is a JPEG image, not a CSV file."),
 )
+
+
+NUL_MESSAGE = (
+    "The file contains NUL bytes: it is a binary file, not a text CSV file. (If it is “Unicode "
+    "text” from Excel, save it as “CSV UTF-8” instead.)"
+)
+UPLOAD_SNIFF_BYTES = 64 * 1024
+
+
+def refuse_binary(head: bytes, *, whole: bool) -> None:
+    """Raise FileError when ``head``, the start of a file (``whole``: all of it), is not text:
+    a known binary format (by its magic number), NUL bytes outside UTF-16, or bytes that
+    neither UTF-8 nor Windows-1252 can read. Cheap enough for the upload request itself."""
+    for signature, message in _SIGNATURES:
+        if head.startswith(signature):
+            raise FileError(message)
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return
+    if b"\x00" in head:
+        raise FileError(NUL_MESSAGE)
+    for encoding in ("utf-8", "cp1252"):
+        try:
+            codecs.getincrementaldecoder(encoding)().decode(head, final=whole)
+            return
+        except UnicodeDecodeError as exc:
+            bad = exc.start
+    raise FileError(
+        f"The file is neither UTF-8 nor Windows-1252 text (byte {bad + 1} cannot be read). Save "
+        "it as “CSV UTF-8” and upload it again."
+    )
+
+
+def refuse_binary_upload(fileobj: BinaryIO) -> None:
+    """``refuse_binary`` on the first ``UPLOAD_SNIFF_BYTES`` of an upload (rewound after)."""
+    fileobj.seek(0)
+    head = fileobj.read(UPLOAD_SNIFF_BYTES + 1)
+    fileobj.seek(0)
+    refuse_binary(head[:UPLOAD_SNIFF_BYTES], whole=len(head) <= UPLOAD_SNIFF_BYTES)
 
 
 class _CountingReader(io.RawIOBase):
@@ -255,18 +276,11 @@ class CsvSource:
         head = self.fileobj.read(8192)
         if not head:
             raise FileError("The file is empty.")
-        for signature, message in _SIGNATURES:
-            if head.startswith(signature):
-                raise FileError(message)
+        refuse_binary(head, whole=len(head) < 8192)
         if head.startswith(codecs.BOM_UTF8):
             self.encoding = "utf-8-sig"
         elif head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
             self.encoding = "utf-16"
-        elif b"\x00" in head:
-            raise FileError(
-                "The file contains NUL bytes: it is a binary file, not a text CSV file. (If it "
-                "is “Unicode text” from Excel, save it as “CSV UTF-8” instead.)"
-            )
         else:
             self.encoding = self._text_encoding()
         sample = self._sample()
@@ -297,9 +311,7 @@ class CsvSource:
             try:
                 while chunk := self.fileobj.read(READ_CHUNK):
                     if b"\x00" in chunk:
-                        raise FileError(
-                            "The file contains NUL bytes: it is a binary file, not a text CSV file."
-                        )
+                        raise FileError(NUL_MESSAGE)
                     decoder.decode(chunk)
                     position += len(chunk)
                 decoder.decode(b"", final=True)
@@ -461,6 +473,11 @@ def map_header(
             seen_metadata[norm] = column
         columns.append(column)
 
+    if len(seen_metadata) > METADATA_FIELDS_MAX:
+        raise FileError(
+            f"The file has {len(seen_metadata):,} metadata columns; a person has at most "
+            f"{METADATA_FIELDS_MAX}: remove the columns you do not need."
+        )
     present = set(seen_fields)
     found = ", ".join(f"'{h}'" for h in headers[:width] if h) or "(nothing)"
     if not present - {"phone_country"}:
@@ -675,32 +692,16 @@ class RowValidator:
     @staticmethod
     def _formula(name: str, value: str, fail) -> bool:
         """Report ``value`` if a spreadsheet would run it as a formula; True when it did."""
-        char = formula_start(value)
-        if not char:
+        refusal = formula_refusal(value)
+        if refusal is None:
             return False
-        fail(
-            name,
-            value,
-            f"Starts with '{char}', which a spreadsheet would run as a formula. Remove the "
-            f"'{char}', or put an apostrophe before it ('{value[:20]}{'…' * (len(value) > 20)}) "
-            "to keep it as text (it is then stored with the apostrophe).",
-        )
+        fail(name, value, refusal)
         return True
 
 
 # --- Records sent as JSON (bulk API) ----------------------------------------------------------
 
 JSON_FIELDS = ("person_id", "first_name", "last_name", "email", "username", "phone", "role")
-
-
-def _json_text(value: Any) -> str | None:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (str, int, float)):
-        return str(value)
-    return None
 
 
 def records_from_json(
@@ -724,7 +725,7 @@ def records_from_json(
                 )
                 errors.append(RowError(index, str(key), "", reason))
                 continue
-            text = _json_text(value)
+            text = metadata_text(value)  # the fields read JSON scalars as the metadata do
             if text is None:
                 errors.append(RowError(index, key, "", "Must be text, a number or null."))
                 continue
@@ -738,15 +739,13 @@ def records_from_json(
                 RowError(index, "metadata", "", "Must be an object of field names to values.")
             )
             raw_metadata = {}
+        if len(raw_metadata) > METADATA_FIELDS_MAX:
+            errors.append(RowError(index, "metadata", "", f"At most {METADATA_FIELDS_MAX} fields."))
+            raw_metadata = {}
         labels = {name: name for name in JSON_FIELDS}
         for key, value in raw_metadata.items():
             name = " ".join(str(key).split())
-            label = f"metadata.{name}"
-            if not name or len(name) > METADATA_KEY_MAX:
-                errors.append(
-                    RowError(index, label, "", f"A field name needs 1 to {METADATA_KEY_MAX} chars.")
-                )
-                continue
+            label = f"metadata.{shown(name)}"
             if header_key(name) == OPT_OUT_HEADER:
                 errors.append(
                     RowError(
@@ -758,14 +757,12 @@ def records_from_json(
                     )
                 )
                 continue
-            if formula_start(name):
-                errors.append(
-                    RowError(index, label, "", "A field name cannot start like a formula.")
-                )
-                continue
-            text = _json_text(value)
-            if text is None:
-                errors.append(RowError(index, label, "", "Must be text, a number or null."))
+            refusal = metadata_key_refusal(name)
+            text = metadata_text(value) if refusal is None else None
+            if refusal is None and text is None:
+                refusal = NOT_SCALAR
+            if refusal is not None:
+                errors.append(RowError(index, label, "", refusal))
                 continue
             metadata[name] = text
             labels[name] = label

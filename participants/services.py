@@ -39,6 +39,7 @@ from participants.importer import (
     map_header,
     neutralise_for_spreadsheet,
     records_from_json,
+    refuse_binary_upload,
 )
 from participants.lock_objects import lock_brand_directory
 from participants.metadata import OPT_OUT_KEY, is_protected, normalise_key, strip_protected
@@ -55,6 +56,7 @@ from participants.upserts import (
     plan_batch,
     write_batch,
 )
+from participants.values import metadata_clean, text_refusal
 from projects.models import Project
 
 PERSON_FIELDS = ("person_id", "first_name", "last_name", "email", "username", "phone", "metadata")
@@ -65,21 +67,27 @@ def _clean_person_values(values: dict[str, Any], *, country: str) -> dict[str, A
     if unknown:
         raise ValidationError(dict.fromkeys(sorted(unknown), "Unknown field."))
     cleaned = dict(values)
+    errors: dict[str, str] = {}
     for name in ("person_id", "first_name", "last_name", "email", "username"):
         if name in cleaned:
             cleaned[name] = (cleaned[name] or "").strip()
+            refusal = text_refusal(name, cleaned[name])
+            if refusal:
+                errors[name] = refusal
     if "email" in cleaned:
         cleaned["email"] = cleaned["email"].lower()
     if "phone" in cleaned:
         try:
             cleaned["phone"] = phone_to_e164(cleaned["phone"], default_country=country)
         except PhoneError as exc:
-            raise ValidationError({"phone": str(exc)}) from exc
+            errors["phone"] = str(exc)
     if "metadata" in cleaned:
-        if cleaned["metadata"] is None:
-            cleaned["metadata"] = {}
-        if not isinstance(cleaned["metadata"], dict):
-            raise ValidationError({"metadata": "Must be an object of field names to values."})
+        try:
+            cleaned["metadata"] = metadata_clean(cleaned["metadata"])
+        except ValidationError as exc:
+            errors.update(exc.message_dict)
+    if errors:
+        raise ValidationError(errors)
     return cleaned
 
 
@@ -145,6 +153,14 @@ def person_delete(*, person: Person) -> None:
     person.delete()
 
 
+def _clean_role(role: str | None) -> str:
+    role = (role or "").strip()
+    refusal = text_refusal("role", role)
+    if refusal:
+        raise ValidationError({"role": refusal})
+    return role
+
+
 def participant_create(
     *,
     project: Project,
@@ -155,8 +171,8 @@ def participant_create(
     **person_values: Any,
 ) -> Participant:
     """Add a person to ``project``: an existing ``person``, or a new one from ``person_values``."""
-    if participant_metadata is not None and not isinstance(participant_metadata, dict):
-        raise ValidationError({"participant_metadata": "Must be an object."})
+    role = _clean_role(role)
+    participant_metadata = metadata_clean(participant_metadata, field="participant_metadata")
     with transaction.atomic():
         if person is None:
             person = person_create(brand=project.brand, country=project.country, **person_values)
@@ -169,8 +185,8 @@ def participant_create(
         return Participant.objects.create(
             project=project,
             person=person,
-            role=(role or "").strip(),
-            metadata=_keep_opt_out({}, participant_metadata or {}, field="participant_metadata"),
+            role=role,
+            metadata=_keep_opt_out({}, participant_metadata, field="participant_metadata"),
             added_by=actor if getattr(actor, "pk", None) else None,
         )
 
@@ -182,6 +198,10 @@ def participant_update(
     participant_metadata: dict | None = None,
     **person_values: Any,
 ) -> Participant:
+    if role is not None:
+        role = _clean_role(role)
+    if participant_metadata is not None:
+        participant_metadata = metadata_clean(participant_metadata, field="participant_metadata")
     with transaction.atomic():
         if person_values:
             person_update(
@@ -189,11 +209,9 @@ def participant_update(
             )
         fields = []
         if role is not None:
-            participant.role = role.strip()
+            participant.role = role
             fields.append("role")
         if participant_metadata is not None:
-            if not isinstance(participant_metadata, dict):
-                raise ValidationError({"participant_metadata": "Must be an object."})
             participant.metadata = _keep_opt_out(
                 participant.metadata, participant_metadata, field="participant_metadata"
             )
@@ -296,6 +314,10 @@ def import_create(
     if project is not None and project.brand_id != brand.pk:
         raise ValidationError({"project": "This project belongs to another brand."})
     import_check_size(upload.size or 0)
+    try:
+        refuse_binary_upload(upload)
+    except FileError as exc:
+        raise ValidationError({"file": str(exc)}) from exc
     target, required = _options(
         project=project, metadata_target=metadata_target, required_fields=required_fields
     )

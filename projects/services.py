@@ -38,6 +38,7 @@ def project_create(
     available_from: datetime | None = None,
     available_until: datetime | None = None,
     default_country: str = "",
+    by_invitation_only: bool = False,
 ) -> Project:
     _validate_window(available_from, available_until)
     project = Project(
@@ -47,6 +48,7 @@ def project_create(
         available_from=available_from,
         available_until=available_until,
         default_country=(default_country or "").upper(),
+        by_invitation_only=by_invitation_only,
         created_by=actor if getattr(actor, "pk", None) else None,
     )
     project.full_clean()

@@ -129,6 +129,14 @@ class ResponseCreateSerializer(StrictSerializer):
     embedded_data = serializers.DictField(required=False)
 
 
+@extend_schema(
+    parameters=[
+        OpenApiParameter("status", str, enum=Response.Status.values),
+        OpenApiParameter("channel", str),
+        OpenApiParameter("since", OpenApiTypes.DATETIME),
+    ],
+    methods=["GET"],
+)
 class ResponseList(ProjectScopedMixin, generics.ListCreateAPIView):
     """Responses, newest first (``?status=``, ``?channel=``, ``?since=`` ISO time filter).
     POST records a complete response through the API (channel ``api``)."""
@@ -229,6 +237,10 @@ class LinkGenerateSerializer(StrictSerializer):
     expires_at = serializers.DateTimeField(required=False, allow_null=True)
 
 
+@extend_schema(
+    parameters=[OpenApiParameter("channel", str), OpenApiParameter("distribution", int)],
+    methods=["GET"],
+)
 class LinkList(ProjectScopedMixin, generics.ListCreateAPIView):
     """Personal links (``?channel=``, ``?distribution=``). POST makes one new link per
     participant (e.g. for a third-party mailer) and answers them."""
@@ -268,7 +280,10 @@ class LinkList(ProjectScopedMixin, generics.ListCreateAPIView):
 
 
 class LinksCsv(ProjectScopedMixin, APIView):
-    @extend_schema(parameters=CSV_PARAMETERS, responses={(200, "text/csv"): OpenApiTypes.STR})
+    @extend_schema(
+        parameters=[*CSV_PARAMETERS, OpenApiParameter("channel", str)],
+        responses={(200, "text/csv"): OpenApiTypes.STR},
+    )
     def get(self, request, project_pk):
         """Personal links as CSV, to merge into a mailing list (``?channel=``)."""
         links = survey_links(project=self.project, channel=request.query_params.get("channel"))

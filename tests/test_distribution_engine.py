@@ -373,3 +373,22 @@ def test_a_slow_sender_is_paced_at_its_rate_never_above_it(
         for j in range(i + 1, len(sent)):
             seconds = (sent[j] - first).total_seconds()
             assert j - i + 1 <= 2 * (seconds + 0.05) + 2, (i, j, seconds)
+
+
+def test_send_distribution_command_sends_in_the_foreground(tenancy, crowd):
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    distribution = DistributionFactory(project=tenancy.project_a, status="in_progress")
+    distribution_materialise(distribution=distribution)
+    out = StringIO()
+    call_command("send_distribution", str(distribution.pk), stdout=out)
+    distribution.refresh_from_db()
+    # Ada, Alan and Olive; Ada's twin is Duplicated, Nemo has no phone.
+    assert "Sent 3," in out.getvalue() and distribution.status == Distribution.Status.SENT
+    assert OutboxMessage.objects.filter(brand=tenancy.brand_a).count() == 3
+    with pytest.raises(CommandError, match="only one In progress"):
+        call_command("send_distribution", str(distribution.pk))
+    with pytest.raises(CommandError, match="no such distribution"):
+        call_command("send_distribution", "999999")

@@ -33,9 +33,13 @@ def test_a_bucket_refills_at_its_rate_up_to_one_second_of_it():
     assert throttle.refill(rate=5, tokens=1, tokens_at=T0, now=T0 - timedelta(seconds=3)) == 1
 
 
-def test_a_sender_is_ready_when_a_quarter_second_of_its_rate_is_whole():
-    assert throttle.ready_at(rate=1, tokens=0.25, now=T0) == T0 + timedelta(seconds=0.75)
-    assert throttle.ready_at(rate=100, tokens=0, now=T0) == T0 + timedelta(seconds=0.25)
+def test_a_sender_is_ready_when_a_quarter_second_of_its_rate_is_whole_on_the_grid():
+    grid = timedelta(seconds=throttle.GRID_SECONDS)
+    # The exact moment is 0.75 s away: ready at the first grid step from then.
+    ready = throttle.ready_at(rate=1, tokens=0.25, now=T0)
+    assert T0 + timedelta(seconds=0.75) <= ready < T0 + timedelta(seconds=0.75) + grid
+    assert round(ready.timestamp() / throttle.GRID_SECONDS, 6) % 1 == 0
+    assert throttle.ready_at(rate=100, tokens=0, now=T0) == T0 + timedelta(seconds=0.26)
     assert throttle.ready_at(rate=100, tokens=25, now=T0) == T0
     assert throttle.ready_at(rate=0, tokens=0, now=T0) == T0
     assert throttle.take(2.999999, 10) == 2 and throttle.take(throttle.UNLIMITED, 7) == 7
@@ -164,3 +168,14 @@ def test_kicks_claim_free_slots_once(settings, django_capture_on_commit_callback
     # A slot whose claim lapsed (its worker died) is claimed again.
     SendPump.objects.filter(slot=0).update(until=timezone.now() - timedelta(seconds=1))
     assert fairqueue.pumps_kick() == 1
+
+
+@pytest.mark.django_db
+def test_a_big_lane_takes_a_share_of_the_batch_while_another_brand_waits():
+    big = populated(BrandFactory(), 300, rate=0, prefix="205")
+    assert [g.leased for g in fairqueue.pick(lease="alone")] == [300]  # alone: its window
+    Message.objects.filter(lease="alone").update(status=S.PENDING, lease="")
+    SendLane.objects.filter(pk=big.pk).update(ready_at=timezone.now())
+    small = populated(BrandFactory(), 3, rate=0, prefix="206")
+    leased = {g.distribution_id: g.leased for g in fairqueue.pick(lease="shared")}
+    assert leased == {big.pk: fairqueue.SHARED_WINDOW, small.pk: 3}

@@ -80,13 +80,15 @@ def test_directory_import_and_options(tenancy, api_a):
     assert Person.objects.get(person_id="E-5").participations.count() == 0
 
 
-def test_a_file_that_is_not_csv_fails_with_its_reason(tenancy, api_a):
+def test_a_file_that_is_not_csv_is_refused_at_upload_with_its_reason(tenancy, api_a):
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     xlsx = SimpleUploadedFile("people.xlsx", b"PK\x03\x04\x14\x00rest", content_type="x")
-    body = api_a.post(reverse("api:import-list"), {"file": xlsx}, format="multipart").json()
-    assert body["status"] == "failed"
-    assert body["failure"].startswith("This is a ZIP archive, such as an Excel (.xlsx)")
+    response = api_a.post(reverse("api:import-list"), {"file": xlsx}, format="multipart")
+    assert response.status_code == 400
+    error = response.json()["error"]["fields"]["file"]
+    assert error.startswith("This is a ZIP archive, such as an Excel (.xlsx)")
+    assert not ImportJob.objects.exists()
 
 
 def test_empty_upload_and_unknown_fields_are_refused(tenancy, api_a):

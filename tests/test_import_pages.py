@@ -57,7 +57,6 @@ def test_cancel_from_the_report(tenancy, page_client_for):
 @pytest.mark.parametrize(
     "content,message",
     [
-        (b"PK\x03\x04\x14\x00", b"This is a ZIP archive, such as an Excel (.xlsx)"),
         (b"First name,Phone\nAnn,+14155550100\n", b"no PersonID (or ExternalDataReference)"),
         (b"PersonID,Email\n", b"The file has a header row (row 1) but no data rows."),
     ],

@@ -255,3 +255,46 @@ def test_send_window_sends_the_exact_form_and_times_out_as_unknown(twilio_brand,
         assert time.monotonic() - started < 4
         assert result.outcome == Outcome.UNKNOWN
         assert result.error_code == "timeout"
+
+
+def test_a_throttled_window_waits_as_a_state_shown_on_the_page(twilio_brand, fake, client):
+    """Twilio answers 429: the rows are Pending again, due after their backoff, each with an
+    event saying until when; the sender is paused; no worker waits; the page and the metrics
+    say how many wait and until when."""
+    from distributions import fairqueue
+    from distributions.models import MessageEvent, Sender
+    from distributions.selectors import distribution_metrics
+    from distributions.sending import distribution_enqueue, send_batch
+    from distributions.services import distribution_materialise
+
+    project = twilio_brand.project_a
+    crowd(project, 5)
+    fake.fail_next(5, status=429)
+    distribution = Distribution.objects.create(
+        project=project,
+        message="Hi ${first_name}",
+        send_at=timezone.now(),
+        status="in_progress",
+        started_at=timezone.now(),
+    )
+    distribution_materialise(distribution=distribution)
+    distribution_enqueue(distribution=distribution)
+    lease = fairqueue.new_lease()
+    started = time.monotonic()
+    stats = send_batch(lease=lease, grants=fairqueue.pick(lease=lease))
+    assert time.monotonic() - started < 5  # nothing slept for the backoff
+    assert stats["deferred"] == 5 and stats["sent"] == 0
+    rows = list(distribution.messages.all())
+    now = timezone.now()
+    assert {row.status for row in rows} == {S.PENDING}
+    assert all(row.due_at > now and row.lease == "" for row in rows)
+    event = MessageEvent.objects.filter(message=rows[0]).latest("pk")
+    assert event.status == S.PENDING and event.detail.startswith("Waiting until")
+    sender = Sender.objects.get(brand=twilio_brand.brand_a)
+    assert sender.ready_at > now and "429" in sender.paused_reason
+    metrics = distribution_metrics(distribution=distribution)
+    assert metrics["waiting"] == 5 and metrics["waiting_next"] > now
+    client.force_login(twilio_brand.admin_a)
+    page = client.get(f"/distributions/{distribution.pk}/").content.decode()
+    assert 'id="waiting-rows"' in page and "5 waiting until" in page
+    assert fake.stats()["accepted"] == 0

@@ -22,11 +22,12 @@ from rest_framework.response import Response as ApiResponse
 from rest_framework.views import APIView
 
 from brands.api.base import BrandScopedAPIMixin, StrictSerializer
-from brands.api.errors import Conflict, exception_handler
+from brands.api.errors import Conflict, PayloadTooLarge, exception_handler
 from core.csvio import CSV_PARAMETERS, csv_response
 from distributions.models import Distribution
+from participants.api import MetadataField
 from surveys.answers import MAX_URL_KEY
-from surveys.api import LinkGenerateSerializer, LinkList, LinkSerializer
+from surveys.api import LinkGenerateSerializer, LinkList
 from transactional.selectors import (
     TRANSACTIONS_HEADER,
     transaction_history_rows,
@@ -54,12 +55,6 @@ CLOSED_MESSAGES = {
 }
 
 
-class PayloadTooLarge(exceptions.APIException):
-    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    default_code = "too_large"
-    default_detail = f"At most {MAX_BULK_ITEMS} items per call."
-
-
 class ContactSerializer(StrictSerializer):
     person_id = serializers.CharField(max_length=128, required=False, allow_blank=True)
     email = serializers.EmailField(max_length=254, required=False, allow_blank=True)
@@ -67,7 +62,7 @@ class ContactSerializer(StrictSerializer):
     first_name = serializers.CharField(max_length=150, required=False, allow_blank=True)
     last_name = serializers.CharField(max_length=150, required=False, allow_blank=True)
     username = serializers.CharField(max_length=150, required=False, allow_blank=True)
-    metadata = serializers.DictField(required=False, help_text="Directory metadata to merge.")
+    metadata = MetadataField(required=False, help_text="Directory metadata to merge.")
 
     def validate(self, attrs):
         if not any((attrs.get(k) or "").strip() for k in ("person_id", "email", "phone")):
@@ -298,11 +293,16 @@ class TransactionalLinkList(LinkList):
             )
         ],
         responses={
-            201: PolymorphicProxySerializer(
-                component_name="LinkCreateAnswer",
-                serializers=[TransactionalLinkResultSerializer, LinkSerializer(many=True)],
-                resource_type_field_name=None,
-            ),
+            201: {
+                "oneOf": [
+                    {"$ref": "#/components/schemas/TransactionalLinkResult"},
+                    {
+                        "type": "array",
+                        "items": {"$ref": "#/components/schemas/Link"},
+                        "description": "A body with participants: one new link each.",
+                    },
+                ]
+            },
             200: PolymorphicProxySerializer(
                 component_name="LinkReplayOrBulkAnswer",
                 serializers=[TransactionalLinkResultSerializer, TransactionalBulkSerializer],
@@ -351,7 +351,7 @@ class TransactionalLinkList(LinkList):
     def _bulk(self, request):
         items = request.data
         if len(items) > MAX_BULK_ITEMS:
-            raise PayloadTooLarge()
+            raise PayloadTooLarge(f"At most {MAX_BULK_ITEMS} items per call.")
         if not items:
             raise exceptions.ValidationError({"non_field_errors": "No items."})
         key = request.headers.get("Idempotency-Key", "").strip()[:240]

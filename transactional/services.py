@@ -45,6 +45,7 @@ from participants.models import Participant, Person
 from participants.phones import PhoneError, phone_to_e164
 from participants.services import _keep_opt_out
 from participants.upserts import _update_rows
+from participants.values import metadata_clean, text_refusal
 from projects.models import Project, Response, SurveyLink
 from projects.transactions import Transaction
 
@@ -320,6 +321,13 @@ def _contact_values(contact: dict, *, country: str) -> dict[str, Any]:
     values = {k: v for k, v in values.items() if v}
     if not any(values.get(k) for k in IDENTITY_FIELDS):
         raise ValidationError({"contact": "Give a person_id, an email or a phone."})
+    refusals = {
+        f"contact.{name}": refusal
+        for name, value in values.items()
+        if name != "phone" and (refusal := text_refusal(name, value))
+    }
+    if refusals:
+        raise ValidationError(refusals)
     if "email" in values:
         values["email"] = values["email"].lower()
     if "phone" in values:
@@ -328,7 +336,7 @@ def _contact_values(contact: dict, *, country: str) -> dict[str, Any]:
         except PhoneError as exc:
             raise ValidationError({"contact.phone": str(exc)}) from exc
     if contact.get("metadata"):
-        values["metadata"] = dict(contact["metadata"])
+        values["metadata"] = metadata_clean(contact["metadata"], field="contact.metadata")
     return values
 
 

@@ -41,10 +41,11 @@ class EndpointSerializer(StrictSerializer):
     )
     secret_hint = serializers.CharField(read_only=True)
     disabled_reason = serializers.CharField(read_only=True)
-    disabled_at = serializers.DateTimeField(read_only=True)
-    failing_since = serializers.DateTimeField(read_only=True)
+    disabled_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    failing_since = serializers.DateTimeField(read_only=True, allow_null=True)
     previous_secret_until = serializers.DateTimeField(
         read_only=True,
+        allow_null=True,
         help_text="Deliveries are also signed with the previous secret until then (rotation).",
     )
     created_at = serializers.DateTimeField(read_only=True)

@@ -1,4 +1,4 @@
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -18,7 +18,20 @@ class BrandSerializer(serializers.ModelSerializer):
 class MeView(BrandScopedAPIMixin, APIView):
     """The brand and role this request acts as."""
 
-    @extend_schema(responses={200: BrandSerializer})
+    @extend_schema(
+        responses={
+            200: inline_serializer(
+                "Me",
+                fields={
+                    "brand": BrandSerializer(),
+                    "role": serializers.ChoiceField(choices=Role.choices),
+                    "api_key": serializers.CharField(
+                        allow_null=True, help_text="The key's prefix; null for a browser session."
+                    ),
+                },
+            )
+        }
+    )
     def get(self, request):
         return Response(
             {
