@@ -132,7 +132,9 @@ def main() -> None:
         project_change_stage(project=project, stage="active")
         populate(connection, brand.pk, project.pk, args.recipients)
 
-        env = {**os.environ, "LOG_LEVEL": "WARNING"}
+        # Pumps: one per send slot of the workers (docs/operations.md).
+        pumps = str(args.workers * args.concurrency)
+        env = {**os.environ, "LOG_LEVEL": "WARNING", "RELAY_SEND_PUMPS": pumps}
         for i in range(args.workers):
             workers.append(
                 subprocess.Popen(
@@ -147,6 +149,8 @@ def main() -> None:
                         "WARNING",
                         "-c",
                         str(args.concurrency),
+                        "-Q",
+                        "control,send",
                         "-n",
                         f"emailbench{i}@%h",
                         "--without-gossip",

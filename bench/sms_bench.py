@@ -161,7 +161,9 @@ def main() -> None:
         project_change_stage(project=project, stage="active")
         populate(connection, brand.pk, project.pk, args.recipients, prefix="B")
 
-        env = {**os.environ, "LOG_LEVEL": "WARNING"}
+        # Pumps: one per send slot of the workers (docs/operations.md).
+        pumps = str(args.workers * args.concurrency)
+        env = {**os.environ, "LOG_LEVEL": "WARNING", "RELAY_SEND_PUMPS": pumps}
         for i in range(args.workers):
             workers.append(
                 subprocess.Popen(
@@ -176,6 +178,8 @@ def main() -> None:
                         "WARNING",
                         "-c",
                         str(args.concurrency),
+                        "-Q",
+                        "control,send",
                         "-n",
                         f"bench{i}@%h",
                         "--without-gossip",
