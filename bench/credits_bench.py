@@ -143,15 +143,15 @@ def main() -> None:
     from django.db.models import Count
     from django.db.models.functions import Substr
 
-    from credits.hooks_read import credits_estimate
     from credits.models import CountryRate, RateCard
     from credits.rates import phone_country
     from credits.segments import count_segments
-    from credits.services import credits_grant, distribution_cover, distribution_reserve
+    from credits.services import credits_grant
+    from distributions.charging import credits_estimate, distribution_cover, distribution_reserve
     from distributions.models import Distribution, Message
-    from distributions.rendering import recipient_values, render
     from distributions.services import distribution_materialise
     from participants.models import Participant
+    from participants.rendering import recipient_values, render
     from tests.factories.brands import BrandFactory
     from tests.factories.projects import ProjectFactory
 

@@ -129,7 +129,7 @@ def prepare(env: dict[str, str]) -> tuple[int, str]:
     issued = api_key_create(brand=brand, name="bench", role=Role.PROJECT_ADMIN)
     from django.db import connection
 
-    from projects.links_services import LinkRequest, transactional_links_create
+    from transactional.services import LinkRequest, transactional_links_create
 
     # A project that has been making links for a while: without rows in the links,
     # transactions and participants tables, ANALYZE records them as empty (and autovacuum,

@@ -191,9 +191,10 @@ def main() -> None:
             except OSError:
                 time.sleep(0.1)
         from brands.services import brand_create
+        from distributions.events import recipient_statuses_raised
         from distributions.models import Distribution
         from projects.services import project_create
-        from webhooks.events import events_raise, recipient_statuses_raised
+        from webhooks.events import events_raise
         from webhooks.models import WebhookDelivery
         from webhooks.services import endpoint_create
 

@@ -56,6 +56,12 @@ class Brand(models.Model):
         return self.name
 
     @property
+    def is_self_service(self) -> bool:
+        """The brand sends through its own provider account and pays the provider: credits are
+        neither reserved nor debited (usage is still recorded)."""
+        return self.integration_model == self.IntegrationModel.SELF_SERVICE
+
+    @property
     def zone(self) -> zoneinfo.ZoneInfo:
         return zoneinfo.ZoneInfo(self.time_zone)
 

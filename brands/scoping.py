@@ -9,19 +9,18 @@ the same 404 for an object that does not exist and one that belongs to another b
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from django.db import connection, models
 from django.http import Http404
 
-if TYPE_CHECKING:
-    from brands.models import Brand
-
 M = TypeVar("M", bound=models.Model)
+# A ``brands.models.Brand`` (or its pk): this module sits below the models that use it.
+BrandRef = models.Model | int
 
 
 class BrandScopedQuerySet(models.QuerySet):
-    def for_brand(self, brand: Brand | None) -> models.QuerySet:
+    def for_brand(self, brand: BrandRef | None) -> models.QuerySet:
         if brand is None:
             return self.none()
         path = getattr(self.model, "brand_path", None)
@@ -35,7 +34,7 @@ class BrandScopedManager(models.Manager.from_queryset(BrandScopedQuerySet)):
 
 
 def get_for_brand(
-    source: type[models.Model] | models.QuerySet, *, brand: Brand | None, **lookup: Any
+    source: type[models.Model] | models.QuerySet, *, brand: BrandRef | None, **lookup: Any
 ):
     """Return the one object matching ``lookup`` inside ``brand``, or raise Http404.
 
@@ -61,9 +60,8 @@ _BRAND_MARK, _PK_MARK = -7_000_001, -7_000_002
 
 
 def _by_pk_statement(model: type[models.Model]) -> _ByPkStatement | None:
-    from brands.models import Brand
-
-    query = model._default_manager.all().for_brand(Brand(pk=_BRAND_MARK)).filter(pk=_PK_MARK)
+    # A pk stands for the brand in the lookup (this module sits below brands.models).
+    query = model._default_manager.all().for_brand(_BRAND_MARK).filter(pk=_PK_MARK)
     sql, params = query.query.sql_with_params()
     marks = {_BRAND_MARK: "brand", _PK_MARK: "pk"}
     if any(p not in marks for p in params):
@@ -83,7 +81,7 @@ def _by_pk_statement(model: type[models.Model]) -> _ByPkStatement | None:
     )
 
 
-def get_for_brand_by_pk(model: type[models.Model], *, brand: Brand | None, pk: Any):
+def get_for_brand_by_pk(model: type[models.Model], *, brand: BrandRef | None, pk: Any):
     """``get_for_brand(model, brand=brand, pk=pk)`` for the hot paths: the ORM writes the
     statement once per process (its compilation costs several times the query) and each
     call runs it and converts the row as the ORM would. Same answers, same 404."""

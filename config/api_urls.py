@@ -24,7 +24,7 @@ from participants.api import (
     PersonListCreate,
 )
 from projects.api import ProjectViewSet
-from projects.links_api import TransactionalInvites, TransactionalLinkList, TransactionsCsv
+from transactional.api import TransactionalInvites, TransactionalLinkList, TransactionsCsv
 from webhooks.api import WebhookEndpointViewSet
 
 # One canonical form, with the slash; config.middleware.ApiOptionalSlashMiddleware answers
@@ -91,7 +91,8 @@ urlpatterns = [
         TransactionsCsv.as_view(),
         name="distribution-transactions-csv",
     ),
-    path("", include("projects.api_urls")),
+    path("", include("surveys.api_urls")),
+    path("", include("distributions.api_urls")),
     path("credits/", include("credits.api_urls")),
     path("", include(router.urls)),
 ]

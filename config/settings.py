@@ -64,12 +64,14 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "brands",
+    "webhooks",
     "projects",
     "participants",
-    "distributions",
-    "credits",
     "optouts",
-    "webhooks",
+    "surveys",
+    "credits",
+    "distributions",
+    "transactional",
 ]
 
 MIDDLEWARE = [
@@ -310,8 +312,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 5.0,
     },
     "distribution-series-run-due": {
-        "task": "projects.tasks.distribution_series_run_due_task",
+        "task": "distributions.tasks.distribution_series_run_due_task",
         "schedule": 30.0,
+    },
+    "credits-settle": {
+        "task": "distributions.tasks.credits_settle_task",
+        "schedule": 60.0,
     },
     "webhooks-sweep": {
         "task": "webhooks.tasks.webhooks_sweep_task",

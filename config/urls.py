@@ -8,6 +8,15 @@ from django.views.generic import RedirectView
 
 from config.health import healthz
 from config.metrics import metrics_view
+from distributions import project_urls as distribution_project_urls
+from projects import urls as project_urls
+from surveys import urls as survey_urls
+
+# The project pages and the project tabs of the apps above projects, under one namespace.
+project_pages = (
+    project_urls.urlpatterns + distribution_project_urls.urlpatterns + survey_urls.urlpatterns,
+    "projects",
+)
 
 urlpatterns = [
     # The API first: its calls are the busiest, and each pattern tried before a match costs
@@ -22,16 +31,15 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("brands/", include("brands.urls")),
-    path("projects/", include("projects.urls")),
-    path("", include("projects.public_urls")),
+    path("projects/", include(project_pages)),
+    path("", include("surveys.public_urls")),
     path("", include("participants.urls")),
     path("", include("distributions.urls")),
     path("webhooks/endpoints/", include("webhooks.urls")),
-    path("webhooks/", include("distributions.webhook_urls")),
-    path("webhooks/", include("optouts.webhook_urls")),
+    path("webhooks/", include("distributions.callback_urls")),
     path("optouts/", include("optouts.urls")),
     path("credits/", include("credits.urls")),
-    path("o/", include("optouts.link_urls")),
+    path("o/", include("distributions.optout_link_urls")),
 ]
 
 if settings.RELAY_BENCH_ENDPOINTS:  # benchmarks only (config/bench.py): off by default

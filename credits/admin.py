@@ -10,11 +10,11 @@ from django.http import HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import render
 from django.urls import path, reverse
 
+from core.csvio import csv_rows
 from credits.models import CountryRate, CreditAccount, CreditEntry, CreditReservation, RateCard
 from credits.rates import country_name, rate_card_csv_rows, rate_card_load
 from credits.selectors import credits_balance
 from credits.services import credits_adjust, credits_grant, parse_amount
-from distributions.csvio import csv_rows
 
 Kind = CreditEntry.Kind
 

@@ -26,6 +26,7 @@ every number exactly.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -34,14 +35,17 @@ from django.db.models import CharField, Count, F, Min, QuerySet, Value
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Coalesce, Substr
 
+from core.tokens import TOKEN_LENGTH
 from credits.models import ZERO
 from credits.rates import RateTable, phone_country, quantize
-from credits.segments import count_segments, normalize_line_breaks
-from distributions.rendering import PERSON_FIELDS, PIPED, TOKEN_LENGTH, piped_fields
+from credits.segments import count_segments
+from optouts.links import opt_out_url
+from participants.rendering import PERSON_FIELDS, PIPED, piped_fields
 
 PREFIX_LENGTH = 8  # "+" and 7 digits: calling code and the digits that split shared codes
 SAMPLE_MESSAGE_ID = 1_000_000  # the opt-out link of a message not created yet (any id: 16 chars)
 LINK_FIELDS = ("link", "opt_out_link")
+Spellings = Callable[[str], list[str]]
 
 
 def link_placeholder() -> str:
@@ -50,7 +54,6 @@ def link_placeholder() -> str:
 
 
 def opt_out_placeholder(message_id: int = SAMPLE_MESSAGE_ID) -> str:
-    from optouts.links import opt_out_url
 
     return opt_out_url(message_id)
 
@@ -89,17 +92,18 @@ class Estimate:
         return sorted(self.by_country)
 
 
-def _metadata_value(name: str, *, participant_prefix: str, person_prefix: str):
+def _metadata_value(
+    name: str, *, spellings: Spellings | None, participant_prefix: str, person_prefix: str
+):
     """The value a metadata field renders: the project value wins over the directory value.
 
-    ``render`` matches names ignoring case; SQL cannot, so the common spellings are tried
-    (as written, lower case, Capitalised, UPPER) in the participant's then the person's data.
+    ``render`` matches names by ``participants.metadata.normalise_key``; SQL cannot, so the
+    caller gives the spellings stored for the name (``participants.selectors
+    .metadata_spellings``), tried in the participant's then the person's data.
     """
-    spellings = list(dict.fromkeys([name, name.lower(), name.capitalize(), name.upper()]))
+    names = (spellings(name) if spellings else None) or [name]
     sources = [f"{participant_prefix}metadata", f"{person_prefix}metadata"]
-    candidates = [
-        KeyTextTransform(spelling, source) for source in sources for spelling in spellings
-    ]
+    candidates = [KeyTextTransform(spelling, source) for source in sources for spelling in names]
     return Coalesce(*candidates, Value(""), output_field=CharField())
 
 
@@ -110,6 +114,7 @@ def estimate_groups(
     phone_path: str,
     person_prefix: str,
     participant_prefix: str,
+    spellings: Spellings | None = None,
 ) -> tuple[list[str], list[dict]]:
     """One grouped query: ``[{"prefix", "sample", "n", "f0", ...}]`` and the field names."""
     names = [name for name in dict.fromkeys(piped_fields(template)) if name not in LINK_FIELDS]
@@ -124,7 +129,10 @@ def estimate_groups(
             expression = Coalesce(F(f"{participant_prefix}role"), Value(""))
         else:
             expression = _metadata_value(
-                name, participant_prefix=participant_prefix, person_prefix=person_prefix
+                name,
+                spellings=spellings,
+                participant_prefix=participant_prefix,
+                person_prefix=person_prefix,
             )
         annotations[alias] = expression
     rows = (
@@ -184,12 +192,14 @@ def estimate_cost(
     participant_prefix: str,
     opt_out_link: str | None = None,
     one_per_number: bool = False,
+    spellings: Spellings | None = None,
 ) -> Estimate:
     """Cost of sending ``template`` to every row of ``queryset`` that has a phone number.
 
     ``one_per_number``: rows sharing a number count once (as materialisation keeps one). The
     extra rows are taken off their prefix at its average segments per recipient: exact in
     recipients, and in segments unless duplicates of one number have texts of other lengths.
+    ``spellings(name)``: the stored spellings of a metadata field (see ``_metadata_value``).
     """
     queryset = queryset.exclude(**{phone_path: ""}).exclude(**{f"{phone_path}__isnull": True})
     names, groups = estimate_groups(
@@ -198,6 +208,7 @@ def estimate_cost(
         phone_path=phone_path,
         person_prefix=person_prefix,
         participant_prefix=participant_prefix,
+        spellings=spellings,
     )
     fixed = {
         "link": link_placeholder(),
@@ -251,62 +262,3 @@ def estimate_cost(
         else:
             estimate.skipped += recipients
     return estimate
-
-
-def schedule_estimate(
-    *, project, message: str, conditions: list | None, kind: str = "invite", parent=None
-) -> dict:
-    """The estimate the schedule page shows: the participants the settings select now (with
-    a phone number, not opted out, one per number), by country, and the brand's available
-    credits. Invalid conditions raise ValidationError (as scheduling would)."""
-    from django.db.models import OuterRef
-
-    from brands.models import Brand
-    from credits.rates import rate_table
-    from credits.selectors import credits_balance
-    from distributions.conditions import conditions_clean
-    from distributions.models import Distribution
-    from distributions.services import recipients_queryset
-    from optouts.selectors import optout_active_exists
-
-    brand = project.brand
-    draft = Distribution(
-        project=project,
-        kind=kind,
-        parent=parent,
-        conditions=conditions_clean(conditions),
-        channel=Distribution.Channel.SMS,
-    )
-    # As materialisation does: one recipient per number, none for a number that opted out.
-    queryset = recipients_queryset(draft).exclude(
-        optout_active_exists(
-            brand_id=brand.pk, channel="sms", address_ref=OuterRef("person__phone")
-        )
-    )
-    estimate = estimate_cost(
-        queryset,
-        template=normalize_line_breaks(message or ""),
-        rates=rate_table(),
-        phone_path="person__phone",
-        person_prefix="person__",
-        participant_prefix="",
-        one_per_number=True,
-    )
-    self_service = brand.integration_model == Brand.IntegrationModel.SELF_SERVICE
-    available = None if self_service else credits_balance(brand=brand).available
-    credits = ZERO if self_service else estimate.credits
-    return {
-        "recipients": estimate.recipients,
-        "segments": estimate.segments,
-        "segments_per_message": estimate.max_segments,
-        "credits": credits,
-        "available": available,
-        "covered": True if self_service else credits <= available,
-        "shortfall": ZERO if self_service else max(credits - available, ZERO),
-        "skipped": estimate.skipped,
-        "by_country": [
-            {**cost.as_dict(), "credits": ZERO if self_service else cost.credits}
-            for cost in estimate.by_country.values()
-        ],
-        "self_service": self_service,
-    }

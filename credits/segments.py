@@ -204,7 +204,7 @@ _GSM_EXTENSION_SET: Final = frozenset(GSM_EXTENSION_CHARS)
 _GSM_ALL: Final = GSM_BASIC_CHARS + GSM_EXTENSION_CHARS
 
 # ``fullmatch`` on a character class run is the fastest pure-stdlib "is every char in set"
-# test we measured (~2x frozenset.issuperset, ~2x str.translate on 140 chars).
+# test we measured (docs/benchmarks.md, "Measurements behind code choices").
 _BASIC_RUN_RE: Final = re.compile("[" + re.escape(GSM_BASIC_CHARS) + "]*")
 _GSM_RUN_RE: Final = re.compile("[" + re.escape(_GSM_ALL) + "]*")
 _EXTENSION_RE: Final = re.compile("[" + re.escape(GSM_EXTENSION_CHARS) + "]")

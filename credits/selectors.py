@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
+from typing import Protocol
 
 from django.db.models import Count, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
@@ -39,6 +40,13 @@ class Balance:
         }
 
 
+class ChargedDistribution(Protocol):
+    """A ``distributions.models.Distribution`` (a layer above), as credits reads it."""
+
+    pk: int
+    channel: str
+
+
 def credits_balance(*, brand: Brand) -> Balance:
     """The brand's balance, reserved and available credits, summed from the ledger.
 
@@ -56,7 +64,7 @@ def credits_balance(*, brand: Brand) -> Balance:
     return Balance(
         balance=amount + (tail["amount"] or ZERO),
         reserved=held + (tail["held"] or ZERO),
-        self_service=brand.integration_model == Brand.IntegrationModel.SELF_SERVICE,
+        self_service=brand.is_self_service,
     )
 
 
@@ -72,24 +80,12 @@ def credits_verify(*, brand: Brand) -> dict:
     }
 
 
-def distribution_consumed(*, distribution) -> Decimal:
+def distribution_consumed(*, distribution: ChargedDistribution) -> Decimal:
     """Credits debited for a distribution (0 for a self-service brand)."""
     total = CreditEntry.objects.filter(distribution=distribution, kind=Kind.DEBIT).aggregate(
         s=Sum("amount")
     )["s"]
     return -(total or ZERO) + ZERO  # + ZERO turns -0 into 0
-
-
-def distribution_usage(*, distribution) -> dict:
-    """Messages, segments and credits recorded for one distribution."""
-    row = CreditEntry.objects.filter(
-        distribution=distribution, kind__in=CreditEntry.PER_MESSAGE
-    ).aggregate(messages=Count("pk"), segments=Sum("segments"), amount=Sum("amount"))
-    return {
-        "messages": row["messages"],
-        "segments": row["segments"] or 0,
-        "credits": -(row["amount"] or ZERO) + ZERO,
-    }
 
 
 def ledger_list(
@@ -266,3 +262,24 @@ def usage_period(*, brand: Brand, start: str | None, end: str | None) -> tuple[d
     if errors:
         raise ValidationError(errors)
     return first, last
+
+
+def credits_consumed(*, distribution: ChargedDistribution) -> Decimal | None:
+    """Credits debited for this distribution (None: not tracked, e.g. an email distribution).
+
+    A self-service brand is never debited: 0 (its usage is reported in segments)."""
+
+    if distribution.channel != "sms":
+        return None
+    return distribution_consumed(distribution=distribution)
+
+
+def credits_available(*, brand: Brand | None) -> Decimal | None:
+    """The brand's balance available for new distributions (None: a self-service brand,
+    whose provider bills it directly)."""
+    if brand is None or brand.is_self_service:
+        return None
+    # A read writes nothing: reservations of finished distributions are settled when they
+    # finish or are cancelled, when the brand's next distribution starts, and by
+    # distributions.tasks.credits_settle_task every minute.
+    return credits_balance(brand=brand).available

@@ -1,8 +1,7 @@
 """Pages: the licence usage report (with its CSV export and the grant form) and the ledger.
 
-Brand admins only (the seed: "Brand Administrators can look at the License Usage admin
-report"). Everything is read through ``credits.selectors`` for the current brand.
-"""
+Brand admins only (docs/credits.md, "The licence usage report"). Everything is read through
+``credits.selectors`` for the current brand."""
 
 from __future__ import annotations
 
@@ -18,6 +17,7 @@ from django.views import View
 
 from brands.roles import Role
 from brands.views import BrandPageMixin
+from core.csvio import csv_rows
 from credits.models import CreditEntry
 from credits.selectors import (
     CSV_HEADER,
@@ -28,7 +28,6 @@ from credits.selectors import (
     usage_report,
 )
 from credits.services import credits_grant
-from distributions.csvio import csv_rows
 
 Kind = CreditEntry.Kind
 LEDGER_PAGE_SIZE = 50

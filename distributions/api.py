@@ -13,10 +13,10 @@ from rest_framework.response import Response
 
 from brands.api.base import BrandScopedAPIMixin, StrictSerializer
 from brands.api.errors import Conflict, state_conflict
-from credits.hooks_read import credits_estimate
+from core.csvio import DELIMITERS, ENCLOSURES, csv_rows
+from distributions.charging import credits_estimate
 from distributions.conditions import CRITERIA, OPERATORS
-from distributions.csvio import DELIMITERS, ENCLOSURES, csv_rows
-from distributions.email_services import email_estimate
+from distributions.email_services import email_estimate, email_preview
 from distributions.models import Distribution, Message
 from distributions.selectors import (
     distribution_metrics,
@@ -384,8 +384,6 @@ class DistributionViewSet(
         )
         answer = {"participants": count}
         if data["channel"] == Distribution.Channel.EMAIL and data.get("message"):
-            from distributions.email_services import email_preview
-
             rendered = email_preview(
                 project=project,
                 message=data["message"],

@@ -7,6 +7,12 @@ class DistributionsConfig(AppConfig):
 
     def ready(self) -> None:
         # The fair queue queues pumps through the task that runs them, which sits above it.
-        from distributions import fairqueue, tasks
+        # Lower apps trigger distributions through hooks, never an import (docs/architecture.md).
+        from distributions import fairqueue, hooks, tasks
+        from projects.hooks import project_resumed
+        from surveys.hooks import link_opened, response_completed
 
         fairqueue.register_pump_task(tasks.send_pump_task)
+        project_resumed.register(hooks.on_project_resumed)
+        link_opened.register(hooks.on_link_opened)
+        response_completed.register(hooks.on_response_completed)

@@ -1,19 +1,22 @@
-"""Who a reminder targets (the SMS seed): the recipients of its invite who have not responded,
-or, without an invite, every participant of the project who has not responded.
+"""Who a reminder targets (docs/survey.md, "Reminders"): the recipients of its invite who have not
+responded, or, without an invite, every participant of the project who has not responded.
 
-A *respondent* is a participant with a complete ``projects.Response`` in the project (partial
-responses, kept when collection stopped mid-survey, do not count). The history CSV's
-Respondent column (``selectors.history_queryset``) uses the same definition.
+A *respondent* is defined once, in ``surveys.respondents``; the history CSV's Respondent column
+(``selectors.history_queryset``) uses the same definition.
 """
 
 from __future__ import annotations
 
 from django.db.models import Exists, OuterRef
 
-from distributions.models import Message
+from distributions.conditions import conditions_q
+from distributions.models import Distribution, Message
+from participants.models import Participant
+from participants.selectors import metadata_spellings
+from surveys.respondents import respondent_participant_ids
 
 
-def reminder_audience(distribution, queryset):
+def reminder_audience(distribution: Distribution, queryset):
     if distribution.parent_id:
         reached = Message.objects.filter(
             distribution_id=distribution.parent_id,
@@ -24,23 +27,16 @@ def reminder_audience(distribution, queryset):
     return queryset.exclude(pk__in=respondent_participant_ids(distribution.project_id))
 
 
-def respondent_participant_ids(project_id: int):
-    """Participants who completed the survey (a subquery of participant ids)."""
-    from projects.models import Response
-
-    return Response.objects.filter(
-        project_id=project_id, status=Response.Status.COMPLETE, participant_id__isnull=False
-    ).values("participant_id")
-
-
-def is_respondent_subquery(*, project_ref, participant_ref) -> Exists:
-    """``Exists`` for annotating rows with Respondent Yes/No (refs are OuterRef paths)."""
-    from projects.models import Response
-
-    return Exists(
-        Response.objects.filter(
-            project_id=project_ref,
-            participant_id=participant_ref,
-            status=Response.Status.COMPLETE,
+def recipients_queryset(distribution: Distribution, participant_ids: list[int] | None = None):
+    """The participants a distribution selects: its conditions, and for reminders its audience."""
+    queryset = Participant.objects.filter(project_id=distribution.project_id).filter(
+        conditions_q(
+            distribution.conditions,
+            spellings=metadata_spellings(project_id=distribution.project_id),
         )
     )
+    if participant_ids is not None:
+        queryset = queryset.filter(pk__in=participant_ids)
+    if distribution.kind == Distribution.Kind.REMINDER:
+        queryset = reminder_audience(distribution, queryset)
+    return queryset

@@ -19,9 +19,10 @@ import re
 from django.db import transaction
 from django.utils import timezone
 
+from distributions.events import recipient_statuses_raised
 from distributions.models import BounceReport, Message, MessageEvent
 from distributions.verp import verp_message_id
-from webhooks.events import recipient_statuses_raised
+from optouts.services import optout_record_bounce
 
 MAX_RAW = 1_000_000  # characters of a report we keep
 RECIPIENT_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To", "To", "X-Failed-Recipients")
@@ -142,7 +143,6 @@ def bounce_ingest(*, raw: bytes) -> BounceReport:
                 changes=[(message.pk, MStatus.BOUNCED)],
                 at=now,
             )
-        from optouts.services import optout_record_bounce
 
         optout_record_bounce(message=message, reason=reason)
     return bounce

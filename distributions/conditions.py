@@ -1,4 +1,4 @@
-"""Recipient conditions, exactly as the SMS seed describes them.
+"""Recipient conditions (docs/api.md, "SMS distributions").
 
 A condition is ``{"criterion": ..., "operator": ..., "value": ..., "field": ...}``:
 

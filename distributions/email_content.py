@@ -19,7 +19,7 @@ from html.parser import HTMLParser
 
 import nh3
 
-from distributions.rendering import render
+from participants.rendering import render
 
 ATTRIBUTES = {
     "*": {"style", "class", "align", "dir", "lang", "title"},

@@ -5,7 +5,7 @@ What callers can rely on:
 - an email distribution is refused at scheduling (``ValidationError`` naming the field) when
   its body has no survey link (invites and reminders), no opt-out link, a From address outside
   the brand's verified domains and the platform's, or would exceed the brand's weekly limit
-  (the seed's wording); the limit is checked again when it starts;
+  (docs/email.md, "Refused at scheduling"); the limit is checked again when it starts;
 - secrets (SMTP password, DKIM private key) are encrypted at rest and only shown redacted;
 - the weekly limit is the platform operator's (Django admin), never a brand admin's.
 """
@@ -20,10 +20,16 @@ from django.core.validators import validate_email
 from django.db.models import Q
 from django.utils import timezone
 
+from brands.models import Brand
+from credits.models import ZERO
 from credits.segments import normalize_line_breaks
-from distributions.email_content import sanitize_html
+from distributions.audiences import recipients_queryset
+from distributions.conditions import conditions_clean
+from distributions.email_content import render_email, sanitize_html
 from distributions.models import Distribution, EmailAccount, EmailDomain, Message
-from distributions.rendering import piped_fields
+from participants.models import Participant
+from participants.rendering import piped_fields, recipient_values
+from projects.models import Project
 
 WEEK = timedelta(days=7)
 WEEKLY_LIMIT_MESSAGE = (
@@ -55,7 +61,7 @@ ACCOUNT_FIELDS = (
 
 
 # --- reads used by the rules ---------------------------------------------------------------
-def email_account_for(brand) -> EmailAccount:
+def email_account_for(brand: Brand) -> EmailAccount:
     """The brand's email settings (an unsaved platform-mailer default when it has none)."""
     account = EmailAccount.objects.filter(brand=brand).first()
     return account or EmailAccount(brand=brand)
@@ -87,7 +93,7 @@ def verified_domain_for(*, brand_id: int, address: str) -> EmailDomain | None:
     )
 
 
-def weekly_limit_for(brand) -> int:
+def weekly_limit_for(brand: Brand) -> int:
     limit = EmailAccount.objects.filter(brand=brand).values_list("weekly_limit", flat=True).first()
     return settings.RELAY_EMAIL_WEEKLY_LIMIT if limit is None else limit
 
@@ -105,8 +111,9 @@ def emails_sent_since(*, brand_id: int, since: datetime, exclude_id: int | None 
     return queryset.count()
 
 
-def weekly_limit_error(*, brand, wanted: int, exclude_id: int | None = None) -> str:
-    """The seed's message when ``wanted`` more emails would pass the brand's weekly limit."""
+def weekly_limit_error(*, brand: Brand, wanted: int, exclude_id: int | None = None) -> str:
+    """The message (docs/email.md, "Limits") when ``wanted`` more emails would pass the brand's
+    weekly limit."""
     limit = weekly_limit_for(brand)
     if wanted <= 0:
         return ""
@@ -117,7 +124,7 @@ def weekly_limit_error(*, brand, wanted: int, exclude_id: int | None = None) -> 
 # --- distribution content and rules ---------------------------------------------------------
 def email_fields_clean(
     *,
-    brand,
+    brand: Brand,
     message: str,
     subject: str = "",
     text_body: str = "",
@@ -179,7 +186,7 @@ def email_content_errors(
 
 def email_sending_errors(
     *,
-    project,
+    project: Project,
     kind: str,
     parent,
     conditions: list,
@@ -198,7 +205,7 @@ def email_sending_errors(
     return errors
 
 
-def from_domain_errors(*, project, from_address: str) -> dict[str, str]:
+def from_domain_errors(*, project: Project, from_address: str) -> dict[str, str]:
     """``from_address`` must be on a platform domain or a verified domain of the brand."""
     domain = domain_of(from_address)
     allowed = platform_domains()
@@ -211,9 +218,8 @@ def from_domain_errors(*, project, from_address: str) -> dict[str, str]:
     }
 
 
-def email_recipient_estimate(*, project, kind: str, parent, conditions: list) -> int:
+def email_recipient_estimate(*, project: Project, kind: str, parent, conditions: list) -> int:
     """How many distinct addresses the distribution would email now."""
-    from distributions.services import recipients_queryset
 
     probe = Distribution(
         project=project, kind=kind, parent=parent, conditions=conditions, channel="email"
@@ -228,10 +234,8 @@ def email_recipient_estimate(*, project, kind: str, parent, conditions: list) ->
 
 
 def email_estimate(*, project, kind: str, parent, conditions: list | None) -> dict:
-    """``credits.estimate.schedule_estimate``'s answer for an email distribution: its
+    """``distributions.charging.schedule_estimate``'s answer for an email distribution: its
     recipients now, and no credits (emails are limited per week, not billed in credits)."""
-    from credits.models import ZERO
-    from distributions.conditions import conditions_clean
 
     recipients = email_recipient_estimate(
         project=project, kind=kind, parent=parent, conditions=conditions_clean(conditions)
@@ -251,7 +255,7 @@ def email_estimate(*, project, kind: str, parent, conditions: list | None) -> di
 
 
 # --- the brand's settings -------------------------------------------------------------------
-def email_account_update(*, brand, actor=None, **changes) -> EmailAccount:
+def email_account_update(*, brand: Brand, actor=None, **changes) -> EmailAccount:
     """Set the brand's email settings. An empty ``smtp_password`` keeps the stored one."""
     unknown = set(changes) - set(ACCOUNT_FIELDS)
     if unknown:
@@ -295,7 +299,7 @@ def email_account_update(*, brand, actor=None, **changes) -> EmailAccount:
 
 
 def email_domain_create(
-    *, brand, domain: str, dkim_selector: str = "", dkim_private_key: str = "", actor=None
+    *, brand: Brand, domain: str, dkim_selector: str = "", dkim_private_key: str = "", actor=None
 ) -> EmailDomain:
     """Add a From domain (unverified until the platform operator or a DNS check verifies it)."""
     domain = (domain or "").strip().lower().rstrip(".")
@@ -358,13 +362,15 @@ def _dkim_errors(selector: str, key: str) -> dict[str, str]:
 
 
 def email_preview(
-    *, project, message: str, subject: str = "", text_body: str = "", participant=None
+    *,
+    project: Project,
+    message: str,
+    subject: str = "",
+    text_body: str = "",
+    participant: Participant | None = None,
 ):
     """What one recipient would receive (``participant``: the project's first by default),
     with sample links. The HTML is sanitised here too: a preview never runs a script."""
-    from distributions.email_content import render_email
-    from distributions.rendering import recipient_values
-    from participants.models import Participant
 
     if participant is None:
         participant = (

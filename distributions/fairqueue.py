@@ -42,8 +42,8 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from core.bulk import update_rows
 from distributions import throttle
-from distributions.bulk import update_rows
 from distributions.models import Message, Sender, SendLane, SendPump
 
 logger = logging.getLogger(__name__)

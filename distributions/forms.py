@@ -17,12 +17,12 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
+from core.csvio import DELIMITERS, ENCLOSURES
 from credits.segments import normalize_line_breaks
 from distributions.conditions import CRITERION_LABELS, ONCE_PER_SET, conditions_clean
-from distributions.csvio import DELIMITERS, ENCLOSURES
 from distributions.email_services import MAX_EMAIL_LENGTH, MAX_SUBJECT_LENGTH
-from distributions.models import Distribution
-from distributions.services import MAX_MESSAGE_LENGTH
+from distributions.models import Distribution, DistributionSeries
+from distributions.spec import MAX_MESSAGE_LENGTH
 
 CONDITION_KEYS = ("criterion", "field", "operator", "value")
 MAX_CONDITIONS = 50
@@ -381,3 +381,46 @@ class DownloadHistoryForm(forms.Form):
         initial="double",
         label="Field enclosure",
     )
+
+
+WEEKDAYS = [
+    (0, "Monday"),
+    (1, "Tuesday"),
+    (2, "Wednesday"),
+    (3, "Thursday"),
+    (4, "Friday"),
+    (5, "Saturday"),
+    (6, "Sunday"),
+]
+
+
+class ResumeForm(forms.Form):
+    resend_missed = forms.BooleanField(
+        required=False,
+        initial=True,
+        label="Send now the distributions that were due while the project was paused",
+    )
+
+
+class SeriesForm(forms.Form):
+    name = forms.CharField(max_length=200, required=False)
+    message = MessageField(
+        widget=forms.Textarea(attrs={"rows": 3}),
+        max_length=1600,
+        help_text="Piped fields work as in any text message: ${first_name}, ${link}…",
+    )
+    frequency = forms.ChoiceField(choices=DistributionSeries.Frequency.choices)
+    weekdays = forms.TypedMultipleChoiceField(
+        choices=WEEKDAYS,
+        coerce=int,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        label="Days (weekly)",
+    )
+    day_of_month = forms.IntegerField(
+        required=False, min_value=1, max_value=31, label="Day of the month (monthly)"
+    )
+    time_of_day = forms.TimeField(widget=forms.TimeInput(attrs={"type": "time"}))
+    starts_on = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
+    ends_on = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    sender = forms.CharField(max_length=32, required=False)

@@ -10,8 +10,8 @@ from datetime import datetime
 
 from django.utils import timezone
 
+from distributions.events import recipient_statuses_raised
 from distributions.models import Message, MessageEvent
-from webhooks.events import recipient_statuses_raised
 
 MStatus = Message.Status
 # Rows that may become Opened: handed to the provider (or reported failed: the recipient

@@ -19,7 +19,10 @@ from django.conf import settings
 from django.db.models import Count, F, Min, Q
 from django.utils import timezone
 
+from celery import current_app
+
 from distributions.models import Distribution, Message, Sender, SendLane, SendPump
+from distributions.providers.base import Outcome
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +62,6 @@ def _redis():
 
 def outcome_counts(*, brand: str, provider: str, results) -> list[tuple[str, dict, float]]:
     """The counter increments of one window's provider results."""
-    from distributions.providers.base import Outcome
 
     outcomes: dict[str, int] = {}
     errors: dict[str, int] = {}
@@ -171,8 +173,7 @@ def engine_gauges(now=None) -> dict:
 
 def queue_depths() -> dict[str, int]:
     """Messages waiting in each Celery queue (any kombu transport: Redis, AMQP, files)."""
-    from config.celery import app
-
+    app = current_app  # config.celery's app (config/__init__.py makes it the current one)
     depths: dict[str, int] = {}
     try:
         with app.connection_for_read() as connection:

@@ -27,7 +27,6 @@ class ProviderAccount(models.Model):
     """
 
     brand_path = "brand"
-    REDACTED_FIELDS = ("auth_token",)
 
     brand = models.OneToOneField(Brand, on_delete=models.CASCADE, related_name="provider_account")
     provider = models.CharField(max_length=40, default="outbox")
@@ -174,7 +173,7 @@ class Distribution(models.Model):
 
 
 class DistributionSeries(models.Model):
-    """A recurring message of a Lifecycle project (the SMS seed): daily, weekly on chosen days
+    """A recurring message of a Lifecycle project (docs/survey.md): daily, weekly on chosen days
     or monthly on a day, at a time of the brand's day. Each due run becomes a normal
     ``Distribution`` (``series``) that selects its participants when it is sent; a run claims
     its occurrence by moving ``next_run_at`` forward (see ``distributions.series``).
@@ -277,7 +276,8 @@ class Message(models.Model):
 
     # No index of its own: (distribution, status) starts with it, and every index costs time
     # when a million rows are materialised. No database constraint either: its deferred
-    # trigger check per row took 5-7 s of the 1,000,000-row materialisation. Rows are only
+    # trigger check per row cost seconds of the 1,000,000-row materialisation (docs/
+    # benchmarks.md, "Measurements behind code choices"). Rows are only
     # written by materialisation, which selects the distribution it inserts for (it exists),
     # and deleting a distribution deletes its rows through Django's CASCADE (the collector),
     # as every delete in Relay goes through the ORM; a raw SQL DELETE of a distribution would
@@ -428,7 +428,6 @@ class EmailAccount(models.Model):
         NONE = "none", "None"
 
     brand_path = "brand"
-    REDACTED_FIELDS = ("smtp_password",)
     provider = "email"  # the engine's throttle key and provider lookup
 
     brand = models.OneToOneField(Brand, on_delete=models.CASCADE, related_name="email_account")
@@ -468,7 +467,6 @@ class EmailDomain(models.Model):
     DKIM selector and key, messages from it are signed (the key is encrypted at rest)."""
 
     brand_path = "brand"
-    REDACTED_FIELDS = ("dkim_private_key",)
 
     brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="email_domains")
     domain = models.CharField(max_length=253)

@@ -13,12 +13,16 @@ from django.conf import settings
 from django.db.models import Count, F, Max, Q, QuerySet, Window
 from django.db.models.functions import RowNumber
 
+from brands.models import Brand
+from distributions.audiences import recipients_queryset
 from distributions.conditions import conditions_clean
 from distributions.email_content import render_email, sanitize_html
-from distributions.models import Distribution, Message, OutboxMessage
-from distributions.rendering import recipient_values, render
-from distributions.services import distribution_preview_count, recipients_queryset
+from distributions.email_services import WEEK, emails_sent_since, weekly_limit_for
+from distributions.models import Distribution, EmailDomain, Message, OutboxMessage
+from distributions.selectors import history_queryset
+from distributions.services import distribution_preview_count
 from participants.models import Participant, Person
+from participants.rendering import recipient_values, render
 from participants.selectors import project_metadata_keys
 from projects.models import Project
 
@@ -27,7 +31,7 @@ METADATA_FIELDS_LIMIT = 200  # distinct names shown in the form; a project rarel
 OUTBOX_THREAD_MESSAGES = 20  # latest messages shown per recipient number on the outbox page
 # Placeholders (not secrets, never valid) exactly as long as real link tokens, so that previews
 # and the live counter count what is sent (tests/test_optout_links.py holds the lengths).
-SAMPLE_TOKEN = "Ab3dE6gH9k"  # noqa: S105 - rendering.TOKEN_LENGTH characters
+SAMPLE_TOKEN = "Ab3dE6gH9k"  # noqa: S105 - core.tokens.TOKEN_LENGTH characters
 SAMPLE_OPT_OUT_TOKEN = "00001xY2zA3bC4dE"  # noqa: S105 - optouts.links.TOKEN_LENGTH characters
 
 
@@ -54,10 +58,6 @@ def project_distributions(*, project: Project, channel: str) -> QuerySet:
         .select_related("parent", "created_by")
         .order_by("-send_at", "-pk")
     )
-
-
-def project_sms_distributions(*, project: Project) -> QuerySet:
-    return project_distributions(project=project, channel=Distribution.Channel.SMS)
 
 
 def project_invites(*, project: Project, channel: str = Distribution.Channel.SMS) -> QuerySet:
@@ -252,11 +252,9 @@ class EmailAllowance:
         return max(0, self.limit - self.used)
 
 
-def email_allowance(*, brand) -> EmailAllowance:
+def email_allowance(*, brand: Brand) -> EmailAllowance:
     """The brand's weekly email limit (the platform operator's) and what the last 7 days used."""
     from django.utils import timezone
-
-    from distributions.email_services import WEEK, emails_sent_since, weekly_limit_for
 
     return EmailAllowance(
         limit=weekly_limit_for(brand),
@@ -264,14 +262,12 @@ def email_allowance(*, brand) -> EmailAllowance:
     )
 
 
-def verified_email_domains(*, brand) -> QuerySet:
-    from distributions.models import EmailDomain
+def verified_email_domains(*, brand: Brand) -> QuerySet:
 
     return EmailDomain.objects.for_brand(brand).filter(verified_at__isnull=False).order_by("domain")
 
 
 def history_page_queryset(*, distribution: Distribution, status: str | None) -> QuerySet:
-    from distributions.selectors import history_queryset
 
     queryset = history_queryset(distribution=distribution).select_related("person")
     if status:
@@ -280,7 +276,7 @@ def history_page_queryset(*, distribution: Distribution, status: str | None) -> 
 
 
 # --- outbox ---------------------------------------------------------------------------------
-def outbox_numbers(*, brand, number: str = "") -> QuerySet:
+def outbox_numbers(*, brand: Brand, number: str = "") -> QuerySet:
     """Recipient numbers of the brand's outbox, the most recently messaged first."""
     queryset = OutboxMessage.objects.for_brand(brand)
     if number:
@@ -301,7 +297,7 @@ class OutboxThread:
     messages: list[OutboxMessage]
 
 
-def outbox_threads(*, brand, numbers: list[dict]) -> list[OutboxThread]:
+def outbox_threads(*, brand: Brand, numbers: list[dict]) -> list[OutboxThread]:
     """The latest messages of each number (oldest first, as a phone shows a conversation),
     and who the number belongs to in the brand's directory."""
     wanted = [row["to"] for row in numbers]

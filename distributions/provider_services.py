@@ -14,6 +14,8 @@ from brands.models import Brand
 from distributions.models import ProviderAccount
 from distributions.providers.base import ProviderError
 from distributions.providers.registry import provider_classes, provider_for
+from distributions.providers.twilio import twilio_subaccount_provision
+from distributions.sending import provider_account_for
 
 SETTABLE = (
     "provider",
@@ -29,7 +31,6 @@ MAX_MESSAGES_PER_SECOND = 10_000
 
 def provider_account_get(*, brand: Brand) -> ProviderAccount:
     """The brand's settings, or unsaved defaults (the outbox) when it has none yet."""
-    from distributions.sending import provider_account_for
 
     return provider_account_for(brand)
 
@@ -71,7 +72,7 @@ def _validate(account: ProviderAccount) -> None:
             errors["account_sid"] = "A Twilio Account SID starts with AC and has 34 characters."
         if account.messaging_service_sid and not account.messaging_service_sid.startswith("MG"):
             errors["messaging_service_sid"] = "A Messaging Service SID starts with MG."
-        if account.brand.integration_model == Brand.IntegrationModel.SELF_SERVICE:
+        if account.brand.is_self_service:
             if not account.account_sid:
                 errors["account_sid"] = "Self-service brands send with their own Account SID."
             if not account.auth_token:
@@ -86,7 +87,6 @@ def _validate(account: ProviderAccount) -> None:
 
 def provider_subaccount_provision(*, brand: Brand, actor=None) -> ProviderAccount:
     """Sub-account model: create the brand's Twilio sub-account under the platform account."""
-    from distributions.providers.twilio import twilio_subaccount_provision
 
     if brand.integration_model != Brand.IntegrationModel.SUB_ACCOUNT:
         raise ValidationError({"provider": "Only sub-account brands get a Relay sub-account."})

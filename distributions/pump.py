@@ -27,8 +27,8 @@ from django.utils import timezone
 
 from distributions import fairqueue, metrics
 from distributions.fairqueue import PUMP_CLAIM_SECONDS, State, pump_set, pumps_kick, pumps_queue
+from distributions.finishing import distribution_finish_if_done
 from distributions.sending import send_batch
-from distributions.services import distribution_finish_if_done
 
 PUMP_SLICE_SECONDS = 5.0
 MAX_SLEEP_SECONDS = 2.0

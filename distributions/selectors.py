@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 
 from django.db.models import Count, Max, Min, OuterRef, Q, Sum
 from django.utils import timezone
 
-from distributions.audiences import is_respondent_subquery
+from brands.models import Brand
+from credits.selectors import credits_consumed
 from distributions.models import Distribution, Message
+from distributions.spec import INACTIVE_PROJECT_MESSAGE
+from optouts.models import Channel
+from projects.models import Project
+from surveys.respondents import is_respondent_subquery
 
 MStatus = Message.Status
 HISTORY_HEADER = [
@@ -30,7 +36,7 @@ def history_header(distribution: Distribution) -> list[str]:
     return EMAIL_HISTORY_HEADER if distribution.channel == "email" else HISTORY_HEADER
 
 
-def distribution_list(*, brand, project=None, channel=None, status=None):
+def distribution_list(*, brand: Brand, project: Project | None = None, channel=None, status=None):
     queryset = Distribution.objects.for_brand(brand).select_related("project", "parent")
     if project is not None:
         queryset = queryset.filter(project=project)
@@ -58,11 +64,10 @@ def distribution_metrics(*, distribution: Distribution) -> dict:
     sent = count(*Message.HANDED_OVER)
     closed = total - count(*Message.OPEN_STATUSES)
     waiting = waiting_rows(distribution=distribution) if by_status.get(MStatus.PENDING) else {}
-    from credits.hooks_read import credits_consumed
 
     email = {}
     if distribution.channel == Distribution.Channel.EMAIL:
-        # The seed's email metrics: sent, failed, opened (the link), finished (responded),
+        # The email metrics of docs/email.md: sent, failed, opened (the link), finished (responded),
         # bounced. ``failed`` here excludes bounces, which have their own count.
         email = {
             "email": {
@@ -122,7 +127,7 @@ def related_distributions(*, distribution: Distribution):
 
 def history_queryset(*, distribution: Distribution):
     """Recipient rows with ``respondent``: the participant completed the project's survey
-    (the same definition as the reminder audience, ``audiences.respondent_participant_ids``)."""
+    (``surveys.respondents``, as the reminder audience)."""
     respondent = is_respondent_subquery(
         project_ref=distribution.project_id, participant_ref=OuterRef("participant_id")
     )
@@ -153,7 +158,7 @@ HISTORY_FIELDS = (
 
 
 def history_rows(*, distribution: Distribution, zone) -> Iterator[list]:
-    """The seed's history columns, one row per recipient, streamed."""
+    """The history CSV's columns (docs/api.md), one row per recipient, streamed."""
     labels = dict(MStatus.choices)
     is_email = distribution.channel == Distribution.Channel.EMAIL
     values = history_queryset(distribution=distribution).values_list(*HISTORY_FIELDS)
@@ -185,3 +190,33 @@ def history_rows(*, distribution: Distribution, zone) -> Iterator[list]:
             labels.get(status, status),
             changed.astimezone(zone).isoformat(timespec="seconds") if changed else "",
         ]
+
+
+def missed_while_paused(*, project: Project, since: datetime):
+    """Distributions that fell due after ``since`` while the project was paused and failed
+    for it, nothing of them sent (resuming can send them again)."""
+
+    return Distribution.objects.filter(
+        project=project,
+        status=Distribution.Status.FAILED,
+        finished_at__gte=since,
+        status_reason=INACTIVE_PROJECT_MESSAGE.format(stage=Project.Stage.PAUSED.label),
+        messages__isnull=True,
+    )
+
+
+# --- inbound replies --------------------------------------------------------------------------
+def last_message_to(*, brand_id: int, address: str, channel: str = Channel.SMS):
+    """The brand's last message handed to the provider for ``address`` (None if never)."""
+
+    return (
+        Message.objects.filter(
+            address=address,
+            sent_at__isnull=False,
+            distribution__channel=channel,
+            distribution__project__brand_id=brand_id,
+        )
+        .select_related("person", "distribution")
+        .order_by("-sent_at", "-pk")
+        .first()
+    )

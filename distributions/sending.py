@@ -24,17 +24,29 @@ import logging
 import threading
 import time
 from datetime import UTC, datetime, timedelta
-from itertools import islice
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connection, transaction
 from django.urls import reverse
 from django.utils import timezone
 
+from core.bulk import update_rows, update_rows_returning
+from core.queueing import task_queue
+from core.tokens import new_token
 from credits.segments import count_segments
 from distributions import fairqueue, metrics
-from distributions.bulk import update_rows, update_rows_returning
+from distributions.charging import (
+    distribution_release,
+    distribution_reserve,
+    distributions_cover,
+    messages_debit,
+    messages_debit_many,
+)
 from distributions.email_content import html_to_text, render_email
+from distributions.email_services import email_account_for
+from distributions.events import recipient_statuses_raised
+from distributions.finishing import distribution_finish_if_done
 from distributions.models import (
     Distribution,
     Message,
@@ -46,29 +58,22 @@ from distributions.providers.base import (
     Outcome,
     OutgoingEmail,
     OutgoingSms,
+    Provider,
     SendResult,
     SentQuery,
-    SmsProvider,
 )
 from distributions.providers.registry import channel_provider_for
-from distributions.rendering import new_token, piped_fields, recipient_values, render
-from distributions.services import distribution_finish_if_done
 from distributions.verp import verp_address
 from optouts.guard import handover_guard_many
 from optouts.links import opt_out_url
 from optouts.selectors import opted_out_many
+from optouts.services import optout_record_bounce, optout_record_provider
+from participants.rendering import piped_fields, recipient_values, render
 from projects.models import SurveyLink
-from webhooks.events import brands_subscribed, recipient_statuses_raised
+from webhooks.events import brands_subscribed
 from webhooks.models import EventType
 
 logger = logging.getLogger(__name__)
-
-
-def batched(iterable, size: int):
-    """itertools.batched (Python 3.12) for 3.11."""
-    iterator = iter(iterable)
-    while batch := tuple(islice(iterator, size)):
-        yield batch
 
 
 MStatus = Message.Status
@@ -103,13 +108,11 @@ def provider_account_for(brand) -> ProviderAccount:
 def channel_account_for(distribution: Distribution):
     """The brand's settings for the distribution's channel: SMS provider or email account."""
     if distribution.channel == Distribution.Channel.EMAIL:
-        from distributions.email_services import email_account_for
-
         return email_account_for(distribution.project.brand)
     return provider_account_for(distribution.project.brand)
 
 
-def channel_provider(distribution: Distribution, account=None) -> tuple[object, SmsProvider]:
+def channel_provider(distribution: Distribution, account=None) -> tuple[object, Provider]:
     account = account or channel_account_for(distribution)
     return account, channel_provider_for(account, distribution.channel)
 
@@ -127,46 +130,44 @@ def _accounts_for(distributions) -> dict[tuple[int, str], object]:
     }
 
 
-def status_callback_url(message_id: int) -> str:
-    return settings.PUBLIC_BASE_URL + reverse("webhooks:twilio-status", args=[message_id])
+def status_callback_url(code: str, message_id: int) -> str:
+    """Where provider ``code`` posts the statuses of message ``message_id``."""
+    return settings.PUBLIC_BASE_URL + reverse("callbacks:status", args=[code, message_id])
 
 
-def status_callback_template() -> str:
+def status_callback_template(code: str) -> str:
     """``status_callback_url`` as a format string: reversing a URL per message costs more
     than the rest of its bookkeeping."""
     marker = 987654321
-    return status_callback_url(marker).replace(str(marker), "{}")
+    return status_callback_url(code, marker).replace(str(marker), "{}")
 
 
 # --- credits: reserved at start, debited per accepted message, released at the end ---------
 def reserve_credits(*, distribution: Distribution) -> None:
-    from credits.hooks import credits_reserve_for_distribution
-
-    credits_reserve_for_distribution(distribution=distribution)
+    """At start, inside the materialisation transaction."""
+    distribution_reserve(distribution=distribution)
 
 
 def release_credits(*, distribution: Distribution) -> None:
-    from credits.hooks import credits_release_for_distribution
-
-    credits_release_for_distribution(distribution=distribution)
+    """When the distribution finishes (or is cancelled)."""
+    distribution_release(distribution=distribution)
 
 
 def credits_covering_many(*, items) -> dict:
-    from credits.hooks import credits_covering_many as cover
-
-    return cover(items=items)
+    """The rows each distribution's credits cover, for every distribution of a send batch:
+    [(distribution, rows)] (all of them for self-service brands)."""
+    return distributions_cover(items=items)
 
 
 def credits_debit_many(*, items) -> None:
-    from credits.hooks import credits_debit_many as debit
-
-    debit(items=items)
+    """Debit what the provider accepted, for every distribution of a send batch:
+    [(distribution, message ids)]."""
+    messages_debit_many(items=items)
 
 
 def _debit(distribution: Distribution, message_ids: list[int]) -> None:
-    from credits.hooks import credits_debit_messages
-
-    credits_debit_messages(distribution=distribution, message_ids=message_ids)
+    """Every message the provider accepted (also reconciled ones)."""
+    messages_debit(distribution=distribution, message_ids=message_ids)
 
 
 # --- into the fair queue ------------------------------------------------------------------
@@ -431,7 +432,7 @@ def leased_rows(lease: str) -> list[LeasedRow]:
 def _send_rows(
     distribution,
     account,
-    provider: SmsProvider,
+    provider: Provider,
     rows: list,
     lease: str,
     stats: dict,
@@ -564,7 +565,7 @@ def _outgoing(lane: Lane, lease: str) -> list:
         return [_outgoing_email(distribution, row, lease) for row in lane.rows]
     sender = sender_identity(distribution, lane.account)
     callback = (
-        status_callback_template() if getattr(lane.provider, "wants_status_callback", False) else ""
+        status_callback_template(lane.provider.code) if lane.provider.wants_status_callback else ""
     )
     return [
         OutgoingSms(
@@ -864,7 +865,6 @@ def _learn_from_refusals(results: list[SendResult]) -> None:
     for result in results:
         if result.outcome != Outcome.REJECTED or not (result.blocked or result.suppress):
             continue
-        from optouts.services import optout_record_bounce, optout_record_provider
 
         message = Message.objects.select_related("distribution__project", "person").get(
             pk=result.message_id
@@ -1024,7 +1024,7 @@ def _stale_rows(distribution, stale_before, first_id=None, last_id=None):
     return stale.order_by("pk")
 
 
-def reconcile_range(*, distribution, provider: SmsProvider, first_id=None, last_id=None) -> int:
+def reconcile_range(*, distribution, provider: Provider, first_id=None, last_id=None) -> int:
     """Settle rows left in Sending longer than the lease (their worker died): Sent if the
     provider has them, Pending again (to be sent) if it does not. The provider is asked once
     for all of them (``find_sent_many``: Twilio lists the time range in pages), not once per
@@ -1161,15 +1161,11 @@ def distributions_recover(*, now=None, suspect_before: float | None = None) -> d
 def _recover_again_at(when, suspect_before: float | None) -> None:
     """Run recovery again at ``when`` (a lease or a pump's claim lapses): once per second of
     target time, however many runs ask for it."""
-    from django.core.cache import cache
-
-    from distributions.tasks import distributions_recover_task
-
     if not cache.add(f"relay:recover-at:{int(when.timestamp())}", 1, timeout=300):
         return
     delay = max(0.5, (when - timezone.now()).total_seconds() + 0.5)
-    transaction.on_commit(
-        lambda: distributions_recover_task.apply_async(
-            kwargs={"suspect_before": suspect_before}, countdown=delay
-        )
+    task_queue(
+        "distributions.tasks.distributions_recover_task",
+        countdown=delay,
+        suspect_before=suspect_before,
     )

@@ -1,5 +1,6 @@
-"""Recurring messages of Lifecycle projects (the SMS seed): a ``DistributionSeries`` repeats
-daily, weekly on chosen days or monthly, at a time of the brand's day.
+"""Recurring messages of Lifecycle projects (docs/survey.md, "Recurring messages"): a
+``DistributionSeries`` repeats daily, weekly on chosen days or monthly, at a time of the brand's
+day.
 
 What callers can rely on:
 - each occurrence becomes at most one run: ``series_run`` locks the series row and moves
@@ -20,14 +21,13 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from credits.segments import normalize_line_breaks
-from distributions.conditions import conditions_clean
 from distributions.models import Distribution, DistributionSeries
+from distributions.services import distribution_create_from_spec
+from distributions.spec import DistributionSpec, spec_clean, spec_errors
 from projects.models import Project
 
 Frequency = DistributionSeries.Frequency
 SStatus = DistributionSeries.Status
-MAX_MESSAGE_LENGTH = 1600
 # How far ahead to look for the next occurrence: a monthly series on the 31st is at most
 # 62 days away; a year covers every valid rule.
 LOOKAHEAD_DAYS = 370
@@ -58,40 +58,20 @@ def next_occurrence(series: DistributionSeries, *, after: datetime) -> datetime 
     return None
 
 
-def _validate(
+def _schedule_errors(
     *,
     project: Project,
-    message: str,
-    channel: str,
     frequency: str,
     weekdays,
     day_of_month,
     starts_on: date | None,
     ends_on: date | None,
     time_of_day: time | None,
-    email: dict | None = None,
-) -> dict:
+) -> tuple[dict[str, str], dict]:
+    """The recurrence's own rules; returns the errors and its cleaned fields."""
     errors: dict[str, str] = {}
     if project.kind != Project.Kind.LIFECYCLE:
         errors["project"] = "Recurring messages are for Lifecycle projects."
-    text = (message or "").strip()
-    if not text:
-        errors["message"] = "The message is empty."
-    elif channel == Distribution.Channel.EMAIL:
-        from distributions.email_services import email_content_errors, from_domain_errors
-
-        errors.update(email_content_errors(kind="invite", message=text, **(email or {})))
-        if not errors:
-            # The From domain now; the weekly limit is checked by each run.
-            errors.update(
-                from_domain_errors(
-                    project=project, from_address=(email or {}).get("from_address", "")
-                )
-            )
-    elif len(text) > MAX_MESSAGE_LENGTH:
-        errors["message"] = f"The message is longer than {MAX_MESSAGE_LENGTH} characters."
-    if channel not in Distribution.Channel.values:
-        errors["channel"] = f"Unknown channel '{channel}'."
     cleaned_days: list[int] = []
     if frequency not in Frequency.values:
         errors["frequency"] = f"Choose one of: {', '.join(Frequency.values)}."
@@ -115,10 +95,7 @@ def _validate(
         errors["time_of_day"] = "Choose the time of day."
     if starts_on and ends_on and ends_on < starts_on:
         errors["ends_on"] = "Must be on or after the first day."
-    if errors:
-        raise ValidationError(errors)
-    return {
-        "message": text,
+    return errors, {
         "weekdays": cleaned_days,
         "day_of_month": day_of_month if frequency == Frequency.MONTHLY else None,
     }
@@ -150,25 +127,24 @@ def series_create(
     email series (``channel="email"``) has the email fields of ``distribution_create``; each
     run is an email invite checked by the same rules."""
     now = now or timezone.now()
-    message = normalize_line_breaks(message or "")
-    email: dict = {}
-    if channel == Distribution.Channel.EMAIL:
-        from distributions.email_services import email_fields_clean
-
-        message, email = email_fields_clean(
-            brand=project.brand,
+    # Each run is an invite made from this spec: the same rules, checked now.
+    spec = spec_clean(
+        DistributionSpec(
+            channel=channel,
+            kind=Distribution.Kind.INVITE,
             message=message,
+            sender=sender,
+            conditions=conditions,
             subject=subject,
             text_body=text_body,
             from_name=from_name,
             from_address=from_address,
             reply_to=reply_to,
-        )
-    cleaned = _validate(
-        email=email,
+        ),
+        brand=project.brand,
+    )
+    errors, cleaned = _schedule_errors(
         project=project,
-        message=message,
-        channel=channel,
         frequency=frequency,
         weekdays=weekdays,
         day_of_month=day_of_month,
@@ -176,19 +152,19 @@ def series_create(
         ends_on=ends_on,
         time_of_day=time_of_day,
     )
+    errors.update(spec_errors(spec, project=project, recurring=True))
+    if errors:
+        raise ValidationError(errors)
     series = DistributionSeries(
         project=project,
         name=(name or "").strip()[:200],
-        channel=channel,
-        sender=(sender or "").strip(),
-        conditions=conditions_clean(conditions),
         frequency=frequency,
         time_of_day=time_of_day,
         starts_on=starts_on,
         ends_on=ends_on,
         created_by=actor if getattr(actor, "pk", None) else None,
         **cleaned,
-        **email,
+        **spec.stored_fields(),
     )
     series.next_run_at = next_occurrence(series, after=now)
     if series.next_run_at is None:
@@ -249,7 +225,6 @@ def series_due(*, now: datetime) -> list[int]:
 
 def series_run(*, series_id: int, now: datetime | None = None) -> Distribution | None:
     """Make the run of a due series (once per occurrence), or record why there is none."""
-    from distributions.services import distribution_create
 
     now = now or timezone.now()
     with transaction.atomic():
@@ -278,27 +253,12 @@ def series_run(*, series_id: int, now: datetime | None = None) -> Distribution |
         else:
             try:
                 with transaction.atomic():
-                    run = distribution_create(
+                    run = distribution_create_from_spec(
                         project=project,
-                        message=series.message,
-                        channel=series.channel,
-                        kind=Distribution.Kind.INVITE,
-                        sender=series.sender,
-                        conditions=series.conditions,
+                        spec=DistributionSpec.of(series, kind=Distribution.Kind.INVITE),
                         send_at=now,
                         name=f"{series} · {occurrence.astimezone(project.brand.zone):%Y-%m-%d}",
                         actor=series.created_by,
-                        **(
-                            {
-                                "subject": series.subject,
-                                "text_body": series.text_body,
-                                "from_name": series.from_name,
-                                "from_address": series.from_address,
-                                "reply_to": series.reply_to,
-                            }
-                            if series.channel == Distribution.Channel.EMAIL
-                            else {}
-                        ),
                     )
                     Distribution.objects.filter(pk=run.pk).update(series=series)
                     run.series = series

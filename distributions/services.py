@@ -15,37 +15,51 @@ from datetime import datetime
 
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.db.models import Count, F, OuterRef, Q, Window
+from django.db.models import F, OuterRef, Window
 from django.db.models.functions import Collate, Lower, RowNumber
 from django.utils import timezone
 
-from credits.hooks_read import credits_estimate
-from credits.segments import normalize_line_breaks
+from core.queueing import task_queue
+from distributions.audiences import recipients_queryset
+from distributions.charging import credits_estimate
 from distributions.conditions import conditions_clean, conditions_q
+from distributions.email_services import weekly_limit_error
+from distributions.events import recipient_statuses_raised
 from distributions.fairqueue import lane_close
+from distributions.finishing import (
+    distribution_counts,
+    distribution_end,
+    distribution_finish_if_done,
+    open_messages_close,
+)
 from distributions.models import Distribution, Message, MessageEvent
-from distributions.rendering import piped_fields
+from distributions.providers.base import StatusUpdate
+from distributions.providers.registry import provider_classes
+from distributions.selectors import missed_while_paused
+from distributions.sending import distribution_enqueue, release_credits, reserve_credits
+from distributions.spec import (
+    EMAIL_FIELDS,
+    INACTIVE_PROJECT_MESSAGE,
+    DistributionSpec,
+    schedule_errors,
+    spec_clean,
+    spec_errors,
+)
+from optouts.selectors import optout_active_exists
+from optouts.services import optout_record_provider
 from participants.models import Participant
-from participants.selectors import project_metadata_keys
-from projects.models import Project
-from webhooks.events import distribution_finished_raised, recipient_statuses_raised
+from participants.selectors import metadata_spellings
+from projects.models import Project, Response
 
 logger = logging.getLogger(__name__)
 
 Status = Distribution.Status
 MStatus = Message.Status
 
-INACTIVE_PROJECT_MESSAGE = (
-    "Your project must be activated to send text messages: this project is {stage}."
-)
-MAX_MESSAGE_LENGTH = 1600  # Twilio's limit for one message body
-MAX_EMAIL_LENGTH = 200_000  # an HTML body; large enough for any template, small per row
-EMAIL_FIELDS = ("subject", "text_body", "from_name", "from_address", "reply_to")
-
 
 class InsufficientCredits(Exception):
     """The brand's available credits do not cover the send's estimated cost (``estimate``:
-    ``credits.hooks_read.credits_estimate``'s answer)."""
+    ``distributions.charging.credits_estimate``'s answer)."""
 
     def __init__(self, estimate: dict):
         self.estimate = estimate
@@ -56,76 +70,6 @@ class InsufficientCredits(Exception):
             'credits, narrow the recipients, or send "accept_partial": true to send what the '
             "balance covers."
         )
-
-
-def _is_alphanumeric_sender(sender: str) -> bool:
-    return bool(sender) and any(ch.isalpha() for ch in sender) and not sender.startswith("MG")
-
-
-def _validate(
-    *,
-    project: Project,
-    channel: str,
-    kind: str,
-    message: str,
-    sender: str,
-    parent: Distribution | None,
-    send_at: datetime,
-    email: dict | None = None,
-    conditions: list | None = None,
-    trigger: str = "",
-    exclude_id: int | None = None,
-) -> None:
-    errors: dict[str, str] = {}
-    if project.stage != Project.Stage.ACTIVE:
-        errors["project"] = INACTIVE_PROJECT_MESSAGE.format(stage=project.get_stage_display())
-    elif not project.is_within_availability(send_at):
-        errors["send_at"] = "The project is outside its availability window at that time."
-    if channel not in Distribution.Channel.values:
-        errors["channel"] = f"Unknown channel '{channel}'."
-    if kind not in Distribution.Kind.values:
-        errors["kind"] = f"Unknown kind '{kind}'."
-    text = (message or "").strip()
-    if not text:
-        errors["message"] = "The message is empty."
-    elif channel == Distribution.Channel.EMAIL:
-        from distributions.email_services import email_content_errors, email_sending_errors
-
-        errors.update(
-            email_content_errors(kind=kind, message=text, trigger=trigger, **(email or {}))
-        )
-        if not errors:
-            errors.update(
-                email_sending_errors(
-                    project=project,
-                    kind=kind,
-                    parent=parent,
-                    conditions=conditions or [],
-                    trigger=trigger,
-                    from_address=(email or {}).get("from_address", ""),
-                    exclude_id=exclude_id,
-                )
-            )
-    elif len(text) > MAX_MESSAGE_LENGTH:
-        errors["message"] = f"The message is longer than {MAX_MESSAGE_LENGTH} characters."
-    elif (
-        channel == Distribution.Channel.SMS
-        and _is_alphanumeric_sender(sender)
-        and "opt_out_link" not in piped_fields(text)
-    ):
-        errors["message"] = (
-            "Messages from an alphanumeric sender cannot receive STOP replies: include "
-            "${opt_out_link} so that recipients can opt out."
-        )
-    if parent is not None:
-        if parent.project_id != project.pk:
-            errors["parent"] = "The invite belongs to another project."
-        elif parent.kind != Distribution.Kind.INVITE:
-            errors["parent"] = "A reminder follows an invite."
-        elif kind != Distribution.Kind.REMINDER:
-            errors["parent"] = "Only a reminder can follow an invite."
-    if errors:
-        raise ValidationError(errors)
 
 
 def distribution_create(
@@ -151,9 +95,9 @@ def distribution_create(
     """Schedule a distribution (``send_at`` None or past: now). Queued after commit when due.
 
     ``accept_partial=False`` (the API's default): an SMS distribution whose estimated cost
-    (``credits.estimate``, as the schedule page shows it) exceeds the brand's available credits
-    raises ``InsufficientCredits`` instead of being scheduled to end Interrupted. Self-service
-    brands pay their provider and are never refused.
+    (``charging.credits_estimate``, as the schedule page shows it) exceeds the brand's
+    available credits raises ``InsufficientCredits`` instead of being scheduled to end
+    Interrupted. Self-service brands pay their provider and are never refused.
 
     An email (``channel="email"``) has a ``subject``, an HTML ``message`` (scripts stripped), an
     optional ``text_body`` (else generated), a From name and address (defaults: the brand's
@@ -161,62 +105,68 @@ def distribution_create(
     emails only) sends to each recipient when they complete the survey, from now until the
     distribution is cancelled.
     """
-    now = timezone.now()
-    send_at = send_at or now
-    sender = (sender or "").strip()
-    message = normalize_line_breaks(message or "")
-    cleaned_conditions = conditions_clean(conditions)
-    email: dict = {}
-    if channel == Distribution.Channel.EMAIL:
-        from distributions.email_services import email_fields_clean
-
-        message, email = email_fields_clean(
-            brand=project.brand,
-            message=message,
-            subject=subject,
-            text_body=text_body,
-            from_name=from_name,
-            from_address=from_address,
-            reply_to=reply_to,
-        )
-        sender = ""
-    elif trigger:
-        raise ValidationError({"trigger": "Only email thank-you messages can be triggered."})
-    _validate(
-        project=project,
+    spec = DistributionSpec(
         channel=channel,
         kind=kind,
         message=message,
         sender=sender,
         parent=parent,
-        send_at=max(send_at, now),
-        email=email,
-        conditions=cleaned_conditions,
-        trigger=trigger or "",
+        conditions=conditions,
+        trigger=trigger,
+        subject=subject,
+        text_body=text_body,
+        from_name=from_name,
+        from_address=from_address,
+        reply_to=reply_to,
     )
-    if channel == Distribution.Channel.SMS and not accept_partial:
+    return distribution_create_from_spec(
+        project=project,
+        spec=spec,
+        send_at=send_at,
+        name=name,
+        actor=actor,
+        accept_partial=accept_partial,
+    )
+
+
+def distribution_create_from_spec(
+    *,
+    project: Project,
+    spec: DistributionSpec,
+    send_at: datetime | None = None,
+    name: str = "",
+    actor=None,
+    accept_partial: bool = True,
+) -> Distribution:
+    """Schedule the distribution ``spec`` describes, after every rule of ``spec_errors`` (the
+    one path of create, recurring runs and resends). Queued after commit when due.
+    ``accept_partial``: as ``distribution_create``'s."""
+    now = timezone.now()
+    send_at = send_at or now
+    spec = spec_clean(spec, brand=project.brand)
+    errors = schedule_errors(project=project, send_at=max(send_at, now))
+    errors.update(spec_errors(spec, project=project))
+    if errors:
+        raise ValidationError(errors)
+    if spec.channel == Distribution.Channel.SMS and not accept_partial:
         estimate = credits_estimate(
             project=project,
-            message=message,
-            conditions=cleaned_conditions,
-            kind=kind,
-            parent=parent,
+            message=spec.message,
+            conditions=spec.conditions,
+            kind=spec.kind,
+            parent=spec.parent,
         )
         if estimate is not None and not estimate["covered"]:
             raise InsufficientCredits(estimate)
     distribution = Distribution.objects.create(
         project=project,
-        channel=channel,
-        kind=kind,
-        parent=parent,
+        kind=spec.kind,
+        parent=spec.parent,
         name=(name or "").strip()[:200],
-        message=message.strip(),
-        sender=sender,
-        conditions=cleaned_conditions,
         send_at=send_at,
-        trigger=trigger or "",
+        trigger=spec.trigger,
         created_by=actor if getattr(actor, "pk", None) else None,
-        **email,
+        **spec.stored_fields(),
     )
     if send_at <= now:
         _queue_start(distribution.pk)
@@ -224,13 +174,10 @@ def distribution_create(
 
 
 def _queue_start(distribution_id: int) -> None:
-    from distributions.tasks import distribution_start_task
-
-    transaction.on_commit(lambda: distribution_start_task.delay(distribution_id))
+    task_queue("distributions.tasks.distribution_start_task", distribution_id)
 
 
 EDITABLE = ("message", "sender", "conditions", "send_at", "name", *EMAIL_FIELDS)
-MESSAGE_TEXT_FIELDS = ("message", "text_body")  # their line breaks are normalised
 
 
 def distribution_update(*, distribution: Distribution, actor=None, **changes) -> Distribution:
@@ -251,8 +198,6 @@ def distribution_update(*, distribution: Distribution, actor=None, **changes) ->
                     f"{locked.get_status_display()}."
                 }
             )
-        if "conditions" in changes:
-            changes["conditions"] = conditions_clean(changes["conditions"])
         if locked.channel != Distribution.Channel.EMAIL and set(changes) & set(EMAIL_FIELDS):
             raise ValidationError(
                 dict.fromkeys(
@@ -260,34 +205,15 @@ def distribution_update(*, distribution: Distribution, actor=None, **changes) ->
                 )
             )
         for name, value in changes.items():
-            if name in MESSAGE_TEXT_FIELDS and isinstance(value, str):
-                value = normalize_line_breaks(value)
             setattr(locked, name, value.strip() if isinstance(value, str) else value)
-        email: dict = {}
-        if locked.channel == Distribution.Channel.EMAIL:
-            from distributions.email_services import email_fields_clean
-
-            locked.message, email = email_fields_clean(
-                brand=locked.project.brand,
-                message=locked.message,
-                **{name: getattr(locked, name) for name in EMAIL_FIELDS},
-            )
-            for name, value in email.items():
-                setattr(locked, name, value)
+        spec = spec_clean(DistributionSpec.of(locked), brand=locked.project.brand)
         now = timezone.now()
-        _validate(
-            project=locked.project,
-            channel=locked.channel,
-            kind=locked.kind,
-            message=locked.message,
-            sender=locked.sender,
-            parent=locked.parent,
-            send_at=max(locked.send_at, now),
-            email=email,
-            conditions=locked.conditions,
-            trigger=locked.trigger,
-            exclude_id=locked.pk,
-        )
+        errors = schedule_errors(project=locked.project, send_at=max(locked.send_at, now))
+        errors.update(spec_errors(spec, project=locked.project, exclude_id=locked.pk))
+        if errors:
+            raise ValidationError(errors)
+        for name, value in spec.stored_fields().items():
+            setattr(locked, name, value)
         locked.save()
         if locked.send_at <= now:
             _queue_start(locked.pk)
@@ -325,7 +251,7 @@ def distribution_cancel(*, distribution: Distribution, actor=None) -> Distributi
             locked.save(update_fields=["status", "status_reason", "finished_at", "updated_at"])
         elif locked.status == Status.IN_PROGRESS:
             now = timezone.now()
-            stopped = _close_open_messages(
+            stopped = open_messages_close(
                 locked, status=MStatus.SKIPPED, reason="Not sent: the distribution was cancelled."
             )
             locked.status = Status.INTERRUPTED
@@ -344,8 +270,6 @@ def distribution_cancel(*, distribution: Distribution, actor=None) -> Distributi
             status_reason="Stopped: no more thank-you emails on completion.",
         )
     if locked.status == Status.INTERRUPTED:
-        from distributions.sending import release_credits
-
         lane_close(distribution_id=locked.pk)
         # Settle now rather than at the next balance read; in-flight holds stay until settled.
         release_credits(distribution=locked)
@@ -384,7 +308,7 @@ def distribution_start(*, distribution_id: int) -> dict:
         distribution = Distribution.objects.select_related("project__brand").get(pk=distribution_id)
         project = distribution.project
         if not project.is_collecting:
-            _finish(
+            distribution_end(
                 distribution,
                 Status.FAILED,
                 INACTIVE_PROJECT_MESSAGE.format(stage=project.get_stage_display())
@@ -396,8 +320,6 @@ def distribution_start(*, distribution_id: int) -> dict:
             # Sends one recipient at a time, as they complete (``distribution_on_completion``).
             return {"started": True, "pending": 0, "trigger": distribution.trigger}
         counts = distribution_materialise(distribution=distribution)
-        from distributions.sending import distribution_enqueue, reserve_credits
-
         if distribution.channel == Distribution.Channel.EMAIL:
             _enforce_weekly_limit(distribution)
         reserve_credits(distribution=distribution)
@@ -409,23 +331,20 @@ def distribution_start(*, distribution_id: int) -> dict:
 
 def _enforce_weekly_limit(distribution: Distribution) -> None:
     """At start: if the brand's weekly email limit cannot take this run, nothing is sent."""
-    from distributions.email_services import weekly_limit_error
 
     pending = Message.objects.filter(distribution=distribution, status=MStatus.PENDING)
     error = weekly_limit_error(
         brand=distribution.project.brand, wanted=pending.count(), exclude_id=distribution.pk
     )
     if error:
-        _close_open_messages(distribution, status=MStatus.FAILED, reason=f"Not sent: {error}")
+        open_messages_close(distribution, status=MStatus.FAILED, reason=f"Not sent: {error}")
 
 
-def distribution_on_completion(*, response) -> int:
+def distribution_on_completion(*, response: Response) -> int:
     """A recipient completed the survey: queue the project's completion-triggered thank-you
     emails to them (once per distribution and participant). Returns how many were queued."""
     if not response.participant_id:
         return 0
-    from distributions.email_services import weekly_limit_error
-    from distributions.sending import distribution_enqueue
 
     queued = 0
     for distribution in Distribution.objects.filter(
@@ -439,39 +358,24 @@ def distribution_on_completion(*, response) -> int:
             )
             error = weekly_limit_error(brand=distribution.project.brand, wanted=1)
             if error:
-                _close_open_messages(
+                open_messages_close(
                     distribution, status=MStatus.FAILED, reason=f"Not sent: {error}"
                 )
             queued += distribution_enqueue(distribution=distribution)
     return queued
 
 
-def recipients_queryset(distribution: Distribution, participant_ids: list[int] | None = None):
-    """The participants a distribution selects: its conditions, and for reminders its audience."""
-    queryset = Participant.objects.filter(project_id=distribution.project_id).filter(
-        conditions_q(distribution.conditions, spellings=_field_spellings(distribution.project_id))
-    )
-    if participant_ids is not None:
-        queryset = queryset.filter(pk__in=participant_ids)
-    if distribution.kind == Distribution.Kind.REMINDER:
-        from distributions.audiences import reminder_audience
-
-        queryset = reminder_audience(distribution, queryset)
-    return queryset
-
-
 def distribution_preview_count(*, project: Project, conditions: list | None) -> int:
     """How many participants match ``conditions`` (before scheduling)."""
     return (
         Participant.objects.filter(project=project)
-        .filter(conditions_q(conditions_clean(conditions), spellings=_field_spellings(project.pk)))
+        .filter(
+            conditions_q(
+                conditions_clean(conditions), spellings=metadata_spellings(project_id=project.pk)
+            )
+        )
         .count()
     )
-
-
-def _field_spellings(project_id: int):
-    """The stored spellings of a metadata field name among the project's participants."""
-    return lambda name: project_metadata_keys(project_id=project_id, named=name)
 
 
 def distribution_materialise(
@@ -483,7 +387,6 @@ def distribution_materialise(
     Duplicated; no phone: Skipped; opted out: Skipped (opt-out). Existing rows are kept.
     Emails: the same, with addresses compared without case and malformed ones Skipped.
     """
-    from optouts.selectors import optout_active_exists
 
     is_email = distribution.channel == Distribution.Channel.EMAIL
     address_field = "person__email" if is_email else "person__phone"
@@ -592,147 +495,48 @@ def _record_materialised_events(distribution: Distribution, now: datetime) -> No
         )
 
 
-def distribution_counts(*, distribution_id: int) -> dict:
-    rows = (
-        Message.objects.filter(distribution_id=distribution_id)
-        .values("status")
-        .annotate(n=Count("pk"))
-        .order_by()
-    )
-    by_status = {row["status"]: row["n"] for row in rows}
-    return {"by_status": by_status, "total": sum(by_status.values())}
-
-
-def _close_open_messages(distribution: Distribution, *, status: str, reason: str) -> int:
-    """Pending rows become ``status`` (with an event); rows being sent are left to finish."""
-    now = timezone.now()
-    ids = list(
-        Message.objects.filter(distribution=distribution, status=MStatus.PENDING).values_list(
-            "pk", flat=True
-        )
-    )
-    if not ids:
-        return 0
-    changed = Message.objects.filter(pk__in=ids, status=MStatus.PENDING).update(
-        status=status, status_reason=reason[:300], status_changed_at=now
-    )
-    MessageEvent.objects.bulk_create(
-        [
-            MessageEvent(message_id=pk, status=status, at=now, source="system", detail=reason[:300])
-            for pk in ids
-        ],
-        batch_size=1000,
-    )
-    recipient_statuses_raised(
-        distribution_id=distribution.pk, changes=[(pk, status) for pk in ids], at=now
-    )
-    return changed
-
-
-def _finish(distribution: Distribution, status: str, reason: str) -> bool:
-    now = timezone.now()
-    done = Distribution.objects.filter(pk=distribution.pk, status=Status.IN_PROGRESS).update(
-        status=status, status_reason=reason[:500], finished_at=now, updated_at=now
-    )
-    if done:
-        distribution.status, distribution.status_reason, distribution.finished_at = (
-            status,
-            reason,
-            now,
-        )
-        lane_close(distribution_id=distribution.pk)
-        from distributions.sending import release_credits
-
-        release_credits(distribution=distribution)
-        distribution_finished_raised(distribution=distribution)
-    return bool(done)
-
-
-def distribution_finish_if_done(*, distribution_id: int) -> str | None:
-    """When no row is open, end the distribution Sent, Failed or Interrupted. Idempotent."""
-    distribution = Distribution.objects.filter(pk=distribution_id).first()
-    if distribution is None or distribution.status != Status.IN_PROGRESS:
-        return None
-    if distribution.trigger == Distribution.TRIGGER_COMPLETION:
-        return None  # sends on each completion until it is stopped
-    # Called after every chunk: one index probe while rows are open, not a count of them all.
-    if Message.objects.filter(
-        distribution_id=distribution_id, status__in=Message.OPEN_STATUSES
-    ).exists():
-        return None
-    counts = distribution_counts(distribution_id=distribution_id)["by_status"]
-    if any(counts.get(status) for status in Message.OPEN_STATUSES):
-        return None
-    handed = sum(counts.get(status, 0) for status in Message.HANDED_OVER)
-    failed = sum(counts.get(status, 0) for status in Message.FAILED_STATUSES)
-    skipped = sum(counts.get(status, 0) for status in Message.NOT_SENDABLE)
-    reason_bits = []
-    if failed:
-        reason_bits.append(f"{failed} failed")
-    if skipped:
-        reason_bits.append(f"{skipped} skipped")
-    stop_reason = _interruption_reason(distribution_id)
-    if handed == 0:
-        status = Status.FAILED
-        if stop_reason:
-            reason = f"Nothing was sent: {stop_reason}"
-        elif not counts:
-            reason = "No participant matched the conditions."
-        else:
-            reason = "No message could be sent (" + ", ".join(reason_bits) + ")."
-    elif stop_reason:
-        status = Status.INTERRUPTED
-        reason = f"Sent partially: {stop_reason}"
-    else:
-        status = Status.SENT
-        reason = ("Sent with issues: " + ", ".join(reason_bits) + ".") if reason_bits else ""
-    _finish(distribution, status, reason)
-    return status
-
-
-def _interruption_reason(distribution_id: int) -> str:
-    """Why rows were closed without sending (credits, provider account), if they were."""
-    reasons = (
-        Message.objects.filter(distribution_id=distribution_id, status=MStatus.FAILED)
-        .filter(Q(status_reason__startswith="Not sent:"))
-        .values_list("status_reason", flat=True)[:1]
-    )
-    reason = next(iter(reasons), "")
-    return reason.removeprefix("Not sent:").strip()
-
-
 # --- status ingest: provider callbacks, simulated receipts, reconciliation ------------------
-
-PROVIDER_STATUS_MAP = {
-    "sent": MStatus.SENT,
-    "delivered": MStatus.DELIVERED,
-    "undelivered": MStatus.FAILED,
-    "failed": MStatus.FAILED,
-    "read": MStatus.DELIVERED,
-}
-BLOCKING_ERROR_CODES = {"21610", "30007", "30004"}
 
 
 def message_status_ingest(
     *,
+    provider: str,
     provider_status: str,
     provider_id: str = "",
     message_id: int | None = None,
     error_code: str = "",
     source: str = MessageEvent.Source.CALLBACK,
 ) -> bool:
-    """Apply a provider status to its message if it moves it forward. True if it changed.
+    """Apply a status that provider ``provider`` (its code) reported, classified by its
+    provider class (which statuses count, which errors mean Blocked or an opt-out)."""
+    update = provider_classes()[provider].status_update(
+        provider_status=provider_status,
+        provider_id=provider_id,
+        error_code=error_code,
+        message_id=message_id,
+    )
+    return status_update_apply(update=update, source=source)
+
+
+def status_update_apply(
+    *, update: StatusUpdate, source: str = MessageEvent.Source.CALLBACK
+) -> bool:
+    """Apply a classified provider status to its message if it moves it forward. True if it
+    changed.
 
     Out-of-order and repeated callbacks change nothing: a Delivered row never goes back.
     A callback that arrives before the worker recorded the send still counts (the row is
-    found by ``message_id``).
+    found by ``message_id``). A recipient the carrier says unsubscribed is opted out.
     """
-    status = PROVIDER_STATUS_MAP.get((provider_status or "").lower())
+    status = update.status
     if status is None:
         return False
-    error_code = (error_code or "").strip()
-    if status == MStatus.FAILED and error_code in BLOCKING_ERROR_CODES:
-        status = MStatus.BLOCKED
+    error_code = update.error_code
+    provider_status, provider_id, message_id = (
+        update.provider_status,
+        update.provider_id,
+        update.message_id,
+    )
     with transaction.atomic():
         message = _status_apply(
             status=status,
@@ -744,9 +548,7 @@ def message_status_ingest(
         )
     if message is None:
         return False
-    if status == MStatus.BLOCKED and error_code == "21610":
-        from optouts.services import optout_record_provider
-
+    if update.recipient_opted_out:
         optout_record_provider(message=message)
     if message.status == MStatus.SENDING:
         distribution_finish_if_done(distribution_id=message.distribution_id)
@@ -798,3 +600,29 @@ def _status_apply(
         distribution_id=message.distribution_id, changes=[(message.pk, status)], at=now
     )
     return message
+
+
+def distributions_resend_missed(*, project: Project, since: datetime, actor=None) -> list:
+    """Schedule again, now, each distribution that failed since ``since`` because the project
+    was paused (nothing of it was sent). Returns the new distributions.
+
+    Reminders still scheduled for a resent invite follow the new invite. A missed reminder
+    whose invite is resent too is not resent: it would land right after its invite.
+    """
+
+    missed = list(missed_while_paused(project=project, since=since).order_by("send_at", "pk"))
+    resent: dict[int, Distribution] = {}
+    for original in missed:
+        if original.parent_id in resent:
+            continue
+        copy = distribution_create_from_spec(
+            project=project,
+            spec=DistributionSpec.of(original),
+            name=f"{original} (resent after pause)",
+            actor=actor,
+        )
+        resent[original.pk] = copy
+        Distribution.objects.filter(parent=original, status=Distribution.Status.SCHEDULED).update(
+            parent=copy
+        )
+    return list(resent.values())

@@ -12,9 +12,12 @@ import time
 from celery import shared_task
 from celery.signals import worker_ready
 
+from core.locks import periodic_lock
 from distributions import pump, sending, services
-from distributions.locks import periodic_lock
-from distributions.models import Distribution
+from distributions.charging import reservations_settle_all
+from distributions.models import Distribution, OutboxMessage
+from distributions.series import series_run_due
+from projects.models import Response
 
 
 @shared_task(name="distributions.tasks.distribution_start_task")
@@ -81,12 +84,11 @@ def _recover_when_a_worker_starts(sender=None, **kwargs) -> None:
 def outbox_deliver_task(receipts: list[list]) -> dict:
     """Simulated delivery receipts ([message id, sid] pairs), through the same ingest path as
     real provider callbacks."""
-    from distributions.models import OutboxMessage
 
     delivered = 0
     for message_id, sid in receipts:
         delivered += services.message_status_ingest(
-            provider_status="delivered", provider_id=sid, message_id=message_id
+            provider="outbox", provider_status="delivered", provider_id=sid, message_id=message_id
         )
     OutboxMessage.objects.filter(sid__in=[sid for _, sid in receipts]).update(status="delivered")
     return {"delivered": delivered}
@@ -95,9 +97,29 @@ def outbox_deliver_task(receipts: list[list]) -> dict:
 @shared_task(name="distributions.tasks.distribution_on_completion_task")
 def distribution_on_completion_task(response_id: int) -> dict:
     """Thank-you emails to a recipient who completed the survey (if any are set to go)."""
-    from projects.models import Response
 
     response = Response.objects.filter(pk=response_id).first()
     if response is None:
         return {"queued": 0}
     return {"queued": services.distribution_on_completion(response=response)}
+
+
+@shared_task(name="distributions.tasks.distribution_series_run_due_task")
+def distribution_series_run_due_task() -> dict:
+    """Make the due runs of recurring messages (Lifecycle projects). Each occurrence is claimed
+    under a row lock, so the Redis lock only saves a second beat the duplicate work."""
+    with periodic_lock("series-run-due", timeout=120) as acquired:
+        if not acquired:
+            return {"skipped": "another series run is in progress"}
+        return series_run_due()
+
+
+@shared_task(name="distributions.tasks.credits_settle_task")
+def credits_settle_task() -> dict:
+    """Release what the reservations of finished distributions still hold (a distribution
+    stopped while rows were in flight, or deleted): the backstop of the writer paths, so
+    that reading a balance never has to write."""
+    with periodic_lock("credits-settle", timeout=120) as acquired:
+        if not acquired:
+            return {"skipped": "another settlement is running"}
+        return {"settled": reservations_settle_all()}

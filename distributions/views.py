@@ -28,11 +28,19 @@ from django.views import View
 
 from brands.roles import Role
 from brands.views import BrandPageMixin
-from credits.hooks_read import credits_available, credits_estimate
 from credits.segments import segment_info
+from credits.selectors import credits_available
 from distributions import page_selectors
 from distributions.api import history_csv_response
+from distributions.charging import credits_estimate
 from distributions.conditions import CRITERION_LABELS, OPERATOR_LABELS, conditions_describe
+from distributions.email_services import (
+    email_account_for,
+    email_recipient_estimate,
+    platform_domains,
+    platform_from_address,
+    weekly_limit_error,
+)
 from distributions.forms import (
     ONCE_PER_SET_HELP,
     BulkEditForm,
@@ -46,6 +54,7 @@ from distributions.forms import (
 )
 from distributions.models import Distribution, Message
 from distributions.selectors import distribution_list, distribution_metrics, related_distributions
+from distributions.sending import provider_account_for
 from distributions.services import (
     distribution_cancel,
     distribution_create,
@@ -362,11 +371,6 @@ class ScheduleFormMixin(DistributionPageMixin):
 
 def email_form_context(*, brand) -> dict:
     """From addresses to offer: the brand's default, the platform's, its verified domains."""
-    from distributions.email_services import (
-        email_account_for,
-        platform_domains,
-        platform_from_address,
-    )
 
     account = email_account_for(brand)
     domains = list(
@@ -468,7 +472,6 @@ def email_summary_context(
 ) -> dict:
     """The email form's summary: matching participants, the weekly allowance (with the
     service's own limit message when this send would pass it) and the rendered preview."""
-    from distributions.email_services import email_recipient_estimate, weekly_limit_error
 
     draft = Distribution(
         project=project,
@@ -576,7 +579,6 @@ class EmailScheduleView(ScheduleView):
 def email_initial(*, brand) -> dict:
     """A new email starts from the brand's defaults (From name, address and Reply-To) and a
     body that has the survey and opt-out links the rules ask for."""
-    from distributions.email_services import email_account_for, platform_from_address
 
     account = email_account_for(brand)
     return {
@@ -829,7 +831,8 @@ class CancelView(DistributionPageMixin, View):
 
 
 class HistoryCsvView(DistributionPageMixin, View):
-    """Download history: the seed's columns, with the chosen delimiter and field enclosure."""
+    """Download history: the columns of docs/api.md, with the chosen delimiter and field
+    enclosure."""
 
     def get(self, request, pk):
         distribution = self.get_distribution(pk)
@@ -878,7 +881,6 @@ class OutboxView(DistributionPageMixin, View):
     """What the outbox provider stored for this brand, as a phone would show it."""
 
     def get(self, request):
-        from distributions.sending import provider_account_for
 
         number = (request.GET.get("number") or "").strip()[:32]
         numbers = page_selectors.outbox_numbers(brand=self.brand, number=number)

@@ -18,11 +18,13 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.utils import timezone
 
+from optouts.protocols import SentMessage
+
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 SIGNATURE_LENGTH = 10  # 62^10 ≈ 8e17 guesses per message id
 ID_WIDTH = 6  # base-62 digits of the message id: 62^6 ≈ 5.7e10 ids before a token grows
 TOKEN_LENGTH = ID_WIDTH + SIGNATURE_LENGTH
-LINK_VALID_DAYS = 10  # the seed: "Opt-out links expire 10 days after the message is sent."
+LINK_VALID_DAYS = 10  # docs/optouts.md, "The opt-out link": valid 10 days after sending
 LINK_VALIDITY = timedelta(days=LINK_VALID_DAYS)
 
 
@@ -70,16 +72,22 @@ def opt_out_url(message_id: int) -> str:
     return f"{settings.PUBLIC_BASE_URL}/o/{opt_out_token(message_id)}"
 
 
-def link_sent_at(message) -> datetime:
+def link_sent_at(message: SentMessage) -> datetime:
     """When the link's message was sent: the provider's acceptance, else the hand-over attempt
     (an unknown outcome may still have reached the phone)."""
     return message.sent_at or message.leased_at or message.status_changed_at
 
 
-def link_expires_at(message) -> datetime:
+def link_expires_at(message: SentMessage) -> datetime:
     return link_sent_at(message) + LINK_VALIDITY
 
 
-def link_expired(*, message, now: datetime | None = None) -> bool:
+def link_expired(*, message: SentMessage, now: datetime | None = None) -> bool:
     """True once more than 10 days have passed since the message was sent."""
     return (now or timezone.now()) > link_expires_at(message)
+
+
+def is_alphanumeric_sender(sender: str) -> bool:
+    """A sender ID with letters (``ACME``) rather than a phone number or a messaging service
+    (``MG…``): it cannot receive replies, so its recipients opt out by the link only."""
+    return bool(sender) and any(ch.isalpha() for ch in sender) and not sender.startswith("MG")

@@ -6,7 +6,9 @@ from collections.abc import Iterable, Iterator
 
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
+from brands.models import Brand
 from optouts.models import Channel, InboundMessage, OptOut, OptOutEvent
+from participants.models import Person
 
 CSV_HEADER = [
     "Address",
@@ -62,77 +64,16 @@ def is_opted_out(*, brand_id: int, channel: str, address: str) -> bool:
     return bool(opted_out_addresses(brand_id=brand_id, channel=channel, addresses=[address]))
 
 
-# --- inbound replies --------------------------------------------------------------------------
-def last_message_to(*, brand_id: int, address: str, channel: str = Channel.SMS):
-    """The brand's last message handed to the provider for ``address`` (None if never)."""
-    from distributions.models import Message
-
-    return (
-        Message.objects.filter(
-            address=address,
-            sent_at__isnull=False,
-            distribution__channel=channel,
-            distribution__project__brand_id=brand_id,
-        )
-        .select_related("person", "distribution")
-        .order_by("-sent_at", "-pk")
-        .first()
-    )
-
-
 def directory_person_for(*, brand_id: int, channel: str, address: str):
-    from participants.models import Person
 
     field = "phone" if channel == Channel.SMS else "email__iexact"
     return Person.objects.filter(brand_id=brand_id, **{field: address}).order_by("pk").first()
 
 
-def inbound_brand_candidates(
-    *, to_number: str, from_number: str, account_sid: str = "", messaging_service_sid: str = ""
-) -> list[int]:
-    """Brands an inbound reply may belong to, most likely first.
-
-    1. whose provider account sends from ``To`` (default sender) or through the messaging
-       service that received it (several: the one that last messaged ``From`` first);
-    2. whose provider account is the Twilio account that received it;
-    3. the brand that last messaged ``From``.
-    The webhook takes the first whose auth token validates the request's signature.
-    """
-    from distributions.models import Message, ProviderAccount
-
-    recent = {}
-    if from_number:
-        rows = (
-            Message.objects.filter(address=from_number, sent_at__isnull=False)
-            .order_by("-sent_at")
-            .values_list("distribution__project__brand_id", flat=True)[:50]
-        )
-        for brand_id in rows:
-            recent.setdefault(brand_id, len(recent))
-
-    def by_recency(brand_ids: Iterable[int]) -> list[int]:
-        return sorted(set(brand_ids), key=lambda b: (recent.get(b, len(recent)), b))
-
-    sender_match = Q(default_sender=to_number) if to_number else Q(pk__in=[])
-    if messaging_service_sid:
-        sender_match |= Q(messaging_service_sid=messaging_service_sid)
-    candidates = by_recency(
-        ProviderAccount.objects.filter(sender_match).values_list("brand_id", flat=True)
-    )
-    if account_sid:
-        candidates += by_recency(
-            ProviderAccount.objects.filter(account_sid=account_sid).values_list(
-                "brand_id", flat=True
-            )
-        )
-    candidates += sorted(recent, key=recent.get)
-    return list(dict.fromkeys(candidates))
-
-
 # --- pages and API ----------------------------------------------------------------------------
 def optout_list(
     *,
-    brand,
+    brand: Brand,
     q: str = "",
     source: str = "",
     scope: str = "",
@@ -197,7 +138,7 @@ def optout_csv_rows(*, queryset: QuerySet, zone) -> Iterator[list]:
         ]
 
 
-def optout_events_for(*, brand, channel: str, address: str) -> QuerySet:
+def optout_events_for(*, brand: Brand, channel: str, address: str) -> QuerySet:
     """The audit trail of one address in the brand, newest first."""
     return (
         OptOutEvent.objects.for_brand(brand)
@@ -207,7 +148,7 @@ def optout_events_for(*, brand, channel: str, address: str) -> QuerySet:
     )
 
 
-def person_optout_addresses(*, person) -> list[tuple[str, str]]:
+def person_optout_addresses(*, person: Person) -> list[tuple[str, str]]:
     """(channel, address) pairs of a person: their phone for SMS, their email for email."""
     pairs = []
     if person.phone:
@@ -217,7 +158,7 @@ def person_optout_addresses(*, person) -> list[tuple[str, str]]:
     return pairs
 
 
-def person_optout_state(*, person) -> dict:
+def person_optout_state(*, person: Person) -> dict:
     """For the person page: their current opt-outs and their whole audit trail."""
     condition = Q(person=person)
     for channel, address in person_optout_addresses(person=person):
@@ -236,7 +177,7 @@ def person_optout_state(*, person) -> dict:
     }
 
 
-def inbound_list(*, brand, q: str = "", kind: str = "", action: str = "") -> QuerySet:
+def inbound_list(*, brand: Brand, q: str = "", kind: str = "", action: str = "") -> QuerySet:
     queryset = InboundMessage.objects.for_brand(brand).select_related("person", "message")
     if kind:
         queryset = queryset.filter(kind=kind)

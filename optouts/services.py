@@ -19,20 +19,26 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from brands.models import Brand
 from brands.roles import Role, role_allows
+from optouts.events import opted_out_raised
 from optouts.guard import optout_write_lock
 from optouts.keywords import Keyword, match_reply
 from optouts.links import link_expired
 from optouts.models import Channel, InboundMessage, OptOut, OptOutEvent, Scope, Source
-from webhooks.events import opted_out_raised
+from optouts.protocols import SentMessage
+from optouts.selectors import directory_person_for
+from participants.models import Participant, Person
+from participants.phones import PhoneError, phone_to_e164
 
 logger = logging.getLogger(__name__)
 
 OPTED_OUT_FIELD = "Opted out"
-# The seed: a STOP within 2 days of our message marks the directory; a later one is recorded
-# at the provider level only.
+# docs/optouts.md, "The 2-day window": a STOP within 2 days of our message marks the
+# directory; a later one is recorded at the provider level only.
 DIRECTORY_WINDOW = timedelta(days=2)
-# START never opts anyone back in (only a brand admin does, the seed): the reply says so.
+# START never opts anyone back in (only a brand admin does, docs/optouts.md "Opt-in"): the
+# reply says so.
 DEFAULT_HELP_TEXT = (
     "{brand}: survey invitations by text message. Reply STOP to opt out. To get them again "
     "after opting out, contact {brand}. Msg & data rates may apply."
@@ -50,10 +56,10 @@ def optout_record(
     address: str,
     source: str,
     scope: str = Scope.DIRECTORY,
-    person=None,
+    person: Person | None = None,
     actor=None,
     api_key=None,
-    message=None,
+    message: SentMessage = None,
     inbound: InboundMessage | None = None,
     reason: str = "",
     inbound_text: str = "",
@@ -113,7 +119,7 @@ def optout_record(
     return optout
 
 
-def optout_record_provider(*, message) -> OptOut:
+def optout_record_provider(*, message: SentMessage) -> OptOut:
     """The carrier says the recipient unsubscribed (Twilio 21610): never send again.
 
     Marked in the directory too: the carrier refusal proves the recipient opted out, and the
@@ -130,7 +136,9 @@ def optout_record_provider(*, message) -> OptOut:
     )
 
 
-def optout_record_bounce(*, message, reason: str = "", inbound_text: str = "") -> OptOut:
+def optout_record_bounce(
+    *, message: SentMessage, reason: str = "", inbound_text: str = ""
+) -> OptOut:
     """A hard bounce of an email: the address does not take mail, so it is suppressed for the
     brand like an opt-out (source ``bounce``) and never emailed again until an admin opts it in.
     """
@@ -147,7 +155,7 @@ def optout_record_bounce(*, message, reason: str = "", inbound_text: str = "") -
     )
 
 
-def optout_record_link(*, message, now: datetime | None = None) -> tuple[OptOut, bool]:
+def optout_record_link(*, message: SentMessage, now: datetime | None = None) -> tuple[OptOut, bool]:
     """The recipient confirmed on the opt-out link of ``message``. Returns (opt-out, changed).
 
     Refuses an expired link (``ValidationError``); opening it again after it worked changes
@@ -178,11 +186,9 @@ def optout_record_link(*, message, now: datetime | None = None) -> tuple[OptOut,
 
 
 def optout_create_by_admin(
-    *, brand, channel: str, address: str, reason: str, actor=None, api_key=None
+    *, brand: Brand | None, channel: str, address: str, reason: str, actor=None, api_key=None
 ) -> OptOut:
     """An admin records an opt-out the recipient asked for another way (a call, an email)."""
-    from participants.models import Person
-    from participants.phones import PhoneError, phone_to_e164
 
     reason = (reason or "").strip()
     if channel not in Channel.values:
@@ -257,7 +263,6 @@ def optout_opt_in(
 
 def _flag_people(*, brand_id: int, channel: str, address: str, value: str) -> None:
     """Set ``Opted out: Yes/No`` in the directory and project metadata of people at ``address``."""
-    from participants.models import Participant, Person
 
     field = "phone" if channel == Channel.SMS else "email__iexact"
     people = list(Person.objects.filter(brand_id=brand_id, **{field: address}))
@@ -293,13 +298,11 @@ class InboundResult:
     replayed: bool = False
 
 
-def inbound_help_text(*, brand) -> str:
-    """The brand's answer to HELP/INFO (its provider settings, else a sensible default)."""
+def inbound_help_text(*, brand: Brand | None, custom: str = "") -> str:
+    """The brand's answer to HELP/INFO: ``custom`` (its provider settings), else a sensible
+    default."""
     if brand is None:
         return GENERIC_HELP_TEXT
-    from distributions.models import ProviderAccount
-
-    custom = ProviderAccount.objects.filter(brand=brand).values_list("help_text", flat=True).first()
     return (custom or "").strip() or DEFAULT_HELP_TEXT.format(brand=brand.name)
 
 
@@ -312,7 +315,7 @@ def clean_inbound_text(text: str | None) -> str:
 
 def inbound_reply_handle(
     *,
-    brand,
+    brand: Brand | None,
     from_number: str,
     to_number: str = "",
     body: str = "",
@@ -322,8 +325,12 @@ def inbound_reply_handle(
     messaging_service_sid: str = "",
     opt_out_type: str = "",
     received_at: datetime | None = None,
+    last_message=None,
+    help_text: str = "",
 ) -> InboundResult:
-    """Store a reply and act on it.
+    """Store a reply and act on it. ``last_message``: the brand's last message handed over
+    to ``from_number`` (None: never), ``help_text``: the brand's own answer to HELP; the
+    caller (``distributions.inbound``) reads both where they are kept.
 
     - STOP words (any language) from a number the brand messaged: within ``DIRECTORY_WINDOW``
       of our last message to it, a DIRECTORY opt-out (``Opted out: Yes``); later, or when the
@@ -344,11 +351,9 @@ def inbound_reply_handle(
     match = match_reply(body)
     kind = PROVIDER_OPT_OUT_TYPES.get((opt_out_type or "").strip().upper(), match.kind)
 
-    last = person = None
+    last = last_message if brand is not None else None
+    person = None
     if brand is not None and from_number:
-        from optouts.selectors import directory_person_for, last_message_to
-
-        last = last_message_to(brand_id=brand.pk, address=from_number)
         person = (last.person if last else None) or directory_person_for(
             brand_id=brand.pk, channel=Channel.SMS, address=from_number
         )
@@ -374,7 +379,9 @@ def inbound_reply_handle(
                 message=last,
                 person=person,
             )
-            reply = _act_on_inbound(inbound, kind=kind, known=known, opt_out_type=opt_out_type)
+            reply = _act_on_inbound(
+                inbound, kind=kind, known=known, opt_out_type=opt_out_type, help_text=help_text
+            )
             inbound.reply = reply[:480]
             inbound.save(update_fields=["action", "optout", "reply"])
     except IntegrityError:
@@ -386,7 +393,9 @@ def inbound_reply_handle(
     return InboundResult(inbound, inbound.reply)
 
 
-def _act_on_inbound(inbound: InboundMessage, *, kind: Keyword, known: bool, opt_out_type: str):
+def _act_on_inbound(
+    inbound: InboundMessage, *, kind: Keyword, known: bool, opt_out_type: str, help_text: str
+):
     """Decide and record what an inbound reply does; sets ``inbound.action``. Returns the reply."""
     Action = InboundMessage.Action
     brand = inbound.brand
@@ -395,7 +404,7 @@ def _act_on_inbound(inbound: InboundMessage, *, kind: Keyword, known: bool, opt_
             inbound.action = Action.HELP_BY_PROVIDER  # Advanced Opt-Out sent its HELP text
             return ""
         inbound.action = Action.HELP_SENT
-        return inbound_help_text(brand=brand)
+        return inbound_help_text(brand=brand, custom=help_text)
     if kind == Keyword.OTHER:
         inbound.action = Action.STORED
         return ""

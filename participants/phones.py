@@ -60,8 +60,9 @@ _INTERNATIONAL = re.compile(r"\+[1-9]\d{6,14}")
 def _fast_e164(value: str, default_country: str = "") -> str | None:
     """The E.164 form of ``value``, or None to take the full parser.
 
-    Imports spend most of their time here: ``phonenumbers.parse`` + ``is_valid_number`` cost
-    about 50 µs a number, this path a few. It answers only when the full parser would give the
+    Imports spend most of their time here, and the full ``phonenumbers.parse`` +
+    ``is_valid_number`` costs many times this path (docs/benchmarks.md, "Measurements behind
+    code choices"). It answers only when the full parser would give the
     same answer, and leaves everything else (extensions, letters, national prefixes to strip,
     numbers of another region sharing the country code…) to the full parser:
 

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from django.core.cache import cache
 from django.db import connection
@@ -15,6 +15,7 @@ from participants.importer import FIELD_LABELS, neutralise_for_spreadsheet
 from participants.metadata import is_opted_out, is_protected, normalise_key
 from participants.models import ImportJob, Participant, Person
 from participants.phones import PhoneError, phone_to_e164
+from participants.services import PROGRESS_CACHE_KEY
 from projects.models import Project
 
 SEARCH_FIELDS = ("first_name", "last_name", "email", "phone", "person_id", "username")
@@ -123,11 +124,6 @@ def metadata_keys(*, queryset: QuerySet, person_prefix: str = "person__") -> lis
     return sorted(keys.values(), key=str.casefold)
 
 
-def effective_metadata(participant: Participant) -> dict:
-    """What distributions see: the person's metadata, overridden by the participant's."""
-    return {**(participant.person.metadata or {}), **(participant.metadata or {})}
-
-
 def person_page(*, person: Person) -> dict:
     participations = list(person.participations.select_related("project").order_by("-pk"))
     return {
@@ -204,8 +200,6 @@ def import_progress(*, job: ImportJob) -> dict:
     """How far the running phase is: rows done and a fraction (0..1)."""
     rows, fraction = job.processed_rows, job.progress
     if job.status == ImportJob.Status.IMPORTING:
-        from participants.services import PROGRESS_CACHE_KEY
-
         cached = cache.get(PROGRESS_CACHE_KEY.format(job.pk))
         if cached and cached.get("progress", 0) > fraction:
             rows, fraction = cached["rows"], cached["progress"]
@@ -250,15 +244,29 @@ def project_metadata_keys(
             names.update((directory or {}).keys())
         found = [n for n in names if named is None or normalise_key(n) == normalise_key(named)]
         return sorted(found)[:limit]
-    where = ""
-    if named is not None:
-        where = "WHERE lower(k) = lower(%s)"
-        params.append(named.strip())
-    sql = f"SELECT DISTINCT k FROM ({keys}) keys {where} ORDER BY k LIMIT %s"  # noqa: S608
-    params.append(limit)
+    # ``named``: every distinct key is compared in Python (SQL has no ``normalise_key``: it
+    # cannot collapse inner spaces on SQLite); a project has a few dozen keys.
+    sql = f"SELECT DISTINCT k FROM ({keys}) keys ORDER BY k"  # noqa: S608
+    if named is None:
+        sql += " LIMIT %s"
+        params.append(limit)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         found = [row[0] for row in cursor.fetchall()]
     if named is not None:
-        found = [n for n in found if normalise_key(n) == normalise_key(named)]
+        found = [n for n in found if normalise_key(n) == normalise_key(named)][:limit]
     return found
+
+
+def metadata_spellings(*, project_id: int) -> Callable[[str], list[str]]:
+    """``spellings(name)``: the stored spellings of a metadata field among the project's
+    participants (``normalise_key`` decides), for the SQL of conditions and the estimate."""
+    return lambda name: project_metadata_keys(project_id=project_id, named=name)
+
+
+def person_ids_of(participant_ids: Iterable[int | None]) -> dict[int, str]:
+    """PersonID of each participant id given (one query; none for no id)."""
+    wanted = {pk for pk in participant_ids if pk}
+    if not wanted:
+        return {}
+    return dict(Participant.objects.filter(pk__in=wanted).values_list("pk", "person__person_id"))

@@ -25,8 +25,10 @@ from django.db.models import Q
 from django.utils import timezone
 
 from brands.models import Brand
+from core.queueing import task_queue
 from participants.importer import (
     ERROR_FILE_COLUMNS,
+    REQUIRABLE,
     CsvSource,
     DuplicateTracker,
     FileError,
@@ -234,7 +236,7 @@ logger = logging.getLogger(__name__)
 
 # Rows classified (and written) per batch: two or three lookups of up to this many values
 # each, and about 2 kB of Python objects per row, so ~10 MB per batch whatever the file size.
-# Measured on PostgreSQL: 5,000 is ~10 % faster than 2,000; larger gains nothing.
+# The size was measured on PostgreSQL (docs/benchmarks.md, "Measurements behind code choices").
 IMPORT_BATCH_ROWS = 5000
 # First errors kept in the report (all of them go to the error CSV).
 REPORT_ERROR_LIMIT = 500
@@ -277,7 +279,6 @@ def _options(
     metadata_target: str,
     required_fields,
 ) -> tuple[str, list[str]]:
-    from participants.importer import REQUIRABLE
 
     target = metadata_target or ImportJob.MetadataTarget.PERSON
     if target not in ImportJob.MetadataTarget.values:
@@ -344,13 +345,10 @@ def _run_or_queue(job: ImportJob, phase: str) -> None:
 
     Both take the same service function, so there is one code path either way.
     """
-    from participants import tasks
-
     if job.size <= import_inline_max_bytes():
         (import_validate if phase == "validate" else import_commit)(job=job)
         return
-    task = tasks.import_validate_task if phase == "validate" else tasks.import_commit_task
-    transaction.on_commit(lambda: task.delay(job.pk))
+    task_queue(f"participants.tasks.import_{phase}_task", job.pk)
 
 
 def _target_for(job: ImportJob) -> UpsertTarget:

@@ -1,3 +1,4 @@
+from django.utils.functional import cached_property
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -5,6 +6,7 @@ from rest_framework.response import Response
 
 from brands.api.base import BrandScopedAPIMixin, StrictModelSerializer, StrictSerializer
 from brands.roles import Role
+from brands.scoping import get_for_brand_by_pk
 from projects.models import Project
 from projects.services import project_change_stage, project_create, project_update
 
@@ -78,3 +80,14 @@ class ProjectViewSet(
         payload.is_valid(raise_exception=True)
         project_change_stage(project=project, actor=self.actor(), **payload.validated_data)
         return Response(ProjectSerializer(project).data, status=status.HTTP_200_OK)
+
+
+class ProjectScopedMixin(BrandScopedAPIMixin):
+    """Views under ``projects/<project_pk>/``: the project is looked up in the caller's brand."""
+
+    @cached_property
+    def project(self) -> Project:
+        brand = self.brand
+        project = get_for_brand_by_pk(Project, brand=brand, pk=self.kwargs["project_pk"])
+        project.brand = brand  # the caller's brand: the lookup is scoped to it
+        return project

@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from brands.models import Brand
 from brands.scoping import BrandScopedManager
-from distributions.rendering import new_token
+from core.tokens import new_token
 
 
 class Project(models.Model):
@@ -53,7 +53,7 @@ class Project(models.Model):
         help_text="Only personal links answer: the anonymous link and its QR code are disabled.",
     )
     # When collection last stopped (Paused or Closed) and what the pause dialog decided for
-    # respondents who had the survey open at that moment (see projects.survey.may_finish).
+    # respondents who had the survey open at that moment (see surveys.answers.may_finish).
     collection_stopped_at = models.DateTimeField(null=True, blank=True, editable=False)
     stop_lets_in_progress_finish = models.BooleanField(default=True, editable=False)
     stop_keeps_partial_responses = models.BooleanField(default=True, editable=False)

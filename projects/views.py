@@ -110,3 +110,19 @@ class ProjectStageView(BrandPageMixin, View):
                 for error in errors:
                     messages.error(request, error)
         return redirect("projects:detail", pk=project.pk)
+
+
+class ProjectPageMixin(BrandPageMixin):
+    """A page of one project of the current brand, under the project's tabs."""
+
+    def get_project(self, pk) -> Project:
+        return self.get_scoped(Project.objects.select_related("brand"), pk=pk)
+
+    def page(self, request, template: str, project: Project, status: int = 200, **context):
+        base = {
+            "project": project,
+            "participant_count": project.participants.count(),
+            "can_edit": self.can(Role.PROJECT_ADMIN),
+        }
+        with timezone.override(self.brand.zone):  # times on the page: the brand's clock
+            return render(request, template, base | context, status=status)

@@ -118,10 +118,10 @@ def make_api_client(*, user=None, api_key=None) -> APIClient:
 @pytest.fixture(autouse=True)
 def _fresh_process_caches():
     """Each test starts with nothing cached by the process: key lookups (brands.services),
-    transactional distributions (projects.links_services). A rolled-back test's pks are
+    transactional distributions (transactional.services). A rolled-back test's pks are
     reused by the next one on SQLite."""
     from brands.services import api_key_cache_forget
-    from projects.links_services import transactional_distribution_cache_clear
+    from transactional.services import transactional_distribution_cache_clear
 
     api_key_cache_forget()
     transactional_distribution_cache_clear()

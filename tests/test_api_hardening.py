@@ -248,7 +248,7 @@ def _affordability_setup(tenancy, *, balance):
 
 
 def test_the_api_estimates_a_send_as_the_schedule_page_does(tenancy, api_a):
-    from credits.estimate import schedule_estimate
+    from distributions.charging import schedule_estimate
 
     body = _affordability_setup(tenancy, balance=5)
     answer = api_a.post("/api/v1/distributions/estimate/", body, format="json")

@@ -9,7 +9,7 @@ import pytest
 from brands.models import Brand
 from credits.models import CreditEntry, CreditHold, CreditReservation
 from credits.selectors import credits_balance, credits_verify, distribution_consumed
-from credits.services import (
+from distributions.charging import (
     distribution_cover,
     distribution_release,
     distribution_reserve,
@@ -297,9 +297,8 @@ def test_cancelling_while_sending_releases_what_was_not_used(
     distribution_cover(distribution=started, messages=rows[:1])
     Message.objects.filter(pk=rows[0].pk).update(status=S.SENDING)
     distribution_cancel(distribution=started)
-    # The distribution is stopped: the next read of the balance settles its reservation,
-    # keeping the hold of the message still in flight.
-    from credits.hooks_read import credits_available
+    # Cancelling settles its reservation, keeping the hold of the message still in flight.
+    from credits.selectors import credits_available
 
     assert credits_available(brand=tenancy.brand_a) == Decimal("9")
     # The in-flight message is accepted and debited: the reservation closes.
@@ -317,9 +316,15 @@ def test_deleting_a_distribution_keeps_its_ledger_and_frees_its_reservation(tena
     accept(rows[:1])
     messages_debit(distribution=started, message_ids=[rows[0].pk])
     started.delete()
-    from credits.hooks_read import credits_available
+    from credits.selectors import credits_available
+    from distributions.tasks import credits_settle_task
 
+    # Deleted outside any service (the admin, a project's deletion): the periodic settlement
+    # frees what its reservation held; reading the balance never writes.
+    assert credits_available(brand=tenancy.brand_a) == Decimal("6")  # 3 still held
+    assert credits_settle_task() == {"settled": 1}
     assert credits_available(brand=tenancy.brand_a) == Decimal("9")
+    assert credits_settle_task() == {"settled": 0}
     debit = entries(tenancy.brand_a, K.DEBIT).get()
     assert debit.distribution_id is None and debit.message_id is None
     assert debit.amount == Decimal("-1")
@@ -338,3 +343,28 @@ def test_ledger_rows_cannot_be_changed_or_deleted(tenancy):
         CreditEntry.objects.filter(pk=entry.pk).update(amount=Decimal("500"))
     with pytest.raises(TypeError):
         CreditEntry.objects.filter(pk=entry.pk).delete()
+
+
+def test_reading_the_balance_writes_nothing(tenancy, started, page_client_for):
+    """The schedule page shows the available credits of a brand whose deleted distribution
+    still holds a reservation: the GET reads it as it is (settling is the writers' job)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from django.urls import reverse
+
+    rows = pending_rows(started)
+    distribution_cover(distribution=started, messages=rows)
+    started.delete()
+    client = page_client_for(tenancy.project_admin_a)
+    url = reverse("distributions:create", args=[tenancy.project_a.pk])
+    with CaptureQueriesContext(connection) as queries:
+        page = client.get(url)
+    assert page.status_code == 200
+    writes = [
+        q["sql"]
+        for q in queries.captured_queries
+        if q["sql"].lstrip().split()[0].upper() in ("INSERT", "UPDATE", "DELETE")
+        and "django_session" not in q["sql"]
+    ]
+    assert writes == []
+    assert CreditReservation.objects.get(brand=tenancy.brand_a).closed_at is None

@@ -14,9 +14,8 @@ from hypothesis import strategies as st
 from credits import services
 from credits.models import CreditEntry, CreditHold, CreditReservation
 from credits.selectors import credits_balance, credits_verify
-from credits.services import (
-    credits_adjust,
-    credits_grant,
+from credits.services import credits_adjust, credits_grant
+from distributions.charging import (
     distribution_cover,
     distribution_release,
     distribution_reserve,

@@ -14,9 +14,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from brands.models import Brand
-from credits.hooks_read import credits_available, credits_consumed, credits_estimate
 from credits.models import CountryRate, CreditEntry, RateCard
 from credits.rates import phone_country, rate_card_load, rate_card_parse, rate_table
+from credits.selectors import credits_available, credits_consumed
+from distributions.charging import credits_estimate
 from tests.factories.credits import CountryRateFactory, grant, set_default_rate
 from tests.factories.distributions import DistributionFactory, OptOutFactory
 from tests.factories.participants import ParticipantFactory, PersonFactory
@@ -297,7 +298,7 @@ def test_country_matches_phonenumbers_on_every_regions_example_numbers():
 )
 def test_the_estimates_text_builder_renders_like_the_sender(pieces, values):
     from credits.estimate import text_builder
-    from distributions.rendering import piped_fields, render
+    from participants.rendering import piped_fields, render
 
     template = "".join(pieces)
     names = [n for n in dict.fromkeys(piped_fields(template)) if n not in ("link", "opt_out_link")]

@@ -8,9 +8,8 @@ from django.urls import reverse
 import pytest
 
 from brands.models import Brand
-from credits.hooks_read import credits_consumed
 from credits.models import CreditEntry
-from credits.selectors import credits_balance
+from credits.selectors import credits_balance, credits_consumed
 from distributions.models import Distribution, Message, ProviderAccount
 from distributions.services import distribution_create
 from tests.factories.credits import CountryRateFactory, grant

@@ -185,11 +185,25 @@ def test_status_only_moves_forward(tenancy):
         provider_id="SM1",
         status_changed_at=timezone.now(),
     )
-    assert message_status_ingest(provider_id="SM1", provider_status="delivered") is True
-    assert message_status_ingest(provider_id="SM1", provider_status="sent") is False
-    assert message_status_ingest(provider_id="SM1", provider_status="delivered") is False
-    assert message_status_ingest(provider_id="SM1", provider_status="undelivered") is False
-    assert message_status_ingest(provider_id="nope", provider_status="delivered") is False
+    assert (
+        message_status_ingest(provider="twilio", provider_id="SM1", provider_status="delivered")
+        is True
+    )
+    assert (
+        message_status_ingest(provider="twilio", provider_id="SM1", provider_status="sent") is False
+    )
+    assert (
+        message_status_ingest(provider="twilio", provider_id="SM1", provider_status="delivered")
+        is False
+    )
+    assert (
+        message_status_ingest(provider="twilio", provider_id="SM1", provider_status="undelivered")
+        is False
+    )
+    assert (
+        message_status_ingest(provider="twilio", provider_id="nope", provider_status="delivered")
+        is False
+    )
     message.refresh_from_db()
     assert message.status == S.DELIVERED
     assert list(message.events.values_list("status", flat=True)) == [S.DELIVERED]
@@ -215,8 +229,12 @@ def test_carrier_failures_map_to_failed_or_blocked(tenancy):
         provider_id="SMb",
         status_changed_at=timezone.now(),
     )
-    message_status_ingest(provider_id="SMa", provider_status="undelivered", error_code="30003")
-    message_status_ingest(provider_id="SMb", provider_status="failed", error_code="21610")
+    message_status_ingest(
+        provider="twilio", provider_id="SMa", provider_status="undelivered", error_code="30003"
+    )
+    message_status_ingest(
+        provider="twilio", provider_id="SMb", provider_status="failed", error_code="21610"
+    )
     filtered.refresh_from_db()
     unsubscribed.refresh_from_db()
     assert filtered.status == S.FAILED and filtered.error_code == "30003"

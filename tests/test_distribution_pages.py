@@ -720,9 +720,9 @@ def test_distribution_page_shows_details_metrics_and_related(tenancy, crowd, adm
 
 def test_credits_consumed_shown_when_tracked(tenancy, crowd, admin, send, monkeypatch):
     distribution = send(tenancy.project_a)
-    monkeypatch.setattr("credits.hooks_read.credits_consumed", lambda **kw: Decimal("7.5"))
+    monkeypatch.setattr("distributions.selectors.credits_consumed", lambda **kw: Decimal("7.5"))
     assert metric(text(admin.get(url("detail", distribution.pk))), "credits") == "7.50"
-    monkeypatch.setattr("credits.hooks_read.credits_consumed", lambda **kw: None)
+    monkeypatch.setattr("distributions.selectors.credits_consumed", lambda **kw: None)
     content = text(admin.get(url("detail", distribution.pk)))
     assert metric(content, "credits") == "—" and "(not tracked)" in content
 

@@ -155,7 +155,7 @@ def test_schedule_send_now_watch_it_finish_and_download_the_history(
     expect(page.locator("#live")).to_have_attribute("hx-trigger", "every 2s")
     expect(page.locator("#send-progress")).to_have_attribute("value", "50")
     expect(page.get_by_role("button", name="Stop sending")).to_be_visible()
-    assert message_status_ingest(provider_status="delivered", message_id=last.pk)
+    assert message_status_ingest(provider="twilio", provider_status="delivered", message_id=last.pk)
     expect(page.locator("#distribution-status")).to_have_text("Sent", timeout=15_000)
     expect(page.locator('[data-metric="delivered"]')).to_have_text("2")
     expect(page.locator("#send-progress")).to_have_count(0)

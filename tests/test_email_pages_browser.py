@@ -20,7 +20,7 @@ import pytest
 
 from brands.roles import Role
 from distributions.models import Distribution, Message
-from projects.services import question_create
+from surveys.services import question_create
 from tests.browser import browser_user, login, screenshot
 from tests.factories.participants import ParticipantFactory, PersonFactory
 from tests.smtp_server import Behaviour, SmtpServer

@@ -352,8 +352,8 @@ def test_thank_you_goes_when_a_recipient_completes(
 ):
     from django.http import QueryDict
 
-    from projects.services import link_scope, question_create, response_submit_link
-    from projects.survey import form_stamp
+    from surveys.answers import form_stamp
+    from surveys.services import link_scope, question_create, response_submit_link
 
     tenancy.participant_a.delete()
     ada = add(tenancy.project_a, "Ada", "ada@example.com")

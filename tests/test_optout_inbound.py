@@ -9,11 +9,13 @@ from django.utils import timezone
 
 import pytest
 
+from distributions.inbound import sms_reply_receive
 from distributions.models import Distribution, Message, ProviderAccount
+from distributions.providers.base import InboundSms
 from distributions.services import distribution_materialise
 from optouts.keywords import HELP_KEYWORDS, STOP_KEYWORDS
 from optouts.models import InboundMessage, OptOut, OptOutEvent, Scope, Source
-from optouts.services import DIRECTORY_WINDOW, inbound_reply_handle
+from optouts.services import DIRECTORY_WINDOW
 from participants.models import Participant, Person
 from tests.factories.distributions import DistributionFactory
 from tests.factories.participants import PersonFactory
@@ -288,12 +290,9 @@ def test_a_replayed_webhook_changes_nothing(client, numbers):
 
 def test_the_same_sid_twice_in_the_service_is_one_row(numbers):
     sent_message(numbers.project_a, PHONE)
-    first = inbound_reply_handle(
-        brand=numbers.brand_a, from_number=PHONE, body="STOP", provider_sid="SMdup"
-    )
-    second = inbound_reply_handle(
-        brand=numbers.brand_a, from_number=PHONE, body="STOP", provider_sid="SMdup"
-    )
+    reply = InboundSms(from_number=PHONE, to_number="", body="STOP", provider_sid="SMdup")
+    first = sms_reply_receive(brand=numbers.brand_a, inbound=reply, provider="twilio")
+    second = sms_reply_receive(brand=numbers.brand_a, inbound=reply, provider="twilio")
     assert not first.replayed and second.replayed and first.inbound == second.inbound
 
 

@@ -106,7 +106,10 @@ def test_the_audit_trail_says_who_when_how_and_what_it_answered(tenancy, opted_o
     # The carrier refuses a later message: 21610.
     later = sent_message(tenancy.project_a, PHONE, person=message.person, status="sent")
     message_status_ingest(
-        provider_id=later.provider_id, provider_status="failed", error_code="21610"
+        provider="twilio",
+        provider_id=later.provider_id,
+        provider_status="failed",
+        error_code="21610",
     )
     later.refresh_from_db()
     assert later.status == Message.Status.BLOCKED

@@ -16,8 +16,8 @@ import pytest
 
 from brands.fields import decrypt_text
 from projects.models import Response, SignedLinkUse, SigningSecret
-from projects.services import question_create
-from projects.signed_links import (
+from surveys.services import question_create
+from surveys.signed_links import (
     session_key,
     sign,
     signed_url,

@@ -13,8 +13,8 @@ import pytest
 
 from brands.roles import Role
 from projects.models import Response
-from projects.services import question_create
-from projects.signed_links import signed_url, signing_secret_active, signing_secret_issue
+from surveys.services import question_create
+from surveys.signed_links import signed_url, signing_secret_active, signing_secret_issue
 from tests.browser import browser_user, login, screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

@@ -25,7 +25,7 @@ from brands.models import Brand
 from brands.roles import Role
 from distributions.models import Distribution, Message, ProviderAccount
 from projects.models import Response
-from projects.services import question_create
+from surveys.services import question_create
 from tests.browser import browser_user, login, screenshot
 from tests.factories.participants import ParticipantFactory, PersonFactory
 from tests.fake_twilio import FakeTwilio

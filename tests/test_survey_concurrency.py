@@ -11,7 +11,8 @@ from django.utils import timezone
 import pytest
 
 from projects.models import Response
-from projects.services import (
+from surveys.answers import form_stamp
+from surveys.services import (
     SubmitOutcome,
     anonymous_scope,
     link_scope,
@@ -19,7 +20,6 @@ from projects.services import (
     response_submit_anonymous,
     response_submit_link,
 )
-from projects.survey import form_stamp
 from tests.factories.projects import SurveyLinkFactory
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]

@@ -8,18 +8,18 @@ from django.utils import timezone
 
 import pytest
 
-from distributions.audiences import respondent_participant_ids
 from distributions.models import Message, MessageEvent
 from projects.models import Project, Question, Response, SurveyLink
-from projects.services import (
-    project_change_stage,
+from projects.services import project_change_stage
+from surveys.answers import answers_clean, form_stamp
+from surveys.respondents import respondent_participant_ids
+from surveys.services import (
     question_create,
     question_delete,
     question_move,
     question_update,
     questions_reorder,
 )
-from projects.survey import answers_clean, form_stamp
 from tests.factories.distributions import DistributionFactory, MessageFactory
 from tests.factories.participants import ParticipantFactory
 from tests.factories.projects import SurveyLinkFactory

@@ -13,7 +13,8 @@ import pytest
 from distributions.models import Distribution, DistributionSeries
 from distributions.services import distribution_create, distribution_start
 from projects.models import Project, Question, SurveyLink
-from projects.services import project_change_stage, question_create
+from projects.services import project_change_stage
+from surveys.services import question_create
 from tests.factories.participants import ParticipantFactory
 from tests.factories.projects import ProjectFactory, ResponseFactory
 

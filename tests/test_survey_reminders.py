@@ -5,10 +5,11 @@ from django.urls import reverse
 
 import pytest
 
-from distributions.audiences import respondent_participant_ids
+from distributions.audiences import recipients_queryset
 from distributions.models import Distribution, Message
-from distributions.services import distribution_create, recipients_queryset
+from distributions.services import distribution_create
 from projects.models import Response
+from surveys.respondents import respondent_participant_ids
 from tests.factories.distributions import DistributionFactory
 from tests.factories.participants import ParticipantFactory, PersonFactory
 from tests.factories.projects import ProjectFactory, ResponseFactory

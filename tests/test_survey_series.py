@@ -17,9 +17,9 @@ from distributions.series import (
     series_run_due,
 )
 from distributions.services import distribution_materialise
+from distributions.tasks import distribution_series_run_due_task
 from projects.models import Project
 from projects.services import project_change_stage
-from projects.tasks import distribution_series_run_due_task
 from tests.factories.participants import ParticipantFactory
 from tests.factories.projects import ProjectFactory
 

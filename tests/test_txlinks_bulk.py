@@ -196,8 +196,7 @@ def test_a_bulk_call_costs_the_same_queries_whatever_its_size(api_a, tenancy):
 def test_link_tokens_are_uniform_over_the_alphabet():
     from collections import Counter
 
-    from distributions.rendering import TOKEN_ALPHABET, TOKEN_LENGTH
-    from projects.links_services import new_tokens
+    from core.tokens import TOKEN_ALPHABET, TOKEN_LENGTH, new_tokens
 
     tokens = new_tokens(62_000)
 

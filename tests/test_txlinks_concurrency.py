@@ -9,13 +9,13 @@ from django.db import connection
 import pytest
 
 from participants.models import Participant, Person
-from projects.links_services import (
+from projects.models import SurveyLink, Transaction
+from transactional.services import (
     LinkRequest,
     LinkResult,
     transactional_link_create,
     transactional_links_create,
 )
-from projects.models import SurveyLink, Transaction
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 

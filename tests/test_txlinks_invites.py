@@ -10,7 +10,7 @@ from django.utils import timezone
 import pytest
 
 from projects.models import SurveyLink
-from projects.services import question_create
+from surveys.services import question_create
 from tests.factories.distributions import DistributionFactory
 
 pytestmark = pytest.mark.django_db

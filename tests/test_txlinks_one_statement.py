@@ -10,14 +10,10 @@ from django.test.utils import CaptureQueriesContext
 import pytest
 
 from participants.models import Participant, Person
-from projects import links_services
-from projects.links_services import (
-    IdempotencyConflict,
-    LinkResult,
-    transactional_link_create,
-)
 from projects.models import Project, SurveyLink, Transaction
 from tests.factories.projects import ProjectFactory
+from transactional import services as links_services
+from transactional.services import IdempotencyConflict, LinkResult, transactional_link_create
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
 

@@ -9,7 +9,7 @@ from django.utils import timezone
 import pytest
 
 from projects.models import Project, Response, SurveyLink
-from projects.services import question_create
+from surveys.services import question_create
 
 pytestmark = pytest.mark.django_db
 

@@ -1,4 +1,4 @@
-"""The one call's plain validator (``projects.links_api.plain_link_data``) accepts only what
+"""The one call's plain validator (``transactional.api.plain_link_data``) accepts only what
 ``TransactionalLinkSerializer`` accepts, and makes the same data; anything else is left to the
 serializer, which words the error."""
 
@@ -8,7 +8,7 @@ from datetime import datetime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from projects.links_api import TransactionalLinkSerializer, plain_link_data
+from transactional.api import TransactionalLinkSerializer, plain_link_data
 
 CONTACT_FIELDS = ["person_id", "email", "phone", "first_name", "last_name", "username"]
 odd = st.one_of(

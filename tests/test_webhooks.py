@@ -22,19 +22,19 @@ from django.utils import timezone
 import pytest
 
 from brands.roles import Role
+from distributions.events import recipient_statuses_raised
+from distributions.finishing import open_messages_close
 from distributions.models import Message
 from distributions.services import (
-    _close_open_messages,
     distribution_create,
     message_status_ingest,
 )
 from optouts.services import optout_create_by_admin
-from projects.services import question_create, response_create
+from surveys.services import question_create, response_create
 from tests.factories.distributions import DistributionFactory, MessageFactory
 from tests.factories.participants import ParticipantFactory, PersonFactory
 from tests.webhook_receiver import Receiver, Script
 from webhooks import security, signing, transport
-from webhooks.events import recipient_statuses_raised
 from webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from webhooks.services import (
     deliveries_attempt,
@@ -397,8 +397,10 @@ def test_status_changes_link_opens_and_finishes_raise_their_events(tenancy, loca
         provider_id="SM1",
     )
 
-    assert message_status_ingest(provider_status="delivered", provider_id="SM1")
-    assert not message_status_ingest(provider_status="sent", provider_id="SM1")  # no step back
+    assert message_status_ingest(provider="twilio", provider_status="delivered", provider_id="SM1")
+    assert not message_status_ingest(
+        provider="twilio", provider_status="sent", provider_id="SM1"
+    )  # no step back
     run_due()
 
     events = [(r.json["type"], r.json["data"]) for r in receiver.accepted()]
@@ -437,7 +439,7 @@ def test_closing_pending_rows_raises_their_status(tenancy, local, receiver):
     distribution = DistributionFactory(project=tenancy.project_a, status="in_progress")
     rows = MessageFactory.create_batch(3, distribution=distribution)
 
-    _close_open_messages(distribution, status=Message.Status.FAILED, reason="Not sent: test")
+    open_messages_close(distribution, status=Message.Status.FAILED, reason="Not sent: test")
     run_due()
 
     got = sorted(
@@ -690,7 +692,10 @@ def test_a_callback_racing_the_worker_waits_for_it_and_events_keep_their_order(
         try:
             applied.append(
                 message_status_ingest(
-                    provider_status="delivered", provider_id="SM9", message_id=message.pk
+                    provider="twilio",
+                    provider_status="delivered",
+                    provider_id="SM9",
+                    message_id=message.pk,
                 )
             )
         finally:

@@ -22,7 +22,7 @@ from brands.roles import Role
 from distributions.models import Message
 from distributions.services import message_status_ingest
 from optouts.services import optout_create_by_admin
-from projects.services import question_create
+from surveys.services import question_create
 from tests.browser import browser_user, login, screenshot
 from tests.factories.distributions import DistributionFactory, MessageFactory
 from tests.factories.participants import ParticipantFactory
@@ -142,7 +142,9 @@ def test_a_receiver_failing_four_times_gets_each_event_once_in_order(
     )
 
     for provider_id, status in (("SM1", "sent"), ("SM2", "sent"), ("SM1", "delivered")):
-        assert message_status_ingest(provider_status=status, provider_id=provider_id)
+        assert message_status_ingest(
+            provider="twilio", provider_status=status, provider_id=provider_id
+        )
     optout_create_by_admin(
         brand=tenancy.brand_a, channel="sms", address="+14155550199", reason="by phone"
     )

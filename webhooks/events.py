@@ -7,7 +7,9 @@ some do, it inserts the events and their deliveries in bulk, and queues the deli
 the surrounding transaction commits (``transaction.on_commit``): a rolled-back change sends
 nothing, and a worker never looks for a row that is not committed yet.
 
-The ``*_raised`` helpers below build each event's payload; services call those.
+Each app builds the events of the objects it owns and calls ``events_raise``: its
+``*_raised`` helpers live in ``distributions.events``, ``optouts.events`` and
+``surveys.events``. This app knows no other app: it only records and delivers.
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
-from django.db.models import Count
 from django.utils import timezone
 
-from webhooks.models import EventType, WebhookDelivery, WebhookEndpoint, WebhookEvent
+from webhooks.models import WebhookDelivery, WebhookEndpoint, WebhookEvent
+from webhooks.services import enqueue
 
 # Events per INSERT: one send window (100 rows) or one bulk status ingest fits in one.
 EVENT_BATCH = 500
@@ -105,7 +107,6 @@ def events_raise(
         batch_size=EVENT_BATCH,
     )
     # One endpoint's deliveries per task: a slow receiver never holds up another's.
-    from webhooks.services import enqueue
 
     by_endpoint: dict[int, list[int]] = {}
     for delivery in deliveries:
@@ -115,238 +116,6 @@ def events_raise(
     return len(deliveries)
 
 
-def _iso(value: datetime | None) -> str | None:
+def iso(value: datetime | None) -> str | None:
+    """A timestamp as an event payload writes it (ISO 8601), or None."""
     return value.isoformat() if value else None
-
-
-def _distribution_facts(distribution_id: int) -> tuple[int, int, str, str, str]:
-    """(brand id, project id, channel, kind, label) of a distribution (one query)."""
-    from distributions.models import Distribution
-
-    row = Distribution.objects.filter(pk=distribution_id).values_list(
-        "project__brand_id", "project_id", "channel", "kind", "label"
-    )
-    return tuple(row.get())
-
-
-def _person_ids(participant_ids: Iterable[int | None]) -> dict[int, str]:
-    from participants.models import Participant
-
-    wanted = {pk for pk in participant_ids if pk}
-    if not wanted:
-        return {}
-    return dict(Participant.objects.filter(pk__in=wanted).values_list("pk", "person__person_id"))
-
-
-# --- link.opened and response.completed --------------------------------------------------------
-def _link_facts(link) -> dict:
-    from projects.transactions import Transaction
-
-    label = ""
-    if link.distribution_id:
-        label = _distribution_facts(link.distribution_id)[4]
-    transaction_id = (
-        Transaction.objects.filter(link_id=link.pk).values_list("external_id", flat=True).first()
-        if label
-        else None
-    )
-    return {
-        "link_id": link.pk,
-        "project_id": link.project_id,
-        "distribution_id": link.distribution_id,
-        "participant_id": link.participant_id,
-        "person_id": _person_ids([link.participant_id]).get(link.participant_id),
-        "channel": label or link.channel,
-        "transaction_id": transaction_id,
-    }
-
-
-def link_opened_raised(*, link, at: datetime) -> int:
-    """A personal link was opened for the first time."""
-
-    def build():
-        yield f"link:{link.pk}", {**_link_facts(link), "opened_at": _iso(at)}
-
-    return events_raise(
-        brand_id=link.project.brand_id, event_type=EventType.LINK_OPENED, build=build, at=at
-    )
-
-
-def response_completed_raised(*, response) -> int:
-    """A response was recorded as complete (personal link, anonymous link or API)."""
-    project = response.project
-
-    def build():
-        from projects.models import Question
-
-        questions = {
-            str(pk): (text, kind)
-            for pk, text, kind in Question.objects.filter(project_id=project.pk).values_list(
-                "pk", "text", "kind"
-            )
-        }
-        answers = [
-            {
-                "question_id": int(key),
-                "question": questions.get(key, ("", ""))[0],
-                "kind": questions.get(key, ("", ""))[1],
-                "value": value,
-            }
-            for key, value in (response.answers or {}).items()
-        ]
-        facts = (
-            _link_facts(response.link)
-            if response.link_id
-            else {
-                "link_id": None,
-                "project_id": project.pk,
-                "distribution_id": response.distribution_id,
-                "participant_id": response.participant_id,
-                "person_id": _person_ids([response.participant_id]).get(response.participant_id),
-                "channel": response.channel,
-                "transaction_id": None,
-            }
-        )
-        key = f"link:{response.link_id}" if response.link_id else f"response:{response.pk}"
-        yield (
-            key,
-            {
-                "response_id": response.pk,
-                **facts,
-                "status": response.status,
-                "started_at": _iso(response.started_at),
-                "completed_at": _iso(response.completed_at),
-                "answers": answers,
-                "embedded_data": response.embedded_data or {},
-                "untrusted_keys": response.untrusted_keys or [],
-            },
-        )
-
-    return events_raise(
-        brand_id=project.brand_id,
-        event_type=EventType.RESPONSE_COMPLETED,
-        build=build,
-        at=response.completed_at,
-    )
-
-
-# --- recipient.status_changed --------------------------------------------------------------
-def recipient_statuses_raised(
-    *, distribution_id: int, changes: Iterable[tuple[int, str]], at: datetime
-) -> int:
-    """Recipient rows of one distribution moved to a new status: ``changes`` is
-    ``(message id, new status)``. One query when no endpoint listens, three when one does,
-    however many rows."""
-    changes = list(changes)
-    if not changes:
-        return 0
-
-    def build():
-        from distributions.models import Message
-
-        _, project_id, channel, kind, label = _distribution_facts(distribution_id)
-
-        rows = {
-            row["pk"]: row
-            for row in Message.objects.filter(pk__in=[pk for pk, _ in changes]).values(
-                "pk", "participant_id", "address", "error_code", "status_reason"
-            )
-        }
-        people = _person_ids(row["participant_id"] for row in rows.values())
-        for message_id, status in changes:
-            row = rows.get(message_id)
-            if row is None:
-                continue
-            yield (
-                f"message:{message_id}",
-                {
-                    "message_id": message_id,
-                    "distribution_id": distribution_id,
-                    "project_id": project_id,
-                    "channel": label or channel,
-                    "kind": kind,
-                    "participant_id": row["participant_id"],
-                    "person_id": people.get(row["participant_id"]),
-                    "address": row["address"],
-                    "status": str(status),
-                    "changed_at": _iso(at),
-                    "error_code": row["error_code"],
-                    "reason": row["status_reason"],
-                },
-            )
-
-    return events_raise(
-        distribution_id=distribution_id,
-        event_type=EventType.RECIPIENT_STATUS_CHANGED,
-        build=build,
-        at=at,
-    )
-
-
-# --- distribution.finished -----------------------------------------------------------------
-def distribution_finished_raised(*, distribution) -> int:
-    """A distribution ended (Sent, Failed or Interrupted)."""
-
-    def build():
-        from distributions.models import Message
-
-        _, project_id, channel, kind, label = _distribution_facts(distribution.pk)
-
-        counts = {
-            row["status"]: row["n"]
-            for row in Message.objects.filter(distribution_id=distribution.pk)
-            .values("status")
-            .annotate(n=Count("pk"))
-            .order_by()
-        }
-        yield (
-            f"distribution:{distribution.pk}",
-            {
-                "distribution_id": distribution.pk,
-                "project_id": project_id,
-                "name": getattr(distribution, "name", "") or "",
-                "channel": label or channel,
-                "kind": kind,
-                "status": distribution.status,
-                "reason": distribution.status_reason,
-                "started_at": _iso(getattr(distribution, "started_at", None)),
-                "finished_at": _iso(distribution.finished_at),
-                "recipients": {"total": sum(counts.values()), "by_status": counts},
-            },
-        )
-
-    return events_raise(
-        distribution_id=distribution.pk,
-        event_type=EventType.DISTRIBUTION_FINISHED,
-        build=build,
-        at=distribution.finished_at,
-    )
-
-
-# --- participant.opted_out -----------------------------------------------------------------
-def opted_out_raised(*, optout, reason: str = "") -> int:
-    """An address was opted out of a channel (STOP reply, opt-out link, provider, admin)."""
-
-    def build():
-        person = optout.person
-        yield (
-            f"optout:{optout.channel}:{optout.address}",
-            {
-                "opt_out_id": optout.pk,
-                "channel": optout.channel,
-                "address": optout.address,
-                "scope": optout.scope,
-                "source": optout.source,
-                "reason": reason,
-                "person_id": person.person_id if person else None,
-                "directory_person": person.pk if person else None,
-                "opted_out_at": _iso(optout.created_at),
-            },
-        )
-
-    return events_raise(
-        brand_id=optout.brand_id,
-        event_type=EventType.PARTICIPANT_OPTED_OUT,
-        build=build,
-        at=optout.created_at,
-    )

@@ -28,14 +28,16 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
-from django.db import transaction
 from django.db.models import Exists, OuterRef
 from django.urls import reverse
 from django.utils import timezone
 
-from brands.models import Membership
+from brands.models import Brand, Membership
 from brands.roles import Role
 from brands.rotation import grace_check
+from core.batching import batched
+from core.bulk import update_rows
+from core.queueing import task_queue
 from webhooks import signing, transport
 from webhooks.models import EventType, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from webhooks.security import UnsafeURL, url_check
@@ -81,7 +83,7 @@ class IssuedEndpoint:
 
 
 def endpoint_create(
-    *, brand, url: str, events, description: str = "", actor=None
+    *, brand: Brand, url: str, events, description: str = "", actor=None
 ) -> IssuedEndpoint:
     """Register an endpoint; the answer carries its secret, the only time it is shown."""
     values = _clean(url=url, events=events, description=description)
@@ -317,7 +319,6 @@ RECORD_CASTS = {
 
 def _record(results: list, lease: str) -> dict[int, dict]:
     """Write the attempts and the deliveries' new states in bulk; schedule what follows."""
-    from distributions.bulk import update_rows
 
     now = timezone.now()
     window = timedelta(seconds=settings.RELAY_WEBHOOKS_RETRY_WINDOW)
@@ -425,22 +426,14 @@ def _record(results: list, lease: str) -> dict[int, dict]:
 
 # Deliveries per task: a few hundred milliseconds of requests to a healthy receiver.
 DELIVERY_CHUNK = 50
+DELIVER_TASK = "webhooks.tasks.webhook_deliver_task"
 
 
 def enqueue(ids: list[int], *, delay: float = 0.0) -> None:
     """Queue deliveries, ``DELIVERY_CHUNK`` per task, after the current transaction commits
     (at once in autocommit, as in a worker)."""
-    from webhooks.tasks import webhook_deliver_task
-
-    def send():
-        for start in range(0, len(ids), DELIVERY_CHUNK):
-            chunk = ids[start : start + DELIVERY_CHUNK]
-            if delay > 0:
-                webhook_deliver_task.apply_async((chunk,), countdown=delay)
-            else:
-                webhook_deliver_task.delay(chunk)
-
-    transaction.on_commit(send)
+    for chunk in batched(ids, DELIVERY_CHUNK):
+        task_queue(DELIVER_TASK, list(chunk), countdown=delay if delay > 0 else None)
 
 
 def _schedule(ids: list[int], delay: float) -> None:

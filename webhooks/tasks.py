@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from distributions.locks import periodic_lock
+from core.locks import periodic_lock
 from webhooks import services
 
 # A hanging receiver is cut by the HTTP timeout (RELAY_WEBHOOKS_TIMEOUT); this hard limit is

@@ -7,6 +7,7 @@ from drf_spectacular import openapi
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.plumbing import force_instance
 
+from brands.api.base import StrictSerializer
 from brands.api.pagination import Pagination
 
 ERROR_COMPONENT = "Error"
@@ -82,7 +83,6 @@ class AutoSchema(openapi.AutoSchema):
         return schema
 
     def _map_basic_serializer(self, serializer, direction):
-        from brands.api.base import StrictSerializer
 
         schema = super()._map_basic_serializer(serializer, direction)
         if direction == "request" and isinstance(force_instance(serializer), StrictSerializer):

@@ -1,5 +1,5 @@
 from drf_spectacular.utils import extend_schema, inline_serializer
-from rest_framework import generics, mixins, serializers, viewsets
+from rest_framework import mixins, serializers, viewsets
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -75,11 +75,3 @@ class ApiKeyViewSet(
 
     def perform_destroy(self, instance):
         api_key_revoke(api_key=instance)
-
-
-class BrandDetail(BrandScopedAPIMixin, generics.RetrieveAPIView):
-    queryset = Brand.objects.all()
-    serializer_class = BrandSerializer
-
-    def get_object(self):
-        return self.brand

@@ -1,8 +1,17 @@
-"""The SMS provider interface: a code, the channels it serves, five methods.
+"""The provider interface, shared by SMS and email providers (docs/architecture.md).
 
-The engine (``distributions.sending``) owns leasing, throttling, retries and bookkeeping; a
-provider only turns a window of outgoing messages into one ``SendResult`` each, finds a message
-it may already have accepted (reconciliation), checks credentials and reads its callbacks.
+A provider class owns everything that is specific to one provider, like a RapidPro channel
+type: sending a window of messages (``send_window``) and classifying what went wrong (one
+``SendResult`` each), finding a message it may already have accepted (``find_sent``:
+reconciliation), checking credentials, and its callbacks: the request-signature check, reading
+a status callback into a ``StatusUpdate`` (with its error codes: which failure means Blocked,
+which means the recipient opted out at the carrier), reading an inbound message and answering
+it, and finding the brands an inbound message may belong to. The engine
+(``distributions.sending``) owns leasing, throttling, retries and bookkeeping; the callback
+views (``distributions.callbacks``) only ask the provider class named in the URL.
+
+A new provider is one module with one class and its line in ``settings.RELAY_SMS_PROVIDERS``
+(``registry``); ``tests/providers.py`` proves it.
 """
 
 from __future__ import annotations
@@ -12,6 +21,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, ClassVar
+
+from django.http import HttpRequest, HttpResponse, QueryDict
 
 if TYPE_CHECKING:
     from distributions.models import ProviderAccount
@@ -82,26 +93,49 @@ class SentQuery:
 
 @dataclass(frozen=True)
 class StatusUpdate:
-    """A provider callback, read: which message, which provider status, which error."""
+    """A provider's report on one message, read and classified by its provider class:
+    ``status`` is ours (a ``Message.Status`` value; None: a status we do not track), and
+    ``recipient_opted_out`` says the carrier refused it because the recipient unsubscribed."""
 
-    provider_id: str
     provider_status: str
+    provider_id: str = ""
     error_code: str = ""
     message_id: int | None = None
+    status: str | None = None
+    recipient_opted_out: bool = False
 
 
-class SmsProvider(ABC):
+@dataclass(frozen=True)
+class InboundSms:
+    """A message a recipient sent to one of our numbers, as its provider posted it."""
+
+    from_number: str
+    to_number: str
+    body: str
+    provider_sid: str = ""
+    account_sid: str = ""
+    messaging_service_sid: str = ""
+    opt_out_type: str = ""  # the provider's own opt-out handling (Twilio: STOP, START, HELP)
+
+
+class Provider(ABC):
+    """What every provider class implements, whatever its channel."""
+
     code: ClassVar[str]
     label: ClassVar[str]
-    channels: ClassVar[tuple[str, ...]] = ("sms",)
-    # Config fields never shown back in full (see ProviderAccount.REDACTED_FIELDS).
-    redacted_config_keys: ClassVar[tuple[str, ...]] = ()
+    channels: ClassVar[tuple[str, ...]]
+    wants_status_callback: ClassVar[bool] = False  # give each message our callback URL
+    # Provider statuses -> ours; a failure with a BLOCKING error is Blocked, and with an
+    # OPT_OUT error also an opt-out of the recipient (the carrier says they unsubscribed).
+    STATUS_MAP: ClassVar[dict[str, str]] = {}
+    BLOCKING_ERRORS: ClassVar[frozenset[str]] = frozenset()
+    OPT_OUT_ERRORS: ClassVar[frozenset[str]] = frozenset()
 
-    def __init__(self, account: ProviderAccount):
+    def __init__(self, account):
         self.account = account
 
     @abstractmethod
-    def send_window(self, messages: list[OutgoingSms]) -> list[SendResult]:
+    def send_window(self, messages: list) -> list[SendResult]:
         """Hand ``messages`` to the provider (concurrently if it can); one result each."""
 
     @abstractmethod
@@ -148,3 +182,79 @@ class SmsProvider(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook: release pooled connections
         """Release pooled connections (optional)."""
+
+    # --- error classification ---------------------------------------------------------------
+    @classmethod
+    def status_update(
+        cls,
+        *,
+        provider_status: str,
+        provider_id: str = "",
+        error_code: str = "",
+        message_id: int | None = None,
+    ) -> StatusUpdate:
+        """A status report of this provider, classified."""
+        status = cls.STATUS_MAP.get((provider_status or "").lower())
+        error_code = (error_code or "").strip()
+        blocked = status == "failed" and error_code in cls.BLOCKING_ERRORS
+        return StatusUpdate(
+            provider_status=provider_status,
+            provider_id=provider_id,
+            error_code=error_code,
+            message_id=message_id,
+            status="blocked" if blocked else status,
+            recipient_opted_out=blocked and error_code in cls.OPT_OUT_ERRORS,
+        )
+
+    # --- callbacks (a provider that calls back overrides these) ------------------------------
+    @classmethod
+    def callback_secret(cls, account: ProviderAccount | None) -> str:
+        """The secret this provider signs the callbacks of ``account`` with (None: the
+        platform's own account)."""
+        return ""
+
+    @classmethod
+    def request_authentic(cls, request: HttpRequest, form: QueryDict, *, secret: str) -> bool:
+        """Whether ``request`` (its fields: ``form``) carries a valid signature."""
+        return False
+
+    @classmethod
+    def read_status_callback(cls, form: QueryDict, *, message_id: int) -> StatusUpdate | None:
+        """A status callback for our message ``message_id``, read (None: not one)."""
+        return None
+
+    @classmethod
+    def read_inbound(cls, form: QueryDict) -> InboundSms | None:
+        """An inbound message callback, read (None: this provider posts none)."""
+        return None
+
+    @classmethod
+    def inbound_response(cls, reply: str) -> HttpResponse:
+        """The answer to an inbound callback, ``reply`` texted back (empty: none)."""
+        return HttpResponse(status=204)
+
+    @classmethod
+    def inbound_brand_candidates(cls, inbound: InboundSms) -> list[int]:
+        """Brands an inbound message may belong to, most likely first (the callback takes the
+        first whose secret authenticates the request)."""
+        return []
+
+
+class SmsProvider(Provider):
+    """An SMS provider. Delivery reports speak this common vocabulary unless a provider
+    says otherwise."""
+
+    channels: ClassVar[tuple[str, ...]] = ("sms",)
+    STATUS_MAP: ClassVar[dict[str, str]] = {
+        "sent": "sent",
+        "delivered": "delivered",
+        "undelivered": "failed",
+        "failed": "failed",
+        "read": "delivered",
+    }
+
+
+class EmailProvider(Provider):
+    """An email provider (its account is an ``EmailAccount``)."""
+
+    channels: ClassVar[tuple[str, ...]] = ("email",)

@@ -38,12 +38,13 @@ from django.core.mail.backends.smtp import EmailBackend as SmtpBackend
 
 import dkim
 
+from distributions.models import EmailDomain
 from distributions.providers.base import (
+    EmailProvider,
     Outcome,
     OutgoingEmail,
     ProviderError,
     SendResult,
-    SmsProvider,
 )
 
 logger = logging.getLogger(__name__)
@@ -91,11 +92,10 @@ def _reply(code: int, text) -> str:
     return f"{code} {' '.join(str(text).split())}".strip()[:280]
 
 
-class SmtpEmailProvider(SmsProvider):
+class SmtpEmailProvider(EmailProvider):
     code = "email"
     label = "Email (platform mailer or own SMTP relay)"
     channels = ("email",)
-    redacted_config_keys = ("smtp_password",)
 
     def __init__(self, account):
         super().__init__(account)
@@ -156,8 +156,6 @@ class SmtpEmailProvider(SmsProvider):
     # --- messages -----------------------------------------------------------------------
     def _dkim_for(self, domain: str) -> tuple[bytes, bytes] | None:
         if domain not in self._dkim:
-            from distributions.models import EmailDomain
-
             row = EmailDomain.objects.filter(
                 brand_id=self.account.brand_id, domain=domain, verified_at__isnull=False
             ).first()

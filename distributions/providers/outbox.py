@@ -9,8 +9,8 @@ from __future__ import annotations
 import secrets
 from datetime import datetime
 
-from django.db import transaction
-
+from core.queueing import task_queue
+from distributions.models import OutboxMessage
 from distributions.providers.base import (
     Outcome,
     OutgoingSms,
@@ -27,9 +27,6 @@ class OutboxProvider(SmsProvider):
     label = "Outbox (stores messages, simulates delivery)"
 
     def send_window(self, messages: list[OutgoingSms]) -> list[SendResult]:
-        from distributions.models import OutboxMessage
-        from distributions.tasks import outbox_deliver_task
-
         rows = [
             OutboxMessage(
                 brand_id=self.account.brand_id,
@@ -42,10 +39,8 @@ class OutboxProvider(SmsProvider):
         ]
         OutboxMessage.objects.bulk_create(rows)
         receipts = [[m.message_id, row.sid] for m, row in zip(messages, rows, strict=True)]
-        transaction.on_commit(
-            lambda: outbox_deliver_task.apply_async(
-                args=[receipts], countdown=DELIVERY_DELAY_SECONDS
-            )
+        task_queue(
+            "distributions.tasks.outbox_deliver_task", receipts, countdown=DELIVERY_DELAY_SECONDS
         )
         return [
             SendResult(message_id=message.message_id, outcome=Outcome.ACCEPTED, provider_id=row.sid)
@@ -62,7 +57,6 @@ class OutboxProvider(SmsProvider):
         message_id: int | None = None,
         lease: str = "",
     ) -> str | None:
-        from distributions.models import OutboxMessage
 
         row = (
             OutboxMessage.objects.filter(
@@ -75,7 +69,6 @@ class OutboxProvider(SmsProvider):
 
     def find_sent_many(self, *, queries: list[SentQuery], sender: str) -> dict[int, str]:
         """One query for all: the outbox's rows to these numbers since the earliest lease."""
-        from distributions.models import OutboxMessage
 
         if not queries:
             return {}

@@ -1,4 +1,4 @@
-"""Twilio, through the official SDK, for both integration models of the SMS seed.
+"""Twilio, through the official SDK, for both integration models (docs/credits.md).
 
 - *Sub-account*: the platform's Twilio account (``TWILIO_ACCOUNT_SID``/``TWILIO_AUTH_TOKEN``)
   creates one sub-account per brand (``twilio_subaccount_provision``); the brand's
@@ -19,23 +19,30 @@ import os
 import threading
 from datetime import datetime
 from urllib.parse import urlencode, urlsplit, urlunsplit
+from xml.sax.saxutils import escape
 
 from django.conf import settings
+from django.db.models import Q
+from django.http import HttpResponse
 
 from aiohttp import BasicAuth, ClientTimeout
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
+from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
+from distributions.models import Message, ProviderAccount
 from distributions.providers.base import (
+    InboundSms,
     Outcome,
     OutgoingSms,
     ProviderError,
     SendResult,
     SentQuery,
     SmsProvider,
+    StatusUpdate,
 )
 
 logger = logging.getLogger(__name__)
@@ -245,8 +252,11 @@ def classify_error(exc: TwilioRestException, message_id: int) -> SendResult:
 class TwilioProvider(SmsProvider):
     code = "twilio"
     label = "Twilio"
-    redacted_config_keys = ("auth_token",)
     wants_status_callback = True
+    # 21610: the recipient replied STOP to this sender; 30004/30007: blocked or filtered by the
+    # carrier (https://www.twilio.com/docs/api/errors).
+    BLOCKING_ERRORS = frozenset({"21610", "30007", "30004"})
+    OPT_OUT_ERRORS = frozenset({"21610"})
 
     def __init__(self, account):
         super().__init__(account)
@@ -412,6 +422,93 @@ class TwilioProvider(SmsProvider):
         if self._sync_client is not None:
             self._sync_client.http_client.session.close()
         self._sync_client = None
+
+    # --- callbacks ---------------------------------------------------------------------------
+    @classmethod
+    def callback_secret(cls, account) -> str:
+        """Twilio signs with the auth token of the account that sent (the brand's own or its
+        sub-account), else the platform's."""
+        if account is not None and account.auth_token:
+            return account.auth_token
+        return settings.TWILIO_AUTH_TOKEN
+
+    @classmethod
+    def request_authentic(cls, request, form, *, secret: str) -> bool:
+        """Twilio's signature of the URL it was given (built from PUBLIC_BASE_URL) and the
+        form (https://www.twilio.com/docs/usage/webhooks/webhooks-security)."""
+        signature = request.headers.get("X-Twilio-Signature", "")
+        if not signature or not secret:
+            return False
+        url = settings.PUBLIC_BASE_URL + request.get_full_path()
+        return RequestValidator(secret).validate(url, form.dict(), signature)
+
+    @classmethod
+    def read_status_callback(cls, form, *, message_id: int) -> StatusUpdate:
+        return cls.status_update(
+            provider_status=form.get("MessageStatus") or form.get("SmsStatus", ""),
+            provider_id=form.get("MessageSid", ""),
+            error_code=form.get("ErrorCode", ""),
+            message_id=message_id,
+        )
+
+    @classmethod
+    def read_inbound(cls, form) -> InboundSms:
+        def field(name: str) -> str:
+            return (form.get(name) or "").strip()
+
+        return InboundSms(
+            from_number=field("From"),
+            to_number=field("To"),
+            body=form.get("Body", ""),
+            provider_sid=field("MessageSid") or field("SmsSid"),
+            account_sid=field("AccountSid"),
+            messaging_service_sid=field("MessagingServiceSid"),
+            opt_out_type=field("OptOutType"),
+        )
+
+    @classmethod
+    def inbound_response(cls, reply: str) -> HttpResponse:
+        """TwiML: empty, or the reply as one message."""
+        body = f"<Message>{escape(reply)}</Message>" if reply else ""
+        return HttpResponse(
+            f'<?xml version="1.0" encoding="UTF-8"?><Response>{body}</Response>',
+            content_type="text/xml; charset=utf-8",
+        )
+
+    @classmethod
+    def inbound_brand_candidates(cls, inbound: InboundSms) -> list[int]:
+        """1. brands whose Twilio account sends from ``To`` (default sender) or through the
+        messaging service that received it (several: the one that last messaged ``From``
+        first); 2. whose account is the Twilio account that received it; 3. the brand that
+        last messaged ``From``."""
+        recent: dict[int, int] = {}
+        if inbound.from_number:
+            rows = (
+                Message.objects.filter(address=inbound.from_number, sent_at__isnull=False)
+                .order_by("-sent_at")
+                .values_list("distribution__project__brand_id", flat=True)[:50]
+            )
+            for brand_id in rows:
+                recent.setdefault(brand_id, len(recent))
+
+        def by_recency(brand_ids) -> list[int]:
+            return sorted(set(brand_ids), key=lambda b: (recent.get(b, len(recent)), b))
+
+        to_number, service_sid = inbound.to_number, inbound.messaging_service_sid
+        sender_match = Q(default_sender=to_number) if to_number else Q(pk__in=[])
+        if service_sid:
+            sender_match |= Q(messaging_service_sid=service_sid)
+        candidates = by_recency(
+            ProviderAccount.objects.filter(sender_match).values_list("brand_id", flat=True)
+        )
+        if inbound.account_sid:
+            candidates += by_recency(
+                ProviderAccount.objects.filter(account_sid=inbound.account_sid).values_list(
+                    "brand_id", flat=True
+                )
+            )
+        candidates += sorted(recent, key=recent.get)
+        return list(dict.fromkeys(candidates))
 
 
 def twilio_subaccount_provision(*, brand) -> tuple[str, str]:

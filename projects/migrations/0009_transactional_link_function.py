@@ -1,5 +1,5 @@
 """PostgreSQL: ``relay_transactional_link(jsonb)``, the write of one transactional link in one
-statement (``projects.links_services._write_one`` calls it; other databases, and bulk calls,
+statement (``transactional.services._write_one`` calls it; other databases, and bulk calls,
 take the Python engine).
 
 It does what ``_write`` does for one item, in the same order and with the same rules: the

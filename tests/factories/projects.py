@@ -2,7 +2,7 @@ from django.utils import timezone
 
 import factory
 
-from distributions.rendering import new_token
+from core.tokens import new_token
 from projects.models import Project, Question, Response, SurveyLink
 from tests.factories.brands import BrandFactory
 

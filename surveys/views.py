@@ -1,79 +1,50 @@
-"""Project pages of the survey loop: the survey editor, links and QR code, the distribution
-summary (responses over time by channel, live), the pause and resume dialogs, recurring
-messages. Pages translate HTTP; the rules live in the services."""
+"""Project pages of the survey: the survey editor, links and QR code, signing secrets, the
+summary (responses over time by channel, live). Pages translate HTTP; the rules live in
+``surveys.services``."""
 
 from __future__ import annotations
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.http import Http404, StreamingHttpResponse
-from django.shortcuts import redirect, render
+from django.http import Http404
+from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils import timezone
 from django.views import View
 
-from brands.roles import Role
 from brands.rotation import grace_from_hours
-from brands.views import BrandPageMixin
-from distributions.csvio import csv_rows
-from distributions.models import Distribution, DistributionSeries
-from distributions.series import SERIES_ACTIONS, series_create
-from projects.api_survey import qr_http_response
-from projects.forms import LinksGenerateForm, PauseForm, QuestionForm, ResumeForm, SeriesForm
+from core.csvio import csv_download, csv_rows
 from projects.models import Project, Response
-from projects.selectors import (
+from projects.services import project_update
+from projects.views import ProjectPageMixin, apply_service_errors
+from surveys.api import qr_http_response
+from surveys.forms import LinksGenerateForm, QuestionForm
+from surveys.respondents import respondent_counts
+from surveys.selectors import (
     LINKS_HEADER,
     links_csv_rows,
-    missed_while_paused,
     question_list,
-    respondent_counts,
     response_list,
     responses_csv,
     responses_summary,
     survey_links,
 )
-from projects.services import (
-    STAGE_TRANSITIONS,
-    project_change_stage,
-    project_update,
+from surveys.services import (
     question_create,
     question_delete,
     question_move,
     question_update,
     survey_links_create,
 )
-from projects.signed_links import (
+from surveys.signed_links import (
     signing_secret_active,
     signing_secret_in_grace,
     signing_secret_issue,
     signing_secret_revoke,
 )
-from projects.views import apply_service_errors
 
 Stage = Project.Stage
 RECENT_RESPONSES = 20  # rows of the "latest responses" table on the summary page
-
-
-def csv_download(lines, filename: str) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    return response
-
-
-class ProjectPageMixin(BrandPageMixin):
-    """A page of one project of the current brand, under the project's tabs."""
-
-    def get_project(self, pk) -> Project:
-        return self.get_scoped(Project.objects.select_related("brand"), pk=pk)
-
-    def page(self, request, template: str, project: Project, status: int = 200, **context):
-        base = {
-            "project": project,
-            "participant_count": project.participants.count(),
-            "can_edit": self.can(Role.PROJECT_ADMIN),
-        }
-        with timezone.override(self.brand.zone):  # times on the page: the brand's clock
-            return render(request, template, base | context, status=status)
 
 
 # --- the survey editor ------------------------------------------------------------------------
@@ -280,123 +251,3 @@ class ResponsesCsvView(ProjectPageMixin, View):
             status=status if status in Response.Status.values else None,
         )
         return csv_download(csv_rows(header, rows), f"project-{project.pk}-responses.csv")
-
-
-# --- pause and resume -------------------------------------------------------------------------
-class PauseView(ProjectPageMixin, View):
-    """The pause dialog. Pausing also stops the project's scheduled sends and links."""
-
-    read_role = Role.PROJECT_ADMIN
-
-    def get(self, request, pk, form=None, status=200):
-        project = self.get_project(pk)
-        return self.page(
-            request,
-            "projects/pause.html",
-            project,
-            status=status,
-            form=form or PauseForm(),
-            allowed=Stage.PAUSED in STAGE_TRANSITIONS[project.stage],
-            scheduled=project.distributions.filter(status=Distribution.Status.SCHEDULED).count(),
-        )
-
-    def post(self, request, pk):
-        project = self.get_project(pk)
-        form = PauseForm(request.POST)
-        if not form.is_valid():
-            return self.get(request, pk, form=form, status=400)
-        try:
-            project_change_stage(
-                project=project,
-                stage=Stage.PAUSED,
-                actor=request.user,
-                reason=form.cleaned_data["reason"],
-                let_in_progress_finish=form.cleaned_data["in_progress"] == "finish",
-                keep_partial_responses=form.cleaned_data["partial"] == "keep",
-            )
-        except ValidationError as exc:
-            for errors in exc.message_dict.values():
-                for error in errors:
-                    messages.error(request, error)
-        else:
-            messages.success(request, "Response collection is paused.")
-        return redirect("projects:detail", pk=project.pk)
-
-
-class ResumeView(ProjectPageMixin, View):
-    read_role = Role.PROJECT_ADMIN
-
-    def get(self, request, pk):
-        project = self.get_project(pk)
-        return self.page(
-            request,
-            "projects/resume.html",
-            project,
-            form=ResumeForm(),
-            missed=missed_while_paused(project=project, since=project.collection_stopped_at)
-            if project.stage == Stage.PAUSED and project.collection_stopped_at
-            else [],
-            allowed=project.stage == Stage.PAUSED,
-        )
-
-    def post(self, request, pk):
-        project = self.get_project(pk)
-        form = ResumeForm(request.POST)
-        form.is_valid()
-        try:
-            project_change_stage(
-                project=project,
-                stage=Stage.ACTIVE,
-                actor=request.user,
-                resend_missed=form.cleaned_data.get("resend_missed", False),
-            )
-        except ValidationError as exc:
-            for errors in exc.message_dict.values():
-                for error in errors:
-                    messages.error(request, error)
-        else:
-            messages.success(request, "Response collection resumed.")
-        return redirect("projects:detail", pk=project.pk)
-
-
-# --- recurring messages -----------------------------------------------------------------------
-class SeriesView(ProjectPageMixin, View):
-    def get(self, request, pk, form=None, status=200):
-        project = self.get_project(pk)
-        return self.page(
-            request,
-            "projects/series.html",
-            project,
-            status=status,
-            form=form or SeriesForm(initial={"starts_on": timezone.localdate()}),
-            series_list=DistributionSeries.objects.filter(project=project).prefetch_related("runs"),
-            zone_name=self.brand.time_zone,
-        )
-
-    def post(self, request, pk):
-        project = self.get_project(pk)
-        form = SeriesForm(request.POST)
-        if form.is_valid():
-            try:
-                series_create(project=project, actor=request.user, **form.cleaned_data)
-            except ValidationError as exc:
-                apply_service_errors(form, exc)
-            else:
-                messages.success(request, "Recurring message scheduled.")
-                return redirect("projects:series", pk=project.pk)
-        return self.get(request, pk, form=form, status=400)
-
-
-class SeriesActionView(ProjectPageMixin, View):
-    def post(self, request, pk, series_pk, action):
-        project = self.get_project(pk)
-        series = DistributionSeries.objects.filter(project=project, pk=series_pk).first()
-        if series is None or action not in SERIES_ACTIONS:
-            raise Http404("No such recurring message.")
-        try:
-            updated = SERIES_ACTIONS[action](series=series, actor=request.user)
-        except ValidationError as exc:
-            messages.error(request, " ".join(exc.messages))
-        else:
-            messages.success(request, f"Recurring message {updated.get_status_display().lower()}.")
-        return redirect("projects:series", pk=project.pk)

@@ -18,8 +18,8 @@ from rest_framework.views import APIView
 from brands.api.base import StrictSerializer
 from brands.roles import Role
 from brands.rotation import MAX_GRACE_HOURS
-from projects.api_survey import ProjectScopedMixin
-from projects.signed_links import (
+from projects.api import ProjectScopedMixin
+from surveys.signed_links import (
     signing_secret_active,
     signing_secret_in_grace,
     signing_secret_issue,

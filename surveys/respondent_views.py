@@ -17,10 +17,11 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
-from projects import signed_links
 from projects.models import Project, Question, Response
-from projects.selectors import question_list, survey_link_for_page
-from projects.services import (
+from surveys import signed_links
+from surveys.answers import form_stamp, form_stamp_read
+from surveys.selectors import question_list, survey_link_for_page
+from surveys.services import (
     SubmitOutcome,
     anonymous_scope,
     link_scope,
@@ -28,8 +29,7 @@ from projects.services import (
     response_submit_link,
     survey_link_open,
 )
-from projects.signed_links import SIGNATURE_PARAMETER
-from projects.survey import form_stamp, form_stamp_read
+from surveys.signed_links import SIGNATURE_PARAMETER
 
 TOKEN = re.compile(r"^[0-9A-Za-z]{4,32}$")
 Kind = Question.Kind

@@ -7,6 +7,8 @@ import re
 from collections.abc import Iterable, Iterator
 
 from django.core.exceptions import ValidationError
+from django.http import StreamingHttpResponse
+from drf_spectacular.utils import OpenApiParameter
 
 DELIMITERS = {"comma": ",", "semicolon": ";", "tab": "\t", "pipe": "|"}
 ENCLOSURES = {"double": '"', "single": "'", "none": ""}
@@ -68,3 +70,28 @@ def _lines(writer, header: list[str], rows: Iterable[Iterable], *, bom: bool) ->
     yield ("\ufeff" if bom else "") + writer.writerow(header)
     for row in rows:
         yield writer.writerow([neutralise(cell) for cell in row])
+
+
+CSV_PARAMETERS = [
+    OpenApiParameter("delimiter", enum=list(DELIMITERS), default="comma"),
+    OpenApiParameter("enclosure", enum=list(ENCLOSURES), default="double"),
+]
+
+
+def csv_response(request, *, header, rows, filename: str) -> StreamingHttpResponse:
+    """Stream ``rows`` as CSV in the caller's ``?delimiter=`` and ``?enclosure=``."""
+    lines = csv_rows(
+        header,
+        rows,
+        delimiter=request.query_params.get("delimiter", "comma"),
+        enclosure=request.query_params.get("enclosure", "double"),
+    )
+    response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+def csv_download(lines, filename: str) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response

@@ -1,9 +1,9 @@
-"""API routes of the survey loop, included by ``config/api_urls.py`` (names in ``api:``)."""
+"""API routes of the survey, included by ``config/api_urls.py`` (names in ``api:``)."""
 
 from django.urls import path, re_path
 
-from projects import api_survey as views
-from projects.signed_links_api import SigningSecretView
+from surveys import api as views
+from surveys.signed_links_api import SigningSecretView
 
 P = "projects/<int:project_pk>"
 
@@ -21,13 +21,5 @@ urlpatterns = [
         r"^projects/(?P<project_pk>[0-9]+)/qr\.(?P<kind>png|svg)$",
         views.AnonymousQrCode.as_view(),
         name="project-qr",
-    ),
-    path(f"{P}/reminders/", views.ReminderList.as_view(), name="reminder-list"),
-    path(f"{P}/recurrences/", views.SeriesList.as_view(), name="series-list"),
-    path("recurrences/<int:pk>/", views.SeriesDetail.as_view(), name="series-detail"),
-    re_path(
-        r"^recurrences/(?P<pk>[0-9]+)/(?P<action>pause|resume|end)/$",
-        views.SeriesAction.as_view(),
-        name="series-action",
     ),
 ]

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from projects import respondent_views
+from surveys import respondent_views
 
 app_name = "survey"
 

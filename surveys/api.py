@@ -1,16 +1,15 @@
-"""REST API of a project's survey loop: questions, responses (list, create, CSV), personal
-links (list, generate, CSV), the anonymous link's QR code, reminders and recurring messages.
+"""REST API of a project's survey: questions, responses (list, create, CSV), personal
+links (list, generate, CSV), the anonymous link's QR code.
 
 Every view reaches its project through the caller's brand (``get_scoped``): another brand's
 project, invite or series answers 404, like a missing one. Views only translate HTTP: the rules
-live in ``projects.services`` and ``distributions.series``.
+live in ``surveys.services``.
 """
 
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import HttpResponse, StreamingHttpResponse
-from django.utils.functional import cached_property
+from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers, status
@@ -18,29 +17,20 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response as ApiResponse
 from rest_framework.views import APIView
 
-from brands.api.base import BrandScopedAPIMixin, StrictModelSerializer, StrictSerializer
-from brands.scoping import get_for_brand_by_pk
-from distributions.api import (
-    ACCEPT_PARTIAL_HELP,
-    ConditionSerializer,
-    DistributionSerializer,
-    insufficient_credits_error,
-)
-from distributions.csvio import DELIMITERS, ENCLOSURES, csv_rows
-from distributions.models import Distribution, DistributionSeries
-from distributions.series import SERIES_ACTIONS, series_create
-from distributions.services import InsufficientCredits, distribution_create
+from brands.api.base import StrictModelSerializer, StrictSerializer
+from core.csvio import CSV_PARAMETERS, csv_response
 from participants.models import Participant
+from projects.api import ProjectScopedMixin
 from projects.models import Project, Question, Response, SurveyLink
-from projects.qr import QR_FORMATS, qr_image
-from projects.selectors import (
+from surveys.qr import QR_FORMATS, qr_image
+from surveys.selectors import (
     LINKS_HEADER,
     links_csv_rows,
     response_list,
     responses_csv,
     survey_links,
 )
-from projects.services import (
+from surveys.services import (
     question_create,
     question_delete,
     question_update,
@@ -49,34 +39,7 @@ from projects.services import (
     survey_links_create,
 )
 
-CSV_PARAMETERS = [
-    OpenApiParameter("delimiter", enum=list(DELIMITERS), default="comma"),
-    OpenApiParameter("enclosure", enum=list(ENCLOSURES), default="double"),
-]
-
-
-class ProjectScopedMixin(BrandScopedAPIMixin):
-    """Views under ``projects/<project_pk>/``: the project is looked up in the caller's brand."""
-
-    @cached_property
-    def project(self) -> Project:
-        brand = self.brand
-        project = get_for_brand_by_pk(Project, brand=brand, pk=self.kwargs["project_pk"])
-        project.brand = brand  # the caller's brand: the lookup is scoped to it
-        return project
-
-
-def csv_response(request, *, header, rows, filename: str) -> StreamingHttpResponse:
-    """Stream ``rows`` as CSV in the caller's ``?delimiter=`` and ``?enclosure=``."""
-    lines = csv_rows(
-        header,
-        rows,
-        delimiter=request.query_params.get("delimiter", "comma"),
-        enclosure=request.query_params.get("enclosure", "double"),
-    )
-    response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    return response
+QKind = Question.Kind
 
 
 # --- questions ------------------------------------------------------------------------------
@@ -344,131 +307,3 @@ def qr_http_response(project: Project, *, kind: str, download: bool) -> HttpResp
     if download:
         response["Content-Disposition"] = f'attachment; filename="survey-{project.pk}-qr.{kind}"'
     return response
-
-
-# --- reminders --------------------------------------------------------------------------------
-class ReminderCreateSerializer(StrictSerializer):
-    invite = serializers.IntegerField(
-        required=False,
-        allow_null=True,
-        help_text="The invite whose non-respondents to remind; omit to remind every participant "
-        "of the project who has not responded.",
-    )
-    channel = serializers.ChoiceField(choices=Distribution.Channel.choices, required=False)
-    name = serializers.CharField(required=False, allow_blank=True, max_length=200)
-    message = serializers.CharField(max_length=1600)
-    sender = serializers.CharField(required=False, allow_blank=True, max_length=32)
-    send_at = serializers.DateTimeField(required=False, allow_null=True)
-    accept_partial = serializers.BooleanField(default=False, help_text=ACCEPT_PARTIAL_HELP)
-
-
-class ReminderList(ProjectScopedMixin, generics.ListCreateAPIView):
-    """The project's reminders; POST schedules one (after an invite, or for the project)."""
-
-    serializer_class = DistributionSerializer
-
-    def get_queryset(self):
-        return Distribution.objects.filter(
-            project=self.project, kind=Distribution.Kind.REMINDER
-        ).select_related("parent")
-
-    @extend_schema(request=ReminderCreateSerializer, responses={201: DistributionSerializer})
-    def post(self, request, project_pk):
-        payload = ReminderCreateSerializer(data=request.data)
-        payload.is_valid(raise_exception=True)
-        data = dict(payload.validated_data)
-        invite_id = data.pop("invite", None)
-        invite = self.get_scoped(Distribution, pk=invite_id) if invite_id else None
-        channel = data.pop("channel", None) or (invite.channel if invite else "sms")
-        try:
-            reminder = distribution_create(
-                project=self.project,
-                kind=Distribution.Kind.REMINDER,
-                parent=invite,
-                channel=channel,
-                actor=self.actor(),
-                **data,
-            )
-        except InsufficientCredits as exc:
-            raise insufficient_credits_error(exc) from exc
-        return ApiResponse(DistributionSerializer(reminder).data, status=status.HTTP_201_CREATED)
-
-
-# --- recurring messages -------------------------------------------------------------------
-class SeriesSerializer(StrictModelSerializer):
-    conditions = ConditionSerializer(many=True, required=False)
-    weekdays = serializers.ListField(
-        child=serializers.IntegerField(min_value=0, max_value=6), required=False, max_length=7
-    )
-    runs = serializers.SerializerMethodField()
-
-    class Meta:
-        model = DistributionSeries
-        fields = [
-            "id",
-            "project",
-            "name",
-            "channel",
-            "message",
-            "sender",
-            "subject",
-            "text_body",
-            "from_name",
-            "from_address",
-            "reply_to",
-            "conditions",
-            "frequency",
-            "weekdays",
-            "day_of_month",
-            "time_of_day",
-            "starts_on",
-            "ends_on",
-            "status",
-            "next_run_at",
-            "last_run_at",
-            "last_outcome",
-            "runs",
-            "created_at",
-        ]
-        read_only_fields = [
-            "id",
-            "project",
-            "status",
-            "next_run_at",
-            "last_run_at",
-            "last_outcome",
-            "runs",
-            "created_at",
-        ]
-
-    def get_runs(self, series) -> list[int]:
-        return list(series.runs.order_by("-send_at", "-pk").values_list("pk", flat=True)[:50])
-
-
-class SeriesList(ProjectScopedMixin, generics.ListCreateAPIView):
-    """Recurring messages of a Lifecycle project; each run is a distribution of its own."""
-
-    serializer_class = SeriesSerializer
-
-    def get_queryset(self):
-        return DistributionSeries.objects.filter(project=self.project)
-
-    def perform_create(self, serializer):
-        data = dict(serializer.validated_data)
-        if "conditions" in data:
-            data["conditions"] = [dict(c) for c in data["conditions"]]
-        serializer.instance = series_create(project=self.project, actor=self.actor(), **data)
-
-
-class SeriesDetail(BrandScopedAPIMixin, generics.RetrieveAPIView):
-    queryset = DistributionSeries.objects.select_related("project__brand")
-    serializer_class = SeriesSerializer
-
-
-class SeriesAction(BrandScopedAPIMixin, APIView):
-    @extend_schema(request=None, responses=SeriesSerializer)
-    def post(self, request, pk, action):
-        """Pause, resume (from the next occurrence) or end a recurring message."""
-        series = self.get_scoped(DistributionSeries.objects.select_related("project__brand"), pk=pk)
-        updated = SERIES_ACTIONS[action](series=series, actor=self.actor())
-        return ApiResponse(SeriesSerializer(updated).data)

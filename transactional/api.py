@@ -2,8 +2,8 @@
 transactional personal link (or up to ``MAX_BULK_ITEMS`` of them, item by item).
 
 The other bodies of this route (links for existing participants) and its GET stay with
-``projects.api_survey.LinkList``; this view only recognises its own body and translates HTTP:
-the rules live in ``projects.links_services``.
+``surveys.api.LinkList``; this view only recognises its own body and translates HTTP:
+the rules live in ``transactional.services``.
 """
 
 from __future__ import annotations
@@ -22,21 +22,18 @@ from rest_framework.response import Response as ApiResponse
 from rest_framework.views import APIView
 
 from brands.api.base import BrandScopedAPIMixin, StrictSerializer
-from brands.api.errors import Conflict, PayloadTooLarge
+from brands.api.errors import Conflict, PayloadTooLarge, exception_handler
+from core.csvio import CSV_PARAMETERS, csv_response
 from distributions.models import Distribution
 from participants.api import MetadataField
-from projects.api_survey import (
-    CSV_PARAMETERS,
-    LinkGenerateSerializer,
-    LinkList,
-    csv_response,
-)
-from projects.links_selectors import (
+from surveys.answers import MAX_URL_KEY
+from surveys.api import LinkGenerateSerializer, LinkList
+from transactional.selectors import (
     TRANSACTIONS_HEADER,
     transaction_history_rows,
     transactional_invite_metrics,
 )
-from projects.links_services import (
+from transactional.services import (
     MAX_BULK_ITEMS,
     MAX_DATA_FIELDS,
     IdempotencyConflict,
@@ -49,7 +46,6 @@ from projects.links_services import (
     kept_project,
     transactional_links_create,
 )
-from projects.survey import MAX_URL_KEY
 
 CLOSED_MESSAGES = {
     "paused": "The project is paused: it makes no links until it is resumed.",
@@ -428,7 +424,6 @@ def _api_error(exc: Exception) -> Exception:
 
 def _error_body(exc) -> dict:
     """The API's one error shape, for one item of a bulk call."""
-    from brands.api.errors import exception_handler
 
     response = exception_handler(exc, {})
     error = dict(response.data["error"]) if response is not None else {"message": str(exc)}

@@ -1,23 +1,20 @@
 """Piped fields: ``${first_name}``, ``${last_name}``, ``${email}``, ``${person_id}``,
 ``${username}``, ``${role}``, ``${link}``, ``${opt_out_link}`` and any metadata field by its name
-(``${Team}``; the project value wins over the directory value; names ignore case).
+(``${Team}``; the project value wins over the directory value). A metadata field is matched
+by ``participants.metadata.normalise_key`` (case and repeated spaces ignored), the one rule that
+conditions, the cost estimate and the send share.
 """
 
 from __future__ import annotations
 
 import re
-import secrets
 from collections.abc import Mapping
+
+from participants.metadata import normalise_key
 
 PIPED = re.compile(r"\$\{\s*([^}]+?)\s*\}")
 PERSON_FIELDS = ("first_name", "last_name", "email", "person_id", "username")
 BUILTINS = (*PERSON_FIELDS, "role", "link", "opt_out_link")
-TOKEN_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # noqa: S105
-TOKEN_LENGTH = 10  # 62^10 ≈ 8e17: unguessable, and short because SMS segments cost money
-
-
-def new_token(length: int = TOKEN_LENGTH) -> str:
-    return "".join(secrets.choice(TOKEN_ALPHABET) for _ in range(length))
 
 
 def piped_fields(template: str) -> list[str]:
@@ -26,13 +23,13 @@ def piped_fields(template: str) -> list[str]:
 
 def render(template: str, values: Mapping[str, str], metadata: Mapping[str, object]) -> str:
     """Replace every ``${name}``; unknown names render empty (a metadata value may be missing)."""
-    lowered = {str(key).lower(): value for key, value in metadata.items()}
+    lowered = {normalise_key(key): value for key, value in metadata.items()}
 
     def substitute(match: re.Match) -> str:
         name = match.group(1)
         if name in values:
             return values[name] or ""
-        value = lowered.get(name.lower())
+        value = lowered.get(normalise_key(name))
         return "" if value is None else str(value)
 
     return PIPED.sub(substitute, template or "")

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from optouts import views
+from distributions import optout_link_views as views
 
 app_name = "optout-links"
 

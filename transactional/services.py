@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import operator
-import os
 import zlib
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
@@ -37,9 +36,10 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from brands.models import Brand
 from brands.scoping import fresh_copy
+from core.tokens import new_tokens
 from distributions.models import Distribution
-from distributions.rendering import TOKEN_ALPHABET, TOKEN_LENGTH
 from participants.metadata import is_protected
 from participants.models import Participant, Person
 from participants.phones import PhoneError, phone_to_e164
@@ -554,28 +554,6 @@ def _distributions(project: Project, labels: set[str]) -> dict[str, int]:
     return found
 
 
-_TOKEN_BASE = len(TOKEN_ALPHABET)
-_TOKEN_LIMIT = 256 // _TOKEN_BASE * _TOKEN_BASE  # bytes from here up would bias the draw
-# A random byte under the limit is the character at its value modulo the alphabet's size;
-# ``bytes.translate`` drops the others and maps these in C.
-_TOKEN_TABLE = bytes(
-    ord(TOKEN_ALPHABET[b % _TOKEN_BASE]) if b < _TOKEN_LIMIT else 0 for b in range(256)
-)
-_TOKEN_DROPPED = bytes(range(_TOKEN_LIMIT, 256))
-
-
-def new_tokens(count: int, length: int = TOKEN_LENGTH) -> list[str]:
-    """``count`` link tokens, as ``distributions.rendering.new_token`` makes them (uniform
-    over the alphabet, from the OS's random source) but from one ``os.urandom`` call per
-    batch instead of a ``secrets.choice`` per character."""
-    wanted = count * length
-    drawn = b""
-    while len(drawn) < wanted:
-        drawn += os.urandom(wanted - len(drawn) + 16).translate(_TOKEN_TABLE, _TOKEN_DROPPED)
-    text = drawn[:wanted].decode("ascii")
-    return [text[i : i + length] for i in range(0, wanted, length)]
-
-
 def _pg_element(value) -> str:
     if value is None:
         return "NULL"
@@ -968,7 +946,7 @@ _kept_projects: dict[tuple[int, int], Project] = {}
 KEPT_PROJECTS = 10_000
 
 
-def kept_project(brand, pk) -> Project | None:
+def kept_project(brand: Brand, pk) -> Project | None:
     """The project ``pk`` of ``brand`` as this process last read it, or None."""
     if brand is None or connection.vendor != "postgresql":
         return None

@@ -11,7 +11,7 @@ from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
 from projects.models import Project, Question, Response, SurveyLink
-from projects.survey import family_answered_q
+from surveys.answers import family_answered_q
 
 CSV_BATCH = 2000  # rows fetched per round trip when streaming a CSV
 SUMMARY_DAYS = 30  # days shown on the responses-over-time chart
@@ -30,21 +30,6 @@ def survey_link_for_page(token: str) -> SurveyLink | None:
         .annotate(family_answered=Exists(family))  # NULL participant or root: never true
         .filter(token=token)
         .first()
-    )
-
-
-def missed_while_paused(*, project: Project, since: datetime):
-    """Distributions that fell due after ``since`` while the project was paused and failed
-    for it, nothing of them sent (resuming can send them again)."""
-    from distributions.models import Distribution
-    from distributions.services import INACTIVE_PROJECT_MESSAGE
-
-    return Distribution.objects.filter(
-        project=project,
-        status=Distribution.Status.FAILED,
-        finished_at__gte=since,
-        status_reason=INACTIVE_PROJECT_MESSAGE.format(stage=Project.Stage.PAUSED.label),
-        messages__isnull=True,
     )
 
 
@@ -69,24 +54,6 @@ def response_list(
     return queryset
 
 
-def respondent_counts(*, project: Project) -> dict:
-    """Participants, how many responded (complete), and how many have not."""
-    participants = project.participants.count()
-    respondents = (
-        Response.objects.filter(
-            project=project, status=Response.Status.COMPLETE, participant__isnull=False
-        )
-        .values("participant_id")
-        .distinct()
-        .count()
-    )
-    return {
-        "participants": participants,
-        "respondents": respondents,
-        "non_respondents": max(0, participants - respondents),
-    }
-
-
 def response_channel():
     """The channel a response is counted and exported under: for an answer through a
     transactional link, its distribution's channel label (``push``, ``kiosk``…; ``api`` by
@@ -103,7 +70,7 @@ def response_channel():
 
 
 def responses_summary(*, project: Project, zone, now: datetime | None = None) -> dict:
-    """The distribution summary (overview seed): responses per channel per day for the chart,
+    """The distribution summary (docs/survey.md): responses per channel per day for the chart,
     and per channel totals (complete, partial, last 24 hours, last 7 days) for the table."""
     now = now or timezone.now()
     channels = dict(Response.Channel.choices)

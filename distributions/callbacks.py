@@ -1,0 +1,152 @@
+"""Provider callbacks: delivery statuses and inbound messages, for any provider class of the
+registry (the URL names it: ``webhooks/<code>/status/<message id>/``,
+``webhooks/<code>/inbound/``), and bounce reports from the bounce mailbox.
+
+Each request is authenticated by its provider class (``request_authentic``) before anything is
+written. A forged or unsigned request answers 403 and changes nothing; so does a status for an
+unknown message (ids cannot be probed). A valid status answers 204 at once: applying it is one
+indexed UPDATE. An inbound message is matched to a brand by the provider's candidates, the
+first whose secret authenticates the request; a replayed one changes nothing.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import hmac
+import logging
+
+from django.conf import settings
+from django.core.exceptions import BadRequest
+from django.db import IntegrityError, transaction
+from django.http import Http404, HttpResponse, HttpResponseForbidden, JsonResponse, QueryDict
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from brands.models import Brand
+from distributions.bounces import bounce_ingest
+from distributions.inbound import sms_reply_receive
+from distributions.models import Message, ProviderAccount
+from distributions.providers.base import Provider
+from distributions.providers.registry import provider_classes
+from distributions.services import status_update_apply
+
+logger = logging.getLogger(__name__)
+
+MAX_CANDIDATES = 10  # signature checks per inbound request, at most (each is one HMAC)
+
+
+def _provider_class(code: str) -> type[Provider]:
+    try:
+        return provider_classes()[code]
+    except KeyError:
+        raise Http404("no such provider") from None
+
+
+def _form(request) -> QueryDict:
+    """The posted fields. Providers post UTF-8; a body declared in another charset (which
+    Django refuses) is decoded with that charset when Python knows it, else as UTF-8 with
+    U+FFFD."""
+    try:
+        return request.POST
+    except BadRequest:
+        charset = request.encoding or "utf-8"
+        try:
+            codecs.lookup(charset)
+        except LookupError:
+            charset = "utf-8"
+        return QueryDict(request.body, encoding=charset)
+
+
+def _account(brand_id: int, code: str) -> ProviderAccount | None:
+    return ProviderAccount.objects.filter(brand_id=brand_id, provider=code).first()
+
+
+@csrf_exempt
+@require_POST
+def status_callback(request, code: str, message_id: int):
+    provider = _provider_class(code)
+    message = (
+        Message.objects.filter(pk=message_id)
+        .select_related("distribution__project")
+        .only("pk", "provider_id", "distribution__project__brand_id")
+        .first()
+    )
+    if message is None:
+        # Unknown id: answer like a bad signature, so ids cannot be probed.
+        return HttpResponseForbidden("invalid signature")
+    form = _form(request)
+    secret = provider.callback_secret(_account(message.distribution.project.brand_id, code))
+    if not provider.request_authentic(request, form, secret=secret):
+        logger.warning(
+            "%s status callback with an invalid signature for message %s", code, message_id
+        )
+        return HttpResponseForbidden("invalid signature")
+    update = provider.read_status_callback(form, message_id=message.pk)
+    if update is None:
+        raise Http404("this provider sends no status callbacks")
+    try:
+        with transaction.atomic():  # the row, its event and what follows, or nothing
+            status_update_apply(update=update)
+    except IntegrityError:
+        # The message (or its distribution) was deleted while its callback was in flight:
+        # nothing is left to record, and a 5xx would only make the provider retry.
+        logger.info("%s status callback for message %s, deleted meanwhile", code, message_id)
+    return HttpResponse(status=204)
+
+
+@csrf_exempt
+@require_POST
+def inbound_callback(request, code: str):
+    """A message a recipient sent to one of our numbers: stored and acted on (STOP, HELP...)
+    by ``distributions.inbound``; the answer is the provider's (Twilio: TwiML)."""
+    provider = _provider_class(code)
+    form = _form(request)
+    inbound = provider.read_inbound(form)
+    if inbound is None:
+        raise Http404("this provider sends no inbound messages")
+    brand = None
+    for brand_id in provider.inbound_brand_candidates(inbound)[:MAX_CANDIDATES]:
+        secret = provider.callback_secret(_account(brand_id, code))
+        if provider.request_authentic(request, form, secret=secret):
+            brand = Brand.objects.get(pk=brand_id)
+            break
+    else:
+        # No brand of ours: a number of the platform account (stored, not acted on), or forged.
+        if not provider.request_authentic(request, form, secret=provider.callback_secret(None)):
+            logger.warning(
+                "%s inbound callback with an invalid signature (To=%s)", code, inbound.to_number
+            )
+            return HttpResponseForbidden("invalid signature")
+    result = sms_reply_receive(brand=brand, inbound=inbound, provider=code)
+    return provider.inbound_response(result.reply)
+
+
+BOUNCE_SIGNATURE_HEADER = "X-Relay-Signature"  # "sha256=<hex HMAC of the body>"
+BOUNCE_TOKEN_HEADER = "X-Relay-Bounce-Token"  # noqa: S105 - a header name, not a secret
+MAX_BOUNCE_BYTES = 2_000_000
+
+
+def bounce_request_authentic(request, secret: str) -> bool:
+    if not secret:
+        return False
+    token = request.headers.get(BOUNCE_TOKEN_HEADER, "")
+    if token:
+        return hmac.compare_digest(token.encode(), secret.encode())
+    signature = request.headers.get(BOUNCE_SIGNATURE_HEADER, "").removeprefix("sha256=")
+    expected = hmac.new(secret.encode(), request.body, hashlib.sha256).hexdigest()
+    return bool(signature) and hmac.compare_digest(signature.lower(), expected)
+
+
+@csrf_exempt
+@require_POST
+def email_bounce_inbound(request):
+    """A raw MIME delivery status notification (RFC 3464) from the bounce mailbox's MTA,
+    authenticated with ``RELAY_BOUNCE_SECRET``. Stored whatever it says; 202 when stored."""
+    if int(request.headers.get("Content-Length") or 0) > MAX_BOUNCE_BYTES:
+        return HttpResponse("too large", status=413)
+    if not bounce_request_authentic(request, settings.RELAY_BOUNCE_SECRET):
+        logger.warning("bounce report with an invalid signature")
+        return HttpResponseForbidden("invalid signature")
+    report = bounce_ingest(raw=request.body)
+    return JsonResponse({"id": report.pk, "action": report.action}, status=202)

@@ -1,0 +1,40 @@
+"""Inbound SMS replies: the provider layer has found the brand (``callbacks``); the brand's
+last message to the number and its HELP text are read here, where they are kept, and
+``optouts.services.inbound_reply_handle`` stores the reply and acts on it (STOP, HELP...)."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+
+from brands.models import Brand
+from distributions.models import ProviderAccount
+from distributions.providers.base import InboundSms
+from distributions.selectors import last_message_to
+from optouts.services import InboundResult, clean_inbound_text, inbound_reply_handle
+
+
+def sms_reply_receive(
+    *,
+    brand: Brand | None,
+    inbound: InboundSms,
+    provider: str,
+    received_at: datetime | None = None,
+) -> InboundResult:
+    """Store one inbound reply of ``provider`` (a replayed ``provider_sid`` changes nothing)
+    and act on it."""
+    address = clean_inbound_text(inbound.from_number).strip()[:64]
+    last = help_text = None
+    if brand is not None:
+        last = last_message_to(brand_id=brand.pk, address=address) if address else None
+        help_text = (
+            ProviderAccount.objects.filter(brand=brand).values_list("help_text", flat=True).first()
+        )
+    return inbound_reply_handle(
+        brand=brand,
+        **dataclasses.asdict(inbound),
+        provider=provider,
+        received_at=received_at,
+        last_message=last,
+        help_text=help_text or "",
+    )

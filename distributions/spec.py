@@ -1,0 +1,178 @@
+"""One distribution spec: what a distribution sends, to whom, from whom, checked by one set of
+rules whichever path makes it (docs/architecture.md).
+
+A ``DistributionSpec`` holds the channel, kind, parent invite, message, email fields (subject,
+text body, From name and address, Reply-To), sender, conditions and completion trigger.
+``spec_clean`` normalises it (line breaks, the email defaults of the brand and the platform,
+conditions); ``spec_errors`` lists every broken rule by field. Create, edit, a recurring series
+and its runs, the resend of distributions missed while a project was paused (and later a copy)
+all go through these two, so a rule added here holds on every path; a spec taken from a stored
+distribution or series (``DistributionSpec.of``) carries every field, the email ones included.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from brands.models import Brand
+from credits.segments import normalize_line_breaks
+from distributions.conditions import conditions_clean
+from distributions.email_services import (
+    email_content_errors,
+    email_fields_clean,
+    email_sending_errors,
+    from_domain_errors,
+)
+from distributions.models import Distribution
+from optouts.links import is_alphanumeric_sender
+from participants.rendering import piped_fields
+from projects.models import Project
+
+MAX_MESSAGE_LENGTH = 1600  # Twilio's limit for one message body
+EMAIL_FIELDS = ("subject", "text_body", "from_name", "from_address", "reply_to")
+INACTIVE_PROJECT_MESSAGE = (
+    "Your project must be activated to send text messages: this project is {stage}."
+)
+ALPHANUMERIC_SENDER_MESSAGE = (
+    "Messages from an alphanumeric sender cannot receive STOP replies: include "
+    "${opt_out_link} so that recipients can opt out."
+)
+
+
+@dataclass(frozen=True)
+class DistributionSpec:
+    channel: str = Distribution.Channel.SMS
+    kind: str = Distribution.Kind.INVITE
+    message: str = ""
+    sender: str = ""
+    parent: Distribution | None = None
+    conditions: list = field(default_factory=list)
+    trigger: str = ""
+    subject: str = ""
+    text_body: str = ""
+    from_name: str = ""
+    from_address: str = ""
+    reply_to: str = ""
+
+    @classmethod
+    def of(cls, source, **changes) -> DistributionSpec:
+        """The spec of a stored ``Distribution`` or ``DistributionSeries`` (a series has no
+        kind, parent or trigger: its runs are invites), with ``changes`` applied."""
+        values = {
+            spec_field.name: getattr(source, spec_field.name)
+            for spec_field in dataclasses.fields(cls)
+            if hasattr(source, spec_field.name)
+        }
+        values.update(changes)
+        return cls(**values)
+
+    @property
+    def is_email(self) -> bool:
+        return self.channel == Distribution.Channel.EMAIL
+
+    @property
+    def email(self) -> dict[str, str]:
+        """The email fields (empty for SMS)."""
+        return {name: getattr(self, name) for name in EMAIL_FIELDS} if self.is_email else {}
+
+    def stored_fields(self) -> dict:
+        """The model fields this spec sets (the email ones only for an email)."""
+        stored = {
+            "channel": self.channel,
+            "message": self.message,
+            "sender": self.sender,
+            "conditions": self.conditions,
+        }
+        return {**stored, **self.email}
+
+
+def spec_clean(spec: DistributionSpec, *, brand: Brand) -> DistributionSpec:
+    """The spec as it is stored: line breaks as LF, blanks trimmed, conditions checked
+    (ValidationError), an email's HTML sanitised and its From/Reply-To defaults filled in
+    (the brand's email settings, else the platform's); an email has no sender."""
+    message = normalize_line_breaks(spec.message or "")
+    changes: dict = {
+        "sender": (spec.sender or "").strip(),
+        "conditions": conditions_clean(spec.conditions),
+        "trigger": spec.trigger or "",
+    }
+    if spec.is_email:
+        message, email = email_fields_clean(
+            brand=brand,
+            message=message,
+            subject=spec.subject,
+            text_body=spec.text_body,
+            from_name=spec.from_name,
+            from_address=spec.from_address,
+            reply_to=spec.reply_to,
+        )
+        changes.update(email, sender="")
+    changes["message"] = message.strip()
+    return dataclasses.replace(spec, **changes)
+
+
+def schedule_errors(*, project: Project, send_at: datetime) -> dict[str, str]:
+    """A send at ``send_at``: only an active project, inside its availability window."""
+    if project.stage != Project.Stage.ACTIVE:
+        return {"project": INACTIVE_PROJECT_MESSAGE.format(stage=project.get_stage_display())}
+    if not project.is_within_availability(send_at):
+        return {"send_at": "The project is outside its availability window at that time."}
+    return {}
+
+
+def spec_errors(
+    spec: DistributionSpec,
+    *,
+    project: Project,
+    recurring: bool = False,
+    exclude_id: int | None = None,
+) -> dict[str, str]:
+    """Every rule a (cleaned) spec breaks, by field. ``recurring``: the spec of a series,
+    whose email From domain is checked now and whose weekly limit each run checks."""
+    errors: dict[str, str] = {}
+    if spec.channel not in Distribution.Channel.values:
+        errors["channel"] = f"Unknown channel '{spec.channel}'."
+    if spec.kind not in Distribution.Kind.values:
+        errors["kind"] = f"Unknown kind '{spec.kind}'."
+    if spec.trigger and not spec.is_email:
+        errors["trigger"] = "Only email thank-you messages can be triggered."
+    text = spec.message
+    if not text:
+        errors["message"] = "The message is empty."
+    elif spec.is_email:
+        errors.update(
+            email_content_errors(kind=spec.kind, message=text, trigger=spec.trigger, **spec.email)
+        )
+        if not errors and recurring:
+            errors.update(from_domain_errors(project=project, from_address=spec.from_address))
+        elif not errors:
+            errors.update(
+                email_sending_errors(
+                    project=project,
+                    kind=spec.kind,
+                    parent=spec.parent,
+                    conditions=spec.conditions,
+                    trigger=spec.trigger,
+                    from_address=spec.from_address,
+                    exclude_id=exclude_id,
+                )
+            )
+    elif len(text) > MAX_MESSAGE_LENGTH:
+        errors["message"] = f"The message is longer than {MAX_MESSAGE_LENGTH} characters."
+    elif (
+        spec.channel == Distribution.Channel.SMS
+        and is_alphanumeric_sender(spec.sender)
+        and "opt_out_link" not in piped_fields(text)
+    ):
+        errors["message"] = ALPHANUMERIC_SENDER_MESSAGE
+    parent = spec.parent
+    if parent is not None:
+        if parent.project_id != project.pk:
+            errors["parent"] = "The invite belongs to another project."
+        elif parent.kind != Distribution.Kind.INVITE:
+            errors["parent"] = "A reminder follows an invite."
+        elif spec.kind != Distribution.Kind.REMINDER:
+            errors["parent"] = "Only a reminder can follow an invite."
+    return errors
