@@ -21,6 +21,7 @@ from distributions.email_services import WEEK, emails_sent_since, weekly_limit_f
 from distributions.models import Distribution, EmailDomain, Message, OutboxMessage
 from distributions.selectors import history_queryset
 from distributions.services import distribution_preview_count
+from distributions.two_way import sms_template
 from participants.models import Participant, Person
 from participants.rendering import recipient_values, render
 from participants.selectors import project_metadata_keys
@@ -177,7 +178,7 @@ def sample_message(*, distribution: Distribution) -> SampleMessage | None:
     return SampleMessage(
         recipient=(person.full_name or str(person)) if person else "A participant",
         address=person.phone if person else "",
-        body=render(distribution.message, values, metadata),
+        body=render(sms_template(distribution), values, metadata),
         actual=False,
     )
 

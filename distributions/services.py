@@ -91,6 +91,7 @@ def distribution_create(
     reply_to: str = "",
     trigger: str = "",
     accept_partial: bool = True,
+    mode: str = Distribution.Mode.LINK,
 ) -> Distribution:
     """Schedule a distribution (``send_at`` None or past: now). Queued after commit when due.
 
@@ -118,6 +119,7 @@ def distribution_create(
         from_name=from_name,
         from_address=from_address,
         reply_to=reply_to,
+        mode=mode,
     )
     return distribution_create_from_spec(
         project=project,
@@ -152,6 +154,7 @@ def distribution_create_from_spec(
         estimate = credits_estimate(
             project=project,
             message=spec.message,
+            mode=spec.mode,
             conditions=spec.conditions,
             kind=spec.kind,
             parent=spec.parent,

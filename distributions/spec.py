@@ -29,6 +29,7 @@ from distributions.models import Distribution
 from optouts.links import is_alphanumeric_sender
 from participants.rendering import piped_fields
 from projects.models import Project
+from surveys.sms import sms_invite_text, sms_unsupported_errors
 
 MAX_MESSAGE_LENGTH = 1600  # Twilio's limit for one message body
 EMAIL_FIELDS = ("subject", "text_body", "from_name", "from_address", "reply_to")
@@ -55,6 +56,7 @@ class DistributionSpec:
     from_name: str = ""
     from_address: str = ""
     reply_to: str = ""
+    mode: str = Distribution.Mode.LINK
 
     @classmethod
     def of(cls, source, **changes) -> DistributionSpec:
@@ -85,6 +87,8 @@ class DistributionSpec:
             "sender": self.sender,
             "conditions": self.conditions,
         }
+        if self.mode != Distribution.Mode.LINK:  # a series has no mode: its runs send links
+            stored["mode"] = self.mode
         return {**stored, **self.email}
 
 
@@ -97,6 +101,7 @@ def spec_clean(spec: DistributionSpec, *, brand: Brand) -> DistributionSpec:
         "sender": (spec.sender or "").strip(),
         "conditions": conditions_clean(spec.conditions),
         "trigger": spec.trigger or "",
+        "mode": spec.mode or Distribution.Mode.LINK,
     }
     if spec.is_email:
         message, email = email_fields_clean(
@@ -163,10 +168,16 @@ def spec_errors(
         errors["message"] = f"The message is longer than {MAX_MESSAGE_LENGTH} characters."
     elif (
         spec.channel == Distribution.Channel.SMS
+        and spec.mode != Distribution.Mode.TWO_WAY
         and is_alphanumeric_sender(spec.sender)
         and "opt_out_link" not in piped_fields(text)
     ):
         errors["message"] = ALPHANUMERIC_SENDER_MESSAGE
+    if spec.mode not in Distribution.Mode.values:
+        errors["mode"] = f"Unknown mode '{spec.mode}'."
+    elif spec.mode == Distribution.Mode.TWO_WAY and text:
+        for name, error in two_way_errors(spec, project=project).items():
+            errors.setdefault(name, error)
     parent = spec.parent
     if parent is not None:
         if parent.project_id != project.pk:
@@ -176,3 +187,28 @@ def spec_errors(
         elif spec.kind != Distribution.Kind.REMINDER:
             errors["parent"] = "Only a reminder can follow an invite."
     return errors
+
+
+TWO_WAY_KINDS = (Distribution.Kind.INVITE, Distribution.Kind.REMINDER)
+
+
+def two_way_errors(spec: DistributionSpec, *, project: Project) -> dict[str, str]:
+    """A two-way distribution (docs/two-way.md): an SMS invite or reminder, from a sender
+    that can receive replies, of a survey whose every question can be asked by text (the
+    others are named), whose first text (message, first question, opt-out line) fits."""
+    if spec.channel != Distribution.Channel.SMS:
+        return {"mode": "Only SMS distributions can be two-way."}
+    if spec.kind not in TWO_WAY_KINDS:
+        return {"mode": "Only invites and reminders can be two-way."}
+    if is_alphanumeric_sender(spec.sender):
+        return {"sender": "An alphanumeric sender cannot receive replies: choose a number."}
+    questions = list(project.questions.all())
+    unsupported = sms_unsupported_errors(questions)
+    if unsupported:
+        return {"mode": unsupported}
+    if len(sms_invite_text(spec.message, questions)) > MAX_MESSAGE_LENGTH:
+        return {
+            "message": f"With the first question, the text is longer than "
+            f"{MAX_MESSAGE_LENGTH} characters."
+        }
+    return {}

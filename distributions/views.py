@@ -90,6 +90,7 @@ SERVICE_FIELD_MAP = {
     "sender": "sender",
     **{name: name for name in ("subject", "text_body", "from_name", "from_address", "reply_to")},
     "trigger": "on_completion",
+    "mode": "mode",
 }
 
 Kind = Distribution.Kind
@@ -537,7 +538,11 @@ class ScheduleView(ScheduleFormMixin, View):
         conditions = form.clean_conditions(request.POST, with_audience=parent is None)
         if not form.errors and conditions is not None:
             data = form.cleaned_data
-            extra = {"trigger": data["trigger"]} if self.channel == Channel.EMAIL else {}
+            extra = (
+                {"trigger": data["trigger"]}
+                if self.channel == Channel.EMAIL
+                else {"mode": data.get("mode") or Distribution.Mode.LINK}
+            )
             try:
                 distribution = distribution_create(
                     project=project,

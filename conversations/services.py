@@ -1,0 +1,378 @@
+"""The conversation: an inbound reply (already stored, STOP and HELP already acted on by
+``optouts``) moves its respondent's session forward.
+
+What callers can rely on (docs/two-way.md):
+- a reply goes to the open session of its number on the sender it was texted to; the newest
+  two-way invite handed to that number from that sender opens a session when its first
+  reply arrives and closes an older open one (``REPLACED``, its answers kept as partial);
+- STOP closes every open session of the number in the brand and nothing more is sent to it
+  (the send re-checks opt-outs under the guard); HELP is answered with the help text and
+  leaves the session waiting for its answer;
+- an invalid answer gets a correction and the question again, at most ``max_invalid``
+  times, then the session ends; an answer after ``expires_at`` gets the closed notice;
+- each valid answer is saved at once (a partial response), the last one completes the
+  response (``surveys.services.response_save_sms``: the same events as the web survey);
+- the session row is locked while a reply is applied: two replies of one number at once
+  are applied one after the other;
+- every reply that reaches a conversation is debited once at the inbound rate of its
+  country (``credits_debit_once``, keyed by the inbound message).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.db import IntegrityError, transaction
+
+from brands.models import Brand
+from conversations.models import Session, SmsKeyword, Turn, TwoWaySettings
+from conversations.sending import turn_queue
+from credits.rates import phone_country, rate_table
+from credits.services import credits_debit_once
+from distributions.models import Distribution, Message, ProviderAccount
+from distributions.sending import sender_identity
+from optouts.keywords import Keyword, normalize_reply
+from optouts.models import InboundMessage
+from projects.models import Project, Question
+from surveys.answers import may_finish
+from surveys.services import response_save_sms
+from surveys.sms import (
+    CLOSED_TEXT,
+    GAVE_UP_TEXT,
+    OPT_OUT_LINE,
+    THANK_YOU_TEXT,
+    sms_answer_parse,
+    sms_question_text,
+)
+
+SStatus = Session.Status
+TKind = Turn.Kind
+# A reply this long after a session closed still gets the closed notice; later, nothing.
+LATE_WINDOW = timedelta(days=7)
+KEYWORD_EMBEDDED_FIELD = "sms_from"  # the keyword respondent's number (docs/two-way.md)
+
+
+def settings_for(project: Project) -> TwoWaySettings:
+    found = TwoWaySettings.objects.filter(project=project).first()
+    return found or TwoWaySettings(project=project)
+
+
+def _questions(project_id: int) -> list[Question]:
+    return list(Question.objects.filter(project_id=project_id).order_by("position", "pk"))
+
+
+# --- finding the session --------------------------------------------------------------------
+def _invite_sender_matches(message: Message, inbound: InboundMessage, account) -> bool:
+    """Was ``message`` sent from the number (or messaging service) ``inbound`` was texted to?"""
+    identity = sender_identity(message.distribution, account) if account else ""
+    if not identity:
+        return True  # the platform's default sender: one number
+    return identity in (inbound.to_number, inbound.messaging_service_sid)
+
+
+def _latest_two_way_invite(brand: Brand, inbound: InboundMessage) -> Message | None:
+    account = ProviderAccount.objects.filter(brand=brand).first()
+    candidates = (
+        Message.objects.filter(
+            address=inbound.from_number,
+            sent_at__isnull=False,
+            distribution__project__brand=brand,
+            distribution__mode=Distribution.Mode.TWO_WAY,
+        )
+        .select_related("distribution__project", "participant")
+        .order_by("-sent_at", "-pk")[:5]
+    )
+    for message in candidates:
+        if _invite_sender_matches(message, inbound, account):
+            return message
+    return None
+
+
+def _open(brand: Brand, *, address: str, sender: str, **values) -> Session | None:
+    """Open a session (closing the number's open one on that sender); None if another
+    request opened one at the same moment (the caller reads it again)."""
+    now = values["opened_at"]
+    Session.objects.filter(brand=brand, address=address, sender=sender, status=SStatus.OPEN).update(
+        status=SStatus.REPLACED, closed_at=now
+    )
+    try:
+        with transaction.atomic():
+            return Session.objects.create(brand=brand, address=address, sender=sender, **values)
+    except IntegrityError:
+        return None
+
+
+def _session_for(brand: Brand, inbound: InboundMessage) -> Session | None:
+    """The open session this reply answers (locked), after letting a newer invite replace
+    the open one; None when there is none."""
+    address, sender = inbound.from_number, inbound.to_number
+    current = (
+        Session.objects.filter(brand=brand, address=address, sender=sender, status=SStatus.OPEN)
+        .only("pk", "opened_at")
+        .first()
+    )
+    invite = _latest_two_way_invite(brand, inbound)
+    newer = invite is not None and (current is None or invite.sent_at > current.opened_at)
+    if newer and not Session.objects.filter(message=invite).exists():
+        questions = _questions(invite.distribution.project_id)
+        if questions:
+            project = invite.distribution.project
+            expiry = timedelta(hours=settings_for(project).expiry_hours)
+            _open(
+                brand,
+                address=address,
+                sender=sender,
+                project=project,
+                origin=Session.Origin.INVITE,
+                distribution=invite.distribution,
+                message=invite,
+                participant=invite.participant,
+                question=questions[0],
+                position=1,
+                opened_at=invite.sent_at,
+                asked_at=invite.sent_at,
+                expires_at=invite.sent_at + expiry,
+            )
+    return (
+        Session.objects.select_for_update()
+        .select_related("project", "response")
+        .filter(brand=brand, address=address, sender=sender, status=SStatus.OPEN)
+        .first()
+    )
+
+
+# --- the conversation -----------------------------------------------------------------------
+def _inbound_turn(session: Session | None, inbound: InboundMessage, kind: str, question=None):
+    return Turn.objects.create(
+        brand_id=inbound.brand_id,
+        session=session,
+        direction=Turn.Direction.IN,
+        kind=kind,
+        question=question,
+        address=inbound.from_number,
+        sender=inbound.to_number,
+        body=inbound.body,
+        segments=1,
+        status=Turn.Status.RECEIVED,
+        inbound=inbound,
+        created_at=inbound.received_at,
+    )
+
+
+def inbound_debit(*, brand: Brand, inbound: InboundMessage, project_id: int | None) -> None:
+    """A reply that reached a conversation costs the inbound rate of its country, once."""
+    country = phone_country(inbound.from_number)
+    credits_debit_once(
+        brand=brand,
+        key=f"sms-inbound:{inbound.pk}",
+        country=country,
+        segments=1,
+        rate=rate_table().inbound_rate(country),
+        project_id=project_id,
+        note=f"Two-way SMS: reply from {inbound.from_number}",
+    )
+
+
+def _close(session: Session, status: str, now: datetime) -> None:
+    session.status = status
+    session.closed_at = now
+    session.save(update_fields=["status", "closed_at"])
+
+
+def _ask(session: Session, question: Question, *, total: int, now: datetime, prefix: str = ""):
+    text = sms_question_text(question, number=session.position, total=total)
+    turn_queue(
+        session=session,
+        kind=TKind.CORRECTION if prefix else TKind.QUESTION,
+        body=f"{prefix}\n{text}" if prefix else text,
+        question=question,
+        now=now,
+    )
+
+
+def inbound_converse(*, brand: Brand, inbound: InboundMessage) -> Session | None:
+    """Apply one stored reply to its conversation (see the module docstring). Returns the
+    session it went to (None: it was no conversation's)."""
+    now = inbound.received_at
+    if inbound.kind == Keyword.STOP:
+        return _on_stop(brand, inbound, now)
+    session = _session_for(brand, inbound)
+    if inbound.kind == Keyword.HELP:
+        if session is not None:
+            _inbound_turn(session, inbound, TKind.HELP, session.question)
+            inbound_debit(brand=brand, inbound=inbound, project_id=session.project_id)
+        return session
+    if session is None:
+        return _without_session(brand, inbound, now)
+    inbound_debit(brand=brand, inbound=inbound, project_id=session.project_id)
+    if session.expires_at <= now:
+        _inbound_turn(session, inbound, TKind.LATE, session.question)
+        _close(session, SStatus.EXPIRED, now)
+        turn_queue(session=session, kind=TKind.CLOSED, body=CLOSED_TEXT, now=now)
+        return session
+    if not may_finish(session.project, started_at=session.opened_at, now=now):
+        _inbound_turn(session, inbound, TKind.LATE, session.question)
+        _close(session, SStatus.CLOSED, now)
+        turn_queue(session=session, kind=TKind.CLOSED, body=CLOSED_TEXT, now=now)
+        return session
+    _answer(session, inbound, now)
+    return session
+
+
+def _on_stop(brand: Brand, inbound: InboundMessage, now: datetime) -> Session | None:
+    """STOP ends every open conversation of the number (the opt-out is recorded already)."""
+    sessions = list(
+        Session.objects.select_for_update().filter(
+            brand=brand, address=inbound.from_number, status=SStatus.OPEN
+        )
+    )
+    for session in sessions:
+        _close(session, SStatus.OPTED_OUT, now)
+    if sessions:
+        _inbound_turn(sessions[0], inbound, TKind.STOP, sessions[0].question)
+        inbound_debit(brand=brand, inbound=inbound, project_id=sessions[0].project_id)
+        Turn.objects.filter(
+            session__in=sessions, status=Turn.Status.PENDING, direction=Turn.Direction.OUT
+        ).update(status=Turn.Status.SKIPPED_OPTOUT, status_reason="Opted out")
+    return sessions[0] if sessions else None
+
+
+def _without_session(brand: Brand, inbound: InboundMessage, now: datetime) -> Session | None:
+    """No open session: a keyword starts one; an answer to a recently closed one gets the
+    closed notice; anything else is no conversation's."""
+    keyword = keyword_match(sender=inbound.to_number, body=inbound.body)
+    if keyword is not None and keyword.brand_id == brand.pk:
+        return _start_by_keyword(brand, keyword, inbound, now)
+    recent = (
+        Session.objects.filter(
+            brand=brand,
+            address=inbound.from_number,
+            sender=inbound.to_number,
+            closed_at__gte=now - LATE_WINDOW,
+        )
+        .exclude(status__in=[SStatus.OPTED_OUT, SStatus.OPEN])
+        .order_by("-closed_at")
+        .first()
+    )
+    if recent is None:
+        return None
+    inbound_debit(brand=brand, inbound=inbound, project_id=recent.project_id)
+    _inbound_turn(recent, inbound, TKind.LATE)
+    turn_queue(session=recent, kind=TKind.CLOSED, body=CLOSED_TEXT, now=now)
+    return recent
+
+
+def _answer(session: Session, inbound: InboundMessage, now: datetime) -> None:
+    questions = _questions(session.project_id)
+    question = session.question
+    if question is None or question not in questions:  # the survey changed meanwhile
+        _inbound_turn(session, inbound, TKind.LATE)
+        _close(session, SStatus.CLOSED, now)
+        turn_queue(session=session, kind=TKind.CLOSED, body=CLOSED_TEXT, now=now)
+        return
+    try:
+        value = sms_answer_parse(question, inbound.body)
+    except ValueError as exc:
+        _inbound_turn(session, inbound, TKind.INVALID, question)
+        session.invalid_count += 1
+        if session.invalid_count >= settings_for(session.project).max_invalid:
+            _close(session, SStatus.GAVE_UP, now)
+            session.save(update_fields=["invalid_count"])
+            turn_queue(session=session, kind=TKind.CLOSED, body=GAVE_UP_TEXT, now=now)
+            return
+        session.save(update_fields=["invalid_count"])
+        _ask(session, question, total=len(questions), now=now, prefix=str(exc))
+        return
+    _inbound_turn(session, inbound, TKind.ANSWER, question)
+    answers = dict(session.response.answers) if session.response else {}
+    answers[str(question.pk)] = value
+    index = questions.index(question)
+    following = questions[index + 1] if index + 1 < len(questions) else None
+    session.response = response_save_sms(
+        project=session.project,
+        answers=answers,
+        complete=following is None,
+        response=session.response,
+        participant_id=session.participant_id,
+        distribution_id=session.distribution_id,
+        embedded_data=_embedded_data(session),
+        started_at=session.opened_at,
+        now=now,
+    )
+    if following is None:
+        session.status, session.closed_at, session.question = SStatus.COMPLETED, now, None
+        session.save(update_fields=["status", "closed_at", "question", "response"])
+        turn_queue(session=session, kind=TKind.THANK_YOU, body=THANK_YOU_TEXT, now=now)
+        return
+    expiry = timedelta(hours=settings_for(session.project).expiry_hours)
+    session.question, session.position, session.invalid_count = following, index + 2, 0
+    session.asked_at, session.expires_at = now, now + expiry
+    session.save(
+        update_fields=[
+            "question",
+            "position",
+            "invalid_count",
+            "asked_at",
+            "expires_at",
+            "response",
+        ]
+    )
+    _ask(session, following, total=len(questions), now=now)
+
+
+def _embedded_data(session: Session) -> dict:
+    if session.origin == Session.Origin.KEYWORD:
+        return {KEYWORD_EMBEDDED_FIELD: session.address, "sms_keyword": session.keyword.keyword}
+    return {}
+
+
+# --- keywords -------------------------------------------------------------------------------
+def keyword_normalise(word: str) -> str:
+    """A keyword as stored and compared: the STOP words' normalisation, upper case."""
+    return normalize_reply(word or "").upper()
+
+
+def keyword_match(*, sender: str, body: str) -> SmsKeyword | None:
+    word = keyword_normalise(body)
+    if not word:
+        return None
+    return (
+        SmsKeyword.objects.filter(sender=sender, keyword=word, active=True)
+        .select_related("project")
+        .first()
+    )
+
+
+def _start_by_keyword(
+    brand: Brand, keyword: SmsKeyword, inbound: InboundMessage, now: datetime
+) -> Session | None:
+    project = keyword.project
+    questions = _questions(project.pk)
+    if not questions or not may_finish(project, started_at=now, now=now):
+        return None
+    session = _open(
+        brand,
+        address=inbound.from_number,
+        sender=inbound.to_number,
+        project=project,
+        origin=Session.Origin.KEYWORD,
+        keyword=keyword,
+        question=questions[0],
+        position=1,
+        opened_at=now,
+        asked_at=now,
+        expires_at=now + timedelta(hours=settings_for(project).expiry_hours),
+    )
+    if session is None:
+        return None
+    _inbound_turn(session, inbound, TKind.KEYWORD)
+    inbound_debit(brand=brand, inbound=inbound, project_id=project.pk)
+    first = sms_question_text(questions[0], number=1, total=len(questions))
+    turn_queue(
+        session=session,
+        kind=TKind.QUESTION,
+        body=f"{first}\n{OPT_OUT_LINE}",
+        question=questions[0],
+        now=now,
+    )
+    return session
