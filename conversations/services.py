@@ -134,7 +134,7 @@ def _session_for(brand: Brand, inbound: InboundMessage) -> Session | None:
                 expires_at=invite.sent_at + expiry,
             )
     return (
-        Session.objects.select_for_update()
+        Session.objects.select_for_update(of=("self",))
         .select_related("project", "response")
         .filter(brand=brand, address=address, sender=sender, status=SStatus.OPEN)
         .first()
