@@ -342,6 +342,7 @@ class ScheduleFormMixin(DistributionPageMixin):
                     channel=channel,
                     email=email,
                     exclude_id=distribution.pk if distribution else None,
+                    mode=form.data.get("mode") or (distribution.mode if distribution else ""),
                 ),
                 **(email_form_context(brand=self.brand) if email is not None else {}),
                 "on_completion": bool(email and email["on_completion"]),
@@ -399,6 +400,7 @@ def schedule_summary(
     channel=Channel.SMS,
     email=None,
     exclude_id=None,
+    mode: str = "",
 ) -> dict:
     """The summary for what the form holds now; conditions with errors count nothing."""
     conditions: list = []
@@ -437,17 +439,25 @@ def schedule_summary(
         parent=parent,
         conditions=conditions,
         message=message,
+        mode=mode if mode in Distribution.Mode.values else Distribution.Mode.LINK,
     )
 
 
-def summary_context(*, brand, project, kind, parent, conditions, message) -> dict:
+def summary_context(
+    *, brand, project, kind, parent, conditions, message, mode=Distribution.Mode.LINK
+) -> dict:
     """Credits available, the estimate and the matching participants (top of the form)."""
     available = credits_available(brand=brand)
     preview = page_selectors.audience_preview(
         project=project, conditions=conditions, kind=kind, parent=parent
     )
     estimate = credits_estimate(
-        project=project, message=message, conditions=conditions, kind=kind, parent=parent
+        project=project,
+        message=message,
+        conditions=conditions,
+        kind=kind,
+        parent=parent,
+        mode=mode,
     )
     over = False
     if estimate is not None:
@@ -703,6 +713,7 @@ class PreviewCountView(DistributionPageMixin, View):
                 audience=request.POST.get("audience"),
                 rows=condition_rows_from_post(request.POST),
                 message=request.POST.get("message", ""),
+                mode=request.POST.get("mode", ""),
                 channel=self.channel,
                 email=email,
                 exclude_id=int(editing) if editing and editing.isdigit() else None,
