@@ -58,7 +58,7 @@ def distribution_sessions(*, distribution: Distribution) -> QuerySet:
     """The sessions a two-way distribution opened, newest first, with their texts."""
     return (
         Session.objects.filter(distribution=distribution)
-        .select_related("participant__person", "question")
+        .select_related("participant__person", "question", "message")
         .prefetch_related(Prefetch("turns", queryset=Turn.objects.order_by("created_at", "pk")))
         .order_by("-opened_at", "-pk")
     )

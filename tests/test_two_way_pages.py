@@ -89,6 +89,7 @@ def test_sessions_page(survey, page_client_for, eager_tasks, django_capture_on_c
     page = client.get(f"/distributions/{sent.pk}/sessions/").content.decode()
     assert f'data-session="{session.pk}"' in page
     assert "2 of 2" in page and "Received · Answer" in page and "(2/2) Score?" in page
+    assert "Sent · Invite with question 1" in page and "(1/2) Team?" in page
     assert (
         page_client_for(survey.admin_b).get(f"/distributions/{sent.pk}/sessions/").status_code
         == 404
