@@ -9,4 +9,4 @@ from optouts.services import InboundResult
 
 def on_inbound_received(*, brand: Brand, result: InboundResult, last_message=None) -> None:
     """A reply was stored and STOP/HELP acted on: the conversation it belongs to goes on."""
-    inbound_converse(brand=brand, inbound=result.inbound)
+    inbound_converse(brand=brand, inbound=result.inbound, last_message=last_message)

@@ -14,8 +14,11 @@ What callers can rely on:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import defaultdict
+from collections.abc import Iterator
+from contextvars import ContextVar
 from datetime import timedelta
 
 from django.db import transaction
@@ -44,6 +47,33 @@ SMS = "sms"
 TStatus = Turn.Status
 
 
+_batch: ContextVar[list[int] | None] = ContextVar("conversation_turns", default=None)
+
+
+@contextlib.contextmanager
+def turns_batch() -> Iterator[None]:
+    """Within it, the turns recorded (texts to send, replies to debit) are queued as one
+    task after commit, when it ends: a reply costs one publish to the broker."""
+    ids: list[int] = []
+    token = _batch.set(ids)
+    try:
+        yield
+    finally:
+        _batch.reset(token)
+    if ids:
+        task_queue(SEND_TASK, ids)
+
+
+def turn_enqueue(turn_id: int) -> None:
+    """Hand a recorded turn to the send task (after commit): sent if it is an outbound
+    Pending text, debited at the inbound rate if it is a reply."""
+    batch = _batch.get()
+    if batch is None:
+        task_queue(SEND_TASK, [turn_id])
+    else:
+        batch.append(turn_id)
+
+
 def turn_queue(*, session: Session, kind: str, body: str, question=None, now=None) -> Turn:
     """Record an outbound text of ``session`` (Pending) and queue its send after commit."""
     turn = Turn.objects.create(
@@ -59,7 +89,7 @@ def turn_queue(*, session: Session, kind: str, body: str, question=None, now=Non
         status=TStatus.PENDING,
         created_at=now or timezone.now(),
     )
-    task_queue(SEND_TASK, [turn.pk])
+    turn_enqueue(turn.pk)
     return turn
 
 
@@ -88,8 +118,10 @@ def _close(turns: list[Turn], status: str, reason: str) -> None:
 
 
 def turns_send(*, turn_ids: list[int]) -> dict:
-    """Send the Pending turns among ``turn_ids`` (grouped by brand). Returns counts."""
+    """Send the Pending turns among ``turn_ids`` (grouped by brand) and debit the replies
+    among them. Returns counts."""
     stats = {"sent": 0, "failed": 0, "skipped_optout": 0, "retry": 0}
+    stats["debited"] = replies_debit(turn_ids=turn_ids)
     _lease, turns = _claim(turn_ids)
     by_brand: dict[int, list[Turn]] = defaultdict(list)
     for turn in turns:
@@ -190,6 +222,36 @@ def _record(brand: Brand, turns: list[Turn], results, table, stats: dict) -> Non
             Turn.objects.filter(pk=turn.pk).update(status=TStatus.PENDING, status_reason="")
             task_queue(SEND_TASK, [turn.pk], countdown=delay)
             stats["retry"] += 1
+
+
+def inbound_debit_key(inbound_id: int) -> str:
+    return f"sms-inbound:{inbound_id}"
+
+
+def replies_debit(*, turn_ids: list[int]) -> int:
+    """Debit the replies among ``turn_ids`` at the inbound rate of their country, once each
+    (keyed by the stored inbound message). In the worker, not the webhook: the ledger's
+    brand lock is not held by requests."""
+    replies = list(
+        Turn.objects.filter(
+            pk__in=turn_ids, direction=Turn.Direction.IN, inbound__isnull=False
+        ).select_related("brand", "session")
+    )
+    if not replies:
+        return 0
+    table = rate_table()
+    for turn in replies:
+        country = phone_country(turn.address)
+        credits_debit_once(
+            brand=turn.brand,
+            key=inbound_debit_key(turn.inbound_id),
+            country=country,
+            segments=1,
+            rate=table.inbound_rate(country),
+            project_id=turn.session.project_id if turn.session_id else None,
+            note=f"Two-way SMS: reply from {turn.address}",
+        )
+    return len(replies)
 
 
 def turns_send_stale(*, older_than: timedelta = timedelta(minutes=5)) -> int:

@@ -15,7 +15,7 @@ What callers can rely on (docs/two-way.md):
 - the session row is locked while a reply is applied: two replies of one number at once
   are applied one after the other;
 - every reply that reaches a conversation is debited once at the inbound rate of its
-  country (``credits_debit_once``, keyed by the inbound message).
+  country (``credits_debit_once``, keyed by the inbound message), by the send task.
 """
 
 from __future__ import annotations
@@ -26,9 +26,7 @@ from django.db import IntegrityError, transaction
 
 from brands.models import Brand
 from conversations.models import Session, SmsKeyword, Turn, TwoWaySettings
-from conversations.sending import turn_queue
-from credits.rates import phone_country, rate_table
-from credits.services import credits_debit_once
+from conversations.sending import turn_enqueue, turn_queue, turns_batch
 from distributions.models import Distribution, Message, ProviderAccount
 from distributions.sending import sender_identity
 from optouts.keywords import Keyword, normalize_reply
@@ -53,12 +51,22 @@ KEYWORD_EMBEDDED_FIELD = "sms_from"  # the keyword respondent's number (docs/two
 
 
 def settings_for(project: Project) -> TwoWaySettings:
-    found = TwoWaySettings.objects.filter(project=project).first()
-    return found or TwoWaySettings(project=project)
+    """The project's two-way rules (defaults without a row); read once per project object."""
+    found = getattr(project, "_two_way_settings", None)
+    if found is None:
+        found = TwoWaySettings.objects.filter(project=project).first()
+        found = project._two_way_settings = found or TwoWaySettings(project=project)
+    return found
 
 
-def _questions(project_id: int) -> list[Question]:
-    return list(Question.objects.filter(project_id=project_id).order_by("position", "pk"))
+def _questions(project: Project) -> list[Question]:
+    """The survey in order; read once per project object (one reply, one read)."""
+    found = getattr(project, "_two_way_questions", None)
+    if found is None:
+        found = project._two_way_questions = list(
+            Question.objects.filter(project=project).order_by("position", "pk")
+        )
+    return found
 
 
 # --- finding the session --------------------------------------------------------------------
@@ -70,19 +78,31 @@ def _invite_sender_matches(message: Message, inbound: InboundMessage, account) -
     return identity in (inbound.to_number, inbound.messaging_service_sid)
 
 
-def _latest_two_way_invite(brand: Brand, inbound: InboundMessage) -> Message | None:
+def _latest_two_way_invite(
+    brand: Brand, inbound: InboundMessage, last_message, since
+) -> Message | None:
+    """The newest two-way invite handed to the number from the sender it texted, if it was
+    sent after ``since`` (None: any time). ``last_message`` (the brand's last message to
+    the number) answers without a query when nothing was sent since."""
+    if last_message is not None and since is not None and last_message.sent_at <= since:
+        return None
     account = ProviderAccount.objects.filter(brand=brand).first()
-    candidates = (
-        Message.objects.filter(
-            address=inbound.from_number,
-            sent_at__isnull=False,
-            distribution__project__brand=brand,
-            distribution__mode=Distribution.Mode.TWO_WAY,
+    if last_message is not None and last_message.distribution.mode == Distribution.Mode.TWO_WAY:
+        candidates = [last_message]
+    else:
+        candidates = (
+            Message.objects.filter(
+                address=inbound.from_number,
+                sent_at__isnull=False,
+                distribution__project__brand=brand,
+                distribution__mode=Distribution.Mode.TWO_WAY,
+            )
+            .select_related("distribution", "participant")
+            .order_by("-sent_at", "-pk")[:5]
         )
-        .select_related("distribution__project", "participant")
-        .order_by("-sent_at", "-pk")[:5]
-    )
     for message in candidates:
+        if since is not None and message.sent_at <= since:
+            return None
         if _invite_sender_matches(message, inbound, account):
             return message
     return None
@@ -102,48 +122,56 @@ def _open(brand: Brand, *, address: str, sender: str, **values) -> Session | Non
         return None
 
 
-def _session_for(brand: Brand, inbound: InboundMessage) -> Session | None:
-    """The open session this reply answers (locked), after letting a newer invite replace
-    the open one; None when there is none."""
-    address, sender = inbound.from_number, inbound.to_number
-    current = (
-        Session.objects.filter(brand=brand, address=address, sender=sender, status=SStatus.OPEN)
-        .only("pk", "opened_at")
-        .first()
-    )
-    invite = _latest_two_way_invite(brand, inbound)
-    newer = invite is not None and (current is None or invite.sent_at > current.opened_at)
-    if newer and not Session.objects.filter(message=invite).exists():
-        questions = _questions(invite.distribution.project_id)
-        if questions:
-            project = invite.distribution.project
-            expiry = timedelta(hours=settings_for(project).expiry_hours)
-            _open(
-                brand,
-                address=address,
-                sender=sender,
-                project=project,
-                origin=Session.Origin.INVITE,
-                distribution=invite.distribution,
-                message=invite,
-                participant=invite.participant,
-                question=questions[0],
-                position=1,
-                opened_at=invite.sent_at,
-                asked_at=invite.sent_at,
-                expires_at=invite.sent_at + expiry,
-            )
+def _open_session(brand: Brand, inbound: InboundMessage) -> Session | None:
     return (
         Session.objects.select_for_update(of=("self",))
         .select_related("project", "response")
-        .filter(brand=brand, address=address, sender=sender, status=SStatus.OPEN)
+        .filter(
+            brand=brand, address=inbound.from_number, sender=inbound.to_number, status=SStatus.OPEN
+        )
         .first()
     )
+
+
+def _session_for(brand: Brand, inbound: InboundMessage, last_message=None) -> Session | None:
+    """The open session this reply answers (locked), after letting a newer two-way invite
+    replace the open one; None when there is none."""
+    current = _open_session(brand, inbound)
+    invite = _latest_two_way_invite(
+        brand, inbound, last_message, current.opened_at if current else None
+    )
+    if invite is None or Session.objects.filter(message=invite).exists():
+        return current
+    project = Project.objects.get(pk=invite.distribution.project_id)
+    questions = _questions(project)
+    if not questions:
+        return current
+    expiry = timedelta(hours=settings_for(project).expiry_hours)
+    opened = _open(
+        brand,
+        address=inbound.from_number,
+        sender=inbound.to_number,
+        project=project,
+        origin=Session.Origin.INVITE,
+        distribution=invite.distribution,
+        message=invite,
+        participant_id=invite.participant_id,
+        question=questions[0],
+        position=1,
+        opened_at=invite.sent_at,
+        asked_at=invite.sent_at,
+        expires_at=invite.sent_at + expiry,
+    )
+    # The row this transaction inserted is ours until commit; a concurrent reply that
+    # opened it first is read (and locked) instead.
+    return opened or _open_session(brand, inbound)
 
 
 # --- the conversation -----------------------------------------------------------------------
 def _inbound_turn(session: Session | None, inbound: InboundMessage, kind: str, question=None):
-    return Turn.objects.create(
+    """Record a reply in the session's history; the send task debits it (every reply that
+    reaches a conversation costs the inbound rate of its country, once)."""
+    turn = Turn.objects.create(
         brand_id=inbound.brand_id,
         session=session,
         direction=Turn.Direction.IN,
@@ -157,20 +185,8 @@ def _inbound_turn(session: Session | None, inbound: InboundMessage, kind: str, q
         inbound=inbound,
         created_at=inbound.received_at,
     )
-
-
-def inbound_debit(*, brand: Brand, inbound: InboundMessage, project_id: int | None) -> None:
-    """A reply that reached a conversation costs the inbound rate of its country, once."""
-    country = phone_country(inbound.from_number)
-    credits_debit_once(
-        brand=brand,
-        key=f"sms-inbound:{inbound.pk}",
-        country=country,
-        segments=1,
-        rate=rate_table().inbound_rate(country),
-        project_id=project_id,
-        note=f"Two-way SMS: reply from {inbound.from_number}",
-    )
+    turn_enqueue(turn.pk)
+    return turn
 
 
 def _close(session: Session, status: str, now: datetime) -> None:
@@ -190,21 +206,25 @@ def _ask(session: Session, question: Question, *, total: int, now: datetime, pre
     )
 
 
-def inbound_converse(*, brand: Brand, inbound: InboundMessage) -> Session | None:
+def inbound_converse(*, brand: Brand, inbound: InboundMessage, last_message=None) -> Session | None:
     """Apply one stored reply to its conversation (see the module docstring). Returns the
-    session it went to (None: it was no conversation's)."""
+    session it went to (None: it was no conversation's). ``last_message``: the brand's last
+    message handed to the number (``distributions.selectors.last_message_to``), if known."""
+    with turns_batch():
+        return _converse(brand, inbound, last_message)
+
+
+def _converse(brand: Brand, inbound: InboundMessage, last_message) -> Session | None:
     now = inbound.received_at
     if inbound.kind == Keyword.STOP:
         return _on_stop(brand, inbound, now)
-    session = _session_for(brand, inbound)
+    session = _session_for(brand, inbound, last_message)
     if inbound.kind == Keyword.HELP:
         if session is not None:
             _inbound_turn(session, inbound, TKind.HELP, session.question)
-            inbound_debit(brand=brand, inbound=inbound, project_id=session.project_id)
         return session
     if session is None:
         return _without_session(brand, inbound, now)
-    inbound_debit(brand=brand, inbound=inbound, project_id=session.project_id)
     if session.expires_at <= now:
         _inbound_turn(session, inbound, TKind.LATE, session.question)
         _close(session, SStatus.EXPIRED, now)
@@ -230,7 +250,6 @@ def _on_stop(brand: Brand, inbound: InboundMessage, now: datetime) -> Session | 
         _close(session, SStatus.OPTED_OUT, now)
     if sessions:
         _inbound_turn(sessions[0], inbound, TKind.STOP, sessions[0].question)
-        inbound_debit(brand=brand, inbound=inbound, project_id=sessions[0].project_id)
         Turn.objects.filter(
             session__in=sessions, status=Turn.Status.PENDING, direction=Turn.Direction.OUT
         ).update(status=Turn.Status.SKIPPED_OPTOUT, status_reason="Opted out")
@@ -256,14 +275,13 @@ def _without_session(brand: Brand, inbound: InboundMessage, now: datetime) -> Se
     )
     if recent is None:
         return None
-    inbound_debit(brand=brand, inbound=inbound, project_id=recent.project_id)
     _inbound_turn(recent, inbound, TKind.LATE)
     turn_queue(session=recent, kind=TKind.CLOSED, body=CLOSED_TEXT, now=now)
     return recent
 
 
 def _answer(session: Session, inbound: InboundMessage, now: datetime) -> None:
-    questions = _questions(session.project_id)
+    questions = _questions(session.project)
     question = session.question
     if question is None or question not in questions:  # the survey changed meanwhile
         _inbound_turn(session, inbound, TKind.LATE)
@@ -347,7 +365,7 @@ def _start_by_keyword(
     brand: Brand, keyword: SmsKeyword, inbound: InboundMessage, now: datetime
 ) -> Session | None:
     project = keyword.project
-    questions = _questions(project.pk)
+    questions = _questions(project)
     if not questions or not may_finish(project, started_at=now, now=now):
         return None
     session = _open(
@@ -366,7 +384,6 @@ def _start_by_keyword(
     if session is None:
         return None
     _inbound_turn(session, inbound, TKind.KEYWORD)
-    inbound_debit(brand=brand, inbound=inbound, project_id=project.pk)
     first = sms_question_text(questions[0], number=1, total=len(questions))
     turn_queue(
         session=session,
