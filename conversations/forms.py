@@ -3,6 +3,7 @@ from __future__ import annotations
 from django import forms
 
 from conversations.models import TwoWaySettings
+from optouts.models import ConsentPolicy
 
 
 class TwoWaySettingsForm(forms.ModelForm):
@@ -32,3 +33,13 @@ class KeywordForm(forms.Form):
     sender = forms.CharField(
         max_length=32, help_text="Your number (E.164) that people text the keyword to."
     )
+
+
+class ConsentPolicyForm(forms.ModelForm):
+    class Meta:
+        model = ConsentPolicy
+        fields = ["required", "extra_words"]
+        labels = {
+            "required": "Require consent: text invites only to numbers that replied YES",
+            "extra_words": "Other words that mean yes",
+        }

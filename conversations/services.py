@@ -14,6 +14,8 @@ What callers can rely on (docs/two-way.md):
   response (``surveys.services.response_save_sms``: the same events as the web survey);
 - the session row is locked while a reply is applied: two replies of one number at once
   are applied one after the other;
+- a yes to a consent request (the number's last message) records the number's consent to
+  that project (``optouts.services.consent_record``, with its audit event);
 - every reply that reaches a conversation is debited once at the inbound rate of its
   country (``credits_debit_once``, keyed by the inbound message), by the send task.
 """
@@ -30,7 +32,8 @@ from conversations.sending import turn_enqueue, turn_queue, turns_batch
 from distributions.models import Distribution, Message, ProviderAccount
 from distributions.sending import sender_identity
 from optouts.keywords import Keyword, normalize_reply
-from optouts.models import InboundMessage
+from optouts.models import ConsentPolicy, InboundMessage
+from optouts.services import consent_record, consent_words_match
 from projects.models import Project, Question
 from surveys.answers import may_finish
 from surveys.services import response_save_sms
@@ -218,6 +221,8 @@ def _converse(brand: Brand, inbound: InboundMessage, last_message) -> Session | 
     now = inbound.received_at
     if inbound.kind == Keyword.STOP:
         return _on_stop(brand, inbound, now)
+    if _consent_given(inbound, last_message):
+        return None
     session = _session_for(brand, inbound, last_message)
     if inbound.kind == Keyword.HELP:
         if session is not None:
@@ -237,6 +242,21 @@ def _converse(brand: Brand, inbound: InboundMessage, last_message) -> Session | 
         return session
     _answer(session, inbound, now)
     return session
+
+
+def _consent_given(inbound: InboundMessage, last_message) -> bool:
+    """A yes (YES, SI, OUI… or the project's own words) to the consent request that was the
+    number's last message: the number consented to that project's invites."""
+    if last_message is None or last_message.distribution.mode != Distribution.Mode.CONSENT:
+        return False
+    if inbound.kind == Keyword.HELP:
+        return False
+    project = Project.objects.get(pk=last_message.distribution.project_id)
+    policy = ConsentPolicy.objects.filter(project=project).first()
+    if not consent_words_match(inbound.body, extra_words=policy.extra_words if policy else ""):
+        return False
+    consent_record(project=project, address=inbound.from_number, inbound=inbound)
+    return True
 
 
 def _on_stop(brand: Brand, inbound: InboundMessage, now: datetime) -> Session | None:

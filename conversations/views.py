@@ -10,20 +10,25 @@ from django.shortcuts import redirect
 from django.views import View
 
 from brands.roles import Role
-from conversations.forms import KeywordForm, TwoWaySettingsForm
+from conversations.forms import ConsentPolicyForm, KeywordForm, TwoWaySettingsForm
 from conversations.keywords import keyword_create, keyword_delete
 from conversations.models import Session, SmsKeyword
 from conversations.selectors import distribution_sessions, session_counts, sms_preview
 from conversations.services import settings_for
 from distributions.models import Distribution
+from optouts.models import ConsentPolicy
 from projects.views import ProjectPageMixin, apply_service_errors
+
+
+def consent_policy_for(project) -> ConsentPolicy:
+    return ConsentPolicy.objects.filter(project=project).first() or ConsentPolicy(project=project)
 
 
 class SmsPreviewView(ProjectPageMixin, View):
     """How each question reads as a text, with its segments; the project's two-way
     settings."""
 
-    def get(self, request, pk, form=None, status=200):
+    def get(self, request, pk, form=None, consent_form=None, status=200):
         project = self.get_project(pk)
         return self.page(
             request,
@@ -32,10 +37,18 @@ class SmsPreviewView(ProjectPageMixin, View):
             status=status,
             preview=sms_preview(project=project),
             form=form or TwoWaySettingsForm(instance=settings_for(project)),
+            consent_form=consent_form or ConsentPolicyForm(instance=consent_policy_for(project)),
         )
 
     def post(self, request, pk):
         project = self.get_project(pk)
+        if request.POST.get("form") == "consent":
+            consent_form = ConsentPolicyForm(request.POST, instance=consent_policy_for(project))
+            if not consent_form.is_valid():
+                return self.get(request, pk, consent_form=consent_form, status=400)
+            consent_form.save()
+            messages.success(request, "Consent settings saved.")
+            return redirect("conversations:sms_preview", pk=project.pk)
         form = TwoWaySettingsForm(request.POST, instance=settings_for(project))
         if not form.is_valid():
             return self.get(request, pk, form=form, status=400)

@@ -11,6 +11,7 @@ from django.db.models import Exists, OuterRef
 
 from distributions.conditions import conditions_q
 from distributions.models import Distribution, Message
+from optouts.models import Consent, ConsentPolicy
 from participants.models import Participant
 from participants.selectors import metadata_spellings
 from surveys.respondents import respondent_participant_ids
@@ -39,4 +40,21 @@ def recipients_queryset(distribution: Distribution, participant_ids: list[int] |
         queryset = queryset.filter(pk__in=participant_ids)
     if distribution.kind == Distribution.Kind.REMINDER:
         queryset = reminder_audience(distribution, queryset)
-    return queryset
+    return consent_audience(distribution, queryset)
+
+
+def consent_audience(distribution: Distribution, queryset):
+    """A project that requires consent (docs/two-way.md): its SMS go only to numbers that
+    consented, and its consent request only to those that have not."""
+    if distribution.channel != Distribution.Channel.SMS or not (
+        ConsentPolicy.objects.filter(project_id=distribution.project_id, required=True).exists()
+    ):
+        return queryset
+    consented = Exists(
+        Consent.objects.filter(
+            project_id=distribution.project_id, address=OuterRef("person__phone"), active=True
+        )
+    )
+    if distribution.mode == Distribution.Mode.CONSENT:
+        return queryset.exclude(consented)
+    return queryset.filter(consented)

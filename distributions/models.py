@@ -82,6 +82,7 @@ class Distribution(models.Model):
     class Mode(models.TextChoices):
         LINK = "link", "Link to the survey"
         TWO_WAY = "two_way", "Two-way (questions by text)"
+        CONSENT = "consent", "Consent request (reply YES)"
 
     FINISHED = (Status.SENT, Status.FAILED, Status.INTERRUPTED, Status.CANCELLED)
     brand_path = "project__brand"

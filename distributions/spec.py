@@ -27,6 +27,7 @@ from distributions.email_services import (
 )
 from distributions.models import Distribution
 from optouts.links import is_alphanumeric_sender
+from optouts.models import ConsentPolicy
 from participants.rendering import piped_fields
 from projects.models import Project
 from surveys.sms import sms_invite_text, sms_unsupported_errors
@@ -168,7 +169,7 @@ def spec_errors(
         errors["message"] = f"The message is longer than {MAX_MESSAGE_LENGTH} characters."
     elif (
         spec.channel == Distribution.Channel.SMS
-        and spec.mode != Distribution.Mode.TWO_WAY
+        and spec.mode == Distribution.Mode.LINK
         and is_alphanumeric_sender(spec.sender)
         and "opt_out_link" not in piped_fields(text)
     ):
@@ -177,6 +178,9 @@ def spec_errors(
         errors["mode"] = f"Unknown mode '{spec.mode}'."
     elif spec.mode == Distribution.Mode.TWO_WAY and text:
         for name, error in two_way_errors(spec, project=project).items():
+            errors.setdefault(name, error)
+    elif spec.mode == Distribution.Mode.CONSENT and text:
+        for name, error in consent_request_errors(spec, project=project).items():
             errors.setdefault(name, error)
     parent = spec.parent
     if parent is not None:
@@ -211,4 +215,16 @@ def two_way_errors(spec: DistributionSpec, *, project: Project) -> dict[str, str
             "message": f"With the first question, the text is longer than "
             f"{MAX_MESSAGE_LENGTH} characters."
         }
+    return {}
+
+
+def consent_request_errors(spec: DistributionSpec, *, project: Project) -> dict[str, str]:
+    """A consent request: an SMS invite, from a number that can receive the YES, of a project
+    that requires consent (docs/two-way.md)."""
+    if spec.channel != Distribution.Channel.SMS or spec.kind != Distribution.Kind.INVITE:
+        return {"mode": "A consent request is an SMS invite."}
+    if is_alphanumeric_sender(spec.sender):
+        return {"sender": "An alphanumeric sender cannot receive replies: choose a number."}
+    if not ConsentPolicy.objects.filter(project=project, required=True).exists():
+        return {"mode": "This project does not require consent: turn it on first."}
     return {}

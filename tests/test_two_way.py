@@ -19,6 +19,7 @@ from distributions.inbound import sms_reply_receive
 from distributions.models import Distribution, Message
 from distributions.providers.base import InboundSms
 from distributions.services import distribution_create
+from optouts.models import Consent, ConsentPolicy, OptOutEvent
 from projects.models import Response
 from surveys.services import question_create
 from surveys.sms import CLOSED_TEXT, THANK_YOU_TEXT
@@ -271,3 +272,47 @@ def test_outbound_and_inbound_are_debited_once_each(
     assert -debits.aggregate(s=Sum("amount"))["s"] == expected
     assert debits.filter(idempotency_key__startswith="sms-inbound:").count() == 4
     assert debits.filter(idempotency_key__startswith="sms-turn:").count() == turns.count() == 4
+
+
+def test_consent_first(survey, eager_tasks, django_capture_on_commit_callbacks, page_client_for):
+    brand, cb = survey.brand_a, django_capture_on_commit_callbacks
+    project = survey.project_a
+    ada, bob = (p.person for p in survey.people)
+    with pytest.raises(ValidationError) as caught:
+        distribution_create(project=project, message="May we text you?", mode="consent")
+    assert "does not require consent" in caught.value.message_dict["mode"][0]
+    client = page_client_for(survey.project_admin_a)
+    client.post(
+        f"/projects/{project.pk}/two-way/",
+        {"form": "consent", "required": "on", "extra_words": "volontiers"},
+    )
+    assert ConsentPolicy.objects.get(project=project).required
+
+    # No consent yet: a two-way invite reaches nobody.
+    nobody = invite(project, cb)
+    assert nobody.messages.count() == 0
+    with cb(execute=True):
+        request = distribution_create(project=project, message="May we text you?", mode="consent")
+    bodies = dict(request.messages.values_list("address", "body"))
+    assert bodies[ada.phone].endswith("Reply YES to agree. Reply STOP to opt out.")
+    reply(brand, ada.phone, "Sí", sid="SC1", callbacks=cb)
+    reply(brand, bob.phone, "maybe", sid="SC2", callbacks=cb)
+    assert list(Consent.objects.values_list("address", "active")) == [(ada.phone, True)]
+
+    # The next request skips Ada; the invite reaches only her.
+    with cb(execute=True):
+        again = distribution_create(project=project, message="Still ok?", mode="consent")
+    assert list(again.messages.values_list("address", flat=True)) == [bob.phone]
+    reply(brand, bob.phone, "Volontiers!", sid="SC3", callbacks=cb)
+    sent = invite(project, cb)
+    assert sorted(sent.messages.values_list("address", flat=True)) == [ada.phone, bob.phone]
+
+    # STOP withdraws the consent; both are in the audit trail.
+    reply(brand, ada.phone, "STOP", sid="SC4", callbacks=cb)
+    assert not Consent.objects.get(address=ada.phone).active
+    actions = list(
+        OptOutEvent.objects.filter(address=ada.phone)
+        .order_by("pk")
+        .values_list("action", flat=True)
+    )
+    assert actions == ["consent", "opt_out", "consent_withdrawn"]

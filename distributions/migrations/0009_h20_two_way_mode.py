@@ -13,6 +13,6 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='distribution',
             name='mode',
-            field=models.CharField(choices=[('link', 'Link to the survey'), ('two_way', 'Two-way (questions by text)')], default='link', max_length=10),
+            field=models.CharField(choices=[('link', 'Link to the survey'), ('two_way', 'Two-way (questions by text)'), ('consent', 'Consent request (reply YES)')], default='link', max_length=10),
         ),
     ]
