@@ -30,7 +30,6 @@ import itertools
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +39,6 @@ from bench.common import recreate_database  # noqa: E402
 from bench.links_bench import (  # noqa: E402
     SETTLE,
     ServerCpu,
-    Window,
     free_port,
     load,
     server_environment,
@@ -176,7 +174,7 @@ async def run(args, port: int, cpu: ServerCpu) -> dict:
             form, headers = signed_reply(inbound_url, k)
             async with session.post(inbound_url, data=form, headers=headers) as answer:
                 await answer.read()
-                return answer.status
+                return answer.status < 300
 
         # Warm-up: each worker's first requests import and compile the views.
         for _ in range(2):
@@ -202,8 +200,9 @@ async def run(args, port: int, cpu: ServerCpu) -> dict:
                 )
             )
             windows["inbound"].append(
-                await load_replies(
-                    one_reply,
+                await load(
+                    None,
+                    send=one_reply,
                     concurrency=args.concurrency,
                     seconds=args.seconds / args.rounds,
                     warmup=warmup,
@@ -216,36 +215,6 @@ async def run(args, port: int, cpu: ServerCpu) -> dict:
         for one, ceiling in zip(windows["inbound"], windows["noop"], strict=True)
     ]
     return figures
-
-
-async def load_replies(one_reply, *, concurrency, seconds, warmup, cpu) -> Window:
-    """``load`` for signed form posts: ``concurrency`` tasks reply back to back."""
-    latencies: list[float] = []
-    errors = 0
-    started = time.perf_counter()
-    measure_from, stop_at = started + warmup, started + warmup + seconds
-
-    async def worker():
-        nonlocal errors
-        while time.perf_counter() < stop_at:
-            began = time.perf_counter()
-            status = await one_reply()
-            ended = time.perf_counter()
-            if began >= measure_from and ended <= stop_at:
-                latencies.append(ended - began)
-                errors += 0 if status < 300 else 1
-
-    samples = []
-
-    async def sampler():
-        for moment in (measure_from, stop_at):
-            await asyncio.sleep(max(0.0, moment - time.perf_counter()))
-            samples.append(cpu.sample())
-
-    await asyncio.gather(sampler(), *(worker() for _ in range(concurrency)))
-    return Window(
-        latencies, errors, seconds, ServerCpu.spent(*samples), ServerCpu.spent(*samples, "db")
-    )
 
 
 def report(figures: dict, args) -> None:

@@ -74,9 +74,15 @@ def turn_enqueue(turn_id: int) -> None:
         batch.append(turn_id)
 
 
+def _turn_record(**fields) -> Turn:
+    turn = Turn.objects.create(**fields)
+    turn_enqueue(turn.pk)
+    return turn
+
+
 def turn_queue(*, session: Session, kind: str, body: str, question=None, now=None) -> Turn:
     """Record an outbound text of ``session`` (Pending) and queue its send after commit."""
-    turn = Turn.objects.create(
+    return _turn_record(
         brand_id=session.brand_id,
         session=session,
         direction=Turn.Direction.OUT,
@@ -89,8 +95,25 @@ def turn_queue(*, session: Session, kind: str, body: str, question=None, now=Non
         status=TStatus.PENDING,
         created_at=now or timezone.now(),
     )
-    turn_enqueue(turn.pk)
-    return turn
+
+
+def reply_record(*, session: Session | None, inbound, kind: str, question=None) -> Turn:
+    """Record a reply in the session's history; the send task debits it (every reply that
+    reaches a conversation costs the inbound rate of its country, once)."""
+    return _turn_record(
+        brand_id=inbound.brand_id,
+        session=session,
+        direction=Turn.Direction.IN,
+        kind=kind,
+        question=question,
+        address=inbound.from_number,
+        sender=inbound.to_number,
+        body=inbound.body,
+        segments=1,
+        status=TStatus.RECEIVED,
+        inbound=inbound,
+        created_at=inbound.received_at,
+    )
 
 
 def turn_debit_key(turn_id: int) -> str:

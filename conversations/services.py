@@ -28,7 +28,7 @@ from django.db import IntegrityError, transaction
 
 from brands.models import Brand
 from conversations.models import Session, SmsKeyword, Turn, TwoWaySettings
-from conversations.sending import turn_enqueue, turn_queue, turns_batch
+from conversations.sending import reply_record, turn_queue, turns_batch
 from distributions.models import Distribution, Message, ProviderAccount
 from distributions.sending import sender_identity
 from optouts.keywords import Keyword, normalize_reply
@@ -172,24 +172,7 @@ def _session_for(brand: Brand, inbound: InboundMessage, last_message=None) -> Se
 
 # --- the conversation -----------------------------------------------------------------------
 def _inbound_turn(session: Session | None, inbound: InboundMessage, kind: str, question=None):
-    """Record a reply in the session's history; the send task debits it (every reply that
-    reaches a conversation costs the inbound rate of its country, once)."""
-    turn = Turn.objects.create(
-        brand_id=inbound.brand_id,
-        session=session,
-        direction=Turn.Direction.IN,
-        kind=kind,
-        question=question,
-        address=inbound.from_number,
-        sender=inbound.to_number,
-        body=inbound.body,
-        segments=1,
-        status=Turn.Status.RECEIVED,
-        inbound=inbound,
-        created_at=inbound.received_at,
-    )
-    turn_enqueue(turn.pk)
-    return turn
+    return reply_record(session=session, inbound=inbound, kind=kind, question=question)
 
 
 def _close(session: Session, status: str, now: datetime) -> None:

@@ -4,6 +4,8 @@ and follows the conversation on the sessions page."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from conversations.models import SmsKeyword
@@ -63,7 +65,7 @@ def test_two_way_pages(page, live_server, tenancy, eager_tasks):
         provider="twilio",
     )
     page.get_by_role("link", name="See the conversations").click()
-    page.locator("#session-list").get_by_text("Ada").wait_for()
+    page.locator("#session-list").get_by_role("cell", name=re.compile("^Ada")).wait_for()
     page.locator("#session-list summary").first.click()
     page.get_by_text("(2/2) Score?").wait_for()
     screenshot(page, "two-way-sessions")
