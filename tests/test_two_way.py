@@ -108,7 +108,7 @@ def test_the_api_refuses_it_too(survey, api_a):
         format="json",
     )
     assert answer.status_code == 400, answer.json()
-    assert "Which?" in str(answer.json()), answer.json()
+    assert '4. "Which?" (Multiple choice)' in answer.json()["error"]["fields"]["mode"]
 
 
 def test_the_invite_asks_the_first_question_and_the_estimate_counts_the_conversation(
