@@ -613,6 +613,12 @@ DEFAULT_EMAIL_BODY = (
 )
 
 
+def mode_fixed(form) -> None:
+    """How the survey is answered is chosen once: an edit shows it, never changes it."""
+    if "mode" in form.fields:
+        form.fields["mode"].disabled = True
+
+
 class EditView(ScheduleFormMixin, View):
     """Edit a Scheduled distribution (the kind and the invite it follows stay)."""
 
@@ -642,8 +648,11 @@ class EditView(ScheduleFormMixin, View):
             )
             initial["on_completion"] = bool(distribution.trigger)
         form = form_class_for(distribution.channel)(
-            zone=self.brand.zone, kind_fixed=distribution.kind, initial=initial
+            zone=self.brand.zone,
+            kind_fixed=distribution.kind,
+            initial={**initial, "mode": distribution.mode},
         )
+        mode_fixed(form)
         form.condition_rows = condition_rows_from_conditions(distribution.conditions)
         return self.render_form(
             request,
@@ -657,8 +666,12 @@ class EditView(ScheduleFormMixin, View):
         distribution = self.get_distribution(pk)
         parent = distribution.parent
         form = form_class_for(distribution.channel)(
-            request.POST, zone=self.brand.zone, kind_fixed=distribution.kind
+            request.POST,
+            zone=self.brand.zone,
+            kind_fixed=distribution.kind,
+            initial={"mode": distribution.mode},
         )
+        mode_fixed(form)
         form.is_valid()  # then the conditions, so that every error shows at once
         conditions = form.clean_conditions(request.POST, with_audience=parent is None)
         if not form.errors and conditions is not None:

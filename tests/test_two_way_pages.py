@@ -94,3 +94,30 @@ def test_sessions_page(survey, page_client_for, eager_tasks, django_capture_on_c
         page_client_for(survey.admin_b).get(f"/distributions/{sent.pk}/sessions/").status_code
         == 404
     )
+
+
+def test_the_mode_shows_on_edit_and_cannot_change(survey, page_client_for):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    later = timezone.now() + timedelta(days=1)
+    scheduled = distribution_create(
+        project=survey.project_a, message="Hi", mode="two_way", send_at=later
+    )
+    client = page_client_for(survey.project_admin_a)
+    page = client.get(f"/distributions/{scheduled.pk}/edit/").content.decode()
+    assert 'value="two_way"' in page and "disabled" in page.split('value="two_way"')[1][:80]
+    client.post(
+        f"/distributions/{scheduled.pk}/edit/",
+        {
+            "message": "Hello",
+            "mode": "link",
+            "when": "later",
+            "audience": "all",
+            "send_date": f"{later:%Y-%m-%d}",
+            "send_time": "23:59",
+        },
+    )
+    scheduled.refresh_from_db()
+    assert (scheduled.message, scheduled.mode) == ("Hello", "two_way")
