@@ -177,7 +177,7 @@ def sender_pause(*, sender_id: int, until: datetime, reason: str) -> None:
     )
 
 
-def senders_handed_over(*, senders: list[tuple[int, int]], at: datetime) -> None:
+def senders_handed_over(*, senders: list[tuple[int, int]], at: datetime) -> dict[int, datetime]:
     """Windows of these senders ((id, rate) each) go to the provider now: their buckets
     refill from now, not from when the windows were picked, and a sender served one window at
     a time is free again (``pick``). Tokens are paid at the pick; the work between the pick
@@ -186,7 +186,7 @@ def senders_handed_over(*, senders: list[tuple[int, int]], at: datetime) -> None
     (the pick's few milliseconds), so that hand-overs, not picks, keep to the bucket."""
     limited = sorted({sender_id for sender_id, rate in senders if rate > 0})
     if not limited:
-        return
+        return {}
     marks = ", ".join(["%s"] * len(limited))
     lock = " FOR UPDATE" if connection.vendor == "postgresql" else ""
     with transaction.atomic(), connection.cursor() as cursor:
@@ -195,11 +195,41 @@ def senders_handed_over(*, senders: list[tuple[int, int]], at: datetime) -> None
             f"WHERE id IN ({marks}) ORDER BY id{lock}",
             limited,
         )
-        rows = []
+        rows, handed = [], {}
         for sender_id, rate, tokens, tokens_at in cursor.fetchall():
-            since = max(_as_datetime(tokens_at), at)
+            since = handed[sender_id] = max(_as_datetime(tokens_at), at)
             ready = throttle.ready_at(rate=rate, tokens=tokens, now=since)
             rows.append((sender_id, _t(since), _t(ready)))
+        update_rows(Sender, ["tokens_at", "ready_at"], rows, casts=_TIMES_READY)
+    return handed
+
+
+def senders_answered(*, senders: list[tuple[int, datetime, datetime]]) -> None:
+    """The provider answered these senders' windows ((id, handed over at, answered at) each,
+    the first as ``senders_handed_over`` returned it): each bucket refills from the answer,
+    unless the sender was picked again meanwhile. The provider saw a window at some moment
+    between the two (its requests queue behind the batch's others; a busy provider takes
+    them late): counted from the answer, what the provider sees keeps to the rate, not only
+    what was sent. The hand-over freed the sender for its next pick (ahead) already."""
+    later = {sender_id: (since, done) for sender_id, since, done in senders if done > since}
+    if not later:
+        return
+    wanted = sorted(later)
+    marks = ", ".join(["%s"] * len(wanted))
+    lock = " FOR UPDATE" if connection.vendor == "postgresql" else ""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id, rate, tokens, tokens_at FROM {_quote(Sender)} "  # noqa: S608
+            f"WHERE id IN ({marks}) AND rate > 0 ORDER BY id{lock}",
+            wanted,
+        )
+        rows = []
+        for sender_id, rate, tokens, tokens_at in cursor.fetchall():
+            since, done = later[sender_id]
+            if _as_datetime(tokens_at) != since:
+                continue  # picked again already: that pick's window keeps its moment
+            ready = throttle.ready_at(rate=rate, tokens=tokens, now=done)
+            rows.append((sender_id, _t(done), _t(ready)))
         update_rows(Sender, ["tokens_at", "ready_at"], rows, casts=_TIMES_READY)
 
 

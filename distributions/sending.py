@@ -483,8 +483,15 @@ def _send_lanes(lanes: list[Lane], lease: str, stats: dict) -> None:
     ]
     with handover_guard_many(keys=keys):
         _drop_opted_out_lanes(lanes, lease, stats)
-        _handed_over_now(lanes)
-        results = _hand_over(lanes, lease, stats)
+        handed = _handed_over_now(lanes)
+        results, answered = _hand_over(lanes, lease, stats)
+    fairqueue.senders_answered(
+        senders=[
+            (lane.sender_id, handed[lane.sender_id], answered[index])
+            for index, lane in enumerate(lanes)
+            if lane.sender_id in handed and answered[index] is not None
+        ]
+    )
     _record_lanes(lanes, results, lease, stats)
 
 
@@ -539,23 +546,28 @@ def _reclaim_lanes(lanes: list[Lane], lease: str) -> None:
         lane.rows = [row for row in lane.rows if row.pk in owned]
 
 
-def _handed_over_now(lanes: list[Lane]) -> None:
+def _handed_over_now(lanes: list[Lane]) -> dict[int, datetime]:
     """The moment the windows leave: each sender's refill starts again from it
-    (``fairqueue.senders_handed_over``)."""
-    fairqueue.senders_handed_over(
+    (``fairqueue.senders_handed_over``), until its answer (``fairqueue.senders_answered``)."""
+    handed = fairqueue.senders_handed_over(
         senders=[(lane.sender_id, lane.rate) for lane in lanes if lane.sender_id and lane.rows],
         at=timezone.now(),
     )
     for lane in lanes:
         lane.handed = lane.handed or bool(lane.rows)
+    return handed
 
 
-def _hand_over(lanes: list[Lane], lease: str, stats: dict) -> list[list[SendResult]]:
+def _hand_over(
+    lanes: list[Lane], lease: str, stats: dict
+) -> tuple[list[list[SendResult]], list[datetime | None]]:
     """Hand every lane's rows to its provider: providers that can (Twilio's async client)
     take all their windows at once on this thread's event loop, the others one by one. A
     window picked ahead of its sender's bucket goes at its moment (``Lane.not_before``, at most
-    the pick-ahead away), the others' requests meanwhile."""
+    the pick-ahead away), the others' requests meanwhile. Returns the results and when each
+    lane's last answer came."""
     results: list[list[SendResult]] = [[] for _ in lanes]
+    answered: list[datetime | None] = [None for _ in lanes]
     concurrent = []
     ahead = max((lane.wait() for lane in lanes if lane.rows), default=0.0)
     for index, lane in enumerate(lanes):
@@ -567,21 +579,24 @@ def _hand_over(lanes: list[Lane], lease: str, stats: dict) -> list[list[SendResu
         if made is None:
             time.sleep(lane.wait())
             results[index] = lane.provider.send_window(outgoing)
+            answered[index] = timezone.now()
         else:
             concurrent.append((index, made[0], _at(lane.wait(), made[1])))
     if concurrent:
         loop = concurrent[0][1]
         gathered = loop.run_until_complete(_gather([coroutine for _, _, coroutine in concurrent]))
-        for (index, _, _), answered in zip(concurrent, gathered, strict=True):
-            results[index] = answered
+        for (index, _, _), (done, sent) in zip(concurrent, gathered, strict=True):
+            results[index], answered[index] = sent, done
     stats["ahead_seconds"] = stats.get("ahead_seconds", 0.0) + ahead
-    return results
+    return results, answered
 
 
-async def _at(delay: float, coroutine):
+async def _at(delay: float, coroutine) -> tuple[datetime, list]:
+    """A lane's requests, at their moment; with when their last answer came."""
     if delay > 0:
         await asyncio.sleep(delay)
-    return await coroutine
+    sent = await coroutine
+    return timezone.now(), sent
 
 
 async def _gather(coroutines: list) -> list:

@@ -201,18 +201,20 @@ def test_a_slow_senders_window_is_picked_ahead_and_handed_over_at_its_moment(set
     assert fairqueue.pick(lease="4", now=early + timedelta(seconds=0.1)) == []
     # Its hand-over, recorded before it waits for its moment, refills from the moment.
     fairqueue.senders_handed_over(senders=[(first[0].sender_id, 1)], at=early)
-    assert Sender.objects.get(pk=first[0].sender_id).ready_at >= moment + timedelta(seconds=1)
+    next_moment = Sender.objects.get(pk=first[0].sender_id).ready_at
+    assert next_moment >= moment + timedelta(seconds=1) - timedelta(microseconds=10)
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize(("rate", "share"), [(1, 0.93), (5, 0.75)])
+@pytest.mark.parametrize(("rate", "share"), [(1, 0.93), (5, 0.7)])
 def test_hand_overs_keep_to_the_bucket_whatever_the_work_between_pick_and_hand_over(
     settings, rate, share
 ):
     """Pumps pick (ahead), then spend 0–0.3 s on checks and rendering before the hand-over,
-    which waits for the window's moment: the hand-overs, what the provider sees, never go
-    above rate * t + one second of it, and the sender keeps close to its rate (without the
-    pick-ahead: 86 % and 57 % here, the work's time lost every window)."""
+    which waits for the window's moment; the provider sees each request before its answer
+    (0–30 ms later): what it sees never goes above rate * t + one second of it, and the
+    sender keeps close to its rate (without the pick-ahead: 86 % and 52 % here, the work's
+    time lost every window)."""
     import random
 
     settings.RELAY_SEND_PICK_AHEAD_SECONDS = 0.15
@@ -230,11 +232,15 @@ def test_hand_overs_keep_to_the_bucket_whatever_the_work_between_pick_and_hand_o
             continue
         (grant,) = grants
         prepared = t + timedelta(seconds=chance.uniform(0, 0.3))
-        fairqueue.senders_handed_over(senders=[(grant.sender_id, rate)], at=prepared)
-        handed = max(prepared, grant.not_before or prepared)
-        sends += [handed] * grant.leased
-        t = prepared + timedelta(seconds=0.01)
+        handed = fairqueue.senders_handed_over(senders=[(grant.sender_id, rate)], at=prepared)
+        issued = max(prepared, grant.not_before or prepared)
+        answered = issued + timedelta(seconds=chance.uniform(0, 0.03))
+        fairqueue.senders_answered(senders=[(grant.sender_id, handed[grant.sender_id], answered)])
+        # The provider sees each request at some moment between its issue and its answer.
+        sends += [issued + (answered - issued) * chance.random() for _ in range(grant.leased)]
+        t = answered + timedelta(seconds=0.01)
     assert len(sends) == count
+    sends.sort()
     for i, first in enumerate(sends):
         for j in range(i, len(sends)):
             span = (sends[j] - first).total_seconds()
