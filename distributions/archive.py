@@ -18,16 +18,19 @@ from distributions.models import Distribution
 Status = Distribution.Status
 
 
+def _locked(distribution: Distribution) -> Distribution:
+    """The distribution, row-locked until the caller's transaction ends."""
+    return (
+        Distribution.objects.select_for_update().select_related("project").get(pk=distribution.pk)
+    )
+
+
 def distribution_delete(*, distribution: Distribution, actor=None) -> int:
     """Delete a Scheduled distribution (nothing of it was sent). Refused once it started, and
     for an invite that Scheduled reminders follow (they would silently turn into reminders of
     the whole project): delete or cancel them first. Returns the deleted id."""
     with transaction.atomic():
-        locked = (
-            Distribution.objects.select_for_update()
-            .select_related("project")
-            .get(pk=distribution.pk)
-        )
+        locked = _locked(distribution)
         if locked.status != Status.SCHEDULED:
             raise ValidationError(
                 {
@@ -61,11 +64,7 @@ def distribution_delete(*, distribution: Distribution, actor=None) -> int:
 def distribution_archive(*, distribution: Distribution, actor=None) -> Distribution:
     """Hide a finished distribution from lists (Sent, Failed, Interrupted or Cancelled)."""
     with transaction.atomic():
-        locked = (
-            Distribution.objects.select_for_update()
-            .select_related("project")
-            .get(pk=distribution.pk)
-        )
+        locked = _locked(distribution)
         if not locked.is_finished:
             raise ValidationError(
                 {
@@ -83,11 +82,7 @@ def distribution_archive(*, distribution: Distribution, actor=None) -> Distribut
 def distribution_unarchive(*, distribution: Distribution, actor=None) -> Distribution:
     """Show an archived distribution in lists again."""
     with transaction.atomic():
-        locked = (
-            Distribution.objects.select_for_update()
-            .select_related("project")
-            .get(pk=distribution.pk)
-        )
+        locked = _locked(distribution)
         if locked.archived_at is not None:
             locked.archived_at = None
             locked.save(update_fields=["archived_at", "updated_at"])

@@ -10,6 +10,7 @@ distribution would be. Who a try again or a resend goes to is decided when it st
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 from django.core.exceptions import ValidationError
@@ -72,24 +73,17 @@ def distribution_copy(
         send_at = original.send_at
     elif send_at <= now:
         raise ValidationError({"send_at": "A copy is scheduled: choose a time in the future."})
-    changes = {} if project.pk == original.project_id else {"parent": None}
-    with transaction.atomic():
-        copy = distribution_create_from_spec(
-            project=project,
-            spec=DistributionSpec.of(original, **changes),
-            send_at=send_at,
-            name=name or f"Copy of {original}",
-            actor=actor,
-            origin=original,
-            origin_kind=Origin.COPY,
-        )
-        distribution_audit_record(
-            distribution=original,
-            action=Action.COPIED,
-            actor=actor,
-            detail=f"Copied to distribution {copy.pk} in project {project}.",
-        )
-    return copy
+    return _derive(
+        original=original,
+        origin_kind=Origin.COPY,
+        project=project,
+        send_at=send_at,
+        name=name or f"Copy of {original}",
+        actor=actor,
+        action=Action.COPIED,
+        detail=lambda pk: f"Copied to distribution {pk} in project {project}.",
+        parent_kept=project.pk == original.project_id,
+    )
 
 
 def retry_advice(distribution: Distribution) -> str:
@@ -118,36 +112,65 @@ def retry_advice(distribution: Distribution) -> str:
     )
 
 
+def _required_status(original: Distribution, status: str, what: str) -> None:
+    if original.status != status:
+        raise ValidationError(
+            {
+                "status": f"Only a {Status(status).label} distribution can be {what}; this one "
+                f"is {original.get_status_display()}."
+            }
+        )
+
+
+def _derive(
+    *,
+    original: Distribution,
+    origin_kind: str,
+    project: Project | None = None,
+    send_at: datetime | None,
+    name: str,
+    actor,
+    action: str,
+    detail: Callable[[int], str],
+    parent_kept: bool = True,
+) -> Distribution:
+    """The new distribution made from ``original`` (through the one create path, with every
+    rule of the spec) and its audit row, together. ``detail``: the audit detail of the new
+    distribution's id."""
+    project = project or original.project
+    changes = {} if parent_kept else {"parent": None}
+    with transaction.atomic():
+        made = distribution_create_from_spec(
+            project=project,
+            spec=DistributionSpec.of(original, **changes),
+            send_at=send_at,
+            name=name,
+            actor=actor,
+            origin=original,
+            origin_kind=origin_kind,
+        )
+        distribution_audit_record(
+            distribution=original, action=action, actor=actor, detail=detail(made.pk)
+        )
+    return made
+
+
 def distribution_retry(
     *, original: Distribution, send_at: datetime | None = None, actor=None
 ) -> Distribution:
     """Try a Failed distribution again, after its cause was fixed: a new distribution with
     the same spec (``send_at``: default now) that leaves out whom the original reached."""
     _copyable(original, what="tried again")
-    if original.status != Status.FAILED:
-        raise ValidationError(
-            {
-                "status": f"Only a Failed distribution can be tried again; this one is "
-                f"{original.get_status_display()}."
-            }
-        )
-    with transaction.atomic():
-        retry = distribution_create_from_spec(
-            project=original.project,
-            spec=DistributionSpec.of(original),
-            send_at=send_at,
-            name=f"{original} (tried again)",
-            actor=actor,
-            origin=original,
-            origin_kind=Origin.RETRY,
-        )
-        distribution_audit_record(
-            distribution=original,
-            action=Action.RETRIED,
-            actor=actor,
-            detail=f"Tried again as distribution {retry.pk}.",
-        )
-    return retry
+    _required_status(original, Status.FAILED, "tried again")
+    return _derive(
+        original=original,
+        origin_kind=Origin.RETRY,
+        send_at=send_at,
+        name=f"{original} (tried again)",
+        actor=actor,
+        action=Action.RETRIED,
+        detail=lambda pk: f"Tried again as distribution {pk}.",
+    )
 
 
 def resend_recipient_count(*, original: Distribution) -> int:
@@ -163,35 +186,21 @@ def distribution_resend(
     """Send a Sent distribution again to its Failed, Bounced and Blocked recipients only
     (``send_at``: default now). Opted-out or still unreachable ones are skipped as usual."""
     _copyable(original, what="resent")
-    if original.status != Status.SENT:
-        raise ValidationError(
-            {
-                "status": f"Only a Sent distribution can be resent to its failed recipients; this "
-                f"one is {original.get_status_display()}."
-            }
-        )
+    _required_status(original, Status.SENT, "resent to its failed recipients")
     count = resend_recipient_count(original=original)
     if not count:
         raise ValidationError(
             {"status": "No recipient of this distribution is Failed, Bounced or Blocked."}
         )
-    with transaction.atomic():
-        resend = distribution_create_from_spec(
-            project=original.project,
-            spec=DistributionSpec.of(original),
-            send_at=send_at,
-            name=f"{original} (resent to {count} failed)",
-            actor=actor,
-            origin=original,
-            origin_kind=Origin.RESEND,
-        )
-        distribution_audit_record(
-            distribution=original,
-            action=Action.RESENT,
-            actor=actor,
-            detail=f"Resent to {count} failed recipients as distribution {resend.pk}.",
-        )
-    return resend
+    return _derive(
+        original=original,
+        origin_kind=Origin.RESEND,
+        send_at=send_at,
+        name=f"{original} (resent to {count} failed)",
+        actor=actor,
+        action=Action.RESENT,
+        detail=lambda pk: f"Resent to {count} failed recipients as distribution {pk}.",
+    )
 
 
 def test_address_clean(*, channel: str, address: str, brand) -> str:

@@ -49,11 +49,6 @@ def test_participants(distribution):
     return Participant.objects.filter(project_id=distribution.project_id).select_related("person")
 
 
-def test_form_initial(request, distribution) -> dict:
-    """An email test goes to the user's own address; an SMS test to a phone they enter."""
-    return {"address": request.user.email} if distribution.is_email else {}
-
-
 class CopyView(DistributionPageMixin, View):
     """Copy a distribution to this or another project of the brand, scheduled."""
 
