@@ -512,3 +512,110 @@ def test_archive_hides_but_keeps_history_and_ledger(tenancy, people, send, api_a
     assert actions == ["unarchived", "archived"]
     with pytest.raises(ValidationError):
         distribution_archive(distribution=scheduled)
+
+
+# --- pages ----------------------------------------------------------------------------------
+def page_url(name, *args) -> str:
+    return reverse(f"distributions:{name}", args=args)
+
+
+def test_distribution_page_offers_what_each_state_allows(tenancy, people, page_client_for):
+    admin = page_client_for(tenancy.project_admin_a)
+    scheduled = distribution_create(project=tenancy.project_a, message="Hi", send_at=later())
+    content = admin.get(page_url("detail", scheduled.pk)).content.decode()
+    assert "Copy distribution" in content and "Delete distribution" in content
+    assert "Try again" not in content and "Archive" not in content
+    assert 'id="test-form"' in content
+
+    failed = DistributionFactory(
+        project=tenancy.project_a, status=Status.FAILED, status_reason="Provider refused"
+    )
+    content = admin.get(page_url("detail", failed.pk)).content.decode()
+    assert 'id="retry-advice"' in content and "Check the provider settings" in content
+
+    sent = DistributionFactory(project=tenancy.project_a, status=Status.SENT)
+    MessageFactory(distribution=sent, participant=people["ada"], status=MStatus.BOUNCED)
+    content = admin.get(page_url("detail", sent.pk)).content.decode()
+    assert "Resend to 1 failed recipient" in content and ">Archive<" in content
+
+    viewer = page_client_for(tenancy.viewer_a)
+    content = viewer.get(page_url("detail", sent.pk)).content.decode()
+    assert "Copy distribution" not in content and 'id="test-form"' not in content
+    assert viewer.post(page_url("resend", sent.pk)).status_code == 403
+
+
+def test_copy_page_offers_only_the_brands_projects(tenancy, people, page_client_for):
+    admin = page_client_for(tenancy.project_admin_a)
+    original = distribution_create(project=tenancy.project_a, message="Hi", send_at=later())
+    day = (timezone.localtime(later(), tenancy.brand_a.zone)).date()
+    answer = admin.post(
+        page_url("copy", original.pk),
+        {"project": tenancy.project_b.pk, "send_date": day, "send_time": "10:00"},
+    )
+    assert answer.status_code == 400
+    assert "Select a valid choice" in answer.content.decode()
+    answer = admin.post(
+        page_url("copy", original.pk),
+        {"project": tenancy.project_a.pk, "send_date": day, "send_time": "10:00", "name": "C"},
+    )
+    copy = Distribution.objects.get(name="C")
+    assert answer.status_code == 302 and answer["Location"] == page_url("detail", copy.pk)
+    other_brand = DistributionFactory(project=tenancy.project_b)
+    assert admin.get(page_url("copy", other_brand.pk)).status_code == 404
+
+
+def test_delete_and_archive_pages(tenancy, people, page_client_for, send):
+    admin = page_client_for(tenancy.project_admin_a)
+    scheduled = distribution_create(project=tenancy.project_a, message="Hi", send_at=later())
+    answer = admin.post(page_url("delete", scheduled.pk))
+    assert answer["Location"] == page_url("project_sms", tenancy.project_a.pk)
+    assert not Distribution.objects.filter(pk=scheduled.pk).exists()
+    assert DistributionAudit.objects.get(distribution_ref=scheduled.pk).action == "deleted"
+
+    sent = send(distribution_create, project=tenancy.project_a, message="Hi", name="Done")
+    admin.post(page_url("archive", sent.pk))
+    sent.refresh_from_db()
+    assert sent.archived_at is not None
+    tab = admin.get(page_url("project_sms", tenancy.project_a.pk)).content.decode()
+    assert "Done" not in tab
+    detail = admin.get(page_url("detail", sent.pk)).content.decode()
+    assert 'id="archived-note"' in detail and "Restore from the archive" in detail
+    assert admin.get(page_url("history_csv", sent.pk)).status_code == 200
+    admin.post(page_url("archive", sent.pk), {"restore": "1"})
+    sent.refresh_from_db()
+    assert sent.archived_at is None
+
+
+def test_test_message_page_names_a_bad_phone(tenancy, people, page_client_for):
+    admin = page_client_for(tenancy.project_admin_a)
+    original = distribution_create(project=tenancy.project_a, message="Hi", send_at=later())
+    answer = admin.post(
+        page_url("test", original.pk),
+        {"address": "12", "participant": people["ada"].pk},
+        follow=True,
+    )
+    assert "is not a" in answer.content.decode()
+    assert not Distribution.objects.filter(origin=original).exists()
+
+
+def test_library_pages_roles_and_scoping(tenancy, page_client_for):
+    theirs = LibraryMessage.objects.create(brand=tenancy.brand_b, name="Theirs", message="x")
+    viewer = page_client_for(tenancy.viewer_a)
+    content = viewer.get(page_url("library")).content.decode()
+    assert "never changes what was scheduled or sent" in content
+    assert 'id="library-form"' not in content
+    assert viewer.post(page_url("library"), {"name": "N"}).status_code == 403
+    admin = page_client_for(tenancy.project_admin_a)
+    assert admin.get(page_url("library_edit", theirs.pk)).status_code == 404
+    answer = admin.post(
+        page_url("library"),
+        {"name": "Mine", "channel": "sms", "type": "invite", "message": "Hi", "subject": "S"},
+    )
+    assert answer.status_code == 400 and "Only emails have a subject" in answer.content.decode()
+    answer = admin.post(
+        page_url("library"), {"name": "Mine", "channel": "sms", "type": "invite", "message": "Hi"}
+    )
+    assert answer.status_code == 302
+    mine = LibraryMessage.objects.get(name="Mine")
+    form = admin.get(page_url("create", tenancy.project_a.pk)).content.decode()
+    assert f'value="{mine.pk}"' in form and "Theirs" not in form
