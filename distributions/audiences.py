@@ -27,6 +27,28 @@ def reminder_audience(distribution: Distribution, queryset):
     return queryset.exclude(pk__in=respondent_participant_ids(distribution.project_id))
 
 
+# The recipients a resend goes to: those the original did not reach for good.
+RESEND_STATUSES = (Message.Status.FAILED, Message.Status.BOUNCED, Message.Status.BLOCKED)
+
+
+def origin_audience(distribution: Distribution, queryset):
+    """A resend: only the original's Failed, Bounced or Blocked recipients. A try-again:
+    everyone the original selects except whom it already reached (no duplicate sends)."""
+    kind = distribution.origin_kind
+    if kind == Distribution.Origin.RESEND:
+        statuses = RESEND_STATUSES
+    elif kind == Distribution.Origin.RETRY:
+        statuses = Message.HANDED_OVER
+    else:
+        return queryset
+    rows = Message.objects.filter(
+        distribution_id=distribution.origin_id, participant_id=OuterRef("pk"), status__in=statuses
+    )
+    if kind == Distribution.Origin.RESEND:
+        return queryset.filter(Exists(rows))
+    return queryset.exclude(Exists(rows))
+
+
 def recipients_queryset(distribution: Distribution, participant_ids: list[int] | None = None):
     """The participants a distribution selects: its conditions, and for reminders its audience."""
     queryset = Participant.objects.filter(project_id=distribution.project_id).filter(
@@ -39,4 +61,6 @@ def recipients_queryset(distribution: Distribution, participant_ids: list[int] |
         queryset = queryset.filter(pk__in=participant_ids)
     if distribution.kind == Distribution.Kind.REMINDER:
         queryset = reminder_audience(distribution, queryset)
+    if distribution.origin_id:
+        queryset = origin_audience(distribution, queryset)
     return queryset

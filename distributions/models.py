@@ -79,6 +79,12 @@ class Distribution(models.Model):
         INTERRUPTED = "interrupted", "Interrupted"
         CANCELLED = "cancelled", "Cancelled"
 
+    class Origin(models.TextChoices):
+        COPY = "copy", "Copy"
+        RETRY = "retry", "Try again"
+        RESEND = "resend", "Resend to failed recipients"
+        TEST = "test", "Test message"
+
     FINISHED = (Status.SENT, Status.FAILED, Status.INTERRUPTED, Status.CANCELLED)
     brand_path = "project__brand"
 
@@ -140,6 +146,29 @@ class Distribution(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Made from another distribution (docs/distributions.md, "Copy, try again, resend"): the
+    # original, and how. A resend's audience is the original's Failed, Bounced and Blocked
+    # recipients; a try-again's leaves out whom the original reached; a test is one message
+    # to the tester, never listed or counted with the original (see ``audiences``).
+    origin = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="derived",
+        help_text="The distribution this one was copied, tried again or resent from.",
+    )
+    origin_kind = models.CharField(max_length=10, choices=Origin.choices, blank=True)
+    library_message = models.ForeignKey(
+        "LibraryMessage",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The library message its text was copied from (editing it later changes "
+        "nothing here).",
+    )
+    archived_at = models.DateTimeField(null=True, blank=True)
 
     objects = BrandScopedManager()
 
@@ -170,6 +199,89 @@ class Distribution(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in self.FINISHED
+
+    @property
+    def is_test(self) -> bool:
+        return self.origin_kind == self.Origin.TEST
+
+    @property
+    def is_archived(self) -> bool:
+        return self.archived_at is not None
+
+
+class LibraryMessage(models.Model):
+    """A brand's saved message (the message library): picked when scheduling, its text is
+    copied into the distribution, so that editing it never changes what was sent."""
+
+    class Type(models.TextChoices):
+        INVITE = "invite", "Invite"
+        REMINDER = "reminder", "Reminder"
+        THANK_YOU = "thank_you", "Thank you"
+        OPT_OUT_CONFIRMATION = "opt_out_confirmation", "Opt-out confirmation"
+        CONSENT_REQUEST = "consent_request", "Consent request"
+
+    brand_path = "brand"
+
+    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="library_messages")
+    name = models.CharField(max_length=200)
+    channel = models.CharField(
+        max_length=10, choices=Distribution.Channel.choices, default=Distribution.Channel.SMS
+    )
+    type = models.CharField(max_length=30, choices=Type.choices, default=Type.INVITE)
+    message = models.TextField(help_text="SMS: the text. Email: the HTML body.")
+    subject = models.CharField(max_length=300, blank=True, help_text="Email only.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = BrandScopedManager()
+
+    class Meta:
+        ordering = ["name", "pk"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class DistributionAudit(models.Model):
+    """The audit trail of distributions: who copied, tried again, resent, tested, deleted,
+    archived or restored one, and when. Kept when the distribution is deleted (its id and name
+    are stored, not only referenced)."""
+
+    class Action(models.TextChoices):
+        COPIED = "copied", "Copied"
+        RETRIED = "retried", "Tried again"
+        RESENT = "resent", "Resent to failed recipients"
+        TEST_SENT = "test_sent", "Test message sent"
+        DELETED = "deleted", "Deleted"
+        ARCHIVED = "archived", "Archived"
+        UNARCHIVED = "unarchived", "Restored from the archive"
+
+    brand_path = "brand"
+
+    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="+")
+    distribution = models.ForeignKey(
+        Distribution, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit"
+    )
+    distribution_ref = models.PositiveBigIntegerField(help_text="Its id, kept after a delete.")
+    distribution_name = models.CharField(max_length=200)
+    action = models.CharField(max_length=20, choices=Action.choices)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    detail = models.CharField(max_length=300, blank=True)
+    at = models.DateTimeField(auto_now_add=True)
+
+    objects = BrandScopedManager()
+
+    class Meta:
+        ordering = ["-at", "-pk"]
+        indexes = [models.Index(fields=["brand", "at"])]
+
+    def __str__(self) -> str:
+        return f"{self.distribution_name}: {self.action}"
 
 
 class DistributionSeries(models.Model):

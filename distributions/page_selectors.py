@@ -52,9 +52,11 @@ def with_counts(queryset: QuerySet) -> QuerySet:
 
 
 def project_distributions(*, project: Project, channel: str) -> QuerySet:
-    """A project's distributions on one channel (its Text messages or Emails tab)."""
+    """A project's distributions on one channel (its Text messages or Emails tab), without
+    test messages and archived ones (the brand's list shows those on request)."""
     return with_counts(
-        Distribution.objects.filter(project=project, channel=channel)
+        Distribution.objects.filter(project=project, channel=channel, archived_at__isnull=True)
+        .exclude(origin_kind=Distribution.Origin.TEST)
         .select_related("parent", "created_by")
         .order_by("-send_at", "-pk")
     )

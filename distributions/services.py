@@ -32,7 +32,8 @@ from distributions.finishing import (
     distribution_finish_if_done,
     open_messages_close,
 )
-from distributions.models import Distribution, Message, MessageEvent
+from distributions.library import library_message_fill
+from distributions.models import Distribution, LibraryMessage, Message, MessageEvent
 from distributions.providers.base import StatusUpdate
 from distributions.providers.registry import provider_classes
 from distributions.selectors import missed_while_paused
@@ -91,8 +92,12 @@ def distribution_create(
     reply_to: str = "",
     trigger: str = "",
     accept_partial: bool = True,
+    library_message: LibraryMessage | None = None,
 ) -> Distribution:
     """Schedule a distribution (``send_at`` None or past: now). Queued after commit when due.
+
+    ``library_message``: a message of the brand's library whose text (and subject) is copied
+    where ``message`` (``subject``) is empty; later edits of it change nothing here.
 
     ``accept_partial=False`` (the API's default): an SMS distribution whose estimated cost
     (``charging.credits_estimate``, as the schedule page shows it) exceeds the brand's
@@ -105,6 +110,9 @@ def distribution_create(
     emails only) sends to each recipient when they complete the survey, from now until the
     distribution is cancelled.
     """
+    message, subject = library_message_fill(
+        library_message=library_message, channel=channel, message=message, subject=subject
+    )
     spec = DistributionSpec(
         channel=channel,
         kind=kind,
@@ -126,6 +134,7 @@ def distribution_create(
         name=name,
         actor=actor,
         accept_partial=accept_partial,
+        library_message=library_message,
     )
 
 
@@ -137,10 +146,15 @@ def distribution_create_from_spec(
     name: str = "",
     actor=None,
     accept_partial: bool = True,
+    origin: Distribution | None = None,
+    origin_kind: str = "",
+    library_message=None,
 ) -> Distribution:
     """Schedule the distribution ``spec`` describes, after every rule of ``spec_errors`` (the
-    one path of create, recurring runs and resends). Queued after commit when due.
-    ``accept_partial``: as ``distribution_create``'s."""
+    one path of create, recurring runs, copies, tries again and resends). Queued after commit
+    when due. ``accept_partial``: as ``distribution_create``'s. ``origin``/``origin_kind``: the
+    distribution it was made from and how (``distributions.copies``); ``library_message``: the
+    library message its text was copied from."""
     now = timezone.now()
     send_at = send_at or now
     spec = spec_clean(spec, brand=project.brand)
@@ -166,6 +180,9 @@ def distribution_create_from_spec(
         send_at=send_at,
         trigger=spec.trigger,
         created_by=actor if getattr(actor, "pk", None) else None,
+        origin=origin,
+        origin_kind=origin_kind,
+        library_message=library_message,
         **spec.stored_fields(),
     )
     if send_at <= now:

@@ -5,8 +5,9 @@ A ``DistributionSpec`` holds the channel, kind, parent invite, message, email fi
 text body, From name and address, Reply-To), sender, conditions and completion trigger.
 ``spec_clean`` normalises it (line breaks, the email defaults of the brand and the platform,
 conditions); ``spec_errors`` lists every broken rule by field. Create, edit, a recurring series
-and its runs, the resend of distributions missed while a project was paused (and later a copy)
-all go through these two, so a rule added here holds on every path; a spec taken from a stored
+and its runs, the resend of distributions missed while a project was paused, a copy, a try
+again, a resend to failed recipients and a test message (``distributions.copies``) all go
+through these two, so a rule added here holds on every path; a spec taken from a stored
 distribution or series (``DistributionSpec.of``) carries every field, the email ones included.
 """
 

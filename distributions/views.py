@@ -32,8 +32,10 @@ from credits.segments import segment_info
 from credits.selectors import credits_available
 from distributions import page_selectors
 from distributions.api import history_csv_response
+from distributions.audit import distribution_audit_list
 from distributions.charging import credits_estimate
 from distributions.conditions import CRITERION_LABELS, OPERATOR_LABELS, conditions_describe
+from distributions.copies import resend_recipient_count, retry_advice
 from distributions.email_services import (
     email_account_for,
     email_recipient_estimate,
@@ -41,6 +43,7 @@ from distributions.email_services import (
     platform_from_address,
     weekly_limit_error,
 )
+from distributions.everyday_forms import DistributionFilterForm
 from distributions.forms import (
     ONCE_PER_SET_HELP,
     BulkEditForm,
@@ -52,8 +55,15 @@ from distributions.forms import (
     condition_rows_from_post,
     condition_rows_validate,
 )
-from distributions.models import Distribution, Message
-from distributions.selectors import distribution_list, distribution_metrics, related_distributions
+from distributions.library import library_list
+from distributions.models import Distribution, LibraryMessage, Message
+from distributions.selectors import (
+    DistributionFilters,
+    distribution_list,
+    distribution_metrics,
+    related_distributions,
+    test_messages,
+)
 from distributions.sending import provider_account_for
 from distributions.services import (
     distribution_cancel,
@@ -61,9 +71,13 @@ from distributions.services import (
     distribution_update,
     distributions_bulk_update,
 )
+from participants.models import Participant
 from projects.models import Project
 
 PAGE_SIZE = 25
+TEST_MESSAGES_SHOWN = 10
+TEST_PARTICIPANTS_SHOWN = 200  # whose fields a test may use: the first ones, in the picker
+AUDIT_SHOWN = 20
 HISTORY_PAGE_SIZE = 50
 OUTBOX_THREADS_PER_PAGE = 10
 # A Scheduled distribution due this soon (or overdue: waiting for a worker) is polled too, so
@@ -364,6 +378,8 @@ class ScheduleFormMixin(DistributionPageMixin):
                 "sample_link": page_selectors.sample_link(),
                 "sample_opt_out_link": page_selectors.sample_opt_out_link(),
                 "inactive": project.stage != Project.Stage.ACTIVE,
+                "library": library_list(brand=self.brand, channel=channel),
+                "library_pick": data.get("library_message") or "",
             },
             status=status,
         )
@@ -509,6 +525,13 @@ def email_summary_context(
 
 
 class ScheduleView(ScheduleFormMixin, View):
+    def library_message(self, value) -> LibraryMessage | None:
+        """The library message picked in the form (its text is in the form already; the
+        distribution records where it came from)."""
+        if not value or not str(value).isdigit():
+            return None
+        return self.get_scoped(LibraryMessage, pk=value)
+
     """Schedule a text message (invite or project-wide reminder), or a reminder of an invite
     (``?parent=<invite id>``: no recipient selection then)."""
 
@@ -547,6 +570,7 @@ class ScheduleView(ScheduleFormMixin, View):
                     conditions=conditions,
                     send_at=data["send_at"],
                     parent=parent,
+                    library_message=self.library_message(request.POST.get("library_message")),
                     **form.service_fields(),
                     **extra,
                 )
@@ -756,9 +780,30 @@ def render_detail(view, request, distribution, download_form, *, status=200):
             ],
             "download_form": download_form,
             "can_download": distribution.status != Status.SCHEDULED,
+            **everyday_context(request, distribution),
         },
         status=status,
     )
+
+
+def everyday_context(request, distribution: Distribution) -> dict:
+    """The distribution page's copy, try again, resend, test, delete and archive parts."""
+    participants = Participant.objects.filter(project_id=distribution.project_id)
+    return {
+        "retry_advice": retry_advice(distribution) if distribution.status == Status.FAILED else "",
+        "resend_count": resend_recipient_count(original=distribution)
+        if distribution.status == Status.SENT
+        else 0,
+        "test_messages": test_messages(distribution=distribution)[:TEST_MESSAGES_SHOWN],
+        "test_participants": participants.select_related("person").order_by("pk")[
+            :TEST_PARTICIPANTS_SHOWN
+        ],
+        "test_address": request.user.email if distribution.is_email else "",
+        "audit": distribution_audit_list(
+            brand=distribution.project.brand, distribution_id=distribution.pk
+        )[:AUDIT_SHOWN],
+        "derivable": distribution.kind != Kind.TRANSACTIONAL and not distribution.is_test,
+    }
 
 
 class LiveView(DistributionPageMixin, View):
@@ -854,14 +899,17 @@ class HistoryCsvView(DistributionPageMixin, View):
 
 # --- brand-wide pages ------------------------------------------------------------------------
 class BrandDistributionsView(DistributionPageMixin, View):
+    """Every distribution of the brand: search, filters and sorting kept in the URL (so a
+    filtered list can be bookmarked or shared), paginated."""
+
     def get(self, request):
-        status = request.GET.get("status") or ""
-        status = status if status in Status.values else ""
-        channel = request.GET.get("channel") or ""
-        channel = channel if channel in Distribution.Channel.values else ""
-        queryset = page_selectors.with_counts(
-            distribution_list(brand=self.brand, channel=channel or None, status=status or None)
-        ).order_by("-send_at", "-pk")
+        form = DistributionFilterForm(
+            request.GET or None,
+            projects=self.scoped(Project.objects.all()).order_by("name"),
+            creators=brand_creators(self.brand),
+        )
+        filters = form.filters() if form.is_bound else DistributionFilters()
+        queryset = page_selectors.with_counts(distribution_list(brand=self.brand, filters=filters))
         page = Paginator(queryset, PAGE_SIZE).get_page(request.GET.get("page"))
         return render(
             request,
@@ -869,12 +917,19 @@ class BrandDistributionsView(DistributionPageMixin, View):
             {
                 **self.base_context(),
                 "page": page,
-                "status": status,
-                "channel": channel,
-                "statuses": Status.choices,
-                "channels": Distribution.Channel.choices,
+                "form": form,
+                "filtered": filters.active,
+                "archived": filters.archived,
             },
         )
+
+
+def brand_creators(brand) -> list[tuple[int, str]]:
+    """The brand's members, for the "Created by" filter."""
+    return [
+        (membership.user_id, membership.user.get_full_name() or membership.user.get_username())
+        for membership in brand.memberships.select_related("user").order_by("user__username")
+    ]
 
 
 class OutboxView(DistributionPageMixin, View):
