@@ -80,10 +80,10 @@ def smtp_env(server, **extra) -> dict:
     }
 
 
-def test_2000_emails_arrive_once_each_with_values_headers_and_dkim(start_worker, tenancy):
+def test_1000_emails_arrive_once_each_with_values_headers_and_dkim(start_worker, tenancy):
     project = tenancy.project_a
     tenancy.participant_a.delete()
-    addresses = populate(project, 2000)
+    addresses = populate(project, 1000)
     record = dkim_domain(tenancy.brand_a)
     with SmtpServer() as server:
         start_worker(concurrency=2, extra_env=smtp_env(server))
