@@ -271,6 +271,8 @@ class Message(models.Model):
     NOT_SENDABLE = (Status.DUPLICATED, Status.SKIPPED, Status.SKIPPED_OPTOUT)
     FAILED_STATUSES = (Status.FAILED, Status.BLOCKED)
     OPEN_STATUSES = (Status.PENDING, Status.SENDING)
+    # The reason of a row the balance could not pay for (``sending``); stalls read it back.
+    REASON_NO_CREDITS = "Not sent: not enough credits."
 
     brand_path = "distribution__project__brand"
 

@@ -61,6 +61,7 @@ from distributions.services import (
     distribution_update,
     distributions_bulk_update,
 )
+from distributions.stalls import distribution_stalls
 from projects.models import Project
 
 PAGE_SIZE = 25
@@ -235,6 +236,7 @@ def render_project_sms(
 ):
     distributions = page_selectors.project_distributions(project=project, channel=channel)
     page = Paginator(distributions, PAGE_SIZE).get_page(request.GET.get("page"))
+    page.object_list = page_selectors.with_stalls(page.object_list)
     # Bulk edit changes an SMS text; emails are edited one by one.
     bulk = channel == Channel.SMS
     return render(
@@ -709,6 +711,7 @@ class PreviewCountView(DistributionPageMixin, View):
 # --- the distribution page -------------------------------------------------------------------
 def live_context(distribution: Distribution) -> dict:
     metrics = distribution_metrics(distribution=distribution)
+    distribution.stall = distribution_stalls(distributions=[distribution]).get(distribution.pk)
     return {
         "distribution": distribution,
         "metrics": metrics,
@@ -863,6 +866,7 @@ class BrandDistributionsView(DistributionPageMixin, View):
             distribution_list(brand=self.brand, channel=channel or None, status=status or None)
         ).order_by("-send_at", "-pk")
         page = Paginator(queryset, PAGE_SIZE).get_page(request.GET.get("page"))
+        page.object_list = page_selectors.with_stalls(page.object_list)
         return render(
             request,
             "distributions/list.html",
