@@ -42,6 +42,13 @@ ACCEPT_PARTIAL_HELP = (
 )
 
 
+REMINDER_AUDIENCE_HELP = (
+    "Reminders only: empty (the default) reminds everyone who has not responded; 'started' "
+    "only those who started the survey (answers saved to finish later, or kept partial) and "
+    "did not finish it."
+)
+
+
 class ConditionSerializer(StrictSerializer):
     criterion = serializers.ChoiceField(choices=CRITERIA)
     operator = serializers.ChoiceField(choices=OPERATORS, default="is")
@@ -86,6 +93,12 @@ class DistributionSerializer(StrictSerializer):
         help_text="Email thank-you only: 'completion' sends to each recipient as they complete "
         "the survey, until cancelled.",
     )
+    audience = serializers.ChoiceField(
+        choices=[("", "not responded"), ("started", "started but not finished")],
+        required=False,
+        allow_blank=True,
+        help_text=REMINDER_AUDIENCE_HELP,
+    )
     conditions = ConditionSerializer(many=True, required=False)
     send_at = serializers.DateTimeField(
         required=False, allow_null=True, help_text="Omit or null to send now."
@@ -115,6 +128,7 @@ class DistributionSerializer(StrictSerializer):
             "from_address": instance.from_address,
             "reply_to": instance.reply_to,
             "trigger": instance.trigger,
+            "audience": instance.audience,
             "conditions": instance.conditions,
             "send_at": serializers.DateTimeField().to_representation(instance.send_at),
             "status": instance.status,

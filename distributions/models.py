@@ -127,6 +127,17 @@ class Distribution(models.Model):
         default="",
         help_text="A thank-you sent to each recipient who completes the survey, while active.",
     )
+    audience = models.CharField(
+        max_length=20,
+        choices=[
+            ("", "Who have not responded"),
+            ("started", "Who started but did not finish"),
+        ],
+        blank=True,
+        default="",
+        help_text="For a reminder: everyone who has not responded, or only those who started "
+        "the survey (saved or partial answers) and did not finish it.",
+    )
     conditions = models.JSONField(default=list, blank=True)
     send_at = models.DateTimeField(db_index=True)
     status = models.CharField(
@@ -158,6 +169,7 @@ class Distribution(models.Model):
         return self.name or f"{self.get_kind_display()} {self.pk}"
 
     TRIGGER_COMPLETION = "completion"
+    AUDIENCE_STARTED = "started"  # a reminder to who started the survey and did not finish
 
     @property
     def is_editable(self) -> bool:

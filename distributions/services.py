@@ -90,6 +90,7 @@ def distribution_create(
     from_address: str = "",
     reply_to: str = "",
     trigger: str = "",
+    audience: str = "",
     accept_partial: bool = True,
 ) -> Distribution:
     """Schedule a distribution (``send_at`` None or past: now). Queued after commit when due.
@@ -103,7 +104,8 @@ def distribution_create(
     optional ``text_body`` (else generated), a From name and address (defaults: the brand's
     email settings, else the platform's) and a Reply-To. ``trigger="completion"`` (thank-you
     emails only) sends to each recipient when they complete the survey, from now until the
-    distribution is cancelled.
+    distribution is cancelled. ``audience="started"`` (reminders only) targets the participants
+    who started the survey and did not finish it, instead of every non-respondent.
     """
     spec = DistributionSpec(
         channel=channel,
@@ -113,6 +115,7 @@ def distribution_create(
         parent=parent,
         conditions=conditions,
         trigger=trigger,
+        audience=audience,
         subject=subject,
         text_body=text_body,
         from_name=from_name,
@@ -165,6 +168,7 @@ def distribution_create_from_spec(
         name=(name or "").strip()[:200],
         send_at=send_at,
         trigger=spec.trigger,
+        audience=spec.audience,
         created_by=actor if getattr(actor, "pk", None) else None,
         **spec.stored_fields(),
     )

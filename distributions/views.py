@@ -146,10 +146,15 @@ def audience_label(distribution: Distribution) -> str:
         who = "Each participant who completes the survey"
         return who if not distribution.conditions else f"{who}, where {described}"
     if distribution.kind == Kind.REMINDER:
+        not_finished = (
+            "who started the survey and did not finish it"
+            if distribution.audience == Distribution.AUDIENCE_STARTED
+            else "who have not responded"
+        )
         who = (
-            f"Recipients of “{distribution.parent}” who have not responded"
+            f"Recipients of “{distribution.parent}” {not_finished}"
             if distribution.parent_id
-            else "Participants who have not responded"
+            else f"Participants {not_finished}"
         )
         return who if not distribution.conditions else f"{who}, where {described}"
     return described
@@ -540,6 +545,8 @@ class ScheduleView(ScheduleFormMixin, View):
         if not form.errors and conditions is not None:
             data = form.cleaned_data
             extra = {"trigger": data["trigger"]} if self.channel == Channel.EMAIL else {}
+            if data.get("started_only") and data["kind"] == Kind.REMINDER:
+                extra["audience"] = Distribution.AUDIENCE_STARTED
             try:
                 distribution = distribution_create(
                     project=project,
