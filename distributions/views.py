@@ -525,6 +525,8 @@ class ScheduleView(ScheduleFormMixin, View):
         kind = request.GET.get("kind")
         kind = kind if kind in channel_kinds(self.channel) else Kind.INVITE
         initial = {"kind": Kind.REMINDER if parent else kind, "audience": "all", "when": "now"}
+        if request.GET.get("audience") == Distribution.AUDIENCE_STARTED:
+            initial["started_only"] = True  # the Responses tab's "who started" button
         if self.channel == Channel.EMAIL:
             initial.update(email_initial(brand=self.brand))
         form = form_class_for(self.channel)(

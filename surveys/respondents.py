@@ -45,11 +45,19 @@ def is_respondent_subquery(*, project_ref, participant_ref) -> Exists:
 
 
 def respondent_counts(*, project: Project) -> dict:
-    """Participants, how many responded (complete), and how many have not."""
+    """Participants, how many responded (complete), how many have not, and how many of those
+    started (saved or partial answers)."""
     participants = project.participants.count()
     respondents = respondent_participant_ids(project.pk).distinct().count()
+    started = (
+        started_participant_ids(project.pk)
+        .exclude(participant_id__in=respondent_participant_ids(project.pk))
+        .distinct()
+        .count()
+    )
     return {
         "participants": participants,
         "respondents": respondents,
         "non_respondents": max(0, participants - respondents),
+        "started_not_finished": started,
     }

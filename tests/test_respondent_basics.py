@@ -375,8 +375,18 @@ def test_the_api_schedules_a_started_reminder_and_refuses_it_on_an_invite(
 def test_the_schedule_page_offers_started_only_for_reminders(tenancy, people, page_client_for):
     project = tenancy.project_a
     admin = page_client_for(tenancy.admin_a)
+    summary = text(admin.get(reverse("projects:responses", args=[project.pk])))
+    assert 'data-metric="started_not_finished">1<' in summary
+    assert "Remind the 1 who started but did not finish" in summary
     form = text(admin.get(reverse("distributions:create", args=[project.pk]) + "?kind=reminder"))
     assert "Only participants who started the survey and did not finish it" in form
+    assert 'name="started_only" id="id_started_only" checked' not in form
+    form = text(
+        admin.get(
+            reverse("distributions:create", args=[project.pk]) + "?kind=reminder&audience=started"
+        )
+    )
+    assert 'name="started_only" id="id_started_only" checked' in form
     created = admin.post(
         reverse("distributions:create", args=[project.pk]),
         {
