@@ -172,6 +172,23 @@ def test_without_the_option_the_anonymous_link_takes_any_number_of_answers(tenan
     assert Response.objects.filter(project=project).count() == 2
 
 
+def test_the_api_creates_and_edits_a_project_with_one_answer_per_person(tenancy, api_a):
+    created = api_a.post(
+        reverse("api:project-list"),
+        {"name": "Kiosk", "anonymous_one_answer": True, "closed_message": " See you in May. "},
+        format="json",
+    )
+    assert created.status_code == 201, created.json()
+    project = Project.objects.get(pk=created.json()["id"])
+    assert project.anonymous_one_answer and project.closed_message == "See you in May."
+    changed = api_a.patch(
+        reverse("api:project-detail", args=[project.pk]),
+        {"anonymous_one_answer": False},
+        format="json",
+    )
+    assert changed.status_code == 200 and changed.json()["anonymous_one_answer"] is False
+
+
 def test_the_links_page_switches_one_answer_per_person_and_explains_its_limits(
     tenancy, page_client_for
 ):
