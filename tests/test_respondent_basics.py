@@ -17,27 +17,15 @@ from distributions.models import Distribution
 from projects.models import Project, Response, ResponseReset, SurveyLink
 from projects.services import project_change_stage
 from surveys.respondents import respondent_participant_ids
-from surveys.services import question_create, response_reset
+from surveys.services import response_reset
+from tests import test_survey_links
 from tests.factories.distributions import DistributionFactory
 from tests.factories.participants import ParticipantFactory, PersonFactory
 from tests.factories.projects import ResponseFactory, SurveyLinkFactory
 
+survey = test_survey_links.survey  # the fixture: the same four questions
+
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def survey(tenancy):
-    project = tenancy.project_a
-    return {
-        "rating": question_create(project=project, kind="rating", text="Score?", required=True),
-        "single": question_create(
-            project=project, kind="single", text="Team?", choices=["Red", "Blue"]
-        ),
-        "multiple": question_create(
-            project=project, kind="multiple", text="Perks?", choices=["Gym", "Food", "Bus"]
-        ),
-        "text": question_create(project=project, kind="text", text="Anything else?"),
-    }
 
 
 def link_for(tenancy) -> SurveyLink:

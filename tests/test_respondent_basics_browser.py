@@ -10,29 +10,14 @@ import pytest
 from brands.roles import Role
 from distributions.models import Distribution
 from projects.models import Response, ResponseReset, SurveyLink
-from surveys.services import question_create
+from tests import test_survey_links
 from tests.browser import browser_user, login, screenshot
 from tests.factories.projects import SurveyLinkFactory
 
+survey = test_survey_links.survey  # the fixture: the same four questions
+
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 PHONE = {"width": 390, "height": 844}
-
-
-@pytest.fixture
-def survey(tenancy):
-    project = tenancy.project_a
-    return project, {
-        "score": question_create(
-            project=project,
-            kind="rating",
-            text="How likely are you to recommend us?",
-            required=True,
-        ),
-        "team": question_create(
-            project=project, kind="single", text="Your team", choices=["Sales", "Support"]
-        ),
-        "why": question_create(project=project, kind="text", text="Why?"),
-    }
 
 
 def personal_link(tenancy) -> SurveyLink:
@@ -55,15 +40,15 @@ def phone_page(browser):
 def test_a_saved_survey_resumes_in_a_later_visit(tenancy, survey, browser, live_server):
     from playwright.sync_api import expect
 
-    project, questions = survey
+    questions = survey
     link = personal_link(tenancy)
     url = f"{live_server.url}/s/{link.token}"
 
     context, phone = phone_page(browser)
     phone.goto(url)
     expect(phone.locator("#save-later-hint")).to_contain_text("open the same link again")
-    phone.get_by_label("Support").check()
-    phone.get_by_label("Why?").fill("Still thinking")
+    phone.get_by_label("Blue").check()
+    phone.get_by_label("Anything else?").fill("Still thinking")
     phone.get_by_role("button", name="Save and finish later").click()  # the rating may wait
     expect(phone.locator("h1")).to_have_text("Your answers are saved")
     screenshot(phone, "survey-saved")
@@ -74,9 +59,9 @@ def test_a_saved_survey_resumes_in_a_later_visit(tenancy, survey, browser, live_
     context, phone = phone_page(browser)
     phone.goto(url)
     expect(phone.locator(".notice")).to_contain_text("the answers you saved are filled in")
-    expect(phone.get_by_label("Support")).to_be_checked()
-    expect(phone.get_by_label("Why?")).to_have_value("Still thinking")
-    phone.locator(f"label[for={questions['score'].field_name}-8]").click()
+    expect(phone.get_by_label("Blue")).to_be_checked()
+    expect(phone.get_by_label("Anything else?")).to_have_value("Still thinking")
+    phone.locator(f"label[for={questions['rating'].field_name}-8]").click()
     phone.get_by_role("button", name="Submit").click()
     expect(phone.locator("h1")).to_have_text("Thank you")
     assert phone.js_errors == []
@@ -85,23 +70,23 @@ def test_a_saved_survey_resumes_in_a_later_visit(tenancy, survey, browser, live_
     response = Response.objects.get(link=link)
     assert response.status == Response.Status.COMPLETE
     assert response.answers == {
-        str(questions["score"].pk): 8,
-        str(questions["team"].pk): "Support",
-        str(questions["why"].pk): "Still thinking",
+        str(questions["rating"].pk): 8,
+        str(questions["single"].pk): "Blue",
+        str(questions["text"].pk): "Still thinking",
     }
 
 
 def test_the_anonymous_link_takes_one_answer_per_browser(tenancy, survey, browser, live_server):
     from playwright.sync_api import expect
 
-    project, questions = survey
+    project, questions = tenancy.project_a, survey
     project.anonymous_one_answer = True
     project.save()
     url = f"{live_server.url}/a/{project.public_token}"
 
     def answer(page, score: int) -> None:
         page.goto(url)
-        page.locator(f"label[for={questions['score'].field_name}-{score}]").click()
+        page.locator(f"label[for={questions['rating'].field_name}-{score}]").click()
         page.get_by_role("button", name="Submit").click()
         expect(page.locator("h1")).to_have_text("Thank you")
 
@@ -130,12 +115,12 @@ def test_an_admin_resets_a_response_and_the_person_retakes_it(
 ):
     from playwright.sync_api import expect
 
-    project, questions = survey
+    project, questions = tenancy.project_a, survey
     link = personal_link(tenancy)
     url = f"{live_server.url}/s/{link.token}"
     context, phone = phone_page(browser)
     phone.goto(url)
-    phone.locator(f"label[for={questions['score'].field_name}-3]").click()
+    phone.locator(f"label[for={questions['rating'].field_name}-3]").click()
     phone.get_by_role("button", name="Submit").click()
     expect(phone.locator("h1")).to_have_text("Thank you")
     first = Response.objects.get(link=link)
@@ -154,7 +139,7 @@ def test_an_admin_resets_a_response_and_the_person_retakes_it(
     assert (reset.actor, reset.link, reset.previous_status) == (admin, link, "complete")
 
     phone.goto(url)  # the same link opens the survey again
-    phone.locator(f"label[for={questions['score'].field_name}-9]").click()
+    phone.locator(f"label[for={questions['rating'].field_name}-9]").click()
     phone.get_by_role("button", name="Submit").click()
     expect(phone.locator("h1")).to_have_text("Thank you")
     assert phone.js_errors == []
@@ -162,5 +147,5 @@ def test_an_admin_resets_a_response_and_the_person_retakes_it(
 
     first.refresh_from_db()
     assert first.status == Response.Status.SUPERSEDED
-    assert first.answers == {str(questions["score"].pk): 3}
-    assert Response.objects.get(link=link).answers == {str(questions["score"].pk): 9}
+    assert first.answers == {str(questions["rating"].pk): 3}
+    assert Response.objects.get(link=link).answers == {str(questions["rating"].pk): 9}
