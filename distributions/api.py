@@ -33,6 +33,7 @@ from distributions.services import (
     distribution_update,
     distributions_bulk_update,
 )
+from distributions.stalls import distribution_stalls
 from projects.models import Project
 
 ACCEPT_PARTIAL_HELP = (
@@ -143,6 +144,17 @@ class DistributionSerializer(StrictSerializer):
         }
         if self.context.get("with_metrics"):
             data["metrics"] = distribution_metrics(distribution=instance)
+            stall = distribution_stalls(distributions=[instance]).get(instance.pk)
+            data["stalled"] = (
+                {
+                    "why": str(stall.why),
+                    "since": serializers.DateTimeField().to_representation(stall.since),
+                    "holding": [str(h) for h in stall.holding],
+                    "details": list(stall.details),
+                }
+                if stall
+                else None
+            )
             data["related"] = [
                 {
                     "id": d.pk,

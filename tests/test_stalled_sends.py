@@ -126,6 +126,18 @@ def test_what_is_not_stalled_and_what_is_stalled_for_being_too_long(tenancy):
     assert stalls[unserved.pk].holding == (Holding.NO_WORKER,)
 
 
+def test_the_api_detail_says_it_is_stalled(stuck, api_a):
+    body = api_a.get(reverse("api:distribution-detail", args=[stuck.pk])).json()
+    assert body["stalled"]["why"] == "no_handover"
+    assert body["stalled"]["holding"] == [
+        "insufficient_credits",
+        "provider_errors",
+        "sender_paused",
+        "waiting_rows",
+    ]
+    assert len(body["stalled"]["details"]) == 4
+
+
 def test_the_distribution_page_says_it_is_stalled_and_why(stuck, page_client_for, tenancy):
     client = page_client_for(tenancy.viewer_a)
     page = html.unescape(
