@@ -345,6 +345,7 @@ class DistributionViewSet(
                 conditions=data["conditions"],
                 kind=data["kind"],
                 parent=parent,
+                audience=data.get("audience", ""),
             )
         else:
             estimate = email_estimate(

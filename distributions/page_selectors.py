@@ -117,6 +117,7 @@ def audience_preview(
     kind: str,
     parent: Distribution | None,
     channel: str = Distribution.Channel.SMS,
+    audience: str = "",
 ) -> AudiencePreview:
     """How many participants a distribution with these settings would select now, and how
     many of them have an address on ``channel`` (a phone number, or an email address).
@@ -126,7 +127,12 @@ def audience_preview(
     """
     cleaned = conditions_clean(conditions)
     draft = Distribution(
-        project=project, kind=kind, parent=parent, conditions=cleaned, channel=channel
+        project=project,
+        kind=kind,
+        parent=parent,
+        conditions=cleaned,
+        channel=channel,
+        audience=audience,
     )
     queryset = recipients_queryset(draft)
     if kind == Distribution.Kind.REMINDER:

@@ -158,6 +158,7 @@ def distribution_create_from_spec(
             conditions=spec.conditions,
             kind=spec.kind,
             parent=spec.parent,
+            audience=spec.audience,
         )
         if estimate is not None and not estimate["covered"]:
             raise InsufficientCredits(estimate)

@@ -343,6 +343,7 @@ class ScheduleFormMixin(DistributionPageMixin):
                     kind=kind,
                     parent=parent,
                     audience=audience,
+                    reminder_audience=reminder_audience(data, kind),
                     rows=form.condition_rows,
                     message=message or "",
                     channel=channel,
@@ -405,6 +406,7 @@ def schedule_summary(
     channel=Channel.SMS,
     email=None,
     exclude_id=None,
+    reminder_audience: str = "",
 ) -> dict:
     """The summary for what the form holds now; conditions with errors count nothing."""
     conditions: list = []
@@ -443,17 +445,30 @@ def schedule_summary(
         parent=parent,
         conditions=conditions,
         message=message,
+        audience=reminder_audience,
     )
 
 
-def summary_context(*, brand, project, kind, parent, conditions, message) -> dict:
+def reminder_audience(data, kind: str) -> str:
+    """The reminder audience the form holds: "started" when *Only participants who started*
+    is ticked on a reminder (posted "on", or True from the initial values)."""
+    ticked = data.get("started_only") in ("on", True, "true")
+    return Distribution.AUDIENCE_STARTED if ticked and kind == Kind.REMINDER else ""
+
+
+def summary_context(*, brand, project, kind, parent, conditions, message, audience="") -> dict:
     """Credits available, the estimate and the matching participants (top of the form)."""
     available = credits_available(brand=brand)
     preview = page_selectors.audience_preview(
-        project=project, conditions=conditions, kind=kind, parent=parent
+        project=project, conditions=conditions, kind=kind, parent=parent, audience=audience
     )
     estimate = credits_estimate(
-        project=project, message=message, conditions=conditions, kind=kind, parent=parent
+        project=project,
+        message=message,
+        conditions=conditions,
+        kind=kind,
+        parent=parent,
+        audience=audience,
     )
     over = False
     if estimate is not None:
@@ -547,7 +562,7 @@ class ScheduleView(ScheduleFormMixin, View):
         if not form.errors and conditions is not None:
             data = form.cleaned_data
             extra = {"trigger": data["trigger"]} if self.channel == Channel.EMAIL else {}
-            if data.get("started_only") and data["kind"] == Kind.REMINDER:
+            if reminder_audience(request.POST, data["kind"]):
                 extra["audience"] = Distribution.AUDIENCE_STARTED
             try:
                 distribution = distribution_create(
@@ -707,6 +722,7 @@ class PreviewCountView(DistributionPageMixin, View):
                 kind=kind,
                 parent=parent,
                 audience=request.POST.get("audience"),
+                reminder_audience=reminder_audience(request.POST, kind),
                 rows=condition_rows_from_post(request.POST),
                 message=request.POST.get("message", ""),
                 channel=self.channel,

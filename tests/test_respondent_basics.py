@@ -392,6 +392,15 @@ def test_the_schedule_page_offers_started_only_for_reminders(tenancy, people, pa
         )
     )
     assert 'name="started_only" id="id_started_only" checked' in form
+    assert 'id="match-count">1<' in form  # the count and estimate follow the box
+
+    def counted(**extra) -> str:
+        data = {"kind": "reminder", "audience": "all", "message": "Hi ${link}", **extra}
+        answer = admin.post(reverse("distributions:preview_count", args=[project.pk]), data)
+        return text(answer).split('id="match-count">')[1].split("<")[0]
+
+    assert (counted(), counted(started_only="on")) == ("2", "1")
+    assert counted(kind="invite", started_only="on") == "3"  # only reminders narrow
     created = admin.post(
         reverse("distributions:create", args=[project.pk]),
         {
