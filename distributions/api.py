@@ -52,6 +52,7 @@ from distributions.services import (
     distribution_update,
     distributions_bulk_update,
 )
+from distributions.stalls import distribution_stalls
 from participants.models import Participant
 from projects.models import Project
 
@@ -59,6 +60,13 @@ ACCEPT_PARTIAL_HELP = (
     "SMS: schedule it even when its estimated cost exceeds the available credits (what the "
     "balance cannot cover is not sent, and it ends Interrupted). Without it, such a send "
     "answers 409 insufficient_credits; see POST /distributions/estimate/."
+)
+
+
+REMINDER_AUDIENCE_HELP = (
+    "Reminders only: empty (the default) reminds everyone who has not responded; 'started' "
+    "only those who started the survey (answers saved to finish later, or kept partial) and "
+    "did not finish it."
 )
 
 
@@ -115,6 +123,12 @@ class DistributionSerializer(StrictSerializer):
         help_text="Email thank-you only: 'completion' sends to each recipient as they complete "
         "the survey, until cancelled.",
     )
+    audience = serializers.ChoiceField(
+        choices=[("", "not responded"), ("started", "started but not finished")],
+        required=False,
+        allow_blank=True,
+        help_text=REMINDER_AUDIENCE_HELP,
+    )
     conditions = ConditionSerializer(many=True, required=False)
     send_at = serializers.DateTimeField(
         required=False, allow_null=True, help_text="Omit or null to send now."
@@ -167,6 +181,7 @@ class DistributionSerializer(StrictSerializer):
             "from_address": instance.from_address,
             "reply_to": instance.reply_to,
             "trigger": instance.trigger,
+            "audience": instance.audience,
             "conditions": instance.conditions,
             "send_at": serializers.DateTimeField().to_representation(instance.send_at),
             "status": instance.status,
@@ -186,6 +201,17 @@ class DistributionSerializer(StrictSerializer):
         }
         if self.context.get("with_metrics"):
             data["metrics"] = distribution_metrics(distribution=instance)
+            stall = distribution_stalls(distributions=[instance]).get(instance.pk)
+            data["stalled"] = (
+                {
+                    "why": str(stall.why),
+                    "since": serializers.DateTimeField().to_representation(stall.since),
+                    "holding": [str(h) for h in stall.holding],
+                    "details": list(stall.details),
+                }
+                if stall
+                else None
+            )
             data["related"] = [
                 {
                     "id": d.pk,
@@ -489,6 +515,7 @@ class DistributionViewSet(
                 conditions=data["conditions"],
                 kind=data["kind"],
                 parent=parent,
+                audience=data.get("audience", ""),
             )
         else:
             estimate = email_estimate(

@@ -1,5 +1,7 @@
 """Who a reminder targets (docs/survey.md, "Reminders"): the recipients of its invite who have not
-responded, or, without an invite, every participant of the project who has not responded.
+responded, or, without an invite, every participant of the project who has not responded; with
+the audience "started" (``Distribution.AUDIENCE_STARTED``), only those of them who started the
+survey (saved or partial answers) and did not finish.
 
 A *respondent* is defined once, in ``surveys.respondents``; the history CSV's Respondent column
 (``selectors.history_queryset``) uses the same definition.
@@ -13,7 +15,7 @@ from distributions.conditions import conditions_q
 from distributions.models import Distribution, Message
 from participants.models import Participant
 from participants.selectors import metadata_spellings
-from surveys.respondents import respondent_participant_ids
+from surveys.respondents import respondent_participant_ids, started_participant_ids
 
 
 def reminder_audience(distribution: Distribution, queryset):
@@ -24,6 +26,8 @@ def reminder_audience(distribution: Distribution, queryset):
             status__in=Message.HANDED_OVER,
         )
         queryset = queryset.filter(Exists(reached))
+    if distribution.audience == Distribution.AUDIENCE_STARTED:
+        queryset = queryset.filter(pk__in=started_participant_ids(distribution.project_id))
     return queryset.exclude(pk__in=respondent_participant_ids(distribution.project_id))
 
 

@@ -699,7 +699,13 @@ def reservations_settle(*, brand: Brand) -> int:
 
 
 def schedule_estimate(
-    *, project: Project, message: str, conditions: list | None, kind: str = "invite", parent=None
+    *,
+    project: Project,
+    message: str,
+    conditions: list | None,
+    kind: str = "invite",
+    parent=None,
+    audience: str = "",
 ) -> dict:
     """The estimate the schedule page shows: the participants the settings select now (with
     a phone number, not opted out, one per number), by country, and the brand's available
@@ -710,6 +716,7 @@ def schedule_estimate(
         project=project,
         kind=kind,
         parent=parent,
+        audience=audience,
         conditions=conditions_clean(conditions),
         channel=Distribution.Channel.SMS,
     )
@@ -750,7 +757,13 @@ def schedule_estimate(
 
 
 def credits_estimate(
-    *, project: Project, message: str, conditions: list | None, kind: str = "invite", parent=None
+    *,
+    project: Project,
+    message: str,
+    conditions: list | None,
+    kind: str = "invite",
+    parent=None,
+    audience: str = "",
 ) -> dict | None:
     """The cost of sending ``message`` to the participants ``conditions`` select, before
     scheduling: ``{"recipients", "segments", "credits", "available", "covered",
@@ -758,7 +771,12 @@ def credits_estimate(
     None: not tracked."""
 
     return schedule_estimate(
-        project=project, message=message, conditions=conditions, kind=kind, parent=parent
+        project=project,
+        message=message,
+        conditions=conditions,
+        kind=kind,
+        parent=parent,
+        audience=audience,
     )
 
 

@@ -133,6 +133,17 @@ class Distribution(models.Model):
         default="",
         help_text="A thank-you sent to each recipient who completes the survey, while active.",
     )
+    audience = models.CharField(
+        max_length=20,
+        choices=[
+            ("", "Who have not responded"),
+            ("started", "Who started but did not finish"),
+        ],
+        blank=True,
+        default="",
+        help_text="For a reminder: everyone who has not responded, or only those who started "
+        "the survey (saved or partial answers) and did not finish it.",
+    )
     conditions = models.JSONField(default=list, blank=True)
     send_at = models.DateTimeField(db_index=True)
     status = models.CharField(
@@ -187,6 +198,7 @@ class Distribution(models.Model):
         return self.name or f"{self.get_kind_display()} {self.pk}"
 
     TRIGGER_COMPLETION = "completion"
+    AUDIENCE_STARTED = "started"  # a reminder to who started the survey and did not finish
 
     @property
     def is_editable(self) -> bool:
@@ -383,6 +395,8 @@ class Message(models.Model):
     NOT_SENDABLE = (Status.DUPLICATED, Status.SKIPPED, Status.SKIPPED_OPTOUT)
     FAILED_STATUSES = (Status.FAILED, Status.BLOCKED)
     OPEN_STATUSES = (Status.PENDING, Status.SENDING)
+    # The reason of a row the balance could not pay for (``sending``); stalls read it back.
+    REASON_NO_CREDITS = "Not sent: not enough credits."
 
     brand_path = "distribution__project__brand"
 

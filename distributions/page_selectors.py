@@ -21,6 +21,7 @@ from distributions.email_services import WEEK, emails_sent_since, weekly_limit_f
 from distributions.models import Distribution, EmailDomain, Message, OutboxMessage
 from distributions.selectors import history_queryset
 from distributions.services import distribution_preview_count
+from distributions.stalls import distribution_stalls
 from participants.models import Participant, Person
 from participants.rendering import recipient_values, render
 from participants.selectors import project_metadata_keys
@@ -49,6 +50,16 @@ def with_counts(queryset: QuerySet) -> QuerySet:
         recipients=Count("messages"),
         sent_count=Count("messages", filter=Q(messages__status__in=Message.HANDED_OVER)),
     )
+
+
+def with_stalls(distributions) -> list[Distribution]:
+    """The distributions of a page, each stalled one marked (``d.stall``, else None): at most
+    two queries for the whole page, whatever its size (``distributions.stalls``)."""
+    items = list(distributions)
+    stalls = distribution_stalls(distributions=items)
+    for distribution in items:
+        distribution.stall = stalls.get(distribution.pk)
+    return items
 
 
 def project_distributions(*, project: Project, channel: str) -> QuerySet:
@@ -108,6 +119,7 @@ def audience_preview(
     kind: str,
     parent: Distribution | None,
     channel: str = Distribution.Channel.SMS,
+    audience: str = "",
 ) -> AudiencePreview:
     """How many participants a distribution with these settings would select now, and how
     many of them have an address on ``channel`` (a phone number, or an email address).
@@ -117,7 +129,12 @@ def audience_preview(
     """
     cleaned = conditions_clean(conditions)
     draft = Distribution(
-        project=project, kind=kind, parent=parent, conditions=cleaned, channel=channel
+        project=project,
+        kind=kind,
+        parent=parent,
+        conditions=cleaned,
+        channel=channel,
+        audience=audience,
     )
     queryset = recipients_queryset(draft)
     if kind == Distribution.Kind.REMINDER:

@@ -533,7 +533,7 @@ def _cover_lanes(lanes: list[Lane], lease: str, stats: dict) -> None:
         rows = [row for row in lane.rows if row.pk not in skipped]
         uncovered = [row for row in rows if row.pk not in covered]
         if uncovered:
-            _close_rows(uncovered, lease, MStatus.FAILED, "Not sent: not enough credits.")
+            _close_rows(uncovered, lease, MStatus.FAILED, Message.REASON_NO_CREDITS)
             stats["failed"] += len(uncovered)
         lane.rows = [row for row in rows if row.pk in covered]
 

@@ -91,6 +91,7 @@ def distribution_create(
     from_address: str = "",
     reply_to: str = "",
     trigger: str = "",
+    audience: str = "",
     accept_partial: bool = True,
     library_message: LibraryMessage | None = None,
 ) -> Distribution:
@@ -108,7 +109,8 @@ def distribution_create(
     optional ``text_body`` (else generated), a From name and address (defaults: the brand's
     email settings, else the platform's) and a Reply-To. ``trigger="completion"`` (thank-you
     emails only) sends to each recipient when they complete the survey, from now until the
-    distribution is cancelled.
+    distribution is cancelled. ``audience="started"`` (reminders only) targets the participants
+    who started the survey and did not finish it, instead of every non-respondent.
     """
     message, subject = library_message_fill(
         library_message=library_message, channel=channel, message=message, subject=subject
@@ -121,6 +123,7 @@ def distribution_create(
         parent=parent,
         conditions=conditions,
         trigger=trigger,
+        audience=audience,
         subject=subject,
         text_body=text_body,
         from_name=from_name,
@@ -169,6 +172,7 @@ def distribution_create_from_spec(
             conditions=spec.conditions,
             kind=spec.kind,
             parent=spec.parent,
+            audience=spec.audience,
         )
         if estimate is not None and not estimate["covered"]:
             raise InsufficientCredits(estimate)
@@ -179,6 +183,7 @@ def distribution_create_from_spec(
         name=(name or "").strip()[:200],
         send_at=send_at,
         trigger=spec.trigger,
+        audience=spec.audience,
         created_by=actor if getattr(actor, "pk", None) else None,
         origin=origin,
         origin_kind=origin_kind,

@@ -2,7 +2,8 @@
 rules whichever path makes it (docs/architecture.md).
 
 A ``DistributionSpec`` holds the channel, kind, parent invite, message, email fields (subject,
-text body, From name and address, Reply-To), sender, conditions and completion trigger.
+text body, From name and address, Reply-To), sender, conditions, completion trigger and a
+reminder's audience (who have not responded, or who started but did not finish).
 ``spec_clean`` normalises it (line breaks, the email defaults of the brand and the platform,
 conditions); ``spec_errors`` lists every broken rule by field. Create, edit, a recurring series
 and its runs, the resend of distributions missed while a project was paused, a copy, a try
@@ -51,6 +52,7 @@ class DistributionSpec:
     parent: Distribution | None = None
     conditions: list = field(default_factory=list)
     trigger: str = ""
+    audience: str = ""
     subject: str = ""
     text_body: str = ""
     from_name: str = ""
@@ -98,6 +100,7 @@ def spec_clean(spec: DistributionSpec, *, brand: Brand) -> DistributionSpec:
         "sender": (spec.sender or "").strip(),
         "conditions": conditions_clean(spec.conditions),
         "trigger": spec.trigger or "",
+        "audience": (spec.audience or "").strip(),
     }
     if spec.is_email:
         message, email = email_fields_clean(
@@ -139,6 +142,14 @@ def spec_errors(
         errors["kind"] = f"Unknown kind '{spec.kind}'."
     if spec.trigger and not spec.is_email:
         errors["trigger"] = "Only email thank-you messages can be triggered."
+    if spec.audience:
+        if spec.audience != Distribution.AUDIENCE_STARTED:
+            errors["audience"] = (
+                f"Unknown audience '{spec.audience}': leave it empty (who have not responded) "
+                f"or choose '{Distribution.AUDIENCE_STARTED}' (who started but did not finish)."
+            )
+        elif spec.kind != Distribution.Kind.REMINDER:
+            errors["audience"] = "Only a reminder targets who started but did not finish."
     text = spec.message
     if not text:
         errors["message"] = "The message is empty."

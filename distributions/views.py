@@ -71,6 +71,7 @@ from distributions.services import (
     distribution_update,
     distributions_bulk_update,
 )
+from distributions.stalls import distribution_stalls
 from participants.models import Participant
 from projects.models import Project
 
@@ -159,10 +160,15 @@ def audience_label(distribution: Distribution) -> str:
         who = "Each participant who completes the survey"
         return who if not distribution.conditions else f"{who}, where {described}"
     if distribution.kind == Kind.REMINDER:
+        not_finished = (
+            "who started the survey and did not finish it"
+            if distribution.audience == Distribution.AUDIENCE_STARTED
+            else "who have not responded"
+        )
         who = (
-            f"Recipients of “{distribution.parent}” who have not responded"
+            f"Recipients of “{distribution.parent}” {not_finished}"
             if distribution.parent_id
-            else "Participants who have not responded"
+            else f"Participants {not_finished}"
         )
         return who if not distribution.conditions else f"{who}, where {described}"
     return described
@@ -249,6 +255,7 @@ def render_project_sms(
 ):
     distributions = page_selectors.project_distributions(project=project, channel=channel)
     page = Paginator(distributions, PAGE_SIZE).get_page(request.GET.get("page"))
+    page.object_list = page_selectors.with_stalls(page.object_list)
     # Bulk edit changes an SMS text; emails are edited one by one.
     bulk = channel == Channel.SMS
     return render(
@@ -350,6 +357,7 @@ class ScheduleFormMixin(DistributionPageMixin):
                     kind=kind,
                     parent=parent,
                     audience=audience,
+                    reminder_audience=reminder_audience(data, kind),
                     rows=form.condition_rows,
                     message=message or "",
                     channel=channel,
@@ -414,6 +422,7 @@ def schedule_summary(
     channel=Channel.SMS,
     email=None,
     exclude_id=None,
+    reminder_audience: str = "",
 ) -> dict:
     """The summary for what the form holds now; conditions with errors count nothing."""
     conditions: list = []
@@ -452,17 +461,30 @@ def schedule_summary(
         parent=parent,
         conditions=conditions,
         message=message,
+        audience=reminder_audience,
     )
 
 
-def summary_context(*, brand, project, kind, parent, conditions, message) -> dict:
+def reminder_audience(data, kind: str) -> str:
+    """The reminder audience the form holds: "started" when *Only participants who started*
+    is ticked on a reminder (posted "on", or True from the initial values)."""
+    ticked = data.get("started_only") in ("on", True, "true")
+    return Distribution.AUDIENCE_STARTED if ticked and kind == Kind.REMINDER else ""
+
+
+def summary_context(*, brand, project, kind, parent, conditions, message, audience="") -> dict:
     """Credits available, the estimate and the matching participants (top of the form)."""
     available = credits_available(brand=brand)
     preview = page_selectors.audience_preview(
-        project=project, conditions=conditions, kind=kind, parent=parent
+        project=project, conditions=conditions, kind=kind, parent=parent, audience=audience
     )
     estimate = credits_estimate(
-        project=project, message=message, conditions=conditions, kind=kind, parent=parent
+        project=project,
+        message=message,
+        conditions=conditions,
+        kind=kind,
+        parent=parent,
+        audience=audience,
     )
     over = False
     if estimate is not None:
@@ -541,6 +563,8 @@ class ScheduleView(ScheduleFormMixin, View):
         kind = request.GET.get("kind")
         kind = kind if kind in channel_kinds(self.channel) else Kind.INVITE
         initial = {"kind": Kind.REMINDER if parent else kind, "audience": "all", "when": "now"}
+        if request.GET.get("audience") == Distribution.AUDIENCE_STARTED:
+            initial["started_only"] = True  # the Responses tab's "who started" button
         if self.channel == Channel.EMAIL:
             initial.update(email_initial(brand=self.brand))
         form = form_class_for(self.channel)(
@@ -561,6 +585,8 @@ class ScheduleView(ScheduleFormMixin, View):
         if not form.errors and conditions is not None:
             data = form.cleaned_data
             extra = {"trigger": data["trigger"]} if self.channel == Channel.EMAIL else {}
+            if reminder_audience(request.POST, data["kind"]):
+                extra["audience"] = Distribution.AUDIENCE_STARTED
             try:
                 distribution = distribution_create(
                     project=project,
@@ -720,6 +746,7 @@ class PreviewCountView(DistributionPageMixin, View):
                 kind=kind,
                 parent=parent,
                 audience=request.POST.get("audience"),
+                reminder_audience=reminder_audience(request.POST, kind),
                 rows=condition_rows_from_post(request.POST),
                 message=request.POST.get("message", ""),
                 channel=self.channel,
@@ -733,6 +760,7 @@ class PreviewCountView(DistributionPageMixin, View):
 # --- the distribution page -------------------------------------------------------------------
 def live_context(distribution: Distribution) -> dict:
     metrics = distribution_metrics(distribution=distribution)
+    distribution.stall = distribution_stalls(distributions=[distribution]).get(distribution.pk)
     return {
         "distribution": distribution,
         "metrics": metrics,
@@ -911,6 +939,7 @@ class BrandDistributionsView(DistributionPageMixin, View):
         filters = form.filters() if form.is_bound else DistributionFilters()
         queryset = page_selectors.with_counts(distribution_list(brand=self.brand, filters=filters))
         page = Paginator(queryset, PAGE_SIZE).get_page(request.GET.get("page"))
+        page.object_list = page_selectors.with_stalls(page.object_list)
         return render(
             request,
             "distributions/list.html",
