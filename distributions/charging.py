@@ -709,6 +709,7 @@ def schedule_estimate(
     kind: str = "invite",
     parent=None,
     mode: str = Distribution.Mode.LINK,
+    audience: str = "",
 ) -> dict:
     """The estimate the schedule page shows: the participants the settings select now (with
     a phone number, not opted out, one per number), by country, and the brand's available
@@ -719,6 +720,7 @@ def schedule_estimate(
         project=project,
         kind=kind,
         parent=parent,
+        audience=audience,
         conditions=conditions_clean(conditions),
         channel=Distribution.Channel.SMS,
         mode=mode,
@@ -783,6 +785,7 @@ def credits_estimate(
     kind: str = "invite",
     parent=None,
     mode: str = Distribution.Mode.LINK,
+    audience: str = "",
 ) -> dict | None:
     """The cost of sending ``message`` to the participants ``conditions`` select, before
     scheduling: ``{"recipients", "segments", "credits", "available", "covered",
@@ -796,6 +799,7 @@ def credits_estimate(
         kind=kind,
         parent=parent,
         mode=mode,
+        audience=audience,
     )
 
 

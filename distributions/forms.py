@@ -173,6 +173,12 @@ class ScheduleForm(forms.Form):
     audience = forms.ChoiceField(
         choices=AUDIENCE_CHOICES, widget=forms.RadioSelect, initial="all", required=False
     )
+    started_only = forms.BooleanField(
+        required=False,
+        label="Only participants who started the survey and did not finish it",
+        help_text="Reminders only: those who saved their answers to finish later (or whose "
+        "partial answers were kept) and have not submitted.",
+    )
     when = forms.ChoiceField(choices=WHEN_CHOICES, widget=forms.RadioSelect, initial="now")
     send_date = forms.DateField(
         required=False, label="Date", widget=forms.DateInput(attrs={"type": "date"})

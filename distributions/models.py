@@ -84,6 +84,12 @@ class Distribution(models.Model):
         TWO_WAY = "two_way", "Two-way (questions by text)"
         CONSENT = "consent", "Consent request (reply YES)"
 
+    class Origin(models.TextChoices):
+        COPY = "copy", "Copy"
+        RETRY = "retry", "Try again"
+        RESEND = "resend", "Resend to failed recipients"
+        TEST = "test", "Test message"
+
     FINISHED = (Status.SENT, Status.FAILED, Status.INTERRUPTED, Status.CANCELLED)
     brand_path = "project__brand"
 
@@ -135,6 +141,17 @@ class Distribution(models.Model):
         default="",
         help_text="A thank-you sent to each recipient who completes the survey, while active.",
     )
+    audience = models.CharField(
+        max_length=20,
+        choices=[
+            ("", "Who have not responded"),
+            ("started", "Who started but did not finish"),
+        ],
+        blank=True,
+        default="",
+        help_text="For a reminder: everyone who has not responded, or only those who started "
+        "the survey (saved or partial answers) and did not finish it.",
+    )
     conditions = models.JSONField(default=list, blank=True)
     send_at = models.DateTimeField(db_index=True)
     status = models.CharField(
@@ -148,6 +165,29 @@ class Distribution(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Made from another distribution (docs/distributions.md, "Copy, try again, resend"): the
+    # original, and how. A resend's audience is the original's Failed, Bounced and Blocked
+    # recipients; a try-again's leaves out whom the original reached; a test is one message
+    # to the tester, never listed or counted with the original (see ``audiences``).
+    origin = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="derived",
+        help_text="The distribution this one was copied, tried again or resent from.",
+    )
+    origin_kind = models.CharField(max_length=10, choices=Origin.choices, blank=True)
+    library_message = models.ForeignKey(
+        "LibraryMessage",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The library message its text was copied from (editing it later changes "
+        "nothing here).",
+    )
+    archived_at = models.DateTimeField(null=True, blank=True)
 
     objects = BrandScopedManager()
 
@@ -166,6 +206,7 @@ class Distribution(models.Model):
         return self.name or f"{self.get_kind_display()} {self.pk}"
 
     TRIGGER_COMPLETION = "completion"
+    AUDIENCE_STARTED = "started"  # a reminder to who started the survey and did not finish
 
     @property
     def is_editable(self) -> bool:
@@ -178,6 +219,89 @@ class Distribution(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in self.FINISHED
+
+    @property
+    def is_test(self) -> bool:
+        return self.origin_kind == self.Origin.TEST
+
+    @property
+    def is_archived(self) -> bool:
+        return self.archived_at is not None
+
+
+class LibraryMessage(models.Model):
+    """A brand's saved message (the message library): picked when scheduling, its text is
+    copied into the distribution, so that editing it never changes what was sent."""
+
+    class Type(models.TextChoices):
+        INVITE = "invite", "Invite"
+        REMINDER = "reminder", "Reminder"
+        THANK_YOU = "thank_you", "Thank you"
+        OPT_OUT_CONFIRMATION = "opt_out_confirmation", "Opt-out confirmation"
+        CONSENT_REQUEST = "consent_request", "Consent request"
+
+    brand_path = "brand"
+
+    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="library_messages")
+    name = models.CharField(max_length=200)
+    channel = models.CharField(
+        max_length=10, choices=Distribution.Channel.choices, default=Distribution.Channel.SMS
+    )
+    type = models.CharField(max_length=30, choices=Type.choices, default=Type.INVITE)
+    message = models.TextField(help_text="SMS: the text. Email: the HTML body.")
+    subject = models.CharField(max_length=300, blank=True, help_text="Email only.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = BrandScopedManager()
+
+    class Meta:
+        ordering = ["name", "pk"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class DistributionAudit(models.Model):
+    """The audit trail of distributions: who copied, tried again, resent, tested, deleted,
+    archived or restored one, and when. Kept when the distribution is deleted (its id and name
+    are stored, not only referenced)."""
+
+    class Action(models.TextChoices):
+        COPIED = "copied", "Copied"
+        RETRIED = "retried", "Tried again"
+        RESENT = "resent", "Resent to failed recipients"
+        TEST_SENT = "test_sent", "Test message sent"
+        DELETED = "deleted", "Deleted"
+        ARCHIVED = "archived", "Archived"
+        UNARCHIVED = "unarchived", "Restored from the archive"
+
+    brand_path = "brand"
+
+    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="+")
+    distribution = models.ForeignKey(
+        Distribution, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit"
+    )
+    distribution_ref = models.PositiveBigIntegerField(help_text="Its id, kept after a delete.")
+    distribution_name = models.CharField(max_length=200)
+    action = models.CharField(max_length=20, choices=Action.choices)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    detail = models.CharField(max_length=300, blank=True)
+    at = models.DateTimeField(auto_now_add=True)
+
+    objects = BrandScopedManager()
+
+    class Meta:
+        ordering = ["-at", "-pk"]
+        indexes = [models.Index(fields=["brand", "at"])]
+
+    def __str__(self) -> str:
+        return f"{self.distribution_name}: {self.action}"
 
 
 class DistributionSeries(models.Model):
@@ -279,6 +403,8 @@ class Message(models.Model):
     NOT_SENDABLE = (Status.DUPLICATED, Status.SKIPPED, Status.SKIPPED_OPTOUT)
     FAILED_STATUSES = (Status.FAILED, Status.BLOCKED)
     OPEN_STATUSES = (Status.PENDING, Status.SENDING)
+    # The reason of a row the balance could not pay for (``sending``); stalls read it back.
+    REASON_NO_CREDITS = "Not sent: not enough credits."
 
     brand_path = "distribution__project__brand"
 

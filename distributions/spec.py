@@ -2,11 +2,14 @@
 rules whichever path makes it (docs/architecture.md).
 
 A ``DistributionSpec`` holds the channel, kind, parent invite, message, email fields (subject,
-text body, From name and address, Reply-To), sender, conditions and completion trigger.
+text body, From name and address, Reply-To), sender, conditions, completion trigger and a
+reminder's audience (who have not responded, or who started but did not finish) and the mode
+(a link to the survey, the survey asked by text, a consent request: ``two_way_errors``).
 ``spec_clean`` normalises it (line breaks, the email defaults of the brand and the platform,
 conditions); ``spec_errors`` lists every broken rule by field. Create, edit, a recurring series
-and its runs, the resend of distributions missed while a project was paused (and later a copy)
-all go through these two, so a rule added here holds on every path; a spec taken from a stored
+and its runs, the resend of distributions missed while a project was paused, a copy, a try
+again, a resend to failed recipients and a test message (``distributions.copies``) all go
+through these two, so a rule added here holds on every path; a spec taken from a stored
 distribution or series (``DistributionSpec.of``) carries every field, the email ones included.
 """
 
@@ -52,6 +55,7 @@ class DistributionSpec:
     parent: Distribution | None = None
     conditions: list = field(default_factory=list)
     trigger: str = ""
+    audience: str = ""
     subject: str = ""
     text_body: str = ""
     from_name: str = ""
@@ -103,6 +107,7 @@ def spec_clean(spec: DistributionSpec, *, brand: Brand) -> DistributionSpec:
         "conditions": conditions_clean(spec.conditions),
         "trigger": spec.trigger or "",
         "mode": spec.mode or Distribution.Mode.LINK,
+        "audience": (spec.audience or "").strip(),
     }
     if spec.is_email:
         message, email = email_fields_clean(
@@ -144,6 +149,14 @@ def spec_errors(
         errors["kind"] = f"Unknown kind '{spec.kind}'."
     if spec.trigger and not spec.is_email:
         errors["trigger"] = "Only email thank-you messages can be triggered."
+    if spec.audience:
+        if spec.audience != Distribution.AUDIENCE_STARTED:
+            errors["audience"] = (
+                f"Unknown audience '{spec.audience}': leave it empty (who have not responded) "
+                f"or choose '{Distribution.AUDIENCE_STARTED}' (who started but did not finish)."
+            )
+        elif spec.kind != Distribution.Kind.REMINDER:
+            errors["audience"] = "Only a reminder targets who started but did not finish."
     text = spec.message
     if not text:
         errors["message"] = "The message is empty."

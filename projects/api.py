@@ -25,6 +25,8 @@ class ProjectSerializer(StrictModelSerializer):
             "available_until",
             "default_country",
             "by_invitation_only",
+            "anonymous_one_answer",
+            "closed_message",
             "anonymous_url",
             "created_at",
             "updated_at",

@@ -39,6 +39,8 @@ def project_create(
     available_until: datetime | None = None,
     default_country: str = "",
     by_invitation_only: bool = False,
+    anonymous_one_answer: bool = False,
+    closed_message: str = "",
 ) -> Project:
     _validate_window(available_from, available_until)
     project = Project(
@@ -49,6 +51,8 @@ def project_create(
         available_until=available_until,
         default_country=(default_country or "").upper(),
         by_invitation_only=by_invitation_only,
+        anonymous_one_answer=anonymous_one_answer,
+        closed_message=(closed_message or "").strip(),
         created_by=actor if getattr(actor, "pk", None) else None,
     )
     project.full_clean()
@@ -63,6 +67,8 @@ EDITABLE_FIELDS = (
     "available_until",
     "default_country",
     "by_invitation_only",
+    "anonymous_one_answer",
+    "closed_message",
 )
 
 
