@@ -9,12 +9,14 @@ from decimal import Decimal
 
 from django.core.exceptions import ValidationError
 from django.db.models import Sum
+from django.utils import timezone
 
 import pytest
 
 from conversations.keywords import keyword_create
 from conversations.models import Session, SmsKeyword, Turn
 from credits.models import CountryRate, CreditEntry
+from distributions.copies import distribution_copy
 from distributions.inbound import sms_reply_receive
 from distributions.models import Distribution, Message
 from distributions.providers.base import InboundSms
@@ -98,6 +100,21 @@ def test_a_survey_that_cannot_be_texted_is_refused_naming_its_questions(survey):
         )
     assert caught.value.message_dict["mode"] == ["Only SMS distributions can be two-way."]
     assert not Distribution.objects.exists()
+
+
+def test_a_copy_stays_two_way_and_meets_the_same_rules(survey):
+    original = distribution_create(
+        project=survey.project_a,
+        message="Hi",
+        mode="two_way",
+        send_at=timezone.now() + timedelta(days=1),
+    )
+    assert distribution_copy(original=original).mode == Distribution.Mode.TWO_WAY
+    question_create(project=survey.project_a, kind="multiple", text="Which?", choices=["A", "B"])
+    with pytest.raises(ValidationError) as caught:
+        distribution_copy(original=original)
+    assert '4. "Which?" (Multiple choice)' in caught.value.message_dict["mode"][0]
+    assert Distribution.objects.count() == 2
 
 
 def test_the_api_refuses_it_too(survey, api_a):
