@@ -352,8 +352,8 @@ RELAY_PROVIDER_TIMEOUT_SECONDS = env.float("RELAY_PROVIDER_TIMEOUT_SECONDS", def
 RELAY_SEND_PUMPS = env.int("RELAY_SEND_PUMPS", default=2)
 # A rate-limited sender's next window is picked up to this long before its bucket allows it
 # and handed over no sooner (distributions.fairqueue.pick): the pick, checks and rendering
-# overlap the wait instead of adding to every window. 0 turns it off.
-RELAY_SEND_PICK_AHEAD_SECONDS = env.float("RELAY_SEND_PICK_AHEAD_SECONDS", default=0.15)
+# overlap the wait instead of adding to every window (docs/operations.md). 0 turns it off.
+RELAY_SEND_PICK_AHEAD_SECONDS = env.float("RELAY_SEND_PICK_AHEAD_SECONDS", default=0.05)
 RELAY_DEMO_PASSWORD = env.str("RELAY_DEMO_PASSWORD", default="relay-demo")
 
 # Outbound webhooks (docs/webhooks.md). Seconds, except the allow list.

@@ -177,31 +177,43 @@ def sender_pause(*, sender_id: int, until: datetime, reason: str) -> None:
     )
 
 
+def _senders_refill_from(moments: dict[int, datetime], keep) -> dict[int, datetime]:
+    """Under the senders' locks (one transaction): each rate-limited sender of ``moments``
+    for which ``keep(sender, tokens_at, moment)`` gives a time refills from that time (its
+    ``ready_at`` follows). Returns the times set."""
+    if not moments:
+        return {}
+    wanted = sorted(moments)
+    marks = ", ".join(["%s"] * len(wanted))
+    lock = " FOR UPDATE" if connection.vendor == "postgresql" else ""
+    rows, refilled = [], {}
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id, rate, tokens, tokens_at FROM {_quote(Sender)} "  # noqa: S608
+            f"WHERE id IN ({marks}) AND rate > 0 ORDER BY id{lock}",
+            wanted,
+        )
+        for sender_id, rate, tokens, tokens_at in cursor.fetchall():
+            since = keep(sender_id, _as_datetime(tokens_at), moments[sender_id])
+            if since is None:
+                continue
+            refilled[sender_id] = since
+            ready = throttle.ready_at(rate=rate, tokens=tokens, now=since)
+            rows.append((sender_id, _t(since), _t(ready)))
+        update_rows(Sender, ["tokens_at", "ready_at"], rows, casts=_TIMES_READY)
+    return refilled
+
+
 def senders_handed_over(*, senders: list[tuple[int, int]], at: datetime) -> dict[int, datetime]:
     """Windows of these senders ((id, rate) each) go to the provider now: their buckets
     refill from now, not from when the windows were picked, and a sender served one window at
     a time is free again (``pick``). Tokens are paid at the pick; the work between the pick
     and the hand-over (rendering, credits, a cold worker) would otherwise let the next window
     reach the provider sooner than the rate allows. The refill of that interval is given up
-    (the pick's few milliseconds), so that hand-overs, not picks, keep to the bucket."""
-    limited = sorted({sender_id for sender_id, rate in senders if rate > 0})
-    if not limited:
-        return {}
-    marks = ", ".join(["%s"] * len(limited))
-    lock = " FOR UPDATE" if connection.vendor == "postgresql" else ""
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT id, rate, tokens, tokens_at FROM {_quote(Sender)} "  # noqa: S608
-            f"WHERE id IN ({marks}) ORDER BY id{lock}",
-            limited,
-        )
-        rows, handed = [], {}
-        for sender_id, rate, tokens, tokens_at in cursor.fetchall():
-            since = handed[sender_id] = max(_as_datetime(tokens_at), at)
-            ready = throttle.ready_at(rate=rate, tokens=tokens, now=since)
-            rows.append((sender_id, _t(since), _t(ready)))
-        update_rows(Sender, ["tokens_at", "ready_at"], rows, casts=_TIMES_READY)
-    return handed
+    (the pick's few milliseconds), so that hand-overs, not picks, keep to the bucket. Returns
+    each sender's hand-over time (later than ``at`` for a window picked ahead)."""
+    limited = {sender_id: at for sender_id, rate in senders if rate > 0}
+    return _senders_refill_from(limited, lambda _, tokens_at, moment: max(tokens_at, moment))
 
 
 def senders_answered(*, senders: list[tuple[int, datetime, datetime]]) -> None:
@@ -211,26 +223,14 @@ def senders_answered(*, senders: list[tuple[int, datetime, datetime]]) -> None:
     between the two (its requests queue behind the batch's others; a busy provider takes
     them late): counted from the answer, what the provider sees keeps to the rate, not only
     what was sent. The hand-over freed the sender for its next pick (ahead) already."""
-    later = {sender_id: (since, done) for sender_id, since, done in senders if done > since}
-    if not later:
-        return
-    wanted = sorted(later)
-    marks = ", ".join(["%s"] * len(wanted))
-    lock = " FOR UPDATE" if connection.vendor == "postgresql" else ""
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT id, rate, tokens, tokens_at FROM {_quote(Sender)} "  # noqa: S608
-            f"WHERE id IN ({marks}) AND rate > 0 ORDER BY id{lock}",
-            wanted,
-        )
-        rows = []
-        for sender_id, rate, tokens, tokens_at in cursor.fetchall():
-            since, done = later[sender_id]
-            if _as_datetime(tokens_at) != since:
-                continue  # picked again already: that pick's window keeps its moment
-            ready = throttle.ready_at(rate=rate, tokens=tokens, now=done)
-            rows.append((sender_id, _t(done), _t(ready)))
-        update_rows(Sender, ["tokens_at", "ready_at"], rows, casts=_TIMES_READY)
+    handed = {sender_id: since for sender_id, since, _ in senders}
+    answered = {sender_id: done for sender_id, since, done in senders if done > since}
+
+    def unless_picked_again(sender_id: int, tokens_at: datetime, done: datetime):
+        # Picked again already: that pick's window keeps its moment.
+        return done if tokens_at == handed[sender_id] else None
+
+    _senders_refill_from(answered, unless_picked_again)
 
 
 def senders_release(*, sender_ids: list[int]) -> None:
