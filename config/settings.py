@@ -72,6 +72,7 @@ INSTALLED_APPS = [
     "credits",
     "distributions",
     "transactional",
+    "conversations",
 ]
 
 MIDDLEWARE = [
@@ -289,7 +290,10 @@ else:
 # (starting, finishing, recovery, imports, webhook deliveries, provider receipts), so that
 # control work never waits behind sending. Run workers for both (Procfile.dev, compose).
 CELERY_TASK_DEFAULT_QUEUE = "control"
-CELERY_TASK_ROUTES = {"distributions.tasks.send_pump_task": {"queue": "send"}}
+CELERY_TASK_ROUTES = {
+    "distributions.tasks.send_pump_task": {"queue": "send"},
+    "conversations.tasks.turns_send_task": {"queue": "send"},
+}
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -299,6 +303,10 @@ CELERY_TIMEZONE = "UTC"
 CELERY_TASK_ALWAYS_EAGER = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
+    "conversations-send-stale-turns": {
+        "task": "conversations.tasks.turns_send_stale_task",
+        "schedule": 60.0,
+    },
     "projects-close-expired": {
         "task": "projects.tasks.projects_apply_availability_task",
         "schedule": 60.0,

@@ -123,6 +123,13 @@ class DistributionSerializer(StrictSerializer):
         help_text="Email thank-you only: 'completion' sends to each recipient as they complete "
         "the survey, until cancelled.",
     )
+    mode = serializers.ChoiceField(
+        choices=Distribution.Mode.choices,
+        default=Distribution.Mode.LINK,
+        help_text="SMS invites and reminders: 'two_way' asks the survey question by question "
+        "by text (docs/two-way.md); refused for a survey with questions that cannot be "
+        "asked by text, naming them.",
+    )
     audience = serializers.ChoiceField(
         choices=[("", "not responded"), ("started", "started but not finished")],
         required=False,
@@ -181,6 +188,7 @@ class DistributionSerializer(StrictSerializer):
             "from_address": instance.from_address,
             "reply_to": instance.reply_to,
             "trigger": instance.trigger,
+            "mode": instance.mode,
             "audience": instance.audience,
             "conditions": instance.conditions,
             "send_at": serializers.DateTimeField().to_representation(instance.send_at),
@@ -265,6 +273,13 @@ class CountryEstimateSerializer(serializers.Serializer):
     enabled = serializers.BooleanField()
 
 
+class TwoWayEstimateSerializer(serializers.Serializer):
+    questions = serializers.IntegerField()
+    outbound_texts = serializers.IntegerField(help_text="Later questions and the thank-you.")
+    outbound_segments = serializers.IntegerField()
+    inbound_replies = serializers.IntegerField()
+
+
 class EstimateSerializer(serializers.Serializer):
     recipients = serializers.IntegerField(help_text="Recipients it would be sent to now.")
     segments = serializers.IntegerField(help_text="SMS segments in all.")
@@ -281,6 +296,11 @@ class EstimateSerializer(serializers.Serializer):
     skipped = serializers.IntegerField(help_text="Recipients in countries not enabled.")
     by_country = CountryEstimateSerializer(many=True)
     self_service = serializers.BooleanField()
+    two_way = TwoWayEstimateSerializer(
+        allow_null=True,
+        help_text="A two-way distribution: what each respondent who answers every question "
+        "adds (follow-up texts and their segments, inbound replies); null otherwise.",
+    )
 
 
 def estimate_answer(estimate: dict) -> dict:
@@ -296,6 +316,7 @@ def estimate_answer(estimate: dict) -> dict:
         "skipped": estimate["skipped"],
         "by_country": estimate["by_country"],
         "self_service": estimate["self_service"],
+        "two_way": estimate.get("two_way"),
     }
 
 
@@ -515,6 +536,7 @@ class DistributionViewSet(
                 conditions=data["conditions"],
                 kind=data["kind"],
                 parent=parent,
+                mode=data["mode"],
                 audience=data.get("audience", ""),
             )
         else:

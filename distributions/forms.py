@@ -162,6 +162,14 @@ class ScheduleForm(forms.Form):
         help_text="A phone number, short code or alphanumeric sender ID; empty uses the "
         "brand's default sender.",
     )
+    mode = forms.ChoiceField(
+        choices=Distribution.Mode.choices,
+        widget=forms.RadioSelect,
+        initial=Distribution.Mode.LINK,
+        required=False,
+        label="How the survey is answered",
+        help_text="Two-way: each question is sent as a text and answered by reply.",
+    )
     audience = forms.ChoiceField(
         choices=AUDIENCE_CHOICES, widget=forms.RadioSelect, initial="all", required=False
     )
@@ -251,6 +259,7 @@ class EmailScheduleForm(ScheduleForm):
 
     kind = forms.ChoiceField(choices=KIND_CHOICES, widget=forms.RadioSelect, initial="invite")
     sender = None
+    mode = None
     subject = forms.CharField(
         max_length=MAX_SUBJECT_LENGTH,
         widget=forms.TextInput(attrs={"data-pipe-target": "", "autocomplete": "off"}),

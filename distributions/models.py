@@ -79,6 +79,11 @@ class Distribution(models.Model):
         INTERRUPTED = "interrupted", "Interrupted"
         CANCELLED = "cancelled", "Cancelled"
 
+    class Mode(models.TextChoices):
+        LINK = "link", "Link to the survey"
+        TWO_WAY = "two_way", "Two-way (questions by text)"
+        CONSENT = "consent", "Consent request (reply YES)"
+
     class Origin(models.TextChoices):
         COPY = "copy", "Copy"
         RETRY = "retry", "Try again"
@@ -118,6 +123,9 @@ class Distribution(models.Model):
         "its HTML body (scripts are stripped)."
     )
     sender = models.CharField(max_length=32, blank=True)
+    # SMS only: "two_way" asks the survey question by question in the conversation the
+    # invite opens (docs/two-way.md); its first text carries the first question.
+    mode = models.CharField(max_length=10, choices=Mode.choices, default=Mode.LINK)
     # Email only (see distributions.email): the subject, the plain-text part (generated from
     # the HTML body when empty), the From name and address (a domain the brand verified or the
     # platform's) and an optional Reply-To.

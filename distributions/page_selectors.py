@@ -22,6 +22,7 @@ from distributions.models import Distribution, EmailDomain, Message, OutboxMessa
 from distributions.selectors import history_queryset
 from distributions.services import distribution_preview_count
 from distributions.stalls import distribution_stalls
+from distributions.two_way import sms_template
 from participants.models import Participant, Person
 from participants.rendering import recipient_values, render
 from participants.selectors import project_metadata_keys
@@ -196,7 +197,7 @@ def sample_message(*, distribution: Distribution) -> SampleMessage | None:
     return SampleMessage(
         recipient=(person.full_name or str(person)) if person else "A participant",
         address=person.phone if person else "",
-        body=render(distribution.message, values, metadata),
+        body=render(sms_template(distribution), values, metadata),
         actual=False,
     )
 

@@ -63,6 +63,7 @@ from distributions.providers.base import (
     SentQuery,
 )
 from distributions.providers.registry import channel_provider_for
+from distributions.two_way import sms_template
 from distributions.verp import verp_address
 from optouts.guard import handover_guard_many
 from optouts.links import opt_out_url
@@ -776,7 +777,7 @@ def _close_rows(rows: list[LeasedRow], lease: str, status: str, reason: str) -> 
 def _template_of(distribution: Distribution) -> str:
     if distribution.channel == Distribution.Channel.EMAIL:
         return " ".join([distribution.subject, distribution.message, distribution.text_body])
-    return distribution.message
+    return sms_template(distribution)
 
 
 def _render_lanes(lanes: list[Lane]) -> None:
@@ -846,7 +847,7 @@ def _render_rows(distribution: Distribution, rows: list, existing: dict) -> list
             )
             row.body, row.segments = row.email.text, 0
             continue
-        row.body = render(distribution.message, values, metadata)
+        row.body = render(sms_template(distribution), values, metadata)
         row.segments = count_segments(row.body)
     return links
 

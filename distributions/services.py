@@ -93,6 +93,7 @@ def distribution_create(
     trigger: str = "",
     audience: str = "",
     accept_partial: bool = True,
+    mode: str = Distribution.Mode.LINK,
     library_message: LibraryMessage | None = None,
 ) -> Distribution:
     """Schedule a distribution (``send_at`` None or past: now). Queued after commit when due.
@@ -129,6 +130,7 @@ def distribution_create(
         from_name=from_name,
         from_address=from_address,
         reply_to=reply_to,
+        mode=mode,
     )
     return distribution_create_from_spec(
         project=project,
@@ -169,6 +171,7 @@ def distribution_create_from_spec(
         estimate = credits_estimate(
             project=project,
             message=spec.message,
+            mode=spec.mode,
             conditions=spec.conditions,
             kind=spec.kind,
             parent=spec.parent,

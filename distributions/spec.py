@@ -3,7 +3,8 @@ rules whichever path makes it (docs/architecture.md).
 
 A ``DistributionSpec`` holds the channel, kind, parent invite, message, email fields (subject,
 text body, From name and address, Reply-To), sender, conditions, completion trigger and a
-reminder's audience (who have not responded, or who started but did not finish).
+reminder's audience (who have not responded, or who started but did not finish) and the mode
+(a link to the survey, the survey asked by text, a consent request: ``two_way_errors``).
 ``spec_clean`` normalises it (line breaks, the email defaults of the brand and the platform,
 conditions); ``spec_errors`` lists every broken rule by field. Create, edit, a recurring series
 and its runs, the resend of distributions missed while a project was paused, a copy, a try
@@ -29,8 +30,10 @@ from distributions.email_services import (
 )
 from distributions.models import Distribution
 from optouts.links import is_alphanumeric_sender
+from optouts.models import ConsentPolicy
 from participants.rendering import piped_fields
 from projects.models import Project
+from surveys.sms import sms_invite_text, sms_unsupported_errors
 
 MAX_MESSAGE_LENGTH = 1600  # Twilio's limit for one message body
 EMAIL_FIELDS = ("subject", "text_body", "from_name", "from_address", "reply_to")
@@ -58,6 +61,7 @@ class DistributionSpec:
     from_name: str = ""
     from_address: str = ""
     reply_to: str = ""
+    mode: str = Distribution.Mode.LINK
 
     @classmethod
     def of(cls, source, **changes) -> DistributionSpec:
@@ -88,6 +92,8 @@ class DistributionSpec:
             "sender": self.sender,
             "conditions": self.conditions,
         }
+        if self.mode != Distribution.Mode.LINK:  # a series has no mode: its runs send links
+            stored["mode"] = self.mode
         return {**stored, **self.email}
 
 
@@ -100,6 +106,7 @@ def spec_clean(spec: DistributionSpec, *, brand: Brand) -> DistributionSpec:
         "sender": (spec.sender or "").strip(),
         "conditions": conditions_clean(spec.conditions),
         "trigger": spec.trigger or "",
+        "mode": spec.mode or Distribution.Mode.LINK,
         "audience": (spec.audience or "").strip(),
     }
     if spec.is_email:
@@ -175,10 +182,19 @@ def spec_errors(
         errors["message"] = f"The message is longer than {MAX_MESSAGE_LENGTH} characters."
     elif (
         spec.channel == Distribution.Channel.SMS
+        and spec.mode == Distribution.Mode.LINK
         and is_alphanumeric_sender(spec.sender)
         and "opt_out_link" not in piped_fields(text)
     ):
         errors["message"] = ALPHANUMERIC_SENDER_MESSAGE
+    if spec.mode not in Distribution.Mode.values:
+        errors["mode"] = f"Unknown mode '{spec.mode}'."
+    elif spec.mode == Distribution.Mode.TWO_WAY and text:
+        for name, error in two_way_errors(spec, project=project).items():
+            errors.setdefault(name, error)
+    elif spec.mode == Distribution.Mode.CONSENT and text:
+        for name, error in consent_request_errors(spec, project=project).items():
+            errors.setdefault(name, error)
     parent = spec.parent
     if parent is not None:
         if parent.project_id != project.pk:
@@ -188,3 +204,40 @@ def spec_errors(
         elif spec.kind != Distribution.Kind.REMINDER:
             errors["parent"] = "Only a reminder can follow an invite."
     return errors
+
+
+TWO_WAY_KINDS = (Distribution.Kind.INVITE, Distribution.Kind.REMINDER)
+
+
+def two_way_errors(spec: DistributionSpec, *, project: Project) -> dict[str, str]:
+    """A two-way distribution (docs/two-way.md): an SMS invite or reminder, from a sender
+    that can receive replies, of a survey whose every question can be asked by text (the
+    others are named), whose first text (message, first question, opt-out line) fits."""
+    if spec.channel != Distribution.Channel.SMS:
+        return {"mode": "Only SMS distributions can be two-way."}
+    if spec.kind not in TWO_WAY_KINDS:
+        return {"mode": "Only invites and reminders can be two-way."}
+    if is_alphanumeric_sender(spec.sender):
+        return {"sender": "An alphanumeric sender cannot receive replies: choose a number."}
+    questions = list(project.questions.all())
+    unsupported = sms_unsupported_errors(questions)
+    if unsupported:
+        return {"mode": unsupported}
+    if len(sms_invite_text(spec.message, questions)) > MAX_MESSAGE_LENGTH:
+        return {
+            "message": f"With the first question, the text is longer than "
+            f"{MAX_MESSAGE_LENGTH} characters."
+        }
+    return {}
+
+
+def consent_request_errors(spec: DistributionSpec, *, project: Project) -> dict[str, str]:
+    """A consent request: an SMS invite, from a number that can receive the YES, of a project
+    that requires consent (docs/two-way.md)."""
+    if spec.channel != Distribution.Channel.SMS or spec.kind != Distribution.Kind.INVITE:
+        return {"mode": "A consent request is an SMS invite."}
+    if is_alphanumeric_sender(spec.sender):
+        return {"sender": "An alphanumeric sender cannot receive replies: choose a number."}
+    if not ConsentPolicy.objects.filter(project=project, required=True).exists():
+        return {"mode": "This project does not require consent: turn it on first."}
+    return {}

@@ -105,6 +105,7 @@ SERVICE_FIELD_MAP = {
     "sender": "sender",
     **{name: name for name in ("subject", "text_body", "from_name", "from_address", "reply_to")},
     "trigger": "on_completion",
+    "mode": "mode",
 }
 
 Kind = Distribution.Kind
@@ -363,6 +364,7 @@ class ScheduleFormMixin(DistributionPageMixin):
                     channel=channel,
                     email=email,
                     exclude_id=distribution.pk if distribution else None,
+                    mode=form.data.get("mode") or (distribution.mode if distribution else ""),
                 ),
                 **(email_form_context(brand=self.brand) if email is not None else {}),
                 "on_completion": bool(email and email["on_completion"]),
@@ -422,6 +424,7 @@ def schedule_summary(
     channel=Channel.SMS,
     email=None,
     exclude_id=None,
+    mode: str = "",
     reminder_audience: str = "",
 ) -> dict:
     """The summary for what the form holds now; conditions with errors count nothing."""
@@ -461,6 +464,7 @@ def schedule_summary(
         parent=parent,
         conditions=conditions,
         message=message,
+        mode=mode if mode in Distribution.Mode.values else Distribution.Mode.LINK,
         audience=reminder_audience,
     )
 
@@ -472,7 +476,9 @@ def reminder_audience(data, kind: str) -> str:
     return Distribution.AUDIENCE_STARTED if ticked and kind == Kind.REMINDER else ""
 
 
-def summary_context(*, brand, project, kind, parent, conditions, message, audience="") -> dict:
+def summary_context(
+    *, brand, project, kind, parent, conditions, message, mode=Distribution.Mode.LINK, audience=""
+) -> dict:
     """Credits available, the estimate and the matching participants (top of the form)."""
     available = credits_available(brand=brand)
     preview = page_selectors.audience_preview(
@@ -484,6 +490,7 @@ def summary_context(*, brand, project, kind, parent, conditions, message, audien
         conditions=conditions,
         kind=kind,
         parent=parent,
+        mode=mode,
         audience=audience,
     )
     over = False
@@ -584,7 +591,11 @@ class ScheduleView(ScheduleFormMixin, View):
         conditions = form.clean_conditions(request.POST, with_audience=parent is None)
         if not form.errors and conditions is not None:
             data = form.cleaned_data
-            extra = {"trigger": data["trigger"]} if self.channel == Channel.EMAIL else {}
+            extra = (
+                {"trigger": data["trigger"]}
+                if self.channel == Channel.EMAIL
+                else {"mode": data.get("mode") or Distribution.Mode.LINK}
+            )
             if reminder_audience(request.POST, data["kind"]):
                 extra["audience"] = Distribution.AUDIENCE_STARTED
             try:
@@ -648,6 +659,12 @@ DEFAULT_EMAIL_BODY = (
 )
 
 
+def mode_fixed(form) -> None:
+    """How the survey is answered is chosen once: an edit shows it, never changes it."""
+    if "mode" in form.fields:
+        form.fields["mode"].disabled = True
+
+
 class EditView(ScheduleFormMixin, View):
     """Edit a Scheduled distribution (the kind and the invite it follows stay)."""
 
@@ -677,8 +694,11 @@ class EditView(ScheduleFormMixin, View):
             )
             initial["on_completion"] = bool(distribution.trigger)
         form = form_class_for(distribution.channel)(
-            zone=self.brand.zone, kind_fixed=distribution.kind, initial=initial
+            zone=self.brand.zone,
+            kind_fixed=distribution.kind,
+            initial={**initial, "mode": distribution.mode},
         )
+        mode_fixed(form)
         form.condition_rows = condition_rows_from_conditions(distribution.conditions)
         return self.render_form(
             request,
@@ -692,8 +712,12 @@ class EditView(ScheduleFormMixin, View):
         distribution = self.get_distribution(pk)
         parent = distribution.parent
         form = form_class_for(distribution.channel)(
-            request.POST, zone=self.brand.zone, kind_fixed=distribution.kind
+            request.POST,
+            zone=self.brand.zone,
+            kind_fixed=distribution.kind,
+            initial={"mode": distribution.mode},
         )
+        mode_fixed(form)
         form.is_valid()  # then the conditions, so that every error shows at once
         conditions = form.clean_conditions(request.POST, with_audience=parent is None)
         if not form.errors and conditions is not None:
@@ -749,6 +773,7 @@ class PreviewCountView(DistributionPageMixin, View):
                 reminder_audience=reminder_audience(request.POST, kind),
                 rows=condition_rows_from_post(request.POST),
                 message=request.POST.get("message", ""),
+                mode=request.POST.get("mode", ""),
                 channel=self.channel,
                 email=email,
                 exclude_id=int(editing) if editing and editing.isdigit() else None,

@@ -260,6 +260,7 @@ class Response(models.Model):
         ANONYMOUS = "anonymous", "Anonymous link"
         QR = "qr", "QR code"
         API = "api", "API"
+        SMS_TWO_WAY = "sms_two_way", "SMS (two-way)"
 
     brand_path = "project__brand"
 

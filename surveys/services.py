@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
@@ -504,3 +505,39 @@ def response_create(
     )
     _completed(response)
     return response
+
+
+def response_save_sms(
+    *,
+    project: Project,
+    answers: dict[str, Any],
+    complete: bool,
+    response: Response | None = None,
+    participant_id: int | None = None,
+    distribution_id: int | None = None,
+    embedded_data: dict | None = None,
+    started_at: datetime | None = None,
+    now: datetime | None = None,
+) -> Response:
+    """Record the answers of a two-way SMS conversation (channel ``SMS (two-way)``): partial
+    after each answer, complete after the last one, when it fires what every completed
+    response fires (its webhook event, ``response_completed``: thank-you messages). The
+    answers were cleaned one by one (``surveys.sms.sms_answer_parse``); the caller holds the
+    conversation's lock, so a response completes once."""
+    now = now or timezone.now()
+    status = Response.Status.COMPLETE if complete else Response.Status.PARTIAL
+    saved = _save_response(
+        existing=response,
+        project=project,
+        participant_id=participant_id,
+        distribution_id=distribution_id,
+        channel=Response.Channel.SMS_TWO_WAY,
+        status=status,
+        answers=answers,
+        embedded_data=embedded_data or {},
+        started_at=started_at,
+        completed_at=now,
+    )
+    if complete:
+        _completed(saved)
+    return saved
