@@ -128,6 +128,11 @@ class Distribution(models.Model):
         help_text="A thank-you sent to each recipient who completes the survey, while active.",
     )
     conditions = models.JSONField(default=list, blank=True)
+    # Send window (docs/policies.md): rows go out only between these recipient-local hours
+    # (an end before the start crosses midnight) on these days (0 = Monday; empty: every day).
+    window_start = models.TimeField(null=True, blank=True)
+    window_end = models.TimeField(null=True, blank=True)
+    window_days = models.JSONField(default=list, blank=True)
     send_at = models.DateTimeField(db_index=True)
     status = models.CharField(
         max_length=20, choices=Status.choices, default=Status.SCHEDULED, db_index=True

@@ -20,6 +20,7 @@ from django.db.models.functions import Collate, Lower, RowNumber
 from django.utils import timezone
 
 from core.queueing import task_queue
+from distributions import policies
 from distributions.audiences import recipients_queryset
 from distributions.charging import credits_estimate
 from distributions.conditions import conditions_clean, conditions_q
@@ -395,6 +396,11 @@ def distribution_materialise(
         # Equal under the database's (deterministic) collation is equal byte for byte: sorting
         # for the window under "C" finds the same duplicates, several times faster.
         partition = Collate(partition, "C")
+    now = timezone.now()
+    # Quiet hours and send windows: a row its recipient may not receive now is Pending with a
+    # later ``due_at`` (distributions.policies); None when nobody is held back.
+    plan = policies.distribution_plan(distribution=distribution, now=now)
+    zones = ("tz", "phone") if plan else ()
     selected = (
         recipients_queryset(distribution, participant_ids)
         .order_by()
@@ -408,11 +414,12 @@ def distribution_materialise(
                 address_ref=OuterRef(address_field),
             ),
             rn=Window(RowNumber(), partition_by=[partition], order_by=F("pk").asc()),
+            **({"tz": F("person__time_zone"), "phone": F("person__phone")} if plan else {}),
         )
-        .values("pid", "person_ref", "address", "opted_out", "rn")
+        .values("pid", "person_ref", "address", "opted_out", "rn", *zones)
     )
     inner_sql, inner_params = selected.query.sql_with_params()
-    now = timezone.now()
+    held = policies.plan_sql(plan) if plan else None
     table = Message._meta.db_table
     # An email address needs one @ with something on each side, and no spaces; phones were
     # normalised to E.164 on import.
@@ -427,6 +434,7 @@ def distribution_materialise(
         INSERT INTO {table} (
             distribution_id, participant_id, person_id, address, status, status_reason,
             status_changed_at, body, segments, provider_id, lease, attempts, error_code
+            {", due_at" if held else ""}
         )
         SELECT %s, sel.pid, sel.person_ref, sel.address,
             CASE WHEN sel.address = '' OR sel.address IS NULL THEN %s
@@ -438,9 +446,10 @@ def distribution_materialise(
                  WHEN {invalid} THEN %s
                  WHEN sel.opted_out THEN %s
                  WHEN sel.rn > 1 THEN %s
-                 ELSE '' END,
+                 ELSE {held.label if held else "''"} END,
             %s, '', 0, '', '', 0, ''
-        FROM ({inner_sql}) sel
+            {", " + held.due if held else ""}
+        FROM ({inner_sql}) sel {held.joins if held else ""}
         WHERE 1 = 1
         ON CONFLICT DO NOTHING
     """  # noqa: S608
@@ -458,8 +467,11 @@ def distribution_materialise(
         invalid_reason,
         "Opted out",
         "Same address as another recipient",
+        *(held.label_params if held else ()),
         now,
+        *(held.due_params if held else ()),
         *inner_params,
+        *(held.join_params if held else ()),
     ]
     with transaction.atomic(), connection.cursor() as cursor:
         if connection.vendor == "postgresql":
@@ -475,15 +487,28 @@ def distribution_materialise(
             if cursor.fetchone() is None:
                 raise Distribution.DoesNotExist(f"Distribution {distribution.pk} was deleted.")
         cursor.execute(sql, params)
-        _record_materialised_events(distribution, now)
+        _record_materialised_events(distribution, now, held=bool(held))
     return distribution_counts(distribution_id=distribution.pk)
 
 
-def _record_materialised_events(distribution: Distribution, now: datetime) -> None:
-    """One event per row that was not sendable at materialisation (set-based)."""
+def _record_materialised_events(
+    distribution: Distribution, now: datetime, *, held: bool = False
+) -> None:
+    """One event per row that was not sendable at materialisation (set-based), and with
+    ``held``, one per row a send policy holds back (its planned local time)."""
     table = MessageEvent._meta.db_table
     message_table = Message._meta.db_table
     with connection.cursor() as cursor:
+        if held:
+            cursor.execute(
+                f"""
+                INSERT INTO {table} (message_id, status, at, source, detail)
+                SELECT m.id, m.status, %s, %s, m.status_reason FROM {message_table} m
+                WHERE m.distribution_id = %s AND m.status = %s AND m.status_reason <> ''
+                  AND NOT EXISTS (SELECT 1 FROM {table} e WHERE e.message_id = m.id)
+                """,  # noqa: S608
+                [now, MessageEvent.Source.MATERIALISE, distribution.pk, MStatus.PENDING],
+            )
         cursor.execute(
             f"""
             INSERT INTO {table} (message_id, status, at, source, detail)

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+from datetime import time
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from brands.models import Brand
+from brands.models import Brand, validate_time_zone
 from brands.scoping import BrandScopedManager
 from core.tokens import new_token
 
@@ -41,6 +43,20 @@ class Project(models.Model):
         blank=True,
         help_text="Country for phone numbers without a country code; empty uses the brand's.",
     )
+    time_zone = models.CharField(
+        max_length=64,
+        blank=True,
+        validators=[validate_time_zone],
+        help_text="IANA time zone of recipients whose own is unknown; empty uses the brand's.",
+    )
+    # The brand's quiet hours apply unless the project overrides them (docs/policies.md).
+    quiet_hours_override = models.BooleanField(
+        default=False, help_text="Use this project's quiet hours instead of the brand's."
+    )
+    quiet_hours_start = models.TimeField(default=time(21, 0))
+    quiet_hours_end = models.TimeField(default=time(8, 0))
+    quiet_hours_sms = models.BooleanField(default=False)
+    quiet_hours_email = models.BooleanField(default=False)
     public_token = models.CharField(
         max_length=16,
         unique=True,

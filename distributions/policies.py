@@ -1,0 +1,437 @@
+"""Send policies in the recipient's own time: quiet hours and send windows (docs/policies.md).
+
+A recipient's time zones: the person's ``time_zone``, else the zones of their phone number
+(the longest prefix of ``phonenumbers``' time-zone data; a number with several zones keeps the
+rule in all of them), else the project's zone, else the brand's.
+
+A row due while its recipient's rule forbids sending is not dropped: materialisation gives it
+``Message.due_at`` = the first instant the rule allows in every one of its zones, and the fair
+engine hands it over then (a lane is ready at its next due row). The instant is computed once
+per distinct zone (a few hundred at most) in Python, then applied to every row in the
+``INSERT … SELECT`` by joining small ``VALUES`` tables on the person's zone and on the phone's
+prefixes: no query and no Python per row.
+
+Time arithmetic is exact under daylight-saving changes: the rule is a predicate on the local
+wall-clock time (``LocalRule.allows``); it can only become true where the wall clock reaches
+one of the rule's boundary times (either occurrence in a repeated hour) or jumps (a zone's
+offset changes), so the first allowed instant is the first of those candidates where the
+predicate holds (``next_allowed``; ``tests/test_policies.py`` checks it against a
+minute-by-minute oracle).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from django.db import connection
+
+from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, phonenumberutil
+from phonenumbers.tzdata import TIMEZONE_DATA
+
+from brands.models import time_zone_names
+from distributions.models import Distribution
+from participants.models import Person
+
+# A window on one day a week comes round within 8 days; a day's margin either side.
+HORIZON_DAYS = 9
+# How often a zone's offset is sampled to find its transitions (none are closer than this).
+OFFSET_SAMPLE = timedelta(hours=6)
+WEEKDAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+LABEL_MAX = 300
+
+
+def _within(moment: time, start: time, end: time) -> bool:
+    """``moment`` in [start, end) of a day; an end before the start crosses midnight."""
+    if start < end:
+        return start <= moment < end
+    return moment >= start or moment < end
+
+
+@dataclass(frozen=True)
+class LocalRule:
+    """When a recipient may receive, in their local wall-clock time: outside the quiet hours
+    and inside the send window (hours, on ``days``: 0 = Monday; empty: every day). A window
+    that crosses midnight belongs to the day it starts on."""
+
+    quiet: tuple[time, time] | None = None
+    window: tuple[time, time] | None = None
+    days: frozenset[int] = field(default_factory=frozenset)
+
+    def __bool__(self) -> bool:
+        return bool(self.quiet or self.window or self.days)
+
+    def allows(self, wall: datetime) -> bool:
+        moment = wall.time()
+        if self.quiet is not None and _within(moment, *self.quiet):
+            return False
+        days = self.days or frozenset(range(7))
+        if self.window is None:
+            return wall.weekday() in days
+        start, end = self.window
+        if start < end:
+            return wall.weekday() in days and start <= moment < end
+        if moment >= start:
+            return wall.weekday() in days
+        return moment < end and (wall.weekday() - 1) % 7 in days
+
+    def boundaries(self) -> set[time]:
+        """The wall-clock times where ``allows`` may change."""
+        found = {time(0)}
+        for pair in (self.quiet, self.window):
+            if pair is not None:
+                found.update(pair)
+        return found
+
+
+def rule_errors(
+    *,
+    quiet: tuple[time, time] | None = None,
+    window: tuple[time | None, time | None] | None = None,
+    days: Iterable | None = None,
+    prefix: str = "",
+) -> dict[str, str]:
+    """Every way a rule is unusable, by field (``prefix`` + ``window_start`` …): an empty
+    quiet period or window, unknown days, or a window entirely inside the quiet hours."""
+    errors: dict[str, str] = {}
+    if quiet is not None and quiet[0] == quiet[1]:
+        errors[f"{prefix}quiet_hours_end"] = "The quiet hours end when they start: they are empty."
+    start, end = window or (None, None)
+    if (start is None) != (end is None):
+        missing = "window_end" if end is None else "window_start"
+        errors[f"{prefix}{missing}"] = "A send window needs both a start and an end time."
+    elif start is not None and start == end:
+        errors[f"{prefix}window_end"] = "The send window ends when it starts: it is empty."
+    day_list = list(days or [])
+    if any(
+        not isinstance(day, int) or isinstance(day, bool) or not 0 <= day <= 6 for day in day_list
+    ):
+        errors[f"{prefix}window_days"] = "Days are numbers from 0 (Monday) to 6 (Sunday)."
+    if errors:
+        return errors
+    rule = LocalRule(
+        quiet=quiet,
+        window=(start, end) if start is not None else None,
+        days=frozenset(day_list),
+    )
+    # On a wall clock without daylight saving, the rule must allow some minute of the week.
+    monday = datetime(2024, 1, 1)  # noqa: DTZ001 - a wall-clock time, no zone on purpose
+    if rule and not any(
+        rule.allows(monday + timedelta(minutes=minute)) for minute in range(0, 7 * 24 * 60, 5)
+    ):
+        errors[f"{prefix}window_start"] = (
+            "The send window lies entirely inside the quiet hours: nothing could be sent."
+        )
+    return errors
+
+
+# --- time arithmetic ------------------------------------------------------------------------
+
+
+def _wall(moment: datetime, zone: ZoneInfo) -> datetime:
+    return moment.astimezone(zone).replace(tzinfo=None, fold=0)
+
+
+def _transitions(zone: ZoneInfo, start: datetime, end: datetime) -> list[datetime]:
+    """The instants in [start, end] where ``zone``'s UTC offset changes (to the second)."""
+    found = []
+    at = start
+    offset = at.astimezone(zone).utcoffset()
+    while at < end:
+        step = min(at + OFFSET_SAMPLE, end)
+        next_offset = step.astimezone(zone).utcoffset()
+        if next_offset != offset:
+            # offset(low) is the old offset, offset(high) the new one: halve to the second.
+            low, high = math.floor(at.timestamp()), math.ceil(step.timestamp())
+            while high - low > 1:
+                middle = (low + high) // 2
+                if datetime.fromtimestamp(middle, UTC).astimezone(zone).utcoffset() == offset:
+                    low = middle
+                else:
+                    high = middle
+            found.append(datetime.fromtimestamp(high, UTC))
+            offset = next_offset
+        at = step
+    return found
+
+
+def _candidates(rule: LocalRule, zone: ZoneInfo, now: datetime) -> set[datetime]:
+    """Instants after ``now`` where ``rule`` may become true in ``zone``: each boundary's
+    occurrences (both, in a repeated hour; a skipped one maps near its gap) and the zone's
+    offset changes."""
+    end = now + timedelta(days=HORIZON_DAYS)
+    first_day: date = _wall(now, zone).date() - timedelta(days=1)
+    found = set(_transitions(zone, now, end))
+    for offset in range(HORIZON_DAYS + 2):
+        day = first_day + timedelta(days=offset)
+        for boundary in rule.boundaries():
+            wall = datetime.combine(day, boundary)
+            for fold in (0, 1):
+                found.add(wall.replace(tzinfo=zone, fold=fold).astimezone(UTC))
+    return {moment for moment in found if now < moment <= end}
+
+
+def next_allowed(rule: LocalRule, zones: Iterable[str], now: datetime) -> datetime | None:
+    """The first instant at or after ``now`` that ``rule`` allows in every zone of ``zones``;
+    None when there is none within ``HORIZON_DAYS`` (zones too far apart for the rule)."""
+    zone_infos = [ZoneInfo(name) for name in zones]
+    now = now.astimezone(UTC)
+
+    def allowed(moment: datetime) -> bool:
+        return all(rule.allows(_wall(moment, zone)) for zone in zone_infos)
+
+    if not rule or allowed(now):
+        return now
+    candidates: set[datetime] = set()
+    for zone in zone_infos:
+        candidates |= _candidates(rule, zone, now)
+    return next((moment for moment in sorted(candidates) if allowed(moment)), None)
+
+
+# --- whose time zone ------------------------------------------------------------------------
+
+
+# Country codes whose mobile numbers are tied to an area like landlines (phonenumbers reads
+# their zone from the number's prefix, whatever its type): NANPA and phonenumbers' list.
+GEOGRAPHIC_COUNTRY_CODES = frozenset({1, *getattr(phonenumberutil, "_GEO_MOBILE_COUNTRIES", ())})
+
+
+@functools.cache
+def _phone_prefixes() -> dict[str, tuple[str, ...]]:
+    """Prefix (country code and national digits) → zones, from ``phonenumbers``' data.
+
+    phonenumbers gives a mobile number of most countries every zone of its country, and a
+    landline the zone of its area; a prefix cannot tell one from the other, so outside the
+    countries whose mobiles are geographic only the country-level entry is kept (every zone
+    of the country: the rule then holds in whichever the recipient is in).
+    """
+    known = time_zone_names()
+    prefixes = {}
+    for prefix, zones in TIMEZONE_DATA.items():
+        country = next(
+            (
+                int(prefix[:size])
+                for size in (1, 2, 3)
+                if int(prefix[:size]) in COUNTRY_CODE_TO_REGION_CODE
+            ),
+            None,
+        )
+        if country is None:
+            continue
+        if len(prefix) > len(str(country)) and country not in GEOGRAPHIC_COUNTRY_CODES:
+            continue
+        usable = tuple(zone for zone in zones if zone in known)
+        if usable:
+            prefixes[prefix] = usable
+    return prefixes
+
+
+@functools.cache
+def _prefix_parents() -> dict[str, str | None]:
+    """Each prefix's longest proper prefix that is itself in the data (None: none is)."""
+    prefixes = _phone_prefixes()
+    parents: dict[str, str | None] = {}
+    for prefix in prefixes:
+        parents[prefix] = next(
+            (prefix[:size] for size in range(len(prefix) - 1, 0, -1) if prefix[:size] in prefixes),
+            None,
+        )
+    return parents
+
+
+def phone_time_zones(phone: str) -> tuple[str, ...]:
+    """The time zones of an E.164 number: those of its longest prefix in ``phonenumbers``'
+    data (empty when none matches)."""
+    digits = phone.lstrip("+")
+    prefixes = _phone_prefixes()
+    for size in range(min(len(digits), 12), 0, -1):
+        zones = prefixes.get(digits[:size])
+        if zones:
+            return zones
+    return ()
+
+
+def recipient_time_zones(
+    *, person_zone: str, phone: str, project_zone: str, brand_zone: str
+) -> tuple[str, ...]:
+    """The zones whose local time a rule applies in, by the precedence of docs/policies.md."""
+    if person_zone:
+        return (person_zone,)
+    return phone_time_zones(phone) or ((project_zone or brand_zone),)
+
+
+# --- a distribution's rule and its plan -----------------------------------------------------
+
+
+def distribution_rule(distribution: Distribution) -> LocalRule:
+    """The quiet hours of the distribution's channel (the project's when it overrides the
+    brand's) combined with its send window."""
+    project = distribution.project
+    source = project if project.quiet_hours_override else project.brand
+    on = source.quiet_hours_email if distribution.is_email else source.quiet_hours_sms
+    quiet = (source.quiet_hours_start, source.quiet_hours_end) if on else None
+    window = None
+    if distribution.window_start is not None and distribution.window_end is not None:
+        window = (distribution.window_start, distribution.window_end)
+    return LocalRule(quiet=quiet, window=window, days=frozenset(distribution.window_days or ()))
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Rows whose zones are held until ``due``, and the text their history shows."""
+
+    due: datetime
+    label: str
+
+
+@dataclass
+class DuePlan:
+    """When each recipient of a distribution may receive, by zone and by phone prefix.
+
+    ``by_zone``: a person's own zone → its hold (zones allowed now are absent);
+    ``by_prefix``: phone prefix → its hold, or None for allowed now (only prefixes whose
+    answer differs from their parent's); ``fallback``: the project's (or brand's) zone.
+    """
+
+    now: datetime
+    by_zone: dict[str, Hold]
+    by_prefix: dict[str, Hold | None]
+    fallback: Hold | None
+
+    @property
+    def holds_any(self) -> bool:
+        return bool(
+            self.by_zone or self.fallback or any(h is not None for h in self.by_prefix.values())
+        )
+
+
+def _label(rule: LocalRule, zones: tuple[str, ...], due: datetime) -> str:
+    why = "quiet hours" if rule.quiet and not rule.window and not rule.days else "send policy"
+    if len(zones) == 1:
+        local = due.astimezone(ZoneInfo(zones[0]))
+        where = f"{local:%Y-%m-%d %H:%M} {zones[0]}"
+    else:
+        where = f"{due:%Y-%m-%d %H:%M} UTC, allowed in {', '.join(zones)}"
+    return f"Waiting ({why}): planned for {where}"[:LABEL_MAX]
+
+
+def plan_for(
+    *, rule: LocalRule, fallback_zone: str, person_zones: Iterable[str], now: datetime
+) -> DuePlan:
+    """The holds of ``rule`` at ``now`` for every zone and prefix (computed once per distinct
+    zone set: a few hundred)."""
+    holds: dict[tuple[str, ...], Hold | None] = {}
+
+    def hold(zones: tuple[str, ...]) -> Hold | None:
+        if zones not in holds:
+            due = next_allowed(rule, zones, now)
+            if due is None and fallback_zone not in zones:
+                # No instant the rule allows in all of them: keep it in the first one.
+                due = next_allowed(rule, zones[:1], now)
+            elif due is None:
+                due = next_allowed(rule, (fallback_zone,), now)
+            holds[zones] = (
+                None if due is None or due <= now else Hold(due, _label(rule, zones, due))
+            )
+        return holds[zones]
+
+    fallback = hold((fallback_zone,))
+    by_zone = {zone: hold((zone,)) for zone in person_zones}
+    by_zone = {zone: value for zone, value in by_zone.items() if value is not None}
+    prefixes = _phone_prefixes()
+    parents = _prefix_parents()
+    by_prefix: dict[str, Hold | None] = {}
+    for prefix, zones in prefixes.items():
+        parent = parents[prefix]
+        mine = hold(zones)
+        theirs = hold(prefixes[parent]) if parent is not None else fallback
+        if mine != theirs:
+            by_prefix[prefix] = mine
+    return DuePlan(now=now, by_zone=by_zone, by_prefix=by_prefix, fallback=fallback)
+
+
+def distribution_plan(*, distribution: Distribution, now: datetime) -> DuePlan | None:
+    """The plan of ``distribution`` at ``now``; None when no rule holds anyone back."""
+    rule = distribution_rule(distribution)
+    if not rule:
+        return None
+    project = distribution.project
+    person_zones = (
+        Person.objects.filter(brand_id=project.brand_id)
+        .exclude(time_zone="")
+        .order_by()
+        .values_list("time_zone", flat=True)
+        .distinct()
+    )
+    plan = plan_for(
+        rule=rule,
+        fallback_zone=project.time_zone or project.brand.time_zone,
+        person_zones=list(person_zones),
+        now=now,
+    )
+    return plan if plan.holds_any else None
+
+
+# --- the plan in SQL ------------------------------------------------------------------------
+
+
+@dataclass
+class PlanSql:
+    """Fragments that apply a plan to a selection ``sel`` with columns ``tz`` (the person's
+    zone) and ``phone``: ``joins`` after its FROM, then ``due`` and ``label`` expressions.
+    Parameters: ``join_params`` in the joins, ``due_params`` and ``label_params`` where those
+    expressions appear."""
+
+    joins: str
+    join_params: list
+    due: str
+    due_params: list
+    label: str
+    label_params: list
+
+
+def _t(value: datetime):
+    """A time as raw SQL takes it (SQLite: Django's text form)."""
+    return connection.ops.adapt_datetimefield_value(value)
+
+
+def plan_sql(plan: DuePlan, alias: str = "sel") -> PlanSql:
+    """The plan as SQL over ``alias`` (see ``PlanSql``): one LEFT JOIN on the person's zone and
+    one per prefix length on the phone's digits, each on a small ``VALUES`` table."""
+    joins: list[str] = []
+    join_params: list = []
+    now = _t(plan.now)
+
+    def values(name: str, rows: list[tuple[str, Hold | None]], on: str) -> None:
+        marks = ", ".join("(%s, %s, %s)" for _ in rows)
+        joins.append(f"LEFT JOIN (VALUES {marks}) {name} ON {name}.column1 = {on}")
+        for key, value in rows:
+            join_params.extend(
+                [key, _t(value.due if value else plan.now), value.label if value else ""]
+            )
+
+    if plan.by_zone:
+        values("pz", sorted(plan.by_zone.items()), f"{alias}.tz")
+    lengths = sorted({len(prefix) for prefix in plan.by_prefix}, reverse=True)
+    for size in lengths:
+        rows = sorted((k, v) for k, v in plan.by_prefix.items() if len(k) == size)
+        values(f"pp{size}", rows, f"substr({alias}.phone, 2, {size})")
+    fallback_due = _t(plan.fallback.due) if plan.fallback else now
+    fallback_label = plan.fallback.label if plan.fallback else ""
+
+    def expression(column: str, own_default, fallback) -> tuple[str, list]:
+        by_phone = [f"pp{size}.{column}" for size in lengths]
+        zone = f"COALESCE(pz.{column}, %s)" if plan.by_zone else "%s"
+        sql = (
+            f"CASE WHEN {alias}.tz <> '' THEN {zone} "
+            f"ELSE COALESCE({', '.join([*by_phone, '%s'])}) END"
+        )
+        return sql, [own_default, fallback]
+
+    due, due_params = expression("column2", now, fallback_due)
+    label, label_params = expression("column3", "", fallback_label)
+    return PlanSql(" ".join(joins), join_params, due, due_params, label, label_params)
