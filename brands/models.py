@@ -77,6 +77,12 @@ class Brand(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def clean(self) -> None:
+        if self.quiet_hours_start == self.quiet_hours_end:
+            raise ValidationError(
+                {"quiet_hours_end": "The quiet hours end when they start: they are empty."}
+            )
+
     @property
     def is_self_service(self) -> bool:
         """The brand sends through its own provider account and pays the provider: credits are

@@ -2,7 +2,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
 from rest_framework.routers import SimpleRouter
 
-from brands.api.views import ApiKeyViewSet, MeView
+from brands.api.views import ApiKeyViewSet, BrandPoliciesAPIView, MeView
 from distributions.api import DistributionViewSet
 from distributions.email_api import (
     EmailDomainViewSet,
@@ -55,6 +55,7 @@ urlpatterns = [
         name="docs",
     ),
     path("me/", MeView.as_view(), name="me"),
+    path("brand/policies/", BrandPoliciesAPIView.as_view(), name="brand-policies"),
     path("sms-provider/", ProviderAPIView.as_view(), name="sms-provider"),
     path("email-settings/", EmailSettingsAPIView.as_view(), name="email-settings"),
     path("email-settings/check/", EmailSettingsCheckAPIView.as_view(), name="email-settings-check"),

@@ -29,6 +29,7 @@ from distributions.services import (
     InsufficientCredits,
     distribution_cancel,
     distribution_create,
+    distribution_policy_preview,
     distribution_preview_count,
     distribution_update,
     distributions_bulk_update,
@@ -87,6 +88,22 @@ class DistributionSerializer(StrictSerializer):
         "the survey, until cancelled.",
     )
     conditions = ConditionSerializer(many=True, required=False)
+    window_start = serializers.TimeField(
+        required=False,
+        allow_null=True,
+        help_text="Send window: recipients receive it only from this local time (their zone).",
+    )
+    window_end = serializers.TimeField(
+        required=False,
+        allow_null=True,
+        help_text="Send window end, recipient local time; before the start: crosses midnight.",
+    )
+    window_days = serializers.ListField(
+        child=serializers.IntegerField(min_value=0, max_value=6),
+        required=False,
+        max_length=7,
+        help_text="Send window days, 0 = Monday … 6 = Sunday; empty: every day.",
+    )
     send_at = serializers.DateTimeField(
         required=False, allow_null=True, help_text="Omit or null to send now."
     )
@@ -116,6 +133,9 @@ class DistributionSerializer(StrictSerializer):
             "reply_to": instance.reply_to,
             "trigger": instance.trigger,
             "conditions": instance.conditions,
+            "window_start": _time(instance.window_start),
+            "window_end": _time(instance.window_end),
+            "window_days": instance.window_days,
             "send_at": serializers.DateTimeField().to_representation(instance.send_at),
             "status": instance.status,
             "status_reason": instance.status_reason,
@@ -151,6 +171,11 @@ class DistributionUpdateSerializer(StrictSerializer):
     from_address = serializers.EmailField(required=False, allow_blank=True)
     reply_to = serializers.EmailField(required=False, allow_blank=True)
     conditions = ConditionSerializer(many=True, required=False)
+    window_start = serializers.TimeField(required=False, allow_null=True)
+    window_end = serializers.TimeField(required=False, allow_null=True)
+    window_days = serializers.ListField(
+        child=serializers.IntegerField(min_value=0, max_value=6), required=False, max_length=7
+    )
     send_at = serializers.DateTimeField(required=False)
 
 
@@ -165,6 +190,16 @@ class PreviewSerializer(StrictSerializer):
     subject = serializers.CharField(required=False, allow_blank=True, max_length=300)
     message = serializers.CharField(required=False, allow_blank=True, max_length=200_000)
     text_body = serializers.CharField(required=False, allow_blank=True, max_length=200_000)
+
+
+def _time(value):
+    return serializers.TimeField().to_representation(value) if value is not None else None
+
+
+class HeldUntilSerializer(serializers.Serializer):
+    due = serializers.DateTimeField(help_text="When these recipients would receive it.")
+    label = serializers.CharField(help_text="Why, and the planned time in their zone.")
+    recipients = serializers.IntegerField()
 
 
 class CountryEstimateSerializer(serializers.Serializer):
@@ -192,6 +227,10 @@ class EstimateSerializer(serializers.Serializer):
     skipped = serializers.IntegerField(help_text="Recipients in countries not enabled.")
     by_country = CountryEstimateSerializer(many=True)
     self_service = serializers.BooleanField()
+    held = serializers.IntegerField(
+        help_text="Recipients that quiet hours or the send window hold back if it went now."
+    )
+    held_until = HeldUntilSerializer(many=True, help_text="When the held recipients receive it.")
 
 
 def estimate_answer(estimate: dict) -> dict:
@@ -207,6 +246,8 @@ def estimate_answer(estimate: dict) -> dict:
         "skipped": estimate["skipped"],
         "by_country": estimate["by_country"],
         "self_service": estimate["self_service"],
+        "held": estimate.get("held", 0),
+        "held_until": estimate.get("held_until", []),
     }
 
 
@@ -324,6 +365,10 @@ class DistributionViewSet(
             estimate = email_estimate(
                 project=project, conditions=data["conditions"], kind=data["kind"], parent=parent
             )
+        estimate = {
+            **estimate,
+            **distribution_policy_preview(project=project, parent=parent, **data),
+        }
         return Response(EstimateSerializer(estimate_answer(estimate)).data)
 
     @extend_schema(request=DistributionUpdateSerializer, responses=DistributionSerializer)

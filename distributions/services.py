@@ -11,7 +11,7 @@ What callers can rely on:
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, time
 
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
@@ -92,6 +92,9 @@ def distribution_create(
     reply_to: str = "",
     trigger: str = "",
     accept_partial: bool = True,
+    window_start: time | None = None,
+    window_end: time | None = None,
+    window_days: list | None = None,
 ) -> Distribution:
     """Schedule a distribution (``send_at`` None or past: now). Queued after commit when due.
 
@@ -119,6 +122,9 @@ def distribution_create(
         from_name=from_name,
         from_address=from_address,
         reply_to=reply_to,
+        window_start=window_start,
+        window_end=window_end,
+        window_days=window_days or [],
     )
     return distribution_create_from_spec(
         project=project,
@@ -178,7 +184,17 @@ def _queue_start(distribution_id: int) -> None:
     task_queue("distributions.tasks.distribution_start_task", distribution_id)
 
 
-EDITABLE = ("message", "sender", "conditions", "send_at", "name", *EMAIL_FIELDS)
+EDITABLE = (
+    "message",
+    "sender",
+    "conditions",
+    "send_at",
+    "name",
+    *EMAIL_FIELDS,
+    "window_start",
+    "window_end",
+    "window_days",
+)
 
 
 def distribution_update(*, distribution: Distribution, actor=None, **changes) -> Distribution:
@@ -376,6 +392,35 @@ def distribution_preview_count(*, project: Project, conditions: list | None) -> 
             )
         )
         .count()
+    )
+
+
+def distribution_policy_preview(
+    *,
+    project: Project,
+    channel: str = Distribution.Channel.SMS,
+    kind: str = Distribution.Kind.INVITE,
+    parent: Distribution | None = None,
+    conditions: list | None = None,
+    window_start: time | None = None,
+    window_end: time | None = None,
+    window_days: list | None = None,
+    **_ignored,
+) -> dict:
+    """Before scheduling: the recipients quiet hours and the send window would hold back if
+    it went now, and when they would receive it (``policies.plan_preview``)."""
+    draft = Distribution(
+        project=project,
+        channel=channel,
+        kind=kind,
+        parent=parent,
+        conditions=conditions_clean(conditions or []),
+        window_start=window_start,
+        window_end=window_end,
+        window_days=window_days or [],
+    )
+    return policies.plan_preview(
+        distribution=draft, queryset=recipients_queryset(draft), now=timezone.now()
     )
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, time
 
 from brands.models import Brand
 from credits.segments import normalize_line_breaks
@@ -26,6 +26,7 @@ from distributions.email_services import (
     from_domain_errors,
 )
 from distributions.models import Distribution
+from distributions.policies import quiet_hours_for, rule_errors
 from optouts.links import is_alphanumeric_sender
 from participants.rendering import piped_fields
 from projects.models import Project
@@ -55,6 +56,10 @@ class DistributionSpec:
     from_name: str = ""
     from_address: str = ""
     reply_to: str = ""
+    # Send window in the recipient's local time (distributions.policies).
+    window_start: time | None = None
+    window_end: time | None = None
+    window_days: list = field(default_factory=list)
 
     @classmethod
     def of(cls, source, **changes) -> DistributionSpec:
@@ -84,6 +89,9 @@ class DistributionSpec:
             "message": self.message,
             "sender": self.sender,
             "conditions": self.conditions,
+            "window_start": self.window_start,
+            "window_end": self.window_end,
+            "window_days": sorted(set(self.window_days or [])),
         }
         return {**stored, **self.email}
 
@@ -167,6 +175,15 @@ def spec_errors(
         and "opt_out_link" not in piped_fields(text)
     ):
         errors["message"] = ALPHANUMERIC_SENDER_MESSAGE
+    errors.update(
+        rule_errors(
+            quiet=quiet_hours_for(project, spec.channel),
+            window=(spec.window_start, spec.window_end)
+            if spec.window_start or spec.window_end
+            else None,
+            days=spec.window_days,
+        )
+    )
     parent = spec.parent
     if parent is not None:
         if parent.project_id != project.pk:

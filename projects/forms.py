@@ -8,7 +8,19 @@ from projects.models import Project
 class ProjectForm(forms.ModelForm):
     class Meta:
         model = Project
-        fields = ["name", "kind", "available_from", "available_until", "default_country"]
+        fields = [
+            "name",
+            "kind",
+            "available_from",
+            "available_until",
+            "default_country",
+            "time_zone",
+            "quiet_hours_override",
+            "quiet_hours_start",
+            "quiet_hours_end",
+            "quiet_hours_sms",
+            "quiet_hours_email",
+        ]
         widgets = {
             "available_from": forms.DateTimeInput(attrs={"type": "datetime-local"}),
             "available_until": forms.DateTimeInput(attrs={"type": "datetime-local"}),

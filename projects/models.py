@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import time
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -87,6 +88,12 @@ class Project(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        if self.quiet_hours_start == self.quiet_hours_end:
+            raise ValidationError(
+                {"quiet_hours_end": "The quiet hours end when they start: they are empty."}
+            )
 
     @property
     def country(self) -> str:

@@ -63,6 +63,12 @@ EDITABLE_FIELDS = (
     "available_until",
     "default_country",
     "by_invitation_only",
+    "time_zone",
+    "quiet_hours_override",
+    "quiet_hours_start",
+    "quiet_hours_end",
+    "quiet_hours_sms",
+    "quiet_hours_email",
 )
 
 
