@@ -82,8 +82,9 @@ class DistributionSpec:
         """The email fields (empty for SMS)."""
         return {name: getattr(self, name) for name in EMAIL_FIELDS} if self.is_email else {}
 
-    def stored_fields(self) -> dict:
-        """The model fields this spec sets (the email ones only for an email)."""
+    def stored_fields(self, *, with_window: bool = True) -> dict:
+        """The model fields this spec sets (the email ones only for an email; the send window
+        unless ``with_window`` is False: a series has none)."""
         stored = {
             "channel": self.channel,
             "message": self.message,
@@ -93,6 +94,8 @@ class DistributionSpec:
             "window_end": self.window_end,
             "window_days": sorted(set(self.window_days or [])),
         }
+        if not with_window:
+            stored = {k: v for k, v in stored.items() if not k.startswith("window_")}
         return {**stored, **self.email}
 
 

@@ -26,6 +26,19 @@ class ProjectForm(forms.ModelForm):
             "available_until": forms.DateTimeInput(attrs={"type": "datetime-local"}),
         }
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Empty keeps the stored (or default) time: forms that predate quiet hours still post.
+        for name in ("quiet_hours_start", "quiet_hours_end"):
+            self.fields[name].required = False
+            self.fields[name].widget = forms.TimeInput(attrs={"type": "time"})
+
+    def clean_quiet_hours_start(self):
+        return self.cleaned_data["quiet_hours_start"] or self.instance.quiet_hours_start
+
+    def clean_quiet_hours_end(self):
+        return self.cleaned_data["quiet_hours_end"] or self.instance.quiet_hours_end
+
 
 class PauseForm(forms.Form):
     """The pause dialog (docs/survey.md, "Stages and pausing"): what happens to respondents in

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -39,7 +40,12 @@ def project_create(
     available_until: datetime | None = None,
     default_country: str = "",
     by_invitation_only: bool = False,
+    **policies: Any,
 ) -> Project:
+    """A new project; ``policies``: its time zone and quiet hours (``POLICY_FIELDS``)."""
+    unknown = set(policies) - set(POLICY_FIELDS)
+    if unknown:
+        raise ValidationError(dict.fromkeys(sorted(unknown), "Unknown field."))
     _validate_window(available_from, available_until)
     project = Project(
         brand=brand,
@@ -50,12 +56,22 @@ def project_create(
         default_country=(default_country or "").upper(),
         by_invitation_only=by_invitation_only,
         created_by=actor if getattr(actor, "pk", None) else None,
+        **policies,
     )
     project.full_clean()
     project.save()
     return project
 
 
+# A project's send policies (docs/policies.md): its recipients' fallback zone, quiet hours.
+POLICY_FIELDS = (
+    "time_zone",
+    "quiet_hours_override",
+    "quiet_hours_start",
+    "quiet_hours_end",
+    "quiet_hours_sms",
+    "quiet_hours_email",
+)
 EDITABLE_FIELDS = (
     "name",
     "kind",
@@ -63,12 +79,7 @@ EDITABLE_FIELDS = (
     "available_until",
     "default_country",
     "by_invitation_only",
-    "time_zone",
-    "quiet_hours_override",
-    "quiet_hours_start",
-    "quiet_hours_end",
-    "quiet_hours_sms",
-    "quiet_hours_email",
+    *POLICY_FIELDS,
 )
 
 

@@ -331,3 +331,113 @@ def test_materialise_with_policies_runs_a_fixed_number_of_queries(tenancy, quiet
     with CaptureQueriesContext(connection) as many:
         distribution_materialise(distribution=more)
     assert len(many) == len(few)
+
+
+# --- settings through the API and pages -----------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_brand_policies_api_reads_and_changes_with_errors_by_field(tenancy, api_client_for):
+    from tests.factories.brands import ApiKeyFactory
+
+    admin = api_client_for(api_key=ApiKeyFactory(brand=tenancy.brand_a, role="brand_admin"))
+    viewer = api_client_for(api_key=ApiKeyFactory(brand=tenancy.brand_a, role="viewer"))
+    url = "/api/v1/brand/policies/"
+    assert viewer.get(url).json()["quiet_hours_sms"] is False
+    assert viewer.put(url, {"quiet_hours_sms": True}, format="json").status_code == 403
+    bad_zone = admin.put(url, {"time_zone": "Mars/Olympus"}, format="json")
+    assert bad_zone.status_code == 400 and "time_zone" in bad_zone.json()["error"]["fields"]
+    empty = admin.put(
+        url, {"quiet_hours_start": "08:00", "quiet_hours_end": "08:00"}, format="json"
+    )
+    assert empty.status_code == 400 and "quiet_hours_end" in empty.json()["error"]["fields"]
+    changed = admin.put(
+        url,
+        {"quiet_hours_sms": True, "quiet_hours_start": "20:30", "time_zone": "Europe/Paris"},
+        format="json",
+    )
+    assert changed.status_code == 200, changed.json()
+    tenancy.brand_a.refresh_from_db()
+    assert tenancy.brand_a.quiet_hours_sms and tenancy.brand_a.time_zone == "Europe/Paris"
+    assert tenancy.brand_a.quiet_hours_start == time(20, 30)
+    tenancy.brand_b.refresh_from_db()
+    assert not tenancy.brand_b.quiet_hours_sms
+
+
+@pytest.mark.django_db
+def test_project_and_person_time_zones_are_validated(tenancy, api_a):
+    project_url = f"/api/v1/projects/{tenancy.project_a.pk}/"
+    bad = api_a.patch(project_url, {"time_zone": "Nowhere/City"}, format="json")
+    assert bad.status_code == 400 and "time_zone" in bad.json()["error"]["fields"]
+    good = api_a.patch(
+        project_url,
+        {"time_zone": "Asia/Tokyo", "quiet_hours_override": True, "quiet_hours_email": True},
+        format="json",
+    )
+    assert good.status_code == 200, good.json()
+    assert good.json()["time_zone"] == "Asia/Tokyo"
+    person = api_a.post(
+        "/api/v1/people/", {"email": "tz@example.com", "time_zone": "Mars/Olympus"}, format="json"
+    )
+    assert person.status_code == 400 and "time_zone" in person.json()["error"]["fields"]
+    person = api_a.post(
+        "/api/v1/people/", {"email": "tz@example.com", "time_zone": "Asia/Tokyo"}, format="json"
+    )
+    assert person.status_code == 201 and person.json()["time_zone"] == "Asia/Tokyo"
+
+
+@pytest.mark.django_db
+def test_distribution_window_is_checked_by_the_spec(tenancy, api_a):
+    tenancy.project_a.stage = "active"
+    tenancy.project_a.save()
+    body = {"project": tenancy.project_a.pk, "message": "Hi", "window_start": "09:00"}
+    answer = api_a.post("/api/v1/distributions/", body, format="json")
+    assert answer.status_code == 400 and "window_end" in answer.json()["error"]["fields"]
+    body |= {"window_end": "17:00", "window_days": [0, 1, 2, 3, 4], "send_at": None}
+    answer = api_a.post("/api/v1/distributions/", body | {"accept_partial": True}, format="json")
+    assert answer.status_code == 201, answer.json()
+    assert answer.json()["window_start"] == "09:00:00"
+    assert answer.json()["window_days"] == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.django_db
+def test_estimate_says_who_is_held_and_until_when(tenancy, api_a, quiet_now):
+    now, people = quiet_now
+    tenancy.project_a.stage = "active"
+    tenancy.project_a.save()
+    body = {"project": tenancy.project_a.pk, "message": "Hi ${first_name}"}
+    answer = api_a.post("/api/v1/distributions/estimate/", body, format="json").json()
+    assert answer["held"] == 1
+    (group,) = answer["held_until"]
+    assert group["recipients"] == 1 and "UTC" in group["label"]
+
+
+@pytest.mark.django_db
+def test_brand_settings_page_saves_quiet_hours(tenancy, page_client_for):
+    client = page_client_for(tenancy.admin_a)
+    page = client.get("/brands/settings/")
+    assert b"Time zone and quiet hours" in page.content
+    answer = client.post(
+        "/brands/settings/",
+        {
+            "action": "send_policies",
+            "time_zone": "America/Chicago",
+            "quiet_hours_start": "22:00",
+            "quiet_hours_end": "07:30",
+            "quiet_hours_sms": "on",
+        },
+    )
+    assert answer.status_code == 302
+    tenancy.brand_a.refresh_from_db()
+    assert tenancy.brand_a.quiet_hours_sms and tenancy.brand_a.quiet_hours_end == time(7, 30)
+    client.post(
+        "/brands/settings/",
+        {
+            "action": "send_policies",
+            "time_zone": "Bad/Zone",
+            "quiet_hours_start": "22:00",
+            "quiet_hours_end": "07:30",
+        },
+    )
+    tenancy.brand_a.refresh_from_db()
+    assert tenancy.brand_a.time_zone == "America/Chicago"
