@@ -22,6 +22,7 @@ from credits.segments import normalize_line_breaks
 from distributions.conditions import CRITERION_LABELS, ONCE_PER_SET, conditions_clean
 from distributions.email_services import MAX_EMAIL_LENGTH, MAX_SUBJECT_LENGTH
 from distributions.models import Distribution, DistributionSeries
+from distributions.policies import WEEKDAY_NAMES
 from distributions.spec import MAX_MESSAGE_LENGTH
 
 CONDITION_KEYS = ("criterion", "field", "operator", "value")
@@ -174,6 +175,25 @@ class ScheduleForm(forms.Form):
         label="Time",
         widget=forms.TimeInput(attrs={"type": "time"}, format="%H:%M"),
     )
+    # Send window (docs/policies.md): recipient local hours and days; empty: any time.
+    window_start = forms.TimeField(
+        required=False,
+        label="Send window from",
+        widget=forms.TimeInput(attrs={"type": "time"}, format="%H:%M"),
+    )
+    window_end = forms.TimeField(
+        required=False,
+        label="until",
+        widget=forms.TimeInput(attrs={"type": "time"}, format="%H:%M"),
+    )
+    window_days = forms.TypedMultipleChoiceField(
+        required=False,
+        coerce=int,
+        label="on",
+        choices=[(index, name[:3]) for index, name in enumerate(WEEKDAY_NAMES)],
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Recipients' local time. No day ticked: every day.",
+    )
 
     def __init__(self, *args, zone, kind_fixed: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -213,7 +233,18 @@ class ScheduleForm(forms.Form):
     def service_fields(self) -> dict:
         """The content arguments of ``distribution_create`` / ``distribution_update``."""
         data = self.cleaned_data
-        return {"name": data["name"], "message": data["message"], "sender": data["sender"]}
+        return {
+            "name": data["name"],
+            "message": data["message"],
+            "sender": data["sender"],
+            **self.window_fields(),
+        }
+
+    def window_fields(self) -> dict:
+        data = self.cleaned_data
+        return {name: data.get(name) for name in ("window_start", "window_end")} | {
+            "window_days": data.get("window_days") or []
+        }
 
     def clean_conditions(self, data, *, with_audience: bool) -> list | None:
         """Parse and validate the builder's rows; None when some row is wrong."""
@@ -311,6 +342,7 @@ class EmailScheduleForm(ScheduleForm):
             "name": data["name"],
             "message": data["message"],
             **{name: data.get(name) or "" for name in self.SERVICE_FIELDS},
+            **self.window_fields(),
         }
 
 

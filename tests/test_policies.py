@@ -441,3 +441,41 @@ def test_brand_settings_page_saves_quiet_hours(tenancy, page_client_for):
     )
     tenancy.brand_a.refresh_from_db()
     assert tenancy.brand_a.time_zone == "America/Chicago"
+
+
+@pytest.mark.django_db
+def test_schedule_page_shows_held_recipients_and_saves_a_send_window(
+    tenancy, page_client_for, quiet_now
+):
+    from django.urls import reverse
+
+    from distributions.models import Distribution
+
+    project = tenancy.project_a
+    project.stage = "active"
+    project.save()
+    client = page_client_for(tenancy.admin_a)
+    create = reverse("distributions:create", args=[project.pk])
+    page = client.get(create).content.decode()
+    assert 'id="quiet-hours-held"' in page and "1 recipient is in quiet hours now" in page
+    assert 'name="window_start"' in page
+    form = {
+        "kind": "invite",
+        "name": "Windowed",
+        "message": "Hi ${first_name}",
+        "audience": "all",
+        "when": "now",
+        "c_criterion": [""],
+        "c_field": [""],
+        "c_operator": ["is"],
+        "c_value": [""],
+    }
+    bad = client.post(create, form | {"window_start": "09:00", "window_end": "09:00"})
+    assert bad.status_code == 400 and "The send window ends when it starts" in bad.content.decode()
+    answer = client.post(
+        create, form | {"window_start": "09:00", "window_end": "17:00", "window_days": ["0", "4"]}
+    )
+    assert answer.status_code == 302, answer.content.decode()[:2000]
+    distribution = Distribution.objects.get(name="Windowed")
+    assert (distribution.window_start, distribution.window_end) == (time(9), time(17))
+    assert distribution.window_days == [0, 4]
