@@ -410,18 +410,26 @@ def _t(value: datetime):
 
 def plan_sql(plan: DuePlan, alias: str = "sel") -> PlanSql:
     """The plan as SQL over ``alias`` (see ``PlanSql``): one LEFT JOIN on the person's zone and
-    one per prefix length on the phone's digits, each on a small ``VALUES`` table."""
+    one per prefix length on the phone's digits, each on a small ``VALUES`` table of hold
+    numbers (narrow rows through the joins), then one on the holds themselves (due, label).
+    """
+    holds = sorted(
+        {
+            hold
+            for hold in [*plan.by_zone.values(), *plan.by_prefix.values(), plan.fallback]
+            if hold
+        },
+        key=lambda hold: (hold.due, hold.label),
+    )
+    number = {hold: index for index, hold in enumerate(holds, start=1)}  # 0: allowed now
     joins: list[str] = []
     join_params: list = []
-    now = _t(plan.now)
 
     def values(name: str, rows: list[tuple[str, Hold | None]], on: str) -> None:
-        marks = ", ".join("(%s, %s, %s)" for _ in rows)
+        marks = ", ".join("(%s, %s)" for _ in rows)
         joins.append(f"LEFT JOIN (VALUES {marks}) {name} ON {name}.column1 = {on}")
-        for key, value in rows:
-            join_params.extend(
-                [key, _t(value.due if value else plan.now), value.label if value else ""]
-            )
+        for key, hold in rows:
+            join_params.extend([key, number.get(hold, 0)])
 
     if plan.by_zone:
         values("pz", sorted(plan.by_zone.items()), f"{alias}.tz")
@@ -429,21 +437,19 @@ def plan_sql(plan: DuePlan, alias: str = "sel") -> PlanSql:
     for size in lengths:
         rows = sorted((k, v) for k, v in plan.by_prefix.items() if len(k) == size)
         values(f"pp{size}", rows, f"substr({alias}.phone, 2, {size})")
-    fallback_due = _t(plan.fallback.due) if plan.fallback else now
-    fallback_label = plan.fallback.label if plan.fallback else ""
-
-    def expression(column: str, own_default, fallback) -> tuple[str, list]:
-        by_phone = [f"pp{size}.{column}" for size in lengths]
-        zone = f"COALESCE(pz.{column}, %s)" if plan.by_zone else "%s"
-        sql = (
-            f"CASE WHEN {alias}.tz <> '' THEN {zone} "
-            f"ELSE COALESCE({', '.join([*by_phone, '%s'])}) END"
-        )
-        return sql, [own_default, fallback]
-
-    due, due_params = expression("column2", now, fallback_due)
-    label, label_params = expression("column3", "", fallback_label)
-    return PlanSql(" ".join(joins), join_params, due, due_params, label, label_params)
+    by_phone = ", ".join([*(f"pp{size}.column2" for size in lengths), "%s"])
+    own = "COALESCE(pz.column2, 0)" if plan.by_zone else "0"
+    which = f"CASE WHEN {alias}.tz <> '' THEN {own} ELSE COALESCE({by_phone}) END"
+    if holds:
+        marks = ", ".join("(%s, %s, %s)" for _ in holds)
+        joins.append(f"LEFT JOIN (VALUES {marks}) ph ON ph.column1 = {which}")
+        for hold in holds:
+            join_params.extend([number[hold], _t(hold.due), hold.label])
+        join_params.append(number.get(plan.fallback, 0))
+        due, label = "COALESCE(ph.column2, %s)", "COALESCE(ph.column3, '')"
+    else:
+        due, label = "%s", "''"
+    return PlanSql(" ".join(joins), join_params, due, [_t(plan.now)], label, [])
 
 
 def plan_preview(*, distribution: Distribution, queryset, now: datetime) -> dict:

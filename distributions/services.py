@@ -532,28 +532,17 @@ def distribution_materialise(
             if cursor.fetchone() is None:
                 raise Distribution.DoesNotExist(f"Distribution {distribution.pk} was deleted.")
         cursor.execute(sql, params)
-        _record_materialised_events(distribution, now, held=bool(held))
+        _record_materialised_events(distribution, now)
     return distribution_counts(distribution_id=distribution.pk)
 
 
-def _record_materialised_events(
-    distribution: Distribution, now: datetime, *, held: bool = False
-) -> None:
-    """One event per row that was not sendable at materialisation (set-based), and with
-    ``held``, one per row a send policy holds back (its planned local time)."""
+def _record_materialised_events(distribution: Distribution, now: datetime) -> None:
+    """One event per row that was not sendable at materialisation (set-based). A row a send
+    policy holds back has no event of its own: it is Pending like every other, and its
+    ``status_reason`` (shown in the recipient history) gives its planned local time."""
     table = MessageEvent._meta.db_table
     message_table = Message._meta.db_table
     with connection.cursor() as cursor:
-        if held:
-            cursor.execute(
-                f"""
-                INSERT INTO {table} (message_id, status, at, source, detail)
-                SELECT m.id, m.status, %s, %s, m.status_reason FROM {message_table} m
-                WHERE m.distribution_id = %s AND m.status = %s AND m.status_reason <> ''
-                  AND NOT EXISTS (SELECT 1 FROM {table} e WHERE e.message_id = m.id)
-                """,  # noqa: S608
-                [now, MessageEvent.Source.MATERIALISE, distribution.pk, MStatus.PENDING],
-            )
         cursor.execute(
             f"""
             INSERT INTO {table} (message_id, status, at, source, detail)
