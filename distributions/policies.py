@@ -29,14 +29,28 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from django.db import connection
-from django.db.models import F
+from django.db.models import (
+    Case,
+    Count,
+    Exists,
+    F,
+    IntegerField,
+    OuterRef,
+    Q,
+    Subquery,
+    Value,
+    When,
+)
+from django.db.models.functions import Coalesce
 
 from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, phonenumberutil
 from phonenumbers.tzdata import TIMEZONE_DATA
 
 from brands.models import time_zone_names
-from distributions.models import Distribution
+from distributions.conditions import conditions_q
+from distributions.models import Distribution, FrequencyRule, Message
 from participants.models import Person
+from participants.selectors import metadata_spellings
 from projects.models import Project
 
 # A window on one day a week comes round within 8 days; a day's margin either side.
@@ -483,3 +497,95 @@ def _as_aware(value) -> datetime:
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+# --- contact frequency rules ----------------------------------------------------------------
+
+# pg_advisory_xact_lock(class, brand): materialisations of one brand under rules take turns.
+FREQUENCY_LOCK_CLASS = 1903
+# Rows that were, or are about to be, a contact.
+CONTACT_STATUSES = (*Message.HANDED_OVER, *Message.OPEN_STATUSES)
+
+
+def frequency_rules_for(distribution: Distribution) -> list[FrequencyRule]:
+    """The active rules that apply to ``distribution``: the project's own rules if it has
+    any, else the brand's; only those that count its kind and its channel. None when a brand
+    admin marked it to ignore the rules."""
+    if distribution.ignore_frequency_rules:
+        return []
+    project = distribution.project
+    rules = list(FrequencyRule.objects.filter(brand_id=project.brand_id, active=True))
+    chosen = [rule for rule in rules if rule.project_id == project.pk] or [
+        rule for rule in rules if rule.project_id is None
+    ]
+    return [
+        rule
+        for rule in chosen
+        if distribution.kind in rule.counted_kinds() and rule.channel in ("", distribution.channel)
+    ]
+
+
+def frequency_annotate(queryset, *, distribution: Distribution, rules, now: datetime):
+    """``queryset`` (participants) with ``freq_rule``: the pk of the first rule the
+    participant is over (None: none), in SQL: per rule, a count of the person's contacts in
+    its period and whether one is closer than its gap (the ``Message.person`` index)."""
+    if not rules:
+        return queryset.annotate(freq_rule=Value(None, output_field=IntegerField()))
+    spellings = metadata_spellings(project_id=distribution.project_id)
+    whens = []
+    for index, rule in enumerate(rules):
+        contacts = Message.objects.filter(
+            person_id=OuterRef("person_id"),
+            distribution__kind__in=rule.counted_kinds(),
+            status__in=CONTACT_STATUSES,
+        ).exclude(distribution_id=distribution.pk)
+        if rule.channel:
+            contacts = contacts.filter(distribution__channel=rule.channel)
+        over = Q()
+        if rule.max_messages is not None:
+            since = now - timedelta(days=rule.period_days)
+            recent = contacts.filter(Q(sent_at__gte=since) | Q(status__in=Message.OPEN_STATUSES))
+            name = f"freq_count_{index}"
+            queryset = queryset.annotate(
+                **{
+                    name: Coalesce(
+                        Subquery(
+                            recent.order_by()
+                            .values("person_id")
+                            .annotate(n=Count("pk"))
+                            .values("n")[:1]
+                        ),
+                        0,
+                    )
+                }
+            )
+            over |= Q(**{f"{name}__gte": rule.max_messages})
+        if rule.min_gap_hours:
+            since = now - timedelta(hours=rule.min_gap_hours)
+            close = contacts.filter(Q(sent_at__gte=since) | Q(status__in=Message.OPEN_STATUSES))
+            over |= Exists(close)
+        if not over:
+            continue
+        matches = conditions_q(rule.conditions, spellings=spellings) if rule.conditions else Q()
+        whens.append(When(matches & over, then=Value(rule.pk)))
+    if not whens:
+        return queryset.annotate(freq_rule=Value(None, output_field=IntegerField()))
+    return queryset.annotate(
+        freq_rule=Case(*whens, default=Value(None), output_field=IntegerField())
+    )
+
+
+def frequency_reasons(rules) -> list[tuple[int, str]]:
+    """(rule pk, the status reason that names it) for every rule."""
+    return [(rule.pk, f"Frequency rule: {rule.name}"[:LABEL_MAX]) for rule in rules]
+
+
+def frequency_lock(*, brand_id: int) -> None:
+    """Inside the materialisation's transaction: one materialisation under rules at a time
+    per brand, so that the second counts the first's rows (committed by then) and two
+    distributions starting together never both pass a person beyond a limit. SQLite admits
+    one writer at a time already."""
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [FREQUENCY_LOCK_CLASS, brand_id])

@@ -446,9 +446,16 @@ def distribution_materialise(
     # later ``due_at`` (distributions.policies); None when nobody is held back.
     plan = policies.distribution_plan(distribution=distribution, now=now)
     zones = ("tz", "phone") if plan else ()
+    # Contact frequency rules: ``freq_rule`` is the rule a recipient is over (None: none).
+    rules = policies.frequency_rules_for(distribution)
+    freq = ("freq_rule",) if rules else ()
+    audience = recipients_queryset(distribution, participant_ids)
+    if rules:
+        audience = policies.frequency_annotate(
+            audience, distribution=distribution, rules=rules, now=now
+        )
     selected = (
-        recipients_queryset(distribution, participant_ids)
-        .order_by()
+        audience.order_by()
         .annotate(
             pid=F("pk"),
             person_ref=F("person_id"),
@@ -461,10 +468,11 @@ def distribution_materialise(
             rn=Window(RowNumber(), partition_by=[partition], order_by=F("pk").asc()),
             **({"tz": F("person__time_zone"), "phone": F("person__phone")} if plan else {}),
         )
-        .values("pid", "person_ref", "address", "opted_out", "rn", *zones)
+        .values("pid", "person_ref", "address", "opted_out", "rn", *zones, *freq)
     )
     inner_sql, inner_params = selected.query.sql_with_params()
     held = policies.plan_sql(plan) if plan else None
+    rule_reason = "CASE sel.freq_rule " + " ".join("WHEN %s THEN %s" for _ in rules) + " END"
     table = Message._meta.db_table
     # An email address needs one @ with something on each side, and no spaces; phones were
     # normalised to E.164 on import.
@@ -486,11 +494,13 @@ def distribution_materialise(
                  WHEN {invalid} THEN %s
                  WHEN sel.opted_out THEN %s
                  WHEN sel.rn > 1 THEN %s
+                 {"WHEN sel.freq_rule IS NOT NULL THEN %s" if rules else ""}
                  ELSE %s END,
             CASE WHEN sel.address = '' OR sel.address IS NULL THEN %s
                  WHEN {invalid} THEN %s
                  WHEN sel.opted_out THEN %s
                  WHEN sel.rn > 1 THEN %s
+                 {f"WHEN sel.freq_rule IS NOT NULL THEN {rule_reason}" if rules else ""}
                  ELSE {held.label if held else "''"} END,
             %s, '', 0, '', '', 0, ''
             {", " + held.due if held else ""}
@@ -500,6 +510,7 @@ def distribution_materialise(
     """  # noqa: S608
 
     no_address = "No phone number" if distribution.channel == "sms" else "No email address"
+    reasons = policies.frequency_reasons(rules)
     invalid_reason = "Invalid email address" if is_email else "Invalid phone number"
     params = [
         distribution.pk,
@@ -507,11 +518,13 @@ def distribution_materialise(
         MStatus.SKIPPED,
         MStatus.SKIPPED_OPTOUT,
         MStatus.DUPLICATED,
+        *([MStatus.SKIPPED_FREQUENCY] if rules else []),
         MStatus.PENDING,
         no_address,
         invalid_reason,
         "Opted out",
         "Same address as another recipient",
+        *(value for pair in reasons for value in pair),
         *(held.label_params if held else ()),
         now,
         *(held.due_params if held else ()),
@@ -531,6 +544,8 @@ def distribution_materialise(
             )
             if cursor.fetchone() is None:
                 raise Distribution.DoesNotExist(f"Distribution {distribution.pk} was deleted.")
+        if rules:
+            policies.frequency_lock(brand_id=distribution.project.brand_id)
         cursor.execute(sql, params)
         _record_materialised_events(distribution, now)
     return distribution_counts(distribution_id=distribution.pk)
@@ -542,12 +557,13 @@ def _record_materialised_events(distribution: Distribution, now: datetime) -> No
     ``status_reason`` (shown in the recipient history) gives its planned local time."""
     table = MessageEvent._meta.db_table
     message_table = Message._meta.db_table
+    marks = ", ".join(["%s"] * len(Message.NOT_SENDABLE))
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
             INSERT INTO {table} (message_id, status, at, source, detail)
             SELECT m.id, m.status, %s, %s, m.status_reason FROM {message_table} m
-            WHERE m.distribution_id = %s AND m.status IN (%s, %s, %s)
+            WHERE m.distribution_id = %s AND m.status IN ({marks})
               AND NOT EXISTS (SELECT 1 FROM {table} e WHERE e.message_id = m.id)
             """,  # noqa: S608
             [now, MessageEvent.Source.MATERIALISE, distribution.pk, *Message.NOT_SENDABLE],
