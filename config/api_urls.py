@@ -9,6 +9,7 @@ from distributions.email_api import (
     EmailSettingsAPIView,
     EmailSettingsCheckAPIView,
 )
+from distributions.policy_api import FrequencyRuleViewSet
 from distributions.provider_views import ProviderAPIView
 from optouts.api import InboundMessageViewSet, OptOutEventViewSet, OptOutViewSet
 from participants.api import (
@@ -38,6 +39,7 @@ router.register("optout-events", OptOutEventViewSet, basename="optout-event")
 router.register("inbound-messages", InboundMessageViewSet, basename="inbound-message")
 router.register("webhooks", WebhookEndpointViewSet, basename="webhook-endpoint")
 router.register("email-domains", EmailDomainViewSet, basename="email-domain")
+router.register("frequency-rules", FrequencyRuleViewSet, basename="frequency-rule")
 
 urlpatterns = [
     # First: the API's busiest route (a link per transaction; Django tries the patterns in

@@ -9,10 +9,12 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
 
 from brands.api.base import BrandScopedAPIMixin, StrictSerializer
 from brands.api.errors import Conflict, state_conflict
+from brands.roles import Role, role_allows
 from core.csvio import DELIMITERS, ENCLOSURES, csv_rows
 from distributions.charging import credits_estimate
 from distributions.conditions import CRITERIA, OPERATORS
@@ -110,6 +112,12 @@ class DistributionSerializer(StrictSerializer):
     accept_partial = serializers.BooleanField(
         default=False, write_only=True, help_text=ACCEPT_PARTIAL_HELP
     )
+    ignore_frequency_rules = serializers.BooleanField(
+        default=False,
+        help_text="Brand admins only: send to every recipient whatever the contact frequency "
+        "rules say (recorded: who and when).",
+    )
+    frequency_rules_ignored_at = serializers.DateTimeField(read_only=True, allow_null=True)
     status = serializers.CharField(read_only=True)
     status_reason = serializers.CharField(read_only=True)
     created_at = serializers.DateTimeField(read_only=True)
@@ -133,6 +141,12 @@ class DistributionSerializer(StrictSerializer):
             "reply_to": instance.reply_to,
             "trigger": instance.trigger,
             "conditions": instance.conditions,
+            "ignore_frequency_rules": instance.ignore_frequency_rules,
+            "frequency_rules_ignored_at": serializers.DateTimeField().to_representation(
+                instance.frequency_rules_ignored_at
+            )
+            if instance.frequency_rules_ignored_at
+            else None,
             "window_start": _time(instance.window_start),
             "window_end": _time(instance.window_end),
             "window_days": instance.window_days,
@@ -231,6 +245,9 @@ class EstimateSerializer(serializers.Serializer):
         help_text="Recipients that quiet hours or the send window hold back if it went now."
     )
     held_until = HeldUntilSerializer(many=True, help_text="When the held recipients receive it.")
+    frequency_skipped = serializers.IntegerField(
+        help_text="Recipients a contact frequency rule would skip if it went now."
+    )
 
 
 def estimate_answer(estimate: dict) -> dict:
@@ -248,6 +265,7 @@ def estimate_answer(estimate: dict) -> dict:
         "self_service": estimate["self_service"],
         "held": estimate.get("held", 0),
         "held_until": estimate.get("held_until", []),
+        "frequency_skipped": estimate.get("frequency_skipped", 0),
     }
 
 
@@ -334,6 +352,8 @@ class DistributionViewSet(
         parent_id = data.pop("parent", None)
         parent = self.get_scoped(Distribution, pk=parent_id) if parent_id else None
         data["conditions"] = _conditions(data.pop("conditions", None))
+        if data.get("ignore_frequency_rules") and not role_allows(self.role, Role.BRAND_ADMIN):
+            raise PermissionDenied("Only brand admins may ignore the contact frequency rules.")
         return data, project, parent
 
     def create(self, request):

@@ -456,3 +456,45 @@ class SeriesForm(forms.Form):
     starts_on = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
     ends_on = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
     sender = forms.CharField(max_length=32, required=False)
+
+
+class FrequencyRuleForm(forms.Form):
+    """A contact frequency rule on the brand settings page (docs/policies.md)."""
+
+    name = forms.CharField(max_length=100)
+    project = forms.TypedChoiceField(
+        required=False, coerce=int, empty_value=None, label="Project (empty: every project)"
+    )
+    channel = forms.ChoiceField(
+        required=False, choices=[("", "All channels"), *Distribution.Channel.choices]
+    )
+    max_messages = forms.IntegerField(required=False, label="At most (messages)")
+    period_days = forms.IntegerField(initial=7, label="per (days)")
+    min_gap_hours = forms.IntegerField(initial=0, label="At least (hours between two)")
+    role = forms.CharField(required=False, max_length=120, label="Only for the role")
+    metadata_field = forms.CharField(required=False, max_length=100, label="Only where field")
+    metadata_value = forms.CharField(required=False, max_length=200, label="is")
+    count_reminders = forms.BooleanField(required=False, label="Count reminders")
+    count_thank_you = forms.BooleanField(required=False, label="Count thank-you messages")
+    count_transactional = forms.BooleanField(required=False, label="Count transactional links")
+
+    def __init__(self, *args, projects, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["project"].choices = [("", "—"), *((p.pk, p.name) for p in projects)]
+
+    def rule_fields(self, projects) -> dict:
+        """The arguments of ``policies.frequency_rule_save``."""
+        data = dict(self.cleaned_data)
+        conditions = []
+        if data.pop("role"):
+            conditions.append(
+                {"criterion": "role", "operator": "is", "value": self.cleaned_data["role"]}
+            )
+        field, value = data.pop("metadata_field"), data.pop("metadata_value")
+        if field:
+            conditions.append(
+                {"criterion": "metadata", "field": field, "operator": "is", "value": value}
+            )
+        data["conditions"] = conditions
+        data["project"] = next((p for p in projects if p.pk == data["project"]), None)
+        return data

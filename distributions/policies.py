@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from django.core.exceptions import ValidationError
 from django.db import connection
 from django.db.models import (
     Case,
@@ -46,8 +47,9 @@ from django.db.models.functions import Coalesce
 from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, phonenumberutil
 from phonenumbers.tzdata import TIMEZONE_DATA
 
-from brands.models import time_zone_names
-from distributions.conditions import conditions_q
+from brands.models import Brand, time_zone_names
+from brands.roles import Role, role_allows
+from distributions.conditions import conditions_clean, conditions_q
 from distributions.models import Distribution, FrequencyRule, Message
 from participants.models import Person
 from participants.selectors import metadata_spellings
@@ -589,3 +591,76 @@ def frequency_lock(*, brand_id: int) -> None:
         return
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [FREQUENCY_LOCK_CLASS, brand_id])
+
+
+# --- frequency rules: writes ----------------------------------------------------------------
+
+RULE_FIELDS = (
+    "project",
+    "name",
+    "channel",
+    "max_messages",
+    "period_days",
+    "min_gap_hours",
+    "conditions",
+    "count_reminders",
+    "count_thank_you",
+    "count_transactional",
+    "active",
+)
+
+
+def frequency_rule_save(
+    *, brand: Brand, actor=None, role: str, rule: FrequencyRule | None = None, **changes
+) -> FrequencyRule:
+    """Create (``rule`` None) or change a rule of ``brand``; ValidationError by field.
+
+    Brand admins manage every rule; project admins only a project's own rules. A rule limits
+    something (a number per period or a gap); conditions are checked like a distribution's;
+    a brand has at most ``FrequencyRule.MAX_PER_BRAND`` rules.
+    """
+    unknown = set(changes) - set(RULE_FIELDS)
+    if unknown:
+        raise ValidationError(dict.fromkeys(sorted(unknown), "Unknown field."))
+    rule = rule or FrequencyRule(brand=brand, created_by=actor)
+    was_project = rule.project_id
+    for name, value in changes.items():
+        setattr(rule, name, value)
+    errors: dict[str, str] = {}
+    if rule.project is not None and rule.project.brand_id != brand.pk:
+        errors["project"] = "No such project."
+    # A project admin may not make, change or move a brand rule.
+    brand_rule = rule.project is None or (rule.pk is not None and was_project is None)
+    if brand_rule and not role_allows(role, Role.BRAND_ADMIN):
+        errors["project"] = "Only brand admins manage brand rules: choose a project."
+    if not (rule.name or "").strip():
+        errors["name"] = "Give the rule a name."
+    if rule.max_messages is not None and rule.max_messages < 1:
+        errors["max_messages"] = "At least 1 (or empty for no limit on the number)."
+    if rule.period_days is None or rule.period_days < 1:
+        errors["period_days"] = "The period is at least 1 day."
+    if rule.min_gap_hours is None or rule.min_gap_hours < 0:
+        errors["min_gap_hours"] = "The gap is 0 hours or more."
+    if rule.max_messages is None and not rule.min_gap_hours and not errors:
+        errors["max_messages"] = "Give a number per period, a minimum gap, or both."
+    if rule.channel not in ("", *Distribution.Channel.values):
+        errors["channel"] = f"Unknown channel '{rule.channel}'."
+    try:
+        rule.conditions = conditions_clean(rule.conditions or [])
+    except ValidationError as exc:
+        errors["conditions"] = " ".join(exc.messages)
+    if rule.pk is None and (
+        FrequencyRule.objects.filter(brand=brand).count() >= FrequencyRule.MAX_PER_BRAND
+    ):
+        errors["name"] = f"A brand has at most {FrequencyRule.MAX_PER_BRAND} rules."
+    if errors:
+        raise ValidationError(errors)
+    rule.name = rule.name.strip()
+    rule.save()
+    return rule
+
+
+def frequency_rule_delete(*, rule: FrequencyRule, role: str) -> None:
+    if rule.project_id is None and not role_allows(role, Role.BRAND_ADMIN):
+        raise ValidationError({"project": "Only brand admins manage brand rules."})
+    rule.delete()

@@ -95,6 +95,7 @@ def distribution_create(
     window_start: time | None = None,
     window_end: time | None = None,
     window_days: list | None = None,
+    ignore_frequency_rules: bool = False,
 ) -> Distribution:
     """Schedule a distribution (``send_at`` None or past: now). Queued after commit when due.
 
@@ -133,6 +134,7 @@ def distribution_create(
         name=name,
         actor=actor,
         accept_partial=accept_partial,
+        ignore_frequency_rules=ignore_frequency_rules,
     )
 
 
@@ -144,10 +146,12 @@ def distribution_create_from_spec(
     name: str = "",
     actor=None,
     accept_partial: bool = True,
+    ignore_frequency_rules: bool = False,
 ) -> Distribution:
     """Schedule the distribution ``spec`` describes, after every rule of ``spec_errors`` (the
     one path of create, recurring runs and resends). Queued after commit when due.
-    ``accept_partial``: as ``distribution_create``'s."""
+    ``accept_partial``: as ``distribution_create``'s. ``ignore_frequency_rules`` (brand
+    admins only: the caller checks the role) is recorded with who and when."""
     now = timezone.now()
     send_at = send_at or now
     spec = spec_clean(spec, brand=project.brand)
@@ -174,10 +178,23 @@ def distribution_create_from_spec(
         trigger=spec.trigger,
         created_by=actor if getattr(actor, "pk", None) else None,
         **spec.stored_fields(),
+        **_frequency_waiver(ignore_frequency_rules, actor=actor, now=now),
     )
     if send_at <= now:
         _queue_start(distribution.pk)
     return distribution
+
+
+def _frequency_waiver(ignore: bool, *, actor, now: datetime) -> dict:
+    """The fields that record a brand admin's "ignore frequency rules" (its audit trail)."""
+    if not ignore:
+        return {}
+    logger.info("Frequency rules ignored by %s", getattr(actor, "pk", None))
+    return {
+        "ignore_frequency_rules": True,
+        "frequency_rules_ignored_by": actor if getattr(actor, "pk", None) else None,
+        "frequency_rules_ignored_at": now,
+    }
 
 
 def _queue_start(distribution_id: int) -> None:
@@ -405,10 +422,12 @@ def distribution_policy_preview(
     window_start: time | None = None,
     window_end: time | None = None,
     window_days: list | None = None,
+    ignore_frequency_rules: bool = False,
     **_ignored,
 ) -> dict:
     """Before scheduling: the recipients quiet hours and the send window would hold back if
-    it went now, and when they would receive it (``policies.plan_preview``)."""
+    it went now, and when they would receive it (``policies.plan_preview``), and how many a
+    contact frequency rule would skip."""
     draft = Distribution(
         project=project,
         channel=channel,
@@ -418,10 +437,20 @@ def distribution_policy_preview(
         window_start=window_start,
         window_end=window_end,
         window_days=window_days or [],
+        ignore_frequency_rules=ignore_frequency_rules,
     )
-    return policies.plan_preview(
-        distribution=draft, queryset=recipients_queryset(draft), now=timezone.now()
-    )
+    now = timezone.now()
+    audience = recipients_queryset(draft)
+    preview = policies.plan_preview(distribution=draft, queryset=audience, now=now)
+    rules = policies.frequency_rules_for(draft)
+    skipped = 0
+    if rules:
+        skipped = (
+            policies.frequency_annotate(audience, distribution=draft, rules=rules, now=now)
+            .filter(freq_rule__isnull=False)
+            .count()
+        )
+    return {**preview, "frequency_skipped": skipped}
 
 
 def distribution_materialise(

@@ -176,3 +176,128 @@ def test_two_distributions_racing_contact_each_person_once(tenancy):
     assert Message.objects.filter(
         distribution__in=[first, second], status=S.SKIPPED_FREQUENCY
     ).count() == len(wanted)
+
+
+# --- API and pages --------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_rules_api_validates_by_field_and_keeps_brand_rules_to_brand_admins(
+    tenancy, api_client_for
+):
+    from tests.factories.brands import ApiKeyFactory
+
+    admin = api_client_for(api_key=ApiKeyFactory(brand=tenancy.brand_a, role="brand_admin"))
+    project_admin = api_client_for(
+        api_key=ApiKeyFactory(brand=tenancy.brand_a, role="project_admin")
+    )
+    url = "/api/v1/frequency-rules/"
+    negative = admin.post(url, {"name": "Bad", "max_messages": -1}, format="json")
+    assert negative.status_code == 400 and "max_messages" in negative.json()["error"]["fields"]
+    nothing = admin.post(url, {"name": "Nothing"}, format="json")
+    assert nothing.status_code == 400 and "max_messages" in nothing.json()["error"]["fields"]
+    refused = project_admin.post(url, {"name": "Brand", "max_messages": 1}, format="json")
+    assert refused.status_code == 400 and "project" in refused.json()["error"]["fields"]
+    other = project_admin.post(
+        url,
+        {"name": "Theirs", "max_messages": 1, "project": tenancy.project_b.pk},
+        format="json",
+    )
+    assert other.status_code == 404
+    own = project_admin.post(
+        url,
+        {
+            "name": "Managers",
+            "max_messages": 2,
+            "period_days": 30,
+            "project": tenancy.project_a.pk,
+            "conditions": [{"criterion": "role", "operator": "is", "value": "Manager"}],
+        },
+        format="json",
+    )
+    assert own.status_code == 201, own.json()
+    brand_rule = admin.post(
+        url, {"name": "Weekly", "max_messages": 1, "channel": "sms"}, format="json"
+    )
+    assert brand_rule.status_code == 201
+    assert project_admin.delete(f"{url}{brand_rule.json()['id']}/").status_code == 400
+    listed = admin.get(url).json()
+    names = sorted(rule["name"] for rule in listed["results"])
+    assert names == ["Managers", "Weekly"]
+    FrequencyRule.objects.create(brand=tenancy.brand_b, name="B", max_messages=1)
+    assert all(rule["name"] != "B" for rule in listed["results"])
+
+
+@pytest.mark.django_db
+def test_only_brand_admins_ignore_rules_and_it_is_recorded(tenancy, api_client_for):
+    from tests.factories.brands import ApiKeyFactory
+
+    tenancy.project_a.stage = "active"
+    tenancy.project_a.save()
+    body = {
+        "project": tenancy.project_a.pk,
+        "message": "Hi",
+        "ignore_frequency_rules": True,
+        "accept_partial": True,
+        "send_at": (timezone.now() + timedelta(days=1)).isoformat(),
+    }
+    project_admin = api_client_for(
+        api_key=ApiKeyFactory(brand=tenancy.brand_a, role="project_admin")
+    )
+    assert project_admin.post("/api/v1/distributions/", body, format="json").status_code == 403
+    admin = api_client_for(user=tenancy.admin_a)
+    answer = admin.post("/api/v1/distributions/", body, format="json")
+    assert answer.status_code == 201, answer.json()
+    distribution = Distribution.objects.get(pk=answer.json()["id"])
+    assert distribution.ignore_frequency_rules
+    assert distribution.frequency_rules_ignored_by == tenancy.admin_a
+    assert distribution.frequency_rules_ignored_at is not None
+
+
+@pytest.mark.django_db
+def test_estimate_counts_who_a_rule_would_skip(tenancy, api_a, people):
+    tenancy.project_a.stage = "active"
+    tenancy.project_a.save()
+    FrequencyRule.objects.create(brand=tenancy.brand_a, name="Weekly", max_messages=1)
+    sent_before(people[0], days_ago=1)
+    body = {"project": tenancy.project_a.pk, "message": "Hi"}
+    answer = api_a.post("/api/v1/distributions/estimate/", body, format="json").json()
+    assert answer["frequency_skipped"] == 1
+    reminder = api_a.post(
+        "/api/v1/distributions/estimate/", body | {"kind": "reminder"}, format="json"
+    ).json()
+    assert reminder["frequency_skipped"] == 0
+
+
+@pytest.mark.django_db
+def test_rules_page_adds_lists_and_deletes(tenancy, page_client_for):
+    from django.urls import reverse
+
+    client = page_client_for(tenancy.admin_a)
+    url = reverse("distributions:frequency_rules")
+    assert b"No rules" in client.get(url).content
+    bad = client.post(
+        url, {"name": "Bad", "max_messages": "-2", "period_days": "7", "min_gap_hours": "0"}
+    )
+    assert bad.status_code == 400 and b"At least 1" in bad.content
+    answer = client.post(
+        url,
+        {
+            "name": "Sales weekly",
+            "max_messages": "1",
+            "period_days": "7",
+            "min_gap_hours": "24",
+            "metadata_field": "Team",
+            "metadata_value": "Sales",
+        },
+    )
+    assert answer.status_code == 302
+    rule = FrequencyRule.objects.get(brand=tenancy.brand_a)
+    assert rule.conditions == [
+        {"criterion": "metadata", "field": "Team", "operator": "is", "value": "Sales"}
+    ]
+    assert b"Sales weekly" in client.get(url).content
+    client.post(url, {"action": "delete", "rule_id": rule.pk})
+    assert not FrequencyRule.objects.filter(pk=rule.pk).exists()
+    viewer = page_client_for(tenancy.viewer_a)
+    assert viewer.get(url).status_code in (403, 404)
