@@ -12,7 +12,7 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
 
-from brands.api.base import BrandScopedAPIMixin, StrictSerializer
+from brands.api.base import BrandScopedAPIMixin, LocalTimeField, StrictSerializer
 from brands.api.errors import Conflict, state_conflict
 from brands.roles import Role, role_allows
 from core.csvio import DELIMITERS, ENCLOSURES, csv_rows
@@ -90,12 +90,12 @@ class DistributionSerializer(StrictSerializer):
         "the survey, until cancelled.",
     )
     conditions = ConditionSerializer(many=True, required=False)
-    window_start = serializers.TimeField(
+    window_start = LocalTimeField(
         required=False,
         allow_null=True,
         help_text="Send window: recipients receive it only from this local time (their zone).",
     )
-    window_end = serializers.TimeField(
+    window_end = LocalTimeField(
         required=False,
         allow_null=True,
         help_text="Send window end, recipient local time; before the start: crosses midnight.",
@@ -185,8 +185,8 @@ class DistributionUpdateSerializer(StrictSerializer):
     from_address = serializers.EmailField(required=False, allow_blank=True)
     reply_to = serializers.EmailField(required=False, allow_blank=True)
     conditions = ConditionSerializer(many=True, required=False)
-    window_start = serializers.TimeField(required=False, allow_null=True)
-    window_end = serializers.TimeField(required=False, allow_null=True)
+    window_start = LocalTimeField(required=False, allow_null=True)
+    window_end = LocalTimeField(required=False, allow_null=True)
     window_days = serializers.ListField(
         child=serializers.IntegerField(min_value=0, max_value=6), required=False, max_length=7
     )

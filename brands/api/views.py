@@ -3,7 +3,7 @@ from rest_framework import mixins, serializers, viewsets
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from brands.api.base import BrandScopedAPIMixin, StrictModelSerializer
+from brands.api.base import BrandScopedAPIMixin, LocalTimeField, StrictModelSerializer
 from brands.models import ApiKey, Brand
 from brands.roles import Role
 from brands.services import api_key_create, api_key_revoke, brand_send_policies_update
@@ -16,6 +16,9 @@ class BrandSerializer(serializers.ModelSerializer):
 
 
 class BrandPoliciesSerializer(serializers.ModelSerializer):
+    quiet_hours_start = LocalTimeField(required=False, help_text="Start, recipient local time.")
+    quiet_hours_end = LocalTimeField(required=False, help_text="End, recipient local time.")
+
     class Meta:
         model = Brand
         fields = [
