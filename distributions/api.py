@@ -112,6 +112,14 @@ class DistributionSerializer(StrictSerializer):
     accept_partial = serializers.BooleanField(
         default=False, write_only=True, help_text=ACCEPT_PARTIAL_HELP
     )
+    link_expiry_days = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        max_value=3650,
+        help_text="Days its personal links stay valid after the send; null: the project's "
+        "setting. Reminders share their invite's links.",
+    )
     ignore_frequency_rules = serializers.BooleanField(
         default=False,
         help_text="Brand admins only: send to every recipient whatever the contact frequency "
@@ -142,6 +150,7 @@ class DistributionSerializer(StrictSerializer):
             "trigger": instance.trigger,
             "conditions": instance.conditions,
             "ignore_frequency_rules": instance.ignore_frequency_rules,
+            "link_expiry_days": instance.link_expiry_days,
             "frequency_rules_ignored_at": serializers.DateTimeField().to_representation(
                 instance.frequency_rules_ignored_at
             )
@@ -187,6 +196,9 @@ class DistributionUpdateSerializer(StrictSerializer):
     conditions = ConditionSerializer(many=True, required=False)
     window_start = LocalTimeField(required=False, allow_null=True)
     window_end = LocalTimeField(required=False, allow_null=True)
+    link_expiry_days = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, max_value=3650
+    )
     window_days = serializers.ListField(
         child=serializers.IntegerField(min_value=0, max_value=6), required=False, max_length=7
     )

@@ -195,6 +195,13 @@ class ScheduleForm(forms.Form):
         help_text="Recipients' local time. No day ticked: every day.",
     )
 
+    link_expiry_days = forms.IntegerField(
+        required=False,
+        min_value=1,
+        label="Links expire after (days)",
+        help_text="Empty: the project's setting. Reminders share their invite's links.",
+    )
+
     def __init__(self, *args, zone, kind_fixed: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.zone = zone
@@ -243,7 +250,8 @@ class ScheduleForm(forms.Form):
     def window_fields(self) -> dict:
         data = self.cleaned_data
         return {name: data.get(name) for name in ("window_start", "window_end")} | {
-            "window_days": data.get("window_days") or []
+            "window_days": data.get("window_days") or [],
+            "link_expiry_days": data.get("link_expiry_days"),
         }
 
     def clean_conditions(self, data, *, with_audience: bool) -> list | None:

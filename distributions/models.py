@@ -133,6 +133,8 @@ class Distribution(models.Model):
     window_start = models.TimeField(null=True, blank=True)
     window_end = models.TimeField(null=True, blank=True)
     window_days = models.JSONField(default=list, blank=True)
+    # Days its personal links stay valid after the send (None: the project's setting).
+    link_expiry_days = models.PositiveIntegerField(null=True, blank=True)
     # Contact frequency rules (docs/policies.md) apply unless a brand admin said otherwise:
     # who and when are kept as its audit trail.
     ignore_frequency_rules = models.BooleanField(default=False)

@@ -53,7 +53,7 @@ from distributions.conditions import conditions_clean, conditions_q
 from distributions.models import Distribution, FrequencyRule, Message
 from participants.models import Person
 from participants.selectors import metadata_spellings
-from projects.models import Project
+from projects.models import Project, SurveyLink
 
 # A window on one day a week comes round within 8 days; a day's margin either side.
 HORIZON_DAYS = 9
@@ -664,3 +664,26 @@ def frequency_rule_delete(*, rule: FrequencyRule, role: str) -> None:
     if rule.project_id is None and not role_allows(role, Role.BRAND_ADMIN):
         raise ValidationError({"project": "Only brand admins manage brand rules."})
     rule.delete()
+
+
+# --- expiring links -------------------------------------------------------------------------
+
+
+def link_expires_at(distribution: Distribution, *, now: datetime) -> datetime | None:
+    """When the personal links a distribution makes expire: its own number of days, else its
+    project's, after it started (None: never)."""
+    days = distribution.link_expiry_days or distribution.project.link_expiry_days
+    if not days:
+        return None
+    return (distribution.started_at or now) + timedelta(days=days)
+
+
+def shared_invite_links(*, distribution: Distribution, participant_ids) -> dict:
+    """A reminder of an invite shares the invite's personal links: participant → link (one
+    query; empty for anything else)."""
+    if distribution.kind != Distribution.Kind.REMINDER or not distribution.parent_id:
+        return {}
+    links = SurveyLink.objects.filter(
+        distribution_id=distribution.parent_id, participant_id__in=list(participant_ids)
+    ).order_by("pk")
+    return {link.participant_id: link for link in links}

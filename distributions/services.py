@@ -96,6 +96,7 @@ def distribution_create(
     window_end: time | None = None,
     window_days: list | None = None,
     ignore_frequency_rules: bool = False,
+    link_expiry_days: int | None = None,
 ) -> Distribution:
     """Schedule a distribution (``send_at`` None or past: now). Queued after commit when due.
 
@@ -126,6 +127,7 @@ def distribution_create(
         window_start=window_start,
         window_end=window_end,
         window_days=window_days or [],
+        link_expiry_days=link_expiry_days,
     )
     return distribution_create_from_spec(
         project=project,
@@ -211,6 +213,7 @@ EDITABLE = (
     "window_start",
     "window_end",
     "window_days",
+    "link_expiry_days",
 )
 
 

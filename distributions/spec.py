@@ -60,6 +60,8 @@ class DistributionSpec:
     window_start: time | None = None
     window_end: time | None = None
     window_days: list = field(default_factory=list)
+    # Days its personal links stay valid (None: the project's setting).
+    link_expiry_days: int | None = None
 
     @classmethod
     def of(cls, source, **changes) -> DistributionSpec:
@@ -84,7 +86,7 @@ class DistributionSpec:
 
     def stored_fields(self, *, with_window: bool = True) -> dict:
         """The model fields this spec sets (the email ones only for an email; the send window
-        unless ``with_window`` is False: a series has none)."""
+        and link expiry unless ``with_window`` is False: a series has neither)."""
         stored = {
             "channel": self.channel,
             "message": self.message,
@@ -93,9 +95,14 @@ class DistributionSpec:
             "window_start": self.window_start,
             "window_end": self.window_end,
             "window_days": sorted(set(self.window_days or [])),
+            "link_expiry_days": self.link_expiry_days,
         }
         if not with_window:
-            stored = {k: v for k, v in stored.items() if not k.startswith("window_")}
+            stored = {
+                k: v
+                for k, v in stored.items()
+                if not k.startswith("window_") and k != "link_expiry_days"
+            }
         return {**stored, **self.email}
 
 
@@ -187,6 +194,8 @@ def spec_errors(
             days=spec.window_days,
         )
     )
+    if spec.link_expiry_days is not None and spec.link_expiry_days < 1:
+        errors["link_expiry_days"] = "Links stay valid at least 1 day (empty: the project's)."
     parent = spec.parent
     if parent is not None:
         if parent.project_id != project.pk:

@@ -630,6 +630,7 @@ class EditView(ScheduleFormMixin, View):
             "window_start": distribution.window_start,
             "window_end": distribution.window_end,
             "window_days": distribution.window_days,
+            "link_expiry_days": distribution.link_expiry_days,
         }
         if distribution.is_email:
             initial.update(

@@ -38,6 +38,7 @@ class ProjectSerializer(StrictModelSerializer):
             "quiet_hours_end",
             "quiet_hours_sms",
             "quiet_hours_email",
+            "link_expiry_days",
             "anonymous_url",
             "created_at",
             "updated_at",

@@ -20,6 +20,7 @@ class ProjectForm(forms.ModelForm):
             "quiet_hours_end",
             "quiet_hours_sms",
             "quiet_hours_email",
+            "link_expiry_days",
         ]
         widgets = {
             "available_from": forms.DateTimeInput(attrs={"type": "datetime-local"}),

@@ -58,6 +58,11 @@ class Project(models.Model):
     quiet_hours_end = models.TimeField(default=time(8, 0))
     quiet_hours_sms = models.BooleanField(default=False)
     quiet_hours_email = models.BooleanField(default=False)
+    link_expiry_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Invite links expire this many days after the send; empty: never.",
+    )
     public_token = models.CharField(
         max_length=16,
         unique=True,

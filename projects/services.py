@@ -71,6 +71,7 @@ POLICY_FIELDS = (
     "quiet_hours_end",
     "quiet_hours_sms",
     "quiet_hours_email",
+    "link_expiry_days",
 )
 EDITABLE_FIELDS = (
     "name",
