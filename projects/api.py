@@ -13,7 +13,12 @@ from brands.api.base import (
 from brands.roles import Role
 from brands.scoping import get_for_brand_by_pk
 from projects.models import Project
-from projects.services import project_change_stage, project_create, project_update
+from projects.services import (
+    POLICY_FIELDS,
+    project_change_stage,
+    project_create,
+    project_update,
+)
 
 
 class ProjectSerializer(StrictModelSerializer):
@@ -32,13 +37,7 @@ class ProjectSerializer(StrictModelSerializer):
             "available_until",
             "default_country",
             "by_invitation_only",
-            "time_zone",
-            "quiet_hours_override",
-            "quiet_hours_start",
-            "quiet_hours_end",
-            "quiet_hours_sms",
-            "quiet_hours_email",
-            "link_expiry_days",
+            *POLICY_FIELDS,
             "anonymous_url",
             "created_at",
             "updated_at",

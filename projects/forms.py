@@ -3,6 +3,7 @@ from __future__ import annotations
 from django import forms
 
 from projects.models import Project
+from projects.services import POLICY_FIELDS
 
 
 class ProjectForm(forms.ModelForm):
@@ -14,13 +15,7 @@ class ProjectForm(forms.ModelForm):
             "available_from",
             "available_until",
             "default_country",
-            "time_zone",
-            "quiet_hours_override",
-            "quiet_hours_start",
-            "quiet_hours_end",
-            "quiet_hours_sms",
-            "quiet_hours_email",
-            "link_expiry_days",
+            *POLICY_FIELDS,
         ]
         widgets = {
             "available_from": forms.DateTimeInput(attrs={"type": "datetime-local"}),
