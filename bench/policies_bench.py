@@ -8,7 +8,9 @@ One project of N participants with phones from nine countries (the US spread ove
 from Hawaii to New York; GB, FR, DE, IN, JP, AU, BR, RU) and one in ten with its own time
 zone. Each round materialises a fresh distribution twice, alternately: plain, then with
 quiet hours (SMS, 21:00-08:00) and a send window (weekdays 09:00-17:00), both in each
-recipient's time zone, so that at any hour some recipients are held back. Prints every time,
+recipient's time zone, so that at any hour some recipients are held back, and two contact
+frequency rules (at most 3 SMS per 7 days; 24 hours between two for people whose role is
+Manager). The earlier rounds' rows are the contacts the rules count. Prints every time,
 the medians, their ratio (the target: at most 2) and how many rows were held.
 Needs PostgreSQL (127.0.0.1:5432, user postgres).
 """
@@ -59,6 +61,12 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--recipients", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--rules", action="store_true", help="add the two frequency rules (see docs/benchmarks.md)"
+    )
+    parser.add_argument(
+        "--analyze", action="store_true", help="ANALYZE the message table before each run"
+    )
     parser.add_argument("--db", default="relay_bench_policies")
     return parser.parse_args()
 
@@ -128,7 +136,7 @@ def main() -> None:
     call_command("migrate", verbosity=0)
 
     from brands.services import brand_create
-    from distributions.models import Distribution, Message
+    from distributions.models import Distribution, FrequencyRule, Message
     from distributions.services import distribution_materialise
     from projects.services import project_change_stage, project_create
 
@@ -136,10 +144,29 @@ def main() -> None:
     project = project_create(brand=brand, name="Big")
     project_change_stage(project=project, stage="active")
     populate(connection, brand.pk, project.pk, args.recipients)
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE participants_participant SET role = 'Manager' WHERE id % 5 = 0")
+    rules = [
+        FrequencyRule(
+            brand=brand, name="Three a week", max_messages=3, period_days=7, channel="sms"
+        ),
+        FrequencyRule(
+            brand=brand,
+            name="Managers daily",
+            min_gap_hours=24,
+            conditions=[{"criterion": "role", "operator": "is", "value": "Manager"}],
+        ),
+    ]
 
     def materialise(with_policies: bool) -> tuple[float, int]:
         brand.quiet_hours_sms = with_policies
         brand.save(update_fields=["quiet_hours_sms"])
+        for rule in rules:
+            rule.active = with_policies and args.rules
+            rule.save()
+        if args.analyze:
+            with connection.cursor() as cursor:
+                cursor.execute("ANALYZE distributions_message")
         window = {}
         if with_policies:
             window = {
@@ -160,17 +187,18 @@ def main() -> None:
         seconds = time.perf_counter() - started
         held = Message.objects.filter(distribution=distribution, due_at__gt=timezone.now()).count()
         assert counts["total"] == args.recipients, counts
-        return seconds, held
+        return seconds, held, counts["by_status"].get("skipped_frequency", 0)
 
     plain, policies = [], []
     for round_ in range(1, args.rounds + 1):
-        seconds, _ = materialise(False)
+        seconds, _, _ = materialise(False)
         plain.append(seconds)
-        with_seconds, held = materialise(True)
+        with_seconds, held, skipped = materialise(True)
         policies.append(with_seconds)
         print(
-            f"   round {round_}: without policies {seconds:.2f} s, with quiet hours and a send "
-            f"window {with_seconds:.2f} s ({held:,} of {args.recipients:,} rows held)"
+            f"   round {round_}: without policies {seconds:.2f} s, with quiet hours, a send "
+            f"window and two frequency rules {with_seconds:.2f} s ({held:,} of "
+            f"{args.recipients:,} rows held, {skipped:,} skipped by a rule)"
         )
     base, timed = statistics.median(plain), statistics.median(policies)
     print(
