@@ -31,18 +31,12 @@ from zoneinfo import ZoneInfo
 from django.core.exceptions import ValidationError
 from django.db import connection
 from django.db.models import (
+    BooleanField,
     Case,
-    Count,
-    Exists,
     F,
-    IntegerField,
-    OuterRef,
-    Q,
-    Subquery,
     Value,
     When,
 )
-from django.db.models.functions import Coalesce
 
 from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, phonenumberutil
 from phonenumbers.tzdata import TIMEZONE_DATA
@@ -51,7 +45,7 @@ from brands.models import Brand, time_zone_names
 from brands.roles import Role, role_allows
 from distributions.conditions import conditions_clean, conditions_q
 from distributions.models import Distribution, FrequencyRule, Message
-from participants.models import Person
+from participants.models import Participant, Person
 from participants.selectors import metadata_spellings
 from projects.models import Project, SurveyLink
 
@@ -527,54 +521,105 @@ def frequency_rules_for(distribution: Distribution) -> list[FrequencyRule]:
     ]
 
 
-def frequency_annotate(queryset, *, distribution: Distribution, rules, now: datetime):
-    """``queryset`` (participants) with ``freq_rule``: the pk of the first rule the
-    participant is over (None: none), in SQL: per rule, a count of the person's contacts in
-    its period and whether one is closer than its gap (the ``Message.person`` index)."""
-    if not rules:
-        return queryset.annotate(freq_rule=Value(None, output_field=IntegerField()))
+def frequency_annotate(queryset, *, distribution: Distribution, rules):
+    """``queryset`` (participants) with ``fm<i>``: whether the participant matches rule i's
+    conditions (True for a rule without any), for ``frequency_sql``."""
     spellings = metadata_spellings(project_id=distribution.project_id)
-    whens = []
-    for index, rule in enumerate(rules):
-        contacts = Message.objects.filter(
-            person_id=OuterRef("person_id"),
-            distribution__kind__in=rule.counted_kinds(),
-            status__in=CONTACT_STATUSES,
-        ).exclude(distribution_id=distribution.pk)
-        if rule.channel:
-            contacts = contacts.filter(distribution__channel=rule.channel)
-        over = Q()
-        if rule.max_messages is not None:
-            since = now - timedelta(days=rule.period_days)
-            recent = contacts.filter(Q(sent_at__gte=since) | Q(status__in=Message.OPEN_STATUSES))
-            name = f"freq_count_{index}"
-            queryset = queryset.annotate(
-                **{
-                    name: Coalesce(
-                        Subquery(
-                            recent.order_by()
-                            .values("person_id")
-                            .annotate(n=Count("pk"))
-                            .values("n")[:1]
-                        ),
-                        0,
-                    )
-                }
-            )
-            over |= Q(**{f"{name}__gte": rule.max_messages})
-        if rule.min_gap_hours:
-            since = now - timedelta(hours=rule.min_gap_hours)
-            close = contacts.filter(Q(sent_at__gte=since) | Q(status__in=Message.OPEN_STATUSES))
-            over |= Exists(close)
-        if not over:
-            continue
-        matches = conditions_q(rule.conditions, spellings=spellings) if rule.conditions else Q()
-        whens.append(When(matches & over, then=Value(rule.pk)))
-    if not whens:
-        return queryset.annotate(freq_rule=Value(None, output_field=IntegerField()))
     return queryset.annotate(
-        freq_rule=Case(*whens, default=Value(None), output_field=IntegerField())
+        **{
+            f"fm{index}": Case(
+                When(conditions_q(rule.conditions, spellings=spellings), then=Value(True)),
+                default=Value(False),
+                output_field=BooleanField(),
+            )
+            if rule.conditions
+            else Value(True, output_field=BooleanField())
+            for index, rule in enumerate(rules)
+        }
     )
+
+
+@dataclass
+class FrequencySql:
+    """``SELECT sel0.*, {rule} AS freq_rule FROM (selection) sel0 {joins}``: the pk of the
+    first rule each row is over (NULL: none). ``rule_params`` then ``join_params``."""
+
+    rule: str
+    rule_params: list
+    joins: str
+    join_params: list
+
+    def wrap(self, inner_sql: str, inner_params) -> tuple[str, list]:
+        sql = f"SELECT sel0.*, {self.rule} AS freq_rule FROM ({inner_sql}) sel0 {self.joins}"  # noqa: S608 - fragments are ours
+        return sql, [*self.rule_params, *inner_params, *self.join_params]
+
+
+def frequency_sql(*, distribution: Distribution, rules, now: datetime) -> FrequencySql:
+    """Per rule, one grouped subquery over the contacts of the project's people (how many in
+    its period, whether one is closer than its gap), hash-joined to the selection: linear
+    whatever the table statistics say (a correlated count per row was planned as a scan per
+    row right after a bulk insert; docs/benchmarks.md)."""
+    messages, distributions = Message._meta.db_table, Distribution._meta.db_table
+    participants = Participant._meta.db_table
+    open_marks = ", ".join(["%s"] * len(Message.OPEN_STATUSES))
+    contact_marks = ", ".join(["%s"] * len(CONTACT_STATUSES))
+    joins, join_params, whens, rule_params = [], [], [], []
+    for index, rule in enumerate(rules):
+        kinds = rule.counted_kinds()
+        since = now - timedelta(days=rule.period_days)
+        gap_since = now - timedelta(hours=rule.min_gap_hours or 0)
+        channel = "AND d.channel = %s" if rule.channel else ""
+        joins.append(
+            f"""LEFT JOIN (
+                SELECT m.person_id,
+                    SUM(CASE WHEN m.sent_at >= %s OR m.status IN ({open_marks}) THEN 1 ELSE 0 END)
+                        AS n,
+                    MAX(CASE WHEN m.sent_at >= %s OR m.status IN ({open_marks}) THEN 1 ELSE 0 END)
+                        AS close
+                FROM {messages} m JOIN {distributions} d ON d.id = m.distribution_id
+                WHERE m.person_id IN (SELECT person_id FROM {participants} WHERE project_id = %s)
+                  AND m.distribution_id <> %s AND m.status IN ({contact_marks})
+                  AND d.kind IN ({", ".join(["%s"] * len(kinds))}) {channel}
+                GROUP BY m.person_id
+            ) fr{index} ON fr{index}.person_id = sel0.person_ref"""  # noqa: S608 - names are ours
+        )
+        join_params += [
+            _t(since),
+            *Message.OPEN_STATUSES,
+            _t(gap_since),
+            *Message.OPEN_STATUSES,
+            distribution.project_id,
+            distribution.pk or 0,
+            *CONTACT_STATUSES,
+            *kinds,
+            *([rule.channel] if rule.channel else []),
+        ]
+        over = []
+        if rule.max_messages is not None:
+            over.append(f"COALESCE(fr{index}.n, 0) >= %s")
+            rule_params.append(rule.max_messages)
+        if rule.min_gap_hours:
+            over.append(f"COALESCE(fr{index}.close, 0) = 1")
+        whens.append(f"WHEN sel0.fm{index} AND ({' OR '.join(over) or '1 = 0'}) THEN %s")
+        rule_params.append(rule.pk)
+    rule_sql = f"CASE {' '.join(whens)} END"
+    return FrequencySql(rule_sql, rule_params, " ".join(joins), join_params)
+
+
+def frequency_skipped_count(*, distribution: Distribution, queryset, rules, now) -> int:
+    """How many participants of ``queryset`` a rule would skip now (one query)."""
+    if not rules:
+        return 0
+    selected = frequency_annotate(
+        queryset.order_by(), distribution=distribution, rules=rules
+    ).values(*(f"fm{index}" for index in range(len(rules))), person_ref=F("person_id"))
+    inner_sql, inner_params = selected.query.sql_with_params()
+    sql, params = frequency_sql(distribution=distribution, rules=rules, now=now).wrap(
+        inner_sql, inner_params
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT COUNT(*) FROM ({sql}) x WHERE x.freq_rule IS NOT NULL", params)  # noqa: S608 - fragments are ours
+        return cursor.fetchone()[0]
 
 
 def frequency_reasons(rules) -> list[tuple[int, str]]:

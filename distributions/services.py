@@ -446,13 +446,9 @@ def distribution_policy_preview(
     audience = recipients_queryset(draft)
     preview = policies.plan_preview(distribution=draft, queryset=audience, now=now)
     rules = policies.frequency_rules_for(draft)
-    skipped = 0
-    if rules:
-        skipped = (
-            policies.frequency_annotate(audience, distribution=draft, rules=rules, now=now)
-            .filter(freq_rule__isnull=False)
-            .count()
-        )
+    skipped = policies.frequency_skipped_count(
+        distribution=draft, queryset=audience, rules=rules, now=now
+    )
     return {**preview, "frequency_skipped": skipped}
 
 
@@ -480,12 +476,10 @@ def distribution_materialise(
     zones = ("tz", "phone") if plan else ()
     # Contact frequency rules: ``freq_rule`` is the rule a recipient is over (None: none).
     rules = policies.frequency_rules_for(distribution)
-    freq = ("freq_rule",) if rules else ()
+    freq = tuple(f"fm{index}" for index in range(len(rules)))
     audience = recipients_queryset(distribution, participant_ids)
     if rules:
-        audience = policies.frequency_annotate(
-            audience, distribution=distribution, rules=rules, now=now
-        )
+        audience = policies.frequency_annotate(audience, distribution=distribution, rules=rules)
     selected = (
         audience.order_by()
         .annotate(
@@ -503,6 +497,10 @@ def distribution_materialise(
         .values("pid", "person_ref", "address", "opted_out", "rn", *zones, *freq)
     )
     inner_sql, inner_params = selected.query.sql_with_params()
+    if rules:  # the selection with ``freq_rule``: the first rule each row is over
+        inner_sql, inner_params = policies.frequency_sql(
+            distribution=distribution, rules=rules, now=now
+        ).wrap(inner_sql, inner_params)
     held = policies.plan_sql(plan) if plan else None
     rule_reason = "CASE sel.freq_rule " + " ".join("WHEN %s THEN %s" for _ in rules) + " END"
     table = Message._meta.db_table
