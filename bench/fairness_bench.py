@@ -70,13 +70,20 @@ def over_the_bucket(times: list[float], rate: float, burst: float) -> tuple[int,
     """The most sends above the token bucket's bound (rate * t + burst over any interval of
     t seconds) and where: 0 means the sender never went above its rate."""
     times = sorted(times)
-    worst, at = 0.0, 0.0
+    worst, at, span = 0.0, 0.0, (0, 0)
     # Over every interval from one send to a later one: the sends within it, against its bound.
     for i, first in enumerate(times):
         for k in range(i, len(times)):
             excess = (k - i + 1) - (rate * (times[k] - first) + burst)
             if excess > worst:
-                worst, at = excess, first
+                worst, at, span = excess, first, (i, k)
+    if worst > 0 and os.environ.get("RELAY_BENCH_DEBUG"):
+        i, k = span
+        gaps = [
+            round(times[j + 1] - times[j], 3)
+            for j in range(max(0, i - 3), min(k + 3, len(times) - 1))
+        ]
+        print(f"   worst interval: sends {i}..{k} over {times[k] - times[i]:.3f} s; gaps {gaps}")
     return int(worst + 0.999999), at
 
 
@@ -181,12 +188,14 @@ def report_pumps(before: dict, elapsed: float, slots: int) -> None:
     after = pump_seconds()
     sending = after.get("sending", 0) - before.get("sending", 0)
     picking = after.get("picking", 0) - before.get("picking", 0)
-    held = sending + picking
+    ahead = after.get("ahead", 0) - before.get("ahead", 0)
+    held = sending + picking + ahead
     print(
         f"   pump slot time: {held:.1f} s of {elapsed * slots:.1f} s of {slots} slots "
         f"({100 * held / max(1e-9, elapsed * slots):.0f} %): sending {sending:.1f} s, "
-        f"picking {picking:.1f} s; waiting for a throttle: 0 s (no such code path: a pump "
-        f"with nothing ready gives its slot back)"
+        f"picking {picking:.1f} s; waiting for a throttle: {ahead:.1f} s "
+        f"({100 * ahead / max(1e-9, elapsed * slots):.1f} % of slot time: windows picked "
+        f"ahead waiting for their moment; a pump with nothing ready gives its slot back)"
     )
 
 
@@ -292,6 +301,16 @@ def scenario_a(run: Run, args, slots: int) -> None:
     times = a_times(fake, sid_a)
     rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
     excess, _ = over_the_bucket(times, args.slow_rate, args.slow_rate)
+    if os.environ.get("RELAY_BENCH_DEBUG"):
+        from distributions.models import Message
+
+        sids = {m["sid"]: m["created_ts"] for m in fake.messages_where(account_sid=sid_a)}
+        rows = Message.objects.filter(distribution=big).exclude(provider_id="")
+        for row in sorted(rows, key=lambda r: sids.get(r.provider_id, 0))[:12]:
+            print(
+                f"   row {row.pk} lease {row.lease[:6]} leased {row.leased_at:%S.%f} "
+                f"attempts {row.attempts} fake {sids.get(row.provider_id, 0) % 60:.3f}"
+            )
     report_b(rounds, "A throttled")
     print(
         f"   A: {len(times):,} messages handed over at {rate:.2f} messages/s "

@@ -281,11 +281,22 @@ def summary(windows: list[Window]) -> tuple[float, float, float, int, float, flo
 
 
 async def load(
-    session, *, method, url, body_for, numbers, headers, concurrency, seconds, warmup, cpu
+    session,
+    *,
+    method="GET",
+    url="",
+    body_for=None,
+    numbers=None,
+    headers=None,
+    concurrency,
+    seconds,
+    warmup,
+    cpu,
+    send=None,
 ) -> Window:
     """``concurrency`` tasks send requests back to back (the body of each from the next of
-    ``numbers``); the calls that start and end within ``seconds`` after ``warmup`` are
-    measured."""
+    ``numbers``; or each ``await send()``, which answers whether the call succeeded); the
+    calls that start and end within ``seconds`` after ``warmup`` are measured."""
     latencies: list[float] = []
     errors = 0
     started = time.perf_counter()
@@ -298,11 +309,14 @@ async def load(
             now = time.perf_counter()
             if now >= stop_at:
                 return
-            body = body_for(next(numbers)) if body_for else None
             began = time.perf_counter()
-            async with session.request(method, url, json=body, headers=headers) as answer:
-                await answer.read()
-                ok = answer.status < 300
+            if send is not None:
+                ok = await send()
+            else:
+                body = body_for(next(numbers)) if body_for else None
+                async with session.request(method, url, json=body, headers=headers) as answer:
+                    await answer.read()
+                    ok = answer.status < 300
             ended = time.perf_counter()
             if began >= measure_from and ended <= stop_at:
                 latencies.append(ended - began)

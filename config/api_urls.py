@@ -9,6 +9,7 @@ from distributions.email_api import (
     EmailSettingsAPIView,
     EmailSettingsCheckAPIView,
 )
+from distributions.library_api import LibraryMessageViewSet
 from distributions.policy_api import FrequencyRuleViewSet
 from distributions.provider_views import ProviderAPIView
 from optouts.api import InboundMessageViewSet, OptOutEventViewSet, OptOutViewSet
@@ -40,6 +41,7 @@ router.register("inbound-messages", InboundMessageViewSet, basename="inbound-mes
 router.register("webhooks", WebhookEndpointViewSet, basename="webhook-endpoint")
 router.register("email-domains", EmailDomainViewSet, basename="email-domain")
 router.register("frequency-rules", FrequencyRuleViewSet, basename="frequency-rule")
+router.register("library-messages", LibraryMessageViewSet, basename="library-message")
 
 urlpatterns = [
     # First: the API's busiest route (a link per transaction; Django tries the patterns in

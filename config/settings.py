@@ -72,6 +72,7 @@ INSTALLED_APPS = [
     "credits",
     "distributions",
     "transactional",
+    "conversations",
 ]
 
 MIDDLEWARE = [
@@ -289,7 +290,10 @@ else:
 # (starting, finishing, recovery, imports, webhook deliveries, provider receipts), so that
 # control work never waits behind sending. Run workers for both (Procfile.dev, compose).
 CELERY_TASK_DEFAULT_QUEUE = "control"
-CELERY_TASK_ROUTES = {"distributions.tasks.send_pump_task": {"queue": "send"}}
+CELERY_TASK_ROUTES = {
+    "distributions.tasks.send_pump_task": {"queue": "send"},
+    "conversations.tasks.turns_send_task": {"queue": "send"},
+}
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -299,6 +303,10 @@ CELERY_TIMEZONE = "UTC"
 CELERY_TASK_ALWAYS_EAGER = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
+    "conversations-send-stale-turns": {
+        "task": "conversations.tasks.turns_send_stale_task",
+        "schedule": 60.0,
+    },
     "projects-close-expired": {
         "task": "projects.tasks.projects_apply_availability_task",
         "schedule": 60.0,
@@ -342,6 +350,10 @@ RELAY_SEND_LEASE_SECONDS = env.int("RELAY_SEND_LEASE_SECONDS", default=20)
 RELAY_PROVIDER_TIMEOUT_SECONDS = env.float("RELAY_PROVIDER_TIMEOUT_SECONDS", default=8.0)
 # Pumps sending at once (distributions.pump): the number of worker slots on the send queue.
 RELAY_SEND_PUMPS = env.int("RELAY_SEND_PUMPS", default=2)
+# A rate-limited sender's next window is picked up to this long before its bucket allows it
+# and handed over no sooner (distributions.fairqueue.pick): the pick, checks and rendering
+# overlap the wait instead of adding to every window (docs/operations.md). 0 turns it off.
+RELAY_SEND_PICK_AHEAD_SECONDS = env.float("RELAY_SEND_PICK_AHEAD_SECONDS", default=0.05)
 RELAY_DEMO_PASSWORD = env.str("RELAY_DEMO_PASSWORD", default="relay-demo")
 
 # Outbound webhooks (docs/webhooks.md). Seconds, except the allow list.

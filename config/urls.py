@@ -35,6 +35,7 @@ urlpatterns = [
     path("", include("surveys.public_urls")),
     path("", include("participants.urls")),
     path("", include("distributions.urls")),
+    path("", include("conversations.urls")),
     path("webhooks/endpoints/", include("webhooks.urls")),
     path("webhooks/", include("distributions.callback_urls")),
     path("optouts/", include("optouts.urls")),

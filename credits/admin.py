@@ -21,7 +21,7 @@ Kind = CreditEntry.Kind
 
 @admin.register(RateCard)
 class RateCardAdmin(admin.ModelAdmin):
-    list_display = ["__str__", "default_rate", "updated_at"]
+    list_display = ["__str__", "default_rate", "default_inbound_rate", "updated_at"]
 
     def has_add_permission(self, request):
         return not RateCard.objects.exists() and super().has_add_permission(request)
@@ -41,8 +41,8 @@ class RateCardUploadForm(forms.Form):
 
 @admin.register(CountryRate)
 class CountryRateAdmin(admin.ModelAdmin):
-    list_display = ["country", "name", "rate", "enabled", "note", "updated_at"]
-    list_editable = ["rate", "enabled"]
+    list_display = ["country", "name", "rate", "inbound_rate", "enabled", "note", "updated_at"]
+    list_editable = ["rate", "inbound_rate", "enabled"]
     list_filter = ["enabled"]
     search_fields = ["country", "note"]
     actions = ["export_csv", "disable", "enable"]

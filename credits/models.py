@@ -55,6 +55,14 @@ class RateCard(models.Model):
             "prices: a platform without a rate card does not charge for SMS."
         ),
     )
+    default_inbound_rate = models.DecimalField(
+        "default credits per inbound message",
+        max_digits=RATE_DIGITS,
+        decimal_places=AMOUNT_PLACES,
+        default=ZERO,
+        validators=[MinValueValidator(ZERO)],
+        help_text="A reply in a two-way conversation, for countries without their own rate.",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -88,6 +96,15 @@ class CountryRate(models.Model):
         max_digits=RATE_DIGITS,
         decimal_places=AMOUNT_PLACES,
         validators=[MinValueValidator(ZERO)],
+    )
+    inbound_rate = models.DecimalField(
+        "credits per inbound message",
+        max_digits=RATE_DIGITS,
+        decimal_places=AMOUNT_PLACES,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(ZERO)],
+        help_text="A reply from a number in this country (two-way SMS); empty: the default.",
     )
     enabled = models.BooleanField(
         default=True, help_text="Disabled: recipients in this country are skipped."

@@ -8,6 +8,7 @@ rate; a disabled country is not sent to.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -77,9 +78,15 @@ class RateTable:
     default: Decimal
     rates: dict[str, Decimal] = field(default_factory=dict)
     disabled: frozenset[str] = frozenset()
+    inbound_default: Decimal = Decimal(0)
+    inbound_rates: dict[str, Decimal] = field(default_factory=dict)
 
     def rate(self, country: str) -> Decimal:
         return self.rates.get(country, self.default)
+
+    def inbound_rate(self, country: str) -> Decimal:
+        """Credits for one message received from ``country`` (a two-way reply)."""
+        return self.inbound_rates.get(country, self.inbound_default)
 
     def enabled(self, country: str) -> bool:
         return country not in self.disabled
@@ -104,19 +111,30 @@ class RateTable:
         # A country the snapshot does not name keeps its live rate, not the frozen default.
         for country in self.rates:
             rates.setdefault(country, self.rates[country])
-        return RateTable(default=default, rates=rates, disabled=self.disabled)
+        return dataclasses.replace(self, default=default, rates=rates)
 
 
 def rate_table() -> RateTable:
     """The current rate card (two small queries)."""
-    default = RateCard.current().default_rate
+    card = RateCard.current()
     rates = {}
+    inbound = {}
     disabled = set()
-    for country, rate, enabled in CountryRate.objects.values_list("country", "rate", "enabled"):
+    for country, rate, inbound_rate, enabled in CountryRate.objects.values_list(
+        "country", "rate", "inbound_rate", "enabled"
+    ):
         rates[country] = rate
+        if inbound_rate is not None:
+            inbound[country] = inbound_rate
         if not enabled:
             disabled.add(country)
-    return RateTable(default=default, rates=rates, disabled=frozenset(disabled))
+    return RateTable(
+        default=card.default_rate,
+        rates=rates,
+        disabled=frozenset(disabled),
+        inbound_default=card.default_inbound_rate,
+        inbound_rates=inbound,
+    )
 
 
 def disabled_reason(country: str) -> str:

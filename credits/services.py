@@ -185,6 +185,40 @@ def credits_adjust(*, brand: Brand, amount, actor=None, note: str = "") -> Credi
         )
 
 
+def credits_debit_once(
+    *,
+    brand: Brand,
+    key: str,
+    country: str,
+    segments: int,
+    rate: Decimal,
+    project_id: int | None = None,
+    note: str = "",
+) -> CreditEntry:
+    """Debit one message that belongs to no distribution (a two-way conversation's text or
+    a reply it received) at ``rate`` × ``segments``: once per ``key`` whatever the retries
+    (the brand's unique idempotency key), a usage row for a self-service brand. A message
+    already sent or received is owed: this never refuses, the caller checks beforehand."""
+    cost = quantize(rate * segments)
+    with transaction.atomic():
+        credit_account_lock(brand_id=brand.pk)
+        earlier = CreditEntry.objects.filter(brand=brand, idempotency_key=key).first()
+        if earlier is not None:
+            return earlier
+        self_service = brand.is_self_service
+        return CreditEntry.objects.create(
+            brand=brand,
+            kind=Kind.USAGE if self_service else Kind.DEBIT,
+            amount=ZERO if self_service else -cost,
+            project_id=project_id,
+            country=country,
+            segments=segments,
+            rate=rate,
+            note=note[:300],
+            idempotency_key=key[:100],
+        )
+
+
 def reservation_pools(reservation_ids: list[int]) -> dict[int, Decimal]:
     """What each reservation holds and has not yet held for a message."""
     held = dict(

@@ -6,7 +6,13 @@ from __future__ import annotations
 from django.contrib import admin
 
 from distributions.email_services import email_domain_verify
-from distributions.models import BounceReport, EmailAccount, EmailDomain
+from distributions.models import (
+    BounceReport,
+    DistributionAudit,
+    EmailAccount,
+    EmailDomain,
+    LibraryMessage,
+)
 
 
 @admin.register(EmailAccount)
@@ -61,3 +67,35 @@ class BounceReportAdmin(admin.ModelAdmin):
         "raw",
         "received_at",
     ]
+
+
+@admin.register(DistributionAudit)
+class DistributionAuditAdmin(admin.ModelAdmin):
+    """The audit trail is read only: it records what happened."""
+
+    list_display = ["at", "brand", "distribution_ref", "distribution_name", "action", "actor"]
+    list_filter = ["action"]
+    search_fields = ["distribution_name", "brand__name"]
+    readonly_fields = [
+        "brand",
+        "distribution",
+        "distribution_ref",
+        "distribution_name",
+        "action",
+        "actor",
+        "detail",
+        "at",
+    ]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(LibraryMessage)
+class LibraryMessageAdmin(admin.ModelAdmin):
+    list_display = ["name", "brand", "channel", "type", "updated_at"]
+    list_filter = ["channel", "type"]
+    search_fields = ["name", "brand__name"]

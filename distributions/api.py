@@ -3,6 +3,8 @@ edit while scheduled, cancel, bulk edit, preview, history as JSON and CSV."""
 
 from __future__ import annotations
 
+from datetime import date
+
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
@@ -16,11 +18,28 @@ from brands.api.base import BrandScopedAPIMixin, LocalTimeField, StrictSerialize
 from brands.api.errors import Conflict, state_conflict
 from brands.roles import Role, role_allows
 from core.csvio import DELIMITERS, ENCLOSURES, csv_rows
+from distributions.archive import (
+    distribution_archive,
+    distribution_delete,
+    distribution_unarchive,
+)
+from distributions.audit import distribution_audit_list
 from distributions.charging import credits_estimate
 from distributions.conditions import CRITERIA, OPERATORS
+from distributions.copies import (
+    distribution_copy,
+    distribution_resend,
+    distribution_retry,
+    distribution_test_send,
+)
 from distributions.email_services import email_estimate, email_preview
-from distributions.models import Distribution, Message
+from distributions.library import library_message_fill
+from distributions.models import Distribution, DistributionAudit, LibraryMessage, Message
 from distributions.selectors import (
+    DEFAULT_ORDERING,
+    LIST_ORDERINGS,
+    DistributionFilters,
+    distribution_list,
     distribution_metrics,
     history_header,
     history_queryset,
@@ -36,12 +55,21 @@ from distributions.services import (
     distribution_update,
     distributions_bulk_update,
 )
+from distributions.stalls import distribution_stalls
+from participants.models import Participant
 from projects.models import Project
 
 ACCEPT_PARTIAL_HELP = (
     "SMS: schedule it even when its estimated cost exceeds the available credits (what the "
     "balance cannot cover is not sent, and it ends Interrupted). Without it, such a send "
     "answers 409 insufficient_credits; see POST /distributions/estimate/."
+)
+
+
+REMINDER_AUDIENCE_HELP = (
+    "Reminders only: empty (the default) reminds everyone who has not responded; 'started' "
+    "only those who started the survey (answers saved to finish later, or kept partial) and "
+    "did not finish it."
 )
 
 
@@ -61,8 +89,17 @@ class DistributionSerializer(StrictSerializer):
     name = serializers.CharField(required=False, allow_blank=True, max_length=200)
     message = serializers.CharField(
         max_length=200_000,
+        required=False,
         help_text="SMS: the text (at most 1,600 characters). Email: the HTML body (scripts are "
-        "stripped); must contain ${opt_out_link}, and ${link} for invites and reminders.",
+        "stripped); must contain ${opt_out_link}, and ${link} for invites and reminders. "
+        "Required unless library_message is given.",
+    )
+    library_message = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        help_text="The id of a message of the brand's library (GET /library-messages/) of "
+        "this channel: its text (and an email's subject) is copied where message (subject) is "
+        "omitted. Editing the library message later never changes this distribution.",
     )
     sender = serializers.CharField(required=False, allow_blank=True, max_length=32)
     subject = serializers.CharField(
@@ -88,6 +125,19 @@ class DistributionSerializer(StrictSerializer):
         allow_blank=True,
         help_text="Email thank-you only: 'completion' sends to each recipient as they complete "
         "the survey, until cancelled.",
+    )
+    mode = serializers.ChoiceField(
+        choices=Distribution.Mode.choices,
+        default=Distribution.Mode.LINK,
+        help_text="SMS invites and reminders: 'two_way' asks the survey question by question "
+        "by text (docs/two-way.md); refused for a survey with questions that cannot be "
+        "asked by text, naming them.",
+    )
+    audience = serializers.ChoiceField(
+        choices=[("", "not responded"), ("started", "started but not finished")],
+        required=False,
+        allow_blank=True,
+        help_text=REMINDER_AUDIENCE_HELP,
     )
     conditions = ConditionSerializer(many=True, required=False)
     window_start = LocalTimeField(
@@ -129,8 +179,31 @@ class DistributionSerializer(StrictSerializer):
     status = serializers.CharField(read_only=True)
     status_reason = serializers.CharField(read_only=True)
     created_at = serializers.DateTimeField(read_only=True)
+    created_by = serializers.IntegerField(
+        read_only=True, allow_null=True, help_text="The user who created it (null: an API key)."
+    )
     started_at = serializers.DateTimeField(read_only=True, allow_null=True)
     finished_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    origin = serializers.IntegerField(
+        read_only=True,
+        allow_null=True,
+        help_text="The distribution it was copied, tried again, resent or tested from.",
+    )
+    origin_kind = serializers.ChoiceField(
+        choices=[("", "none"), *Distribution.Origin.choices],
+        read_only=True,
+        help_text="How it was made from origin: copy, retry, resend or test.",
+    )
+    archived_at = serializers.DateTimeField(
+        read_only=True, allow_null=True, help_text="When it was archived (null: not archived)."
+    )
+
+    def validate(self, attrs):
+        if not attrs.get("message") and not attrs.get("library_message"):
+            raise serializers.ValidationError(
+                {"message": "Give the message, or a library_message to copy it from."}
+            )
+        return attrs
 
     def to_representation(self, instance: Distribution):
         data = {
@@ -148,6 +221,8 @@ class DistributionSerializer(StrictSerializer):
             "from_address": instance.from_address,
             "reply_to": instance.reply_to,
             "trigger": instance.trigger,
+            "mode": instance.mode,
+            "audience": instance.audience,
             "conditions": instance.conditions,
             "ignore_frequency_rules": instance.ignore_frequency_rules,
             "link_expiry_days": instance.link_expiry_days,
@@ -163,6 +238,11 @@ class DistributionSerializer(StrictSerializer):
             "status": instance.status,
             "status_reason": instance.status_reason,
             "created_at": serializers.DateTimeField().to_representation(instance.created_at),
+            "created_by": instance.created_by_id,
+            "library_message": instance.library_message_id,
+            "origin": instance.origin_id,
+            "origin_kind": instance.origin_kind,
+            "archived_at": _datetime(instance.archived_at),
             "started_at": serializers.DateTimeField().to_representation(instance.started_at)
             if instance.started_at
             else None,
@@ -172,16 +252,33 @@ class DistributionSerializer(StrictSerializer):
         }
         if self.context.get("with_metrics"):
             data["metrics"] = distribution_metrics(distribution=instance)
+            stall = distribution_stalls(distributions=[instance]).get(instance.pk)
+            data["stalled"] = (
+                {
+                    "why": str(stall.why),
+                    "since": serializers.DateTimeField().to_representation(stall.since),
+                    "holding": [str(h) for h in stall.holding],
+                    "details": list(stall.details),
+                }
+                if stall
+                else None
+            )
             data["related"] = [
                 {
                     "id": d.pk,
                     "kind": d.kind,
                     "status": d.status,
                     "send_at": serializers.DateTimeField().to_representation(d.send_at),
+                    "origin": d.origin_id,
+                    "origin_kind": d.origin_kind,
                 }
                 for d in related_distributions(distribution=instance)
             ]
         return data
+
+
+def _datetime(value):
+    return serializers.DateTimeField().to_representation(value) if value else None
 
 
 class DistributionUpdateSerializer(StrictSerializer):
@@ -237,6 +334,13 @@ class CountryEstimateSerializer(serializers.Serializer):
     enabled = serializers.BooleanField()
 
 
+class TwoWayEstimateSerializer(serializers.Serializer):
+    questions = serializers.IntegerField()
+    outbound_texts = serializers.IntegerField(help_text="Later questions and the thank-you.")
+    outbound_segments = serializers.IntegerField()
+    inbound_replies = serializers.IntegerField()
+
+
 class EstimateSerializer(serializers.Serializer):
     recipients = serializers.IntegerField(help_text="Recipients it would be sent to now.")
     segments = serializers.IntegerField(help_text="SMS segments in all.")
@@ -260,6 +364,11 @@ class EstimateSerializer(serializers.Serializer):
     frequency_skipped = serializers.IntegerField(
         help_text="Recipients a contact frequency rule would skip if it went now."
     )
+    two_way = TwoWayEstimateSerializer(
+        allow_null=True,
+        help_text="A two-way distribution: what each respondent who answers every question "
+        "adds (follow-up texts and their segments, inbound replies); null otherwise.",
+    )
 
 
 def estimate_answer(estimate: dict) -> dict:
@@ -278,6 +387,7 @@ def estimate_answer(estimate: dict) -> dict:
         "held": estimate.get("held", 0),
         "held_until": estimate.get("held_until", []),
         "frequency_skipped": estimate.get("frequency_skipped", 0),
+        "two_way": estimate.get("two_way"),
     }
 
 
@@ -315,40 +425,137 @@ def _conditions(data):
     return [dict(c) for c in data] if data is not None else None
 
 
-@extend_schema_view(
-    list=extend_schema(
-        parameters=[
-            OpenApiParameter("project", int),
-            OpenApiParameter("channel", str, enum=Distribution.Channel.values),
-            OpenApiParameter("status", str, enum=Distribution.Status.values),
-        ]
+LIST_PARAMETERS = [
+    OpenApiParameter(
+        "search", str, description="Words in the name, message text or email subject (any case)."
+    ),
+    OpenApiParameter("project", int, description="A project id."),
+    OpenApiParameter("channel", str, enum=Distribution.Channel.values),
+    OpenApiParameter("kind", str, enum=Distribution.Kind.values, description="The type."),
+    OpenApiParameter("status", str, enum=Distribution.Status.values),
+    OpenApiParameter("created_by", int, description="The id of the user who created it."),
+    OpenApiParameter(
+        "date_from",
+        OpenApiTypes.DATE,
+        description="Send date on or after (YYYY-MM-DD, the brand's time zone).",
+    ),
+    OpenApiParameter(
+        "date_to",
+        OpenApiTypes.DATE,
+        description="Send date on or before (YYYY-MM-DD, the brand's time zone).",
+    ),
+    OpenApiParameter(
+        "archived",
+        bool,
+        description="true: only archived distributions; false or omitted: only the others.",
+    ),
+    OpenApiParameter(
+        "ordering",
+        str,
+        enum=list(LIST_ORDERINGS),
+        description="Sort order (a leading - is descending); default -send_at.",
+    ),
+]
+
+
+def filters_from_query(params) -> DistributionFilters:
+    """The list filters of a query string the schema already checked (``query_check``)."""
+    archived = params.get("archived")
+    return DistributionFilters(
+        search=(params.get("search") or "").strip(),
+        project=int(params["project"]) if params.get("project") else None,
+        channel=params.get("channel") or "",
+        kind=params.get("kind") or "",
+        status=params.get("status") or "",
+        created_by=int(params["created_by"]) if params.get("created_by") else None,
+        date_from=date.fromisoformat(params["date_from"]) if params.get("date_from") else None,
+        date_to=date.fromisoformat(params["date_to"]) if params.get("date_to") else None,
+        archived=archived == "true",
+        ordering=params.get("ordering") or DEFAULT_ORDERING,
     )
-)
+
+
+class CopySerializer(StrictSerializer):
+    project = serializers.IntegerField(
+        required=False, help_text="A project of the brand; default: the original's."
+    )
+    send_at = serializers.DateTimeField(
+        required=False,
+        allow_null=True,
+        help_text="In the future; default: the original's send time while it is ahead.",
+    )
+    name = serializers.CharField(required=False, allow_blank=True, max_length=200)
+
+
+class ResendSerializer(StrictSerializer):
+    send_at = serializers.DateTimeField(
+        required=False, allow_null=True, help_text="Omit or null to send now."
+    )
+
+
+class TestMessageSerializer(StrictSerializer):
+    address = serializers.CharField(
+        max_length=254,
+        help_text="SMS: the phone number to text (read in the brand's country without a "
+        "+country code). Email: the email address.",
+    )
+    participant = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        help_text="The participant whose fields the message is rendered with; default: the "
+        "project's first.",
+    )
+
+
+class TestMessageAnswerSerializer(serializers.Serializer):
+    id = serializers.IntegerField(help_text="The test's own distribution (origin_kind test).")
+    origin = serializers.IntegerField(help_text="The distribution tested.")
+    test = serializers.BooleanField(help_text="Always true.")
+    address = serializers.CharField()
+    participant = serializers.IntegerField()
+    status = serializers.CharField(help_text="The test message's recipient status.")
+    status_reason = serializers.CharField()
+    body = serializers.CharField(help_text="The text sent (empty until sent).")
+    segments = serializers.IntegerField()
+
+
+class AuditSerializer(serializers.Serializer):
+    id = serializers.IntegerField(source="pk")
+    distribution = serializers.IntegerField(source="distribution_ref")
+    distribution_name = serializers.CharField()
+    action = serializers.ChoiceField(choices=DistributionAudit.Action.choices)
+    actor = serializers.IntegerField(source="actor_id", allow_null=True)
+    detail = serializers.CharField()
+    at = serializers.DateTimeField()
+
+
+def _state_or_invalid(exc: DjangoValidationError):
+    """A service refusal because of the distribution's state answers 409, others 400."""
+    if "status" in getattr(exc, "error_dict", {}):
+        return state_conflict(exc)
+    return exc
+
+
+@extend_schema_view(list=extend_schema(parameters=LIST_PARAMETERS))
 class DistributionViewSet(
     BrandScopedAPIMixin,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
     viewsets.GenericViewSet,
 ):
-    """Distributions of the caller's brand. ``?project=``, ``?channel=``, ``?status=`` filter."""
+    """Distributions of the caller's brand (never test messages). The list filters by
+    ``search``, ``project``, ``channel``, ``kind``, ``status``, ``created_by``, ``date_from``,
+    ``date_to`` and ``archived``, sorted by ``ordering``; an unknown parameter answers 400."""
 
     queryset = Distribution.objects.select_related("project", "parent")
     serializer_class = DistributionSerializer
 
     def get_queryset(self):
-        queryset = super().get_queryset()
-        params = self.request.query_params
-        if params.get("project"):
-            queryset = (
-                queryset.filter(project_id=params["project"])
-                if params["project"].isdigit()
-                else queryset.none()
+        if self.action == "list":
+            return distribution_list(
+                brand=self.brand, filters=filters_from_query(self.request.query_params)
             )
-        if params.get("channel"):
-            queryset = queryset.filter(channel=params["channel"])
-        if params.get("status"):
-            queryset = queryset.filter(status=params["status"])
-        return queryset
+        return super().get_queryset()
 
     def get_serializer_context(self):
         return super().get_serializer_context() | {"with_metrics": self.action == "retrieve"}
@@ -366,6 +573,15 @@ class DistributionViewSet(
         data["conditions"] = _conditions(data.pop("conditions", None))
         if data.get("ignore_frequency_rules") and not role_allows(self.role, Role.BRAND_ADMIN):
             raise PermissionDenied("Only brand admins may ignore the contact frequency rules.")
+        library_id = data.pop("library_message", None)
+        library_message = self.get_scoped(LibraryMessage, pk=library_id) if library_id else None
+        data["message"], data["subject"] = library_message_fill(
+            library_message=library_message,
+            channel=data["channel"],
+            message=data.get("message", ""),
+            subject=data.get("subject", ""),
+        )
+        data["library_message"] = library_message
         return data, project, parent
 
     def create(self, request):
@@ -385,6 +601,7 @@ class DistributionViewSet(
         recipients, segments, credits needed and available, and whether they cover it, as the
         schedule page shows them. Nothing is written. Email costs no credits."""
         data, project, parent = self._create_payload(request)
+        data.pop("library_message")
         if data["channel"] == Distribution.Channel.SMS:
             estimate = credits_estimate(
                 project=project,
@@ -392,6 +609,8 @@ class DistributionViewSet(
                 conditions=data["conditions"],
                 kind=data["kind"],
                 parent=parent,
+                mode=data["mode"],
+                audience=data.get("audience", ""),
             )
         else:
             estimate = email_estimate(
@@ -473,6 +692,138 @@ class DistributionViewSet(
                 "text": rendered.text,
             }
         return Response(answer)
+
+    @extend_schema(request=CopySerializer, responses={201: DistributionSerializer})
+    @action(detail=True, methods=["post"])
+    def copy(self, request, pk=None):
+        """Copy a distribution, to its project or another of the brand's, as a new Scheduled
+        one with its message, conditions and schedule (checked as a new one is). Its
+        ``origin`` is the original (copy)."""
+        original = self.get_object()
+        payload = CopySerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        project = self._project(data["project"]) if data.get("project") else None
+        try:
+            copy = distribution_copy(
+                original=original,
+                project=project,
+                send_at=data.get("send_at"),
+                name=data.get("name", ""),
+                actor=self.actor(),
+            )
+        except DjangoValidationError as exc:
+            raise _state_or_invalid(exc) from exc
+        return Response(DistributionSerializer(copy).data, status=201)
+
+    @extend_schema(request=ResendSerializer, responses={201: DistributionSerializer})
+    @action(detail=True, methods=["post"])
+    def retry(self, request, pk=None):
+        """Try a Failed distribution again (after fixing what made it fail): a new one with
+        the same settings, sent to whom the original did not reach; 409 unless Failed."""
+        return self._derive(request, distribution_retry)
+
+    @extend_schema(request=ResendSerializer, responses={201: DistributionSerializer})
+    @action(detail=True, methods=["post"])
+    def resend(self, request, pk=None):
+        """Resend a Sent distribution to its Failed, Bounced and Blocked recipients only: a
+        new distribution (origin_kind resend); 409 unless Sent with such recipients."""
+        return self._derive(request, distribution_resend)
+
+    def _derive(self, request, service):
+        original = self.get_object()
+        payload = ResendSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        try:
+            made = service(
+                original=original,
+                send_at=payload.validated_data.get("send_at"),
+                actor=self.actor(),
+            )
+        except DjangoValidationError as exc:
+            raise _state_or_invalid(exc) from exc
+        return Response(DistributionSerializer(made).data, status=201)
+
+    @extend_schema(request=TestMessageSerializer, responses={201: TestMessageAnswerSerializer})
+    @action(detail=True, methods=["post"])
+    def test(self, request, pk=None):
+        """Send this distribution's message once to ``address`` (a phone for SMS, an email
+        address for email), rendered with a participant's fields. It is charged like any
+        message, marked as a test, and never counted in this distribution's metrics."""
+        original = self.get_object()
+        payload = TestMessageSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        participant = (
+            self.get_scoped(
+                Participant.objects.filter(project_id=original.project_id),
+                pk=data["participant"],
+            )
+            if data.get("participant")
+            else None
+        )
+        test = distribution_test_send(
+            original=original,
+            address=data["address"],
+            participant=participant,
+            actor=self.actor(),
+        )
+        row = test.messages.get()
+        answer = {
+            "id": test.pk,
+            "origin": original.pk,
+            "test": True,
+            "address": row.address,
+            "participant": row.participant_id,
+            "status": row.status,
+            "status_reason": row.status_reason,
+            "body": row.body,
+            "segments": row.segments,
+        }
+        return Response(TestMessageAnswerSerializer(answer).data, status=201)
+
+    @extend_schema(request=None, responses={204: None})
+    def destroy(self, request, pk=None):
+        """Delete a Scheduled distribution (recorded in the audit trail); 409 once it started:
+        archive a finished one instead."""
+        try:
+            distribution_delete(distribution=self.get_object(), actor=self.actor())
+        except DjangoValidationError as exc:
+            raise state_conflict(exc) from exc
+        return Response(status=204)
+
+    @extend_schema(request=None, responses=DistributionSerializer)
+    @action(detail=True, methods=["post"])
+    def archive(self, request, pk=None):
+        """Archive a finished distribution: hidden from lists (``?archived=true`` shows it),
+        its history, ledger and usage kept and still downloadable."""
+        try:
+            distribution = distribution_archive(distribution=self.get_object(), actor=self.actor())
+        except DjangoValidationError as exc:
+            raise state_conflict(exc) from exc
+        return Response(DistributionSerializer(distribution).data)
+
+    @extend_schema(request=None, responses=DistributionSerializer)
+    @action(detail=True, methods=["post"])
+    def unarchive(self, request, pk=None):
+        """Show an archived distribution in lists again."""
+        distribution = distribution_unarchive(distribution=self.get_object(), actor=self.actor())
+        return Response(DistributionSerializer(distribution).data)
+
+    @extend_schema(
+        parameters=[OpenApiParameter("distribution", int, description="A distribution id.")],
+        responses=AuditSerializer(many=True),
+    )
+    @action(detail=False, methods=["get"])
+    def audit(self, request):
+        """The audit trail of the brand's distributions, newest first: copies, tries again,
+        resends, test messages, deletes, archives (deleted distributions included)."""
+        wanted = request.query_params.get("distribution")
+        queryset = distribution_audit_list(
+            brand=self.brand, distribution_id=int(wanted) if wanted else None
+        )
+        page = self.paginate_queryset(queryset)
+        return self.get_paginated_response(AuditSerializer(page, many=True).data)
 
     @extend_schema(
         parameters=[OpenApiParameter("status", str, enum=Message.Status.values)],

@@ -38,14 +38,17 @@ from credits.services import (
 from distributions.audiences import recipients_queryset
 from distributions.conditions import conditions_clean
 from distributions.models import Distribution, Message
+from distributions.two_way import sms_template
 from optouts.links import opt_out_url
 from optouts.selectors import optout_active_exists
 from participants.rendering import piped_fields, recipient_values, render
 from participants.selectors import metadata_spellings
 from projects.models import Project
+from surveys.sms import sms_followup_texts
 
 logger = logging.getLogger(__name__)
 Kind = CreditEntry.Kind
+Mode = Distribution.Mode
 
 MStatus = Message.Status
 
@@ -111,7 +114,7 @@ def distribution_reserve(*, distribution: Distribution) -> CreditReservation | N
     table = rate_table()
     estimate = estimate_cost(
         pending,
-        template=distribution.message,
+        template=sms_template(distribution),
         rates=table,
         phone_path="address",
         person_prefix="person__",
@@ -185,13 +188,13 @@ def _segments_as_sent(distribution: Distribution, row, fields: set[str]) -> int:
         link=link_placeholder() if "link" in fields else "",
         opt_out_link=opt_out_url(row.pk) if "opt_out_link" in fields else "",
     )
-    return count_segments(render(distribution.message, values, metadata))
+    return count_segments(render(sms_template(distribution), values, metadata))
 
 
 def _row_costs(
     distribution: Distribution, rows: list, table: RateTable
 ) -> tuple[dict[int, RowCost], dict[int, str]]:
-    fields = set(piped_fields(distribution.message))
+    fields = set(piped_fields(sms_template(distribution)))
     costs: dict[int, RowCost] = {}
     skipped: dict[int, str] = {}
     for row in rows:
@@ -700,7 +703,14 @@ def reservations_settle(*, brand: Brand) -> int:
 
 
 def schedule_estimate(
-    *, project: Project, message: str, conditions: list | None, kind: str = "invite", parent=None
+    *,
+    project: Project,
+    message: str,
+    conditions: list | None,
+    kind: str = "invite",
+    parent=None,
+    mode: str = Distribution.Mode.LINK,
+    audience: str = "",
 ) -> dict:
     """The estimate the schedule page shows: the participants the settings select now (with
     a phone number, not opted out, one per number), by country, and the brand's available
@@ -711,8 +721,11 @@ def schedule_estimate(
         project=project,
         kind=kind,
         parent=parent,
+        audience=audience,
         conditions=conditions_clean(conditions),
         channel=Distribution.Channel.SMS,
+        mode=mode,
+        message=normalize_line_breaks(message or ""),
     )
     # As materialisation does: one recipient per number, none for a number that opted out.
     queryset = recipients_queryset(draft).exclude(
@@ -722,7 +735,7 @@ def schedule_estimate(
     )
     estimate = estimate_cost(
         queryset,
-        template=normalize_line_breaks(message or ""),
+        template=sms_template(draft),
         rates=rate_table(),
         phone_path="person__phone",
         person_prefix="person__",
@@ -747,11 +760,33 @@ def schedule_estimate(
             for cost in estimate.by_country.values()
         ],
         "self_service": self_service,
+        "two_way": two_way_estimate(project=project) if draft.mode == Mode.TWO_WAY else None,
+    }
+
+
+def two_way_estimate(*, project: Project) -> dict:
+    """What a two-way conversation adds per respondent who answers every question: the
+    follow-up texts (each later question, then the thank-you) and one inbound reply per
+    question, each priced by the rate card of the recipient's country (docs/two-way.md)."""
+    questions = list(project.questions.all())
+    texts = sms_followup_texts(questions)
+    return {
+        "questions": len(questions),
+        "outbound_texts": len(texts),
+        "outbound_segments": sum(count_segments(text) for text in texts),
+        "inbound_replies": len(questions),
     }
 
 
 def credits_estimate(
-    *, project: Project, message: str, conditions: list | None, kind: str = "invite", parent=None
+    *,
+    project: Project,
+    message: str,
+    conditions: list | None,
+    kind: str = "invite",
+    parent=None,
+    mode: str = Distribution.Mode.LINK,
+    audience: str = "",
 ) -> dict | None:
     """The cost of sending ``message`` to the participants ``conditions`` select, before
     scheduling: ``{"recipients", "segments", "credits", "available", "covered",
@@ -759,7 +794,13 @@ def credits_estimate(
     None: not tracked."""
 
     return schedule_estimate(
-        project=project, message=message, conditions=conditions, kind=kind, parent=parent
+        project=project,
+        message=message,
+        conditions=conditions,
+        kind=kind,
+        parent=parent,
+        mode=mode,
+        audience=audience,
     )
 
 

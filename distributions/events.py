@@ -14,12 +14,14 @@ from webhooks.events import events_raise, iso
 from webhooks.models import EventType
 
 
-def distribution_facts(distribution_id: int) -> tuple[int, int, str, str, str]:
-    """(brand id, project id, channel, kind, label) of a distribution (one query)."""
+def distribution_facts(distribution_id: int) -> tuple[int, int, str, str, str, bool]:
+    """(brand id, project id, channel, kind, label, is a test message) of a distribution (one
+    query)."""
     row = Distribution.objects.filter(pk=distribution_id).values_list(
-        "project__brand_id", "project_id", "channel", "kind", "label"
+        "project__brand_id", "project_id", "channel", "kind", "label", "origin_kind"
     )
-    return tuple(row.get())
+    *facts, origin_kind = row.get()
+    return (*facts, origin_kind == Distribution.Origin.TEST)
 
 
 # --- recipient.status_changed --------------------------------------------------------------
@@ -34,7 +36,7 @@ def recipient_statuses_raised(
         return 0
 
     def build():
-        _, project_id, channel, kind, label = distribution_facts(distribution_id)
+        _, project_id, channel, kind, label, test = distribution_facts(distribution_id)
 
         rows = {
             row["pk"]: row
@@ -55,6 +57,7 @@ def recipient_statuses_raised(
                     "project_id": project_id,
                     "channel": label or channel,
                     "kind": kind,
+                    "test": test,
                     "participant_id": row["participant_id"],
                     "person_id": people.get(row["participant_id"]),
                     "address": row["address"],
@@ -78,7 +81,7 @@ def distribution_finished_raised(*, distribution: Distribution) -> int:
     """A distribution ended (Sent, Failed or Interrupted)."""
 
     def build():
-        _, project_id, channel, kind, label = distribution_facts(distribution.pk)
+        _, project_id, channel, kind, label, test = distribution_facts(distribution.pk)
 
         counts = {
             row["status"]: row["n"]
@@ -95,6 +98,7 @@ def distribution_finished_raised(*, distribution: Distribution) -> int:
                 "name": getattr(distribution, "name", "") or "",
                 "channel": label or channel,
                 "kind": kind,
+                "test": test,
                 "status": distribution.status,
                 "reason": distribution.status_reason,
                 "started_at": iso(getattr(distribution, "started_at", None)),

@@ -78,6 +78,8 @@ class Grant:
     sender_id: int
     granted: int
     leased: int
+    # Picked ahead of its sender's bucket: handed over no sooner than this (None: now).
+    not_before: datetime | None = None
 
 
 def _t(value: datetime | None):
@@ -175,30 +177,60 @@ def sender_pause(*, sender_id: int, until: datetime, reason: str) -> None:
     )
 
 
-def senders_handed_over(*, senders: list[tuple[int, int]], at: datetime) -> None:
+def _senders_refill_from(moments: dict[int, datetime], keep) -> dict[int, datetime]:
+    """Under the senders' locks (one transaction): each rate-limited sender of ``moments``
+    for which ``keep(sender, tokens_at, moment)`` gives a time refills from that time (its
+    ``ready_at`` follows). Returns the times set."""
+    if not moments:
+        return {}
+    wanted = sorted(moments)
+    marks = ", ".join(["%s"] * len(wanted))
+    lock = " FOR UPDATE" if connection.vendor == "postgresql" else ""
+    rows, refilled = [], {}
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id, rate, tokens, tokens_at FROM {_quote(Sender)} "  # noqa: S608
+            f"WHERE id IN ({marks}) AND rate > 0 ORDER BY id{lock}",
+            wanted,
+        )
+        for sender_id, rate, tokens, tokens_at in cursor.fetchall():
+            since = keep(sender_id, _as_datetime(tokens_at), moments[sender_id])
+            if since is None:
+                continue
+            refilled[sender_id] = since
+            ready = throttle.ready_at(rate=rate, tokens=tokens, now=since)
+            rows.append((sender_id, _t(since), _t(ready)))
+        update_rows(Sender, ["tokens_at", "ready_at"], rows, casts=_TIMES_READY)
+    return refilled
+
+
+def senders_handed_over(*, senders: list[tuple[int, int]], at: datetime) -> dict[int, datetime]:
     """Windows of these senders ((id, rate) each) go to the provider now: their buckets
     refill from now, not from when the windows were picked, and a sender served one window at
     a time is free again (``pick``). Tokens are paid at the pick; the work between the pick
     and the hand-over (rendering, credits, a cold worker) would otherwise let the next window
     reach the provider sooner than the rate allows. The refill of that interval is given up
-    (the pick's few milliseconds), so that hand-overs, not picks, keep to the bucket."""
-    limited = sorted({sender_id for sender_id, rate in senders if rate > 0})
-    if not limited:
-        return
-    marks = ", ".join(["%s"] * len(limited))
-    lock = " FOR UPDATE" if connection.vendor == "postgresql" else ""
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT id, rate, tokens, tokens_at FROM {_quote(Sender)} "  # noqa: S608
-            f"WHERE id IN ({marks}) ORDER BY id{lock}",
-            limited,
-        )
-        rows = []
-        for sender_id, rate, tokens, tokens_at in cursor.fetchall():
-            since = max(_as_datetime(tokens_at), at)
-            ready = throttle.ready_at(rate=rate, tokens=tokens, now=since)
-            rows.append((sender_id, _t(since), _t(ready)))
-        update_rows(Sender, ["tokens_at", "ready_at"], rows, casts=_TIMES_READY)
+    (the pick's few milliseconds), so that hand-overs, not picks, keep to the bucket. Returns
+    each sender's hand-over time (later than ``at`` for a window picked ahead)."""
+    limited = {sender_id: at for sender_id, rate in senders if rate > 0}
+    return _senders_refill_from(limited, lambda _, tokens_at, moment: max(tokens_at, moment))
+
+
+def senders_answered(*, senders: list[tuple[int, datetime, datetime]]) -> None:
+    """The provider answered these senders' windows ((id, handed over at, answered at) each,
+    the first as ``senders_handed_over`` returned it): each bucket refills from the answer,
+    unless the sender was picked again meanwhile. The provider saw a window at some moment
+    between the two (its requests queue behind the batch's others; a busy provider takes
+    them late): counted from the answer, what the provider sees keeps to the rate, not only
+    what was sent. The hand-over freed the sender for its next pick (ahead) already."""
+    handed = {sender_id: since for sender_id, since, _ in senders}
+    answered = {sender_id: done for sender_id, since, done in senders if done > since}
+
+    def unless_picked_again(sender_id: int, tokens_at: datetime, done: datetime):
+        # Picked again already: that pick's window keeps its moment.
+        return done if tokens_at == handed[sender_id] else None
+
+    _senders_refill_from(answered, unless_picked_again)
 
 
 def senders_release(*, sender_ids: list[int]) -> None:
@@ -229,8 +261,15 @@ def lanes_idle(*, distribution_ids: list[int]) -> list[int]:
 
 
 # --- the pick -----------------------------------------------------------------------------
+def pick_ahead() -> timedelta:
+    """How long before its bucket allows it a rate-limited sender's window may be picked
+    (``settings.RELAY_SEND_PICK_AHEAD_SECONDS``)."""
+    return timedelta(seconds=max(0.0, float(settings.RELAY_SEND_PICK_AHEAD_SECONDS)))
+
+
 def _ready_lanes(now: datetime) -> list[tuple]:
-    """(distribution, brand, sender, lane served, sender served) of every ready lane."""
+    """(distribution, brand, sender, lane served, sender served) of every ready lane: rows
+    due now, a sender ready now or within the pick-ahead."""
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
@@ -238,7 +277,7 @@ def _ready_lanes(now: datetime) -> list[tuple]:
             FROM {_quote(SendLane)} l JOIN {_quote(Sender)} s ON s.id = l.sender_id
             WHERE l.ready_at <= %s AND s.ready_at <= %s
             """,  # noqa: S608
-            [_t(now), _t(now)],
+            [_t(now), _t(now + pick_ahead())],
         )
         return cursor.fetchall()
 
@@ -302,7 +341,7 @@ def _lock(distribution_ids: list[int], now: datetime) -> dict[int, tuple]:
             WHERE l.distribution_id IN ({marks}) AND l.ready_at <= %s AND s.ready_at <= %s
             {skip}
             """,  # noqa: S608
-            [*distribution_ids, _t(now), _t(now)],
+            [*distribution_ids, _t(now), _t(now + pick_ahead())],
         )
         return {row[0]: row[1:] for row in cursor.fetchall()}
 
@@ -414,6 +453,7 @@ def pick(
     ``lease``); an empty list when nothing is ready now.
     """
     now = now or timezone.now()
+    latest = now + pick_ahead()
     with transaction.atomic():
         ready = _ready_lanes(now)
         if not ready:
@@ -437,34 +477,38 @@ def pick(
             if state is None:
                 continue  # another pump holds it, or it stopped being ready
             _, rate, tokens, tokens_at = state
-            tokens = throttle.refill(
-                rate=rate, tokens=tokens, tokens_at=_as_datetime(tokens_at), now=now
-            )
-            count = throttle.take(tokens, min(rows_left, per_lane))
+            tokens_at = _as_datetime(tokens_at)
+            # The window goes when the bucket holds a batch: now, or within the pick-ahead
+            # (then its hand-over waits for that moment: ``Grant.not_before``).
+            at = throttle.due(rate=rate, tokens=tokens, tokens_at=tokens_at, now=now)
+            tokens = throttle.refill(rate=rate, tokens=tokens, tokens_at=tokens_at, now=at)
+            count = throttle.take(tokens, min(rows_left, per_lane)) if at <= latest else 0
             if count < 1:  # refilled less than a token since it was found ready
-                when = throttle.ready_at(rate=rate, tokens=tokens, now=now)
-                senders.append((sender_id, tokens, _t(now), _t(when), _t(now)))
+                senders.append((sender_id, tokens, _t(max(at, now)), _t(at), _t(now)))
                 continue
             rows_left -= count
-            wanted[distribution_id] = (brand_id, sender_id, rate, tokens, count)
+            wanted[distribution_id] = (brand_id, sender_id, rate, tokens, count, at)
         leased_by = _lease_lanes({pk: item[4] for pk, item in wanted.items()}, lease=lease, now=now)
-        for distribution_id, (brand_id, sender_id, rate, tokens, count) in wanted.items():
+        for distribution_id, (brand_id, sender_id, rate, tokens, count, at) in wanted.items():
             leased = leased_by.get(distribution_id, 0)
             if rate > 0:
                 tokens -= leased
             left = 0.0 if tokens == throttle.UNLIMITED else tokens
-            when = throttle.ready_at(rate=rate, tokens=left, now=now)
+            when = throttle.ready_at(rate=rate, tokens=left, now=at)
             if 0 < rate <= SEND_WINDOW and leased:
                 # Served one window at a time: free again at its hand-over
                 # (``senders_handed_over``), or when the lease lapses if its pump died.
-                when = now + timedelta(seconds=settings.RELAY_SEND_LEASE_SECONDS)
-            senders.append((sender_id, left, _t(now), _t(when), _t(now)))
+                when = at + timedelta(seconds=settings.RELAY_SEND_LEASE_SECONDS)
+            senders.append((sender_id, left, _t(at), _t(when), _t(now)))
             if leased < count:  # nothing more is due now: ready again when the next row is
                 lanes_idle.append((distribution_id, _t(_next_due(distribution_id)), _t(now)))
             else:
                 lanes_served.append((distribution_id, _t(now)))
             if leased:
-                grants.append(Grant(distribution_id, brand_id, sender_id, count, leased))
+                not_before = at if leased and at > now else None
+                grants.append(
+                    Grant(distribution_id, brand_id, sender_id, count, leased, not_before)
+                )
         update_rows(
             Sender, ["tokens", "tokens_at", "ready_at", "served_at"], senders, casts=_TIMES_4
         )

@@ -163,8 +163,22 @@ class ScheduleForm(forms.Form):
         help_text="A phone number, short code or alphanumeric sender ID; empty uses the "
         "brand's default sender.",
     )
+    mode = forms.ChoiceField(
+        choices=Distribution.Mode.choices,
+        widget=forms.RadioSelect,
+        initial=Distribution.Mode.LINK,
+        required=False,
+        label="How the survey is answered",
+        help_text="Two-way: each question is sent as a text and answered by reply.",
+    )
     audience = forms.ChoiceField(
         choices=AUDIENCE_CHOICES, widget=forms.RadioSelect, initial="all", required=False
+    )
+    started_only = forms.BooleanField(
+        required=False,
+        label="Only participants who started the survey and did not finish it",
+        help_text="Reminders only: those who saved their answers to finish later (or whose "
+        "partial answers were kept) and have not submitted.",
     )
     when = forms.ChoiceField(choices=WHEN_CHOICES, widget=forms.RadioSelect, initial="now")
     send_date = forms.DateField(
@@ -284,6 +298,7 @@ class EmailScheduleForm(ScheduleForm):
 
     kind = forms.ChoiceField(choices=KIND_CHOICES, widget=forms.RadioSelect, initial="invite")
     sender = None
+    mode = None
     subject = forms.CharField(
         max_length=MAX_SUBJECT_LENGTH,
         widget=forms.TextInput(attrs={"data-pipe-target": "", "autocomplete": "off"}),

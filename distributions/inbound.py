@@ -7,11 +7,19 @@ from __future__ import annotations
 import dataclasses
 from datetime import datetime
 
+from django.db import transaction
+
 from brands.models import Brand
+from core.hooks import Hook
 from distributions.models import ProviderAccount
 from distributions.providers.base import InboundSms
 from distributions.selectors import last_message_to
 from optouts.services import InboundResult, clean_inbound_text, inbound_reply_handle
+
+# Fired after a reply of a known brand is stored and acted on (STOP and HELP first, so they
+# always win), in the request's transaction: two-way conversations (``conversations``, above)
+# answer it. Receivers get brand, result (``InboundResult``) and last_message.
+inbound_received = Hook("distributions.inbound_received")
 
 
 def sms_reply_receive(
@@ -30,11 +38,15 @@ def sms_reply_receive(
         help_text = (
             ProviderAccount.objects.filter(brand=brand).values_list("help_text", flat=True).first()
         )
-    return inbound_reply_handle(
-        brand=brand,
-        **dataclasses.asdict(inbound),
-        provider=provider,
-        received_at=received_at,
-        last_message=last,
-        help_text=help_text or "",
-    )
+    with transaction.atomic():
+        result = inbound_reply_handle(
+            brand=brand,
+            **dataclasses.asdict(inbound),
+            provider=provider,
+            received_at=received_at,
+            last_message=last,
+            help_text=help_text or "",
+        )
+        if brand is not None and not result.replayed:
+            inbound_received.fire(brand=brand, result=result, last_message=last)
+    return result

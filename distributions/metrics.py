@@ -23,6 +23,7 @@ from celery import current_app
 
 from distributions.models import Distribution, Message, Sender, SendLane, SendPump
 from distributions.providers.base import Outcome
+from distributions.stalls import stalled_now
 
 logger = logging.getLogger(__name__)
 
@@ -252,8 +253,44 @@ def collect(now=None) -> Iterator:
     for brand, n in gauges["in_progress"].items():
         running.add_metric([brand], n)
     yield running
+    yield from stall_families(now)
     yield GaugeMetricFamily(
         "relay_senders_paused",
         "Senders the provider asked to wait (HTTP 429, Retry-After).",
         value=gauges["paused"],
     )
+
+
+def stall_families(now) -> Iterator:
+    """Stalled distributions (``distributions.stalls``): how many per brand and first cause,
+    and each one's seconds since its last hand-over (few by nature: a label per distribution
+    is affordable, and it names what to open)."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    stalled = GaugeMetricFamily(
+        "relay_distributions_stalled",
+        "Distributions In progress with nothing handed over for an hour or In progress for "
+        "more than 7 days, by brand and what holds them first (insufficient_credits, "
+        "provider_errors, sender_paused, sender_throttled, waiting_rows, in_flight, "
+        "not_queued, no_worker, nothing_open).",
+        labels=["brand", "holding"],
+    )
+    since = GaugeMetricFamily(
+        "relay_distribution_stalled_seconds",
+        "Seconds since a stalled distribution last handed a message over (since it started "
+        "when it never did), with what holds it first.",
+        labels=["brand", "distribution", "holding"],
+    )
+    counts: dict[tuple[str, str], int] = {}
+    for distribution, stall in stalled_now(now=now):
+        brand = distribution.project.brand.slug
+        key = (brand, str(stall.primary))
+        counts[key] = counts.get(key, 0) + 1
+        since.add_metric(
+            [brand, str(distribution.pk), str(stall.primary)],
+            (now - stall.since).total_seconds(),
+        )
+    for (brand, holding), n in sorted(counts.items()):
+        stalled.add_metric([brand, holding], n)
+    yield stalled
+    yield since

@@ -79,6 +79,17 @@ class Distribution(models.Model):
         INTERRUPTED = "interrupted", "Interrupted"
         CANCELLED = "cancelled", "Cancelled"
 
+    class Mode(models.TextChoices):
+        LINK = "link", "Link to the survey"
+        TWO_WAY = "two_way", "Two-way (questions by text)"
+        CONSENT = "consent", "Consent request (reply YES)"
+
+    class Origin(models.TextChoices):
+        COPY = "copy", "Copy"
+        RETRY = "retry", "Try again"
+        RESEND = "resend", "Resend to failed recipients"
+        TEST = "test", "Test message"
+
     FINISHED = (Status.SENT, Status.FAILED, Status.INTERRUPTED, Status.CANCELLED)
     brand_path = "project__brand"
 
@@ -112,6 +123,9 @@ class Distribution(models.Model):
         "its HTML body (scripts are stripped)."
     )
     sender = models.CharField(max_length=32, blank=True)
+    # SMS only: "two_way" asks the survey question by question in the conversation the
+    # invite opens (docs/two-way.md); its first text carries the first question.
+    mode = models.CharField(max_length=10, choices=Mode.choices, default=Mode.LINK)
     # Email only (see distributions.email): the subject, the plain-text part (generated from
     # the HTML body when empty), the From name and address (a domain the brand verified or the
     # platform's) and an optional Reply-To.
@@ -126,6 +140,17 @@ class Distribution(models.Model):
         blank=True,
         default="",
         help_text="A thank-you sent to each recipient who completes the survey, while active.",
+    )
+    audience = models.CharField(
+        max_length=20,
+        choices=[
+            ("", "Who have not responded"),
+            ("started", "Who started but did not finish"),
+        ],
+        blank=True,
+        default="",
+        help_text="For a reminder: everyone who has not responded, or only those who started "
+        "the survey (saved or partial answers) and did not finish it.",
     )
     conditions = models.JSONField(default=list, blank=True)
     # Send window (docs/policies.md): rows go out only between these recipient-local hours
@@ -154,6 +179,29 @@ class Distribution(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Made from another distribution (docs/distributions.md, "Copy, try again, resend"): the
+    # original, and how. A resend's audience is the original's Failed, Bounced and Blocked
+    # recipients; a try-again's leaves out whom the original reached; a test is one message
+    # to the tester, never listed or counted with the original (see ``audiences``).
+    origin = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="derived",
+        help_text="The distribution this one was copied, tried again or resent from.",
+    )
+    origin_kind = models.CharField(max_length=10, choices=Origin.choices, blank=True)
+    library_message = models.ForeignKey(
+        "LibraryMessage",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The library message its text was copied from (editing it later changes "
+        "nothing here).",
+    )
+    archived_at = models.DateTimeField(null=True, blank=True)
 
     objects = BrandScopedManager()
 
@@ -172,6 +220,7 @@ class Distribution(models.Model):
         return self.name or f"{self.get_kind_display()} {self.pk}"
 
     TRIGGER_COMPLETION = "completion"
+    AUDIENCE_STARTED = "started"  # a reminder to who started the survey and did not finish
 
     @property
     def is_editable(self) -> bool:
@@ -184,6 +233,89 @@ class Distribution(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in self.FINISHED
+
+    @property
+    def is_test(self) -> bool:
+        return self.origin_kind == self.Origin.TEST
+
+    @property
+    def is_archived(self) -> bool:
+        return self.archived_at is not None
+
+
+class LibraryMessage(models.Model):
+    """A brand's saved message (the message library): picked when scheduling, its text is
+    copied into the distribution, so that editing it never changes what was sent."""
+
+    class Type(models.TextChoices):
+        INVITE = "invite", "Invite"
+        REMINDER = "reminder", "Reminder"
+        THANK_YOU = "thank_you", "Thank you"
+        OPT_OUT_CONFIRMATION = "opt_out_confirmation", "Opt-out confirmation"
+        CONSENT_REQUEST = "consent_request", "Consent request"
+
+    brand_path = "brand"
+
+    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="library_messages")
+    name = models.CharField(max_length=200)
+    channel = models.CharField(
+        max_length=10, choices=Distribution.Channel.choices, default=Distribution.Channel.SMS
+    )
+    type = models.CharField(max_length=30, choices=Type.choices, default=Type.INVITE)
+    message = models.TextField(help_text="SMS: the text. Email: the HTML body.")
+    subject = models.CharField(max_length=300, blank=True, help_text="Email only.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = BrandScopedManager()
+
+    class Meta:
+        ordering = ["name", "pk"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class DistributionAudit(models.Model):
+    """The audit trail of distributions: who copied, tried again, resent, tested, deleted,
+    archived or restored one, and when. Kept when the distribution is deleted (its id and name
+    are stored, not only referenced)."""
+
+    class Action(models.TextChoices):
+        COPIED = "copied", "Copied"
+        RETRIED = "retried", "Tried again"
+        RESENT = "resent", "Resent to failed recipients"
+        TEST_SENT = "test_sent", "Test message sent"
+        DELETED = "deleted", "Deleted"
+        ARCHIVED = "archived", "Archived"
+        UNARCHIVED = "unarchived", "Restored from the archive"
+
+    brand_path = "brand"
+
+    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="+")
+    distribution = models.ForeignKey(
+        Distribution, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit"
+    )
+    distribution_ref = models.PositiveBigIntegerField(help_text="Its id, kept after a delete.")
+    distribution_name = models.CharField(max_length=200)
+    action = models.CharField(max_length=20, choices=Action.choices)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    detail = models.CharField(max_length=300, blank=True)
+    at = models.DateTimeField(auto_now_add=True)
+
+    objects = BrandScopedManager()
+
+    class Meta:
+        ordering = ["-at", "-pk"]
+        indexes = [models.Index(fields=["brand", "at"])]
+
+    def __str__(self) -> str:
+        return f"{self.distribution_name}: {self.action}"
 
 
 class DistributionSeries(models.Model):
@@ -292,6 +424,8 @@ class Message(models.Model):
     )
     FAILED_STATUSES = (Status.FAILED, Status.BLOCKED)
     OPEN_STATUSES = (Status.PENDING, Status.SENDING)
+    # The reason of a row the balance could not pay for (``sending``); stalls read it back.
+    REASON_NO_CREDITS = "Not sent: not enough credits."
 
     brand_path = "distribution__project__brand"
 

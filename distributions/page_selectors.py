@@ -21,6 +21,8 @@ from distributions.email_services import WEEK, emails_sent_since, weekly_limit_f
 from distributions.models import Distribution, EmailDomain, Message, OutboxMessage
 from distributions.selectors import history_queryset
 from distributions.services import distribution_preview_count
+from distributions.stalls import distribution_stalls
+from distributions.two_way import sms_template
 from participants.models import Participant, Person
 from participants.rendering import recipient_values, render
 from participants.selectors import project_metadata_keys
@@ -51,10 +53,22 @@ def with_counts(queryset: QuerySet) -> QuerySet:
     )
 
 
+def with_stalls(distributions) -> list[Distribution]:
+    """The distributions of a page, each stalled one marked (``d.stall``, else None): at most
+    two queries for the whole page, whatever its size (``distributions.stalls``)."""
+    items = list(distributions)
+    stalls = distribution_stalls(distributions=items)
+    for distribution in items:
+        distribution.stall = stalls.get(distribution.pk)
+    return items
+
+
 def project_distributions(*, project: Project, channel: str) -> QuerySet:
-    """A project's distributions on one channel (its Text messages or Emails tab)."""
+    """A project's distributions on one channel (its Text messages or Emails tab), without
+    test messages and archived ones (the brand's list shows those on request)."""
     return with_counts(
-        Distribution.objects.filter(project=project, channel=channel)
+        Distribution.objects.filter(project=project, channel=channel, archived_at__isnull=True)
+        .exclude(origin_kind=Distribution.Origin.TEST)
         .select_related("parent", "created_by")
         .order_by("-send_at", "-pk")
     )
@@ -106,6 +120,7 @@ def audience_preview(
     kind: str,
     parent: Distribution | None,
     channel: str = Distribution.Channel.SMS,
+    audience: str = "",
 ) -> AudiencePreview:
     """How many participants a distribution with these settings would select now, and how
     many of them have an address on ``channel`` (a phone number, or an email address).
@@ -115,7 +130,12 @@ def audience_preview(
     """
     cleaned = conditions_clean(conditions)
     draft = Distribution(
-        project=project, kind=kind, parent=parent, conditions=cleaned, channel=channel
+        project=project,
+        kind=kind,
+        parent=parent,
+        conditions=cleaned,
+        channel=channel,
+        audience=audience,
     )
     queryset = recipients_queryset(draft)
     if kind == Distribution.Kind.REMINDER:
@@ -177,7 +197,7 @@ def sample_message(*, distribution: Distribution) -> SampleMessage | None:
     return SampleMessage(
         recipient=(person.full_name or str(person)) if person else "A participant",
         address=person.phone if person else "",
-        body=render(distribution.message, values, metadata),
+        body=render(sms_template(distribution), values, metadata),
         actual=False,
     )
 

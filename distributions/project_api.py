@@ -13,6 +13,7 @@ from rest_framework.views import APIView
 from brands.api.base import BrandScopedAPIMixin, StrictModelSerializer, StrictSerializer
 from distributions.api import (
     ACCEPT_PARTIAL_HELP,
+    REMINDER_AUDIENCE_HELP,
     ConditionSerializer,
     DistributionSerializer,
     insufficient_credits_error,
@@ -32,6 +33,12 @@ class ReminderCreateSerializer(StrictSerializer):
         "of the project who has not responded.",
     )
     channel = serializers.ChoiceField(choices=Distribution.Channel.choices, required=False)
+    audience = serializers.ChoiceField(
+        choices=[("", "not responded"), ("started", "started but not finished")],
+        required=False,
+        allow_blank=True,
+        help_text=REMINDER_AUDIENCE_HELP,
+    )
     name = serializers.CharField(required=False, allow_blank=True, max_length=200)
     message = serializers.CharField(max_length=1600)
     sender = serializers.CharField(required=False, allow_blank=True, max_length=32)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
 
 from django.db.models import Count, Max, Min, OuterRef, Q, Sum
 from django.utils import timezone
@@ -36,15 +37,77 @@ def history_header(distribution: Distribution) -> list[str]:
     return EMAIL_HISTORY_HEADER if distribution.channel == "email" else HISTORY_HEADER
 
 
-def distribution_list(*, brand: Brand, project: Project | None = None, channel=None, status=None):
-    queryset = Distribution.objects.for_brand(brand).select_related("project", "parent")
-    if project is not None:
-        queryset = queryset.filter(project=project)
-    if channel:
-        queryset = queryset.filter(channel=channel)
-    if status:
-        queryset = queryset.filter(status=status)
-    return queryset
+LIST_ORDERINGS = {
+    "send_at": ("send_at", "pk"),
+    "-send_at": ("-send_at", "-pk"),
+    "created_at": ("created_at", "pk"),
+    "-created_at": ("-created_at", "-pk"),
+    "name": ("name", "pk"),
+    "-name": ("-name", "-pk"),
+    "status": ("status", "-send_at", "-pk"),
+    "-status": ("-status", "-send_at", "-pk"),
+}
+DEFAULT_ORDERING = "-send_at"
+
+
+@dataclass(frozen=True)
+class DistributionFilters:
+    """What the distribution list (page and API) filters by; every field optional.
+
+    ``search``: in the name and the message text (and an email's subject), ignoring case;
+    ``created_by``: a user id; ``date_from``/``date_to``: the send date, inclusive, in the
+    brand's time zone; ``archived``: False (default) hides archived distributions, True shows
+    only them, None shows both."""
+
+    search: str = ""
+    project: int | None = None
+    channel: str = ""
+    kind: str = ""
+    status: str = ""
+    created_by: int | None = None
+    date_from: date | None = None
+    date_to: date | None = None
+    archived: bool | None = False
+    ordering: str = DEFAULT_ORDERING
+
+    @property
+    def active(self) -> bool:
+        """Any filter narrower than the default list."""
+        return self != DistributionFilters(ordering=self.ordering)
+
+
+def distribution_list(*, brand: Brand, filters: DistributionFilters | None = None):
+    """The brand's distributions (never test messages), filtered and ordered."""
+    filters = filters or DistributionFilters()
+    queryset = (
+        Distribution.objects.for_brand(brand)
+        .exclude(origin_kind=Distribution.Origin.TEST)
+        .select_related("project", "parent", "created_by")
+    )
+    if filters.search:
+        words = filters.search.strip()
+        queryset = queryset.filter(
+            Q(name__icontains=words) | Q(message__icontains=words) | Q(subject__icontains=words)
+        )
+    exact = {
+        "project_id": filters.project,
+        "channel": filters.channel,
+        "kind": filters.kind,
+        "status": filters.status,
+        "created_by_id": filters.created_by,
+    }
+    queryset = queryset.filter(**{key: value for key, value in exact.items() if value})
+    zone = brand.zone
+    if filters.date_from:
+        start = datetime.combine(filters.date_from, time.min, tzinfo=zone)
+        queryset = queryset.filter(send_at__gte=start)
+    if filters.date_to:
+        end = datetime.combine(filters.date_to + timedelta(days=1), time.min, tzinfo=zone)
+        queryset = queryset.filter(send_at__lt=end)
+    if filters.archived is not None:
+        queryset = queryset.filter(archived_at__isnull=not filters.archived)
+    ordering = LIST_ORDERINGS.get(filters.ordering, LIST_ORDERINGS[DEFAULT_ORDERING])
+    return queryset.order_by(*ordering)
 
 
 def distribution_metrics(*, distribution: Distribution) -> dict:
@@ -117,12 +180,28 @@ def waiting_rows(*, distribution: Distribution, now=None) -> dict:
 
 
 def related_distributions(*, distribution: Distribution):
-    """The invite of a reminder and its other reminders, or an invite's reminders."""
+    """The invite of a reminder and its other reminders, or an invite's reminders; and the
+    distribution it was copied, tried again or resent from, and those made from it (test
+    messages apart: ``test_messages``)."""
     root_id = distribution.parent_id or distribution.pk
+    related = Q(pk=root_id) | Q(parent_id=root_id) | Q(origin_id=distribution.pk)
+    if distribution.origin_id:
+        related |= Q(pk=distribution.origin_id)
     return (
-        Distribution.objects.filter(Q(pk=root_id) | Q(parent_id=root_id))
+        Distribution.objects.filter(related)
         .exclude(pk=distribution.pk)
+        .exclude(origin_kind=Distribution.Origin.TEST)
         .order_by("send_at", "pk")
+    )
+
+
+def test_messages(*, distribution: Distribution):
+    """The test messages sent of ``distribution``, newest first, with their one row each."""
+    return (
+        Distribution.objects.filter(origin=distribution, origin_kind=Distribution.Origin.TEST)
+        .select_related("created_by")
+        .prefetch_related("messages")
+        .order_by("-created_at", "-pk")
     )
 
 

@@ -64,6 +64,7 @@ from distributions.providers.base import (
     SentQuery,
 )
 from distributions.providers.registry import channel_provider_for
+from distributions.two_way import sms_template
 from distributions.verp import verp_address
 from optouts.guard import handover_guard_many
 from optouts.links import opt_out_url
@@ -215,6 +216,7 @@ def send_batch(*, lease: str, grants: list[fairqueue.Grant]) -> dict:
     for row in leased_rows(lease):
         rows_by_distribution.setdefault(row.distribution_id, []).append(row)
     senders = {grant.distribution_id: grant.sender_id for grant in grants}
+    not_before = {grant.distribution_id: grant.not_before for grant in grants}
     distributions = Distribution.objects.select_related("project__brand").in_bulk(
         list(rows_by_distribution)
     )
@@ -238,7 +240,9 @@ def send_batch(*, lease: str, grants: list[fairqueue.Grant]) -> dict:
             if key not in providers:
                 providers[key] = channel_provider(distribution, accounts.get(key))
             account, provider = providers[key]
-            lanes.append(Lane(distribution, account, provider, senders.get(distribution_id), rows))
+            lane = Lane(distribution, account, provider, senders.get(distribution_id), rows)
+            lane.not_before = not_before.get(distribution_id)
+            lanes.append(lane)
         with LeaseKeeper(lease):
             _send_lanes(lanes, lease, stats)
     finally:
@@ -256,14 +260,21 @@ STOPPED_REASON = "Not sent: the distribution was cancelled."
 
 
 def _new_stats() -> dict:
-    return {"leased": 0, "sent": 0, "failed": 0, "skipped_optout": 0, "deferred": 0}
+    return {
+        "leased": 0,
+        "sent": 0,
+        "failed": 0,
+        "skipped_optout": 0,
+        "deferred": 0,
+        "ahead_seconds": 0.0,
+    }
 
 
 class Lane:
     """One distribution's rows in a send batch, as they go through the pipeline (rows are
     dropped from ``rows`` as they are closed)."""
 
-    __slots__ = ("distribution", "account", "provider", "sender_id", "rows", "handed")
+    __slots__ = ("distribution", "account", "provider", "sender_id", "rows", "handed", "not_before")
 
     def __init__(self, distribution, account, provider, sender_id, rows):
         self.distribution = distribution
@@ -272,6 +283,14 @@ class Lane:
         self.sender_id = sender_id
         self.rows = list(rows)
         self.handed = False  # the sender's hand-over was recorded (its bucket refills from it)
+        # Picked ahead of its sender's bucket (``fairqueue.pick``): not handed over before.
+        self.not_before = None
+
+    def wait(self) -> float:
+        """Seconds until this lane may be handed over (0 when it may now)."""
+        if self.not_before is None:
+            return 0.0
+        return max(0.0, self.not_before.timestamp() - time.time())
 
     @property
     def rate(self) -> int:
@@ -466,8 +485,15 @@ def _send_lanes(lanes: list[Lane], lease: str, stats: dict) -> None:
     ]
     with handover_guard_many(keys=keys):
         _drop_opted_out_lanes(lanes, lease, stats)
-        _handed_over_now(lanes)
-        results = _hand_over(lanes, lease)
+        handed = _handed_over_now(lanes)
+        results, answered = _hand_over(lanes, lease, stats)
+    fairqueue.senders_answered(
+        senders=[
+            (lane.sender_id, handed[lane.sender_id], answered[index])
+            for index, lane in enumerate(lanes)
+            if lane.sender_id in handed and answered[index] is not None
+        ]
+    )
     _record_lanes(lanes, results, lease, stats)
 
 
@@ -509,7 +535,7 @@ def _cover_lanes(lanes: list[Lane], lease: str, stats: dict) -> None:
         rows = [row for row in lane.rows if row.pk not in skipped]
         uncovered = [row for row in rows if row.pk not in covered]
         if uncovered:
-            _close_rows(uncovered, lease, MStatus.FAILED, "Not sent: not enough credits.")
+            _close_rows(uncovered, lease, MStatus.FAILED, Message.REASON_NO_CREDITS)
             stats["failed"] += len(uncovered)
         lane.rows = [row for row in rows if row.pk in covered]
 
@@ -522,22 +548,30 @@ def _reclaim_lanes(lanes: list[Lane], lease: str) -> None:
         lane.rows = [row for row in lane.rows if row.pk in owned]
 
 
-def _handed_over_now(lanes: list[Lane]) -> None:
+def _handed_over_now(lanes: list[Lane]) -> dict[int, datetime]:
     """The moment the windows leave: each sender's refill starts again from it
-    (``fairqueue.senders_handed_over``)."""
-    fairqueue.senders_handed_over(
+    (``fairqueue.senders_handed_over``), until its answer (``fairqueue.senders_answered``)."""
+    handed = fairqueue.senders_handed_over(
         senders=[(lane.sender_id, lane.rate) for lane in lanes if lane.sender_id and lane.rows],
         at=timezone.now(),
     )
     for lane in lanes:
         lane.handed = lane.handed or bool(lane.rows)
+    return handed
 
 
-def _hand_over(lanes: list[Lane], lease: str) -> list[list[SendResult]]:
+def _hand_over(
+    lanes: list[Lane], lease: str, stats: dict
+) -> tuple[list[list[SendResult]], list[datetime | None]]:
     """Hand every lane's rows to its provider: providers that can (Twilio's async client)
-    take all their windows at once on this thread's event loop, the others one by one."""
+    take all their windows at once on this thread's event loop, the others one by one. A
+    window picked ahead of its sender's bucket goes at its moment (``Lane.not_before``, at most
+    the pick-ahead away), the others' requests meanwhile. Returns the results and when each
+    lane's last answer came."""
     results: list[list[SendResult]] = [[] for _ in lanes]
+    answered: list[datetime | None] = [None for _ in lanes]
     concurrent = []
+    ahead = max((lane.wait() for lane in lanes if lane.rows), default=0.0)
     for index, lane in enumerate(lanes):
         if not lane.rows:
             continue
@@ -545,15 +579,26 @@ def _hand_over(lanes: list[Lane], lease: str) -> list[list[SendResult]]:
         start = getattr(lane.provider, "send_window_coroutine", None)
         made = start(outgoing) if start is not None else None
         if made is None:
+            time.sleep(lane.wait())
             results[index] = lane.provider.send_window(outgoing)
+            answered[index] = timezone.now()
         else:
-            concurrent.append((index, *made))
+            concurrent.append((index, made[0], _at(lane.wait(), made[1])))
     if concurrent:
         loop = concurrent[0][1]
         gathered = loop.run_until_complete(_gather([coroutine for _, _, coroutine in concurrent]))
-        for (index, _, _), answered in zip(concurrent, gathered, strict=True):
-            results[index] = answered
-    return results
+        for (index, _, _), (done, sent) in zip(concurrent, gathered, strict=True):
+            results[index], answered[index] = sent, done
+    stats["ahead_seconds"] = stats.get("ahead_seconds", 0.0) + ahead
+    return results, answered
+
+
+async def _at(delay: float, coroutine) -> tuple[datetime, list]:
+    """A lane's requests, at their moment; with when their last answer came."""
+    if delay > 0:
+        await asyncio.sleep(delay)
+    sent = await coroutine
+    return timezone.now(), sent
 
 
 async def _gather(coroutines: list) -> list:
@@ -733,7 +778,7 @@ def _close_rows(rows: list[LeasedRow], lease: str, status: str, reason: str) -> 
 def _template_of(distribution: Distribution) -> str:
     if distribution.channel == Distribution.Channel.EMAIL:
         return " ".join([distribution.subject, distribution.message, distribution.text_body])
-    return distribution.message
+    return sms_template(distribution)
 
 
 def _render_lanes(lanes: list[Lane]) -> None:
@@ -811,7 +856,7 @@ def _render_rows(distribution: Distribution, rows: list, existing: dict) -> list
             )
             row.body, row.segments = row.email.text, 0
             continue
-        row.body = render(distribution.message, values, metadata)
+        row.body = render(sms_template(distribution), values, metadata)
         row.segments = count_segments(row.body)
     return links
 

@@ -33,7 +33,8 @@ from distributions.finishing import (
     distribution_finish_if_done,
     open_messages_close,
 )
-from distributions.models import Distribution, Message, MessageEvent
+from distributions.library import library_message_fill
+from distributions.models import Distribution, LibraryMessage, Message, MessageEvent
 from distributions.providers.base import StatusUpdate
 from distributions.providers.registry import provider_classes
 from distributions.selectors import missed_while_paused
@@ -91,14 +92,20 @@ def distribution_create(
     from_address: str = "",
     reply_to: str = "",
     trigger: str = "",
+    audience: str = "",
     accept_partial: bool = True,
     window_start: time | None = None,
     window_end: time | None = None,
     window_days: list | None = None,
     ignore_frequency_rules: bool = False,
     link_expiry_days: int | None = None,
+    mode: str = Distribution.Mode.LINK,
+    library_message: LibraryMessage | None = None,
 ) -> Distribution:
     """Schedule a distribution (``send_at`` None or past: now). Queued after commit when due.
+
+    ``library_message``: a message of the brand's library whose text (and subject) is copied
+    where ``message`` (``subject``) is empty; later edits of it change nothing here.
 
     ``accept_partial=False`` (the API's default): an SMS distribution whose estimated cost
     (``charging.credits_estimate``, as the schedule page shows it) exceeds the brand's
@@ -109,8 +116,12 @@ def distribution_create(
     optional ``text_body`` (else generated), a From name and address (defaults: the brand's
     email settings, else the platform's) and a Reply-To. ``trigger="completion"`` (thank-you
     emails only) sends to each recipient when they complete the survey, from now until the
-    distribution is cancelled.
+    distribution is cancelled. ``audience="started"`` (reminders only) targets the participants
+    who started the survey and did not finish it, instead of every non-respondent.
     """
+    message, subject = library_message_fill(
+        library_message=library_message, channel=channel, message=message, subject=subject
+    )
     spec = DistributionSpec(
         channel=channel,
         kind=kind,
@@ -119,6 +130,7 @@ def distribution_create(
         parent=parent,
         conditions=conditions,
         trigger=trigger,
+        audience=audience,
         subject=subject,
         text_body=text_body,
         from_name=from_name,
@@ -128,6 +140,7 @@ def distribution_create(
         window_end=window_end,
         window_days=window_days or [],
         link_expiry_days=link_expiry_days,
+        mode=mode,
     )
     return distribution_create_from_spec(
         project=project,
@@ -137,6 +150,7 @@ def distribution_create(
         actor=actor,
         accept_partial=accept_partial,
         ignore_frequency_rules=ignore_frequency_rules,
+        library_message=library_message,
     )
 
 
@@ -149,11 +163,17 @@ def distribution_create_from_spec(
     actor=None,
     accept_partial: bool = True,
     ignore_frequency_rules: bool = False,
+    origin: Distribution | None = None,
+    origin_kind: str = "",
+    library_message=None,
 ) -> Distribution:
     """Schedule the distribution ``spec`` describes, after every rule of ``spec_errors`` (the
-    one path of create, recurring runs and resends). Queued after commit when due.
-    ``accept_partial``: as ``distribution_create``'s. ``ignore_frequency_rules`` (brand
-    admins only: the caller checks the role) is recorded with who and when."""
+    one path of create, recurring runs, copies, tries again and resends). Queued after commit
+    when due. ``accept_partial``: as ``distribution_create``'s. ``ignore_frequency_rules`` (brand
+    admins only: the caller checks the role) is recorded with who and when.
+    ``origin``/``origin_kind``: the distribution it was made from and how
+    (``distributions.copies``); ``library_message``: the library message its text was copied
+    from."""
     now = timezone.now()
     send_at = send_at or now
     spec = spec_clean(spec, brand=project.brand)
@@ -165,9 +185,11 @@ def distribution_create_from_spec(
         estimate = credits_estimate(
             project=project,
             message=spec.message,
+            mode=spec.mode,
             conditions=spec.conditions,
             kind=spec.kind,
             parent=spec.parent,
+            audience=spec.audience,
         )
         if estimate is not None and not estimate["covered"]:
             raise InsufficientCredits(estimate)
@@ -178,7 +200,11 @@ def distribution_create_from_spec(
         name=(name or "").strip()[:200],
         send_at=send_at,
         trigger=spec.trigger,
+        audience=spec.audience,
         created_by=actor if getattr(actor, "pk", None) else None,
+        origin=origin,
+        origin_kind=origin_kind,
+        library_message=library_message,
         **spec.stored_fields(),
         **_frequency_waiver(ignore_frequency_rules, actor=actor, now=now),
     )
@@ -426,6 +452,8 @@ def distribution_policy_preview(
     window_end: time | None = None,
     window_days: list | None = None,
     ignore_frequency_rules: bool = False,
+    audience: str = "",
+    mode: str = Distribution.Mode.LINK,
     **_ignored,
 ) -> dict:
     """Before scheduling: the recipients quiet hours and the send window would hold back if
@@ -441,6 +469,8 @@ def distribution_policy_preview(
         window_end=window_end,
         window_days=window_days or [],
         ignore_frequency_rules=ignore_frequency_rules,
+        audience=audience or "",
+        mode=mode or Distribution.Mode.LINK,
     )
     now = timezone.now()
     audience = recipients_queryset(draft)

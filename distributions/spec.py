@@ -2,11 +2,14 @@
 rules whichever path makes it (docs/architecture.md).
 
 A ``DistributionSpec`` holds the channel, kind, parent invite, message, email fields (subject,
-text body, From name and address, Reply-To), sender, conditions and completion trigger.
+text body, From name and address, Reply-To), sender, conditions, completion trigger and a
+reminder's audience (who have not responded, or who started but did not finish) and the mode
+(a link to the survey, the survey asked by text, a consent request: ``two_way_errors``).
 ``spec_clean`` normalises it (line breaks, the email defaults of the brand and the platform,
 conditions); ``spec_errors`` lists every broken rule by field. Create, edit, a recurring series
-and its runs, the resend of distributions missed while a project was paused (and later a copy)
-all go through these two, so a rule added here holds on every path; a spec taken from a stored
+and its runs, the resend of distributions missed while a project was paused, a copy, a try
+again, a resend to failed recipients and a test message (``distributions.copies``) all go
+through these two, so a rule added here holds on every path; a spec taken from a stored
 distribution or series (``DistributionSpec.of``) carries every field, the email ones included.
 """
 
@@ -28,8 +31,10 @@ from distributions.email_services import (
 from distributions.models import Distribution
 from distributions.policies import quiet_hours_for, rule_errors
 from optouts.links import is_alphanumeric_sender
+from optouts.models import ConsentPolicy
 from participants.rendering import piped_fields
 from projects.models import Project
+from surveys.sms import sms_invite_text, sms_unsupported_errors
 
 MAX_MESSAGE_LENGTH = 1600  # Twilio's limit for one message body
 EMAIL_FIELDS = ("subject", "text_body", "from_name", "from_address", "reply_to")
@@ -51,6 +56,7 @@ class DistributionSpec:
     parent: Distribution | None = None
     conditions: list = field(default_factory=list)
     trigger: str = ""
+    audience: str = ""
     subject: str = ""
     text_body: str = ""
     from_name: str = ""
@@ -62,6 +68,7 @@ class DistributionSpec:
     window_days: list = field(default_factory=list)
     # Days its personal links stay valid (None: the project's setting).
     link_expiry_days: int | None = None
+    mode: str = Distribution.Mode.LINK
 
     @classmethod
     def of(cls, source, **changes) -> DistributionSpec:
@@ -103,6 +110,8 @@ class DistributionSpec:
                 for k, v in stored.items()
                 if not k.startswith("window_") and k != "link_expiry_days"
             }
+        if self.mode != Distribution.Mode.LINK:  # a series has no mode: its runs send links
+            stored["mode"] = self.mode
         return {**stored, **self.email}
 
 
@@ -115,6 +124,8 @@ def spec_clean(spec: DistributionSpec, *, brand: Brand) -> DistributionSpec:
         "sender": (spec.sender or "").strip(),
         "conditions": conditions_clean(spec.conditions),
         "trigger": spec.trigger or "",
+        "mode": spec.mode or Distribution.Mode.LINK,
+        "audience": (spec.audience or "").strip(),
     }
     if spec.is_email:
         message, email = email_fields_clean(
@@ -156,6 +167,14 @@ def spec_errors(
         errors["kind"] = f"Unknown kind '{spec.kind}'."
     if spec.trigger and not spec.is_email:
         errors["trigger"] = "Only email thank-you messages can be triggered."
+    if spec.audience:
+        if spec.audience != Distribution.AUDIENCE_STARTED:
+            errors["audience"] = (
+                f"Unknown audience '{spec.audience}': leave it empty (who have not responded) "
+                f"or choose '{Distribution.AUDIENCE_STARTED}' (who started but did not finish)."
+            )
+        elif spec.kind != Distribution.Kind.REMINDER:
+            errors["audience"] = "Only a reminder targets who started but did not finish."
     text = spec.message
     if not text:
         errors["message"] = "The message is empty."
@@ -181,6 +200,7 @@ def spec_errors(
         errors["message"] = f"The message is longer than {MAX_MESSAGE_LENGTH} characters."
     elif (
         spec.channel == Distribution.Channel.SMS
+        and spec.mode == Distribution.Mode.LINK
         and is_alphanumeric_sender(spec.sender)
         and "opt_out_link" not in piped_fields(text)
     ):
@@ -196,6 +216,14 @@ def spec_errors(
     )
     if spec.link_expiry_days is not None and spec.link_expiry_days < 1:
         errors["link_expiry_days"] = "Links stay valid at least 1 day (empty: the project's)."
+    if spec.mode not in Distribution.Mode.values:
+        errors["mode"] = f"Unknown mode '{spec.mode}'."
+    elif spec.mode == Distribution.Mode.TWO_WAY and text:
+        for name, error in two_way_errors(spec, project=project).items():
+            errors.setdefault(name, error)
+    elif spec.mode == Distribution.Mode.CONSENT and text:
+        for name, error in consent_request_errors(spec, project=project).items():
+            errors.setdefault(name, error)
     parent = spec.parent
     if parent is not None:
         if parent.project_id != project.pk:
@@ -205,3 +233,40 @@ def spec_errors(
         elif spec.kind != Distribution.Kind.REMINDER:
             errors["parent"] = "Only a reminder can follow an invite."
     return errors
+
+
+TWO_WAY_KINDS = (Distribution.Kind.INVITE, Distribution.Kind.REMINDER)
+
+
+def two_way_errors(spec: DistributionSpec, *, project: Project) -> dict[str, str]:
+    """A two-way distribution (docs/two-way.md): an SMS invite or reminder, from a sender
+    that can receive replies, of a survey whose every question can be asked by text (the
+    others are named), whose first text (message, first question, opt-out line) fits."""
+    if spec.channel != Distribution.Channel.SMS:
+        return {"mode": "Only SMS distributions can be two-way."}
+    if spec.kind not in TWO_WAY_KINDS:
+        return {"mode": "Only invites and reminders can be two-way."}
+    if is_alphanumeric_sender(spec.sender):
+        return {"sender": "An alphanumeric sender cannot receive replies: choose a number."}
+    questions = list(project.questions.all())
+    unsupported = sms_unsupported_errors(questions)
+    if unsupported:
+        return {"mode": unsupported}
+    if len(sms_invite_text(spec.message, questions)) > MAX_MESSAGE_LENGTH:
+        return {
+            "message": f"With the first question, the text is longer than "
+            f"{MAX_MESSAGE_LENGTH} characters."
+        }
+    return {}
+
+
+def consent_request_errors(spec: DistributionSpec, *, project: Project) -> dict[str, str]:
+    """A consent request: an SMS invite, from a number that can receive the YES, of a project
+    that requires consent (docs/two-way.md)."""
+    if spec.channel != Distribution.Channel.SMS or spec.kind != Distribution.Kind.INVITE:
+        return {"mode": "A consent request is an SMS invite."}
+    if is_alphanumeric_sender(spec.sender):
+        return {"sender": "An alphanumeric sender cannot receive replies: choose a number."}
+    if not ConsentPolicy.objects.filter(project=project, required=True).exists():
+        return {"mode": "This project does not require consent: turn it on first."}
+    return {}

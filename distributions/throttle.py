@@ -59,6 +59,19 @@ def ready_at(*, rate: float, tokens: float, now: datetime) -> datetime:
     return now + timedelta(microseconds=math.ceil((step - now.timestamp()) * 1_000_000))
 
 
+def due(*, rate: float, tokens: float, tokens_at: datetime, now: datetime) -> datetime:
+    """When a bucket that held ``tokens`` at ``tokens_at`` (which may be later than ``now``:
+    a window picked ahead, a pause) holds a ``batch``; ``now`` at the earliest."""
+    if rate <= 0:
+        return now
+    since = max(now, tokens_at)
+    return ready_at(
+        rate=rate,
+        tokens=refill(rate=rate, tokens=tokens, tokens_at=tokens_at, now=since),
+        now=since,
+    )
+
+
 def take(tokens: float, wanted: int) -> int:
     """How many of ``wanted`` messages the bucket pays for now (whole tokens only)."""
     if tokens == UNLIMITED:

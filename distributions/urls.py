@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from distributions import views
+from distributions import everyday_views, views
 from distributions.email_views import EmailSettingsView
 from distributions.ops_views import SendingNowView
 from distributions.policy_views import FrequencyRulesView
@@ -43,6 +43,14 @@ urlpatterns = [
     path("distributions/<int:pk>/edit/", views.EditView.as_view(), name="edit"),
     path("distributions/<int:pk>/preview/", views.PreviewView.as_view(), name="preview"),
     path("distributions/<int:pk>/cancel/", views.CancelView.as_view(), name="cancel"),
+    path("distributions/<int:pk>/copy/", everyday_views.CopyView.as_view(), name="copy"),
+    path("distributions/<int:pk>/retry/", everyday_views.RetryView.as_view(), name="retry"),
+    path("distributions/<int:pk>/resend/", everyday_views.ResendView.as_view(), name="resend"),
+    path("distributions/<int:pk>/test/", everyday_views.TestMessageView.as_view(), name="test"),
+    path("distributions/<int:pk>/delete/", everyday_views.DeleteView.as_view(), name="delete"),
+    path("distributions/<int:pk>/archive/", everyday_views.ArchiveView.as_view(), name="archive"),
+    path("library/", everyday_views.LibraryView.as_view(), name="library"),
+    path("library/<int:pk>/", everyday_views.LibraryEditView.as_view(), name="library_edit"),
     path(
         "distributions/<int:pk>/history.csv",
         views.HistoryCsvView.as_view(),

@@ -32,8 +32,10 @@ from credits.segments import segment_info
 from credits.selectors import credits_available
 from distributions import page_selectors
 from distributions.api import history_csv_response
+from distributions.audit import distribution_audit_list
 from distributions.charging import credits_estimate
 from distributions.conditions import CRITERION_LABELS, OPERATOR_LABELS, conditions_describe
+from distributions.copies import resend_recipient_count, retry_advice
 from distributions.email_services import (
     email_account_for,
     email_recipient_estimate,
@@ -41,6 +43,7 @@ from distributions.email_services import (
     platform_from_address,
     weekly_limit_error,
 )
+from distributions.everyday_forms import DistributionFilterForm
 from distributions.forms import (
     ONCE_PER_SET_HELP,
     BulkEditForm,
@@ -52,8 +55,15 @@ from distributions.forms import (
     condition_rows_from_post,
     condition_rows_validate,
 )
-from distributions.models import Distribution, Message
-from distributions.selectors import distribution_list, distribution_metrics, related_distributions
+from distributions.library import library_list
+from distributions.models import Distribution, LibraryMessage, Message
+from distributions.selectors import (
+    DistributionFilters,
+    distribution_list,
+    distribution_metrics,
+    related_distributions,
+    test_messages,
+)
 from distributions.sending import provider_account_for
 from distributions.services import (
     distribution_cancel,
@@ -62,9 +72,14 @@ from distributions.services import (
     distribution_update,
     distributions_bulk_update,
 )
+from distributions.stalls import distribution_stalls
+from participants.models import Participant
 from projects.models import Project
 
 PAGE_SIZE = 25
+TEST_MESSAGES_SHOWN = 10
+TEST_PARTICIPANTS_SHOWN = 200  # whose fields a test may use: the first ones, in the picker
+AUDIT_SHOWN = 20
 HISTORY_PAGE_SIZE = 50
 OUTBOX_THREADS_PER_PAGE = 10
 # A Scheduled distribution due this soon (or overdue: waiting for a worker) is polled too, so
@@ -91,6 +106,7 @@ SERVICE_FIELD_MAP = {
     "sender": "sender",
     **{name: name for name in ("subject", "text_body", "from_name", "from_address", "reply_to")},
     "trigger": "on_completion",
+    "mode": "mode",
 }
 
 Kind = Distribution.Kind
@@ -146,10 +162,15 @@ def audience_label(distribution: Distribution) -> str:
         who = "Each participant who completes the survey"
         return who if not distribution.conditions else f"{who}, where {described}"
     if distribution.kind == Kind.REMINDER:
+        not_finished = (
+            "who started the survey and did not finish it"
+            if distribution.audience == Distribution.AUDIENCE_STARTED
+            else "who have not responded"
+        )
         who = (
-            f"Recipients of “{distribution.parent}” who have not responded"
+            f"Recipients of “{distribution.parent}” {not_finished}"
             if distribution.parent_id
-            else "Participants who have not responded"
+            else f"Participants {not_finished}"
         )
         return who if not distribution.conditions else f"{who}, where {described}"
     return described
@@ -236,6 +257,7 @@ def render_project_sms(
 ):
     distributions = page_selectors.project_distributions(project=project, channel=channel)
     page = Paginator(distributions, PAGE_SIZE).get_page(request.GET.get("page"))
+    page.object_list = page_selectors.with_stalls(page.object_list)
     # Bulk edit changes an SMS text; emails are edited one by one.
     bulk = channel == Channel.SMS
     return render(
@@ -337,11 +359,13 @@ class ScheduleFormMixin(DistributionPageMixin):
                     kind=kind,
                     parent=parent,
                     audience=audience,
+                    reminder_audience=reminder_audience(data, kind),
                     rows=form.condition_rows,
                     message=message or "",
                     channel=channel,
                     email=email,
                     exclude_id=distribution.pk if distribution else None,
+                    mode=form.data.get("mode") or (distribution.mode if distribution else ""),
                 ),
                 **(email_form_context(brand=self.brand) if email is not None else {}),
                 "on_completion": bool(email and email["on_completion"]),
@@ -365,6 +389,8 @@ class ScheduleFormMixin(DistributionPageMixin):
                 "sample_link": page_selectors.sample_link(),
                 "sample_opt_out_link": page_selectors.sample_opt_out_link(),
                 "inactive": project.stage != Project.Stage.ACTIVE,
+                "library": library_list(brand=self.brand, channel=channel),
+                "library_pick": data.get("library_message") or "",
             },
             status=status,
         )
@@ -399,6 +425,8 @@ def schedule_summary(
     channel=Channel.SMS,
     email=None,
     exclude_id=None,
+    mode: str = "",
+    reminder_audience: str = "",
 ) -> dict:
     """The summary for what the form holds now; conditions with errors count nothing."""
     conditions: list = []
@@ -437,17 +465,34 @@ def schedule_summary(
         parent=parent,
         conditions=conditions,
         message=message,
+        mode=mode if mode in Distribution.Mode.values else Distribution.Mode.LINK,
+        audience=reminder_audience,
     )
 
 
-def summary_context(*, brand, project, kind, parent, conditions, message) -> dict:
+def reminder_audience(data, kind: str) -> str:
+    """The reminder audience the form holds: "started" when *Only participants who started*
+    is ticked on a reminder (posted "on", or True from the initial values)."""
+    ticked = data.get("started_only") in ("on", True, "true")
+    return Distribution.AUDIENCE_STARTED if ticked and kind == Kind.REMINDER else ""
+
+
+def summary_context(
+    *, brand, project, kind, parent, conditions, message, mode=Distribution.Mode.LINK, audience=""
+) -> dict:
     """Credits available, the estimate and the matching participants (top of the form)."""
     available = credits_available(brand=brand)
     preview = page_selectors.audience_preview(
-        project=project, conditions=conditions, kind=kind, parent=parent
+        project=project, conditions=conditions, kind=kind, parent=parent, audience=audience
     )
     estimate = credits_estimate(
-        project=project, message=message, conditions=conditions, kind=kind, parent=parent
+        project=project,
+        message=message,
+        conditions=conditions,
+        kind=kind,
+        parent=parent,
+        mode=mode,
+        audience=audience,
     )
     over = False
     if estimate is not None:
@@ -462,7 +507,12 @@ def summary_context(*, brand, project, kind, parent, conditions, message) -> dic
         "estimate": estimate,
         "estimate_over": over,
         "held": distribution_policy_preview(
-            project=project, kind=kind, parent=parent, conditions=conditions
+            project=project,
+            kind=kind,
+            parent=parent,
+            conditions=conditions,
+            mode=mode,
+            audience=audience,
         ),
         "preview": preview,
         "conditions_invalid": False,
@@ -516,6 +566,13 @@ def email_summary_context(
 
 
 class ScheduleView(ScheduleFormMixin, View):
+    def library_message(self, value) -> LibraryMessage | None:
+        """The library message picked in the form (its text is in the form already; the
+        distribution records where it came from)."""
+        if not value or not str(value).isdigit():
+            return None
+        return self.get_scoped(LibraryMessage, pk=value)
+
     """Schedule a text message (invite or project-wide reminder), or a reminder of an invite
     (``?parent=<invite id>``: no recipient selection then)."""
 
@@ -525,6 +582,8 @@ class ScheduleView(ScheduleFormMixin, View):
         kind = request.GET.get("kind")
         kind = kind if kind in channel_kinds(self.channel) else Kind.INVITE
         initial = {"kind": Kind.REMINDER if parent else kind, "audience": "all", "when": "now"}
+        if request.GET.get("audience") == Distribution.AUDIENCE_STARTED:
+            initial["started_only"] = True  # the Responses tab's "who started" button
         if self.channel == Channel.EMAIL:
             initial.update(email_initial(brand=self.brand))
         form = form_class_for(self.channel)(
@@ -544,7 +603,13 @@ class ScheduleView(ScheduleFormMixin, View):
         conditions = form.clean_conditions(request.POST, with_audience=parent is None)
         if not form.errors and conditions is not None:
             data = form.cleaned_data
-            extra = {"trigger": data["trigger"]} if self.channel == Channel.EMAIL else {}
+            extra = (
+                {"trigger": data["trigger"]}
+                if self.channel == Channel.EMAIL
+                else {"mode": data.get("mode") or Distribution.Mode.LINK}
+            )
+            if reminder_audience(request.POST, data["kind"]):
+                extra["audience"] = Distribution.AUDIENCE_STARTED
             try:
                 distribution = distribution_create(
                     project=project,
@@ -554,6 +619,7 @@ class ScheduleView(ScheduleFormMixin, View):
                     conditions=conditions,
                     send_at=data["send_at"],
                     parent=parent,
+                    library_message=self.library_message(request.POST.get("library_message")),
                     **form.service_fields(),
                     **extra,
                 )
@@ -605,6 +671,12 @@ DEFAULT_EMAIL_BODY = (
 )
 
 
+def mode_fixed(form) -> None:
+    """How the survey is answered is chosen once: an edit shows it, never changes it."""
+    if "mode" in form.fields:
+        form.fields["mode"].disabled = True
+
+
 class EditView(ScheduleFormMixin, View):
     """Edit a Scheduled distribution (the kind and the invite it follows stay)."""
 
@@ -638,8 +710,11 @@ class EditView(ScheduleFormMixin, View):
             )
             initial["on_completion"] = bool(distribution.trigger)
         form = form_class_for(distribution.channel)(
-            zone=self.brand.zone, kind_fixed=distribution.kind, initial=initial
+            zone=self.brand.zone,
+            kind_fixed=distribution.kind,
+            initial={**initial, "mode": distribution.mode},
         )
+        mode_fixed(form)
         form.condition_rows = condition_rows_from_conditions(distribution.conditions)
         return self.render_form(
             request,
@@ -653,8 +728,12 @@ class EditView(ScheduleFormMixin, View):
         distribution = self.get_distribution(pk)
         parent = distribution.parent
         form = form_class_for(distribution.channel)(
-            request.POST, zone=self.brand.zone, kind_fixed=distribution.kind
+            request.POST,
+            zone=self.brand.zone,
+            kind_fixed=distribution.kind,
+            initial={"mode": distribution.mode},
         )
+        mode_fixed(form)
         form.is_valid()  # then the conditions, so that every error shows at once
         conditions = form.clean_conditions(request.POST, with_audience=parent is None)
         if not form.errors and conditions is not None:
@@ -707,8 +786,10 @@ class PreviewCountView(DistributionPageMixin, View):
                 kind=kind,
                 parent=parent,
                 audience=request.POST.get("audience"),
+                reminder_audience=reminder_audience(request.POST, kind),
                 rows=condition_rows_from_post(request.POST),
                 message=request.POST.get("message", ""),
+                mode=request.POST.get("mode", ""),
                 channel=self.channel,
                 email=email,
                 exclude_id=int(editing) if editing and editing.isdigit() else None,
@@ -720,6 +801,7 @@ class PreviewCountView(DistributionPageMixin, View):
 # --- the distribution page -------------------------------------------------------------------
 def live_context(distribution: Distribution) -> dict:
     metrics = distribution_metrics(distribution=distribution)
+    distribution.stall = distribution_stalls(distributions=[distribution]).get(distribution.pk)
     return {
         "distribution": distribution,
         "metrics": metrics,
@@ -767,9 +849,30 @@ def render_detail(view, request, distribution, download_form, *, status=200):
             ],
             "download_form": download_form,
             "can_download": distribution.status != Status.SCHEDULED,
+            **everyday_context(request, distribution),
         },
         status=status,
     )
+
+
+def everyday_context(request, distribution: Distribution) -> dict:
+    """The distribution page's copy, try again, resend, test, delete and archive parts."""
+    participants = Participant.objects.filter(project_id=distribution.project_id)
+    return {
+        "retry_advice": retry_advice(distribution) if distribution.status == Status.FAILED else "",
+        "resend_count": resend_recipient_count(original=distribution)
+        if distribution.status == Status.SENT
+        else 0,
+        "test_messages": test_messages(distribution=distribution)[:TEST_MESSAGES_SHOWN],
+        "test_participants": participants.select_related("person").order_by("pk")[
+            :TEST_PARTICIPANTS_SHOWN
+        ],
+        "test_address": request.user.email if distribution.is_email else "",
+        "audit": distribution_audit_list(
+            brand=distribution.project.brand, distribution_id=distribution.pk
+        )[:AUDIT_SHOWN],
+        "derivable": distribution.kind != Kind.TRANSACTIONAL and not distribution.is_test,
+    }
 
 
 class LiveView(DistributionPageMixin, View):
@@ -865,27 +968,38 @@ class HistoryCsvView(DistributionPageMixin, View):
 
 # --- brand-wide pages ------------------------------------------------------------------------
 class BrandDistributionsView(DistributionPageMixin, View):
+    """Every distribution of the brand: search, filters and sorting kept in the URL (so a
+    filtered list can be bookmarked or shared), paginated."""
+
     def get(self, request):
-        status = request.GET.get("status") or ""
-        status = status if status in Status.values else ""
-        channel = request.GET.get("channel") or ""
-        channel = channel if channel in Distribution.Channel.values else ""
-        queryset = page_selectors.with_counts(
-            distribution_list(brand=self.brand, channel=channel or None, status=status or None)
-        ).order_by("-send_at", "-pk")
+        form = DistributionFilterForm(
+            request.GET or None,
+            projects=self.scoped(Project.objects.all()).order_by("name"),
+            creators=brand_creators(self.brand),
+        )
+        filters = form.filters() if form.is_bound else DistributionFilters()
+        queryset = page_selectors.with_counts(distribution_list(brand=self.brand, filters=filters))
         page = Paginator(queryset, PAGE_SIZE).get_page(request.GET.get("page"))
+        page.object_list = page_selectors.with_stalls(page.object_list)
         return render(
             request,
             "distributions/list.html",
             {
                 **self.base_context(),
                 "page": page,
-                "status": status,
-                "channel": channel,
-                "statuses": Status.choices,
-                "channels": Distribution.Channel.choices,
+                "form": form,
+                "filtered": filters.active,
+                "archived": filters.archived,
             },
         )
+
+
+def brand_creators(brand) -> list[tuple[int, str]]:
+    """The brand's members, for the "Created by" filter."""
+    return [
+        (membership.user_id, membership.user.get_full_name() or membership.user.get_username())
+        for membership in brand.memberships.select_related("user").order_by("user__username")
+    ]
 
 
 class OutboxView(DistributionPageMixin, View):

@@ -159,6 +159,8 @@ class OptOutEvent(models.Model):
         OPT_OUT = "opt_out", "Opted out"
         OPT_IN = "opt_in", "Opted in"
         RESUBSCRIBE = "resubscribe", "Re-subscribed at the provider (START)"
+        CONSENT = "consent", "Consented to a project's invites (YES)"
+        CONSENT_WITHDRAWN = "consent_withdrawn", "Consent withdrawn"
 
     brand_path = "brand"
 
@@ -216,3 +218,61 @@ class OptOutEvent(models.Model):
         if self.source == Source.PROVIDER:
             return "The provider"
         return "System"
+
+
+class ConsentPolicy(models.Model):
+    """A project that requires consent: its SMS invites go only to numbers that replied YES
+    to its consent request (docs/two-way.md, "Consent first")."""
+
+    brand_path = "project__brand"
+
+    project = models.OneToOneField(
+        "projects.Project", on_delete=models.CASCADE, related_name="consent_policy"
+    )
+    required = models.BooleanField(default=False)
+    extra_words = models.CharField(
+        max_length=300,
+        blank=True,
+        help_text="Words that also mean yes (comma-separated), besides YES, SI, OUI, JA…",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = BrandScopedManager()
+
+    def __str__(self) -> str:
+        return f"Consent policy of {self.project}"
+
+
+class Consent(models.Model):
+    """A number's YES to one project's invites, until withdrawn (any SMS opt-out of the
+    number in the brand withdraws it). Granting and withdrawing are ``OptOutEvent`` rows."""
+
+    brand_path = "brand"
+
+    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="consents")
+    project = models.ForeignKey(
+        "projects.Project", on_delete=models.CASCADE, related_name="consents"
+    )
+    address = models.CharField(max_length=64)
+    active = models.BooleanField(default=True)
+    granted_at = models.DateTimeField(default=timezone.now)
+    withdrawn_at = models.DateTimeField(null=True, blank=True)
+    inbound = models.ForeignKey(
+        InboundMessage, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    objects = BrandScopedManager()
+
+    class Meta:
+        ordering = ["-granted_at", "-pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "address"],
+                condition=Q(active=True),
+                name="consent_one_active_per_address",
+            )
+        ]
+        indexes = [models.Index(fields=["brand", "address", "active"])]
+
+    def __str__(self) -> str:
+        return f"Consent of {self.address} to {self.project_id}"

@@ -23,9 +23,17 @@ from brands.models import Brand
 from brands.roles import Role, role_allows
 from optouts.events import opted_out_raised
 from optouts.guard import optout_write_lock
-from optouts.keywords import Keyword, match_reply
+from optouts.keywords import Keyword, match_reply, normalize_reply
 from optouts.links import link_expired
-from optouts.models import Channel, InboundMessage, OptOut, OptOutEvent, Scope, Source
+from optouts.models import (
+    Channel,
+    Consent,
+    InboundMessage,
+    OptOut,
+    OptOutEvent,
+    Scope,
+    Source,
+)
 from optouts.protocols import SentMessage
 from optouts.selectors import directory_person_for
 from participants.models import Participant, Person
@@ -114,6 +122,10 @@ def optout_record(
         )
         if scope == Scope.DIRECTORY:
             _flag_people(brand_id=brand_id, channel=channel, address=address, value="Yes")
+        if channel == Channel.SMS:
+            consents_withdraw(
+                brand_id=brand_id, address=address, inbound=inbound, reason="Opted out"
+            )
         if created:
             opted_out_raised(optout=optout, reason=reason)
     return optout
@@ -460,3 +472,75 @@ def _act_on_inbound(
     inbound.optout = active
     inbound.action = Action.RESUBSCRIBED_PROVIDER
     return ""
+
+
+# --- consent (docs/two-way.md, "Consent first") --------------------------------------------
+def consent_words_match(body: str, *, extra_words: str = "") -> bool:
+    """Does ``body`` say yes: a START/YES word in any language (``optouts.keywords``), or
+    one of the project's own words, compared like the STOP words."""
+    if match_reply(body).kind == Keyword.START:
+        return True
+    wanted = {normalize_reply(word) for word in (extra_words or "").split(",") if word.strip()}
+    return bool(wanted) and normalize_reply(body) in wanted
+
+
+def consent_record(*, project, address: str, inbound: InboundMessage | None = None) -> Consent:
+    """The number agreed to the project's invites (idempotent: one active consent), with
+    its audit event."""
+    brand_id = project.brand_id
+    with transaction.atomic():
+        current = Consent.objects.filter(project=project, address=address, active=True).first()
+        if current is not None:
+            return current
+        try:
+            with transaction.atomic():
+                consent = Consent.objects.create(
+                    brand_id=brand_id, project=project, address=address, inbound=inbound
+                )
+        except IntegrityError:  # the same YES, twice at once
+            return Consent.objects.get(project=project, address=address, active=True)
+        OptOutEvent.objects.create(
+            brand_id=brand_id,
+            channel=Channel.SMS,
+            address=address,
+            person=inbound.person if inbound is not None else None,
+            action=OptOutEvent.Action.CONSENT,
+            source=Source.REPLY,
+            scope=Scope.DIRECTORY,
+            inbound=inbound,
+            reason=f"Replied yes to the consent request of project {project.name}"[:500],
+            inbound_text=(inbound.body if inbound is not None else "")[:1600],
+        )
+    return consent
+
+
+def consents_withdraw(
+    *, brand_id: int, address: str, inbound: InboundMessage | None = None, reason: str = ""
+) -> int:
+    """Withdraw every active consent of the number in the brand (an opt-out does), each with
+    its audit event. Returns how many."""
+    consents = list(
+        Consent.objects.filter(brand_id=brand_id, address=address, active=True).select_related(
+            "project"
+        )
+    )
+    if not consents:
+        return 0
+    now = timezone.now()
+    Consent.objects.filter(pk__in=[c.pk for c in consents]).update(active=False, withdrawn_at=now)
+    OptOutEvent.objects.bulk_create(
+        [
+            OptOutEvent(
+                brand_id=brand_id,
+                channel=Channel.SMS,
+                address=address,
+                action=OptOutEvent.Action.CONSENT_WITHDRAWN,
+                source=Source.REPLY if inbound is not None else Source.ADMIN,
+                scope=Scope.DIRECTORY,
+                inbound=inbound,
+                reason=f"{reason or 'Withdrawn'}: project {consent.project.name}"[:500],
+            )
+            for consent in consents
+        ]
+    )
+    return len(consents)

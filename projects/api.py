@@ -38,6 +38,8 @@ class ProjectSerializer(StrictModelSerializer):
             "default_country",
             "by_invitation_only",
             *POLICY_FIELDS,
+            "anonymous_one_answer",
+            "closed_message",
             "anonymous_url",
             "created_at",
             "updated_at",

@@ -16,8 +16,15 @@ class ProjectForm(forms.ModelForm):
             "available_until",
             "default_country",
             *POLICY_FIELDS,
+            "closed_message",
         ]
+        labels = {"closed_message": "Closed-survey message (optional)"}
+        help_texts = {
+            "closed_message": "What someone who opens a survey link sees while the project is "
+            "paused or closed (for example a late invitee). Empty: “This survey is closed”.",
+        }
         widgets = {
+            "closed_message": forms.Textarea(attrs={"rows": 3}),
             "available_from": forms.DateTimeInput(attrs={"type": "datetime-local"}),
             "available_until": forms.DateTimeInput(attrs={"type": "datetime-local"}),
         }

@@ -74,6 +74,17 @@ class Project(models.Model):
         default=False,
         help_text="Only personal links answer: the anonymous link and its QR code are disabled.",
     )
+    anonymous_one_answer = models.BooleanField(
+        default=False,
+        help_text="One answer per person on the anonymous link: a browser that answered is "
+        "told so (a signed cookie; clearing cookies or another browser gets around it).",
+    )
+    closed_message = models.TextField(
+        max_length=1000,
+        blank=True,
+        help_text="Shown to whoever opens a link while the survey is closed or paused, "
+        "instead of the standard wording.",
+    )
     # When collection last stopped (Paused or Closed) and what the pause dialog decided for
     # respondents who had the survey open at that moment (see surveys.answers.may_finish).
     collection_stopped_at = models.DateTimeField(null=True, blank=True, editable=False)
@@ -255,8 +266,10 @@ class Question(models.Model):
 
 
 class Response(models.Model):
-    """Answers to a project's survey: complete, or partial (kept when collection stopped while
-    the respondent was in the middle of it).
+    """Answers to a project's survey: complete, partial (saved to finish later through a
+    personal link, or kept when collection stopped while the respondent was in the middle of
+    it), or superseded (an admin reset it so that the person can answer again: its answers are
+    kept, its link released; see ``ResponseReset``).
 
     ``answers`` maps a question id (as text) to its answer: an int (rating), a choice (single),
     a list of choices (multiple) or text. ``embedded_data`` holds extra values; the keys listed
@@ -267,6 +280,7 @@ class Response(models.Model):
     class Status(models.TextChoices):
         COMPLETE = "complete", "Complete"
         PARTIAL = "partial", "Partial"
+        SUPERSEDED = "superseded", "Superseded (reset)"
 
     class Channel(models.TextChoices):
         SMS = "sms", "SMS"
@@ -274,6 +288,7 @@ class Response(models.Model):
         ANONYMOUS = "anonymous", "Anonymous link"
         QR = "qr", "QR code"
         API = "api", "API"
+        SMS_TWO_WAY = "sms_two_way", "SMS (two-way)"
 
     brand_path = "project__brand"
 
@@ -327,6 +342,33 @@ class Response(models.Model):
 
     def __str__(self) -> str:
         return f"Response {self.pk} ({self.channel}, {self.status})"
+
+
+class ResponseReset(models.Model):
+    """The audit trail of a response reset by an admin (``surveys.services.response_reset``):
+    who, when, why, what the response was, and the personal link it released. The response
+    itself stays, superseded, with its answers."""
+
+    brand_path = "response__project__brand"
+
+    response = models.ForeignKey(Response, on_delete=models.CASCADE, related_name="resets")
+    link = models.ForeignKey(
+        SurveyLink, null=True, blank=True, on_delete=models.SET_NULL, related_name="resets"
+    )
+    previous_status = models.CharField(max_length=10, choices=Response.Status.choices)
+    reason = models.CharField(max_length=200, blank=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = BrandScopedManager()
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"Reset of response {self.response_id}"
 
 
 # A transactional link's transaction and the signed links' secrets live in their own

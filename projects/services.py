@@ -40,6 +40,8 @@ def project_create(
     available_until: datetime | None = None,
     default_country: str = "",
     by_invitation_only: bool = False,
+    anonymous_one_answer: bool = False,
+    closed_message: str = "",
     **policies: Any,
 ) -> Project:
     """A new project; ``policies``: its time zone and quiet hours (``POLICY_FIELDS``)."""
@@ -55,6 +57,8 @@ def project_create(
         available_until=available_until,
         default_country=(default_country or "").upper(),
         by_invitation_only=by_invitation_only,
+        anonymous_one_answer=anonymous_one_answer,
+        closed_message=(closed_message or "").strip(),
         created_by=actor if getattr(actor, "pk", None) else None,
         **policies,
     )
@@ -81,6 +85,8 @@ EDITABLE_FIELDS = (
     "default_country",
     "by_invitation_only",
     *POLICY_FIELDS,
+    "anonymous_one_answer",
+    "closed_message",
 )
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from django.core import signing
 from django.db.models import Q
+from django.http import QueryDict
 
 from projects.models import Project, Question, Response
 
@@ -196,6 +197,19 @@ def answers_from_api(data: Any) -> dict[int, Any]:
             raise ValueError(f"'{text}' is not a question id.")
         raw[int(text)] = value
     return raw
+
+
+def answers_as_form(questions: Iterable[Question], answers: Mapping[str, Any]) -> QueryDict:
+    """Saved answers (keyed by question id as text) as a posted form (``q<id>`` fields), to
+    show them again in the survey form: the inverse of ``answers_from_form``."""
+    data = QueryDict(mutable=True)
+    for question in questions:
+        value = answers.get(str(question.pk))
+        if value is None:
+            continue
+        values = value if isinstance(value, list) else [value]
+        data.setlist(question.field_name, [str(v) for v in values])
+    return data
 
 
 # --- embedded data from the URL (untrusted) ------------------------------------------------

@@ -18,10 +18,11 @@ from rest_framework.response import Response as ApiResponse
 from rest_framework.views import APIView
 
 from brands.api.base import StrictModelSerializer, StrictSerializer
+from brands.api.errors import state_conflict
 from core.csvio import CSV_PARAMETERS, csv_response
 from participants.models import Participant
 from projects.api import ProjectScopedMixin
-from projects.models import Project, Question, Response, SurveyLink
+from projects.models import Project, Question, Response, ResponseReset, SurveyLink
 from surveys.qr import QR_FORMATS, qr_image
 from surveys.selectors import (
     LINKS_HEADER,
@@ -36,6 +37,7 @@ from surveys.services import (
     question_update,
     questions_reorder,
     response_create,
+    response_reset,
     survey_links_create,
 )
 
@@ -185,6 +187,49 @@ class ResponseDetail(ProjectScopedMixin, generics.RetrieveAPIView):
 
     def get_queryset(self):
         return Response.objects.filter(project=self.project)
+
+
+class ResponseResetRequestSerializer(StrictSerializer):
+    reason = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=200,
+        help_text="Why (kept in the audit trail).",
+    )
+
+
+class ResponseResetSerializer(serializers.ModelSerializer):
+    actor = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ResponseReset
+        fields = ["id", "response", "link", "previous_status", "reason", "actor", "created_at"]
+        read_only_fields = fields
+
+    def get_actor(self, reset: ResponseReset) -> str | None:
+        return reset.actor.get_username() if reset.actor_id else None
+
+
+class ResponseResetView(ProjectScopedMixin, APIView):
+    """``POST projects/{id}/responses/{id}/reset/``: let the person answer again. The response
+    becomes ``superseded`` (its answers kept, no longer counted; its participant is no longer a
+    respondent), its personal link answers again; the reset is recorded (who, when, why).
+    A response already reset answers 409."""
+
+    @extend_schema(request=ResponseResetRequestSerializer, responses={201: ResponseResetSerializer})
+    def post(self, request, project_pk, pk):
+        body = ResponseResetRequestSerializer(data=request.data or {})
+        body.is_valid(raise_exception=True)
+        response = self.get_scoped(Response.objects.filter(project=self.project), pk=pk)
+        try:
+            reset = response_reset(
+                response=response,
+                actor=self.actor(),
+                reason=body.validated_data.get("reason", ""),
+            )
+        except DjangoValidationError as exc:
+            raise state_conflict(exc) from exc
+        return ApiResponse(ResponseResetSerializer(reset).data, status=status.HTTP_201_CREATED)
 
 
 class ResponsesCsv(ProjectScopedMixin, APIView):

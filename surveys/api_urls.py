@@ -14,6 +14,9 @@ urlpatterns = [
     path(f"{P}/responses/", views.ResponseList.as_view(), name="response-list"),
     path(f"{P}/responses.csv", views.ResponsesCsv.as_view(), name="response-csv"),
     path(f"{P}/responses/<int:pk>/", views.ResponseDetail.as_view(), name="response-detail"),
+    path(
+        f"{P}/responses/<int:pk>/reset/", views.ResponseResetView.as_view(), name="response-reset"
+    ),
     path(f"{P}/links/", views.LinkList.as_view(), name="link-list"),
     path(f"{P}/links.csv", views.LinksCsv.as_view(), name="link-csv"),
     path(f"{P}/signing-secret/", SigningSecretView.as_view(), name="signing-secret"),

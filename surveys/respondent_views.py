@@ -4,14 +4,18 @@ anonymous link, also behind its QR code).
 Public, so they say as little as possible: an unknown or malformed token is the same plain 404
 page, with no detail. Pages are private to their reader (``no-store``, no referrer, not indexed)
 and load nothing from a third party. Showing the survey costs two queries (link with project,
-then questions); the first opening of a personal link adds the Opened writes.
+then questions); the first opening of a personal link adds the Opened writes. A personal
+link's form can be saved to finish later (the link then resumes the saved answers); the
+anonymous link can take one answer per browser (a signed cookie, when the project asks).
 """
 
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from functools import wraps
 
+from django.core import signing
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -19,8 +23,8 @@ from django.views.decorators.http import require_http_methods
 
 from projects.models import Project, Question, Response
 from surveys import signed_links
-from surveys.answers import form_stamp, form_stamp_read
-from surveys.selectors import question_list, survey_link_for_page
+from surveys.answers import answers_as_form, form_stamp, form_stamp_read
+from surveys.selectors import question_list, response_still_counts, survey_link_for_page
 from surveys.services import (
     SubmitOutcome,
     anonymous_scope,
@@ -114,7 +118,18 @@ def _items(questions: list[Question], data=None, errors: dict | None = None) -> 
     return items
 
 
-def _form(request, project, questions, *, scope, data=None, errors=None, notice="", status=200):
+def _form(
+    request,
+    project,
+    questions,
+    *,
+    scope,
+    data=None,
+    errors=None,
+    notice="",
+    status=200,
+    can_save=False,
+):
     # A form shown again for corrections keeps its stamp: when it was first shown still counts
     # (a pause in between lets this respondent finish) and its one-time key is still unused.
     posted = data.get("stamp", "") if data is not None else ""
@@ -129,6 +144,7 @@ def _form(request, project, questions, *, scope, data=None, errors=None, notice=
             "notice": notice,
             "stamp": stamp,
             "action": request.get_full_path(),
+            "can_save": can_save,
         },
         status=status,
     )
@@ -152,7 +168,21 @@ def personal_survey(request, token: str):
         return _closed(request, project, reason="expired")
     if not project.is_collecting:
         return _closed(request, project, reason=_closed_reason(project))
-    return _form(request, project, question_list(project=project), scope=link_scope(token))
+    questions = question_list(project=project)
+    if link.saved_answers is not None:  # saved to finish later: resume them
+        return _form(
+            request,
+            project,
+            questions,
+            scope=link_scope(token),
+            data=answers_as_form(questions, link.saved_answers),
+            notice=RESUMED_NOTICE,
+            can_save=True,
+        )
+    return _form(request, project, questions, scope=link_scope(token), can_save=True)
+
+
+RESUMED_NOTICE = "Welcome back: the answers you saved are filled in. Finish and submit."
 
 
 def _personal_submit(request, token: str):
@@ -161,6 +191,7 @@ def _personal_submit(request, token: str):
         data=request.POST,
         url_params=request.GET,
         stamp=request.POST.get("stamp", ""),
+        finish=request.POST.get("action") != "save",
     )
     # After a completion, the link's own page says thank you (reloading it re-posts nothing).
     return _after_submit(request, result, scope=link_scope(token), reload_when_done=True)
@@ -168,6 +199,10 @@ def _personal_submit(request, token: str):
 
 def _after_submit(request, result, *, scope: str, reload_when_done: bool = False):
     outcome, project = result.outcome, result.project
+    if outcome == SubmitOutcome.SAVED:
+        return render(
+            request, "survey/saved.html", {"project": project, "url": request.get_full_path()}
+        )
     if outcome == SubmitOutcome.COMPLETE:
         if reload_when_done:
             return redirect(request.get_full_path())
@@ -194,6 +229,7 @@ def _after_submit(request, result, *, scope: str, reload_when_done: bool = False
         errors=result.errors,
         notice=notice,
         status=400,
+        can_save=scope.startswith("s:"),
     )
 
 
@@ -215,6 +251,8 @@ def anonymous_survey(request, token: str):
         channel = (
             Response.Channel.QR if request.GET.get("src") == "qr" else Response.Channel.ANONYMOUS
         )
+        if _answered_here(request, project):
+            return _thanks(request, project, again=True, status=409)
         result = response_submit_anonymous(
             project=project,
             data=request.POST,
@@ -223,12 +261,56 @@ def anonymous_survey(request, token: str):
             channel=channel,
             signed=signed,
         )
-        return _after_submit(request, result, scope=scope)
+        answer = _after_submit(request, result, scope=scope)
+        if project.anonymous_one_answer and result.outcome == SubmitOutcome.COMPLETE:
+            _answered_here_remember(answer, project, result.response.pk, secure=request.is_secure())
+        return answer
     if signed is not None and signed_links.signed_link_used(project=project, digest=signed.digest):
+        return _thanks(request, project, again=True)
+    if _answered_here(request, project):
         return _thanks(request, project, again=True)
     if not project.is_collecting:
         return _closed(request, project, reason=_closed_reason(project))
     return _form(request, project, question_list(project=project), scope=scope)
+
+
+# "One answer per person" on the anonymous link (docs/survey.md): a signed cookie naming the
+# response this browser recorded, scoped to the survey's path. It stops the honest second
+# attempt, not a determined one: clearing cookies, a private window or another browser or
+# device answers again. After an admin resets that response, the browser may answer again.
+ANSWERED_COOKIE_SALT = "relay.survey.answered"
+ANSWERED_COOKIE_AGE = timedelta(days=365)
+
+
+def _answered_cookie(project: Project) -> str:
+    return f"relay_answered_{project.public_token}"
+
+
+def _answered_here(request, project: Project) -> bool:
+    if not project.anonymous_one_answer:
+        return False
+    try:
+        value = request.get_signed_cookie(
+            _answered_cookie(project),
+            salt=ANSWERED_COOKIE_SALT,
+            max_age=ANSWERED_COOKIE_AGE,
+        )
+    except (KeyError, signing.BadSignature):
+        return False
+    return value.isdigit() and response_still_counts(project=project, response_id=int(value))
+
+
+def _answered_here_remember(answer, project: Project, response_id: int, *, secure: bool) -> None:
+    answer.set_signed_cookie(
+        _answered_cookie(project),
+        str(response_id),
+        salt=ANSWERED_COOKIE_SALT,
+        max_age=int(ANSWERED_COOKIE_AGE.total_seconds()),
+        path=f"/a/{project.public_token}",
+        secure=secure,
+        httponly=True,
+        samesite="Lax",
+    )
 
 
 SIGNED_REFUSALS = {"invalid": 403, "malformed": 400, "expired": 410}

@@ -1,6 +1,11 @@
 """Who is a respondent: a participant with a complete response in the project (a partial
-response, kept when collection stopped mid-survey, does not count). The one definition that
-the reminder audience, the history CSV's Respondent column and the survey summary use."""
+response, saved to finish later or kept when collection stopped mid-survey, does not count,
+nor does a response an admin reset: it is superseded). The one definition that the reminder
+audience, the history CSV's Respondent column and the survey summary use.
+
+Who *started*: a participant with a partial response (answers saved to finish later through
+their personal link, or kept when collection stopped). With "not a respondent", it is the
+reminder audience "started but not finished"."""
 
 from __future__ import annotations
 
@@ -19,6 +24,17 @@ def respondent_participant_ids(project_id: int) -> QuerySet:
     return Response.objects.filter(respondent_q(), project_id=project_id).values("participant_id")
 
 
+def started_q() -> Q:
+    """The responses that show their participant started the survey (a Q on Response)."""
+    return Q(status=Response.Status.PARTIAL, participant__isnull=False)
+
+
+def started_participant_ids(project_id: int) -> QuerySet:
+    """Participants who started the survey (saved or partial answers): a subquery of ids.
+    Leave out respondents for "started but not finished"."""
+    return Response.objects.filter(started_q(), project_id=project_id).values("participant_id")
+
+
 def is_respondent_subquery(*, project_ref, participant_ref) -> Exists:
     """``Exists`` for annotating rows with Respondent Yes/No (refs are OuterRef paths)."""
     return Exists(
@@ -29,11 +45,19 @@ def is_respondent_subquery(*, project_ref, participant_ref) -> Exists:
 
 
 def respondent_counts(*, project: Project) -> dict:
-    """Participants, how many responded (complete), and how many have not."""
+    """Participants, how many responded (complete), how many have not, and how many of those
+    started (saved or partial answers)."""
     participants = project.participants.count()
     respondents = respondent_participant_ids(project.pk).distinct().count()
+    started = (
+        started_participant_ids(project.pk)
+        .exclude(participant_id__in=respondent_participant_ids(project.pk))
+        .distinct()
+        .count()
+    )
     return {
         "participants": participants,
         "respondents": respondents,
         "non_respondents": max(0, participants - respondents),
+        "started_not_finished": started,
     }

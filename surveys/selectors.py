@@ -6,7 +6,18 @@ import json
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
-from django.db.models import Case, CharField, Count, Exists, F, OuterRef, Q, When
+from django.db.models import (
+    Case,
+    CharField,
+    Count,
+    Exists,
+    F,
+    JSONField,
+    OuterRef,
+    Q,
+    Subquery,
+    When,
+)
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
@@ -18,16 +29,19 @@ SUMMARY_DAYS = 30  # days shown on the responses-over-time chart
 
 
 def survey_link_for_page(token: str) -> SurveyLink | None:
-    """The link behind ``/s/<token>`` with its project and whether its participant already
-    answered this invite through another of its links: one query."""
+    """The link behind ``/s/<token>`` with its project, whether its participant already
+    answered this invite through another of its links, and the answers saved to finish later
+    (``saved_answers``, None when there are none): one query."""
     family = Response.objects.filter(
         family_answered_q(participant_ref=OuterRef("participant_id"), root_ref=OuterRef("root")),
         project_id=OuterRef("project_id"),
     )
+    saved = Response.objects.filter(link_id=OuterRef("pk"), status=Response.Status.PARTIAL)
     return (
         SurveyLink.objects.select_related("project")
         .annotate(root=Coalesce(F("distribution__parent_id"), F("distribution_id")))
         .annotate(family_answered=Exists(family))  # NULL participant or root: never true
+        .annotate(saved_answers=Subquery(saved.values("answers")[:1], output_field=JSONField()))
         .filter(token=token)
         .first()
     )
@@ -35,6 +49,16 @@ def survey_link_for_page(token: str) -> SurveyLink | None:
 
 def question_list(*, project: Project) -> list[Question]:
     return list(project.questions.all())
+
+
+def response_still_counts(*, project: Project, response_id: int) -> bool:
+    """Does this response of the project still stand (not reset by an admin)? What a
+    browser's one-answer cookie names is checked with it."""
+    return (
+        Response.objects.filter(project=project, pk=response_id)
+        .exclude(status=Response.Status.SUPERSEDED)
+        .exists()
+    )
 
 
 def response_list(

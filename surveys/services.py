@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
@@ -20,7 +21,7 @@ from django.utils import timezone
 
 from core.tokens import new_token
 from participants.models import Participant
-from projects.models import Project, Question, Response, SurveyLink
+from projects.models import Project, Question, Response, ResponseReset, SurveyLink
 from projects.signed_links import SignedLinkUse
 from projects.transactions import Transaction
 from surveys import hooks
@@ -210,6 +211,7 @@ class SubmitOutcome(StrEnum):
     EXPIRED = "expired"  # the personal link is past its expiry
     INVALID = "invalid"  # answers to correct (``errors``)
     STALE_FORM = "stale_form"  # the form's stamp is missing or too old: show a fresh form
+    SAVED = "saved"  # saved to finish later (a personal link): the link resumes them
 
 
 @dataclass
@@ -287,12 +289,16 @@ def response_submit_link(
     data,
     url_params=None,
     stamp: str = "",
+    finish: bool = True,
     now: datetime | None = None,
 ) -> SubmitResult:
     """Record the answers posted through a personal link (raises Http404 for an unknown token).
 
     The link row is locked for the check-then-write, so of two simultaneous submits one is
     recorded and the other is refused (``ANSWERED``); the unique ``Response.link`` backs it.
+    ``finish=False`` (*Save and finish later*): what was answered is kept as the link's partial
+    response (``SAVED``: nothing is required yet, invalid values are dropped); opening the link
+    again resumes it, and the final submit completes that same response.
     """
     now = now or timezone.now()
     with transaction.atomic():
@@ -336,8 +342,15 @@ def response_submit_link(
                 completed_at=now,
             )
 
+        if existing is not None and existing.started_at and started_at:
+            started_at = min(existing.started_at, started_at)  # when they first began
+
         if not may_finish(project, started_at=started_at, now=now):
             return _stopped(project, questions, raw, started_at, save)
+        if not finish:
+            answers, _ = answers_clean(questions, raw, partial=True)
+            response = save(status=Response.Status.PARTIAL, answers=answers)
+            return SubmitResult(SubmitOutcome.SAVED, project, questions, response)
         answers, errors = answers_clean(questions, raw)
         if errors:
             return SubmitResult(SubmitOutcome.INVALID, project, questions, errors=errors)
@@ -415,6 +428,38 @@ def response_submit_anonymous(
     return SubmitResult(SubmitOutcome.COMPLETE, project, questions, response)
 
 
+def response_reset(*, response: Response, actor=None, reason: str = "") -> ResponseReset:
+    """Let the person answer again: the response becomes superseded (its answers kept, no
+    longer counted: its participant is no longer a respondent, reminders reach them again)
+    and its personal link is released (not completed: it opens the survey again). The reset
+    is recorded with who, why, the previous status and the link (``ResponseReset``).
+
+    Raises ValidationError when the response was already reset. A browser's one-answer cookie
+    names the response it recorded, so after a reset that browser may answer again too.
+    """
+    reason = (reason or "").strip()
+    if len(reason) > 200:
+        raise ValidationError({"reason": "Keep the reason under 200 characters."})
+    with transaction.atomic():
+        locked = Response.objects.select_for_update().filter(pk=response.pk).first()
+        if locked is None:
+            raise Http404("No such response.")
+        if locked.status == Response.Status.SUPERSEDED:
+            raise ValidationError({"response": "This response was already reset."})
+        reset = ResponseReset.objects.create(
+            response=locked,
+            link_id=locked.link_id,
+            previous_status=locked.status,
+            reason=reason,
+            actor=actor if getattr(actor, "pk", None) else None,
+        )
+        if locked.link_id:
+            SurveyLink.objects.filter(pk=locked.link_id).update(completed_at=None)
+        Response.objects.filter(pk=locked.pk).update(status=Response.Status.SUPERSEDED, link=None)
+    response.status, response.link_id = Response.Status.SUPERSEDED, None
+    return reset
+
+
 MAX_EMBEDDED_FIELDS = 50
 
 
@@ -460,3 +505,39 @@ def response_create(
     )
     _completed(response)
     return response
+
+
+def response_save_sms(
+    *,
+    project: Project,
+    answers: dict[str, Any],
+    complete: bool,
+    response: Response | None = None,
+    participant_id: int | None = None,
+    distribution_id: int | None = None,
+    embedded_data: dict | None = None,
+    started_at: datetime | None = None,
+    now: datetime | None = None,
+) -> Response:
+    """Record the answers of a two-way SMS conversation (channel ``SMS (two-way)``): partial
+    after each answer, complete after the last one, when it fires what every completed
+    response fires (its webhook event, ``response_completed``: thank-you messages). The
+    answers were cleaned one by one (``surveys.sms.sms_answer_parse``); the caller holds the
+    conversation's lock, so a response completes once."""
+    now = now or timezone.now()
+    status = Response.Status.COMPLETE if complete else Response.Status.PARTIAL
+    saved = _save_response(
+        existing=response,
+        project=project,
+        participant_id=participant_id,
+        distribution_id=distribution_id,
+        channel=Response.Channel.SMS_TWO_WAY,
+        status=status,
+        answers=answers,
+        embedded_data=embedded_data or {},
+        started_at=started_at,
+        completed_at=now,
+    )
+    if complete:
+        _completed(saved)
+    return saved

@@ -22,6 +22,11 @@ urlpatterns = [
     ),
     re_path(r"^(?P<pk>[0-9]+)/qr\.(?P<kind>png|svg)$", views.QrCodeView.as_view(), name="qr"),
     path("<int:pk>/responses/", views.ResponsesView.as_view(), name="responses"),
+    path(
+        "<int:pk>/responses/<int:response_pk>/reset/",
+        views.ResponseResetPageView.as_view(),
+        name="response-reset",
+    ),
     path("<int:pk>/responses/live/", views.ResponsesLiveView.as_view(), name="responses-live"),
     path("<int:pk>/responses.csv", views.ResponsesCsvView.as_view(), name="responses-csv"),
 ]

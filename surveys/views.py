@@ -12,9 +12,10 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views import View
 
+from brands.roles import Role
 from brands.rotation import grace_from_hours
 from core.csvio import csv_download, csv_rows
-from projects.models import Project, Response
+from projects.models import Project, Response, ResponseReset
 from projects.services import project_update
 from projects.views import ProjectPageMixin, apply_service_errors
 from surveys.api import qr_http_response
@@ -34,6 +35,7 @@ from surveys.services import (
     question_delete,
     question_move,
     question_update,
+    response_reset,
     survey_links_create,
 )
 from surveys.signed_links import (
@@ -133,15 +135,22 @@ class LinksView(ProjectPageMixin, View):
         )
 
     def post(self, request, pk):
-        """The by-invitation-only switch."""
+        """The by-invitation-only and one-answer-per-person switches."""
         project = self.get_project(pk)
         wanted = request.POST.get("by_invitation_only") == "on"
-        project_update(project=project, actor=request.user, by_invitation_only=wanted)
+        one_answer = request.POST.get("anonymous_one_answer") == "on"
+        project_update(
+            project=project,
+            actor=request.user,
+            by_invitation_only=wanted,
+            anonymous_one_answer=one_answer,
+        )
         messages.success(
             request,
             "The anonymous link and QR code are disabled: by invitation only."
             if wanted
-            else "The anonymous link and QR code answer again.",
+            else "The anonymous link and QR code answer"
+            + (" once per browser." if one_answer else " any number of times."),
         )
         return redirect("projects:links", pk=project.pk)
 
@@ -233,6 +242,9 @@ class ResponsesView(ProjectPageMixin, View):
             summary=responses_summary(project=project, zone=self.brand.zone),
             counts=respondent_counts(project=project),
             recent=response_list(project=project)[:RECENT_RESPONSES],
+            resets=ResponseReset.objects.filter(response__project=project).select_related(
+                "actor", "response__participant__person"
+            )[:RECENT_RESPONSES],
             zone_name=self.brand.time_zone,
         )
 
@@ -251,3 +263,43 @@ class ResponsesCsvView(ProjectPageMixin, View):
             status=status if status in Response.Status.values else None,
         )
         return csv_download(csv_rows(header, rows), f"project-{project.pk}-responses.csv")
+
+
+class ResponseResetPageView(ProjectPageMixin, View):
+    """Reset one response so that its person can answer again (project admins): the page says
+    what a reset does and asks why; the POST resets it (``surveys.services.response_reset``)."""
+
+    read_role = Role.PROJECT_ADMIN
+
+    def get_response(self, project: Project, response_pk: int) -> Response:
+        return self.get_scoped(
+            Response.objects.filter(project=project).select_related("participant__person"),
+            pk=response_pk,
+        )
+
+    def get(self, request, pk, response_pk, error="", status=200):
+        project = self.get_project(pk)
+        return self.page(
+            request,
+            "projects/response_reset.html",
+            project,
+            status=status,
+            response=self.get_response(project, response_pk),
+            error=error,
+        )
+
+    def post(self, request, pk, response_pk):
+        project = self.get_project(pk)
+        response = self.get_response(project, response_pk)
+        try:
+            response_reset(
+                response=response, actor=request.user, reason=request.POST.get("reason", "")
+            )
+        except ValidationError as exc:
+            return self.get(request, pk, response_pk, error=" ".join(exc.messages), status=400)
+        messages.success(
+            request,
+            "Response reset: the person can answer again. Their earlier answers are kept as "
+            "superseded.",
+        )
+        return redirect("projects:responses", pk=project.pk)

@@ -80,10 +80,10 @@ def smtp_env(server, **extra) -> dict:
     }
 
 
-def test_2000_emails_arrive_once_each_with_values_headers_and_dkim(start_worker, tenancy):
+def test_1000_emails_arrive_once_each_with_values_headers_and_dkim(start_worker, tenancy):
     project = tenancy.project_a
     tenancy.participant_a.delete()
-    addresses = populate(project, 2000)
+    addresses = populate(project, 1000)
     record = dkim_domain(tenancy.brand_a)
     with SmtpServer() as server:
         start_worker(concurrency=2, extra_env=smtp_env(server))
@@ -135,16 +135,13 @@ def test_worker_killed_mid_send_loses_and_duplicates_no_email(start_worker, tena
             project=project, channel="email", subject="Hi ${first_name}", message=BODY
         )
         clock = KillClock(lambda: server.count)
-        until(lambda: server.count >= 1, progress=lambda: server.count, describe=worker.output)
-        clock.mark()
         until(lambda: server.count >= 800, progress=lambda: server.count, describe=worker.output)
         worker.kill(signal.SIGKILL)
-        killed_at = clock.mark()
+        killed_at = clock.killed(distribution)
         assert killed_at < 4000, "the distribution finished before the worker could be killed"
-        start_worker(concurrency=2, extra_env=env)
-        ready = time.monotonic()
+        worker = start_worker(concurrency=2, extra_env=env)
+        clock.wait_recovered(ready=time.monotonic(), describe=worker.output)
         wait_until_finished(distribution)
-        clock.assert_recovered(total=4000, ready=ready, finished=time.monotonic())
         received = server.messages
     assert distribution.status == Distribution.Status.SENT, distribution.status_reason
     per_address = Counter(r.rcpt_tos[0] for r in received)

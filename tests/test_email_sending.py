@@ -535,3 +535,34 @@ def test_a_message_refused_at_data_leaves_no_journal_entry(tenancy, smtp):
         provider.close()
     assert (result.outcome, result.bounced) == (Outcome.REJECTED, True)
     assert found is None and smtp.messages == []
+
+
+def test_a_test_email_goes_to_the_tester_rendered_for_a_participant(
+    tenancy, smtp, eager_tasks, django_capture_on_commit_callbacks
+):
+    """The email test message (issue 22): one email to the tester's address, with the
+    chosen participant's fields, through the same SMTP path; the original counts nothing."""
+    from datetime import timedelta
+
+    from distributions.copies import distribution_test_send
+
+    project = tenancy.project_a
+    tenancy.participant_a.delete()
+    add(project, "Ada", "ada@example.com")
+    grace = add(project, "Grace", "grace@example.com")
+    original = distribution_create(
+        project=project,
+        channel="email",
+        message=BODY,
+        subject="Hi ${first_name}",
+        send_at=timezone.now() + timedelta(days=1),
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        test = distribution_test_send(
+            original=original, address="me@alpha.example", participant=grace
+        )
+    (received,) = smtp.messages
+    assert received.rcpt_tos == ["me@alpha.example"]
+    assert parsed(received)["Subject"] == "Hi Grace"
+    assert test.messages.get().status == S.SENT
+    assert not original.messages.exists()

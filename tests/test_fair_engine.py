@@ -9,6 +9,7 @@ import time
 import pytest
 
 from brands.models import Brand
+from distributions import fairqueue
 from distributions.models import Distribution, Message, ProviderAccount
 from distributions.services import distribution_cancel, distribution_create
 from participants.models import Participant, Person
@@ -168,7 +169,11 @@ def test_a_big_fast_send_never_holds_back_another_brand(start_worker, tenancy):
     small.refresh_from_db()
     a_left = big.messages.filter(status="pending").count()
     last = max(handed.values_list("sent_at", flat=True))
-    assert (last - small.started_at).total_seconds() < 5, worker.output()
+    # B did not queue behind A: from B's start to its last hand-over, A handed over at most
+    # the batches already in flight (two pumps, a window each) and a share of the next ones,
+    # not its 29,000 others. Counted in A's messages, not seconds: a busy machine slows both.
+    a_meanwhile = sent_a.filter(sent_at__gt=small.started_at, sent_at__lte=last).count()
+    assert a_meanwhile <= 4 * fairqueue.SEND_WINDOW, (a_meanwhile, worker.output())
     # B went out while A was still sending, not after it.
     assert a_left > 0
     after_b = sent_a.filter(sent_at__gt=last)

@@ -83,11 +83,12 @@ def test_a_fair_pick_and_its_send_batch(lanes, rate, django_capture_on_commit_ca
     # stale holds, existing holds, reservation pools, accounts' figures, the new holds: 13);
     # the links (existing, new) and the bodies (3); the lease refresh (3); the hand-over
     # under the opt-out guard: the last opt-out check, the senders' tokens (4), the
-    # providers' writes, one a lane (7 + lanes with its SAVEPOINT pair); the outcome (one
+    # providers' writes, one a lane (7 + lanes with its SAVEPOINT pair); the senders' refill
+    # from the providers' answers (4 with its SAVEPOINT pair); the outcome (one
     # UPDATE ... FROM VALUES, one INSERT ... SELECT of events, the debit of every lane: 8, the
     # webhook endpoints asked once: 13 with its SAVEPOINT pair); the lanes' finish probe (1).
     # PostgreSQL adds SET LOCAL synchronous_commit to the lease refresh and the outcome (2).
-    assert len(sent) == (46 if POSTGRES else 44) + lanes, sent
+    assert len(sent) == (50 if POSTGRES else 48) + lanes, sent
 
 
 @pytest.mark.parametrize("size", [5, 40])

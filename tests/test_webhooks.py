@@ -500,6 +500,29 @@ def test_a_real_send_raises_sent_delivered_and_finished_in_order(
     # A distribution ends when every row is handed over; receipts come later.
     assert finished["recipients"] == {"total": 2, "by_status": {"sent": 2}}
     assert set(WebhookDelivery.objects.values_list("state", flat=True)) == {"delivered"}
+    assert finished["test"] is False and all(data["test"] is False for _, data in got)
+
+
+def test_a_test_message_says_so_in_its_events(
+    tenancy, local, receiver, eager_tasks, django_capture_on_commit_callbacks
+):
+    """A test message to oneself (issue 22) raises its events marked ``test``: a receiver
+    can leave them out of its own counts."""
+    from distributions.copies import distribution_test_send
+
+    endpoint_for(
+        tenancy.brand_a, receiver.url, events=["recipient.status_changed", "distribution.finished"]
+    )
+    original = distribution_create(
+        project=tenancy.project_a,
+        message="Hi ${first_name}",
+        send_at=timezone.now() + timedelta(days=1),
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        test = distribution_test_send(original=original, address="+14155550199")
+    got = [(r.json["type"], r.json["data"]) for r in receiver.accepted()]
+    assert {kind for kind, _ in got} == {"recipient.status_changed", "distribution.finished"}
+    assert all(data["test"] is True and data["distribution_id"] == test.pk for _, data in got)
 
 
 def test_no_endpoint_costs_one_query_per_batch(tenancy, django_assert_num_queries):

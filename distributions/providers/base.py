@@ -183,6 +183,12 @@ class Provider(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook: release pooled connections
         """Release pooled connections (optional)."""
 
+    @classmethod  # noqa: B027 - optional hook
+    def warm(cls) -> None:
+        """Load what the first hand-over of a process would otherwise load (an SDK's lazy
+        modules): a pump calls it before its first pick (``registry.providers_warm``), so that
+        no window waits for it between its sender's recorded hand-over and its requests."""
+
     # --- error classification ---------------------------------------------------------------
     @classmethod
     def status_update(

@@ -18,6 +18,7 @@ import logging
 import os
 import threading
 from datetime import datetime
+from importlib import import_module
 from urllib.parse import urlencode, urlsplit, urlunsplit
 from xml.sax.saxutils import escape
 
@@ -286,6 +287,13 @@ class TwilioProvider(SmsProvider):
             ]
         loop, self._async_client = _pooled_async_client(sid, token)
         return loop.run_until_complete(self._send_all(messages))
+
+    @classmethod
+    def warm(cls) -> None:
+        # The SDK loads its API modules on first use (``client.messages``: seconds on a busy
+        # machine); a window's requests would leave that long after its hand-over was
+        # recorded and reach the provider bunched with the next window.
+        import_module("twilio.rest.api.v2010.account.message")
 
     def send_window_coroutine(self, messages: list[OutgoingSms]):
         """This thread's event loop and a coroutine handing ``messages`` over, so that the

@@ -100,6 +100,25 @@
     });
   }
 
+  // ---- message library: picking a saved message copies its text (and subject) -----------
+  var libraryPick = document.getElementById("library-pick");
+  if (libraryPick) {
+    libraryPick.addEventListener("change", function () {
+      var option = libraryPick.options[libraryPick.selectedIndex];
+      if (!option || !option.value) { return; }
+      var body = document.getElementById("id_message");
+      var subject = document.getElementById("id_subject");
+      if (body) {
+        body.value = option.getAttribute("data-message") || "";
+        body.dispatchEvent(new Event("input", { bubbles: true }));
+      }
+      if (subject && option.getAttribute("data-subject")) {
+        subject.value = option.getAttribute("data-subject");
+        subject.dispatchEvent(new Event("input", { bubbles: true }));
+      }
+    });
+  }
+
   // ---- piped-field chips -------------------------------------------------------------------
   var pipeTarget = message;
   $all("[data-pipe-target]", form).forEach(function (input) {

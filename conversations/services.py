@@ -1,0 +1,398 @@
+"""The conversation: an inbound reply (already stored, STOP and HELP already acted on by
+``optouts``) moves its respondent's session forward.
+
+What callers can rely on (docs/two-way.md):
+- a reply goes to the open session of its number on the sender it was texted to; the newest
+  two-way invite handed to that number from that sender opens a session when its first
+  reply arrives and closes an older open one (``REPLACED``, its answers kept as partial);
+- STOP closes every open session of the number in the brand and nothing more is sent to it
+  (the send re-checks opt-outs under the guard); HELP is answered with the help text and
+  leaves the session waiting for its answer;
+- an invalid answer gets a correction and the question again, at most ``max_invalid``
+  times, then the session ends; an answer after ``expires_at`` gets the closed notice;
+- each valid answer is saved at once (a partial response), the last one completes the
+  response (``surveys.services.response_save_sms``: the same events as the web survey);
+- the session row is locked while a reply is applied: two replies of one number at once
+  are applied one after the other;
+- a yes to a consent request (the number's last message) records the number's consent to
+  that project (``optouts.services.consent_record``, with its audit event);
+- every reply that reaches a conversation is debited once at the inbound rate of its
+  country (``credits_debit_once``, keyed by the inbound message), by the send task.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.db import IntegrityError, transaction
+
+from brands.models import Brand
+from conversations.models import Session, SmsKeyword, Turn, TwoWaySettings
+from conversations.sending import reply_record, turn_queue, turns_batch
+from distributions.models import Distribution, Message, ProviderAccount
+from distributions.sending import sender_identity
+from optouts.keywords import Keyword, normalize_reply
+from optouts.models import ConsentPolicy, InboundMessage
+from optouts.services import consent_record, consent_words_match
+from projects.models import Project, Question
+from surveys.answers import may_finish
+from surveys.services import response_save_sms
+from surveys.sms import (
+    CLOSED_TEXT,
+    GAVE_UP_TEXT,
+    OPT_OUT_LINE,
+    THANK_YOU_TEXT,
+    sms_answer_parse,
+    sms_question_text,
+)
+
+SStatus = Session.Status
+TKind = Turn.Kind
+# A reply this long after a session closed still gets the closed notice; later, nothing.
+LATE_WINDOW = timedelta(days=7)
+KEYWORD_EMBEDDED_FIELD = "sms_from"  # the keyword respondent's number (docs/two-way.md)
+
+
+def settings_for(project: Project) -> TwoWaySettings:
+    """The project's two-way rules (defaults without a row); read once per project object."""
+    found = getattr(project, "_two_way_settings", None)
+    if found is None:
+        found = TwoWaySettings.objects.filter(project=project).first()
+        found = project._two_way_settings = found or TwoWaySettings(project=project)
+    return found
+
+
+def _questions(project: Project) -> list[Question]:
+    """The survey in order; read once per project object (one reply, one read)."""
+    found = getattr(project, "_two_way_questions", None)
+    if found is None:
+        found = project._two_way_questions = list(
+            Question.objects.filter(project=project).order_by("position", "pk")
+        )
+    return found
+
+
+# --- finding the session --------------------------------------------------------------------
+def _invite_sender_matches(message: Message, inbound: InboundMessage, account) -> bool:
+    """Was ``message`` sent from the number (or messaging service) ``inbound`` was texted to?"""
+    identity = sender_identity(message.distribution, account) if account else ""
+    if not identity:
+        return True  # the platform's default sender: one number
+    return identity in (inbound.to_number, inbound.messaging_service_sid)
+
+
+def _latest_two_way_invite(
+    brand: Brand, inbound: InboundMessage, last_message, since
+) -> Message | None:
+    """The newest two-way invite handed to the number from the sender it texted, if it was
+    sent after ``since`` (None: any time). ``last_message`` (the brand's last message to
+    the number) answers without a query when nothing was sent since."""
+    if last_message is not None and since is not None and last_message.sent_at <= since:
+        return None
+    account = ProviderAccount.objects.filter(brand=brand).first()
+    if last_message is not None and last_message.distribution.mode == Distribution.Mode.TWO_WAY:
+        candidates = [last_message]
+    else:
+        candidates = (
+            Message.objects.filter(
+                address=inbound.from_number,
+                sent_at__isnull=False,
+                distribution__project__brand=brand,
+                distribution__mode=Distribution.Mode.TWO_WAY,
+            )
+            .select_related("distribution", "participant")
+            .order_by("-sent_at", "-pk")[:5]
+        )
+    for message in candidates:
+        if since is not None and message.sent_at <= since:
+            return None
+        if _invite_sender_matches(message, inbound, account):
+            return message
+    return None
+
+
+def _open(brand: Brand, *, address: str, sender: str, **values) -> Session | None:
+    """Open a session (closing the number's open one on that sender); None if another
+    request opened one at the same moment (the caller reads it again)."""
+    now = values["opened_at"]
+    Session.objects.filter(brand=brand, address=address, sender=sender, status=SStatus.OPEN).update(
+        status=SStatus.REPLACED, closed_at=now
+    )
+    try:
+        with transaction.atomic():
+            return Session.objects.create(brand=brand, address=address, sender=sender, **values)
+    except IntegrityError:
+        return None
+
+
+def _open_session(brand: Brand, inbound: InboundMessage) -> Session | None:
+    return (
+        Session.objects.select_for_update(of=("self",))
+        .select_related("project", "response")
+        .filter(
+            brand=brand, address=inbound.from_number, sender=inbound.to_number, status=SStatus.OPEN
+        )
+        .first()
+    )
+
+
+def _session_for(brand: Brand, inbound: InboundMessage, last_message=None) -> Session | None:
+    """The open session this reply answers (locked), after letting a newer two-way invite
+    replace the open one; None when there is none."""
+    current = _open_session(brand, inbound)
+    invite = _latest_two_way_invite(
+        brand, inbound, last_message, current.opened_at if current else None
+    )
+    if invite is None or Session.objects.filter(message=invite).exists():
+        return current
+    project = Project.objects.get(pk=invite.distribution.project_id)
+    questions = _questions(project)
+    if not questions:
+        return current
+    expiry = timedelta(hours=settings_for(project).expiry_hours)
+    opened = _open(
+        brand,
+        address=inbound.from_number,
+        sender=inbound.to_number,
+        project=project,
+        origin=Session.Origin.INVITE,
+        distribution=invite.distribution,
+        message=invite,
+        participant_id=invite.participant_id,
+        question=questions[0],
+        position=1,
+        opened_at=invite.sent_at,
+        asked_at=invite.sent_at,
+        expires_at=invite.sent_at + expiry,
+    )
+    # The row this transaction inserted is ours until commit; a concurrent reply that
+    # opened it first is read (and locked) instead.
+    return opened or _open_session(brand, inbound)
+
+
+# --- the conversation -----------------------------------------------------------------------
+def _inbound_turn(session: Session | None, inbound: InboundMessage, kind: str, question=None):
+    return reply_record(session=session, inbound=inbound, kind=kind, question=question)
+
+
+def _close(session: Session, status: str, now: datetime) -> None:
+    session.status = status
+    session.closed_at = now
+    session.save(update_fields=["status", "closed_at"])
+
+
+def _ask(session: Session, question: Question, *, total: int, now: datetime, prefix: str = ""):
+    text = sms_question_text(question, number=session.position, total=total)
+    turn_queue(
+        session=session,
+        kind=TKind.CORRECTION if prefix else TKind.QUESTION,
+        body=f"{prefix}\n{text}" if prefix else text,
+        question=question,
+        now=now,
+    )
+
+
+def inbound_converse(*, brand: Brand, inbound: InboundMessage, last_message=None) -> Session | None:
+    """Apply one stored reply to its conversation (see the module docstring). Returns the
+    session it went to (None: it was no conversation's). ``last_message``: the brand's last
+    message handed to the number (``distributions.selectors.last_message_to``), if known."""
+    with turns_batch():
+        return _converse(brand, inbound, last_message)
+
+
+def _converse(brand: Brand, inbound: InboundMessage, last_message) -> Session | None:
+    now = inbound.received_at
+    if inbound.kind == Keyword.STOP:
+        return _on_stop(brand, inbound, now)
+    if _consent_given(inbound, last_message):
+        return None
+    session = _session_for(brand, inbound, last_message)
+    if inbound.kind == Keyword.HELP:
+        if session is not None:
+            _inbound_turn(session, inbound, TKind.HELP, session.question)
+        return session
+    if session is None:
+        return _without_session(brand, inbound, now)
+    if session.expires_at <= now:
+        _inbound_turn(session, inbound, TKind.LATE, session.question)
+        _close(session, SStatus.EXPIRED, now)
+        turn_queue(session=session, kind=TKind.CLOSED, body=CLOSED_TEXT, now=now)
+        return session
+    if not may_finish(session.project, started_at=session.opened_at, now=now):
+        _inbound_turn(session, inbound, TKind.LATE, session.question)
+        _close(session, SStatus.CLOSED, now)
+        turn_queue(session=session, kind=TKind.CLOSED, body=CLOSED_TEXT, now=now)
+        return session
+    _answer(session, inbound, now)
+    return session
+
+
+def _consent_given(inbound: InboundMessage, last_message) -> bool:
+    """A yes (YES, SI, OUI… or the project's own words) to the consent request that was the
+    number's last message: the number consented to that project's invites."""
+    if last_message is None or last_message.distribution.mode != Distribution.Mode.CONSENT:
+        return False
+    if inbound.kind == Keyword.HELP:
+        return False
+    project = Project.objects.get(pk=last_message.distribution.project_id)
+    policy = ConsentPolicy.objects.filter(project=project).first()
+    if not consent_words_match(inbound.body, extra_words=policy.extra_words if policy else ""):
+        return False
+    consent_record(project=project, address=inbound.from_number, inbound=inbound)
+    return True
+
+
+def _on_stop(brand: Brand, inbound: InboundMessage, now: datetime) -> Session | None:
+    """STOP ends every open conversation of the number (the opt-out is recorded already)."""
+    sessions = list(
+        Session.objects.select_for_update().filter(
+            brand=brand, address=inbound.from_number, status=SStatus.OPEN
+        )
+    )
+    for session in sessions:
+        _close(session, SStatus.OPTED_OUT, now)
+    if sessions:
+        _inbound_turn(sessions[0], inbound, TKind.STOP, sessions[0].question)
+        Turn.objects.filter(
+            session__in=sessions, status=Turn.Status.PENDING, direction=Turn.Direction.OUT
+        ).update(status=Turn.Status.SKIPPED_OPTOUT, status_reason="Opted out")
+    return sessions[0] if sessions else None
+
+
+def _without_session(brand: Brand, inbound: InboundMessage, now: datetime) -> Session | None:
+    """No open session: a keyword starts one; an answer to a recently closed one gets the
+    closed notice; anything else is no conversation's."""
+    keyword = keyword_match(sender=inbound.to_number, body=inbound.body)
+    if keyword is not None and keyword.brand_id == brand.pk:
+        return _start_by_keyword(brand, keyword, inbound, now)
+    recent = (
+        Session.objects.filter(
+            brand=brand,
+            address=inbound.from_number,
+            sender=inbound.to_number,
+            closed_at__gte=now - LATE_WINDOW,
+        )
+        .exclude(status__in=[SStatus.OPTED_OUT, SStatus.OPEN])
+        .order_by("-closed_at")
+        .first()
+    )
+    if recent is None:
+        return None
+    _inbound_turn(recent, inbound, TKind.LATE)
+    turn_queue(session=recent, kind=TKind.CLOSED, body=CLOSED_TEXT, now=now)
+    return recent
+
+
+def _answer(session: Session, inbound: InboundMessage, now: datetime) -> None:
+    questions = _questions(session.project)
+    question = session.question
+    if question is None or question not in questions:  # the survey changed meanwhile
+        _inbound_turn(session, inbound, TKind.LATE)
+        _close(session, SStatus.CLOSED, now)
+        turn_queue(session=session, kind=TKind.CLOSED, body=CLOSED_TEXT, now=now)
+        return
+    try:
+        value = sms_answer_parse(question, inbound.body)
+    except ValueError as exc:
+        _inbound_turn(session, inbound, TKind.INVALID, question)
+        session.invalid_count += 1
+        if session.invalid_count >= settings_for(session.project).max_invalid:
+            _close(session, SStatus.GAVE_UP, now)
+            session.save(update_fields=["invalid_count"])
+            turn_queue(session=session, kind=TKind.CLOSED, body=GAVE_UP_TEXT, now=now)
+            return
+        session.save(update_fields=["invalid_count"])
+        _ask(session, question, total=len(questions), now=now, prefix=str(exc))
+        return
+    _inbound_turn(session, inbound, TKind.ANSWER, question)
+    answers = dict(session.response.answers) if session.response else {}
+    answers[str(question.pk)] = value
+    index = questions.index(question)
+    following = questions[index + 1] if index + 1 < len(questions) else None
+    session.response = response_save_sms(
+        project=session.project,
+        answers=answers,
+        complete=following is None,
+        response=session.response,
+        participant_id=session.participant_id,
+        distribution_id=session.distribution_id,
+        embedded_data=_embedded_data(session),
+        started_at=session.opened_at,
+        now=now,
+    )
+    if following is None:
+        session.status, session.closed_at, session.question = SStatus.COMPLETED, now, None
+        session.save(update_fields=["status", "closed_at", "question", "response"])
+        turn_queue(session=session, kind=TKind.THANK_YOU, body=THANK_YOU_TEXT, now=now)
+        return
+    expiry = timedelta(hours=settings_for(session.project).expiry_hours)
+    session.question, session.position, session.invalid_count = following, index + 2, 0
+    session.asked_at, session.expires_at = now, now + expiry
+    session.save(
+        update_fields=[
+            "question",
+            "position",
+            "invalid_count",
+            "asked_at",
+            "expires_at",
+            "response",
+        ]
+    )
+    _ask(session, following, total=len(questions), now=now)
+
+
+def _embedded_data(session: Session) -> dict:
+    if session.origin == Session.Origin.KEYWORD:
+        return {KEYWORD_EMBEDDED_FIELD: session.address, "sms_keyword": session.keyword.keyword}
+    return {}
+
+
+# --- keywords -------------------------------------------------------------------------------
+def keyword_normalise(word: str) -> str:
+    """A keyword as stored and compared: the STOP words' normalisation, upper case."""
+    return normalize_reply(word or "").upper()
+
+
+def keyword_match(*, sender: str, body: str) -> SmsKeyword | None:
+    word = keyword_normalise(body)
+    if not word:
+        return None
+    return (
+        SmsKeyword.objects.filter(sender=sender, keyword=word, active=True)
+        .select_related("project")
+        .first()
+    )
+
+
+def _start_by_keyword(
+    brand: Brand, keyword: SmsKeyword, inbound: InboundMessage, now: datetime
+) -> Session | None:
+    project = keyword.project
+    questions = _questions(project)
+    if not questions or not may_finish(project, started_at=now, now=now):
+        return None
+    session = _open(
+        brand,
+        address=inbound.from_number,
+        sender=inbound.to_number,
+        project=project,
+        origin=Session.Origin.KEYWORD,
+        keyword=keyword,
+        question=questions[0],
+        position=1,
+        opened_at=now,
+        asked_at=now,
+        expires_at=now + timedelta(hours=settings_for(project).expiry_hours),
+    )
+    if session is None:
+        return None
+    _inbound_turn(session, inbound, TKind.KEYWORD)
+    first = sms_question_text(questions[0], number=1, total=len(questions))
+    turn_queue(
+        session=session,
+        kind=TKind.QUESTION,
+        body=f"{first}\n{OPT_OUT_LINE}",
+        question=questions[0],
+        now=now,
+    )
+    return session

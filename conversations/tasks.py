@@ -1,0 +1,19 @@
+"""Thin tasks: load by id, call one service, return a small stats dict."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from conversations.sending import turns_send, turns_send_stale
+
+
+@shared_task(name="conversations.tasks.turns_send_task")
+def turns_send_task(turn_ids: list[int]) -> dict:
+    """Send a conversation's Pending texts (each at most once)."""
+    return turns_send(turn_ids=turn_ids)
+
+
+@shared_task(name="conversations.tasks.turns_send_stale_task")
+def turns_send_stale_task() -> dict:
+    """Periodic: queue again the Pending texts whose task was lost."""
+    return {"queued": turns_send_stale()}
