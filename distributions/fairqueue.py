@@ -576,14 +576,18 @@ def take_range(
     return 0, max(0.01, (max(next_due, ready) - now).total_seconds())
 
 
-def next_ready_at() -> datetime | None:
+def next_ready_at(*, after: datetime | None = None) -> datetime | None:
     """When the next lane will be ready (a deferred row comes due, a sender refills); None
-    when no lane has anything left to send."""
+    when no lane has anything left to send. ``after``: the next one later than that (the
+    lanes ready now being another pump's)."""
     lanes, senders = _quote(SendLane), _quote(Sender)
+    ready = _later("l.ready_at", "s.ready_at")
+    later, params = ("", []) if after is None else (f" AND {ready} > %s", [_t(after)])
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT MIN({_later('l.ready_at', 's.ready_at')}) FROM {lanes} l "  # noqa: S608
-            f"JOIN {senders} s ON s.id = l.sender_id WHERE l.ready_at IS NOT NULL"
+            f"SELECT MIN({ready}) FROM {lanes} l "  # noqa: S608
+            f"JOIN {senders} s ON s.id = l.sender_id WHERE l.ready_at IS NOT NULL{later}",
+            params,
         )
         (value,) = cursor.fetchone()
     return _as_datetime(value) if value is not None else None

@@ -120,12 +120,17 @@ def _pump(slot: int, ticket: str, stats: dict) -> dict:
         now = timezone.now()
         if wake is not None and wake <= now:
             # Ready lanes that another pump was picking that very moment: try again, then
-            # leave them to it (a kick brings this pump back when another lane opens).
+            # leave them to it and sleep until the next lane not ready yet comes due (a sender
+            # refills), so that this slot keeps taking senders in turn (gone idle, it waited
+            # for the next kick: up to the recovery beat, with 200 slow senders waiting).
             busy_elsewhere += 1
             if busy_elsewhere <= BUSY_RETRIES:
                 continue
-            pump_set(slot, ticket, state=State.IDLE, until=None)
-            return {**stats, "idle": "the ready lanes are being served"}
+            busy_elsewhere = 0
+            wake = fairqueue.next_ready_at(after=now)
+            if wake is None:
+                pump_set(slot, ticket, state=State.IDLE, until=None)
+                return {**stats, "idle": "the ready lanes are being served"}
         if wake is None or (_eager() and (wake - now).total_seconds() > EAGER_WAIT_SECONDS):
             pump_set(slot, ticket, state=State.IDLE, until=None)
             # A lane that opened while this pump was deciding saw it running: no one was
