@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 import zoneinfo
+from datetime import time
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -19,8 +21,14 @@ def validate_region(value: str) -> None:
         raise ValidationError(f"'{value}' is not a known ISO 3166 country code.")
 
 
+@functools.cache
+def time_zone_names() -> frozenset[str]:
+    """Every IANA zone name this machine knows (read once: it scans the zone files)."""
+    return frozenset(zoneinfo.available_timezones())
+
+
 def validate_time_zone(value: str) -> None:
-    if value not in zoneinfo.available_timezones():
+    if value not in time_zone_names():
         raise ValidationError(f"'{value}' is not a known IANA time zone.")
 
 
@@ -42,6 +50,20 @@ class Brand(models.Model):
         help_text="ISO country used to read phone numbers written without a country code.",
     )
     time_zone = models.CharField(max_length=64, default="UTC", validators=[validate_time_zone])
+    # Quiet hours (docs/policies.md): no message in a recipient's local night, per channel.
+    # Off by default; a project may override them (``projects.Project.quiet_hours_override``).
+    quiet_hours_start = models.TimeField(
+        default=time(21, 0), help_text="Start of the quiet hours, recipient local time."
+    )
+    quiet_hours_end = models.TimeField(
+        default=time(8, 0), help_text="End of the quiet hours, recipient local time."
+    )
+    quiet_hours_sms = models.BooleanField(
+        default=False, help_text="No SMS inside the quiet hours: it waits for their end."
+    )
+    quiet_hours_email = models.BooleanField(
+        default=False, help_text="No email inside the quiet hours: it waits for their end."
+    )
     integration_model = models.CharField(
         max_length=20, choices=IntegrationModel.choices, default=IntegrationModel.SUB_ACCOUNT
     )
@@ -54,6 +76,12 @@ class Brand(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        if self.quiet_hours_start == self.quiet_hours_end:
+            raise ValidationError(
+                {"quiet_hours_end": "The quiet hours end when they start: they are empty."}
+            )
 
     @property
     def is_self_service(self) -> bool:

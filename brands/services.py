@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
@@ -15,6 +16,27 @@ from django.utils.text import slugify
 from brands.models import ApiKey, Brand, Membership
 from brands.roles import Role
 from brands.scoping import fresh_copy
+
+SEND_POLICY_FIELDS = (
+    "time_zone",
+    "quiet_hours_start",
+    "quiet_hours_end",
+    "quiet_hours_sms",
+    "quiet_hours_email",
+)
+
+
+def brand_send_policies_update(*, brand: Brand, **changes) -> Brand:
+    """Change the brand's time zone and quiet hours (docs/policies.md); ValidationError by
+    field (an unknown zone, empty quiet hours) and nothing saved."""
+    unknown = set(changes) - set(SEND_POLICY_FIELDS)
+    if unknown:
+        raise ValidationError(dict.fromkeys(sorted(unknown), "This field cannot be changed here."))
+    for name, value in changes.items():
+        setattr(brand, name, value)
+    brand.full_clean()
+    brand.save(update_fields=list(changes) or None)
+    return brand
 
 
 def brand_create(

@@ -10,10 +10,11 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views import View
 
 from brands.context import SESSION_BRAND_KEY, user_memberships
+from brands.forms import BrandPoliciesForm
 from brands.models import ApiKey
 from brands.roles import Role, role_allows
 from brands.scoping import get_for_brand
-from brands.services import api_key_create, api_key_revoke
+from brands.services import api_key_create, api_key_revoke, brand_send_policies_update
 
 
 class BrandPageMixin(LoginRequiredMixin):
@@ -79,6 +80,7 @@ class BrandSettingsView(BrandPageMixin, View):
                 "api_keys": self.scoped(ApiKey.objects.all()),
                 "new_key": new_key,
                 "roles": Role.choices,
+                "policies_form": BrandPoliciesForm(instance=self.brand),
             },
         )
 
@@ -93,6 +95,15 @@ class BrandSettingsView(BrandPageMixin, View):
             issued = api_key_create(brand=self.brand, name=name, role=role, created_by=request.user)
             messages.success(request, "Copy the key now: it will not be shown again.")
             return self.get(request, new_key=issued.key)
+        if action == "send_policies":
+            form = BrandPoliciesForm(request.POST, instance=self.brand)
+            if form.is_valid():
+                brand_send_policies_update(brand=self.brand, **form.cleaned_data)
+                messages.success(request, "Time zone and quiet hours saved.")
+            else:
+                for field, errors in form.errors.items():
+                    messages.error(request, f"{field}: {' '.join(errors)}")
+            return redirect("brands:settings")
         if action == "revoke_key":
             api_key = self.get_scoped(ApiKey, pk=request.POST.get("key_id"))
             api_key_revoke(api_key=api_key)

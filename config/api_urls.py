@@ -2,7 +2,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
 from rest_framework.routers import SimpleRouter
 
-from brands.api.views import ApiKeyViewSet, MeView
+from brands.api.views import ApiKeyViewSet, BrandPoliciesAPIView, MeView
 from distributions.api import DistributionViewSet
 from distributions.email_api import (
     EmailDomainViewSet,
@@ -10,6 +10,7 @@ from distributions.email_api import (
     EmailSettingsCheckAPIView,
 )
 from distributions.library_api import LibraryMessageViewSet
+from distributions.policy_api import FrequencyRuleViewSet
 from distributions.provider_views import ProviderAPIView
 from optouts.api import InboundMessageViewSet, OptOutEventViewSet, OptOutViewSet
 from participants.api import (
@@ -39,6 +40,7 @@ router.register("optout-events", OptOutEventViewSet, basename="optout-event")
 router.register("inbound-messages", InboundMessageViewSet, basename="inbound-message")
 router.register("webhooks", WebhookEndpointViewSet, basename="webhook-endpoint")
 router.register("email-domains", EmailDomainViewSet, basename="email-domain")
+router.register("frequency-rules", FrequencyRuleViewSet, basename="frequency-rule")
 router.register("library-messages", LibraryMessageViewSet, basename="library-message")
 
 urlpatterns = [
@@ -57,6 +59,7 @@ urlpatterns = [
         name="docs",
     ),
     path("me/", MeView.as_view(), name="me"),
+    path("brand/policies/", BrandPoliciesAPIView.as_view(), name="brand-policies"),
     path("sms-provider/", ProviderAPIView.as_view(), name="sms-provider"),
     path("email-settings/", EmailSettingsAPIView.as_view(), name="email-settings"),
     path("email-settings/check/", EmailSettingsCheckAPIView.as_view(), name="email-settings-check"),

@@ -11,10 +11,12 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
 
-from brands.api.base import BrandScopedAPIMixin, StrictSerializer
+from brands.api.base import BrandScopedAPIMixin, LocalTimeField, StrictSerializer
 from brands.api.errors import Conflict, state_conflict
+from brands.roles import Role, role_allows
 from core.csvio import DELIMITERS, ENCLOSURES, csv_rows
 from distributions.archive import (
     distribution_archive,
@@ -48,6 +50,7 @@ from distributions.services import (
     InsufficientCredits,
     distribution_cancel,
     distribution_create,
+    distribution_policy_preview,
     distribution_preview_count,
     distribution_update,
     distributions_bulk_update,
@@ -137,12 +140,42 @@ class DistributionSerializer(StrictSerializer):
         help_text=REMINDER_AUDIENCE_HELP,
     )
     conditions = ConditionSerializer(many=True, required=False)
+    window_start = LocalTimeField(
+        required=False,
+        allow_null=True,
+        help_text="Send window: recipients receive it only from this local time (their zone).",
+    )
+    window_end = LocalTimeField(
+        required=False,
+        allow_null=True,
+        help_text="Send window end, recipient local time; before the start: crosses midnight.",
+    )
+    window_days = serializers.ListField(
+        child=serializers.IntegerField(min_value=0, max_value=6),
+        required=False,
+        max_length=7,
+        help_text="Send window days, 0 = Monday … 6 = Sunday; empty: every day.",
+    )
     send_at = serializers.DateTimeField(
         required=False, allow_null=True, help_text="Omit or null to send now."
     )
     accept_partial = serializers.BooleanField(
         default=False, write_only=True, help_text=ACCEPT_PARTIAL_HELP
     )
+    link_expiry_days = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        max_value=3650,
+        help_text="Days its personal links stay valid after the send; null: the project's "
+        "setting. Reminders share their invite's links.",
+    )
+    ignore_frequency_rules = serializers.BooleanField(
+        default=False,
+        help_text="Brand admins only: send to every recipient whatever the contact frequency "
+        "rules say (recorded: who and when).",
+    )
+    frequency_rules_ignored_at = serializers.DateTimeField(read_only=True, allow_null=True)
     status = serializers.CharField(read_only=True)
     status_reason = serializers.CharField(read_only=True)
     created_at = serializers.DateTimeField(read_only=True)
@@ -191,6 +224,16 @@ class DistributionSerializer(StrictSerializer):
             "mode": instance.mode,
             "audience": instance.audience,
             "conditions": instance.conditions,
+            "ignore_frequency_rules": instance.ignore_frequency_rules,
+            "link_expiry_days": instance.link_expiry_days,
+            "frequency_rules_ignored_at": serializers.DateTimeField().to_representation(
+                instance.frequency_rules_ignored_at
+            )
+            if instance.frequency_rules_ignored_at
+            else None,
+            "window_start": _time(instance.window_start),
+            "window_end": _time(instance.window_end),
+            "window_days": instance.window_days,
             "send_at": serializers.DateTimeField().to_representation(instance.send_at),
             "status": instance.status,
             "status_reason": instance.status_reason,
@@ -248,6 +291,14 @@ class DistributionUpdateSerializer(StrictSerializer):
     from_address = serializers.EmailField(required=False, allow_blank=True)
     reply_to = serializers.EmailField(required=False, allow_blank=True)
     conditions = ConditionSerializer(many=True, required=False)
+    window_start = LocalTimeField(required=False, allow_null=True)
+    window_end = LocalTimeField(required=False, allow_null=True)
+    link_expiry_days = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, max_value=3650
+    )
+    window_days = serializers.ListField(
+        child=serializers.IntegerField(min_value=0, max_value=6), required=False, max_length=7
+    )
     send_at = serializers.DateTimeField(required=False)
 
 
@@ -262,6 +313,16 @@ class PreviewSerializer(StrictSerializer):
     subject = serializers.CharField(required=False, allow_blank=True, max_length=300)
     message = serializers.CharField(required=False, allow_blank=True, max_length=200_000)
     text_body = serializers.CharField(required=False, allow_blank=True, max_length=200_000)
+
+
+def _time(value):
+    return serializers.TimeField().to_representation(value) if value is not None else None
+
+
+class HeldUntilSerializer(serializers.Serializer):
+    due = serializers.DateTimeField(help_text="When these recipients would receive it.")
+    label = serializers.CharField(help_text="Why, and the planned time in their zone.")
+    recipients = serializers.IntegerField()
 
 
 class CountryEstimateSerializer(serializers.Serializer):
@@ -296,6 +357,13 @@ class EstimateSerializer(serializers.Serializer):
     skipped = serializers.IntegerField(help_text="Recipients in countries not enabled.")
     by_country = CountryEstimateSerializer(many=True)
     self_service = serializers.BooleanField()
+    held = serializers.IntegerField(
+        help_text="Recipients that quiet hours or the send window hold back if it went now."
+    )
+    held_until = HeldUntilSerializer(many=True, help_text="When the held recipients receive it.")
+    frequency_skipped = serializers.IntegerField(
+        help_text="Recipients a contact frequency rule would skip if it went now."
+    )
     two_way = TwoWayEstimateSerializer(
         allow_null=True,
         help_text="A two-way distribution: what each respondent who answers every question "
@@ -316,6 +384,9 @@ def estimate_answer(estimate: dict) -> dict:
         "skipped": estimate["skipped"],
         "by_country": estimate["by_country"],
         "self_service": estimate["self_service"],
+        "held": estimate.get("held", 0),
+        "held_until": estimate.get("held_until", []),
+        "frequency_skipped": estimate.get("frequency_skipped", 0),
         "two_way": estimate.get("two_way"),
     }
 
@@ -500,6 +571,8 @@ class DistributionViewSet(
         parent_id = data.pop("parent", None)
         parent = self.get_scoped(Distribution, pk=parent_id) if parent_id else None
         data["conditions"] = _conditions(data.pop("conditions", None))
+        if data.get("ignore_frequency_rules") and not role_allows(self.role, Role.BRAND_ADMIN):
+            raise PermissionDenied("Only brand admins may ignore the contact frequency rules.")
         library_id = data.pop("library_message", None)
         library_message = self.get_scoped(LibraryMessage, pk=library_id) if library_id else None
         data["message"], data["subject"] = library_message_fill(
@@ -543,6 +616,10 @@ class DistributionViewSet(
             estimate = email_estimate(
                 project=project, conditions=data["conditions"], kind=data["kind"], parent=parent
             )
+        estimate = {
+            **estimate,
+            **distribution_policy_preview(project=project, parent=parent, **data),
+        }
         return Response(EstimateSerializer(estimate_answer(estimate)).data)
 
     @extend_schema(request=DistributionUpdateSerializer, responses=DistributionSerializer)

@@ -74,6 +74,7 @@ CLOSED_UNSENT = (
     MStatus.BLOCKED,
     MStatus.SKIPPED,
     MStatus.SKIPPED_OPTOUT,
+    MStatus.SKIPPED_FREQUENCY,
     MStatus.DUPLICATED,
 )
 

@@ -22,6 +22,7 @@ from credits.segments import normalize_line_breaks
 from distributions.conditions import CRITERION_LABELS, ONCE_PER_SET, conditions_clean
 from distributions.email_services import MAX_EMAIL_LENGTH, MAX_SUBJECT_LENGTH
 from distributions.models import Distribution, DistributionSeries
+from distributions.policies import WEEKDAY_NAMES
 from distributions.spec import MAX_MESSAGE_LENGTH
 
 CONDITION_KEYS = ("criterion", "field", "operator", "value")
@@ -188,6 +189,32 @@ class ScheduleForm(forms.Form):
         label="Time",
         widget=forms.TimeInput(attrs={"type": "time"}, format="%H:%M"),
     )
+    # Send window (docs/policies.md): recipient local hours and days; empty: any time.
+    window_start = forms.TimeField(
+        required=False,
+        label="Send window from",
+        widget=forms.TimeInput(attrs={"type": "time"}, format="%H:%M"),
+    )
+    window_end = forms.TimeField(
+        required=False,
+        label="until",
+        widget=forms.TimeInput(attrs={"type": "time"}, format="%H:%M"),
+    )
+    window_days = forms.TypedMultipleChoiceField(
+        required=False,
+        coerce=int,
+        label="on",
+        choices=[(index, name[:3]) for index, name in enumerate(WEEKDAY_NAMES)],
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Recipients' local time. No day ticked: every day.",
+    )
+
+    link_expiry_days = forms.IntegerField(
+        required=False,
+        min_value=1,
+        label="Links expire after (days)",
+        help_text="Empty: the project's setting. Reminders share their invite's links.",
+    )
 
     def __init__(self, *args, zone, kind_fixed: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -227,7 +254,19 @@ class ScheduleForm(forms.Form):
     def service_fields(self) -> dict:
         """The content arguments of ``distribution_create`` / ``distribution_update``."""
         data = self.cleaned_data
-        return {"name": data["name"], "message": data["message"], "sender": data["sender"]}
+        return {
+            "name": data["name"],
+            "message": data["message"],
+            "sender": data["sender"],
+            **self.window_fields(),
+        }
+
+    def window_fields(self) -> dict:
+        data = self.cleaned_data
+        return {name: data.get(name) for name in ("window_start", "window_end")} | {
+            "window_days": data.get("window_days") or [],
+            "link_expiry_days": data.get("link_expiry_days"),
+        }
 
     def clean_conditions(self, data, *, with_audience: bool) -> list | None:
         """Parse and validate the builder's rows; None when some row is wrong."""
@@ -326,6 +365,7 @@ class EmailScheduleForm(ScheduleForm):
             "name": data["name"],
             "message": data["message"],
             **{name: data.get(name) or "" for name in self.SERVICE_FIELDS},
+            **self.window_fields(),
         }
 
 
@@ -439,3 +479,45 @@ class SeriesForm(forms.Form):
     starts_on = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
     ends_on = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
     sender = forms.CharField(max_length=32, required=False)
+
+
+class FrequencyRuleForm(forms.Form):
+    """A contact frequency rule on the brand settings page (docs/policies.md)."""
+
+    name = forms.CharField(max_length=100)
+    project = forms.TypedChoiceField(
+        required=False, coerce=int, empty_value=None, label="Project (empty: every project)"
+    )
+    channel = forms.ChoiceField(
+        required=False, choices=[("", "All channels"), *Distribution.Channel.choices]
+    )
+    max_messages = forms.IntegerField(required=False, label="At most (messages)")
+    period_days = forms.IntegerField(initial=7, label="per (days)")
+    min_gap_hours = forms.IntegerField(initial=0, label="At least (hours between two)")
+    role = forms.CharField(required=False, max_length=120, label="Only for the role")
+    metadata_field = forms.CharField(required=False, max_length=100, label="Only where field")
+    metadata_value = forms.CharField(required=False, max_length=200, label="is")
+    count_reminders = forms.BooleanField(required=False, label="Count reminders")
+    count_thank_you = forms.BooleanField(required=False, label="Count thank-you messages")
+    count_transactional = forms.BooleanField(required=False, label="Count transactional links")
+
+    def __init__(self, *args, projects, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["project"].choices = [("", "—"), *((p.pk, p.name) for p in projects)]
+
+    def rule_fields(self, projects) -> dict:
+        """The arguments of ``policies.frequency_rule_save``."""
+        data = dict(self.cleaned_data)
+        conditions = []
+        if data.pop("role"):
+            conditions.append(
+                {"criterion": "role", "operator": "is", "value": self.cleaned_data["role"]}
+            )
+        field, value = data.pop("metadata_field"), data.pop("metadata_value")
+        if field:
+            conditions.append(
+                {"criterion": "metadata", "field": field, "operator": "is", "value": value}
+            )
+        data["conditions"] = conditions
+        data["project"] = next((p for p in projects if p.pk == data["project"]), None)
+        return data

@@ -153,6 +153,20 @@ class Distribution(models.Model):
         "the survey (saved or partial answers) and did not finish it.",
     )
     conditions = models.JSONField(default=list, blank=True)
+    # Send window (docs/policies.md): rows go out only between these recipient-local hours
+    # (an end before the start crosses midnight) on these days (0 = Monday; empty: every day).
+    window_start = models.TimeField(null=True, blank=True)
+    window_end = models.TimeField(null=True, blank=True)
+    window_days = models.JSONField(default=list, blank=True)
+    # Days its personal links stay valid after the send (None: the project's setting).
+    link_expiry_days = models.PositiveIntegerField(null=True, blank=True)
+    # Contact frequency rules (docs/policies.md) apply unless a brand admin said otherwise:
+    # who and when are kept as its audit trail.
+    ignore_frequency_rules = models.BooleanField(default=False)
+    frequency_rules_ignored_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    frequency_rules_ignored_at = models.DateTimeField(null=True, blank=True)
     send_at = models.DateTimeField(db_index=True)
     status = models.CharField(
         max_length=20, choices=Status.choices, default=Status.SCHEDULED, db_index=True
@@ -383,6 +397,7 @@ class Message(models.Model):
         DUPLICATED = "duplicated", "Duplicated"
         SKIPPED = "skipped", "Skipped"
         SKIPPED_OPTOUT = "skipped_optout", "Skipped (opt-out)"
+        SKIPPED_FREQUENCY = "skipped_frequency", "Skipped (frequency rule)"
 
     # Statuses only move forward: a late "sent" callback never undoes "delivered".
     STATUS_RANK = {
@@ -397,10 +412,16 @@ class Message(models.Model):
         Status.DUPLICATED: 9,
         Status.SKIPPED: 9,
         Status.SKIPPED_OPTOUT: 9,
+        Status.SKIPPED_FREQUENCY: 9,
     }
     # Handed to the provider (counts as "messages sent" in metrics and credits).
     HANDED_OVER = (Status.SENT, Status.DELIVERED, Status.OPENED, Status.BOUNCED)
-    NOT_SENDABLE = (Status.DUPLICATED, Status.SKIPPED, Status.SKIPPED_OPTOUT)
+    NOT_SENDABLE = (
+        Status.DUPLICATED,
+        Status.SKIPPED,
+        Status.SKIPPED_OPTOUT,
+        Status.SKIPPED_FREQUENCY,
+    )
     FAILED_STATUSES = (Status.FAILED, Status.BLOCKED)
     OPEN_STATUSES = (Status.PENDING, Status.SENDING)
     # The reason of a row the balance could not pay for (``sending``); stalls read it back.
@@ -661,6 +682,70 @@ class BounceReport(models.Model):
 
     def __str__(self) -> str:
         return f"{self.recipient or '?'}: {self.action}"
+
+
+class FrequencyRule(models.Model):
+    """A contact frequency rule (docs/policies.md): at most ``max_messages`` messages per
+    rolling ``period_days`` and at least ``min_gap_hours`` between two, on one channel or all,
+    for the recipients matching ``conditions`` (empty: everyone). A brand rule has no project;
+    a project with rules of its own uses them instead of the brand's. Invites count; reminders,
+    thank-you messages and transactional links only when the rule says so. A recipient over a
+    rule is Skipped (frequency rule), decided at materialisation (``policies``).
+    """
+
+    brand_path = "brand"
+    MAX_PER_BRAND = 20
+
+    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="frequency_rules")
+    project = models.ForeignKey(
+        Project,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="frequency_rules",
+        help_text="A project's custom rule; empty: a brand rule.",
+    )
+    name = models.CharField(max_length=100)
+    channel = models.CharField(
+        max_length=10,
+        blank=True,
+        choices=[("", "All channels"), *Distribution.Channel.choices],
+        help_text="Count and limit messages on this channel only; empty: all channels.",
+    )
+    max_messages = models.PositiveIntegerField(
+        null=True, blank=True, help_text="At most this many messages per period; empty: no limit."
+    )
+    period_days = models.PositiveIntegerField(default=7)
+    min_gap_hours = models.PositiveIntegerField(
+        default=0, help_text="At least this many hours between two messages; 0: no minimum."
+    )
+    conditions = models.JSONField(default=list, blank=True)
+    count_reminders = models.BooleanField(default=False)
+    count_thank_you = models.BooleanField(default=False)
+    count_transactional = models.BooleanField(default=False)
+    active = models.BooleanField(default=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = BrandScopedManager()
+
+    class Meta:
+        ordering = ["project_id", "pk"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def counted_kinds(self) -> list[str]:
+        kinds = [Distribution.Kind.INVITE]
+        if self.count_reminders:
+            kinds.append(Distribution.Kind.REMINDER)
+        if self.count_thank_you:
+            kinds.append(Distribution.Kind.THANK_YOU)
+        if self.count_transactional:
+            kinds.append(Distribution.Kind.TRANSACTIONAL)
+        return kinds
 
 
 # --- the fair send engine's state (see distributions.fairqueue) ----------------------------

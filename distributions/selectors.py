@@ -153,6 +153,7 @@ def distribution_metrics(*, distribution: Distribution) -> dict:
         "duplicated": count(MStatus.DUPLICATED),
         "skipped": count(MStatus.SKIPPED),
         "skipped_optout": count(MStatus.SKIPPED_OPTOUT),
+        "skipped_frequency": count(MStatus.SKIPPED_FREQUENCY),
         "pending": count(*Message.OPEN_STATUSES),
         # Pending rows deferred to a later time (the provider asked to wait; later, a send
         # policy), and when the next and the last of them come due.

@@ -54,6 +54,7 @@ from distributions.models import (
     ProviderAccount,
     SendLane,
 )
+from distributions.policies import link_expires_at, shared_invite_links
 from distributions.providers.base import (
     Outcome,
     OutgoingEmail,
@@ -817,10 +818,17 @@ def _render_rows(distribution: Distribution, rows: list, existing: dict) -> list
         text_template = distribution.text_body.strip() or html_to_text(distribution.message)
     fields = set(piped_fields(_template_of(distribution)))
     links: list[SurveyLink] = []
+    # Send policies (docs/policies.md): links expire; a reminder shares its invite's links.
+    expires_at, shared = None, {}
+    if "link" in fields:
+        expires_at = link_expires_at(distribution, now=timezone.now())
+        shared = shared_invite_links(
+            distribution=distribution, participant_ids={row.participant_id for row in rows}
+        )
     for row in rows:
         link_url = ""
         if "link" in fields:
-            link = existing.get(row.pk)
+            link = existing.get(row.pk) or shared.get(row.participant_id)
             if link is None:
                 link = SurveyLink(
                     token=new_token(),
@@ -828,6 +836,7 @@ def _render_rows(distribution: Distribution, rows: list, existing: dict) -> list
                     participant_id=row.participant_id,
                     distribution_id=distribution.pk,
                     message_id=row.pk,
+                    expires_at=expires_at,
                 )
                 links.append(link)
             link_url = link.url

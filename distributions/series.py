@@ -164,7 +164,7 @@ def series_create(
         ends_on=ends_on,
         created_by=actor if getattr(actor, "pk", None) else None,
         **cleaned,
-        **spec.stored_fields(),
+        **spec.stored_fields(with_window=False),
     )
     series.next_run_at = next_occurrence(series, after=now)
     if series.next_run_at is None:

@@ -11,7 +11,7 @@ What callers can rely on:
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, time
 
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
@@ -20,6 +20,7 @@ from django.db.models.functions import Collate, Lower, RowNumber
 from django.utils import timezone
 
 from core.queueing import task_queue
+from distributions import policies
 from distributions.audiences import recipients_queryset
 from distributions.charging import credits_estimate
 from distributions.conditions import conditions_clean, conditions_q
@@ -93,6 +94,11 @@ def distribution_create(
     trigger: str = "",
     audience: str = "",
     accept_partial: bool = True,
+    window_start: time | None = None,
+    window_end: time | None = None,
+    window_days: list | None = None,
+    ignore_frequency_rules: bool = False,
+    link_expiry_days: int | None = None,
     mode: str = Distribution.Mode.LINK,
     library_message: LibraryMessage | None = None,
 ) -> Distribution:
@@ -130,6 +136,10 @@ def distribution_create(
         from_name=from_name,
         from_address=from_address,
         reply_to=reply_to,
+        window_start=window_start,
+        window_end=window_end,
+        window_days=window_days or [],
+        link_expiry_days=link_expiry_days,
         mode=mode,
     )
     return distribution_create_from_spec(
@@ -139,6 +149,7 @@ def distribution_create(
         name=name,
         actor=actor,
         accept_partial=accept_partial,
+        ignore_frequency_rules=ignore_frequency_rules,
         library_message=library_message,
     )
 
@@ -151,15 +162,18 @@ def distribution_create_from_spec(
     name: str = "",
     actor=None,
     accept_partial: bool = True,
+    ignore_frequency_rules: bool = False,
     origin: Distribution | None = None,
     origin_kind: str = "",
     library_message=None,
 ) -> Distribution:
     """Schedule the distribution ``spec`` describes, after every rule of ``spec_errors`` (the
     one path of create, recurring runs, copies, tries again and resends). Queued after commit
-    when due. ``accept_partial``: as ``distribution_create``'s. ``origin``/``origin_kind``: the
-    distribution it was made from and how (``distributions.copies``); ``library_message``: the
-    library message its text was copied from."""
+    when due. ``accept_partial``: as ``distribution_create``'s. ``ignore_frequency_rules`` (brand
+    admins only: the caller checks the role) is recorded with who and when.
+    ``origin``/``origin_kind``: the distribution it was made from and how
+    (``distributions.copies``); ``library_message``: the library message its text was copied
+    from."""
     now = timezone.now()
     send_at = send_at or now
     spec = spec_clean(spec, brand=project.brand)
@@ -192,17 +206,41 @@ def distribution_create_from_spec(
         origin_kind=origin_kind,
         library_message=library_message,
         **spec.stored_fields(),
+        **_frequency_waiver(ignore_frequency_rules, actor=actor, now=now),
     )
     if send_at <= now:
         _queue_start(distribution.pk)
     return distribution
 
 
+def _frequency_waiver(ignore: bool, *, actor, now: datetime) -> dict:
+    """The fields that record a brand admin's "ignore frequency rules" (its audit trail)."""
+    if not ignore:
+        return {}
+    logger.info("Frequency rules ignored by %s", getattr(actor, "pk", None))
+    return {
+        "ignore_frequency_rules": True,
+        "frequency_rules_ignored_by": actor if getattr(actor, "pk", None) else None,
+        "frequency_rules_ignored_at": now,
+    }
+
+
 def _queue_start(distribution_id: int) -> None:
     task_queue("distributions.tasks.distribution_start_task", distribution_id)
 
 
-EDITABLE = ("message", "sender", "conditions", "send_at", "name", *EMAIL_FIELDS)
+EDITABLE = (
+    "message",
+    "sender",
+    "conditions",
+    "send_at",
+    "name",
+    *EMAIL_FIELDS,
+    "window_start",
+    "window_end",
+    "window_days",
+    "link_expiry_days",
+)
 
 
 def distribution_update(*, distribution: Distribution, actor=None, **changes) -> Distribution:
@@ -403,6 +441,47 @@ def distribution_preview_count(*, project: Project, conditions: list | None) -> 
     )
 
 
+def distribution_policy_preview(
+    *,
+    project: Project,
+    channel: str = Distribution.Channel.SMS,
+    kind: str = Distribution.Kind.INVITE,
+    parent: Distribution | None = None,
+    conditions: list | None = None,
+    window_start: time | None = None,
+    window_end: time | None = None,
+    window_days: list | None = None,
+    ignore_frequency_rules: bool = False,
+    audience: str = "",
+    mode: str = Distribution.Mode.LINK,
+    **_ignored,
+) -> dict:
+    """Before scheduling: the recipients quiet hours and the send window would hold back if
+    it went now, and when they would receive it (``policies.plan_preview``), and how many a
+    contact frequency rule would skip."""
+    draft = Distribution(
+        project=project,
+        channel=channel,
+        kind=kind,
+        parent=parent,
+        conditions=conditions_clean(conditions or []),
+        window_start=window_start,
+        window_end=window_end,
+        window_days=window_days or [],
+        ignore_frequency_rules=ignore_frequency_rules,
+        audience=audience or "",
+        mode=mode or Distribution.Mode.LINK,
+    )
+    now = timezone.now()
+    audience = recipients_queryset(draft)
+    preview = policies.plan_preview(distribution=draft, queryset=audience, now=now)
+    rules = policies.frequency_rules_for(draft)
+    skipped = policies.frequency_skipped_count(
+        distribution=draft, queryset=audience, rules=rules, now=now
+    )
+    return {**preview, "frequency_skipped": skipped}
+
+
 def distribution_materialise(
     *, distribution: Distribution, participant_ids: list[int] | None = None
 ) -> dict:
@@ -420,9 +499,19 @@ def distribution_materialise(
         # Equal under the database's (deterministic) collation is equal byte for byte: sorting
         # for the window under "C" finds the same duplicates, several times faster.
         partition = Collate(partition, "C")
+    now = timezone.now()
+    # Quiet hours and send windows: a row its recipient may not receive now is Pending with a
+    # later ``due_at`` (distributions.policies); None when nobody is held back.
+    plan = policies.distribution_plan(distribution=distribution, now=now)
+    zones = ("tz", "phone") if plan else ()
+    # Contact frequency rules: ``freq_rule`` is the rule a recipient is over (None: none).
+    rules = policies.frequency_rules_for(distribution)
+    freq = tuple(f"fm{index}" for index in range(len(rules)))
+    audience = recipients_queryset(distribution, participant_ids)
+    if rules:
+        audience = policies.frequency_annotate(audience, distribution=distribution, rules=rules)
     selected = (
-        recipients_queryset(distribution, participant_ids)
-        .order_by()
+        audience.order_by()
         .annotate(
             pid=F("pk"),
             person_ref=F("person_id"),
@@ -433,11 +522,17 @@ def distribution_materialise(
                 address_ref=OuterRef(address_field),
             ),
             rn=Window(RowNumber(), partition_by=[partition], order_by=F("pk").asc()),
+            **({"tz": F("person__time_zone"), "phone": F("person__phone")} if plan else {}),
         )
-        .values("pid", "person_ref", "address", "opted_out", "rn")
+        .values("pid", "person_ref", "address", "opted_out", "rn", *zones, *freq)
     )
     inner_sql, inner_params = selected.query.sql_with_params()
-    now = timezone.now()
+    if rules:  # the selection with ``freq_rule``: the first rule each row is over
+        inner_sql, inner_params = policies.frequency_sql(
+            distribution=distribution, rules=rules, now=now
+        ).wrap(inner_sql, inner_params)
+    held = policies.plan_sql(plan) if plan else None
+    rule_reason = "CASE sel.freq_rule " + " ".join("WHEN %s THEN %s" for _ in rules) + " END"
     table = Message._meta.db_table
     # An email address needs one @ with something on each side, and no spaces; phones were
     # normalised to E.164 on import.
@@ -452,25 +547,30 @@ def distribution_materialise(
         INSERT INTO {table} (
             distribution_id, participant_id, person_id, address, status, status_reason,
             status_changed_at, body, segments, provider_id, lease, attempts, error_code
+            {", due_at" if held else ""}
         )
         SELECT %s, sel.pid, sel.person_ref, sel.address,
             CASE WHEN sel.address = '' OR sel.address IS NULL THEN %s
                  WHEN {invalid} THEN %s
                  WHEN sel.opted_out THEN %s
                  WHEN sel.rn > 1 THEN %s
+                 {"WHEN sel.freq_rule IS NOT NULL THEN %s" if rules else ""}
                  ELSE %s END,
             CASE WHEN sel.address = '' OR sel.address IS NULL THEN %s
                  WHEN {invalid} THEN %s
                  WHEN sel.opted_out THEN %s
                  WHEN sel.rn > 1 THEN %s
-                 ELSE '' END,
+                 {f"WHEN sel.freq_rule IS NOT NULL THEN {rule_reason}" if rules else ""}
+                 ELSE {held.label if held else "''"} END,
             %s, '', 0, '', '', 0, ''
-        FROM ({inner_sql}) sel
+            {", " + held.due if held else ""}
+        FROM ({inner_sql}) sel {held.joins if held else ""}
         WHERE 1 = 1
         ON CONFLICT DO NOTHING
     """  # noqa: S608
 
     no_address = "No phone number" if distribution.channel == "sms" else "No email address"
+    reasons = policies.frequency_reasons(rules)
     invalid_reason = "Invalid email address" if is_email else "Invalid phone number"
     params = [
         distribution.pk,
@@ -478,13 +578,18 @@ def distribution_materialise(
         MStatus.SKIPPED,
         MStatus.SKIPPED_OPTOUT,
         MStatus.DUPLICATED,
+        *([MStatus.SKIPPED_FREQUENCY] if rules else []),
         MStatus.PENDING,
         no_address,
         invalid_reason,
         "Opted out",
         "Same address as another recipient",
+        *(value for pair in reasons for value in pair),
+        *(held.label_params if held else ()),
         now,
+        *(held.due_params if held else ()),
         *inner_params,
+        *(held.join_params if held else ()),
     ]
     with transaction.atomic(), connection.cursor() as cursor:
         if connection.vendor == "postgresql":
@@ -499,21 +604,26 @@ def distribution_materialise(
             )
             if cursor.fetchone() is None:
                 raise Distribution.DoesNotExist(f"Distribution {distribution.pk} was deleted.")
+        if rules:
+            policies.frequency_lock(brand_id=distribution.project.brand_id)
         cursor.execute(sql, params)
         _record_materialised_events(distribution, now)
     return distribution_counts(distribution_id=distribution.pk)
 
 
 def _record_materialised_events(distribution: Distribution, now: datetime) -> None:
-    """One event per row that was not sendable at materialisation (set-based)."""
+    """One event per row that was not sendable at materialisation (set-based). A row a send
+    policy holds back has no event of its own: it is Pending like every other, and its
+    ``status_reason`` (shown in the recipient history) gives its planned local time."""
     table = MessageEvent._meta.db_table
     message_table = Message._meta.db_table
+    marks = ", ".join(["%s"] * len(Message.NOT_SENDABLE))
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
             INSERT INTO {table} (message_id, status, at, source, detail)
             SELECT m.id, m.status, %s, %s, m.status_reason FROM {message_table} m
-            WHERE m.distribution_id = %s AND m.status IN (%s, %s, %s)
+            WHERE m.distribution_id = %s AND m.status IN ({marks})
               AND NOT EXISTS (SELECT 1 FROM {table} e WHERE e.message_id = m.id)
             """,  # noqa: S608
             [now, MessageEvent.Source.MATERIALISE, distribution.pk, *Message.NOT_SENDABLE],

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, time
 
 from brands.models import Brand
 from credits.segments import normalize_line_breaks
@@ -29,6 +29,7 @@ from distributions.email_services import (
     from_domain_errors,
 )
 from distributions.models import Distribution
+from distributions.policies import quiet_hours_for, rule_errors
 from optouts.links import is_alphanumeric_sender
 from optouts.models import ConsentPolicy
 from participants.rendering import piped_fields
@@ -61,6 +62,12 @@ class DistributionSpec:
     from_name: str = ""
     from_address: str = ""
     reply_to: str = ""
+    # Send window in the recipient's local time (distributions.policies).
+    window_start: time | None = None
+    window_end: time | None = None
+    window_days: list = field(default_factory=list)
+    # Days its personal links stay valid (None: the project's setting).
+    link_expiry_days: int | None = None
     mode: str = Distribution.Mode.LINK
 
     @classmethod
@@ -84,14 +91,25 @@ class DistributionSpec:
         """The email fields (empty for SMS)."""
         return {name: getattr(self, name) for name in EMAIL_FIELDS} if self.is_email else {}
 
-    def stored_fields(self) -> dict:
-        """The model fields this spec sets (the email ones only for an email)."""
+    def stored_fields(self, *, with_window: bool = True) -> dict:
+        """The model fields this spec sets (the email ones only for an email; the send window
+        and link expiry unless ``with_window`` is False: a series has neither)."""
         stored = {
             "channel": self.channel,
             "message": self.message,
             "sender": self.sender,
             "conditions": self.conditions,
+            "window_start": self.window_start,
+            "window_end": self.window_end,
+            "window_days": sorted(set(self.window_days or [])),
+            "link_expiry_days": self.link_expiry_days,
         }
+        if not with_window:
+            stored = {
+                k: v
+                for k, v in stored.items()
+                if not k.startswith("window_") and k != "link_expiry_days"
+            }
         if self.mode != Distribution.Mode.LINK:  # a series has no mode: its runs send links
             stored["mode"] = self.mode
         return {**stored, **self.email}
@@ -187,6 +205,17 @@ def spec_errors(
         and "opt_out_link" not in piped_fields(text)
     ):
         errors["message"] = ALPHANUMERIC_SENDER_MESSAGE
+    errors.update(
+        rule_errors(
+            quiet=quiet_hours_for(project, spec.channel),
+            window=(spec.window_start, spec.window_end)
+            if spec.window_start or spec.window_end
+            else None,
+            days=spec.window_days,
+        )
+    )
+    if spec.link_expiry_days is not None and spec.link_expiry_days < 1:
+        errors["link_expiry_days"] = "Links stay valid at least 1 day (empty: the project's)."
     if spec.mode not in Distribution.Mode.values:
         errors["mode"] = f"Unknown mode '{spec.mode}'."
     elif spec.mode == Distribution.Mode.TWO_WAY and text:

@@ -5,11 +5,13 @@ from django.urls import path
 from distributions import everyday_views, views
 from distributions.email_views import EmailSettingsView
 from distributions.ops_views import SendingNowView
+from distributions.policy_views import FrequencyRulesView
 from distributions.provider_views import ProviderSettingsView
 
 app_name = "distributions"
 
 urlpatterns = [
+    path("frequency-rules/", FrequencyRulesView.as_view(), name="frequency_rules"),
     path("projects/<int:project_pk>/sms/", views.ProjectSmsView.as_view(), name="project_sms"),
     path("projects/<int:project_pk>/sms/new/", views.ScheduleView.as_view(), name="create"),
     path(

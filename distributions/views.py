@@ -68,6 +68,7 @@ from distributions.sending import provider_account_for
 from distributions.services import (
     distribution_cancel,
     distribution_create,
+    distribution_policy_preview,
     distribution_update,
     distributions_bulk_update,
 )
@@ -505,6 +506,14 @@ def summary_context(
         "credits_available": available,
         "estimate": estimate,
         "estimate_over": over,
+        "held": distribution_policy_preview(
+            project=project,
+            kind=kind,
+            parent=parent,
+            conditions=conditions,
+            mode=mode,
+            audience=audience,
+        ),
         "preview": preview,
         "conditions_invalid": False,
         "summary_kind": kind,
@@ -541,6 +550,9 @@ def email_summary_context(
             )
             limit_error = weekly_limit_error(brand=brand, wanted=wanted, exclude_id=exclude_id)
     return {
+        "held": distribution_policy_preview(
+            project=project, channel=Channel.EMAIL, kind=kind, parent=parent, conditions=conditions
+        ),
         "allowance": page_selectors.email_allowance(brand=brand),
         "emails_wanted": wanted,
         "limit_error": limit_error,
@@ -687,6 +699,10 @@ class EditView(ScheduleFormMixin, View):
             "when": "later",
             "send_date": local.date(),
             "send_time": local.time().replace(second=0, microsecond=0),
+            "window_start": distribution.window_start,
+            "window_end": distribution.window_end,
+            "window_days": distribution.window_days,
+            "link_expiry_days": distribution.link_expiry_days,
         }
         if distribution.is_email:
             initial.update(

@@ -78,6 +78,12 @@ class PersonFieldsSerializer(StrictSerializer):
     email = serializers.EmailField(required=False, allow_blank=True, max_length=254)
     username = serializers.CharField(required=False, allow_blank=True, max_length=150)
     phone = serializers.CharField(required=False, allow_blank=True, max_length=40)
+    time_zone = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=64,
+        help_text="IANA time zone (e.g. America/New_York); empty: from the phone number.",
+    )
     metadata = MetadataField(required=False)
 
 
@@ -102,6 +108,7 @@ class ParticipantSerializer(PersonFieldsSerializer):
         "email",
         "username",
         "phone",
+        "time_zone",
         "metadata",
     )
 

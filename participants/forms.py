@@ -54,6 +54,12 @@ class ParticipantForm(forms.Form):
         required=False,
         help_text="International (+44 20 7946 0958) or national in the project's country.",
     )
+    time_zone = forms.CharField(
+        label="Time zone",
+        max_length=64,
+        required=False,
+        help_text="IANA name such as America/New_York; empty: from the phone number.",
+    )
     role = forms.CharField(max_length=120, required=False)
     metadata = MetadataField(label="Metadata (directory)")
 

@@ -38,6 +38,7 @@ from participants.values import (
     metadata_text,
     shorten,
     shown,
+    time_zone_error,
 )
 
 # --- Columns -------------------------------------------------------------------------------
@@ -50,10 +51,11 @@ FIELD_LABELS = {
     "email": "Email",
     "username": "User name",
     "phone": "Phone number",
+    "time_zone": "Time zone",
     "role": "Role",
 }
 TEXT_FIELDS = ("person_id", "first_name", "last_name", "email", "username", "role")
-PERSON_FIELDS = ("first_name", "last_name", "email", "username", "phone")
+PERSON_FIELDS = ("first_name", "last_name", "email", "username", "phone", "time_zone")
 
 # Header spellings, compared after removing case, spaces, "_", "-" and ".".
 HEADER_ALIASES = {
@@ -70,6 +72,7 @@ HEADER_ALIASES = {
     "phone": "phone",
     "role": "role",
     "phonecountry": "phone_country",
+    "timezone": "time_zone",
 }
 OPT_OUT_HEADER = "optedout"
 # Columns that the error CSV adds: ignored when a corrected error file is uploaded again.
@@ -121,6 +124,7 @@ class RowRecord:
     email: str | None = None
     username: str | None = None
     phone: str | None = None
+    time_zone: str | None = None
     role: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
 
@@ -638,6 +642,14 @@ class RowValidator:
                 else:
                     fields["phone"] = ""
                 continue
+            if name == "time_zone":
+                zone = raw.strip()
+                error = time_zone_error(zone)
+                if error:
+                    fail(name, zone, error)
+                else:
+                    fields[name] = zone
+                continue
             limit = MAX_LENGTHS.get(name)
             if limit is None:  # phone_country: read above, not stored
                 continue
@@ -701,7 +713,16 @@ class RowValidator:
 
 # --- Records sent as JSON (bulk API) ----------------------------------------------------------
 
-JSON_FIELDS = ("person_id", "first_name", "last_name", "email", "username", "phone", "role")
+JSON_FIELDS = (
+    "person_id",
+    "first_name",
+    "last_name",
+    "email",
+    "username",
+    "phone",
+    "time_zone",
+    "role",
+)
 
 
 def records_from_json(
@@ -773,7 +794,16 @@ def records_from_json(
 
 # --- The validated rows, spooled between the two phases -------------------------------------
 
-SPOOL_FIELDS = ("person_id", "first_name", "last_name", "email", "username", "phone", "role")
+SPOOL_FIELDS = (
+    "person_id",
+    "first_name",
+    "last_name",
+    "email",
+    "username",
+    "phone",
+    "time_zone",
+    "role",
+)
 
 
 @dataclass(frozen=True)

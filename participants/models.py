@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from brands.models import Brand
+from brands.models import Brand, validate_time_zone
 from brands.scoping import BrandScopedManager
 from projects.models import Project
 
@@ -32,6 +32,16 @@ class Person(models.Model):
     email = models.EmailField(max_length=254, blank=True)
     username = models.CharField("user name", max_length=150, blank=True)
     phone = models.CharField(max_length=20, blank=True, help_text="E.164, e.g. +14155550100")
+    # A database default too: imports and the transactional link function insert people in
+    # raw SQL that names only the columns they fill.
+    time_zone = models.CharField(
+        max_length=64,
+        blank=True,
+        default="",
+        db_default="",
+        validators=[validate_time_zone],
+        help_text="IANA time zone, e.g. America/New_York; empty: from the phone number.",
+    )
     metadata = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

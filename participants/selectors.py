@@ -159,7 +159,8 @@ def export_rows(
         keys = _all_metadata_keys(queryset, participant_rows)
     header = [FIELD_LABELS[name] for name in FIELD_LABELS if name != "role" or with_role]
     yield header + keys
-    person_fields = ("person_id", "first_name", "last_name", "email", "username", "phone")
+    # The header's order, from the one list of fields (a field added there is exported).
+    person_fields = [name for name in FIELD_LABELS if name != "role"]
     related = queryset.select_related("person") if participant_rows else queryset
     for row in related.iterator(chunk_size=EXPORT_CHUNK):
         person = row.person if participant_rows else row

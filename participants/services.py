@@ -56,10 +56,19 @@ from participants.upserts import (
     plan_batch,
     write_batch,
 )
-from participants.values import metadata_clean, text_refusal
+from participants.values import metadata_clean, text_refusal, time_zone_error
 from projects.models import Project
 
-PERSON_FIELDS = ("person_id", "first_name", "last_name", "email", "username", "phone", "metadata")
+PERSON_FIELDS = (
+    "person_id",
+    "first_name",
+    "last_name",
+    "email",
+    "username",
+    "phone",
+    "time_zone",
+    "metadata",
+)
 
 
 def _clean_person_values(values: dict[str, Any], *, country: str) -> dict[str, Any]:
@@ -81,6 +90,11 @@ def _clean_person_values(values: dict[str, Any], *, country: str) -> dict[str, A
             cleaned["phone"] = phone_to_e164(cleaned["phone"], default_country=country)
         except PhoneError as exc:
             errors["phone"] = str(exc)
+    if "time_zone" in cleaned:
+        cleaned["time_zone"] = (cleaned["time_zone"] or "").strip()
+        error = time_zone_error(cleaned["time_zone"])
+        if error:
+            errors["time_zone"] = error
     if "metadata" in cleaned:
         try:
             cleaned["metadata"] = metadata_clean(cleaned["metadata"])

@@ -54,7 +54,7 @@ MEMBERS = "relay_import_members"
 PERSON_TABLE = Person._meta.db_table
 PARTICIPANT_TABLE = Participant._meta.db_table
 # Person fields an import may change, besides PersonID (claimed) and metadata (merged).
-CHANGEABLE = ("first_name", "last_name", "email", "username", "phone")
+CHANGEABLE = ("first_name", "last_name", "email", "username", "phone", "time_zone")
 
 
 @dataclass
@@ -333,6 +333,7 @@ class SetBasedImport:
         member_metadata = "'{}'::jsonb" if on_person else new_metadata
         role = "coalesce(r.role, '')" if "role" in self.fields else "''"
         texts = ", ".join(f"coalesce(r.{name}, '')" for name in ("person_id", *CHANGEABLE))
+        text_columns = ", ".join(("person_id", *CHANGEABLE))
         for chunk, count in zip(self._chunk_numbers, plan.chunks, strict=True):
             low, high = chunk * self.chunk_rows, (chunk + 1) * self.chunk_rows
 
@@ -348,9 +349,9 @@ class SetBasedImport:
                 )
             new_rows = f"FROM {ROWS} r WHERE r.pk IS NULL AND {self._valid()} AND {within('r')}"
             people = (
-                f"INSERT INTO {PERSON_TABLE} (id, brand_id, person_id, first_name, last_name, "
-                "email, username, phone, metadata, created_at, updated_at) SELECT r.id, %s, "
-                f"{texts}, {person_metadata}, %s, %s FROM new r"
+                f"INSERT INTO {PERSON_TABLE} (id, brand_id, {text_columns}, metadata, "
+                f"created_at, updated_at) SELECT r.id, %s, {texts}, {person_metadata}, %s, %s "
+                "FROM new r"
             )
             if self.project_id is None:
                 cursor.execute(

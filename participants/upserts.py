@@ -66,7 +66,8 @@ class BatchPlan:
 
     outcomes: list[tuple[RowRecord, str]] = field(default_factory=list)
     errors: list[RowError] = field(default_factory=list)
-    # (person_id, first_name, last_name, email, username, phone, metadata) of new people
+    # (person_id, first_name, last_name, email, username, phone, time_zone, metadata) of new
+    # people
     new_people: list[tuple] = field(default_factory=list)
     # (role, metadata) of the participant each new person becomes (project imports)
     new_people_participants: list[tuple[str, dict]] = field(default_factory=list)
@@ -274,6 +275,7 @@ def plan_batch(records: list[RowRecord], target: UpsertTarget, state: UpsertStat
                     record.email or "",
                     record.username or "",
                     record.phone or "",
+                    record.time_zone or "",
                     _new_metadata(record) if metadata_on_person else {},
                 )
             )
@@ -353,6 +355,7 @@ PERSON_INSERT_COLUMNS = (
     "email",
     "username",
     "phone",
+    "time_zone",
     "metadata",
 )
 
@@ -414,8 +417,9 @@ def _pg_insert_people(brand_id: int, rows: list[tuple], now) -> list[int]:
             cursor.execute(
                 f"INSERT INTO {table} (brand_id, {columns}, created_at, updated_at) "  # noqa: S608
                 "SELECT %s, u.person_id, u.first_name, u.last_name, u.email, u.username, "
-                "u.phone, u.metadata::jsonb, %s, %s FROM unnest(%s::text[], %s::text[], "
-                "%s::text[], %s::text[], %s::text[], %s::text[], %s::text[]) "
+                "u.phone, u.time_zone, u.metadata::jsonb, %s, %s FROM unnest(%s::text[], "
+                "%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], "
+                "%s::text[]) "
                 f"AS u({columns}) RETURNING id",
                 [brand_id, now, now, *arrays],
             )

@@ -14,6 +14,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 
 from brands.api.parsers import NAME_MESSAGE, UNSTORABLE, UNSTORABLE_MESSAGE, shown
+from brands.models import time_zone_names
 
 # Text fields of a person (and a participant's role), in characters.
 MAX_LENGTHS = {
@@ -79,6 +80,13 @@ def text_refusal(name: str, value: str) -> str | None:
     if UNSTORABLE.search(value):
         return UNSTORABLE_MESSAGE
     return None
+
+
+def time_zone_error(value: str) -> str | None:
+    """Why ``value`` is not a time zone a person may have ("" is: none, use the phone's)."""
+    if not value or value in time_zone_names():
+        return None
+    return f"'{shorten(value)}' is not an IANA time zone name (such as America/New_York)."
 
 
 def metadata_key_refusal(name: str) -> str | None:

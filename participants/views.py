@@ -42,7 +42,15 @@ from participants.uploads import install as install_upload_limit
 from projects.models import Project
 
 PAGE_SIZE = 50
-PERSON_FORM_FIELDS = ("person_id", "first_name", "last_name", "email", "username", "phone")
+PERSON_FORM_FIELDS = (
+    "person_id",
+    "first_name",
+    "last_name",
+    "email",
+    "username",
+    "phone",
+    "time_zone",
+)
 
 
 class _Echo:

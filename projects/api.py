@@ -4,15 +4,27 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from brands.api.base import BrandScopedAPIMixin, StrictModelSerializer, StrictSerializer
+from brands.api.base import (
+    BrandScopedAPIMixin,
+    LocalTimeField,
+    StrictModelSerializer,
+    StrictSerializer,
+)
 from brands.roles import Role
 from brands.scoping import get_for_brand_by_pk
 from projects.models import Project
-from projects.services import project_change_stage, project_create, project_update
+from projects.services import (
+    POLICY_FIELDS,
+    project_change_stage,
+    project_create,
+    project_update,
+)
 
 
 class ProjectSerializer(StrictModelSerializer):
     anonymous_url = serializers.CharField(read_only=True)
+    quiet_hours_start = LocalTimeField(required=False)
+    quiet_hours_end = LocalTimeField(required=False)
 
     class Meta:
         model = Project
@@ -25,6 +37,7 @@ class ProjectSerializer(StrictModelSerializer):
             "available_until",
             "default_country",
             "by_invitation_only",
+            *POLICY_FIELDS,
             "anonymous_one_answer",
             "closed_message",
             "anonymous_url",

@@ -3,6 +3,7 @@ from __future__ import annotations
 from django import forms
 
 from projects.models import Project
+from projects.services import POLICY_FIELDS
 
 
 class ProjectForm(forms.ModelForm):
@@ -14,6 +15,7 @@ class ProjectForm(forms.ModelForm):
             "available_from",
             "available_until",
             "default_country",
+            *POLICY_FIELDS,
             "closed_message",
         ]
         labels = {"closed_message": "Closed-survey message (optional)"}
@@ -26,6 +28,19 @@ class ProjectForm(forms.ModelForm):
             "available_from": forms.DateTimeInput(attrs={"type": "datetime-local"}),
             "available_until": forms.DateTimeInput(attrs={"type": "datetime-local"}),
         }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Empty keeps the stored (or default) time: forms that predate quiet hours still post.
+        for name in ("quiet_hours_start", "quiet_hours_end"):
+            self.fields[name].required = False
+            self.fields[name].widget = forms.TimeInput(attrs={"type": "time"})
+
+    def clean_quiet_hours_start(self):
+        return self.cleaned_data["quiet_hours_start"] or self.instance.quiet_hours_start
+
+    def clean_quiet_hours_end(self):
+        return self.cleaned_data["quiet_hours_end"] or self.instance.quiet_hours_end
 
 
 class PauseForm(forms.Form):

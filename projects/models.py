@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+from datetime import time
+
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from brands.models import Brand
+from brands.models import Brand, validate_time_zone
 from brands.scoping import BrandScopedManager
 from core.tokens import new_token
 
@@ -40,6 +43,25 @@ class Project(models.Model):
         max_length=2,
         blank=True,
         help_text="Country for phone numbers without a country code; empty uses the brand's.",
+    )
+    time_zone = models.CharField(
+        max_length=64,
+        blank=True,
+        validators=[validate_time_zone],
+        help_text="IANA time zone of recipients whose own is unknown; empty uses the brand's.",
+    )
+    # The brand's quiet hours apply unless the project overrides them (docs/policies.md).
+    quiet_hours_override = models.BooleanField(
+        default=False, help_text="Use this project's quiet hours instead of the brand's."
+    )
+    quiet_hours_start = models.TimeField(default=time(21, 0))
+    quiet_hours_end = models.TimeField(default=time(8, 0))
+    quiet_hours_sms = models.BooleanField(default=False)
+    quiet_hours_email = models.BooleanField(default=False)
+    link_expiry_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Invite links expire this many days after the send; empty: never.",
     )
     public_token = models.CharField(
         max_length=16,
@@ -82,6 +104,12 @@ class Project(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        if self.quiet_hours_start == self.quiet_hours_end:
+            raise ValidationError(
+                {"quiet_hours_end": "The quiet hours end when they start: they are empty."}
+            )
 
     @property
     def country(self) -> str:

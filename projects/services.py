@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -41,7 +42,12 @@ def project_create(
     by_invitation_only: bool = False,
     anonymous_one_answer: bool = False,
     closed_message: str = "",
+    **policies: Any,
 ) -> Project:
+    """A new project; ``policies``: its time zone and quiet hours (``POLICY_FIELDS``)."""
+    unknown = set(policies) - set(POLICY_FIELDS)
+    if unknown:
+        raise ValidationError(dict.fromkeys(sorted(unknown), "Unknown field."))
     _validate_window(available_from, available_until)
     project = Project(
         brand=brand,
@@ -54,12 +60,23 @@ def project_create(
         anonymous_one_answer=anonymous_one_answer,
         closed_message=(closed_message or "").strip(),
         created_by=actor if getattr(actor, "pk", None) else None,
+        **policies,
     )
     project.full_clean()
     project.save()
     return project
 
 
+# A project's send policies (docs/policies.md): its recipients' fallback zone, quiet hours.
+POLICY_FIELDS = (
+    "time_zone",
+    "quiet_hours_override",
+    "quiet_hours_start",
+    "quiet_hours_end",
+    "quiet_hours_sms",
+    "quiet_hours_email",
+    "link_expiry_days",
+)
 EDITABLE_FIELDS = (
     "name",
     "kind",
@@ -67,6 +84,7 @@ EDITABLE_FIELDS = (
     "available_until",
     "default_country",
     "by_invitation_only",
+    *POLICY_FIELDS,
     "anonymous_one_answer",
     "closed_message",
 )

@@ -5,7 +5,7 @@ inline on commit)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import time, timedelta
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError
@@ -102,6 +102,43 @@ def test_copy_to_the_same_project_keeps_message_conditions_and_schedule(tenancy,
     assert copy.name == "Copy of Spring pulse"
     audit = DistributionAudit.objects.get(distribution=original)
     assert (audit.action, audit.actor) == ("copied", tenancy.admin_a)
+
+
+def test_a_copy_keeps_the_send_window_link_expiry_and_a_reminders_audience(tenancy, people):
+    """The spec of a stored distribution carries every field (docs/policies.md, two-way):
+    a copy waits in the same window, its links expire alike, a reminder targets the same
+    audience."""
+    project = tenancy.project_a
+    invite = distribution_create(
+        project=project,
+        message="Hi ${first_name} ${link}",
+        send_at=later(3),
+        window_start=time(9),
+        window_end=time(17),
+        window_days=[0, 1, 2, 3, 4],
+        link_expiry_days=5,
+    )
+    reminder = distribution_create(
+        project=project,
+        kind="reminder",
+        parent=invite,
+        message="Finish it ${link}",
+        send_at=later(4),
+        audience="started",
+    )
+    copy = distribution_copy(original=invite, actor=tenancy.admin_a)
+    assert (copy.window_start, copy.window_end, copy.window_days, copy.link_expiry_days) == (
+        time(9),
+        time(17),
+        [0, 1, 2, 3, 4],
+        5,
+    )
+    reminder_copy = distribution_copy(original=reminder, actor=tenancy.admin_a)
+    assert (reminder_copy.kind, reminder_copy.audience, reminder_copy.mode) == (
+        "reminder",
+        "started",
+        "link",
+    )
 
 
 def test_a_copy_of_a_sent_distribution_needs_a_future_time(tenancy, people, send):

@@ -117,6 +117,7 @@ def test_export_is_filtered_formula_safe_and_imports_back_unchanged(tenancy, cre
         "Email",
         "User name",
         "Phone number",
+        "Time zone",
         "Role",
         "Note",
         "Site",
@@ -125,7 +126,7 @@ def test_export_is_filtered_formula_safe_and_imports_back_unchanged(tenancy, cre
     ]
     assert [row[0] for row in rows[1:]] == ["C-3", "C-1"]  # by last name: Hopper, Lovelace
     ada = rows[2]
-    assert ada[5] == "+447911123456" and ada[7] == "'=cmd|' /C calc'!A0"
+    assert ada[5] == "+447911123456" and ada[8] == "'=cmd|' /C calc'!A0"
     assert ada[-1] == "Yes"
 
     before = list(Person.objects.order_by("pk").values_list("person_id", "phone", "metadata"))

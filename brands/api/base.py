@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.http import QueryDict
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound
 
@@ -144,3 +145,16 @@ class StrictModelSerializer(StrictSerializer, serializers.ModelSerializer):
 def _is_number(value) -> bool:
     text = str(value)
     return text.isascii() and text.isdigit()
+
+
+@extend_schema_field(
+    {
+        "type": "string",
+        "pattern": r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]+)?)?$",
+        "example": "21:00",
+        "description": "A local wall-clock time, HH:MM or HH:MM:SS, without a zone.",
+    }
+)
+class LocalTimeField(serializers.TimeField):
+    """A time of day in someone's local time (quiet hours, send windows): no zone, so the
+    schema says so instead of JSON Schema's "time" format, which requires an offset."""

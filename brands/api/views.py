@@ -3,16 +3,51 @@ from rest_framework import mixins, serializers, viewsets
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from brands.api.base import BrandScopedAPIMixin, StrictModelSerializer
+from brands.api.base import BrandScopedAPIMixin, LocalTimeField, StrictModelSerializer
 from brands.models import ApiKey, Brand
 from brands.roles import Role
-from brands.services import api_key_create, api_key_revoke
+from brands.services import api_key_create, api_key_revoke, brand_send_policies_update
 
 
 class BrandSerializer(serializers.ModelSerializer):
     class Meta:
         model = Brand
         fields = ["id", "name", "slug", "default_country", "time_zone", "integration_model"]
+
+
+class BrandPoliciesSerializer(serializers.ModelSerializer):
+    quiet_hours_start = LocalTimeField(required=False, help_text="Start, recipient local time.")
+    quiet_hours_end = LocalTimeField(required=False, help_text="End, recipient local time.")
+
+    class Meta:
+        model = Brand
+        fields = [
+            "time_zone",
+            "quiet_hours_start",
+            "quiet_hours_end",
+            "quiet_hours_sms",
+            "quiet_hours_email",
+        ]
+        extra_kwargs = {name: {"required": False} for name in fields}
+
+
+class BrandPoliciesAPIView(BrandScopedAPIMixin, APIView):
+    """The brand's send policies (docs/policies.md): its time zone and default quiet hours.
+    Everyone reads them; brand admins change them."""
+
+    read_role = Role.VIEWER
+    write_role = Role.BRAND_ADMIN
+    serializer_class = BrandPoliciesSerializer
+
+    def get(self, request):
+        return Response(BrandPoliciesSerializer(self.brand).data)
+
+    @extend_schema(request=BrandPoliciesSerializer, responses={200: BrandPoliciesSerializer})
+    def put(self, request):
+        payload = BrandPoliciesSerializer(data=request.data, partial=True)
+        payload.is_valid(raise_exception=True)
+        brand = brand_send_policies_update(brand=self.brand, **payload.validated_data)
+        return Response(BrandPoliciesSerializer(brand).data)
 
 
 class MeView(BrandScopedAPIMixin, APIView):
