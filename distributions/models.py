@@ -695,6 +695,10 @@ class FrequencyRule(models.Model):
 
     brand_path = "brand"
     MAX_PER_BRAND = 20
+    # Bounds of the numbers (a rule past them limits nothing a survey would meet).
+    MAX_MESSAGES = 100_000
+    MAX_PERIOD_DAYS = 3650
+    MAX_GAP_HOURS = 87_600
 
     brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="frequency_rules")
     project = models.ForeignKey(

@@ -680,12 +680,14 @@ def frequency_rule_save(
         errors["project"] = "Only brand admins manage brand rules: choose a project."
     if not (rule.name or "").strip():
         errors["name"] = "Give the rule a name."
-    if rule.max_messages is not None and rule.max_messages < 1:
-        errors["max_messages"] = "At least 1 (or empty for no limit on the number)."
-    if rule.period_days is None or rule.period_days < 1:
-        errors["period_days"] = "The period is at least 1 day."
-    if rule.min_gap_hours is None or rule.min_gap_hours < 0:
-        errors["min_gap_hours"] = "The gap is 0 hours or more."
+    if rule.max_messages is not None and not 1 <= rule.max_messages <= rule.MAX_MESSAGES:
+        errors["max_messages"] = (
+            f"At least 1 and at most {rule.MAX_MESSAGES} (or empty for no limit on the number)."
+        )
+    if rule.period_days is None or not 1 <= rule.period_days <= rule.MAX_PERIOD_DAYS:
+        errors["period_days"] = f"The period is at least 1 day and at most {rule.MAX_PERIOD_DAYS}."
+    if rule.min_gap_hours is None or not 0 <= rule.min_gap_hours <= rule.MAX_GAP_HOURS:
+        errors["min_gap_hours"] = f"The gap is 0 hours or more, at most {rule.MAX_GAP_HOURS}."
     if rule.max_messages is None and not rule.min_gap_hours and not errors:
         errors["max_messages"] = "Give a number per period, a minimum gap, or both."
     if rule.channel not in ("", *Distribution.Channel.values):

@@ -29,11 +29,18 @@ class FrequencyRuleSerializer(StrictSerializer):
         required=False,
         allow_null=True,
         min_value=1,
+        max_value=FrequencyRule.MAX_MESSAGES,
         help_text="At most this many messages per period; null: no limit on the number.",
     )
-    period_days = serializers.IntegerField(required=False, default=7, min_value=1, max_value=3650)
+    period_days = serializers.IntegerField(
+        required=False, default=7, min_value=1, max_value=FrequencyRule.MAX_PERIOD_DAYS
+    )
     min_gap_hours = serializers.IntegerField(
-        required=False, default=0, min_value=0, max_value=87600, help_text="0: no minimum."
+        required=False,
+        default=0,
+        min_value=0,
+        max_value=FrequencyRule.MAX_GAP_HOURS,
+        help_text="0: no minimum.",
     )
     conditions = ConditionSerializer(many=True, required=False)
     count_reminders = serializers.BooleanField(required=False, default=False)

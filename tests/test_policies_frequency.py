@@ -196,6 +196,14 @@ def test_rules_api_validates_by_field_and_keeps_brand_rules_to_brand_admins(
     assert negative.status_code == 400 and "max_messages" in negative.json()["error"]["fields"]
     nothing = admin.post(url, {"name": "Nothing"}, format="json")
     assert nothing.status_code == 400 and "max_messages" in nothing.json()["error"]["fields"]
+    # Numbers past the bounds are refused naming the field (they overflowed the column: 500).
+    for field, value in (
+        ("max_messages", 9223372036854775806),
+        ("period_days", 2**40),
+        ("min_gap_hours", 2**40),
+    ):
+        huge = admin.post(url, {"name": "Huge", "max_messages": 1, field: value}, format="json")
+        assert huge.status_code == 400 and field in huge.json()["error"]["fields"], field
     refused = project_admin.post(url, {"name": "Brand", "max_messages": 1}, format="json")
     assert refused.status_code == 400 and "project" in refused.json()["error"]["fields"]
     other = project_admin.post(
@@ -280,6 +288,11 @@ def test_rules_page_adds_lists_and_deletes(tenancy, page_client_for):
         url, {"name": "Bad", "max_messages": "-2", "period_days": "7", "min_gap_hours": "0"}
     )
     assert bad.status_code == 400 and b"At least 1" in bad.content
+    huge = client.post(
+        url, {"name": "Huge", "max_messages": str(2**63), "period_days": "7", "min_gap_hours": "0"}
+    )
+    assert huge.status_code == 400 and b"at most 100000" in huge.content
+    assert not FrequencyRule.objects.filter(name="Huge").exists()
     answer = client.post(
         url,
         {
