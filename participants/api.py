@@ -101,16 +101,7 @@ class ParticipantSerializer(PersonFieldsSerializer):
     participant_metadata = MetadataField(required=False)
     created_at = serializers.DateTimeField(read_only=True)
 
-    PERSON_OUTPUT = (
-        "person_id",
-        "first_name",
-        "last_name",
-        "email",
-        "username",
-        "phone",
-        "time_zone",
-        "metadata",
-    )
+    PERSON_OUTPUT = (*Person.DIRECTORY_FIELDS, "metadata")
 
     def to_representation(self, instance: Participant):
         person = instance.person

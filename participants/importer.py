@@ -24,6 +24,7 @@ from django.core.validators import EmailValidator
 import phonenumbers
 
 from participants.metadata import normalise_key
+from participants.models import Person
 from participants.phones import PhoneError, phone_to_e164
 from participants.values import (
     FORMULA_CHARS,
@@ -713,16 +714,7 @@ class RowValidator:
 
 # --- Records sent as JSON (bulk API) ----------------------------------------------------------
 
-JSON_FIELDS = (
-    "person_id",
-    "first_name",
-    "last_name",
-    "email",
-    "username",
-    "phone",
-    "time_zone",
-    "role",
-)
+JSON_FIELDS = (*Person.DIRECTORY_FIELDS, "role")
 
 
 def records_from_json(

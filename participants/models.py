@@ -48,6 +48,18 @@ class Person(models.Model):
 
     objects = BrandScopedManager()
 
+    # A person's directory fields besides ``metadata``: what the form, the API, the JSON and
+    # CSV imports and the set-based upserts read and write.
+    DIRECTORY_FIELDS = (
+        "person_id",
+        "first_name",
+        "last_name",
+        "email",
+        "username",
+        "phone",
+        "time_zone",
+    )
+
     class Meta:
         ordering = ["last_name", "first_name", "pk"]
         constraints = [

@@ -59,16 +59,7 @@ from participants.upserts import (
 from participants.values import metadata_clean, text_refusal, time_zone_error
 from projects.models import Project
 
-PERSON_FIELDS = (
-    "person_id",
-    "first_name",
-    "last_name",
-    "email",
-    "username",
-    "phone",
-    "time_zone",
-    "metadata",
-)
+PERSON_FIELDS = (*Person.DIRECTORY_FIELDS, "metadata")
 
 
 def _clean_person_values(values: dict[str, Any], *, country: str) -> dict[str, Any]:

@@ -348,16 +348,7 @@ def write_batch(plan: BatchPlan, target: UpsertTarget) -> None:
         _update_rows(Participant, participants, sorted(plan.participant_fields | {"updated_at"}))
 
 
-PERSON_INSERT_COLUMNS = (
-    "person_id",
-    "first_name",
-    "last_name",
-    "email",
-    "username",
-    "phone",
-    "time_zone",
-    "metadata",
-)
+PERSON_INSERT_COLUMNS = (*Person.DIRECTORY_FIELDS, "metadata")
 
 
 def _insert_people(brand_id: int, rows: list[tuple], now) -> list[int]:

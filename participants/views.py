@@ -42,15 +42,7 @@ from participants.uploads import install as install_upload_limit
 from projects.models import Project
 
 PAGE_SIZE = 50
-PERSON_FORM_FIELDS = (
-    "person_id",
-    "first_name",
-    "last_name",
-    "email",
-    "username",
-    "phone",
-    "time_zone",
-)
+PERSON_FORM_FIELDS = Person.DIRECTORY_FIELDS
 
 
 class _Echo:
