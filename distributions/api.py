@@ -372,7 +372,7 @@ class EstimateSerializer(serializers.Serializer):
 
 
 def estimate_answer(estimate: dict) -> dict:
-    """``credits.estimate.schedule_estimate``'s answer in the API's words."""
+    """``distributions.charging.credits_estimate``'s answer in the API's words."""
     return {
         "recipients": estimate["recipients"],
         "segments": estimate["segments"],

@@ -702,7 +702,7 @@ def reservations_settle(*, brand: Brand) -> int:
         return _settle_finished(brand_id=brand.pk)
 
 
-def schedule_estimate(
+def credits_estimate(
     *,
     project: Project,
     message: str,
@@ -712,9 +712,11 @@ def schedule_estimate(
     mode: str = Distribution.Mode.LINK,
     audience: str = "",
 ) -> dict:
-    """The estimate the schedule page shows: the participants the settings select now (with
-    a phone number, not opted out, one per number), by country, and the brand's available
-    credits. Invalid conditions raise ValidationError (as scheduling would)."""
+    """The cost of sending ``message`` to the participants ``conditions`` select, before
+    scheduling, as the schedule page, the API's estimate and the affordability check see it:
+    the participants the settings select now (with a phone number, not opted out, one per
+    number), by country, and the brand's available credits. Invalid conditions raise
+    ValidationError (as scheduling would)."""
 
     brand = project.brand
     draft = Distribution(
@@ -776,32 +778,6 @@ def two_way_estimate(*, project: Project) -> dict:
         "outbound_segments": sum(count_segments(text) for text in texts),
         "inbound_replies": len(questions),
     }
-
-
-def credits_estimate(
-    *,
-    project: Project,
-    message: str,
-    conditions: list | None,
-    kind: str = "invite",
-    parent=None,
-    mode: str = Distribution.Mode.LINK,
-    audience: str = "",
-) -> dict | None:
-    """The cost of sending ``message`` to the participants ``conditions`` select, before
-    scheduling: ``{"recipients", "segments", "credits", "available", "covered",
-    "by_country": [{"country", "recipients", "segments", "credits"}], "self_service"}``.
-    None: not tracked."""
-
-    return schedule_estimate(
-        project=project,
-        message=message,
-        conditions=conditions,
-        kind=kind,
-        parent=parent,
-        mode=mode,
-        audience=audience,
-    )
 
 
 def reservations_settle_all() -> int:

@@ -234,7 +234,7 @@ def email_recipient_estimate(*, project: Project, kind: str, parent, conditions:
 
 
 def email_estimate(*, project, kind: str, parent, conditions: list | None) -> dict:
-    """``distributions.charging.schedule_estimate``'s answer for an email distribution: its
+    """``distributions.charging.credits_estimate``'s answer for an email distribution: its
     recipients now, and no credits (emails are limited per week, not billed in credits)."""
 
     recipients = email_recipient_estimate(

@@ -248,7 +248,7 @@ def _affordability_setup(tenancy, *, balance):
 
 
 def test_the_api_estimates_a_send_as_the_schedule_page_does(tenancy, api_a):
-    from distributions.charging import schedule_estimate
+    from distributions.charging import credits_estimate
 
     body = _affordability_setup(tenancy, balance=5)
     answer = api_a.post("/api/v1/distributions/estimate/", body, format="json")
@@ -257,7 +257,7 @@ def test_the_api_estimates_a_send_as_the_schedule_page_does(tenancy, api_a):
     assert estimate["recipients"] == 4 and estimate["segments"] == 4
     assert float(estimate["credits_needed"]) == 8 and float(estimate["credits_available"]) == 5
     assert estimate["affordable"] is False and float(estimate["shortfall"]) == 3
-    page = schedule_estimate(project=tenancy.project_a, message=body["message"], conditions=[])
+    page = credits_estimate(project=tenancy.project_a, message=body["message"], conditions=[])
     assert float(estimate["credits_needed"]) == float(page["credits"])
     assert [c["country"] for c in estimate["by_country"]] == ["US"]
     from distributions.models import Distribution
