@@ -526,8 +526,17 @@ class MessageEvent(models.Model):
     brand_path = "message__distribution__project__brand"
 
     # Indexed by (message, at) below: a second index on message alone only slowed inserts.
+    # No database constraint (as Message.distribution): its deferred trigger check per row,
+    # at commit, took 0.8 s of a materialisation that skipped 100,000 rows (docs/
+    # benchmarks.md, "Measurements behind code choices"). Events are only written for rows
+    # read or just written, and deleting a message deletes its events through Django's
+    # CASCADE (the collector), as every delete in Relay goes through the ORM.
     message = models.ForeignKey(
-        Message, on_delete=models.CASCADE, related_name="events", db_index=False
+        Message,
+        on_delete=models.CASCADE,
+        related_name="events",
+        db_index=False,
+        db_constraint=False,
     )
     status = models.CharField(max_length=20, choices=Message.Status.choices)
     at = models.DateTimeField()

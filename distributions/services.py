@@ -614,19 +614,29 @@ def distribution_materialise(
 def _record_materialised_events(distribution: Distribution, now: datetime) -> None:
     """One event per row that was not sendable at materialisation (set-based). A row a send
     policy holds back has no event of its own: it is Pending like every other, and its
-    ``status_reason`` (shown in the recipient history) gives its planned local time."""
+    ``status_reason`` (shown in the recipient history) gives its planned local time.
+
+    The rows this materialisation inserted (their status changed at ``now``) have no event
+    yet: they are taken without looking for one. Only the distribution's other rows are
+    checked for an event: that anti-join reads the table this statement grows, and right
+    after a bulk insert, on statistics that still said empty, it was planned as a scan of
+    the events per row (quadratic: 7 s for 20,000 rows; docs/benchmarks.md)."""
     table = MessageEvent._meta.db_table
     message_table = Message._meta.db_table
     marks = ", ".join(["%s"] * len(Message.NOT_SENDABLE))
+    rows = f"""SELECT m.id, m.status, %s, %s, m.status_reason FROM {message_table} m
+        WHERE m.distribution_id = %s AND m.status IN ({marks})"""  # noqa: S608
+    row_params = [now, MessageEvent.Source.MATERIALISE, distribution.pk, *Message.NOT_SENDABLE]
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
             INSERT INTO {table} (message_id, status, at, source, detail)
-            SELECT m.id, m.status, %s, %s, m.status_reason FROM {message_table} m
-            WHERE m.distribution_id = %s AND m.status IN ({marks})
+            {rows} AND m.status_changed_at = %s
+            UNION ALL
+            {rows} AND m.status_changed_at <> %s
               AND NOT EXISTS (SELECT 1 FROM {table} e WHERE e.message_id = m.id)
             """,  # noqa: S608
-            [now, MessageEvent.Source.MATERIALISE, distribution.pk, *Message.NOT_SENDABLE],
+            [*row_params, now, *row_params, now],
         )
 
 
