@@ -29,7 +29,8 @@ from django.db import IntegrityError, transaction
 from brands.models import Brand
 from conversations.models import Session, SmsKeyword, Turn, TwoWaySettings
 from conversations.sending import reply_record, turn_queue, turns_batch
-from distributions.models import Distribution, Message, ProviderAccount
+from distributions.models import Distribution, Message
+from distributions.selectors import brand_provider_account
 from distributions.sending import sender_identity
 from optouts.keywords import Keyword, normalize_reply
 from optouts.models import ConsentPolicy, InboundMessage
@@ -89,7 +90,7 @@ def _latest_two_way_invite(
     the number) answers without a query when nothing was sent since."""
     if last_message is not None and since is not None and last_message.sent_at <= since:
         return None
-    account = ProviderAccount.objects.filter(brand=brand).first()
+    account = brand_provider_account(brand)
     if last_message is not None and last_message.distribution.mode == Distribution.Mode.TWO_WAY:
         candidates = [last_message]
     else:

@@ -245,6 +245,14 @@ class Provider(ABC):
         first whose secret authenticates the request)."""
         return []
 
+    @classmethod
+    def inbound_brand_candidates_among(
+        cls, inbound: InboundSms, *, recent_brand_ids: list[int]
+    ) -> list[int]:
+        """The same, given the brands of the sender's last messages, newest first (read once
+        by the callback, which shares them with what follows). By default they are not used."""
+        return cls.inbound_brand_candidates(inbound)
+
 
 class SmsProvider(Provider):
     """An SMS provider. Delivery reports speak this common vocabulary unless a provider
