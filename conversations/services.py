@@ -58,7 +58,10 @@ def settings_for(project: Project) -> TwoWaySettings:
     """The project's two-way rules (defaults without a row); read once per project object."""
     found = getattr(project, "_two_way_settings", None)
     if found is None:
-        found = TwoWaySettings.objects.filter(project=project).first()
+        if Project.two_way.is_cached(project):  # read with the project (select_related)
+            found = getattr(project, "two_way", None)
+        else:
+            found = TwoWaySettings.objects.filter(project=project).first()
         found = project._two_way_settings = found or TwoWaySettings(project=project)
     return found
 
@@ -112,13 +115,17 @@ def _latest_two_way_invite(
     return None
 
 
-def _open(brand: Brand, *, address: str, sender: str, **values) -> Session | None:
-    """Open a session (closing the number's open one on that sender); None if another
-    request opened one at the same moment (the caller reads it again)."""
+def _open(
+    brand: Brand, *, address: str, sender: str, replaces: bool = True, **values
+) -> Session | None:
+    """Open a session (closing the number's open one on that sender, unless the caller,
+    holding the lock, found none: ``replaces=False``); None if another request opened one
+    at the same moment (the caller reads it again)."""
     now = values["opened_at"]
-    Session.objects.filter(brand=brand, address=address, sender=sender, status=SStatus.OPEN).update(
-        status=SStatus.REPLACED, closed_at=now
-    )
+    if replaces:
+        Session.objects.filter(
+            brand=brand, address=address, sender=sender, status=SStatus.OPEN
+        ).update(status=SStatus.REPLACED, closed_at=now)
     try:
         with transaction.atomic():
             return Session.objects.create(brand=brand, address=address, sender=sender, **values)
@@ -129,7 +136,7 @@ def _open(brand: Brand, *, address: str, sender: str, **values) -> Session | Non
 def _open_session(brand: Brand, inbound: InboundMessage) -> Session | None:
     return (
         Session.objects.select_for_update(of=("self",))
-        .select_related("project", "response")
+        .select_related("project__two_way", "response", "question")
         .filter(
             brand=brand, address=inbound.from_number, sender=inbound.to_number, status=SStatus.OPEN
         )
@@ -146,7 +153,7 @@ def _session_for(brand: Brand, inbound: InboundMessage, last_message=None) -> Se
     )
     if invite is None or Session.objects.filter(message=invite).exists():
         return current
-    project = Project.objects.get(pk=invite.distribution.project_id)
+    project = Project.objects.select_related("two_way").get(pk=invite.distribution.project_id)
     questions = _questions(project)
     if not questions:
         return current
@@ -155,6 +162,7 @@ def _session_for(brand: Brand, inbound: InboundMessage, last_message=None) -> Se
         brand,
         address=inbound.from_number,
         sender=inbound.to_number,
+        replaces=current is not None,
         project=project,
         origin=Session.Origin.INVITE,
         distribution=invite.distribution,

@@ -109,16 +109,21 @@ def inbound_callback(request, code: str):
     # The sender's last messages, read once: the candidates' order, the brand's last message
     # to the number and the conversation's invite come from them.
     recent = recent_messages_to(address=inbound.from_number) if inbound.from_number else None
+    found: dict[int, ProviderAccount] = {}
     candidates = provider.inbound_brand_candidates_among(
-        inbound, recent_brand_ids=recent.brand_ids if recent else []
+        inbound, recent_brand_ids=recent.brand_ids if recent else [], accounts=found
     )[:MAX_CANDIDATES]
-    # The candidates' accounts (and brands) in one query; the brand keeps its account.
-    accounts = {
-        account.brand_id: account
-        for account in ProviderAccount.objects.filter(
-            brand_id__in=candidates, provider=code
-        ).select_related("brand")
-    }
+    # The candidates' accounts of this provider, with their brands (which keep them): those
+    # the provider read on the way, the others in one query.
+    accounts = {b: a for b, a in found.items() if b in candidates and a.provider == code}
+    missing = [b for b in candidates if b not in found]
+    if missing:
+        accounts.update(
+            (account.brand_id, account)
+            for account in ProviderAccount.objects.filter(
+                brand_id__in=missing, provider=code
+            ).select_related("brand")
+        )
     brand = None
     for brand_id in candidates:
         account = accounts.get(brand_id)

@@ -496,7 +496,11 @@ class TwilioProvider(SmsProvider):
 
     @classmethod
     def inbound_brand_candidates_among(
-        cls, inbound: InboundSms, *, recent_brand_ids: list[int]
+        cls,
+        inbound: InboundSms,
+        *,
+        recent_brand_ids: list[int],
+        accounts: dict[int, ProviderAccount] | None = None,
     ) -> list[int]:
         """1. brands whose Twilio account sends from ``To`` (default sender) or through the
         messaging service that received it (several: the one that last messaged ``From``
@@ -518,20 +522,17 @@ class TwilioProvider(SmsProvider):
             match |= Q(messaging_service_sid=service_sid)
         if account_sid:
             match |= Q(account_sid=account_sid)
-        rows = list(
-            ProviderAccount.objects.filter(match).values_list(
-                "brand_id", "default_sender", "messaging_service_sid", "account_sid"
-            )
-        )
+        rows = list(ProviderAccount.objects.filter(match).select_related("brand"))
+        if accounts is not None:
+            accounts.update((row.brand_id, row) for row in rows)
         candidates = by_recency(
-            brand_id
-            for brand_id, sender, service, _ in rows
-            if (to_number and sender == to_number) or (service_sid and service == service_sid)
+            row.brand_id
+            for row in rows
+            if (to_number and row.default_sender == to_number)
+            or (service_sid and row.messaging_service_sid == service_sid)
         )
         if account_sid:
-            candidates += by_recency(
-                brand_id for brand_id, _, _, account in rows if account == account_sid
-            )
+            candidates += by_recency(row.brand_id for row in rows if row.account_sid == account_sid)
         candidates += sorted(recent, key=recent.get)
         return list(dict.fromkeys(candidates))
 
