@@ -25,6 +25,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.db import IntegrityError, transaction
+from django.db.models import Exists
 
 from brands.models import Brand
 from conversations.models import Session, SmsKeyword, Turn, TwoWaySettings
@@ -151,9 +152,17 @@ def _session_for(brand: Brand, inbound: InboundMessage, last_message=None) -> Se
     invite = _latest_two_way_invite(
         brand, inbound, last_message, current.opened_at if current else None
     )
-    if invite is None or Session.objects.filter(message=invite).exists():
+    if invite is None:
         return current
-    project = Project.objects.select_related("two_way").get(pk=invite.distribution.project_id)
+    # Its project (with its two-way settings), and whether the invite opened a session
+    # already (an invite opens one, ever), in one read.
+    project = (
+        Project.objects.select_related("two_way")
+        .annotate(invite_taken=Exists(Session.objects.filter(message=invite)))
+        .get(pk=invite.distribution.project_id)
+    )
+    if project.invite_taken:
+        return current
     questions = _questions(project)
     if not questions:
         return current
