@@ -25,11 +25,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.db import IntegrityError, transaction
+from django.db.models import Exists
 
 from brands.models import Brand
 from conversations.models import Session, SmsKeyword, Turn, TwoWaySettings
 from conversations.sending import reply_record, turn_queue, turns_batch
-from distributions.models import Distribution, Message, ProviderAccount
+from distributions.models import Distribution, Message
+from distributions.selectors import brand_provider_account
 from distributions.sending import sender_identity
 from optouts.keywords import Keyword, normalize_reply
 from optouts.models import ConsentPolicy, InboundMessage
@@ -57,7 +59,10 @@ def settings_for(project: Project) -> TwoWaySettings:
     """The project's two-way rules (defaults without a row); read once per project object."""
     found = getattr(project, "_two_way_settings", None)
     if found is None:
-        found = TwoWaySettings.objects.filter(project=project).first()
+        if Project.two_way.is_cached(project):  # read with the project (select_related)
+            found = getattr(project, "two_way", None)
+        else:
+            found = TwoWaySettings.objects.filter(project=project).first()
         found = project._two_way_settings = found or TwoWaySettings(project=project)
     return found
 
@@ -89,7 +94,7 @@ def _latest_two_way_invite(
     the number) answers without a query when nothing was sent since."""
     if last_message is not None and since is not None and last_message.sent_at <= since:
         return None
-    account = ProviderAccount.objects.filter(brand=brand).first()
+    account = brand_provider_account(brand)
     if last_message is not None and last_message.distribution.mode == Distribution.Mode.TWO_WAY:
         candidates = [last_message]
     else:
@@ -111,13 +116,17 @@ def _latest_two_way_invite(
     return None
 
 
-def _open(brand: Brand, *, address: str, sender: str, **values) -> Session | None:
-    """Open a session (closing the number's open one on that sender); None if another
-    request opened one at the same moment (the caller reads it again)."""
+def _open(
+    brand: Brand, *, address: str, sender: str, replaces: bool = True, **values
+) -> Session | None:
+    """Open a session (closing the number's open one on that sender, unless the caller,
+    holding the lock, found none: ``replaces=False``); None if another request opened one
+    at the same moment (the caller reads it again)."""
     now = values["opened_at"]
-    Session.objects.filter(brand=brand, address=address, sender=sender, status=SStatus.OPEN).update(
-        status=SStatus.REPLACED, closed_at=now
-    )
+    if replaces:
+        Session.objects.filter(
+            brand=brand, address=address, sender=sender, status=SStatus.OPEN
+        ).update(status=SStatus.REPLACED, closed_at=now)
     try:
         with transaction.atomic():
             return Session.objects.create(brand=brand, address=address, sender=sender, **values)
@@ -128,7 +137,7 @@ def _open(brand: Brand, *, address: str, sender: str, **values) -> Session | Non
 def _open_session(brand: Brand, inbound: InboundMessage) -> Session | None:
     return (
         Session.objects.select_for_update(of=("self",))
-        .select_related("project", "response")
+        .select_related("project__two_way", "response", "question")
         .filter(
             brand=brand, address=inbound.from_number, sender=inbound.to_number, status=SStatus.OPEN
         )
@@ -143,9 +152,17 @@ def _session_for(brand: Brand, inbound: InboundMessage, last_message=None) -> Se
     invite = _latest_two_way_invite(
         brand, inbound, last_message, current.opened_at if current else None
     )
-    if invite is None or Session.objects.filter(message=invite).exists():
+    if invite is None:
         return current
-    project = Project.objects.get(pk=invite.distribution.project_id)
+    # Its project (with its two-way settings), and whether the invite opened a session
+    # already (an invite opens one, ever), in one read.
+    project = (
+        Project.objects.select_related("two_way")
+        .annotate(invite_taken=Exists(Session.objects.filter(message=invite)))
+        .get(pk=invite.distribution.project_id)
+    )
+    if project.invite_taken:
+        return current
     questions = _questions(project)
     if not questions:
         return current
@@ -154,6 +171,7 @@ def _session_for(brand: Brand, inbound: InboundMessage, last_message=None) -> Se
         brand,
         address=inbound.from_number,
         sender=inbound.to_number,
+        replaces=current is not None,
         project=project,
         origin=Session.Origin.INVITE,
         distribution=invite.distribution,

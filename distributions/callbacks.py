@@ -29,6 +29,7 @@ from distributions.inbound import sms_reply_receive
 from distributions.models import Message, ProviderAccount
 from distributions.providers.base import Provider
 from distributions.providers.registry import provider_classes
+from distributions.selectors import recent_messages_to
 from distributions.services import status_update_apply
 
 logger = logging.getLogger(__name__)
@@ -105,11 +106,29 @@ def inbound_callback(request, code: str):
     inbound = provider.read_inbound(form)
     if inbound is None:
         raise Http404("this provider sends no inbound messages")
+    # The sender's last messages, read once: the candidates' order, the brand's last message
+    # to the number and the conversation's invite come from them.
+    recent = recent_messages_to(address=inbound.from_number) if inbound.from_number else None
+    found: dict[int, ProviderAccount] = {}
+    candidates = provider.inbound_brand_candidates_among(
+        inbound, recent_brand_ids=recent.brand_ids if recent else [], accounts=found
+    )[:MAX_CANDIDATES]
+    # The candidates' accounts of this provider, with their brands (which keep them): those
+    # the provider read on the way, the others in one query.
+    accounts = {b: a for b, a in found.items() if b in candidates and a.provider == code}
+    missing = [b for b in candidates if b not in found]
+    if missing:
+        accounts.update(
+            (account.brand_id, account)
+            for account in ProviderAccount.objects.filter(
+                brand_id__in=missing, provider=code
+            ).select_related("brand")
+        )
     brand = None
-    for brand_id in provider.inbound_brand_candidates(inbound)[:MAX_CANDIDATES]:
-        secret = provider.callback_secret(_account(brand_id, code))
-        if provider.request_authentic(request, form, secret=secret):
-            brand = Brand.objects.get(pk=brand_id)
+    for brand_id in candidates:
+        account = accounts.get(brand_id)
+        if provider.request_authentic(request, form, secret=provider.callback_secret(account)):
+            brand = account.brand if account else Brand.objects.get(pk=brand_id)
             break
     else:
         # No brand of ours: a number of the platform account (stored, not acted on), or forged.
@@ -118,7 +137,7 @@ def inbound_callback(request, code: str):
                 "%s inbound callback with an invalid signature (To=%s)", code, inbound.to_number
             )
             return HttpResponseForbidden("invalid signature")
-    result = sms_reply_receive(brand=brand, inbound=inbound, provider=code)
+    result = sms_reply_receive(brand=brand, inbound=inbound, provider=code, recent=recent)
     return provider.inbound_response(result.reply)
 
 

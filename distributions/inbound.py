@@ -11,9 +11,8 @@ from django.db import transaction
 
 from brands.models import Brand
 from core.hooks import Hook
-from distributions.models import ProviderAccount
 from distributions.providers.base import InboundSms
-from distributions.selectors import last_message_to
+from distributions.selectors import RecentMessages, brand_provider_account, last_message_to
 from optouts.services import InboundResult, clean_inbound_text, inbound_reply_handle
 
 # Fired after a reply of a known brand is stored and acted on (STOP and HELP first, so they
@@ -28,16 +27,18 @@ def sms_reply_receive(
     inbound: InboundSms,
     provider: str,
     received_at: datetime | None = None,
+    recent: RecentMessages | None = None,
 ) -> InboundResult:
     """Store one inbound reply of ``provider`` (a replayed ``provider_sid`` changes nothing)
-    and act on it."""
+    and act on it. ``recent``: the sender's last messages, if the caller read them."""
     address = clean_inbound_text(inbound.from_number).strip()[:64]
     last = help_text = None
     if brand is not None:
-        last = last_message_to(brand_id=brand.pk, address=address) if address else None
-        help_text = (
-            ProviderAccount.objects.filter(brand=brand).values_list("help_text", flat=True).first()
+        last = (
+            last_message_to(brand_id=brand.pk, address=address, recent=recent) if address else None
         )
+        account = brand_provider_account(brand)
+        help_text = account.help_text if account is not None else None
     with transaction.atomic():
         result = inbound_reply_handle(
             brand=brand,

@@ -505,6 +505,14 @@ class Message(models.Model):
                 fields=["provider_id"], condition=~Q(provider_id=""), name="message_provider_id"
             ),
             models.Index(fields=["lease"], condition=~Q(lease=""), name="message_lease"),
+            # An inbound reply reads the number's last messages (its brand, the message it
+            # answers). Partial: a row is written without ``sent_at`` (materialising a million
+            # recipients does not touch it) and enters it once, when it is handed over.
+            models.Index(
+                fields=["address", "sent_at"],
+                condition=Q(sent_at__isnull=False),
+                name="message_sent_address",
+            ),
         ]
 
     def __str__(self) -> str:

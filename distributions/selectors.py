@@ -6,12 +6,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
-from django.db.models import Count, Max, Min, OuterRef, Q, Sum
+from django.db.models import Count, F, Max, Min, OuterRef, Q, Sum
 from django.utils import timezone
 
 from brands.models import Brand
 from credits.selectors import credits_consumed
-from distributions.models import Distribution, Message
+from distributions.models import Distribution, Message, ProviderAccount
 from distributions.spec import INACTIVE_PROJECT_MESSAGE
 from optouts.models import Channel
 from projects.models import Project
@@ -286,9 +286,54 @@ def missed_while_paused(*, project: Project, since: datetime):
 
 
 # --- inbound replies --------------------------------------------------------------------------
-def last_message_to(*, brand_id: int, address: str, channel: str = Channel.SMS):
-    """The brand's last message handed to the provider for ``address`` (None if never)."""
+RECENT_MESSAGES = 50  # the number's last messages read once per inbound reply
 
+
+def brand_provider_account(brand: Brand) -> ProviderAccount | None:
+    """The brand's SMS provider account (None: none): the one the inbound callback loaded
+    with the brand, else read."""
+    if Brand.provider_account.is_cached(brand):
+        return getattr(brand, "provider_account", None)
+    return ProviderAccount.objects.filter(brand=brand).first()
+
+
+@dataclass(frozen=True)
+class RecentMessages:
+    """The last messages handed to one number (every brand's, any channel), newest first,
+    each with its ``distribution`` and ``person`` loaded and its brand as ``brand_id``: read
+    once per inbound reply and shared by the provider's brand candidates, the brand's last
+    message (``last_message_to``) and the conversation's invite."""
+
+    address: str
+    messages: list[Message]
+    complete: bool  # fewer than RECENT_MESSAGES: every message to the number is here
+
+    @property
+    def brand_ids(self) -> list[int]:
+        return [message.brand_id for message in self.messages]
+
+
+def recent_messages_to(*, address: str) -> RecentMessages:
+    messages = list(
+        Message.objects.filter(address=address, sent_at__isnull=False)
+        .select_related("person", "distribution")
+        .annotate(brand_id=F("distribution__project__brand_id"))
+        .order_by("-sent_at", "-pk")[:RECENT_MESSAGES]
+    )
+    return RecentMessages(address, messages, complete=len(messages) < RECENT_MESSAGES)
+
+
+def last_message_to(
+    *, brand_id: int, address: str, channel: str = Channel.SMS, recent: RecentMessages | None = None
+):
+    """The brand's last message handed to the provider for ``address`` (None if never).
+    ``recent``: the number's last messages, if read (``recent_messages_to``)."""
+    if recent is not None and recent.address == address:
+        for message in recent.messages:
+            if message.brand_id == brand_id and message.distribution.channel == channel:
+                return message
+        if recent.complete:
+            return None
     return (
         Message.objects.filter(
             address=address,

@@ -354,10 +354,7 @@ def inbound_reply_handle(
     """
     received_at = received_at or timezone.now()
     provider_sid = (provider_sid or "").strip()[:64]
-    if provider_sid:
-        existing = InboundMessage.objects.filter(provider=provider, provider_sid=provider_sid)
-        if found := existing.first():
-            return InboundResult(found, "", replayed=True)
+    # A replay is found by the unique (provider, provider_sid) below: no read before.
     from_number = clean_inbound_text(from_number).strip()[:64]
     body = clean_inbound_text(body)
     match = match_reply(body)
@@ -373,7 +370,7 @@ def inbound_reply_handle(
 
     try:
         with transaction.atomic():
-            inbound = InboundMessage.objects.create(
+            inbound = InboundMessage(
                 brand=brand,
                 provider=provider,
                 provider_sid=provider_sid,
@@ -391,11 +388,18 @@ def inbound_reply_handle(
                 message=last,
                 person=person,
             )
-            reply = _act_on_inbound(
-                inbound, kind=kind, known=known, opt_out_type=opt_out_type, help_text=help_text
+            decided = _decide_without_row(
+                brand, kind=kind, known=known, opt_out_type=opt_out_type, help_text=help_text
             )
-            inbound.reply = reply[:480]
-            inbound.save(update_fields=["action", "optout", "reply"])
+            if decided is not None:  # the row is written once, with its action and reply
+                inbound.action, reply = decided
+                inbound.reply = reply[:480]
+                inbound.save(force_insert=True)
+            else:  # an opt-out (or its audit event) points to the stored row
+                inbound.save(force_insert=True)
+                reply = _act_on_inbound(inbound, kind=kind)
+                inbound.reply = reply[:480]
+                inbound.save(update_fields=["action", "optout", "reply"])
     except IntegrityError:
         # The same webhook, delivered twice at once: the other request stored it.
         found = InboundMessage.objects.filter(provider=provider, provider_sid=provider_sid).first()
@@ -405,24 +409,29 @@ def inbound_reply_handle(
     return InboundResult(inbound, inbound.reply)
 
 
-def _act_on_inbound(
-    inbound: InboundMessage, *, kind: Keyword, known: bool, opt_out_type: str, help_text: str
-):
-    """Decide and record what an inbound reply does; sets ``inbound.action``. Returns the reply."""
+def _decide_without_row(
+    brand: Brand | None, *, kind: Keyword, known: bool, opt_out_type: str, help_text: str
+) -> tuple[str, str] | None:
+    """(action, reply) of a reply that records nothing but itself: HELP, any other text, a
+    number the brand does not know. None: STOP or START of a known number, whose records
+    point to the stored row (``_act_on_inbound``)."""
     Action = InboundMessage.Action
-    brand = inbound.brand
     if kind == Keyword.HELP:
         if (opt_out_type or "").strip().upper() == "HELP":
-            inbound.action = Action.HELP_BY_PROVIDER  # Advanced Opt-Out sent its HELP text
-            return ""
-        inbound.action = Action.HELP_SENT
-        return inbound_help_text(brand=brand, custom=help_text)
+            return Action.HELP_BY_PROVIDER, ""  # Advanced Opt-Out sent its HELP text
+        return Action.HELP_SENT, inbound_help_text(brand=brand, custom=help_text)
     if kind == Keyword.OTHER:
-        inbound.action = Action.STORED
-        return ""
+        return Action.STORED, ""
     if brand is None or not known:
-        inbound.action = Action.UNKNOWN_NUMBER
-        return ""
+        return Action.UNKNOWN_NUMBER, ""
+    return None
+
+
+def _act_on_inbound(inbound: InboundMessage, *, kind: Keyword) -> str:
+    """Record what a STOP or START of a known number does (the stored row is pointed to);
+    sets ``inbound.action`` and ``inbound.optout``. Returns the reply."""
+    Action = InboundMessage.Action
+    brand = inbound.brand
     last = inbound.message
     if kind == Keyword.STOP:
         within = last is not None and inbound.received_at - last.sent_at <= DIRECTORY_WINDOW

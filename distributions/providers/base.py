@@ -245,6 +245,20 @@ class Provider(ABC):
         first whose secret authenticates the request)."""
         return []
 
+    @classmethod
+    def inbound_brand_candidates_among(
+        cls,
+        inbound: InboundSms,
+        *,
+        recent_brand_ids: list[int],
+        accounts: dict[int, ProviderAccount] | None = None,
+    ) -> list[int]:
+        """The same, given the brands of the sender's last messages, newest first (read once
+        by the callback, which shares them with what follows). The provider accounts it reads
+        on the way (with their brand) may go into ``accounts`` by brand id: the callback does
+        not read them again. By default neither is used."""
+        return cls.inbound_brand_candidates(inbound)
+
 
 class SmsProvider(Provider):
     """An SMS provider. Delivery reports speak this common vocabulary unless a provider

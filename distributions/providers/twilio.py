@@ -485,36 +485,54 @@ class TwilioProvider(SmsProvider):
 
     @classmethod
     def inbound_brand_candidates(cls, inbound: InboundSms) -> list[int]:
+        recent_brand_ids = []
+        if inbound.from_number:
+            recent_brand_ids = list(
+                Message.objects.filter(address=inbound.from_number, sent_at__isnull=False)
+                .order_by("-sent_at", "-pk")
+                .values_list("distribution__project__brand_id", flat=True)[:50]
+            )
+        return cls.inbound_brand_candidates_among(inbound, recent_brand_ids=recent_brand_ids)
+
+    @classmethod
+    def inbound_brand_candidates_among(
+        cls,
+        inbound: InboundSms,
+        *,
+        recent_brand_ids: list[int],
+        accounts: dict[int, ProviderAccount] | None = None,
+    ) -> list[int]:
         """1. brands whose Twilio account sends from ``To`` (default sender) or through the
         messaging service that received it (several: the one that last messaged ``From``
         first); 2. whose account is the Twilio account that received it; 3. the brand that
-        last messaged ``From``."""
+        last messaged ``From``. One query: the accounts of 1 and 2 together."""
         recent: dict[int, int] = {}
-        if inbound.from_number:
-            rows = (
-                Message.objects.filter(address=inbound.from_number, sent_at__isnull=False)
-                .order_by("-sent_at")
-                .values_list("distribution__project__brand_id", flat=True)[:50]
-            )
-            for brand_id in rows:
-                recent.setdefault(brand_id, len(recent))
+        for brand_id in recent_brand_ids:
+            recent.setdefault(brand_id, len(recent))
 
         def by_recency(brand_ids) -> list[int]:
             return sorted(set(brand_ids), key=lambda b: (recent.get(b, len(recent)), b))
 
         to_number, service_sid = inbound.to_number, inbound.messaging_service_sid
-        sender_match = Q(default_sender=to_number) if to_number else Q(pk__in=[])
+        account_sid = inbound.account_sid
+        match = Q(pk__in=[])
+        if to_number:
+            match |= Q(default_sender=to_number)
         if service_sid:
-            sender_match |= Q(messaging_service_sid=service_sid)
+            match |= Q(messaging_service_sid=service_sid)
+        if account_sid:
+            match |= Q(account_sid=account_sid)
+        rows = list(ProviderAccount.objects.filter(match).select_related("brand"))
+        if accounts is not None:
+            accounts.update((row.brand_id, row) for row in rows)
         candidates = by_recency(
-            ProviderAccount.objects.filter(sender_match).values_list("brand_id", flat=True)
+            row.brand_id
+            for row in rows
+            if (to_number and row.default_sender == to_number)
+            or (service_sid and row.messaging_service_sid == service_sid)
         )
-        if inbound.account_sid:
-            candidates += by_recency(
-                ProviderAccount.objects.filter(account_sid=inbound.account_sid).values_list(
-                    "brand_id", flat=True
-                )
-            )
+        if account_sid:
+            candidates += by_recency(row.brand_id for row in rows if row.account_sid == account_sid)
         candidates += sorted(recent, key=recent.get)
         return list(dict.fromkeys(candidates))
 
