@@ -27,10 +27,12 @@ run: venv
 	@echo "  Relay is starting on http://127.0.0.1:$(PORT)/  (log in: admin / relay-demo)"
 	@echo "  API docs: http://127.0.0.1:$(PORT)/api/v1/docs/   Ctrl-C stops everything."
 	@echo ""
-	@# Links point at this port unless PUBLIC_BASE_URL is set (environment or .env).
+	@# Links point at this port unless PUBLIC_BASE_URL is set (environment or .env). One pump
+	@# per send slot, in every process that kicks pumps (Procfile.dev's send worker: -c 3).
 	if [ -z "$${PUBLIC_BASE_URL:-}" ] && ! grep -qs '^PUBLIC_BASE_URL=' .env; then \
 	  export PUBLIC_BASE_URL=http://127.0.0.1:$(PORT); fi; \
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho -f Procfile.dev start --port $(PORT)
+	RELAY_SEND_PUMPS=$${RELAY_SEND_PUMPS:-3} PATH="$(CURDIR)/$(BIN):$$PATH" \
+	  $(BIN)/honcho -f Procfile.dev start --port $(PORT)
 
 ## Set up and run the whole suite (SQLite; PostgreSQL + Redis + real workers when reachable).
 test:

@@ -36,7 +36,9 @@ def parse_args():
     parser.add_argument("--baseline", type=int, default=20_000, help="messages in the bare loop")
     parser.add_argument("--materialise", type=int, default=1_000_000)
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
-    parser.add_argument("--concurrency", type=int, default=2, help="pool size per worker")
+    parser.add_argument(
+        "--concurrency", type=int, default=3, help="pool size per worker (make run: 3)"
+    )
     parser.add_argument("--db", default="relay_bench_sms")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/8")
     return parser.parse_args()

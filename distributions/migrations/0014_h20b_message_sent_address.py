@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('distributions', '0012_merge_main_h19'),
+        ('distributions', '0013_messageevent_no_fk_constraint'),
         ('participants', '0006_h19_person_time_zone'),
     ]
 
