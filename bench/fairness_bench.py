@@ -4,8 +4,8 @@
     bash bench/run fairness                      # every scenario below
     .venv/bin/python bench/fairness_bench.py --scenarios c --slow-brands 50
 
-PostgreSQL, Redis and real Celery workers started as `make run` starts them (a send worker
-with 2 slots and RELAY_SEND_PUMPS=2, a control worker), the real twilio SDK against the
+PostgreSQL, Redis and real Celery workers as the issue set them up (a send worker
+with 2 slots (`make run` now starts 3) and RELAY_SEND_PUMPS=2, a control worker), the real twilio SDK against the
 Twilio-compatible fake in its own process (callbacks off). Hand-over times are the fake's own
 acceptance times (``created_ts``).
 
@@ -96,7 +96,7 @@ class Run:
 
 
 def start_workers(env: dict) -> list[subprocess.Popen]:
-    """As `make run` starts them: a send worker with 2 slots, a control worker."""
+    """A send worker with 2 slots (the issue's setup; `make run` starts 3), a control worker."""
     workers = []
     for queue, concurrency in (("send", 2), ("control", 2)):
         workers.append(
