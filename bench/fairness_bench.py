@@ -4,10 +4,10 @@
     bash bench/run fairness                      # every scenario below
     .venv/bin/python bench/fairness_bench.py --scenarios c --slow-brands 50
 
-PostgreSQL, Redis and real Celery workers as the issue set them up (a send worker
-with 2 slots (`make run` now starts 3) and RELAY_SEND_PUMPS=2, a control worker), the real twilio SDK against the
-Twilio-compatible fake in its own process (callbacks off). Hand-over times are the fake's own
-acceptance times (``created_ts``).
+PostgreSQL, Redis and real Celery workers as the issue set them up (a send worker with 2
+slots and RELAY_SEND_PUMPS=2, a control worker; ``--slots 3`` as `make run` starts them), the
+real twilio SDK against the Twilio-compatible fake in its own process (callbacks off).
+Hand-over times are the fake's own acceptance times (``created_ts``).
 
 (a) brand A sends 100,000 recipients on a 5 messages/s sender; brand B, on its own sender,
     starts a 10-recipient distribution every 10 s for 2 minutes: p50/p99 of B's time to hand
@@ -53,6 +53,7 @@ def parse_args():
     parser.add_argument("--slow-brands", type=int, default=200)
     parser.add_argument("--slow-recipients", type=int, default=300)
     parser.add_argument("--baseline", type=int, default=20_000)
+    parser.add_argument("--slots", type=int, default=2, help="send worker slots and pumps")
     parser.add_argument("--db", default="relay_bench_fair")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/9")
     return parser.parse_args()
@@ -95,10 +96,11 @@ class Run:
     accepted_before: int = 0
 
 
-def start_workers(env: dict) -> list[subprocess.Popen]:
-    """A send worker with 2 slots (the issue's setup; `make run` starts 3), a control worker."""
+def start_workers(env: dict, slots: int) -> list[subprocess.Popen]:
+    """A send worker with ``slots`` slots (the issue's setup: 2; `make run`: 3), a control
+    worker."""
     workers = []
-    for queue, concurrency in (("send", 2), ("control", 2)):
+    for queue, concurrency in (("send", slots), ("control", 2)):
         workers.append(
             subprocess.Popen(
                 [
@@ -469,7 +471,7 @@ def main() -> None:
     import redis
 
     redis.Redis.from_url(args.redis).flushdb()
-    slots = 2
+    slots = args.slots
     os.environ.update(
         DATABASE_URL=database_url,
         REDIS_URL=args.redis,
@@ -499,7 +501,7 @@ def main() -> None:
         baseline = asyncio.run(bare_sdk_rate(fake, args.baseline))
         print(f"   {baseline:,.0f} messages/s")
         fake.reset()
-        workers = start_workers({**os.environ})
+        workers = start_workers({**os.environ}, slots)
         from config.celery import ping
 
         ping.delay().get(timeout=120)
