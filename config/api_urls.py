@@ -3,6 +3,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
 from rest_framework.routers import SimpleRouter
 
 from brands.api.views import ApiKeyViewSet, BrandPoliciesAPIView, MeView
+from conversations.api import SmsKeywordViewSet
 from distributions.api import DistributionViewSet
 from distributions.email_api import (
     EmailDomainViewSet,
@@ -42,6 +43,7 @@ router.register("webhooks", WebhookEndpointViewSet, basename="webhook-endpoint")
 router.register("email-domains", EmailDomainViewSet, basename="email-domain")
 router.register("frequency-rules", FrequencyRuleViewSet, basename="frequency-rule")
 router.register("library-messages", LibraryMessageViewSet, basename="library-message")
+router.register("sms-keywords", SmsKeywordViewSet, basename="sms-keyword")
 
 urlpatterns = [
     # First: the API's busiest route (a link per transaction; Django tries the patterns in

@@ -77,6 +77,7 @@ SEMANTIC_RULES = {
     "PUT /api/v1/frequency-rules/{id}/": "a limit or a gap; conditions; brand rules: admins",
     "PATCH /api/v1/frequency-rules/{id}/": "a limit or a gap; conditions; brand rules: admins",
     "DELETE /api/v1/frequency-rules/{id}/": "brand rules are deleted by brand admins only",
+    "POST /api/v1/sms-keywords/": "a number; no STOP/HELP word; unique per number; texted survey",
     "POST /api/v1/webhooks/": "a URL whose host resolves to a public address",
     "PUT /api/v1/webhooks/{id}/": "a URL whose host resolves to a public address",
     "PATCH /api/v1/webhooks/{id}/": "a URL whose host resolves to a public address",

@@ -121,3 +121,53 @@ def test_the_mode_shows_on_edit_and_cannot_change(survey, page_client_for):
     )
     scheduled.refresh_from_db()
     assert (scheduled.message, scheduled.mode) == ("Hello", "two_way")
+
+
+def test_keywords_api_has_the_pages_rules_roles_and_scope(survey, api_client_for):
+    from tests.factories.brands import ApiKeyFactory
+
+    url = "/api/v1/sms-keywords/"
+    admin = api_client_for(api_key=ApiKeyFactory(brand=survey.brand_a, role="project_admin"))
+    viewer = api_client_for(api_key=ApiKeyFactory(brand=survey.brand_a, role="viewer"))
+    other = api_client_for(api_key=ApiKeyFactory(brand=survey.brand_b, role="brand_admin"))
+    body = {"project": survey.project_a.pk, "sender": "+15005550006", "keyword": "pulse"}
+
+    stop = admin.post(url, body | {"keyword": "Stop"}, format="json")
+    assert stop.status_code == 400 and "keyword" in stop.json()["error"]["fields"]
+    bad_number = admin.post(url, body | {"sender": "not a number"}, format="json")
+    assert bad_number.status_code == 400 and "sender" in bad_number.json()["error"]["fields"]
+    assert viewer.post(url, body, format="json").status_code == 403
+    foreign = other.post(url, body, format="json")  # brand A's project is no project of B's
+    assert foreign.status_code == 404
+    assert not SmsKeyword.objects.exists()
+
+    created = admin.post(url, body, format="json")
+    assert created.status_code == 201, created.content
+    answer = created.json()
+    assert answer["keyword"] == "PULSE" and answer["sender"] == "+15005550006"
+    assert answer["project"] == survey.project_a.pk and answer["active"] is True
+    again = admin.post(url, body | {"keyword": "PULSE!"}, format="json")
+    assert again.status_code == 400 and "already a keyword" in str(again.json())
+
+    assert [k["keyword"] for k in viewer.get(url).json()["results"]] == ["PULSE"]
+    assert other.get(url).json()["results"] == []
+    one = f"{url}{answer['id']}/"
+    assert other.get(one).status_code == 404
+    assert other.delete(one).status_code == 404
+    assert viewer.delete(one).status_code == 403
+    assert admin.delete(one).status_code == 204
+    assert not SmsKeyword.objects.exists()
+
+
+def test_keywords_api_refuses_a_survey_that_cannot_be_texted(survey, api_client_for):
+    from tests.factories.brands import ApiKeyFactory
+
+    question_create(project=survey.project_a, kind="multiple", text="Which?", choices=["A", "B"])
+    admin = api_client_for(api_key=ApiKeyFactory(brand=survey.brand_a, role="brand_admin"))
+    refused = admin.post(
+        "/api/v1/sms-keywords/",
+        {"project": survey.project_a.pk, "sender": "+15005550006", "keyword": "PULSE"},
+        format="json",
+    )
+    assert refused.status_code == 400 and "project" in refused.json()["error"]["fields"]
+    assert "Which?" in str(refused.json())
