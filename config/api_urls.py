@@ -3,7 +3,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
 from rest_framework.routers import SimpleRouter
 
 from brands.api.views import ApiKeyViewSet, BrandPoliciesAPIView, MeView
-from conversations.api import SmsKeywordViewSet
+from conversations.api import SmsKeywordViewSet, SmsSessionViewSet
 from distributions.api import DistributionViewSet
 from distributions.email_api import (
     EmailDomainViewSet,
@@ -44,6 +44,7 @@ router.register("email-domains", EmailDomainViewSet, basename="email-domain")
 router.register("frequency-rules", FrequencyRuleViewSet, basename="frequency-rule")
 router.register("library-messages", LibraryMessageViewSet, basename="library-message")
 router.register("sms-keywords", SmsKeywordViewSet, basename="sms-keyword")
+router.register("sms-sessions", SmsSessionViewSet, basename="sms-session")
 
 urlpatterns = [
     # First: the API's busiest route (a link per transaction; Django tries the patterns in

@@ -1,15 +1,18 @@
-"""API of keyword access (docs/two-way.md): ``/api/v1/sms-keywords/``. The rules are
-``conversations.keywords``', the same as the project's keyword page."""
+"""API of two-way SMS (docs/two-way.md): keyword access (``/api/v1/sms-keywords/``, the rules
+of ``conversations.keywords``, the same as the project's keyword page) and the conversations
+(``/api/v1/sms-sessions/``, read only, as the distribution's sessions page shows them)."""
 
 from __future__ import annotations
 
+from django.db.models import Prefetch
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.response import Response
 
 from brands.api.base import BrandScopedAPIMixin, StrictSerializer
 from brands.roles import Role
 from conversations.keywords import MAX_KEYWORD_LENGTH, keyword_create, keyword_delete
-from conversations.models import SmsKeyword
+from conversations.models import Session, SmsKeyword, Turn
 from projects.models import Project
 
 
@@ -70,3 +73,85 @@ class SmsKeywordViewSet(
 
     def perform_destroy(self, instance):
         keyword_delete(keyword=instance)
+
+
+class TurnSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Turn
+        fields = [
+            "direction",
+            "kind",
+            "question",
+            "body",
+            "segments",
+            "status",
+            "status_reason",
+            "created_at",
+            "sent_at",
+        ]
+        read_only_fields = fields
+
+
+class SmsSessionSerializer(serializers.ModelSerializer):
+    turns = TurnSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Session
+        fields = [
+            "id",
+            "project",
+            "distribution",
+            "origin",
+            "keyword",
+            "participant",
+            "address",
+            "sender",
+            "status",
+            "question",
+            "position",
+            "invalid_count",
+            "response",
+            "opened_at",
+            "asked_at",
+            "expires_at",
+            "closed_at",
+            "turns",
+        ]
+        read_only_fields = fields
+
+
+@extend_schema_view(
+    list=extend_schema(
+        parameters=[
+            OpenApiParameter("distribution", int, description="The invite that opened them."),
+            OpenApiParameter("project", int),
+            OpenApiParameter("status", str, enum=Session.Status.values),
+        ]
+    )
+)
+class SmsSessionViewSet(
+    BrandScopedAPIMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
+):
+    """The brand's two-way conversations, newest first, each with every text sent and
+    received (``?distribution=``, ``?project=``, ``?status=`` filter the list)."""
+
+    queryset = Session.objects.order_by("-opened_at", "-pk")
+    serializer_class = SmsSessionSerializer
+    read_role = Role.VIEWER
+
+    def get_queryset(self):
+        queryset = (
+            super()
+            .get_queryset()
+            .prefetch_related(Prefetch("turns", queryset=Turn.objects.order_by("created_at", "pk")))
+        )
+        if self.action != "list":
+            return queryset
+        params = self.request.query_params
+        for name in ("distribution", "project", "status"):
+            if params.get(name):
+                queryset = queryset.filter(**{name: params[name]})
+        return queryset

@@ -70,7 +70,9 @@ def test_keywords_page(survey, page_client_for):
     assert not SmsKeyword.objects.exists()
 
 
-def test_sessions_page(survey, page_client_for, eager_tasks, django_capture_on_commit_callbacks):
+def test_sessions_page(
+    survey, page_client_for, api_client_for, eager_tasks, django_capture_on_commit_callbacks
+):
     survey.participant_a.delete()
     person = PersonFactory(brand=survey.brand_a, first_name="Ada", phone="+14155550101")
     ParticipantFactory(project=survey.project_a, person=person)
@@ -94,6 +96,28 @@ def test_sessions_page(survey, page_client_for, eager_tasks, django_capture_on_c
         page_client_for(survey.admin_b).get(f"/distributions/{sent.pk}/sessions/").status_code
         == 404
     )
+    # The API answers the same conversation, scoped and filtered.
+    from tests.factories.brands import ApiKeyFactory
+
+    api = api_client_for(api_key=ApiKeyFactory(brand=survey.brand_a, role="viewer"))
+    listed = api.get("/api/v1/sms-sessions/", {"distribution": sent.pk}).json()["results"]
+    assert [item["id"] for item in listed] == [session.pk]
+    item = listed[0]
+    assert item["status"] == "open" and item["position"] == 2
+    assert item["address"] == "+14155550101" and item["distribution"] == sent.pk
+    assert [(turn["direction"], turn["kind"], turn["body"]) for turn in item["turns"]][-2:] == [
+        ("in", "answer", "2"),
+        ("out", "question", item["turns"][-1]["body"]),
+    ]
+    assert "(2/2) Score?" in item["turns"][-1]["body"]
+    assert api.get(f"/api/v1/sms-sessions/{session.pk}/").json()["id"] == session.pk
+    assert api.get("/api/v1/sms-sessions/", {"status": "completed"}).json()["results"] == []
+    unknown = api.get("/api/v1/sms-sessions/", {"person": 1})
+    assert unknown.status_code == 400 and "person" in unknown.json()["error"]["fields"]
+    b_api = api_client_for(api_key=ApiKeyFactory(brand=survey.brand_b, role="brand_admin"))
+    assert b_api.get(f"/api/v1/sms-sessions/{session.pk}/").status_code == 404
+    assert b_api.get("/api/v1/sms-sessions/", {"distribution": sent.pk}).json()["results"] == []
+    assert b_api.post("/api/v1/sms-sessions/", {}, format="json").status_code == 405  # read only
 
 
 def test_the_mode_shows_on_edit_and_cannot_change(survey, page_client_for):
