@@ -146,6 +146,7 @@ class Turn(models.Model):
         THANK_YOU = "thank_you", "Thank you"
         CLOSED = "closed", "Closed notice"
         CONSENT = "consent", "Consent request"
+        CONSENT_GIVEN = "consent_yes", "Consent given"
         ANSWER = "answer", "Answer"
         INVALID = "invalid", "Invalid answer"
         KEYWORD = "keyword", "Keyword"

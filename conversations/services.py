@@ -257,6 +257,8 @@ def _consent_given(inbound: InboundMessage, last_message) -> bool:
     if not consent_words_match(inbound.body, extra_words=policy.extra_words if policy else ""):
         return False
     consent_record(project=project, address=inbound.from_number, inbound=inbound)
+    # A reply like any other: in the number's history, debited once at the inbound rate.
+    _inbound_turn(None, inbound, TKind.CONSENT_GIVEN)
     return True
 
 

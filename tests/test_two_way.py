@@ -21,7 +21,7 @@ from distributions.inbound import sms_reply_receive
 from distributions.models import Distribution, Message
 from distributions.providers.base import InboundSms
 from distributions.services import distribution_create
-from optouts.models import Consent, ConsentPolicy, OptOutEvent
+from optouts.models import Consent, ConsentPolicy, InboundMessage, OptOutEvent
 from projects.models import Response
 from surveys.services import question_create
 from surveys.sms import CLOSED_TEXT, THANK_YOU_TEXT
@@ -315,6 +315,11 @@ def test_consent_first(survey, eager_tasks, django_capture_on_commit_callbacks, 
     reply(brand, ada.phone, "Sí", sid="SC1", callbacks=cb)
     reply(brand, bob.phone, "maybe", sid="SC2", callbacks=cb)
     assert list(Consent.objects.values_list("address", "active")) == [(ada.phone, True)]
+    # Her yes is a reply like any other: in her history, debited once at the inbound rate.
+    yes = InboundMessage.objects.get(provider_sid="SC1")
+    given = Turn.objects.get(inbound=yes)
+    assert (given.kind, given.direction) == ("consent_yes", "in")
+    assert CreditEntry.objects.filter(idempotency_key=f"sms-inbound:{yes.pk}").count() == 1
 
     # The next request skips Ada; the invite reaches only her.
     with cb(execute=True):
