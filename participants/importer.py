@@ -786,16 +786,7 @@ def records_from_json(
 
 # --- The validated rows, spooled between the two phases -------------------------------------
 
-SPOOL_FIELDS = (
-    "person_id",
-    "first_name",
-    "last_name",
-    "email",
-    "username",
-    "phone",
-    "time_zone",
-    "role",
-)
+SPOOL_FIELDS = (*Person.DIRECTORY_FIELDS, "role")
 
 
 @dataclass(frozen=True)
