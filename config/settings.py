@@ -351,9 +351,15 @@ RELAY_PROVIDER_TIMEOUT_SECONDS = env.float("RELAY_PROVIDER_TIMEOUT_SECONDS", def
 # Pumps sending at once (distributions.pump): the number of worker slots on the send queue.
 RELAY_SEND_PUMPS = env.int("RELAY_SEND_PUMPS", default=2)
 # A rate-limited sender's next window is picked up to this long before its bucket allows it
-# and handed over no sooner (distributions.fairqueue.pick): the pick, checks and rendering
-# overlap the wait instead of adding to every window (docs/operations.md). 0 turns it off.
-RELAY_SEND_PICK_AHEAD_SECONDS = env.float("RELAY_SEND_PICK_AHEAD_SECONDS", default=0.05)
+# and handed over at that moment, no sooner (distributions.fairqueue.pick): the pick, checks
+# and rendering happen before the moment instead of after it, every window. On PostgreSQL a
+# pump prepares its next batches while a window waits for its moment on the hand-over loop
+# (distributions.sending.Batch); on SQLite its batches finish one at a time, so the wait would
+# hold the pump: off there by default (docs/operations.md). 0 turns it off.
+RELAY_SEND_PICK_AHEAD_SECONDS = env.float(
+    "RELAY_SEND_PICK_AHEAD_SECONDS",
+    default=0.25 if DATABASES["default"]["ENGINE"] == "config.postgresql" else 0.0,
+)
 RELAY_DEMO_PASSWORD = env.str("RELAY_DEMO_PASSWORD", default="relay-demo")
 
 # Outbound webhooks (docs/webhooks.md). Seconds, except the allow list.

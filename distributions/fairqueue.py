@@ -21,12 +21,15 @@ is ready (``next_ready_at``). The state lives in the database beside the rows it
 so one transaction keeps both consistent, whatever the broker (see docs/scaling.md).
 
 What reaches the provider keeps to the bucket, not only what is picked: a sender's refill
-starts again at its window's hand-over (``senders_handed_over``), and a sender whose second of
-tokens fits in one window (up to ``SEND_WINDOW`` messages a second) has one window in flight
-at a time, so that a slow pick followed by a fast one cannot bring two windows to the
-provider closer than the rate allows. Ready times fall on a 50 ms grid
-(``throttle.GRID_SECONDS``): slow senders that come due together are picked together, one
-batch for many of them.
+starts again at its window's hand-over (``senders_handed_over``), then at the provider's
+answer (``senders_answered``), and a sender whose second of tokens fits in one window (up to
+``SEND_WINDOW`` messages a second) has one window in flight at a time, free for its next pick
+only once the last one is answered, so that neither a slow pick followed by a fast one nor a
+provider taking a request late can bring two windows to it closer than the rate allows.
+A rate-limited sender's window is picked up to the pick-ahead before its moment
+(``pick_ahead``) and handed over at the moment: slow senders that come due within it are
+picked together, one batch for many of them, and the pick, checks and rendering are done by
+the moment, not after it.
 """
 
 from __future__ import annotations
@@ -177,10 +180,13 @@ def sender_pause(*, sender_id: int, until: datetime, reason: str) -> None:
     )
 
 
-def _senders_refill_from(moments: dict[int, datetime], keep) -> dict[int, datetime]:
+def _senders_refill_from(
+    moments: dict[int, datetime], keep, *, free: bool = True
+) -> dict[int, datetime]:
     """Under the senders' locks (one transaction): each rate-limited sender of ``moments``
     for which ``keep(sender, tokens_at, moment)`` gives a time refills from that time (its
-    ``ready_at`` follows). Returns the times set."""
+    ``ready_at`` follows, unless ``free`` is false and the sender is served one window at a
+    time: it stays held). Returns the times set."""
     if not moments:
         return {}
     wanted = sorted(moments)
@@ -189,16 +195,19 @@ def _senders_refill_from(moments: dict[int, datetime], keep) -> dict[int, dateti
     rows, refilled = [], {}
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT id, rate, tokens, tokens_at FROM {_quote(Sender)} "  # noqa: S608
+            f"SELECT id, rate, tokens, tokens_at, ready_at FROM {_quote(Sender)} "  # noqa: S608
             f"WHERE id IN ({marks}) AND rate > 0 ORDER BY id{lock}",
             wanted,
         )
-        for sender_id, rate, tokens, tokens_at in cursor.fetchall():
+        for sender_id, rate, tokens, tokens_at, ready_at in cursor.fetchall():
             since = keep(sender_id, _as_datetime(tokens_at), moments[sender_id])
             if since is None:
                 continue
             refilled[sender_id] = since
-            ready = throttle.ready_at(rate=rate, tokens=tokens, now=since)
+            if free or rate > SEND_WINDOW:
+                ready = throttle.ready_at(rate=rate, tokens=tokens, now=since)
+            else:
+                ready = _as_datetime(ready_at)
             rows.append((sender_id, _t(since), _t(ready)))
         update_rows(Sender, ["tokens_at", "ready_at"], rows, casts=_TIMES_READY)
     return refilled
@@ -206,25 +215,29 @@ def _senders_refill_from(moments: dict[int, datetime], keep) -> dict[int, dateti
 
 def senders_handed_over(*, senders: list[tuple[int, int]], at: datetime) -> dict[int, datetime]:
     """Windows of these senders ((id, rate) each) go to the provider now: their buckets
-    refill from now, not from when the windows were picked, and a sender served one window at
-    a time is free again (``pick``). Tokens are paid at the pick; the work between the pick
-    and the hand-over (rendering, credits, a cold worker) would otherwise let the next window
-    reach the provider sooner than the rate allows. The refill of that interval is given up
-    (the pick's few milliseconds), so that hand-overs, not picks, keep to the bucket. Returns
-    each sender's hand-over time (later than ``at`` for a window picked ahead)."""
+    refill from now, not from when the windows were picked. Tokens are paid at the pick; the
+    work between the pick and the hand-over (rendering, credits, a cold worker) would
+    otherwise let the next window reach the provider sooner than the rate allows. The refill
+    of that interval is given up (the pick's few milliseconds), so that hand-overs, not picks,
+    keep to the bucket. A sender served one window at a time stays held until its answer
+    (``senders_answered``). Returns each sender's hand-over time (later than ``at`` for a
+    window picked ahead)."""
     limited = {sender_id: at for sender_id, rate in senders if rate > 0}
-    return _senders_refill_from(limited, lambda _, tokens_at, moment: max(tokens_at, moment))
+    return _senders_refill_from(
+        limited, lambda _, tokens_at, moment: max(tokens_at, moment), free=False
+    )
 
 
 def senders_answered(*, senders: list[tuple[int, datetime, datetime]]) -> None:
     """The provider answered these senders' windows ((id, handed over at, answered at) each,
-    the first as ``senders_handed_over`` returned it): each bucket refills from the answer,
-    unless the sender was picked again meanwhile. The provider saw a window at some moment
-    between the two (its requests queue behind the batch's others; a busy provider takes
-    them late): counted from the answer, what the provider sees keeps to the rate, not only
-    what was sent. The hand-over freed the sender for its next pick (ahead) already."""
+    the first as ``senders_handed_over`` returned it): each bucket refills from the answer
+    (unless the sender was picked again meanwhile: a fast sender, several windows a second),
+    and a sender served one window at a time is free for its next pick (ahead). The provider
+    saw a window at some moment between the two (its requests queue behind the batch's
+    others; a busy provider takes them late): counted from the answer, what the provider sees
+    keeps to the rate, not only what was sent, however late the answer is recorded."""
     handed = {sender_id: since for sender_id, since, _ in senders}
-    answered = {sender_id: done for sender_id, since, done in senders if done > since}
+    answered = {sender_id: max(since, done) for sender_id, since, done in senders}
 
     def unless_picked_again(sender_id: int, tokens_at: datetime, done: datetime):
         # Picked again already: that pick's window keeps its moment.
@@ -496,8 +509,8 @@ def pick(
             left = 0.0 if tokens == throttle.UNLIMITED else tokens
             when = throttle.ready_at(rate=rate, tokens=left, now=at)
             if 0 < rate <= SEND_WINDOW and leased:
-                # Served one window at a time: free again at its hand-over
-                # (``senders_handed_over``), or when the lease lapses if its pump died.
+                # Served one window at a time: free again at its answer
+                # (``senders_answered``), or when the lease lapses if its pump died.
                 when = at + timedelta(seconds=settings.RELAY_SEND_LEASE_SECONDS)
             senders.append((sender_id, left, _t(at), _t(when), _t(now)))
             if leased < count:  # nothing more is due now: ready again when the next row is

@@ -3,12 +3,19 @@
 At most ``RELAY_SEND_PUMPS`` pumps run at once (set it to the number of worker slots on the
 send queue). Each holds a *slot* (``SendPump``) with a ticket; a pump:
 
-1. takes batches from the fair queue (``fairqueue.pick``) and sends them
-   (``sending.send_batch``) for up to ``PUMP_SLICE_SECONDS``, then queues itself again, so
-   that a slot is never held longer than a slice;
+1. takes batches from the fair queue (``fairqueue.pick``) and starts them
+   (``sending.batch_start``: checked, priced, rendered and handed to the providers) for up to
+   ``PUMP_SLICE_SECONDS``, then queues itself again, so that a slot is never held longer than
+   a slice. On PostgreSQL a started batch stays *in flight* while the pump picks and starts
+   the next: its requests wait for their moment (a slow sender's window picked ahead of its
+   bucket) and for their answers on the process's hand-over loop (``providers.loop``), and
+   the pump records each batch as soon as it is answered (``Batch.finish``), before it picks
+   again. Many slow senders' windows are then handed over at their moments, not when the
+   pump gets round to them, and no slot waits for a moment while there is work to prepare;
 2. when nothing is ready now but something will be (a sender refills, a deferred row comes
-   due), queues itself for that time (at most ``MAX_SLEEP_SECONDS`` ahead) and gives its
-   worker slot back: it sleeps in the broker, never in a worker;
+   due), it records its batches in flight, then queues itself for that time (at most
+   ``MAX_SLEEP_SECONDS`` ahead) and gives its worker slot back: it sleeps in the broker,
+   never in a worker;
 3. when nothing is left, frees its slot.
 
 ``pumps_kick`` (after a commit that made rows ready) queues a pump for every free, sleeping
@@ -19,6 +26,7 @@ and the next kick (recovery runs one every few seconds) claims it again.
 
 from __future__ import annotations
 
+import concurrent.futures
 import time
 from datetime import timedelta
 
@@ -29,7 +37,7 @@ from distributions import fairqueue, metrics
 from distributions.fairqueue import PUMP_CLAIM_SECONDS, State, pump_set, pumps_kick, pumps_queue
 from distributions.finishing import distribution_finish_if_done
 from distributions.providers.registry import providers_warm
-from distributions.sending import send_batch
+from distributions.sending import Batch, batch_start
 
 PUMP_SLICE_SECONDS = 5.0
 MAX_SLEEP_SECONDS = 2.0
@@ -38,6 +46,11 @@ TOUCH_EVERY_SECONDS = 2.0
 BUSY_RETRIES = 3
 # Tests that run tasks inline (no broker) wait in the caller for work due this soon at most.
 EAGER_WAIT_SECONDS = 15.0
+# A pump with batches in flight and nothing to pick waits for their answers this long at most
+# before it looks again, and at least this long (not a busy loop).
+MAX_FLIGHT_WAIT_SECONDS = 0.25
+MIN_FLIGHT_WAIT_SECONDS = 0.002
+BUSY_WAIT_SECONDS = 0.02
 
 
 def _eager() -> bool:
@@ -87,9 +100,23 @@ def _pump(slot: int, ticket: str, stats: dict) -> dict:
     claim = timedelta(seconds=PUMP_CLAIM_SECONDS)
     if not pump_set(slot, ticket, state=State.RUNNING, until=now + claim):
         return {"superseded": True}
+    flights: list[Batch] = []
+    try:
+        return _pump_loop(slot, ticket, stats, flights)
+    except BaseException:
+        for batch in flights:
+            batch.abort()
+        raise
+
+
+def _pump_loop(slot: int, ticket: str, stats: dict, flights: list[Batch]) -> dict:
+    """The pump's loop: ``flights`` are its batches in flight (handed over, not recorded);
+    every way out of the loop records them first."""
+    claim = timedelta(seconds=PUMP_CLAIM_SECONDS)
     started = touched = time.monotonic()
     busy_elsewhere = 0
     while True:
+        _land(flights, stats)
         lease = fairqueue.new_lease()
         picked = time.monotonic()
         grants = fairqueue.pick(lease=lease)
@@ -102,22 +129,31 @@ def _pump(slot: int, ticket: str, stats: dict) -> dict:
             stats["batches"] += 1
             stats["lanes"] += len(grants)
             stats["rows"] += sum(grant.leased for grant in grants)
-            outcome = send_batch(lease=lease, grants=grants)
-            stats["sent"] += outcome.get("sent", 0)
-            stats["ahead_seconds"] += outcome.get("ahead_seconds", 0.0)
+            batch = batch_start(lease=lease, grants=grants)
+            stats["sending_seconds"] += time.monotonic() - picked
+            if batch.pipelined and not _eager():
+                flights.append(batch)  # recorded once answered, while the next is prepared
+            else:
+                _record(batch, stats)
             clock = time.monotonic()
-            stats["sending_seconds"] += clock - picked
             if clock - started >= PUMP_SLICE_SECONDS and not _eager():
+                _land(flights, stats, wait=True)
                 if pump_set(slot, ticket, state=State.QUEUED, until=timezone.now() + claim):
                     transaction.on_commit(lambda: pumps_queue([(slot, ticket)]))
                 return stats
             if clock - touched >= TOUCH_EVERY_SECONDS:
                 touched = clock
                 if not pump_set(slot, ticket, until=timezone.now() + claim):
+                    _land(flights, stats, wait=True)
                     return {**stats, "superseded": True}
             continue
         wake = fairqueue.next_ready_at()
         now = timezone.now()
+        if flights:
+            # Batches in flight: wait for the first to be answered, or until the next lane
+            # may be picked (its window prepared while the others' requests are out).
+            _wait(flights, stats, until=None if wake is None else wake - fairqueue.pick_ahead())
+            continue
         if wake is not None and wake <= now:
             # Ready lanes that another pump was picking that very moment: try again, then
             # leave them to it and sleep until the next lane not ready yet comes due (a sender
@@ -152,3 +188,49 @@ def _pump(slot: int, ticket: str, stats: dict) -> dict:
             return {**stats, "superseded": True}
         transaction.on_commit(lambda wake=wake: pumps_queue([(slot, ticket)], eta=wake))
         return {**stats, "sleeping_until": wake.isoformat()}
+
+
+def _record(batch: Batch, stats: dict) -> None:
+    """Record a batch's answers (waiting for them if need be) into the pump's counts."""
+    started = time.monotonic()
+    outcome = batch.finish()
+    stats["sent"] += outcome.get("sent", 0)
+    stats["ahead_seconds"] += outcome.get("ahead_seconds", 0.0)
+    stats["sending_seconds"] += time.monotonic() - started
+
+
+def _land(flights: list[Batch], stats: dict, *, wait: bool = False) -> None:
+    """Record the batches in flight that are answered (all of them, waiting, if ``wait``),
+    oldest first."""
+    for batch in list(flights):
+        if wait or batch.done():
+            flights.remove(batch)
+            _record(batch, stats)
+
+
+def _wait(flights: list[Batch], stats: dict, *, until) -> None:
+    """Block until a batch in flight is answered or ``until`` (when the next lane may be
+    picked; at most ``MAX_FLIGHT_WAIT_SECONDS``, at least a moment). The part of the wait
+    before the batches' windows' moments is time spent on a throttle (``ahead_seconds``)."""
+    if any(batch.done() for batch in flights):
+        return
+    now = time.time()
+    limit = now + MAX_FLIGHT_WAIT_SECONDS
+    if until is not None:
+        # Lanes ready now that this pump could not take are another pump's: look again soon.
+        limit = min(limit, max(until.timestamp(), now + BUSY_WAIT_SECONDS))
+    # A sync window waiting for its moment is handed over by its batch's record.
+    limit = min([limit, *(batch.moment() for batch in flights if batch.moment() > now)])
+    limit = max(limit, now + MIN_FLIGHT_WAIT_SECONDS)
+    futures = [batch.future() for batch in flights if batch.future() is not None]
+    if futures:
+        concurrent.futures.wait(
+            futures, timeout=limit - now, return_when=concurrent.futures.FIRST_COMPLETED
+        )
+    else:
+        time.sleep(limit - now)
+    ended = time.time()
+    moment = max(batch.moment() for batch in flights)
+    ahead = max(0.0, min(ended, moment) - now)
+    stats["ahead_seconds"] += ahead
+    stats["sending_seconds"] += ended - now

@@ -20,6 +20,8 @@ worker's rows are settled one lease after it died (``distributions_recover``).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import logging
 import threading
 import time
@@ -63,6 +65,7 @@ from distributions.providers.base import (
     SendResult,
     SentQuery,
 )
+from distributions.providers.loop import submit as handover_submit
 from distributions.providers.registry import channel_provider_for
 from distributions.two_way import sms_template
 from distributions.verp import verp_address
@@ -206,10 +209,20 @@ def distribution_enqueue(*, distribution: Distribution, account=None) -> int:
 
 
 def send_batch(*, lease: str, grants: list[fairqueue.Grant]) -> dict:
-    """Send the rows a pump leased under ``lease`` (``fairqueue.pick``): every distribution
-    of the batch goes through each step together (one opt-out query, one credits
-    transaction, one hand-over, one record), so that a batch of many slow senders' one-message
-    windows costs about what one window does. Returns counts."""
+    """Send the rows a pump leased under ``lease`` (``fairqueue.pick``) and record what the
+    providers answered: ``batch_start`` and its ``Batch.finish`` at once. Returns counts."""
+    return batch_start(lease=lease, grants=grants).finish()
+
+
+def batch_start(*, lease: str, grants: list[fairqueue.Grant]) -> Batch:
+    """Check, price and render the rows a pump leased under ``lease`` and hand them to their
+    providers: every distribution of the batch goes through each step together (one opt-out
+    query, one credits transaction, one hand-over, one record), so that a batch of many slow
+    senders' one-message windows costs about what one window does.
+
+    Async providers' requests run on the hand-over loop (``providers.loop``), each window at
+    its moment: the returned ``Batch`` is in flight until ``finish`` records the answers, and
+    the pump prepares its next batch meanwhile (``Batch.pipelined``)."""
     stats = _new_stats()
     # In the fair order of the pick: a small distribution's rows do not wait for a big one's.
     rows_by_distribution: dict[int, list[LeasedRow]] = {g.distribution_id: [] for g in grants}
@@ -220,9 +233,8 @@ def send_batch(*, lease: str, grants: list[fairqueue.Grant]) -> dict:
     distributions = Distribution.objects.select_related("project__brand").in_bulk(
         list(rows_by_distribution)
     )
-    providers: dict[tuple, tuple] = {}
+    batch = Batch(lease, stats, list(rows_by_distribution))
     accounts = _accounts_for(distributions.values())
-    lanes: list[Lane] = []
     try:
         for distribution_id, rows in rows_by_distribution.items():
             if not rows:
@@ -237,23 +249,95 @@ def send_batch(*, lease: str, grants: list[fairqueue.Grant]) -> dict:
                 _close_rows(rows, lease, MStatus.SKIPPED, reason)
                 continue
             key = (distribution.project.brand_id, distribution.channel)
-            if key not in providers:
-                providers[key] = channel_provider(distribution, accounts.get(key))
-            account, provider = providers[key]
+            if key not in batch.providers:
+                batch.providers[key] = channel_provider(distribution, accounts.get(key))
+            account, provider = batch.providers[key]
             lane = Lane(distribution, account, provider, senders.get(distribution_id), rows)
             lane.not_before = not_before.get(distribution_id)
-            lanes.append(lane)
-        with LeaseKeeper(lease):
-            _send_lanes(lanes, lease, stats)
-    finally:
-        for _account, provider in providers.values():
-            provider.close()
-        fairqueue.senders_release(
-            sender_ids=[lane.sender_id for lane in lanes if lane.sender_id and not lane.handed]
-        )
-    for distribution_id in fairqueue.lanes_idle(distribution_ids=list(rows_by_distribution)):
-        distribution_finish_if_done(distribution_id=distribution_id)
-    return stats
+            batch.lanes.append(lane)
+        batch.start()
+    except BaseException:
+        batch.abort()
+        raise
+    return batch
+
+
+class Batch:
+    """A send batch from its hand-over to its record. ``start`` keeps the batch's lease fresh
+    (``LeaseKeeper``) and hands its windows over under their opt-out guard (``Flight``);
+    ``finish`` waits for the answers (it returns at once when ``done``), records them, gives
+    back the senders of windows never handed over and finishes the distributions left with
+    nothing to send.
+
+    ``pipelined``: the batch may stay in flight while its pump picks and starts the next one
+    (PostgreSQL, whose opt-out guard is a session lock that outlives the pump's next
+    transactions; SQLite's guard is a transaction, so its batches finish at once)."""
+
+    def __init__(self, lease: str, stats: dict, distribution_ids: list[int]):
+        self.lease = lease
+        self.stats = stats
+        self.distribution_ids = distribution_ids
+        self.lanes: list[Lane] = []
+        self.providers: dict[tuple, tuple] = {}
+        self.flight: Flight | None = None
+        self._keeper: LeaseKeeper | None = None
+        self._finished = False
+        self.pipelined = connection.vendor == "postgresql"
+
+    def start(self) -> None:
+        self._keeper = LeaseKeeper(self.lease).__enter__()
+        self.flight = Flight.start(self.lanes, self.lease, self.stats)
+
+    def done(self) -> bool:
+        """Whether ``finish`` would not wait (every window handed over and answered)."""
+        return self.flight is None or self.flight.done()
+
+    def moment(self) -> float:
+        """The latest moment (Unix time) a window of this batch waits for (0: none)."""
+        return self.flight.moment if self.flight is not None else 0.0
+
+    def future(self):
+        """The future of the requests in flight on the hand-over loop (None: none)."""
+        return self.flight.future if self.flight is not None else None
+
+    def finish(self) -> dict:
+        """Wait for the answers, record them and close the batch (once). Returns counts."""
+        if self._finished:
+            return self.stats
+        self._finished = True
+        try:
+            if self.flight is not None:
+                self.flight.finish()
+        finally:
+            self._close()
+        for distribution_id in fairqueue.lanes_idle(distribution_ids=self.distribution_ids):
+            distribution_finish_if_done(distribution_id=distribution_id)
+        return self.stats
+
+    def abort(self) -> None:
+        """Close the batch without recording (its pump is failing): what was handed over
+        stays Sending under the lease, for reconciliation to settle with the provider."""
+        if self._finished:
+            return
+        self._finished = True
+        try:
+            if self.flight is not None:
+                self.flight.abort()
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        try:
+            if self._keeper is not None:
+                self._keeper.__exit__(None, None, None)
+            for _account, provider in self.providers.values():
+                provider.close()
+        finally:
+            fairqueue.senders_release(
+                sender_ids=[
+                    lane.sender_id for lane in self.lanes if lane.sender_id and not lane.handed
+                ]
+            )
 
 
 STOPPED_REASON = "Not sent: the distribution was cancelled."
@@ -471,30 +555,126 @@ def _send_rows(
 def _send_lanes(lanes: list[Lane], lease: str, stats: dict) -> None:
     """Check, price, render and hand over every lane's rows, then record what the providers
     answered. A row the provider refused for now waits (``_defer``)."""
-    _drop_opted_out_lanes(lanes, lease, stats)
-    _cover_lanes(lanes, lease, stats)
-    lanes = [lane for lane in lanes if lane.rows]
-    if not lanes:
-        return
-    _render_lanes(lanes)
-    _reclaim_lanes(lanes, lease)
-    # The opt-out check and the hand-over hold the batch's opt-out guard: an opt-out of one
-    # of its addresses waits for this hand-over, or this hand-over sees it (optouts.guard).
-    keys = [
-        (lane.brand_id, lane.distribution.channel, r.address) for lane in lanes for r in lane.rows
-    ]
-    with handover_guard_many(keys=keys):
+    flight = Flight.start(lanes, lease, stats)
+    if flight is not None:
+        flight.finish()
+
+
+class Flight:
+    """Lanes handed over and not yet recorded: checked, priced and rendered, then handed to
+    their providers under the batch's opt-out guard, which is held until every request has
+    been answered (an opt-out of one of the addresses waits for the hand-over, or the
+    hand-over sees it: ``optouts.guard``).
+
+    Async providers' windows go to the hand-over loop, each at its moment (``Lane.not_before``,
+    at most the pick-ahead away); sync providers' windows go at once when due, else at
+    ``finish`` (which waits for their moment if it comes to that before it)."""
+
+    def __init__(self, lanes: list[Lane], lease: str, stats: dict):
+        self.lanes, self.lease, self.stats = lanes, lease, stats
+        self.results: list[list[SendResult]] = [[] for _ in lanes]
+        self.answered: list[datetime | None] = [None for _ in lanes]
+        self.handed: dict[int, datetime] = {}
+        self.later: list[int] = []  # sync lanes waiting for their moment
+        self.future = None  # the async lanes' requests on the hand-over loop
+        self._concurrent: list[int] = []
+        self._guard = contextlib.ExitStack()
+        self.moment = max(
+            (lane.not_before.timestamp() for lane in lanes if lane.not_before), default=0.0
+        )
+
+    @classmethod
+    def start(cls, lanes: list[Lane], lease: str, stats: dict) -> Flight | None:
+        """Check, price, render and hand over the lanes' rows; None when none is left to
+        send."""
         _drop_opted_out_lanes(lanes, lease, stats)
-        handed = _handed_over_now(lanes)
-        results, answered = _hand_over(lanes, lease, stats)
-    fairqueue.senders_answered(
-        senders=[
-            (lane.sender_id, handed[lane.sender_id], answered[index])
-            for index, lane in enumerate(lanes)
-            if lane.sender_id in handed and answered[index] is not None
+        _cover_lanes(lanes, lease, stats)
+        lanes = [lane for lane in lanes if lane.rows]
+        if not lanes:
+            return None
+        _render_lanes(lanes)
+        _reclaim_lanes(lanes, lease)
+        flight = cls(lanes, lease, stats)
+        keys = [
+            (lane.brand_id, lane.distribution.channel, r.address)
+            for lane in lanes
+            for r in lane.rows
         ]
-    )
-    _record_lanes(lanes, results, lease, stats)
+        flight._guard.enter_context(handover_guard_many(keys=keys))
+        try:
+            _drop_opted_out_lanes(lanes, lease, stats)
+            flight.handed = _handed_over_now(lanes)
+            flight._hand_over()
+        except BaseException:
+            flight.abort()
+            raise
+        return flight
+
+    def _hand_over(self) -> None:
+        coroutines = []
+        for index, lane in enumerate(self.lanes):
+            if not lane.rows:
+                continue
+            outgoing = _outgoing(lane, self.lease)
+            start = getattr(lane.provider, "send_window_coroutine", None)
+            made = start(outgoing) if start is not None else None
+            if made is None:
+                if lane.wait() > 0:
+                    self.later.append(index)
+                else:
+                    self._send_now(index, outgoing)
+            else:
+                self._concurrent.append(index)
+                coroutines.append(_at(lane.not_before, made[1]))
+        if coroutines:
+            self.future = handover_submit(_gather(coroutines))
+
+    def _send_now(self, index: int, outgoing=None) -> None:
+        lane = self.lanes[index]
+        outgoing = outgoing if outgoing is not None else _outgoing(lane, self.lease)
+        self.results[index] = lane.provider.send_window(outgoing)
+        self.answered[index] = timezone.now()
+
+    def done(self) -> bool:
+        """Every window handed over and answered (``finish`` would not wait), or a sync
+        window's moment has come (``finish`` hands it over at once)."""
+        return (self.future is None or self.future.done()) and time.time() >= self.moment
+
+    def finish(self) -> None:
+        """Wait for every answer (the windows' moments first), release the guard, then
+        record the results."""
+        try:
+            waited = max(0.0, self.moment - time.time())
+            for index in self.later:
+                wait = self.lanes[index].wait()
+                if wait > 0:
+                    time.sleep(wait)
+                self._send_now(index)
+            if self.future is not None:
+                gathered = self.future.result()
+                for index, (done, sent) in zip(self._concurrent, gathered, strict=True):
+                    self.results[index], self.answered[index] = sent, done
+            self.stats["ahead_seconds"] = self.stats.get("ahead_seconds", 0.0) + waited
+        finally:
+            self._guard.close()
+        lanes = self.lanes
+        fairqueue.senders_answered(
+            senders=[
+                (lane.sender_id, self.handed[lane.sender_id], self.answered[index])
+                for index, lane in enumerate(lanes)
+                if lane.sender_id in self.handed and self.answered[index] is not None
+            ]
+        )
+        _record_lanes(lanes, self.results, self.lease, self.stats)
+
+    def abort(self) -> None:
+        """Release the guard once the requests in flight are over, recording nothing."""
+        try:
+            if self.future is not None:
+                timeout = settings.RELAY_PROVIDER_TIMEOUT_SECONDS + 5
+                concurrent.futures.wait([self.future], timeout=timeout)
+        finally:
+            self._guard.close()
 
 
 def _drop_opted_out_lanes(lanes: list[Lane], lease: str, stats: dict) -> None:
@@ -560,43 +740,12 @@ def _handed_over_now(lanes: list[Lane]) -> dict[int, datetime]:
     return handed
 
 
-def _hand_over(
-    lanes: list[Lane], lease: str, stats: dict
-) -> tuple[list[list[SendResult]], list[datetime | None]]:
-    """Hand every lane's rows to its provider: providers that can (Twilio's async client)
-    take all their windows at once on this thread's event loop, the others one by one. A
-    window picked ahead of its sender's bucket goes at its moment (``Lane.not_before``, at most
-    the pick-ahead away), the others' requests meanwhile. Returns the results and when each
-    lane's last answer came."""
-    results: list[list[SendResult]] = [[] for _ in lanes]
-    answered: list[datetime | None] = [None for _ in lanes]
-    concurrent = []
-    ahead = max((lane.wait() for lane in lanes if lane.rows), default=0.0)
-    for index, lane in enumerate(lanes):
-        if not lane.rows:
-            continue
-        outgoing = _outgoing(lane, lease)
-        start = getattr(lane.provider, "send_window_coroutine", None)
-        made = start(outgoing) if start is not None else None
-        if made is None:
-            time.sleep(lane.wait())
-            results[index] = lane.provider.send_window(outgoing)
-            answered[index] = timezone.now()
-        else:
-            concurrent.append((index, made[0], _at(lane.wait(), made[1])))
-    if concurrent:
-        loop = concurrent[0][1]
-        gathered = loop.run_until_complete(_gather([coroutine for _, _, coroutine in concurrent]))
-        for (index, _, _), (done, sent) in zip(concurrent, gathered, strict=True):
-            results[index], answered[index] = sent, done
-    stats["ahead_seconds"] = stats.get("ahead_seconds", 0.0) + ahead
-    return results, answered
-
-
-async def _at(delay: float, coroutine) -> tuple[datetime, list]:
+async def _at(not_before: datetime | None, coroutine) -> tuple[datetime, list]:
     """A lane's requests, at their moment; with when their last answer came."""
-    if delay > 0:
-        await asyncio.sleep(delay)
+    if not_before is not None:
+        delay = not_before.timestamp() - time.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
     sent = await coroutine
     return timezone.now(), sent
 

@@ -39,7 +39,9 @@ def test_a_sender_is_ready_when_a_quarter_second_of_its_rate_is_whole_on_the_gri
     ready = throttle.ready_at(rate=1, tokens=0.25, now=T0)
     assert T0 + timedelta(seconds=0.75) <= ready < T0 + timedelta(seconds=0.75) + grid
     assert round(ready.timestamp() / throttle.GRID_SECONDS, 6) % 1 == 0
-    assert throttle.ready_at(rate=100, tokens=0, now=T0) == T0 + timedelta(seconds=0.26)
+    # A quarter second of 100/s: 25 tokens, 0.25 s away (a grid step already).
+    quarter = throttle.ready_at(rate=100, tokens=0, now=T0)
+    assert T0 + timedelta(seconds=0.25) <= quarter < T0 + timedelta(seconds=0.25) + grid
     assert throttle.ready_at(rate=100, tokens=25, now=T0) == T0
     assert throttle.ready_at(rate=0, tokens=0, now=T0) == T0
     assert throttle.take(2.999999, 10) == 2 and throttle.take(throttle.UNLIMITED, 7) == 7
@@ -188,20 +190,27 @@ def test_a_slow_senders_window_is_picked_ahead_and_handed_over_at_its_moment(set
     t = timezone.now() + timedelta(seconds=1)
     first = fairqueue.pick(lease="1", now=t)
     assert [(g.leased, g.not_before) for g in first] == [(1, None)]  # a full bucket: now
-    fairqueue.senders_handed_over(senders=[(first[0].sender_id, 1)], at=t)
-    moment = Sender.objects.get(pk=first[0].sender_id).ready_at
-    assert t + timedelta(seconds=1) <= moment < t + timedelta(seconds=1.05)
+    sender_id = first[0].sender_id
+    handed = fairqueue.senders_handed_over(senders=[(sender_id, 1)], at=t)
+    # Handed over, not answered yet: held, whatever the time (one window at a time).
+    assert fairqueue.pick(lease="1b", now=t + timedelta(seconds=1.5)) == []
+    answer = t + timedelta(seconds=0.01)
+    fairqueue.senders_answered(senders=[(sender_id, handed[sender_id], answer)])
+    moment = Sender.objects.get(pk=sender_id).ready_at
+    assert answer + timedelta(seconds=1) <= moment < answer + timedelta(seconds=1.05)
     # Half a second later: not yet; within the pick-ahead: picked, to go at its moment.
     assert fairqueue.pick(lease="2", now=t + timedelta(seconds=0.5)) == []
     early = moment - timedelta(seconds=0.15)
     second = fairqueue.pick(lease="3", now=early)
     assert [(g.distribution_id, g.leased) for g in second] == [(distribution.pk, 1)]
     assert abs(second[0].not_before - moment) < timedelta(milliseconds=1)
-    # One window at a time: nothing more until this one is handed over.
+    # One window at a time: nothing more until this one is handed over and answered.
     assert fairqueue.pick(lease="4", now=early + timedelta(seconds=0.1)) == []
     # Its hand-over, recorded before it waits for its moment, refills from the moment.
-    fairqueue.senders_handed_over(senders=[(first[0].sender_id, 1)], at=early)
-    next_moment = Sender.objects.get(pk=first[0].sender_id).ready_at
+    handed = fairqueue.senders_handed_over(senders=[(sender_id, 1)], at=early)
+    assert handed[sender_id] == second[0].not_before
+    fairqueue.senders_answered(senders=[(sender_id, handed[sender_id], early)])
+    next_moment = Sender.objects.get(pk=sender_id).ready_at
     assert next_moment >= moment + timedelta(seconds=1) - timedelta(microseconds=10)
 
 

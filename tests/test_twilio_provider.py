@@ -3,6 +3,7 @@
 import time
 from datetime import timedelta
 
+from django.db import connection
 from django.utils import timezone
 
 import pytest
@@ -298,3 +299,52 @@ def test_a_throttled_window_waits_as_a_state_shown_on_the_page(twilio_brand, fak
     page = client.get(f"/distributions/{distribution.pk}/").content.decode()
     assert 'id="waiting-rows"' in page and "5 waiting until" in page
     assert fake.stats()["accepted"] == 0
+
+
+def test_a_window_picked_ahead_waits_for_its_moment_on_the_hand_over_loop(
+    twilio_brand, fake, settings
+):
+    """A long code's next window is picked ahead of its moment and handed over at it, by the
+    hand-over loop: the batch is in flight while the pump's thread goes on (on PostgreSQL the
+    pump picks and starts its next batches meanwhile, ``Batch.pipelined``); the provider sees
+    the two messages at least a second apart, the second no sooner than its moment."""
+    from distributions import fairqueue
+    from distributions.models import Sender
+    from distributions.sending import batch_start, distribution_enqueue
+    from distributions.services import distribution_materialise
+
+    settings.RELAY_SEND_PICK_AHEAD_SECONDS = 0.6
+    ProviderAccount.objects.filter(brand=twilio_brand.brand_a).update(messages_per_second=1)
+    project = twilio_brand.project_a
+    crowd(project, 2)
+    distribution = Distribution.objects.create(
+        project=project,
+        message="Hi ${first_name}",
+        send_at=timezone.now(),
+        status="in_progress",
+        started_at=timezone.now(),
+    )
+    distribution_materialise(distribution=distribution)
+    distribution_enqueue(distribution=distribution)
+    lease = fairqueue.new_lease()
+    first = batch_start(lease=lease, grants=fairqueue.pick(lease=lease))
+    assert first.pipelined == (connection.vendor == "postgresql")
+    assert first.finish()["sent"] == 1
+    sender = Sender.objects.get(brand=twilio_brand.brand_a)
+    moment = sender.ready_at
+    # Within the pick-ahead of its moment (a full second after the first answer).
+    time.sleep(max(0.0, (moment - timezone.now()).total_seconds() - 0.5))
+    lease = fairqueue.new_lease()
+    grants = fairqueue.pick(lease=lease)
+    assert [g.leased for g in grants] == [1]
+    assert abs(grants[0].not_before - moment) < timedelta(milliseconds=1)
+    second = batch_start(lease=lease, grants=grants)
+    # Started: in flight, waiting for its moment on the loop, not in this thread.
+    assert not second.done() and fake.counters()["accepted"] == 1
+    assert abs(second.moment() - moment.timestamp()) < 0.001
+    assert fairqueue.pick(lease=fairqueue.new_lease()) == []  # one window at a time
+    assert second.finish()["sent"] == 1
+    created = sorted(m["created_ts"] for m in fake.messages)
+    assert len(created) == 2
+    assert created[1] >= moment.timestamp() - 0.001 and created[1] - created[0] >= 1.0
+    assert set(distribution.messages.values_list("status", flat=True)) <= {S.SENT, S.DELIVERED}

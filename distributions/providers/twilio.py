@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 from datetime import datetime
 from importlib import import_module
@@ -45,6 +44,8 @@ from distributions.providers.base import (
     SmsProvider,
     StatusUpdate,
 )
+from distributions.providers.loop import handover_loop
+from distributions.providers.loop import run as run_on_loop
 
 logger = logging.getLogger(__name__)
 
@@ -171,38 +172,41 @@ def twilio_client(account_sid: str, auth_token: str, *, async_: bool = False) ->
     )
 
 
-# Sends reuse one event loop and one pooled HTTP client (an aiohttp session) per thread and
-# API host, across send tasks and across accounts: a client per task opened one new connection
-# per message in flight (a TCP handshake at both ends for every 5 messages), and a session per
-# account made a batch of many brands' one-message windows (200 long codes) open a session and
-# a connection per brand. Credentials travel per request (the SDK passes them to the HTTP
-# client), so one session serves every account. aiohttp drops a pooled connection idle longer
-# than its keep-alive timeout (15 s) or closed by the server, before reusing it.
-POOLED_ACCOUNTS = 1024  # SDK clients kept per thread (cheap objects over the shared session)
-_pool = threading.local()
+# Sends reuse the process's hand-over loop (``providers.loop``) and one pooled HTTP client (an
+# aiohttp session bound to that loop) per API host, across send batches and across accounts:
+# a client per task opened one new connection per message in flight (a TCP handshake at both
+# ends for every 5 messages), and a session per account made a batch of many brands'
+# one-message windows (200 long codes) open a session and a connection per brand. Credentials
+# travel per request (the SDK passes them to the HTTP client), so one session serves every
+# account. aiohttp drops a pooled connection idle longer than its keep-alive timeout (15 s) or
+# closed by the server, before reusing it.
+POOLED_ACCOUNTS = 1024  # SDK clients kept per process (cheap objects over the shared session)
+_pool_lock = threading.Lock()
+_pool: dict = {"loop": None, "http": {}, "clients": {}}
 
 
 def _pooled_async_client(
     sid: str, token: str
 ) -> tuple[asyncio.AbstractEventLoop, RelayTwilioClient]:
-    """This thread's event loop and an async client for these credentials over the thread's
+    """The hand-over loop and an async client for these credentials over the process's
     shared HTTP session for the API host."""
-    if getattr(_pool, "pid", None) != os.getpid():  # never reuse a parent's loop after a fork
-        _pool.pid, _pool.loop, _pool.http, _pool.clients = os.getpid(), None, {}, {}
-    if _pool.loop is None or _pool.loop.is_closed():
-        _pool.loop, _pool.http, _pool.clients = asyncio.new_event_loop(), {}, {}
+    loop = handover_loop()
     base = settings.TWILIO_API_BASE_URL
-    http = _pool.http.get(base)
-    if http is None:
-        http = _pool.http[base] = _pool.loop.run_until_complete(_make_http_client())
-    key = (sid, token, base)
-    client = _pool.clients.pop(key, None)
-    if client is None:
-        client = RelayTwilioClient(sid, token, http_client=http, api_base_url=base)
-    _pool.clients[key] = client  # most recently used last
-    while len(_pool.clients) > POOLED_ACCOUNTS:
-        _pool.clients.pop(next(iter(_pool.clients)))
-    return _pool.loop, client
+    with _pool_lock:
+        if _pool["loop"] is not loop:  # a new process (fork) or a new loop: nothing reusable
+            _pool.update(loop=loop, http={}, clients={})
+        http = _pool["http"].get(base)
+        if http is None:
+            http = _pool["http"][base] = run_on_loop(_make_http_client())
+        clients = _pool["clients"]
+        key = (sid, token, base)
+        client = clients.pop(key, None)
+        if client is None:
+            client = RelayTwilioClient(sid, token, http_client=http, api_base_url=base)
+        clients[key] = client  # most recently used last
+        while len(clients) > POOLED_ACCOUNTS:
+            clients.pop(next(iter(clients)))
+    return loop, client
 
 
 async def _make_http_client() -> TimedAsyncTwilioHttpClient:
@@ -210,14 +214,14 @@ async def _make_http_client() -> TimedAsyncTwilioHttpClient:
 
 
 def close_pooled_clients() -> None:
-    """Close this thread's pooled HTTP sessions and their event loop."""
-    loop, sessions = getattr(_pool, "loop", None), getattr(_pool, "http", {})
-    _pool.loop, _pool.http, _pool.clients = None, {}, {}
+    """Close the process's pooled HTTP sessions (the hand-over loop keeps running)."""
+    with _pool_lock:
+        loop, sessions = _pool["loop"], _pool["http"]
+        _pool.update(loop=None, http={}, clients={})
     if loop is None or loop.is_closed():
         return
     for http in sessions.values():
-        loop.run_until_complete(http.close())
-    loop.close()
+        run_on_loop(http.close())
 
 
 def classify_error(exc: TwilioRestException, message_id: int) -> SendResult:
@@ -285,8 +289,8 @@ class TwilioProvider(SmsProvider):
                 SendResult(m.message_id, Outcome.FATAL, error_code="config", error_message=str(exc))
                 for m in messages
             ]
-        loop, self._async_client = _pooled_async_client(sid, token)
-        return loop.run_until_complete(self._send_all(messages))
+        _, self._async_client = _pooled_async_client(sid, token)
+        return run_on_loop(self._send_all(messages))
 
     @classmethod
     def warm(cls) -> None:
@@ -296,9 +300,9 @@ class TwilioProvider(SmsProvider):
         import_module("twilio.rest.api.v2010.account.message")
 
     def send_window_coroutine(self, messages: list[OutgoingSms]):
-        """This thread's event loop and a coroutine handing ``messages`` over, so that the
-        engine runs the windows of several accounts at once; None without credentials
-        (``send_window`` answers those)."""
+        """The hand-over loop and a coroutine handing ``messages`` over on it, so that the
+        engine runs the windows of several accounts at once while it prepares the next batch;
+        None without credentials (``send_window`` answers those)."""
         try:
             sid, token = self.credentials
         except ProviderError:
@@ -425,7 +429,7 @@ class TwilioProvider(SmsProvider):
             raise ProviderError(f"Twilio could not be reached: {exc}") from exc
 
     def close(self) -> None:
-        """The async client stays pooled for the thread's next sends (see ``_pool``)."""
+        """The async client stays pooled for the process's next sends (see ``_pool``)."""
         self._async_client = None
         if self._sync_client is not None:
             self._sync_client.http_client.session.close()
