@@ -13,9 +13,11 @@ import pytest
 
 from conversations.models import Turn
 from credits.models import CountryRate, CreditEntry
+from distributions.audiences import recipients_queryset
 from distributions.models import Distribution, Message, ProviderAccount
 from distributions.services import distribution_create
 from optouts.models import Consent, ConsentPolicy, InboundMessage, OptOut
+from participants.models import Person
 from tests.factories.credits import grant, set_default_rate
 from tests.factories.participants import ParticipantFactory, PersonFactory
 from tests.test_optout_support import (
@@ -146,3 +148,128 @@ def test_a_reply_after_a_later_message_is_no_reply_to_the_consent_request(
     assert InboundMessage.objects.get(provider_sid="SMl1").message.distribution == invite
     assert not Turn.objects.exists()
     assert not CreditEntry.objects.filter(idempotency_key__startswith="sms-inbound:").exists()
+
+
+# --- the consents API (GET /api/v1/sms-consents/, POST .../withdraw/) ----------------------
+URL = "/api/v1/sms-consents/"
+
+
+def invited(project) -> list[str]:
+    """The numbers an SMS invite of ``project`` would select now (consent checked)."""
+    invite = Distribution(project=project, channel="sms", mode=Distribution.Mode.LINK)
+    return sorted(recipients_queryset(invite).values_list("person__phone", flat=True))
+
+
+@pytest.fixture
+def consents(client, tenancy, consent_request, django_capture_on_commit_callbacks):
+    """Ada said yes then STOP; Eve said "oui"; brand B has a consent of its own."""
+    cb = django_capture_on_commit_callbacks
+    signed_reply(client, cb, "Ada", "yes", "SMa1")
+    signed_reply(client, cb, "Eve", "oui", "SMa2")
+    signed_reply(client, cb, "Ada", "STOP", "SMa3")
+    other = Consent.objects.create(
+        brand=tenancy.brand_b, project=tenancy.project_b, address=NAMES["Eve"]
+    )
+    return {
+        "ada": Consent.objects.get(brand=tenancy.brand_a, address=NAMES["Ada"]),
+        "eve": Consent.objects.get(brand=tenancy.brand_a, address=NAMES["Eve"]),
+        "other": other,
+    }
+
+
+def test_everyone_in_the_brand_reads_its_consents_and_only_its_own(
+    tenancy, consents, consent_request, api_client_for
+):
+    viewer = api_client_for(user=tenancy.viewer_a)
+    listed = viewer.get(URL).json()["results"]
+    assert [item["address"] for item in listed] == [NAMES["Eve"], NAMES["Ada"]]
+    eve, ada = listed
+    yes = InboundMessage.objects.get(provider_sid="SMa2")
+    request = consent_request.messages.get(address=NAMES["Eve"])
+    assert {k: eve[k] for k in ("project", "status", "inbound", "inbound_text", "request")} == {
+        "project": tenancy.project_a.pk,
+        "status": "given",
+        "inbound": yes.pk,
+        "inbound_text": "oui",
+        "request": request.pk,
+    }
+    assert eve["withdrawn_at"] is None
+    assert [e["action"] for e in eve["events"]] == ["consent"]
+    stop = InboundMessage.objects.get(provider_sid="SMa3")
+    assert ada["status"] == "withdrawn" and ada["withdrawn_at"]
+    assert [(e["action"], e["source"], e["inbound"], e["who"]) for e in ada["events"]] == [
+        ("consent", "reply", InboundMessage.objects.get(provider_sid="SMa1").pk, "The recipient"),
+        ("consent_withdrawn", "reply", stop.pk, "The recipient"),
+    ]
+
+    def addresses(**query):
+        answer = viewer.get(URL, query)
+        assert answer.status_code == 200, answer.content
+        return [item["address"] for item in answer.json()["results"]]
+
+    assert addresses(status="given") == [NAMES["Eve"]]
+    assert addresses(status="withdrawn") == [NAMES["Ada"]]
+    assert addresses(project=tenancy.project_a.pk) == [NAMES["Eve"], NAMES["Ada"]]
+    assert addresses(project=tenancy.project_b.pk) == []  # another brand's project: nothing
+    assert addresses(address=NAMES["Ada"]) == [NAMES["Ada"]]
+    # An unencoded "+" arrives as a space: the number is found all the same.
+    assert viewer.get(f"{URL}?address={NAMES['Eve']}").json()["results"][0]["id"] == eve["id"]
+    refused = viewer.get(URL, {"status": "pending"})
+    assert refused.status_code == 400 and "status" in refused.json()["error"]["fields"]
+
+    assert viewer.get(f"{URL}{eve['id']}/").json() == eve
+    # Another brand's consent: 404, to read and to withdraw, for everyone of brand A.
+    admin = api_client_for(user=tenancy.admin_a)
+    other = consents["other"].pk
+    assert viewer.get(f"{URL}{other}/").status_code == 404
+    assert admin.post(f"{URL}{other}/withdraw/", {"reason": "x"}, format="json").status_code == 404
+    assert Consent.objects.get(pk=other).active
+    beta = api_client_for(user=tenancy.admin_b).get(URL).json()["results"]
+    assert [item["id"] for item in beta] == [other]
+
+
+def test_an_admin_withdraws_a_consent_in_the_audit_trail(tenancy, consents, api_client_for):
+    eve = consents["eve"]
+    url = f"{URL}{eve.pk}/withdraw/"
+    assert invited(tenancy.project_a) == [NAMES["Eve"]]
+    viewer = api_client_for(user=tenancy.viewer_a)
+    assert viewer.post(url, {"reason": "Called us"}, format="json").status_code == 403
+    padmin = api_client_for(user=tenancy.project_admin_a)
+    blank = padmin.post(url, {"reason": "  "}, format="json")
+    assert blank.status_code == 400 and "reason" in blank.json()["error"]["fields"]
+    assert Consent.objects.get(pk=eve.pk).active
+
+    answer = padmin.post(url, {"reason": "Asked on the phone"}, format="json")
+    assert answer.status_code == 200, answer.content
+    body = answer.json()
+    assert body["status"] == "withdrawn" and body["withdrawn_at"]
+    withdrawal = body["events"][-1]
+    assert {k: withdrawal[k] for k in ("action", "source", "who", "actor", "reason")} == {
+        "action": "consent_withdrawn",
+        "source": "admin",
+        "who": "padmin_a",
+        "actor": "padmin_a",
+        "reason": "Asked on the phone: project Alpha pulse",
+    }
+    assert withdrawal["consent"] == eve.pk and withdrawal["person"] is not None
+    # The project's invites no longer select her; the same call again is a conflict.
+    assert invited(tenancy.project_a) == []
+    again = padmin.post(url, {"reason": "Asked on the phone"}, format="json")
+    assert again.status_code == 409
+
+    # The audit trail shows both consents given and both withdrawn (API and person page).
+    events = viewer.get("/api/v1/optout-events/", {"address": NAMES["Eve"]}).json()["results"]
+    assert [(e["action"], e["source"]) for e in events] == [
+        ("consent_withdrawn", "admin"),
+        ("consent", "reply"),
+    ]
+    withdrawn = viewer.get("/api/v1/optout-events/", {"action": "consent_withdrawn"}).json()
+    assert sorted(e["address"] for e in withdrawn["results"]) == [NAMES["Ada"], NAMES["Eve"]]
+
+
+def test_the_person_page_shows_the_consent_trail(tenancy, consents, page_client_for):
+    ada = Person.objects.get(brand=tenancy.brand_a, phone=consents["ada"].address)
+    page = page_client_for(tenancy.viewer_a).get(f"/people/{ada.pk}/").content.decode()
+    assert "Consented to a project&#x27;s invites (YES)" in page
+    assert "Consent withdrawn" in page
+    assert "Opted out: project Alpha pulse" in page
