@@ -13,7 +13,7 @@ from distributions.email_api import (
 from distributions.library_api import LibraryMessageViewSet
 from distributions.policy_api import FrequencyRuleViewSet
 from distributions.provider_views import ProviderAPIView
-from optouts.api import InboundMessageViewSet, OptOutEventViewSet, OptOutViewSet
+from optouts.api import ConsentViewSet, InboundMessageViewSet, OptOutEventViewSet, OptOutViewSet
 from participants.api import (
     BulkUpsertView,
     ImportCancel,
@@ -45,6 +45,7 @@ router.register("frequency-rules", FrequencyRuleViewSet, basename="frequency-rul
 router.register("library-messages", LibraryMessageViewSet, basename="library-message")
 router.register("sms-keywords", SmsKeywordViewSet, basename="sms-keyword")
 router.register("sms-sessions", SmsSessionViewSet, basename="sms-session")
+router.register("sms-consents", ConsentViewSet, basename="sms-consent")
 
 urlpatterns = [
     # First: the API's busiest route (a link per transaction; Django tries the patterns in

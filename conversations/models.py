@@ -147,6 +147,7 @@ class Turn(models.Model):
         CLOSED = "closed", "Closed notice"
         CONSENT = "consent", "Consent request"
         CONSENT_GIVEN = "consent_yes", "Consent given"
+        CONSENT_OTHER = "consent_no", "Reply to a consent request (not a yes)"
         ANSWER = "answer", "Answer"
         INVALID = "invalid", "Invalid answer"
         KEYWORD = "keyword", "Keyword"

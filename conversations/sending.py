@@ -258,7 +258,7 @@ def replies_debit(*, turn_ids: list[int]) -> int:
     replies = list(
         Turn.objects.filter(
             pk__in=turn_ids, direction=Turn.Direction.IN, inbound__isnull=False
-        ).select_related("brand", "session")
+        ).select_related("brand", "session", "inbound__message__distribution")
     )
     if not replies:
         return 0
@@ -271,10 +271,19 @@ def replies_debit(*, turn_ids: list[int]) -> int:
             country=country,
             segments=1,
             rate=table.inbound_rate(country),
-            project_id=turn.session.project_id if turn.session_id else None,
+            project_id=_reply_project_id(turn),
             note=f"Two-way SMS: reply from {turn.address}",
         )
     return len(replies)
+
+
+def _reply_project_id(turn: Turn) -> int | None:
+    """The project a reply is charged to: its session's, else (a reply to a consent request)
+    that of the message it answered."""
+    if turn.session_id:
+        return turn.session.project_id
+    message = turn.inbound.message if turn.inbound_id else None
+    return message.distribution.project_id if message is not None else None
 
 
 def turns_send_stale(*, older_than: timedelta = timedelta(minutes=5)) -> int:

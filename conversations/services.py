@@ -16,8 +16,10 @@ What callers can rely on (docs/two-way.md):
   are applied one after the other;
 - a yes to a consent request (the number's last message) records the number's consent to
   that project (``optouts.services.consent_record``, with its audit event);
-- every reply that reaches a conversation is debited once at the inbound rate of its
-  country (``credits_debit_once``, keyed by the inbound message), by the send task.
+- every reply that reaches a conversation, and every reply to a consent request (yes or
+  not, STOP and HELP included), is recorded once in the number's texts and debited once at
+  the inbound rate of its country (``credits_debit_once``, keyed by the inbound message),
+  by the send task.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ TKind = Turn.Kind
 # A reply this long after a session closed still gets the closed notice; later, nothing.
 LATE_WINDOW = timedelta(days=7)
 KEYWORD_EMBEDDED_FIELD = "sms_from"  # the keyword respondent's number (docs/two-way.md)
+# The kind of a reply to a consent request that no conversation took (any other: not a yes).
+_CONSENT_REPLY_KINDS = {Keyword.STOP: TKind.STOP, Keyword.HELP: TKind.HELP}
 
 
 def settings_for(project: Project) -> TwoWaySettings:
@@ -220,10 +224,27 @@ def inbound_converse(*, brand: Brand, inbound: InboundMessage, last_message=None
 
 def _converse(brand: Brand, inbound: InboundMessage, last_message) -> Session | None:
     now = inbound.received_at
+    consent_request = _is_consent_request(last_message)
     if inbound.kind == Keyword.STOP:
-        return _on_stop(brand, inbound, now)
-    if _consent_given(inbound, last_message):
+        session = _on_stop(brand, inbound, now)
+    elif consent_request and _consent_given(inbound, last_message):
         return None
+    else:
+        session = _in_session(brand, inbound, last_message, now)
+    # Each path above records the reply (a turn, debited once) exactly when it returns a
+    # session. A reply to a consent request that no conversation took (a no, a maybe, a
+    # STOP or HELP without an open session) is a reply all the same: in the number's texts,
+    # debited once at the inbound rate (the yes is recorded by ``_consent_given``).
+    if session is None and consent_request:
+        _inbound_turn(None, inbound, _CONSENT_REPLY_KINDS.get(inbound.kind, TKind.CONSENT_OTHER))
+    return session
+
+
+def _in_session(
+    brand: Brand, inbound: InboundMessage, last_message, now: datetime
+) -> Session | None:
+    """The reply in its open session (or a keyword's new one, or a late answer's closed
+    one); None, having recorded nothing, when it is no conversation's."""
     session = _session_for(brand, inbound, last_message)
     if inbound.kind == Keyword.HELP:
         if session is not None:
@@ -245,11 +266,14 @@ def _converse(brand: Brand, inbound: InboundMessage, last_message) -> Session | 
     return session
 
 
+def _is_consent_request(last_message) -> bool:
+    """Is the number's last message from the brand a consent request (it answers that)?"""
+    return last_message is not None and last_message.distribution.mode == Distribution.Mode.CONSENT
+
+
 def _consent_given(inbound: InboundMessage, last_message) -> bool:
     """A yes (YES, SI, OUI… or the project's own words) to the consent request that was the
     number's last message: the number consented to that project's invites."""
-    if last_message is None or last_message.distribution.mode != Distribution.Mode.CONSENT:
-        return False
     if inbound.kind == Keyword.HELP:
         return False
     project = Project.objects.get(pk=last_message.distribution.project_id)

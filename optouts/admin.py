@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from optouts.models import InboundMessage, OptOut, OptOutEvent
+from optouts.models import Consent, InboundMessage, OptOut, OptOutEvent
 
 
 @admin.register(OptOut)
@@ -38,6 +38,23 @@ class InboundMessageAdmin(admin.ModelAdmin):
     list_filter = ("kind", "action")
     search_fields = ("from_number", "to_number", "body", "provider_sid")
     raw_id_fields = ("message", "person", "optout")
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Consent)
+class ConsentAdmin(admin.ModelAdmin):
+    """Consents come from the number's yes and go by an opt-out or an admin's withdrawal (the
+    API, with its audit event): read here, never edited."""
+
+    list_display = ("address", "project", "brand", "active", "granted_at", "withdrawn_at")
+    list_filter = ("active",)
+    search_fields = ("address",)
+    raw_id_fields = ("project", "inbound")
+
+    def has_add_permission(self, request):
+        return False
 
     def has_change_permission(self, request, obj=None):
         return False

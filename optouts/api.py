@@ -1,9 +1,11 @@
-"""REST API: opt-outs (list, retrieve, record, opt-in), their audit trail, inbound replies."""
+"""REST API: opt-outs (list, retrieve, record, opt-in), their audit trail, inbound replies,
+and consents to a project's SMS invites (list, retrieve, withdraw: docs/two-way.md)."""
 
 from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import Prefetch
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.decorators import action
@@ -14,9 +16,9 @@ from brands.api.base import BrandScopedAPIMixin, StrictSerializer
 from brands.api.errors import state_conflict
 from brands.models import ApiKey
 from brands.roles import Role, role_allows
-from optouts.models import Channel, InboundMessage, OptOut, OptOutEvent, Scope, Source
-from optouts.selectors import inbound_list, optout_events_for, optout_list
-from optouts.services import optout_create_by_admin, optout_opt_in
+from optouts.models import Channel, Consent, InboundMessage, OptOut, OptOutEvent, Scope, Source
+from optouts.selectors import consent_list, inbound_list, optout_events_for, optout_list
+from optouts.services import consent_withdraw, optout_create_by_admin, optout_opt_in
 
 
 class OptOutEventSerializer(serializers.ModelSerializer):
@@ -43,6 +45,7 @@ class OptOutEventSerializer(serializers.ModelSerializer):
             "inbound_text",
             "person",
             "optout",
+            "consent",
         ]
         read_only_fields = fields
 
@@ -206,7 +209,8 @@ class OptOutViewSet(
     )
 )
 class OptOutEventViewSet(BrandScopedAPIMixin, viewsets.ReadOnlyModelViewSet):
-    """The audit trail: every opt-out, opt-in and provider re-subscribe, newest first."""
+    """The audit trail: every opt-out, opt-in, provider re-subscribe, consent given and
+    consent withdrawn, newest first."""
 
     queryset = OptOutEvent.objects.select_related("actor", "api_key")
     serializer_class = OptOutEventSerializer
@@ -273,3 +277,116 @@ class InboundMessageViewSet(BrandScopedAPIMixin, viewsets.ReadOnlyModelViewSet):
             kind=kind if kind in ("STOP", "START", "HELP", "OTHER") else "",
             action=action_ if action_ in InboundMessage.Action.values else "",
         )
+
+
+class ConsentSerializer(serializers.ModelSerializer):
+    status = serializers.ChoiceField(
+        choices=Consent.Status.choices,
+        read_only=True,
+        help_text="given (invites go to the number) or withdrawn.",
+    )
+    inbound_text = serializers.CharField(
+        source="inbound.body",
+        read_only=True,
+        default=None,
+        allow_null=True,
+        help_text="The yes, as the number texted it.",
+    )
+    request = serializers.IntegerField(
+        source="inbound.message_id",
+        read_only=True,
+        default=None,
+        allow_null=True,
+        help_text="The consent request (the recipient row of its distribution) it answered.",
+    )
+    events = OptOutEventSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Consent
+        fields = [
+            "id",
+            "project",
+            "address",
+            "status",
+            "granted_at",
+            "withdrawn_at",
+            "inbound",
+            "inbound_text",
+            "request",
+            "events",
+        ]
+        read_only_fields = fields
+        extra_kwargs = {"inbound": {"help_text": "The inbound message of the yes."}}
+
+
+class ConsentWithdrawSerializer(StrictSerializer):
+    reason = serializers.CharField(
+        max_length=400, help_text="How the person withdrew their consent (in the audit trail)."
+    )
+
+
+@extend_schema_view(
+    list=extend_schema(
+        parameters=[
+            OpenApiParameter("project", int),
+            OpenApiParameter("status", str, enum=Consent.Status.values),
+            OpenApiParameter("address", str, description="The number, E.164 (+14155550101)."),
+        ]
+    )
+)
+class ConsentViewSet(
+    BrandScopedAPIMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
+):
+    """The numbers that replied yes to a project's consent request, newest first, given or
+    withdrawn, each with its audit events. Everyone reads; ``POST /{id}/withdraw/`` (project
+    and brand admins) withdraws one. A consent is only ever given by the number's own yes."""
+
+    queryset = Consent.objects.all()
+    serializer_class = ConsentSerializer
+    read_role = Role.VIEWER
+    role_for_method = {"POST": Role.PROJECT_ADMIN}
+
+    def get_queryset(self):
+        params = self.request.query_params
+        if self.action == "list":
+            queryset = consent_list(
+                brand=self.brand,
+                project_id=int(params["project"]) if params.get("project") else None,
+                status=params.get("status", ""),
+                address=params.get("address", ""),
+            )
+        else:
+            queryset = super().get_queryset().select_related("inbound")
+        events = OptOutEvent.objects.select_related("actor", "api_key").order_by("created_at", "pk")
+        return queryset.prefetch_related(Prefetch("events", queryset=events))
+
+    def get_serializer_class(self):
+        return ConsentWithdrawSerializer if self.action == "withdraw" else ConsentSerializer
+
+    @extend_schema(request=ConsentWithdrawSerializer, responses={200: ConsentSerializer})
+    @action(detail=True, methods=["post"])
+    def withdraw(self, request, pk=None):
+        """Withdraw the consent (the person asked another way than STOP): the project's SMS
+        invites no longer go to the number until it says yes to a new consent request.
+        ``reason`` is required; 409 when it is already withdrawn."""
+        consent = self.get_object()
+        payload = ConsentWithdrawSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        try:
+            consent = consent_withdraw(
+                consent=consent,
+                reason=payload.validated_data["reason"],
+                role=self.role,
+                actor=self.actor(),
+                api_key=_api_key(request),
+            )
+        except DjangoPermissionDenied as exc:
+            raise PermissionDenied(str(exc)) from exc
+        except DjangoValidationError as exc:
+            if "consent" in getattr(exc, "error_dict", {}):  # already withdrawn: its state
+                raise state_conflict(exc) from exc
+            raise
+        return Response(ConsentSerializer(self.get_queryset().get(pk=consent.pk)).data)

@@ -195,6 +195,14 @@ class OptOutEvent(models.Model):
         InboundMessage, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     inbound_text = models.CharField(max_length=1600, blank=True)
+    consent = models.ForeignKey(
+        "Consent",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="events",
+        help_text="The consent this event granted or withdrew (consent events).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = BrandScopedManager()
@@ -245,7 +253,12 @@ class ConsentPolicy(models.Model):
 
 class Consent(models.Model):
     """A number's YES to one project's invites, until withdrawn (any SMS opt-out of the
-    number in the brand withdraws it). Granting and withdrawing are ``OptOutEvent`` rows."""
+    number in the brand withdraws it, and so can an admin). Granting and withdrawing are
+    ``OptOutEvent`` rows (``events``); ``inbound`` is the yes."""
+
+    class Status(models.TextChoices):
+        GIVEN = "given", "Given"
+        WITHDRAWN = "withdrawn", "Withdrawn"
 
     brand_path = "brand"
 
@@ -276,3 +289,7 @@ class Consent(models.Model):
 
     def __str__(self) -> str:
         return f"Consent of {self.address} to {self.project_id}"
+
+    @property
+    def status(self) -> str:
+        return self.Status.GIVEN if self.active else self.Status.WITHDRAWN

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from brands.models import Brand
-from optouts.models import Channel, InboundMessage, OptOut, OptOutEvent
+from optouts.models import Channel, Consent, InboundMessage, OptOut, OptOutEvent
 from participants.models import Person
 
 CSV_HEADER = [
@@ -192,3 +192,26 @@ def inbound_list(*, brand: Brand, q: str = "", kind: str = "", action: str = "")
             | Q(person__last_name__icontains=term)
         )
     return queryset.order_by("-received_at", "-pk")
+
+
+def consent_list(
+    *, brand: Brand, project_id: int | None = None, status: str = "", address: str = ""
+) -> QuerySet:
+    """The brand's consents, newest first; ``status`` is ``given`` or ``withdrawn`` (any
+    other: both)."""
+    queryset = Consent.objects.for_brand(brand).select_related("inbound")
+    if project_id is not None:
+        queryset = queryset.filter(project_id=project_id)
+    if status:
+        queryset = queryset.filter(active=status == Consent.Status.GIVEN)
+    address = (address or "").strip()
+    if address:
+        # An unencoded "+" in a query string arrives as a space: "+14155550101" either way.
+        spellings = {address, f"+{address}"} if address.isdigit() else {address}
+        queryset = queryset.filter(address__in=spellings)
+    return queryset.order_by("-granted_at", "-pk")
+
+
+def consent_events(*, consent: Consent) -> QuerySet:
+    """The audit events of one consent (its grant, its withdrawal), oldest first."""
+    return consent.events.select_related("actor", "api_key").order_by("created_at", "pk")

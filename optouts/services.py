@@ -124,7 +124,14 @@ def optout_record(
             _flag_people(brand_id=brand_id, channel=channel, address=address, value="Yes")
         if channel == Channel.SMS:
             consents_withdraw(
-                brand_id=brand_id, address=address, inbound=inbound, reason="Opted out"
+                brand_id=brand_id,
+                address=address,
+                inbound=inbound,
+                reason="Opted out",
+                source=source,
+                person=person,
+                actor=actor,
+                api_key=api_key,
             )
         if created:
             opted_out_raised(optout=optout, reason=reason)
@@ -513,6 +520,7 @@ def consent_record(*, project, address: str, inbound: InboundMessage | None = No
             channel=Channel.SMS,
             address=address,
             person=inbound.person if inbound is not None else None,
+            consent=consent,
             action=OptOutEvent.Action.CONSENT,
             source=Source.REPLY,
             scope=Scope.DIRECTORY,
@@ -524,10 +532,18 @@ def consent_record(*, project, address: str, inbound: InboundMessage | None = No
 
 
 def consents_withdraw(
-    *, brand_id: int, address: str, inbound: InboundMessage | None = None, reason: str = ""
+    *,
+    brand_id: int,
+    address: str,
+    inbound: InboundMessage | None = None,
+    reason: str = "",
+    source: str | None = None,
+    person: Person | None = None,
+    actor=None,
+    api_key=None,
 ) -> int:
-    """Withdraw every active consent of the number in the brand (an opt-out does), each with
-    its audit event. Returns how many."""
+    """Withdraw every active consent of the number in the brand (an opt-out does: ``source``
+    is the opt-out's), each with its audit event. Returns how many."""
     consents = list(
         Consent.objects.filter(brand_id=brand_id, address=address, active=True).select_related(
             "project"
@@ -539,17 +555,77 @@ def consents_withdraw(
     Consent.objects.filter(pk__in=[c.pk for c in consents]).update(active=False, withdrawn_at=now)
     OptOutEvent.objects.bulk_create(
         [
-            OptOutEvent(
-                brand_id=brand_id,
-                channel=Channel.SMS,
-                address=address,
-                action=OptOutEvent.Action.CONSENT_WITHDRAWN,
-                source=Source.REPLY if inbound is not None else Source.ADMIN,
-                scope=Scope.DIRECTORY,
+            _withdrawal_event(
+                consent,
+                source=source or (Source.REPLY if inbound is not None else Source.ADMIN),
+                reason=f"{reason or 'Withdrawn'}: project {consent.project.name}",
                 inbound=inbound,
-                reason=f"{reason or 'Withdrawn'}: project {consent.project.name}"[:500],
+                person=person,
+                actor=actor,
+                api_key=api_key,
             )
             for consent in consents
         ]
     )
     return len(consents)
+
+
+def consent_withdraw(
+    *, consent: Consent, reason: str, role: str | None, actor=None, api_key=None
+) -> Consent:
+    """An admin withdraws one consent (the person asked, another way than STOP): the
+    project's SMS invites no longer go to the number until it replies yes to a new consent
+    request. Project and brand admins, with a reason; audited like a STOP's withdrawal.
+    Distributions already materialised keep their recipients (consent is checked when a
+    distribution selects them; only an opt-out is checked again at hand-over)."""
+    if not role_allows(role, Role.PROJECT_ADMIN):
+        raise PermissionDenied("Only a project or brand admin can withdraw a consent.")
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationError({"reason": "Say how the person withdrew their consent."})
+    with transaction.atomic():
+        locked = Consent.objects.select_for_update().select_related("project").get(pk=consent.pk)
+        if not locked.active:
+            raise ValidationError({"consent": "This consent is already withdrawn."})
+        locked.active = False
+        locked.withdrawn_at = timezone.now()
+        locked.save(update_fields=["active", "withdrawn_at"])
+        _withdrawal_event(
+            locked,
+            source=Source.ADMIN,
+            reason=f"{reason}: project {locked.project.name}",
+            person=directory_person_for(
+                brand_id=locked.brand_id, channel=Channel.SMS, address=locked.address
+            ),
+            actor=actor,
+            api_key=api_key,
+        ).save()
+    consent.refresh_from_db()
+    return consent
+
+
+def _withdrawal_event(
+    consent: Consent,
+    *,
+    source: str,
+    reason: str,
+    inbound: InboundMessage | None = None,
+    person: Person | None = None,
+    actor=None,
+    api_key=None,
+) -> OptOutEvent:
+    return OptOutEvent(
+        brand_id=consent.brand_id,
+        channel=Channel.SMS,
+        address=consent.address,
+        person=person if person is not None else getattr(inbound, "person", None),
+        consent=consent,
+        action=OptOutEvent.Action.CONSENT_WITHDRAWN,
+        source=source,
+        scope=Scope.DIRECTORY,
+        actor=actor if getattr(actor, "pk", None) else None,
+        api_key=api_key,
+        inbound=inbound,
+        reason=reason[:500],
+        inbound_text=(inbound.body if inbound is not None else "")[:1600],
+    )

@@ -114,6 +114,7 @@ def brand_with_data(tenancy):
     """The tenancy's brand A with something of every kind the API lists."""
     from credits.services import credits_grant
     from distributions.models import Distribution, EmailDomain
+    from optouts.models import Consent
     from tests.factories.distributions import DistributionFactory, MessageFactory, OptOutFactory
     from tests.factories.projects import QuestionFactory
     from webhooks.models import WebhookEndpoint
@@ -132,6 +133,7 @@ def brand_with_data(tenancy):
     )
     question = QuestionFactory(project=tenancy.project_a)
     optout = OptOutFactory(brand=brand, address="+14155550199")
+    consent = Consent.objects.create(brand=brand, project=tenancy.project_a, address="+14155550198")
     domain = EmailDomain.objects.create(brand=brand, domain="mail.alpha.example")
     endpoint = WebhookEndpoint.objects.create(
         brand=brand, url="https://hooks.alpha.example/relay", events=["participant.opted_out"]
@@ -146,6 +148,7 @@ def brand_with_data(tenancy):
         "/distributions/{id}": distribution.pk,
         "/people/{id}": tenancy.participant_a.person_id,
         "/optouts/{id}": optout.pk,
+        "/sms-consents/{id}": consent.pk,
         "/email-domains/{id}": domain.pk,
         "/webhooks/{id}": endpoint.pk,
     }
