@@ -575,7 +575,7 @@ class Flight:
         self.results: list[list[SendResult]] = [[] for _ in lanes]
         self.answered: list[datetime | None] = [None for _ in lanes]
         self.handed: dict[int, datetime] = {}
-        self.later: list[int] = []  # sync lanes waiting for their moment
+        self.later: list[tuple[int, list]] = []  # sync lanes waiting for their moment
         self.future = None  # the async lanes' requests on the hand-over loop
         self._concurrent: list[int] = []
         self._guard = contextlib.ExitStack()
@@ -620,7 +620,7 @@ class Flight:
             made = start(outgoing) if start is not None else None
             if made is None:
                 if lane.wait() > 0:
-                    self.later.append(index)
+                    self.later.append((index, outgoing))
                 else:
                     self._send_now(index, outgoing)
             else:
@@ -629,9 +629,8 @@ class Flight:
         if coroutines:
             self.future = handover_submit(_gather(coroutines))
 
-    def _send_now(self, index: int, outgoing=None) -> None:
+    def _send_now(self, index: int, outgoing: list) -> None:
         lane = self.lanes[index]
-        outgoing = outgoing if outgoing is not None else _outgoing(lane, self.lease)
         self.results[index] = lane.provider.send_window(outgoing)
         self.answered[index] = timezone.now()
 
@@ -645,11 +644,11 @@ class Flight:
         record the results."""
         try:
             waited = max(0.0, self.moment - time.time())
-            for index in self.later:
+            for index, outgoing in self.later:
                 wait = self.lanes[index].wait()
                 if wait > 0:
                     time.sleep(wait)
-                self._send_now(index)
+                self._send_now(index, outgoing)
             if self.future is not None:
                 gathered = self.future.result()
                 for index, (done, sent) in zip(self._concurrent, gathered, strict=True):
