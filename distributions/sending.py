@@ -58,6 +58,7 @@ from distributions.models import (
 )
 from distributions.policies import link_expires_at, shared_invite_links
 from distributions.providers.base import (
+    HandedOver,
     Outcome,
     OutgoingEmail,
     OutgoingSms,
@@ -90,6 +91,11 @@ RETRY_BASE_SECONDS = 0.5
 RETRY_MAX_SECONDS = 60.0
 # Stale rows settled per reconciliation pass of one distribution.
 RECONCILE_BATCH = 5000
+# A row its provider got without our worker reading the answer (reconciliation).
+IN_DOUBT_REASON = (
+    "unknown No answer after the message was sent (its worker stopped before the server's "
+    "reply was recorded): it may have been delivered; not sent again."
+)
 
 
 def lease_seconds() -> int:
@@ -1228,9 +1234,11 @@ def _stale_rows(distribution, stale_before, first_id=None, last_id=None):
 
 def reconcile_range(*, distribution, provider: Provider, first_id=None, last_id=None) -> int:
     """Settle rows left in Sending longer than the lease (their worker died): Sent if the
-    provider has them, Pending again (to be sent) if it does not. The provider is asked once
-    for all of them (``find_sent_many``: Twilio lists the time range in pages), not once per
-    row. Returns how many rows were settled."""
+    provider has them, Failed if they were handed over without a known answer (an email whose
+    server reply never reached its worker: it may have been delivered, so it is not sent
+    again), Pending again (to be sent) if the provider never got them. The provider is asked
+    once for all of them (``find_handed_over``: Twilio lists the time range in pages), not
+    once per row. Returns how many rows were settled."""
     stale_before = timezone.now() - timedelta(seconds=lease_seconds())
     rows = list(
         _stale_rows(distribution, stale_before, first_id, last_id).values(
@@ -1242,8 +1250,8 @@ def reconcile_range(*, distribution, provider: Provider, first_id=None, last_id=
     is_email = distribution.channel == Distribution.Channel.EMAIL
     # A row without a body was never rendered, so never handed over (emails: their journal).
     asked = [row for row in rows if row["body"] or is_email]
-    found = (
-        provider.find_sent_many(
+    handed = (
+        provider.find_handed_over(
             queries=[
                 SentQuery(
                     message_id=row["pk"],
@@ -1257,8 +1265,10 @@ def reconcile_range(*, distribution, provider: Provider, first_id=None, last_id=
             sender=distribution.sender,
         )
         if asked
-        else {}
+        else HandedOver(sent={})
     )
+    found = handed.sent
+    in_doubt = {pk: ref for pk, ref in handed.in_doubt.items() if pk not in found}
     now = timezone.now()
     sent = [
         (row["pk"], MStatus.SENT, found[row["pk"]], now, now) for row in rows if row["pk"] in found
@@ -1277,17 +1287,60 @@ def reconcile_range(*, distribution, provider: Provider, first_id=None, last_id=
             distribution_id=distribution.pk, changes=[(pk, MStatus.SENT) for pk in marked], at=now
         )
         _debit(distribution, marked)
+    failed = _fail_in_doubt(
+        distribution, [row for row in rows if row["pk"] in in_doubt], now, stale_before
+    )
     # Only rows whose lease is still stale now: a live task that refreshed it meanwhile
     # (``_reclaim``, ``LeaseKeeper``) is about to send them itself.
     reset = 0
-    for lease in {row["lease"] for row in rows if row["pk"] not in found}:
-        ids = [row["pk"] for row in rows if row["pk"] not in found and row["lease"] == lease]
+    unsent = [row for row in rows if row["pk"] not in found and row["pk"] not in in_doubt]
+    for lease in {row["lease"] for row in unsent}:
+        ids = [row["pk"] for row in unsent if row["lease"] == lease]
         reset += Message.objects.filter(
             pk__in=ids, status=MStatus.SENDING, lease=lease, leased_at__lt=stale_before
         ).update(status=MStatus.PENDING, lease="", leased_at=None, due_at=now)
     if reset:
         distribution_enqueue(distribution=distribution)
-    return len(marked) + reset
+    return len(marked) + len(failed) + reset
+
+
+def _fail_in_doubt(distribution, rows: list[dict], now, stale_before) -> list[int]:
+    """Rows handed over whose answer never reached their worker: Failed, as a timeout after
+    the content is (``Outcome.REJECTED``, code ``unknown``), never sent again and, like it,
+    not debited. Only rows still Sending under the same, still stale, lease."""
+    failed: list[int] = []
+    for lease in {row["lease"] for row in rows}:
+        failed += update_rows_returning(
+            Message,
+            ["status", "status_reason", "error_code", "status_changed_at"],
+            [
+                (row["pk"], MStatus.FAILED, IN_DOUBT_REASON, "unknown", now)
+                for row in rows
+                if row["lease"] == lease
+            ],
+            where="t.status = %s AND t.lease = %s AND t.leased_at < %s",
+            params=[MStatus.SENDING, lease, stale_before],
+            casts={"status_changed_at": "timestamptz"},
+        )
+    if failed:
+        MessageEvent.objects.bulk_create(
+            [
+                MessageEvent(
+                    message_id=pk,
+                    status=MStatus.FAILED,
+                    at=now,
+                    source="reconcile",
+                    detail=IN_DOUBT_REASON,
+                )
+                for pk in failed
+            ]
+        )
+        recipient_statuses_raised(
+            distribution_id=distribution.pk,
+            changes=[(pk, MStatus.FAILED) for pk in failed],
+            at=now,
+        )
+    return failed
 
 
 def _mark_reconciled(sent: list[tuple], leases: dict[int, str]) -> list[int]:

@@ -10,11 +10,15 @@ import email.policy
 import hashlib
 import hmac
 import io
+import socket
+import uuid
+from datetime import timedelta
 
 from django.utils import timezone
 
 import dkim
 import pytest
+import redis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -24,12 +28,14 @@ from distributions.email_services import (
     email_domain_create,
 )
 from distributions.models import BounceReport, Distribution, EmailDomain, Message
-from distributions.providers.base import Outcome, OutgoingEmail
+from distributions.providers.base import HandedOver, Outcome, OutgoingEmail, SentQuery
 from distributions.providers.registry import channel_provider_for
+from distributions.sending import reconcile_range
 from distributions.services import distribution_create
 from distributions.verp import verp_message_id
 from optouts.models import OptOut
 from projects.models import SurveyLink
+from tests.factories.distributions import DistributionFactory, MessageFactory
 from tests.factories.participants import ParticipantFactory, PersonFactory
 from tests.smtp_server import SmtpServer
 
@@ -487,7 +493,7 @@ def test_other_backends_receive_the_same_message(
     assert "Hello Ada" in sent.alternatives[0][0]
 
 
-def _outgoing(message_id, to="ada@example.com"):
+def _outgoing(message_id, to="ada@example.com", lease="lease-1"):
     return OutgoingEmail(
         message_id=message_id,
         to=to,
@@ -499,26 +505,31 @@ def _outgoing(message_id, to="ada@example.com"):
         text="Hi\n.leading dot stays",
         unsubscribe_url="https://relay.test/o/x/",
         return_path=f"bounce+{message_id}@relay.test",
-        lease="lease-1",
+        lease=lease,
     )
+
+
+def _query(message_id, lease="lease-1"):
+    return SentQuery(message_id=message_id, to="", body="", lease=lease, since=timezone.now())
 
 
 def test_the_journal_holds_a_message_before_the_server_can_take_it(tenancy, smtp):
-    """A worker killed between the server's commit and its reply must still find the message
-    in the journal (reconciliation then records it Sent and never sends it again)."""
+    """A worker killed between the server's commit and its reply must find the message in
+    the journal, pending (reconciliation then fails the row "may have been delivered" and never
+    sends it again); once the 250 is read, the entry is confirmed (reconciliation: Sent)."""
     provider = channel_provider_for(email_account_for(tenancy.brand_a), "email")
     seen_at_commit = []
     smtp.behaviour.on_data = lambda envelope: seen_at_commit.append(
-        provider.find_sent(
-            to="", sender="", since=timezone.now(), body="", message_id=41, lease="lease-1"
-        )
+        provider.find_handed_over(queries=[_query(41)], sender="")
     )
     try:
         (result,) = provider.send_window([_outgoing(41)])
+        after = provider.find_handed_over(queries=[_query(41)], sender="")
     finally:
         provider.close()
     assert result.outcome == Outcome.ACCEPTED
-    assert seen_at_commit == [result.provider_id]
+    assert seen_at_commit == [HandedOver(sent={}, in_doubt={41: result.provider_id})]
+    assert after == HandedOver(sent={41: result.provider_id}, in_doubt={})
     plain = parsed(smtp.messages[0]).get_body(("plain",)).get_content()
     assert plain.splitlines()[-1] == ".leading dot stays"  # dot-stuffed on the wire, not lost
 
@@ -528,13 +539,100 @@ def test_a_message_refused_at_data_leaves_no_journal_entry(tenancy, smtp):
     smtp.behaviour.data_reply = "554 5.7.1 Message rejected"
     try:
         (result,) = provider.send_window([_outgoing(42)])
-        found = provider.find_sent(
-            to="", sender="", since=timezone.now(), body="", message_id=42, lease="lease-1"
-        )
+        found = provider.find_handed_over(queries=[_query(42)], sender="")
     finally:
         provider.close()
     assert (result.outcome, result.bounced) == (Outcome.REJECTED, True)
-    assert found is None and smtp.messages == []
+    assert found == HandedOver(sent={}, in_doubt={}) and smtp.messages == []
+
+
+def test_reconciliation_reads_the_journal_confirmed_sent_pending_failed_none_retried(
+    tenancy, smtp, settings
+):
+    """A dead worker's rows: the one whose 250 was confirmed is Sent; the one handed over
+    without an answer (its connection dropped after the dot: the server has it) is Failed
+    "may have been delivered" and never sent again; the one never handed over is sent again."""
+    distribution = DistributionFactory(
+        project=tenancy.project_a, channel="email", subject="Hi", status="in_progress"
+    )
+    lease = f"dead-{uuid.uuid4().hex[:16]}"
+    long_ago = timezone.now() - timedelta(seconds=settings.RELAY_SEND_LEASE_SECONDS + 5)
+    confirmed, pending, never = (
+        MessageFactory(
+            distribution=distribution,
+            address=f"{name}@example.com",
+            status=S.SENDING,
+            lease=lease,
+            leased_at=long_ago,
+        )
+        for name in ("ada", "bob", "cy")
+    )
+    provider = channel_provider_for(email_account_for(tenancy.brand_a), "email")
+    try:
+        (accepted,) = provider.send_window([_outgoing(confirmed.pk, confirmed.address, lease)])
+
+        def drop_the_connection(envelope):  # the server has the message; its reply is lost
+            provider.backend.connection.sock.shutdown(socket.SHUT_RDWR)
+
+        smtp.behaviour.on_data = drop_the_connection
+        (unknown,) = provider.send_window([_outgoing(pending.pk, pending.address, lease)])
+    finally:
+        provider.close()
+    assert (accepted.outcome, unknown.outcome) == (Outcome.ACCEPTED, Outcome.REJECTED)
+    # The worker died before recording either result: reconciliation settles all three.
+    provider = channel_provider_for(email_account_for(tenancy.brand_a), "email")
+    assert reconcile_range(distribution=distribution, provider=provider) == 3
+    for row in (confirmed, pending, never):
+        row.refresh_from_db()
+    assert (confirmed.status, confirmed.provider_id) == (S.SENT, accepted.provider_id)
+    assert pending.status == S.FAILED and pending.error_code == "unknown"
+    assert "it may have been delivered; not sent again" in pending.status_reason
+    assert pending.events.filter(status=S.FAILED, source="reconcile").count() == 1
+    assert (never.status, never.lease, never.attempts) == (S.PENDING, "", 0)
+    # Asked again (another recovery pass), nothing changes: the in-doubt row stays Failed.
+    assert reconcile_range(distribution=distribution, provider=provider) == 0
+    assert sorted(r.rcpt_tos[0] for r in smtp.messages) == ["ada@example.com", "bob@example.com"]
+
+
+class CountingConnection(redis.Connection):
+    """A Redis connection that counts what it writes to the socket: one per round trip."""
+
+    sent = 0
+
+    def send_packed_command(self, command, check_health=True):
+        type(self).sent += 1
+        return super().send_packed_command(command, check_health)
+
+
+def test_confirmations_ride_with_the_next_pending_entry_no_extra_round_trip(
+    tenancy, smtp, settings, monkeypatch
+):
+    """Each 250 is confirmed in the same Redis round trip as the next message's pending entry;
+    the last one at the end of the window: a window of n messages costs n + 1 round trips."""
+    if not settings.REDIS_URL:
+        pytest.skip("set REDIS_URL: the journal's pipelining is Redis's")
+    from distributions.providers import email as email_provider
+
+    pool = redis.ConnectionPool.from_url(settings.REDIS_URL, connection_class=CountingConnection)
+    client = redis.Redis(connection_pool=pool)
+    client.ping()  # the connection's handshake is once per process, not per window
+    monkeypatch.setattr(email_provider, "_redis", client)
+    monkeypatch.setattr(CountingConnection, "sent", 0)
+    lease = f"window-{uuid.uuid4().hex[:16]}"
+    window = [_outgoing(100 + n, f"r{n}@example.com", lease) for n in range(5)]
+    provider = channel_provider_for(email_account_for(tenancy.brand_a), "email")
+    try:
+        results = provider.send_window(window)
+        round_trips = CountingConnection.sent
+        found = provider.find_handed_over(
+            queries=[_query(m.message_id, lease) for m in window], sender=""
+        )
+    finally:
+        provider.close()
+    assert {r.outcome for r in results} == {Outcome.ACCEPTED}
+    assert round_trips == len(window) + 1
+    assert found == HandedOver(sent={r.message_id: r.provider_id for r in results}, in_doubt={})
+    assert CountingConnection.sent == round_trips + 1  # the read; close() had nothing to write
 
 
 def test_a_test_email_goes_to_the_tester_rendered_for_a_participant(
@@ -542,7 +640,6 @@ def test_a_test_email_goes_to_the_tester_rendered_for_a_participant(
 ):
     """The email test message (issue 22): one email to the tester's address, with the
     chosen participant's fields, through the same SMTP path; the original counts nothing."""
-    from datetime import timedelta
 
     from distributions.copies import distribution_test_send
 

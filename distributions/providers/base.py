@@ -2,8 +2,9 @@
 
 A provider class owns everything that is specific to one provider, like a RapidPro channel
 type: sending a window of messages (``send_window``) and classifying what went wrong (one
-``SendResult`` each), finding a message it may already have accepted (``find_sent``:
-reconciliation), checking credentials, and its callbacks: the request-signature check, reading
+``SendResult`` each), finding a message it may already have accepted (``find_sent``;
+reconciliation asks ``find_handed_over``, which also names messages whose acceptance cannot be
+known), checking credentials, and its callbacks: the request-signature check, reading
 a status callback into a ``StatusUpdate`` (with its error codes: which failure means Blocked,
 which means the recipient opted out at the carrier), reading an inbound message and answering
 it, and finding the brands an inbound message may belong to. The engine
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, ClassVar
 
@@ -89,6 +90,17 @@ class SentQuery:
     body: str
     lease: str
     since: datetime
+
+
+@dataclass(frozen=True)
+class HandedOver:
+    """What a provider knows of queried messages (reconciliation): ``sent``, those it accepted;
+    ``in_doubt``, those handed over whose acceptance it cannot tell (the worker died between
+    handing one over and reading the answer): never sent again, never taken as Sent. Both
+    {message id: provider id}."""
+
+    sent: dict[int, str]
+    in_doubt: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -175,6 +187,12 @@ class Provider(ABC):
             if provider_id:
                 found[query.message_id] = provider_id
         return found
+
+    def find_handed_over(self, *, queries: list[SentQuery], sender: str) -> HandedOver:
+        """Reconciliation's question: which queried messages the provider accepted, and which
+        were handed over without a known answer. By default ``find_sent_many``'s answer and
+        nothing in doubt (a provider that can list what it accepted knows)."""
+        return HandedOver(sent=self.find_sent_many(queries=queries, sender=sender))
 
     @abstractmethod
     def check_credentials(self) -> None:

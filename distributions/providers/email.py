@@ -6,19 +6,24 @@ Each message is built by ``EmailMultiAlternatives`` (text and HTML parts, ``Mess
 domain is a verified domain of the brand with a key, and sent over SMTP with its own VERP
 envelope sender. Outcomes per message, read from the server's replies:
 
-- 250 after DATA: accepted. The journal (Redis in production, else the cache) records the
-  message just before the terminating dot is sent, which is the moment the server may commit
-  it: a worker killed after that point, even before the reply reached it, has its row settled
-  as Sent by reconciliation (``find_sent``) and never sends it again. A refusal removes the
-  entry. (Recorded only after the reply, a kill between the server's 250 and the record would
-  send the message twice.)
+- 250 after DATA: accepted. The journal (Redis in production, else the cache) holds one entry
+  per message handed over, in two states. *Pending* is written just before the terminating dot
+  is sent, the moment the server may commit the message; *confirmed* once its 250 is read,
+  written in the same round trip as the next message's pending entry (a Redis pipeline), and
+  at the end of the window or when the connection closes. Reconciliation of a dead worker's
+  rows (``find_handed_over``) takes a confirmed entry as Sent, a pending one as in doubt (the
+  row Failed "it may have been delivered; not sent again", never resent), and no entry as
+  never handed over (sent again). A refusal removes the entry. (Written only after the reply,
+  a kill between the server's 250 and the record would send the message twice; taking a
+  pending entry as Sent, a kill between the entry and the dot would lose the message.)
 - 5xx at RCPT or DATA: Bounced (at RCPT with "no such user" codes the address is suppressed);
 - 4xx anywhere, a refused or dropped connection before DATA: retried (nothing was accepted);
 - no answer after the message was transmitted: Failed, not resent (it may have been accepted);
 - login refused, or 5xx to MAIL FROM: the relay refuses the account, the distribution stops.
 
 With another backend (the file-based development default, ``locmem`` in tests) messages go
-through ``send_messages`` and are accepted as the backend says.
+through ``send_messages`` and are accepted as the backend says (journalled the same way:
+pending before ``send_messages``, confirmed after).
 """
 
 from __future__ import annotations
@@ -41,16 +46,21 @@ import dkim
 from distributions.models import EmailDomain
 from distributions.providers.base import (
     EmailProvider,
+    HandedOver,
     Outcome,
     OutgoingEmail,
     ProviderError,
     SendResult,
+    SentQuery,
 )
 
 logger = logging.getLogger(__name__)
 
 JOURNAL_PREFIX = "relay:email:accepted:"
 JOURNAL_SECONDS = 7 * 24 * 3600  # longer than any lease: reconciliation reads it
+# A journal entry's value: its state, then the Message-ID.
+PENDING = "pending:"  # handed over (written before the terminating dot), no 250 recorded yet
+CONFIRMED = "sent:"  # the server answered 250
 DKIM_HEADERS = [
     b"From",
     b"To",
@@ -101,6 +111,8 @@ class SmtpEmailProvider(EmailProvider):
         super().__init__(account)
         self.backend = None
         self._dkim: dict[str, tuple[bytes, bytes] | None] = {}
+        # Journal keys of messages accepted (250) whose confirmation is not written yet.
+        self._confirmations: list[tuple[str, str]] = []
 
     # --- connection ---------------------------------------------------------------------
     def _make_backend(self):
@@ -145,6 +157,7 @@ class SmtpEmailProvider(EmailProvider):
         return None
 
     def close(self) -> None:
+        self._journal_flush()
         if self.backend is not None:
             try:
                 self.backend.close()
@@ -212,6 +225,12 @@ class SmtpEmailProvider(EmailProvider):
         return data
 
     def send_window(self, messages: list[OutgoingEmail]) -> list[SendResult]:
+        try:
+            return self._send_messages(messages)
+        finally:
+            self._journal_flush()  # the last 250s of the window, before the results go back
+
+    def _send_messages(self, messages: list[OutgoingEmail]) -> list[SendResult]:
         results: list[SendResult] = []
         for index, message in enumerate(messages):
             problem = self._open()
@@ -234,8 +253,13 @@ class SmtpEmailProvider(EmailProvider):
         message_id, email = self.build(message)
         smtp = getattr(self.backend, "connection", None)
         if not isinstance(self.backend, SmtpBackend) or smtp is None:
-            self.backend.send_messages([email])
-            self._journal(message, message_id)
+            self._journal_pending(message, message_id)
+            try:
+                self.backend.send_messages([email])
+            except Exception:
+                self._unjournal(message)  # the backend refused it: nothing was handed over
+                raise
+            self._journal_confirm(message, message_id)
             return SendResult(message.message_id, Outcome.ACCEPTED, provider_id=message_id)
         data = self.signed_bytes(message, email)
         try:
@@ -267,12 +291,13 @@ class SmtpEmailProvider(EmailProvider):
         if code != 250:
             self._unjournal(message)
             return self._refused(smtp, message, code, text, stage="DATA")
+        self._journal_confirm(message, message_id)
         return SendResult(message.message_id, Outcome.ACCEPTED, provider_id=message_id)
 
     def _data(self, smtp, message: OutgoingEmail, message_id: str, data: bytes):
-        """``smtplib.SMTP.data`` with the journal written between the content and the
-        terminating dot: the server cannot take the message before the dot, and may take it
-        at any moment after."""
+        """``smtplib.SMTP.data`` with the pending journal entry written between the content
+        and the terminating dot: the server cannot take the message before the dot, and may
+        take it at any moment after."""
         smtp.putcmd("data")
         code, reply = smtp.getreply()
         if code != 354:
@@ -281,7 +306,7 @@ class SmtpEmailProvider(EmailProvider):
         if not content.endswith(b"\r\n"):
             content += b"\r\n"
         smtp.send(content)
-        self._journal(message, message_id)
+        self._journal_pending(message, message_id)
         smtp.send(b".\r\n")
         return smtp.getreply()
 
@@ -314,21 +339,85 @@ class SmtpEmailProvider(EmailProvider):
         )
 
     # --- journal of messages handed over -----------------------------------------------
-    def _journal(self, message: OutgoingEmail, message_id: str) -> None:
+    def _journal_pending(self, message: OutgoingEmail, message_id: str) -> None:
+        """The message is about to be handed over (its terminating dot is next): pending, in
+        the same round trip as the confirmations waiting (the previous message's 250)."""
+        self._journal_write(_journal_key(message.lease, message.message_id), PENDING + message_id)
+
+    def _journal_confirm(self, message: OutgoingEmail, message_id: str) -> None:
+        """The server accepted it: confirmed with the next write (the next message's pending
+        entry, the end of the window, or the connection's close), not a round trip of its
+        own."""
         key = _journal_key(message.lease, message.message_id)
-        client = _redis_client()
-        if client is not None:
-            client.set(key, message_id, ex=JOURNAL_SECONDS)  # one round trip, no pickling
-        else:
-            cache.set(key, message_id, JOURNAL_SECONDS)
+        self._confirmations.append((key, CONFIRMED + message_id))
 
     def _unjournal(self, message: OutgoingEmail) -> None:
-        key = _journal_key(message.lease, message.message_id)
+        self._journal_write(_journal_key(message.lease, message.message_id), None)
+
+    def _journal_write(self, key: str | None, value: str | None) -> None:
+        """One round trip: the confirmations waiting, then ``key`` set to ``value`` (None:
+        deleted)."""
+        confirmations, self._confirmations = self._confirmations, []
         client = _redis_client()
         if client is not None:
-            client.delete(key)
-        else:
-            cache.delete(key)
+            pipe = client.pipeline(transaction=False)  # no pickling, one round trip
+            for confirmed_key, confirmed in confirmations:
+                pipe.set(confirmed_key, confirmed, ex=JOURNAL_SECONDS)
+            if key is not None:
+                if value is None:
+                    pipe.delete(key)
+                else:
+                    pipe.set(key, value, ex=JOURNAL_SECONDS)
+            pipe.execute()
+            return
+        for confirmed_key, confirmed in confirmations:
+            cache.set(confirmed_key, confirmed, JOURNAL_SECONDS)
+        if key is not None:
+            if value is None:
+                cache.delete(key)
+            else:
+                cache.set(key, value, JOURNAL_SECONDS)
+
+    def _journal_flush(self) -> None:
+        """Write the confirmations waiting (the end of a window, the connection's close). If
+        the journal cannot be reached the rows' results still go to the database; only a
+        worker dying before that would leave them pending (in doubt, never resent)."""
+        if not self._confirmations:
+            return
+        try:
+            self._journal_write(None, None)
+        except Exception:  # noqa: BLE001 - the results themselves are still recorded
+            logger.warning("the email journal could not confirm accepted messages", exc_info=True)
+
+    def find_handed_over(self, *, queries: list[SentQuery], sender: str) -> HandedOver:
+        """The journal's entries for the queried rows (one read per thousand): confirmed,
+        Sent; pending (handed over, no 250 recorded), in doubt; none, never handed over."""
+        queries = [query for query in queries if query.lease]
+        sent: dict[int, str] = {}
+        in_doubt: dict[int, str] = {}
+        client = _redis_client()
+        for start in range(0, len(queries), 1000):
+            part = queries[start : start + 1000]
+            keys = [_journal_key(query.lease, query.message_id) for query in part]
+            if client is not None:
+                values = client.mget(keys)
+            else:
+                found = cache.get_many(keys)
+                values = [found.get(key) for key in keys]
+            for query, value in zip(part, values, strict=True):
+                if not value:
+                    continue
+                if isinstance(value, bytes):
+                    value = value.decode()
+                state, _, message_id = value.partition(":")
+                if state + ":" == CONFIRMED:
+                    sent[query.message_id] = message_id
+                else:  # pending, or written by a version that did not confirm
+                    in_doubt[query.message_id] = message_id or value
+        return HandedOver(sent=sent, in_doubt=in_doubt)
+
+    def find_sent_many(self, *, queries: list[SentQuery], sender: str) -> dict[int, str]:
+        return self.find_handed_over(queries=queries, sender=sender).sent
 
     def find_sent(
         self,
@@ -340,14 +429,12 @@ class SmtpEmailProvider(EmailProvider):
         message_id: int | None = None,
         lease: str = "",
     ) -> str | None:
+        """The Message-ID of our row ``message_id`` sent under ``lease`` if the server's
+        acceptance is confirmed in the journal."""
         if message_id is None or not lease:
             return None
-        key = _journal_key(lease, message_id)
-        client = _redis_client()
-        if client is not None:
-            found = client.get(key)
-            return found.decode() if found else None
-        return cache.get(key)
+        query = SentQuery(message_id=message_id, to=to, body=body, lease=lease, since=since)
+        return self.find_sent_many(queries=[query], sender=sender).get(message_id)
 
     def check_credentials(self) -> None:
         problem = self._open()
