@@ -80,7 +80,7 @@ def populate(connection, brand_id: int, project_id: int, count: int) -> None:
         high = low + share
         cases.append(
             f"WHEN g %% 100 >= {low} AND g %% 100 < {high} THEN %s || "
-            f"lpad((g * 7919 %% {10**digits})::text, {digits}, '0')"
+            f"lpad((g::bigint * 7919 %% {10**digits})::text, {digits}, '0')"
         )
         params.append(prefix)
         low = high
