@@ -531,7 +531,7 @@ def distribution_materialise(
         inner_sql, inner_params = policies.frequency_sql(
             distribution=distribution, rules=rules, now=now
         ).wrap(inner_sql, inner_params)
-    held = policies.plan_sql(plan) if plan else None
+    held = policies.plan_sql(plan, brand_id=distribution.project.brand_id) if plan else None
     rule_reason = "CASE sel.freq_rule " + " ".join("WHEN %s THEN %s" for _ in rules) + " END"
     table = Message._meta.db_table
     # An email address needs one @ with something on each side, and no spaces; phones were
