@@ -617,34 +617,36 @@ def frequency_sql(*, distribution: Distribution, rules, now: datetime) -> Freque
     open_marks = ", ".join(["%s"] * len(Message.OPEN_STATUSES))
     contact_marks = ", ".join(["%s"] * len(CONTACT_STATUSES))
     counted, counted_params, whens, rule_params, thresholds = [], [], [], [], []
+    totals: list[str] = []
     all_kinds: list[str] = []
+    flags, flag_params = [], []
     for index, rule in enumerate(rules):
         kinds = rule.counted_kinds()
         all_kinds += [kind for kind in kinds if kind not in all_kinds]
-        # The contacts rule ``index`` counts: its kinds, its channel (if it names one).
+        # The distributions whose rows rule ``index`` counts: its kinds, its channel (if it
+        # names one); a flag per distribution, so that the contacts carry no text to group.
         match = f"d.kind IN ({', '.join(['%s'] * len(kinds))})"
         match_params = list(kinds)
         if rule.channel:
             match += " AND d.channel = %s"
             match_params.append(rule.channel)
+        flags.append(f"{match} AS k{index}")
+        flag_params += match_params
+        recent = f"dk.k{index} AND (m.sent_at >= %s OR m.status IN ({open_marks}))"
         over = []
         if rule.max_messages is not None:
             since = now - timedelta(days=rule.period_days)
-            counted.append(
-                f"SUM(CASE WHEN {match} AND (m.sent_at >= %s OR m.status IN ({open_marks}))"
-                f" THEN 1 ELSE 0 END) AS n{index}"
-            )
-            counted_params += [*match_params, _t(since), *Message.OPEN_STATUSES]
+            counted.append(f"CASE WHEN {recent} THEN 1 ELSE 0 END AS n{index}")
+            totals.append(f"SUM(c.n{index}) AS n{index}")
+            counted_params += [_t(since), *Message.OPEN_STATUSES]
             thresholds.append(since)
             over.append(f"COALESCE(fr.n{index}, 0) >= %s")
             rule_params.append(rule.max_messages)
         if rule.min_gap_hours:
             gap_since = now - timedelta(hours=rule.min_gap_hours)
-            counted.append(
-                f"MAX(CASE WHEN {match} AND (m.sent_at >= %s OR m.status IN ({open_marks}))"
-                f" THEN 1 ELSE 0 END) AS c{index}"
-            )
-            counted_params += [*match_params, _t(gap_since), *Message.OPEN_STATUSES]
+            counted.append(f"CASE WHEN {recent} THEN 1 ELSE 0 END AS c{index}")
+            totals.append(f"MAX(c.c{index}) AS c{index}")
+            counted_params += [_t(gap_since), *Message.OPEN_STATUSES]
             thresholds.append(gap_since)
             over.append(f"COALESCE(fr.c{index}, 0) = 1")
         whens.append(f"WHEN sel0.fm{index} AND ({' OR '.join(over) or '1 = 0'}) THEN %s")
@@ -660,21 +662,33 @@ def frequency_sql(*, distribution: Distribution, rules, now: datetime) -> Freque
     # contacts, docs/benchmarks.md; hashed, it still cost more than grouping them.) A contact
     # older than every period and gap, and no longer open, counts for no rule: left out
     # before grouping.
+    # ``OFFSET 0`` keeps each subquery a scan of its own on PostgreSQL (not pulled up into
+    # the grouping): the rows grouped are a person and a few small numbers, not the
+    # distribution's kind and channel and the message's status (SQLite takes no OFFSET
+    # without a LIMIT, and has nothing to sort).
+    fence = "OFFSET 0" if connection.vendor == "postgresql" else ""
     joins = f"""LEFT JOIN (
-        SELECT m.person_id, {", ".join(counted)}
-        FROM {messages} m JOIN {distributions} d ON d.id = m.distribution_id
-        WHERE d.project_id IN (SELECT id FROM {projects} WHERE brand_id = %s)
-          AND m.distribution_id <> %s AND m.status IN ({contact_marks})
-          AND d.kind IN ({", ".join(["%s"] * len(all_kinds))})
-          AND (m.sent_at >= %s OR m.status IN ({open_marks}))
-        GROUP BY m.person_id
+        SELECT c.person_id, {", ".join(totals)} FROM (
+            SELECT m.person_id, {", ".join(counted)}
+            FROM {messages} m JOIN (
+                SELECT d.id, {", ".join(flags)} FROM {distributions} d
+                WHERE d.project_id IN (SELECT id FROM {projects} WHERE brand_id = %s)
+                  AND d.id <> %s AND d.kind IN ({", ".join(["%s"] * len(all_kinds))})
+                {fence}
+            ) dk ON dk.id = m.distribution_id
+            WHERE m.status IN ({contact_marks})
+              AND (m.sent_at >= %s OR m.status IN ({open_marks}))
+            {fence}
+        ) c
+        GROUP BY c.person_id
     ) fr ON fr.person_id = sel0.person_ref"""  # noqa: S608 - names are ours
     join_params = [
         *counted_params,
+        *flag_params,
         distribution.project.brand_id,
         distribution.pk or 0,
-        *CONTACT_STATUSES,
         *all_kinds,
+        *CONTACT_STATUSES,
         _t(min(thresholds)),
         *Message.OPEN_STATUSES,
     ]
