@@ -212,6 +212,18 @@ def next_allowed(rule: LocalRule, zones: Iterable[str], now: datetime) -> dateti
 GEOGRAPHIC_COUNTRY_CODES = frozenset({1, *getattr(phonenumberutil, "_GEO_MOBILE_COUNTRIES", ())})
 
 
+# A phone's key keeps at least this many digits: every country code (they are at most
+# three digits, and none is the start of another).
+SHORT_KEY_DIGITS = 3
+
+
+def _country_code(digits: str) -> str | None:
+    return next(
+        (digits[:size] for size in (1, 2, 3) if int(digits[:size]) in COUNTRY_CODE_TO_REGION_CODE),
+        None,
+    )
+
+
 @functools.cache
 def _phone_prefixes() -> dict[str, tuple[str, ...]]:
     """Prefix (country code and national digits) → zones, from ``phonenumbers``' data.
@@ -224,17 +236,10 @@ def _phone_prefixes() -> dict[str, tuple[str, ...]]:
     known = time_zone_names()
     prefixes = {}
     for prefix, zones in TIMEZONE_DATA.items():
-        country = next(
-            (
-                int(prefix[:size])
-                for size in (1, 2, 3)
-                if int(prefix[:size]) in COUNTRY_CODE_TO_REGION_CODE
-            ),
-            None,
-        )
-        if country is None:
+        code = _country_code(prefix)
+        if code is None:
             continue
-        if len(prefix) > len(str(country)) and country not in GEOGRAPHIC_COUNTRY_CODES:
+        if len(prefix) > len(code) and int(code) not in GEOGRAPHIC_COUNTRY_CODES:
             continue
         usable = tuple(zone for zone in zones if zone in known)
         if usable:
@@ -418,10 +423,29 @@ def _t(value: datetime):
     return connection.ops.adapt_datetimefield_value(value)
 
 
-def plan_sql(plan: DuePlan, alias: str = "sel") -> PlanSql:
-    """The plan as SQL over ``alias`` (see ``PlanSql``): one LEFT JOIN on the person's zone and
-    one per prefix length on the phone's digits, each on a small ``VALUES`` table of hold
-    numbers (narrow rows through the joins), then one on the holds themselves (due, label).
+def _key_digits(by_prefix: dict) -> dict[str, int]:
+    """Country code → the length of the longest prefix of ``by_prefix`` in it (only the
+    countries whose numbers are zoned by area have any longer than their code)."""
+    found: dict[str, int] = {}
+    for prefix in by_prefix:
+        code = _country_code(prefix)
+        if code is None or not code.isdigit():  # _phone_prefixes keeps known codes only
+            raise ValueError(f"Phone prefix {prefix!r} has no country code.")
+        found[code] = max(found.get(code, 0), len(prefix))
+    return found
+
+
+def plan_sql(plan: DuePlan, *, brand_id: int, alias: str = "sel") -> PlanSql:
+    """The plan as SQL over ``alias`` (see ``PlanSql``): one LEFT JOIN, on a key per
+    recipient (their own zone, else ``+`` and their phone's first digits), to the held keys
+    with their due time and label.
+
+    The held keys are resolved once per distinct key of the brand's directory (a person is
+    in one brand's directory, so that covers every selected recipient; the statement's
+    snapshot is the selection's): its own zone against a ``VALUES`` table of zones, its
+    digits against one of prefixes per prefix length, the longest match winning. Resolving
+    every row through those joins instead cost a hash join per prefix length (eight) over
+    all the rows (docs/benchmarks.md).
     """
     holds = sorted(
         {
@@ -431,35 +455,62 @@ def plan_sql(plan: DuePlan, alias: str = "sel") -> PlanSql:
         },
         key=lambda hold: (hold.due, hold.label),
     )
+    due, label = "COALESCE(ph.due, %s)", "COALESCE(ph.label, '')"
+    if not holds:
+        return PlanSql("", [], due, [_t(plan.now)], label, [])
     number = {hold: index for index, hold in enumerate(holds, start=1)}  # 0: allowed now
+    lengths = sorted({len(prefix) for prefix in plan.by_prefix}, reverse=True)
+    digits = _key_digits(plan.by_prefix)
+    # The digits a phone's key keeps: a prefix of the data never reaches past them, and
+    # phones that differ only after them have the same hold (few distinct keys).
+    kept = " ".join(
+        f"WHEN substr({{phone}}, 2, {len(code)}) = '{code}' THEN {count}"
+        for code, count in sorted(digits.items())
+        if count > SHORT_KEY_DIGITS
+    )
+    kept = f"CASE {kept} ELSE {SHORT_KEY_DIGITS} END" if kept else str(SHORT_KEY_DIGITS)
+
+    def key(table: str) -> str:
+        # Zone names never start with "+".
+        phone = f"COALESCE({table}.phone, '')"
+        return (
+            f"CASE WHEN {table}.tz <> '' THEN {table}.tz "
+            f"ELSE '+' || substr({phone}, 2, {kept.format(phone=phone)}) END"
+        )
+
     joins: list[str] = []
     join_params: list = []
 
     def values(name: str, rows: list[tuple[str, Hold | None]], on: str) -> None:
         marks = ", ".join("(%s, %s)" for _ in rows)
         joins.append(f"LEFT JOIN (VALUES {marks}) {name} ON {name}.column1 = {on}")
-        for key, hold in rows:
-            join_params.extend([key, number.get(hold, 0)])
+        for row_key, hold in rows:
+            join_params.extend([row_key, number.get(hold, 0)])
 
     if plan.by_zone:
-        values("pz", sorted(plan.by_zone.items()), f"{alias}.tz")
-    lengths = sorted({len(prefix) for prefix in plan.by_prefix}, reverse=True)
+        values("pz", sorted(plan.by_zone.items()), "k.key")
     for size in lengths:
         rows = sorted((k, v) for k, v in plan.by_prefix.items() if len(k) == size)
-        values(f"pp{size}", rows, f"substr({alias}.phone, 2, {size})")
+        values(f"pp{size}", rows, f"substr(k.key, 2, {size})")
     by_phone = ", ".join([*(f"pp{size}.column2" for size in lengths), "%s"])
     own = "COALESCE(pz.column2, 0)" if plan.by_zone else "0"
-    which = f"CASE WHEN {alias}.tz <> '' THEN {own} ELSE COALESCE({by_phone}) END"
-    if holds:
-        marks = ", ".join("(%s, %s, %s)" for _ in holds)
-        joins.append(f"LEFT JOIN (VALUES {marks}) ph ON ph.column1 = {which}")
-        for hold in holds:
-            join_params.extend([number[hold], _t(hold.due), hold.label])
-        join_params.append(number.get(plan.fallback, 0))
-        due, label = "COALESCE(ph.column2, %s)", "COALESCE(ph.column3, '')"
-    else:
-        due, label = "%s", "''"
-    return PlanSql(" ".join(joins), join_params, due, [_t(plan.now)], label, [])
+    which = f"CASE WHEN k.key LIKE '+%%' THEN COALESCE({by_phone}) ELSE {own} END"
+    marks = ", ".join("(%s, %s, %s)" for _ in holds)
+    hold_params = [value for hold in holds for value in (number[hold], _t(hold.due), hold.label)]
+    people = Person._meta.db_table
+    # Fragments of our own; every value is a bound parameter.
+    sql = f"""LEFT JOIN (
+        SELECT k.key, h.column2 AS due, h.column3 AS label
+        FROM (
+            SELECT DISTINCT {key("p")} AS key FROM (
+                SELECT time_zone AS tz, phone FROM {people} WHERE brand_id = %s
+            ) p
+        ) k
+        {" ".join(joins)}
+        JOIN (VALUES {marks}) h ON h.column1 = {which}
+    ) ph ON ph.key = {key(alias)}"""  # noqa: S608
+    params = [brand_id, *join_params, *hold_params, number.get(plan.fallback, 0)]
+    return PlanSql(sql, params, due, [_t(plan.now)], label, [])
 
 
 def plan_preview(*, distribution: Distribution, queryset, now: datetime) -> dict:
@@ -470,7 +521,7 @@ def plan_preview(*, distribution: Distribution, queryset, now: datetime) -> dict
         return {"held": 0, "held_until": []}
     selected = queryset.order_by().values(tz=F("person__time_zone"), phone=F("person__phone"))
     inner_sql, inner_params = selected.query.sql_with_params()
-    held = plan_sql(plan)
+    held = plan_sql(plan, brand_id=distribution.project.brand_id)
     # Fragments from plan_sql and the ORM; every value is a bound parameter.
     sql = f"""
         SELECT due, label, COUNT(*) FROM (
@@ -566,34 +617,36 @@ def frequency_sql(*, distribution: Distribution, rules, now: datetime) -> Freque
     open_marks = ", ".join(["%s"] * len(Message.OPEN_STATUSES))
     contact_marks = ", ".join(["%s"] * len(CONTACT_STATUSES))
     counted, counted_params, whens, rule_params, thresholds = [], [], [], [], []
+    totals: list[str] = []
     all_kinds: list[str] = []
+    flags, flag_params = [], []
     for index, rule in enumerate(rules):
         kinds = rule.counted_kinds()
         all_kinds += [kind for kind in kinds if kind not in all_kinds]
-        # The contacts rule ``index`` counts: its kinds, its channel (if it names one).
+        # The distributions whose rows rule ``index`` counts: its kinds, its channel (if it
+        # names one); a flag per distribution, so that the contacts carry no text to group.
         match = f"d.kind IN ({', '.join(['%s'] * len(kinds))})"
         match_params = list(kinds)
         if rule.channel:
             match += " AND d.channel = %s"
             match_params.append(rule.channel)
+        flags.append(f"{match} AS k{index}")
+        flag_params += match_params
+        recent = f"dk.k{index} AND (m.sent_at >= %s OR m.status IN ({open_marks}))"
         over = []
         if rule.max_messages is not None:
             since = now - timedelta(days=rule.period_days)
-            counted.append(
-                f"SUM(CASE WHEN {match} AND (m.sent_at >= %s OR m.status IN ({open_marks}))"
-                f" THEN 1 ELSE 0 END) AS n{index}"
-            )
-            counted_params += [*match_params, _t(since), *Message.OPEN_STATUSES]
+            counted.append(f"CASE WHEN {recent} THEN 1 ELSE 0 END AS n{index}")
+            totals.append(f"SUM(c.n{index}) AS n{index}")
+            counted_params += [_t(since), *Message.OPEN_STATUSES]
             thresholds.append(since)
             over.append(f"COALESCE(fr.n{index}, 0) >= %s")
             rule_params.append(rule.max_messages)
         if rule.min_gap_hours:
             gap_since = now - timedelta(hours=rule.min_gap_hours)
-            counted.append(
-                f"MAX(CASE WHEN {match} AND (m.sent_at >= %s OR m.status IN ({open_marks}))"
-                f" THEN 1 ELSE 0 END) AS c{index}"
-            )
-            counted_params += [*match_params, _t(gap_since), *Message.OPEN_STATUSES]
+            counted.append(f"CASE WHEN {recent} THEN 1 ELSE 0 END AS c{index}")
+            totals.append(f"MAX(c.c{index}) AS c{index}")
+            counted_params += [_t(gap_since), *Message.OPEN_STATUSES]
             thresholds.append(gap_since)
             over.append(f"COALESCE(fr.c{index}, 0) = 1")
         whens.append(f"WHEN sel0.fm{index} AND ({' OR '.join(over) or '1 = 0'}) THEN %s")
@@ -609,21 +662,33 @@ def frequency_sql(*, distribution: Distribution, rules, now: datetime) -> Freque
     # contacts, docs/benchmarks.md; hashed, it still cost more than grouping them.) A contact
     # older than every period and gap, and no longer open, counts for no rule: left out
     # before grouping.
+    # ``OFFSET 0`` keeps each subquery a scan of its own on PostgreSQL (not pulled up into
+    # the grouping): the rows grouped are a person and a few small numbers, not the
+    # distribution's kind and channel and the message's status (SQLite takes no OFFSET
+    # without a LIMIT, and has nothing to sort).
+    fence = "OFFSET 0" if connection.vendor == "postgresql" else ""
     joins = f"""LEFT JOIN (
-        SELECT m.person_id, {", ".join(counted)}
-        FROM {messages} m JOIN {distributions} d ON d.id = m.distribution_id
-        WHERE d.project_id IN (SELECT id FROM {projects} WHERE brand_id = %s)
-          AND m.distribution_id <> %s AND m.status IN ({contact_marks})
-          AND d.kind IN ({", ".join(["%s"] * len(all_kinds))})
-          AND (m.sent_at >= %s OR m.status IN ({open_marks}))
-        GROUP BY m.person_id
+        SELECT c.person_id, {", ".join(totals)} FROM (
+            SELECT m.person_id, {", ".join(counted)}
+            FROM {messages} m JOIN (
+                SELECT d.id, {", ".join(flags)} FROM {distributions} d
+                WHERE d.project_id IN (SELECT id FROM {projects} WHERE brand_id = %s)
+                  AND d.id <> %s AND d.kind IN ({", ".join(["%s"] * len(all_kinds))})
+                {fence}
+            ) dk ON dk.id = m.distribution_id
+            WHERE m.status IN ({contact_marks})
+              AND (m.sent_at >= %s OR m.status IN ({open_marks}))
+            {fence}
+        ) c
+        GROUP BY c.person_id
     ) fr ON fr.person_id = sel0.person_ref"""  # noqa: S608 - names are ours
     join_params = [
         *counted_params,
+        *flag_params,
         distribution.project.brand_id,
         distribution.pk or 0,
-        *CONTACT_STATUSES,
         *all_kinds,
+        *CONTACT_STATUSES,
         _t(min(thresholds)),
         *Message.OPEN_STATUSES,
     ]

@@ -531,7 +531,7 @@ def distribution_materialise(
         inner_sql, inner_params = policies.frequency_sql(
             distribution=distribution, rules=rules, now=now
         ).wrap(inner_sql, inner_params)
-    held = policies.plan_sql(plan) if plan else None
+    held = policies.plan_sql(plan, brand_id=distribution.project.brand_id) if plan else None
     rule_reason = "CASE sel.freq_rule " + " ".join("WHEN %s THEN %s" for _ in rules) + " END"
     table = Message._meta.db_table
     # An email address needs one @ with something on each side, and no spaces; phones were
@@ -606,37 +606,78 @@ def distribution_materialise(
                 raise Distribution.DoesNotExist(f"Distribution {distribution.pk} was deleted.")
         if rules:
             policies.frequency_lock(brand_id=distribution.project.brand_id)
-        cursor.execute(sql, params)
-        _record_materialised_events(distribution, now)
+        if connection.vendor == "postgresql":
+            # The events in the same statement, from the rows it inserts: no second read of
+            # a million rows (SQLite has no INSERT in a WITH: a second statement there).
+            events_sql, events_params = _materialised_events_sql(distribution, now)
+            sql = f"WITH ins AS ({sql} RETURNING id, status, status_reason) {events_sql}"
+            params = [*params, *events_params]
+            cursor.execute(sql, params)
+        else:
+            cursor.execute(sql, params)
+            _record_materialised_events(distribution, now)
     return distribution_counts(distribution_id=distribution.pk)
 
 
+def _earlier_rows_without_event(distribution: Distribution, now: datetime) -> tuple[str, list]:
+    """The distribution's not-sendable rows from before this materialisation (kept as they
+    were) that have no event: ``SELECT`` id, status, at, source, detail.
+
+    Only these are checked for an event: that anti-join reads the table the materialisation
+    grows, and right after a bulk insert, on statistics that still said empty, it was planned
+    as a scan of the events per row (quadratic: 7 s for 20,000 rows; docs/benchmarks.md)."""
+    table = MessageEvent._meta.db_table
+    marks = ", ".join(["%s"] * len(Message.NOT_SENDABLE))
+    sql = f"""SELECT m.id, m.status, %s, %s, m.status_reason FROM {Message._meta.db_table} m
+        WHERE m.distribution_id = %s AND m.status IN ({marks}) AND m.status_changed_at <> %s
+          AND NOT EXISTS (SELECT 1 FROM {table} e WHERE e.message_id = m.id)"""  # noqa: S608
+    params = [now, MessageEvent.Source.MATERIALISE, distribution.pk, *Message.NOT_SENDABLE, now]
+    return sql, params
+
+
+def _materialised_events_sql(distribution: Distribution, now: datetime) -> tuple[str, list]:
+    """PostgreSQL: ``INSERT`` the events ``SELECT`` from ``ins`` (the rows the statement
+    inserts: id, status, status_reason), one per row not sendable, and those of the
+    distribution's earlier rows without one (the statement's snapshot does not see the rows
+    it inserts: for a new distribution, that part finds nothing)."""
+    marks = ", ".join(["%s"] * len(Message.NOT_SENDABLE))
+    earlier, earlier_params = _earlier_rows_without_event(distribution, now)
+    sql = f"""INSERT INTO {MessageEvent._meta.db_table} (message_id, status, at, source, detail)
+        SELECT ins.id, ins.status, %s, %s, ins.status_reason FROM ins
+        WHERE ins.status IN ({marks})
+        UNION ALL {earlier}"""  # noqa: S608
+    params = [now, MessageEvent.Source.MATERIALISE, *Message.NOT_SENDABLE, *earlier_params]
+    return sql, params
+
+
 def _record_materialised_events(distribution: Distribution, now: datetime) -> None:
-    """One event per row that was not sendable at materialisation (set-based). A row a send
-    policy holds back has no event of its own: it is Pending like every other, and its
-    ``status_reason`` (shown in the recipient history) gives its planned local time.
+    """SQLite: one event per row that was not sendable at materialisation (set-based). A
+    row a send policy holds back has no event of its own: it is Pending like every other,
+    and its ``status_reason`` (shown in the recipient history) gives its planned local time.
 
     The rows this materialisation inserted (their status changed at ``now``) have no event
-    yet: they are taken without looking for one. Only the distribution's other rows are
-    checked for an event: that anti-join reads the table this statement grows, and right
-    after a bulk insert, on statistics that still said empty, it was planned as a scan of
-    the events per row (quadratic: 7 s for 20,000 rows; docs/benchmarks.md)."""
+    yet: they are taken without looking for one; the distribution's earlier rows are
+    checked (``_earlier_rows_without_event``)."""
     table = MessageEvent._meta.db_table
-    message_table = Message._meta.db_table
     marks = ", ".join(["%s"] * len(Message.NOT_SENDABLE))
-    rows = f"""SELECT m.id, m.status, %s, %s, m.status_reason FROM {message_table} m
-        WHERE m.distribution_id = %s AND m.status IN ({marks})"""  # noqa: S608
-    row_params = [now, MessageEvent.Source.MATERIALISE, distribution.pk, *Message.NOT_SENDABLE]
+    earlier, earlier_params = _earlier_rows_without_event(distribution, now)
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
             INSERT INTO {table} (message_id, status, at, source, detail)
-            {rows} AND m.status_changed_at = %s
-            UNION ALL
-            {rows} AND m.status_changed_at <> %s
-              AND NOT EXISTS (SELECT 1 FROM {table} e WHERE e.message_id = m.id)
+            SELECT m.id, m.status, %s, %s, m.status_reason FROM {Message._meta.db_table} m
+            WHERE m.distribution_id = %s AND m.status IN ({marks})
+              AND m.status_changed_at = %s
+            UNION ALL {earlier}
             """,  # noqa: S608
-            [*row_params, now, *row_params, now],
+            [
+                now,
+                MessageEvent.Source.MATERIALISE,
+                distribution.pk,
+                *Message.NOT_SENDABLE,
+                now,
+                *earlier_params,
+            ],
         )
 
 
