@@ -18,8 +18,9 @@ Hand-over times are the fake's own acceptance times (``created_ts``).
 (c) 200 brands, each with its own 1 message/s sender (a US long code) and 300 recipients, all
     at once: each sender's rate against its limit (target: 95 % or more) and whether any went
     above it.
-For each, the pumps' slot time: sending, or picking (there is no code path that waits for a
-throttle). The baseline, as in the SMS benchmark: the bare SDK's async client with 64 requests
+For each, the pumps' slot time: sending, picking, waiting for a throttle (a batch's record
+waiting for a window picked ahead while work was ready: at most the pick-ahead at the end of a
+slice), or idle (nothing to pick; its batches in flight wait for their moments and answers). The baseline, as in the SMS benchmark: the bare SDK's async client with 64 requests
 in flight, in the same run.
 """
 
@@ -191,13 +192,16 @@ def report_pumps(before: dict, elapsed: float, slots: int) -> None:
     sending = after.get("sending", 0) - before.get("sending", 0)
     picking = after.get("picking", 0) - before.get("picking", 0)
     ahead = after.get("ahead", 0) - before.get("ahead", 0)
-    held = sending + picking + ahead
+    idle = after.get("idle", 0) - before.get("idle", 0)
+    busy = sending + picking + ahead
     print(
-        f"   pump slot time: {held:.1f} s of {elapsed * slots:.1f} s of {slots} slots "
-        f"({100 * held / max(1e-9, elapsed * slots):.0f} %): sending {sending:.1f} s, "
+        f"   pump slot time: busy {busy:.1f} s of {elapsed * slots:.1f} s of {slots} slots "
+        f"({100 * busy / max(1e-9, elapsed * slots):.0f} %): sending {sending:.1f} s, "
         f"picking {picking:.1f} s; waiting for a throttle: {ahead:.1f} s "
-        f"({100 * ahead / max(1e-9, elapsed * slots):.1f} % of slot time: windows picked "
-        f"ahead waiting for their moment; a pump with nothing ready gives its slot back)"
+        f"({100 * ahead / max(1e-9, elapsed * slots):.1f} % of slot time: a record waiting for "
+        f"a window picked ahead while work was ready); idle {idle:.1f} s (nothing to pick: "
+        f"batches in flight wait for their moments and answers, as a pump with nothing "
+        f"ready would in the broker)"
     )
 
 

@@ -280,6 +280,14 @@ def pick_ahead() -> timedelta:
     return timedelta(seconds=max(0.0, float(settings.RELAY_SEND_PICK_AHEAD_SECONDS)))
 
 
+def pick_lead() -> timedelta:
+    """How long before the next rate-limited lane's moment a pump with nothing ready picks:
+    half the pick-ahead, so that its pick gathers every lane due within the next half (many
+    slow senders' windows in one batch, not one a pick) and still has the other half to check,
+    price and render them before the first moment."""
+    return pick_ahead() / 2
+
+
 def _ready_lanes(now: datetime) -> list[tuple]:
     """(distribution, brand, sender, lane served, sender served) of every ready lane: rows
     due now, a sender ready now or within the pick-ahead."""

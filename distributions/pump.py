@@ -69,6 +69,7 @@ def pump_run(*, slot: int, ticket: str) -> dict:
         "sent": 0,
         "sending_seconds": 0.0,
         "ahead_seconds": 0.0,
+        "idle_seconds": 0.0,
     }
     try:
         return _pump(slot, ticket, stats)
@@ -81,13 +82,16 @@ def pump_run(*, slot: int, ticket: str) -> dict:
                     {"phase": "sending"},
                     stats["sending_seconds"] - stats["ahead_seconds"],
                 ),
-                # Hand-overs of windows picked ahead waiting for their moment (at most the
-                # pick-ahead a batch, overlapping the batch's other requests).
+                # A batch's record waiting for the moment of a window picked ahead while this
+                # pump had work to pick (SQLite; the end of a slice): at most the pick-ahead.
                 ("relay_pump_seconds_total", {"phase": "ahead"}, stats["ahead_seconds"]),
+                # Nothing to pick: waiting for the batches in flight (their moments, their
+                # answers) or for the next lane's moment, as it would asleep in the broker.
+                ("relay_pump_seconds_total", {"phase": "idle"}, stats["idle_seconds"]),
                 (
                     "relay_pump_seconds_total",
                     {"phase": "picking"},
-                    max(0.0, held - stats["sending_seconds"]),
+                    max(0.0, held - stats["sending_seconds"] - stats["idle_seconds"]),
                 ),
                 ("relay_pump_batches_total", {}, stats["batches"]),
             ]
@@ -152,7 +156,7 @@ def _pump_loop(slot: int, ticket: str, stats: dict, flights: list[Batch]) -> dic
         if flights:
             # Batches in flight: wait for the first to be answered, or until the next lane
             # may be picked (its window prepared while the others' requests are out).
-            _wait(flights, stats, until=None if wake is None else wake - fairqueue.pick_ahead())
+            _wait(flights, stats, until=None if wake is None else wake - fairqueue.pick_lead())
             continue
         if wake is not None and wake <= now:
             # Ready lanes that another pump was picking that very moment: try again, then
@@ -175,9 +179,9 @@ def _pump_loop(slot: int, ticket: str, stats: dict, flights: list[Batch]) -> dic
             if ready is not None and ready <= timezone.now():
                 pumps_kick()
             return stats
-        # A sender's window is picked up to the pick-ahead before its bucket allows it; a lane
+        # A sender's window is picked ahead of its bucket (``fairqueue.pick_lead``); a lane
         # waiting for its rows (not its sender) is only ready at ``wake`` itself.
-        early = wake - fairqueue.pick_ahead()
+        early = wake - fairqueue.pick_lead()
         wake = early if early > now else wake
         wake = min(wake, now + timedelta(seconds=MAX_SLEEP_SECONDS))
         if _eager():
@@ -209,9 +213,10 @@ def _land(flights: list[Batch], stats: dict, *, wait: bool = False) -> None:
 
 
 def _wait(flights: list[Batch], stats: dict, *, until) -> None:
-    """Block until a batch in flight is answered or ``until`` (when the next lane may be
-    picked; at most ``MAX_FLIGHT_WAIT_SECONDS``, at least a moment). The part of the wait
-    before the batches' windows' moments is time spent on a throttle (``ahead_seconds``)."""
+    """With nothing to pick: block until a batch in flight is answered or ``until`` (when the
+    next lane may be picked; at most ``MAX_FLIGHT_WAIT_SECONDS``, at least a moment). Idle
+    time (``idle_seconds``): the pump would sleep in the broker as long, and wakes for the
+    next lane as it would there; no lane that could be sent waits for it."""
     if any(batch.done() for batch in flights):
         return
     now = time.time()
@@ -229,8 +234,4 @@ def _wait(flights: list[Batch], stats: dict, *, until) -> None:
         )
     else:
         time.sleep(limit - now)
-    ended = time.time()
-    moment = max(batch.moment() for batch in flights)
-    ahead = max(0.0, min(ended, moment) - now)
-    stats["ahead_seconds"] += ahead
-    stats["sending_seconds"] += ended - now
+    stats["idle_seconds"] += time.time() - now
