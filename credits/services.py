@@ -40,9 +40,10 @@ logger = logging.getLogger(__name__)
 
 Kind = CreditEntry.Kind
 MAX_AMOUNT = Decimal(10) ** (AMOUNT_DIGITS - AMOUNT_PLACES - 1)  # 1,000,000,000 credits
-# The account caches the sums of the ledger up to an entry; it moves forward once this many
-# entries were added after it (a balance then sums at most this many rows).
-CHECKPOINT_EVERY = 5000
+# Accounts and reservations cache the sums of the ledger up to an entry; the checkpoint moves
+# forward once this many entries were added after it (a balance then sums at most this many
+# rows, plus a batch's).
+CHECKPOINT_EVERY = 200
 
 
 # --- amounts ----------------------------------------------------------------------------------
@@ -94,7 +95,7 @@ def account_figures(account: CreditAccount, *, checkpoint: bool = False) -> Figu
     entries were added after it.
     """
     tail = CreditEntry.objects.filter(
-        brand_id=account.brand_id, pk__gt=account.summed_upto_id
+        _after_checkpoint("brand_id", account.brand_id, account.summed_upto_id)
     ).aggregate(amount=Sum("amount"), held=Sum("held"), n=Count("pk"), last=Max("pk"))
     balance = account.summed_amount + (tail["amount"] or ZERO)
     reserved = account.summed_held + (tail["held"] or ZERO)
@@ -111,7 +112,11 @@ def account_figures(account: CreditAccount, *, checkpoint: bool = False) -> Figu
 
 
 def reservation_held(reservation: CreditReservation) -> Decimal:
-    return CreditEntry.objects.filter(reservation=reservation).aggregate(s=Sum("held"))["s"] or ZERO
+    """What the reservation holds (its checkpoint plus the entries after it)."""
+    tail = CreditEntry.objects.filter(
+        _after_checkpoint("reservation_id", reservation.pk, reservation.summed_upto_id)
+    ).aggregate(s=Sum("held"))["s"]
+    return reservation.summed_held + (tail or ZERO)
 
 
 def holds_total(reservation: CreditReservation) -> Decimal:
@@ -219,23 +224,47 @@ def credits_debit_once(
         )
 
 
-def reservation_pools(reservation_ids: list[int]) -> dict[int, Decimal]:
-    """What each reservation holds and has not yet held for a message."""
-    held = dict(
-        CreditEntry.objects.filter(reservation_id__in=reservation_ids)
+def reservation_pools(
+    reservations: list[CreditReservation], *, checkpoint: bool = False
+) -> dict[int, Decimal]:
+    """What each reservation holds and has not yet held for a message: its checkpoint plus
+    the entries after it, less its holds. With ``checkpoint`` (only under its brand's lock)
+    the checkpoint moves forward when many entries were added after it."""
+    ids = [reservation.pk for reservation in reservations]
+    tails = Q()
+    for reservation in reservations:
+        tails |= _after_checkpoint("reservation_id", reservation.pk, reservation.summed_upto_id)
+    sums = {
+        row["reservation_id"]: row
+        for row in CreditEntry.objects.filter(tails)
         .values("reservation_id")
-        .annotate(s=Sum("held"))
-        .values_list("reservation_id", "s")
+        .annotate(s=Sum("held"), n=Count("pk"), last=Max("pk"))
         .order_by()
-    )
+    }
     holds = dict(
-        CreditHold.objects.filter(reservation_id__in=reservation_ids)
+        CreditHold.objects.filter(reservation_id__in=ids)
         .values("reservation_id")
         .annotate(s=Sum("cost"))
         .values_list("reservation_id", "s")
         .order_by()
     )
-    return {pk: (held.get(pk) or ZERO) - (holds.get(pk) or ZERO) for pk in reservation_ids}
+    pools = {}
+    for reservation in reservations:
+        tail = sums.get(reservation.pk, {"s": None, "n": 0, "last": None})
+        held = reservation.summed_held + (tail["s"] or ZERO)
+        if checkpoint and tail["n"] >= CHECKPOINT_EVERY:
+            CreditReservation.objects.filter(pk=reservation.pk).update(
+                summed_upto_id=tail["last"], summed_held=held
+            )
+            reservation.summed_upto_id, reservation.summed_held = tail["last"], held
+        pools[reservation.pk] = held - (holds.get(reservation.pk) or ZERO)
+    return pools
+
+
+def _after_checkpoint(field: str, value: int, upto: int) -> Q:
+    """The entries of one account or reservation after its checkpoint. Without one, no
+    condition on the key: ``pk > 0`` made PostgreSQL scan the whole primary key for it."""
+    return Q(**{field: value, "pk__gt": upto}) if upto else Q(**{field: value})
 
 
 def accounts_available(accounts: list[CreditAccount]) -> dict[int, Decimal]:
@@ -244,7 +273,7 @@ def accounts_available(accounts: list[CreditAccount]) -> dict[int, Decimal]:
         return {}
     tails = Q()
     for account in accounts:
-        tails |= Q(brand_id=account.brand_id, pk__gt=account.summed_upto_id)
+        tails |= _after_checkpoint("brand_id", account.brand_id, account.summed_upto_id)
     sums = {
         row["brand_id"]: row
         for row in CreditEntry.objects.filter(tails)

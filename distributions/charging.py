@@ -288,7 +288,7 @@ def distributions_cover(*, items: list[tuple[Distribution, list]]) -> dict[int, 
                 message_id__in=[pk for _, _, costs, _ in paid for pk in costs]
             ).values_list("message_id", flat=True)
         )
-        pools = reservation_pools(reservation_ids)
+        pools = reservation_pools([reservation for _, reservation, _, _ in paid], checkpoint=True)
         available = accounts_available(accounts)
         new: list[tuple] = []  # CreditHold rows, in HOLD_COLUMNS order
         top_ups: list[CreditEntry] = []

@@ -104,6 +104,35 @@ def test_the_cached_prefix_sum_always_equals_the_full_sum(tenancy, monkeypatch):
     assert tenancy.brand_a.credit_account.summed_upto_id > 0
 
 
+def test_a_reservations_checkpoint_moves_and_its_pool_stays_exact(tenancy, monkeypatch):
+    """What a reservation has left sums only the entries after its checkpoint (a 100,000
+    message send summed every one of them each batch); the sums stay exact."""
+    monkeypatch.setattr(services, "CHECKPOINT_EVERY", 3)
+    set_default_rate("1")
+    credits_grant(brand=tenancy.brand_a, amount="100")
+    distribution = DistributionFactory(project=tenancy.project_a, status=D.IN_PROGRESS)
+    reservation = distribution_reserve(distribution=distribution)
+    for index in range(8):
+        CreditEntry.objects.create(
+            brand=tenancy.brand_a,
+            kind=K.RESERVE,
+            held=Decimal(index + 1),
+            reservation=reservation,
+            distribution=distribution,
+        )
+    full = reservation.entries.aggregate(s=Sum("held"))["s"]
+    assert services.reservation_pools([reservation], checkpoint=True) == {reservation.pk: full}
+    reservation.refresh_from_db()
+    assert reservation.summed_upto_id > 0 and reservation.summed_held == full
+    CreditEntry.objects.create(
+        brand=tenancy.brand_a, kind=K.RESERVE, held=Decimal("2"), reservation=reservation
+    )
+    assert services.reservation_held(reservation) == full + 2
+    stale = CreditReservation.objects.get(pk=reservation.pk)
+    stale.summed_upto_id, stale.summed_held = 0, Decimal(0)  # read before a checkpoint moved
+    assert services.reservation_pools([stale]) == {reservation.pk: full + 2}
+
+
 def test_deleting_a_brand_takes_its_ledger_with_it(tenancy):
     credits_grant(brand=tenancy.brand_b, amount="5")
     tenancy.brand_b.delete()
@@ -254,6 +283,10 @@ class Ledger:
             holds = CreditHold.objects.filter(reservation=reservation).aggregate(s=Sum("cost"))
             assert held >= 0
             assert held >= (holds["s"] or Decimal(0))
+            # The checkpointed sum (moved every 2 entries here) is the full sum.
+            assert services.reservation_held(reservation) == held
+            (pool,) = services.reservation_pools([reservation]).values()
+            assert pool == held - (holds["s"] or Decimal(0))
         # Nothing was handed over without its cost being held or debited.
         handed = Message.objects.filter(
             distribution__project__brand=self.brand, status=S.SENT
@@ -291,8 +324,9 @@ class Ledger:
     operations=st.lists(operation, min_size=10, max_size=50),
 )
 def test_balance_is_grants_minus_debits_and_never_negative(
-    db, countries, long_text, initial, operations
+    db, monkeypatch, countries, long_text, initial, operations
 ):
+    monkeypatch.setattr(services, "CHECKPOINT_EVERY", 2)  # checkpoints move all the time
     set_default_rate("3")
     CountryRateFactory(country="US", rate=Decimal("1"))
     CountryRateFactory(country="GB", rate=Decimal("2"))
