@@ -362,7 +362,10 @@ class CreditEntry(models.Model):
         ]
         indexes = [
             models.Index(fields=["brand", "created_at"], name="credit_entry_brand_time"),
-            models.Index(fields=["reservation"], name="credit_entry_reservation"),
+            # The entries after an account's or a reservation's checkpoint (``pk > upto``): one
+            # index range each, not the key's every entry (credits.services).
+            models.Index(fields=["brand", "id"], name="credit_entry_brand_tail"),
+            models.Index(fields=["reservation", "id"], name="credit_entry_reservation"),
             models.Index(fields=["distribution", "kind"], name="credit_entry_distribution"),
         ]
 
