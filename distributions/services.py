@@ -606,9 +606,12 @@ def distribution_materialise(
                 raise Distribution.DoesNotExist(f"Distribution {distribution.pk} was deleted.")
         if rules:
             policies.frequency_lock(brand_id=distribution.project.brand_id)
-        if connection.vendor == "postgresql":
-            # The events in the same statement, from the rows it inserts: no second read of
-            # a million rows (SQLite has no INSERT in a WITH: a second statement there).
+        if connection.vendor == "postgresql" and rules:
+            # Frequency rules may skip most of the rows: their events in the same statement,
+            # from the rows it inserts, not a second read of them (SQLite has no INSERT in a
+            # WITH). Without rules few rows are not sendable and the second statement reads
+            # only those (by index): RETURNING every row cost a plain materialisation of
+            # 1,000,000 rows 3-4.5 s (13.9-15.2 s without it; docs/benchmarks.md).
             events_sql, events_params = _materialised_events_sql(distribution, now)
             sql = f"WITH ins AS ({sql} RETURNING id, status, status_reason) {events_sql}"
             params = [*params, *events_params]
