@@ -97,6 +97,20 @@ class OptInSerializer(StrictSerializer):
     reason = serializers.CharField(max_length=500, allow_blank=True)
 
 
+def _state_change(change, *, state_field: str):
+    """Run a service that moves an object to another state: its PermissionDenied answers 403,
+    a ValidationError on ``state_field`` (the object is in that state already) 409 with the
+    state, any other ValidationError 400."""
+    try:
+        return change()
+    except DjangoPermissionDenied as exc:
+        raise PermissionDenied(str(exc)) from exc
+    except DjangoValidationError as exc:
+        if state_field in getattr(exc, "error_dict", {}):
+            raise state_conflict(exc) from exc
+        raise
+
+
 def _api_key(request) -> ApiKey | None:
     return request.auth if isinstance(request.auth, ApiKey) else None
 
@@ -182,20 +196,16 @@ class OptOutViewSet(
         optout = self.get_object()
         serializer = OptInSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        try:
-            optout = optout_opt_in(
+        optout = _state_change(
+            lambda: optout_opt_in(
                 optout=optout,
                 reason=serializer.validated_data["reason"],
                 role=self.role,
                 actor=self.actor(),
                 api_key=_api_key(request),
-            )
-        except DjangoPermissionDenied as exc:
-            raise PermissionDenied(str(exc)) from exc
-        except DjangoValidationError as exc:
-            if "optout" in getattr(exc, "error_dict", {}):  # already opted back in: its state
-                raise state_conflict(exc) from exc
-            raise
+            ),
+            state_field="optout",  # already opted back in
+        )
         return Response(OptOutDetailSerializer(optout).data)
 
 
@@ -375,18 +385,14 @@ class ConsentViewSet(
         consent = self.get_object()
         payload = ConsentWithdrawSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        try:
-            consent = consent_withdraw(
+        consent = _state_change(
+            lambda: consent_withdraw(
                 consent=consent,
                 reason=payload.validated_data["reason"],
                 role=self.role,
                 actor=self.actor(),
                 api_key=_api_key(request),
-            )
-        except DjangoPermissionDenied as exc:
-            raise PermissionDenied(str(exc)) from exc
-        except DjangoValidationError as exc:
-            if "consent" in getattr(exc, "error_dict", {}):  # already withdrawn: its state
-                raise state_conflict(exc) from exc
-            raise
+            ),
+            state_field="consent",  # already withdrawn
+        )
         return Response(ConsentSerializer(self.get_queryset().get(pk=consent.pk)).data)
