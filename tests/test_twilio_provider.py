@@ -61,6 +61,24 @@ def send(project, **kwargs):
     )
 
 
+def in_the_fair_queue(project) -> Distribution:
+    """A distribution started now, its rows materialised and its lane open, no pump kicked:
+    the test picks and sends its batches itself."""
+    from distributions.sending import distribution_enqueue
+    from distributions.services import distribution_materialise
+
+    distribution = Distribution.objects.create(
+        project=project,
+        message="Hi ${first_name}",
+        send_at=timezone.now(),
+        status="in_progress",
+        started_at=timezone.now(),
+    )
+    distribution_materialise(distribution=distribution)
+    distribution_enqueue(distribution=distribution)
+    return distribution
+
+
 def wait_for(predicate, timeout=15.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -265,21 +283,12 @@ def test_a_throttled_window_waits_as_a_state_shown_on_the_page(twilio_brand, fak
     from distributions import fairqueue
     from distributions.models import MessageEvent, Sender
     from distributions.selectors import distribution_metrics
-    from distributions.sending import distribution_enqueue, send_batch
-    from distributions.services import distribution_materialise
+    from distributions.sending import send_batch
 
     project = twilio_brand.project_a
     crowd(project, 5)
     fake.fail_next(5, status=429)
-    distribution = Distribution.objects.create(
-        project=project,
-        message="Hi ${first_name}",
-        send_at=timezone.now(),
-        status="in_progress",
-        started_at=timezone.now(),
-    )
-    distribution_materialise(distribution=distribution)
-    distribution_enqueue(distribution=distribution)
+    distribution = in_the_fair_queue(project)
     lease = fairqueue.new_lease()
     started = time.monotonic()
     stats = send_batch(lease=lease, grants=fairqueue.pick(lease=lease))
@@ -310,22 +319,13 @@ def test_a_window_picked_ahead_waits_for_its_moment_on_the_hand_over_loop(
     the two messages at least a second apart, the second no sooner than its moment."""
     from distributions import fairqueue
     from distributions.models import Sender
-    from distributions.sending import batch_start, distribution_enqueue
-    from distributions.services import distribution_materialise
+    from distributions.sending import batch_start
 
     settings.RELAY_SEND_PICK_AHEAD_SECONDS = 0.6
     ProviderAccount.objects.filter(brand=twilio_brand.brand_a).update(messages_per_second=1)
     project = twilio_brand.project_a
     crowd(project, 2)
-    distribution = Distribution.objects.create(
-        project=project,
-        message="Hi ${first_name}",
-        send_at=timezone.now(),
-        status="in_progress",
-        started_at=timezone.now(),
-    )
-    distribution_materialise(distribution=distribution)
-    distribution_enqueue(distribution=distribution)
+    distribution = in_the_fair_queue(project)
     lease = fairqueue.new_lease()
     first = batch_start(lease=lease, grants=fairqueue.pick(lease=lease))
     assert first.pipelined == (connection.vendor == "postgresql")
