@@ -45,7 +45,7 @@ def send_chunk_task(distribution_id: int, first_id: int, last_id: int, attempt: 
 @shared_task(name="distributions.tasks.distributions_dispatch_due_task")
 def distributions_dispatch_due_task() -> dict:
     """Start every due distribution (each is claimed exactly once, whoever runs this)."""
-    with periodic_lock("dispatch-due", timeout=60) as acquired:
+    with periodic_lock("dispatch-due", timeout=10) as acquired:
         if not acquired:
             return {"skipped": "another dispatcher is running"}
         started = 0
@@ -54,9 +54,9 @@ def distributions_dispatch_due_task() -> dict:
         return {"started": started}
 
 
-# A recovery that takes longer (a huge reconciliation) only lets a second one start: every
-# change it makes is conditional. A dead worker's lock lapses after this.
-RECOVER_LOCK_SECONDS = 30
+# The recovery lock outlives a worker killed mid-recovery by this much (core.locks: a live run
+# keeps it however long it takes); the next worker's recovery then waits at most this long.
+RECOVER_LOCK_SECONDS = 5
 
 
 @shared_task(name="distributions.tasks.distributions_recover_task")
@@ -108,7 +108,7 @@ def distribution_on_completion_task(response_id: int) -> dict:
 def distribution_series_run_due_task() -> dict:
     """Make the due runs of recurring messages (Lifecycle projects). Each occurrence is claimed
     under a row lock, so the Redis lock only saves a second beat the duplicate work."""
-    with periodic_lock("series-run-due", timeout=120) as acquired:
+    with periodic_lock("series-run-due", timeout=30) as acquired:
         if not acquired:
             return {"skipped": "another series run is in progress"}
         return series_run_due()
@@ -119,7 +119,7 @@ def credits_settle_task() -> dict:
     """Release what the reservations of finished distributions still hold (a distribution
     stopped while rows were in flight, or deleted): the backstop of the writer paths, so
     that reading a balance never has to write."""
-    with periodic_lock("credits-settle", timeout=120) as acquired:
+    with periodic_lock("credits-settle", timeout=30) as acquired:
         if not acquired:
             return {"skipped": "another settlement is running"}
         return {"settled": reservations_settle_all()}

@@ -118,6 +118,6 @@ class KillClock:
         took = time.monotonic() - ready
         assert took <= RECOVERY_SECONDS, (
             f"{took:.1f} s after the restart before the {len(self.held)} rows the dead worker "
-            f"held were settled and sending resumed"
+            f"held were settled and sending resumed\n{describe() if describe else ''}"
         )
         return took

@@ -25,7 +25,7 @@ def webhook_deliver_task(delivery_ids: list[int] | int) -> dict:
 
 @shared_task(ignore_result=True)
 def webhooks_sweep_task() -> dict:
-    with periodic_lock("webhooks-sweep", timeout=120) as acquired:
+    with periodic_lock("webhooks-sweep", timeout=30) as acquired:
         if not acquired:
             return {"skipped": "another sweep is running"}
         return services.deliveries_sweep()
