@@ -214,13 +214,24 @@ def _drop_stale_holds(reservation: CreditReservation) -> int:
 
 
 def _drop_stale_holds_of(reservation_ids: list[int]) -> int:
-    stale = CreditHold.objects.filter(
-        reservation_id__in=reservation_ids,
-        message__status__in=CLOSED_UNSENT,
-        message__sent_at__isnull=True,
-        message__provider_id="",
+    """Runs with every batch's cover, so it starts from the reservations' holds (the rows in
+    flight, by their index) and looks up only those messages: one statement that joined
+    first would let PostgreSQL start from every closed unsent message of the database (a
+    cancelled distribution's 100,000 rows: 0.3-1 s a batch, measured in the fairness bench)."""
+    held = list(
+        CreditHold.objects.filter(reservation_id__in=reservation_ids).values_list(
+            "message_id", flat=True
+        )
     )
-    return stale.delete()[0]
+    if not held:
+        return 0
+    stale = Message.objects.filter(
+        pk__in=held, status__in=CLOSED_UNSENT, sent_at__isnull=True, provider_id=""
+    ).values_list("pk", flat=True)
+    closed = list(stale)
+    if not closed:
+        return 0
+    return CreditHold.objects.filter(message_id__in=closed).delete()[0]
 
 
 def _open_reservations(distributions: list[Distribution]) -> dict[int, CreditReservation]:
