@@ -53,7 +53,11 @@ _batch: ContextVar[list[int] | None] = ContextVar("conversation_turns", default=
 @contextlib.contextmanager
 def turns_batch() -> Iterator[None]:
     """Within it, the turns recorded (texts to send, replies to debit) are queued as one
-    task after commit, when it ends: a reply costs one publish to the broker."""
+    task after commit, when it ends: a reply costs one publish to the broker, and a batch of
+    replies (``conversations.replies``) one for the batch. Nested, the outermost one queues."""
+    if _batch.get() is not None:
+        yield
+        return
     ids: list[int] = []
     token = _batch.set(ids)
     try:

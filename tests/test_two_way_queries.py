@@ -1,6 +1,7 @@
 """The SQL statements of one signed two-way reply (docs/benchmarks.md, "Two-way SMS: signed
-inbound replies"): pinned, so that a change that adds one per reply is seen. If a change
-removes some, lower the pin; the list printed on failure says what each reply ran."""
+inbound replies"): the webhook's (authenticate, store, answer) and the applier's per batch
+(``conversations.replies``), pinned, so that a change that adds one per reply is seen. If a
+change removes some, lower the pin; the list printed on failure says what each ran."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from django.utils import timezone
 import pytest
 
 from conversations.models import Session, Turn
+from conversations.replies import replies_apply_batch
 from distributions.models import Distribution, Message, ProviderAccount
 from optouts.models import InboundMessage, OptOut
 from projects.models import Response
@@ -28,17 +30,20 @@ from tests.test_optout_support import (
 pytestmark = pytest.mark.django_db
 PHONE = "+14155550123"
 
-# Statements per reply, in the request's transaction (a test runs inside one, so its
-# BEGIN/COMMIT are a SAVEPOINT/RELEASE here, counted). Before issue 20's work: 28, 22, 22.
-FIRST_ANSWER = 17  # opens the session from the invite
-NEXT_ANSWER = 13  # the session's next question
-LAST_ANSWER = 14  # completes the response (its event reads the brand's webhook endpoints)
+# Statements per request (a test runs inside a transaction, so the insert's BEGIN/COMMIT
+# are a SAVEPOINT/RELEASE here, counted): the accounts of the numbers involved (with their
+# brands), the insert. Before the reply's application left the request: 17, 13, 14 (and 28,
+# 22, 22 before issue 20's work).
+WEBHOOK = 4
+# The applier: statements per batch whatever its size, and per first answer applied.
+BATCH_FIXED = 7
+FIRST_ANSWER_APPLIED = 13
 
 
 @pytest.fixture
 def two_way_invite(tenancy, settings):
     """Brand A's Twilio number, a three-question survey and a two-way invite sent to PHONE
-    (as the benchmark has them)."""
+    (as the benchmark has them); ``invite_more(n)`` sends it to n more numbers."""
     settings.PUBLIC_BASE_URL = "http://testserver"
     settings.TWILIO_AUTH_TOKEN = PLATFORM_TOKEN
     brand, project = tenancy.brand_a, tenancy.project_a
@@ -52,31 +57,42 @@ def two_way_invite(tenancy, settings):
     question_create(project=project, kind="single", text="Which store?", choices=["Lyon", "Nice"])
     question_create(project=project, kind="rating", text="How likely?")
     question_create(project=project, kind="text", text="What should we improve?")
-    person = PersonFactory(brand=brand, phone=PHONE)
-    participant = ParticipantFactory(project=project, person=person)
     now = timezone.now()
     invite = Distribution.objects.create(
         project=project, message="Hi", mode="two_way", send_at=now, status="sent"
     )
-    return Message.objects.create(
-        distribution=invite,
-        participant=participant,
-        person=person,
-        address=PHONE,
-        status="sent",
-        status_changed_at=now,
-        sent_at=now,
-        body="Hi\n\n(1/3) Which store?",
-        segments=1,
-    )
+
+    def send_to(phone: str) -> Message:
+        person = PersonFactory(brand=brand, phone=phone)
+        return Message.objects.create(
+            distribution=invite,
+            participant=ParticipantFactory(project=project, person=person),
+            person=person,
+            address=phone,
+            status="sent",
+            status_changed_at=now,
+            sent_at=now,
+            body="Hi\n\n(1/3) Which store?",
+            segments=1,
+        )
+
+    message = send_to(PHONE)
+    message.invite_more = lambda n: [send_to(f"+1415555{k:04d}") for k in range(n)]
+    return message
 
 
-def _reply(client, body: str) -> list[str]:
+def _reply(client, body: str, phone: str = PHONE) -> list[str]:
     with CaptureQueriesContext(connection) as queries:
         answer = post_inbound(
-            client, inbound_params(from_=PHONE, to=SENDER_A, body=body), token=TOKEN_A
+            client, inbound_params(from_=phone, to=SENDER_A, body=body), token=TOKEN_A
         )
     assert answer.status_code == 200
+    return [query["sql"] for query in queries]
+
+
+def _apply() -> list[str]:
+    with CaptureQueriesContext(connection) as queries:
+        replies_apply_batch()
     return [query["sql"] for query in queries]
 
 
@@ -84,36 +100,54 @@ def _listing(statements: list[str]) -> str:
     return "\n".join(f"{n}. {sql[:160]}" for n, sql in enumerate(statements, 1))
 
 
-def test_a_signed_reply_runs_a_pinned_number_of_statements(client, two_way_invite):
-    first = _reply(client, "1")
-    assert len(first) == FIRST_ANSWER, _listing(first)
+def test_a_signed_reply_costs_the_webhook_one_read_and_one_insert(client, two_way_invite):
+    for body in ("1", "7", "Friendly staff"):
+        statements = _reply(client, body)
+        assert len(statements) == WEBHOOK, _listing(statements)
+        assert "provideraccount" in statements[0]
+        assert statements[2].startswith('INSERT INTO "optouts_inboundmessage"')
+        replies_apply_batch()
     session = Session.objects.get()
-    assert (session.message, session.position, session.status) == (two_way_invite, 2, "open")
-
-    second = _reply(client, "7")
-    assert len(second) == NEXT_ANSWER, _listing(second)
-    session.refresh_from_db()
-    store, rating, _ = two_way_invite.distribution.project.questions.order_by("position")
-    assert session.position == 3
-    assert session.response.answers == {str(store.pk): "Lyon", str(rating.pk): 7}
-
-    third = _reply(client, "Friendly staff")
-    assert len(third) == LAST_ANSWER, _listing(third)
-    session.refresh_from_db()
     assert session.status == "completed"
     assert Response.objects.get().status == "complete"
-    # Each reply stored once, each its turn; each answer followed by one text to send.
-    assert InboundMessage.objects.filter(action="stored").count() == 3
+    # Each reply stored once, applied once, each its turn; each answer followed by one text.
+    assert InboundMessage.objects.filter(action="stored", apply_state="applied").count() == 3
     assert Turn.objects.filter(direction="in", kind="answer").count() == 3
     assert list(
         Turn.objects.filter(direction="out").order_by("pk").values_list("kind", flat=True)
     ) == ["question", "question", "thank_you"]
 
 
+def test_the_applier_reads_once_per_batch_and_writes_per_reply(client, two_way_invite):
+    """A batch's reads (its claim, the order check, the numbers' last messages) do not grow
+    with it; what grows is each reply's own conversation step: pinned per reply."""
+    two_way_invite.invite_more(6)
+    counts = {}
+    for size, phones in (
+        (2, [PHONE, "+14155550000"]),
+        (4, [f"+1415555{k:04d}" for k in (1, 2, 3, 4)]),
+    ):
+        for phone in phones:
+            _reply(client, "1", phone)
+        statements = _apply()
+        counts[size] = statements
+    per_reply = (len(counts[4]) - len(counts[2])) / 2
+    fixed = len(counts[2]) - 2 * per_reply
+    assert (fixed, per_reply) == (BATCH_FIXED, FIRST_ANSWER_APPLIED), _listing(counts[4])
+    assert Session.objects.filter(position=2).count() == 6
+    assert InboundMessage.objects.filter(apply_state="applied").count() == 6
+    # One publish for the batch: all its texts in one send task.
+    assert Turn.objects.filter(direction="out", kind="question").count() == 6
+
+
 def test_stop_still_wins_and_is_recorded_once(client, two_way_invite):
     _reply(client, "1")
     _reply(client, "STOP")
+    # STOP is acted on in its request, before any worker applied the answer before it.
     assert OptOut.objects.filter(address=PHONE, active=True).count() == 1
-    assert Session.objects.get().status == "opted_out"
     stop = InboundMessage.objects.get(kind="STOP")
     assert (stop.action, stop.optout_id) == ("opted_out", OptOut.objects.get().pk)
+    replies_apply_batch()
+    assert Session.objects.get().status == "opted_out"
+    question = Turn.objects.get(direction="out")
+    assert question.status == "skipped_optout"

@@ -1,0 +1,227 @@
+"""Applying stored replies to their conversations, in a worker (docs/two-way.md, "The
+conversation"): the webhook stores a reply *pending* in one INSERT and answers the provider
+at once; ``replies_apply`` takes the pending replies in batches and applies each with
+``conversations.services`` (the same matching, answers, expiry, consent and keywords as
+before the reply left the request).
+
+What callers can rely on:
+- a reply is applied once: it is marked applied by a conditional UPDATE (its claim, still
+  pending) in the transaction that applies it, so a worker that dies mid-batch leaves its
+  replies pending (nothing of the batch is committed) and a later run applies them;
+- the replies of one number are applied in received order (the order they were stored),
+  never two at once: a batch applies a number's replies only when no earlier pending reply
+  of that number is outside it (another worker's, or not claimed yet); it leaves the others
+  for the run that follows;
+- a claim lasts ``LEASE``: a claim whose worker died is taken again after it, by the next
+  kick or by the periodic run (``replies_apply_task`` in the beat schedule);
+- the texts the batch records (next questions, corrections...) and its replies to debit are
+  handed to the send task in one publish per batch, after commit;
+- kicking the applier costs a cache ``add`` per reply and one publish per batch, not per
+  reply (``replies_kick``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+
+from django.core.cache import cache
+from django.db import transaction
+from django.db.models import F, Q, Subquery, Window
+from django.db.models.functions import RowNumber
+from django.utils import timezone
+
+from conversations.sending import turns_batch
+from conversations.services import inbound_converse
+from core.queueing import task_queue
+from core.tokens import new_token
+from distributions.models import Message
+from optouts.models import Channel, InboundMessage
+from participants.models import Person
+
+logger = logging.getLogger(__name__)
+
+APPLY_TASK = "conversations.tasks.replies_apply_task"
+# Replies claimed at once: each row with its brand and its number's last message (with the
+# distribution and person) is a few kilobytes in memory; the batch is one transaction.
+BATCH_SIZE = 200
+LEASE = timedelta(minutes=2)  # a batch takes well under a second a reply; a dead claim lapses
+# A worker drains batches for at most this long, then queues itself again (others get a turn).
+DRAIN_SECONDS = 20.0
+KICK_KEY = "conversations:replies-kick"
+# How long a kick stands for the ones after it: the applier clears it before each claim, so
+# a reply stored after that claim kicks again; it only lapses if the publish was lost.
+KICK_SECONDS = 10
+Pending = InboundMessage.Apply
+
+
+def replies_kick() -> None:
+    """After commit: queue the applier unless a queued one has not claimed yet (one publish
+    a batch, not one a reply)."""
+
+    def kick() -> None:
+        if cache.add(KICK_KEY, 1, KICK_SECONDS):
+            task_queue(APPLY_TASK)
+
+    transaction.on_commit(kick)
+
+
+def replies_apply(*, batch_size: int = BATCH_SIZE, drain_seconds: float = DRAIN_SECONDS) -> dict:
+    """Apply the pending replies that are free to take, batch after batch, until none is
+    left (or ``drain_seconds`` passed: the task is queued again). Returns counts."""
+    stats = {"batches": 0, "applied": 0, "failed": 0, "released": 0}
+    started = time.monotonic()
+    while True:
+        cache.delete(KICK_KEY)  # a reply stored from now on kicks again
+        batch = replies_apply_batch(batch_size=batch_size)
+        stats["batches"] += 1
+        for key in ("applied", "failed", "released"):
+            stats[key] += batch[key]
+        if batch["claimed"] < batch_size:
+            return stats
+        if time.monotonic() - started > drain_seconds:
+            task_queue(APPLY_TASK)
+            return stats
+
+
+def _claim(batch_size: int, now) -> str:
+    """Claim up to ``batch_size`` pending replies that no live claim holds, oldest first, in
+    one conditional UPDATE (a row another worker claimed meanwhile is not taken twice: the
+    condition is checked again on the locked row). Returns the claim's token."""
+    token = new_token()[:16]
+    free = InboundMessage.objects.filter(apply_state=Pending.PENDING).filter(
+        Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
+    )
+    oldest = free.order_by("pk").values("pk")[:batch_size]
+    free.filter(pk__in=Subquery(oldest)).update(claim=token, claimed_until=now + LEASE)
+    return token
+
+
+def _in_order(rows: list[InboundMessage], token: str) -> tuple[list[InboundMessage], list[int]]:
+    """The claimed replies this batch may apply, and the ones it must leave: a number's
+    replies wait while an earlier pending reply of that number is not in the batch."""
+    if not rows:
+        return [], []
+    numbers = {row.from_number for row in rows}
+    earlier: dict[str, int] = {}
+    for number, pk in (
+        InboundMessage.objects.filter(
+            apply_state=Pending.PENDING, from_number__in=numbers, pk__lt=rows[-1].pk
+        )
+        .exclude(claim=token)
+        .values_list("from_number", "pk")
+    ):
+        earlier[number] = min(pk, earlier.get(number, pk))
+    if not earlier:
+        return rows, []
+    blocked = {row.from_number for row in rows if earlier.get(row.from_number, row.pk) < row.pk}
+    return (
+        [row for row in rows if row.from_number not in blocked],
+        [row.pk for row in rows if row.from_number in blocked],
+    )
+
+
+def _last_messages(rows: list[InboundMessage]) -> dict[tuple[int, str], Message]:
+    """Each (brand, number)'s last SMS handed over (``last_message_to``), for the whole
+    batch in one read: the newest per pair, with its distribution and person."""
+    numbers = {row.from_number for row in rows}
+    brands = {row.brand_id for row in rows}
+    found = (
+        Message.objects.filter(
+            address__in=numbers,
+            sent_at__isnull=False,
+            distribution__channel=Channel.SMS,
+            distribution__project__brand_id__in=brands,
+        )
+        .select_related("person", "distribution")
+        .annotate(
+            brand_id=F("distribution__project__brand_id"),
+            newest=Window(
+                RowNumber(),
+                partition_by=[F("address"), F("distribution__project__brand_id")],
+                order_by=[F("sent_at").desc(), F("pk").desc()],
+            ),
+        )
+        .filter(newest=1)
+    )
+    return {(message.brand_id, message.address): message for message in found}
+
+
+def _people(rows: list[InboundMessage], last: dict) -> dict[tuple[int, str], Person]:
+    """The directory person of each (brand, number) that no last message names
+    (``directory_person_for``: the first by id), in one read."""
+    wanted = {
+        (row.brand_id, row.from_number)
+        for row in rows
+        if row.message_id is None
+        and row.person_id is None
+        and getattr(last.get((row.brand_id, row.from_number)), "person", None) is None
+    }
+    if not wanted:
+        return {}
+    people: dict[tuple[int, str], Person] = {}
+    for person in Person.objects.filter(
+        brand_id__in={b for b, _ in wanted}, phone__in={n for _, n in wanted}
+    ).order_by("pk"):
+        people.setdefault((person.brand_id, person.phone), person)
+    return people
+
+
+def replies_apply_batch(*, batch_size: int = BATCH_SIZE) -> dict:
+    """Claim a batch of pending replies and apply them in one transaction (see the module
+    docstring). Returns counts: claimed, applied, failed (logged, marked failed: the others
+    go on), released (left for a later run, to keep a number's order)."""
+    now = timezone.now()
+    token = _claim(batch_size, now)
+    claimed = list(
+        InboundMessage.objects.filter(claim=token, apply_state=Pending.PENDING)
+        .select_related("brand__provider_account")
+        .order_by("pk")
+    )
+    stats = {"claimed": len(claimed), "applied": 0, "failed": 0, "released": 0}
+    rows, left = _in_order(claimed, token)
+    if left:
+        InboundMessage.objects.filter(pk__in=left, claim=token).update(claim="", claimed_until=None)
+        stats["released"] = len(left)
+    if not rows:
+        return stats
+    last = _last_messages(rows)
+    people = _people(rows, last)
+    with turns_batch(), transaction.atomic():
+        for row in rows:
+            key = (row.brand_id, row.from_number)
+            message = last.get(key)
+            fields: dict = {"apply_state": Pending.APPLIED}
+            if row.message_id is None and row.person_id is None:
+                # Stored by the webhook without them: what the brand's last message and its
+                # directory say now (STOP and START had them in the request).
+                row.message = fields["message"] = message
+                row.person = fields["person"] = (
+                    message.person if message is not None else None
+                ) or people.get(key)
+            try:
+                with transaction.atomic():
+                    if not InboundMessage.objects.filter(
+                        pk=row.pk, claim=token, apply_state=Pending.PENDING
+                    ).update(**fields):
+                        continue  # its claim lapsed and another worker took it
+                    inbound_converse(brand=row.brand, inbound=row, last_message=message)
+            except Exception:
+                logger.exception("inbound reply %s could not be applied", row.pk)
+                InboundMessage.objects.filter(pk=row.pk, claim=token).update(
+                    apply_state=Pending.FAILED
+                )
+                stats["failed"] += 1
+                continue
+            stats["applied"] += 1
+        # Applied when committed: the time the next texts are handed to the send task.
+        InboundMessage.objects.filter(claim=token, apply_state=Pending.APPLIED).update(
+            applied_at=timezone.now()
+        )
+    return stats
+
+
+def replies_pending_count() -> int:
+    """Replies waiting for their conversation step (for monitoring and tests)."""
+    return InboundMessage.objects.filter(apply_state=Pending.PENDING).count()
