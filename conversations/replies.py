@@ -33,7 +33,7 @@ from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from conversations.sending import turns_batch
-from conversations.services import inbound_converse
+from conversations.services import inbound_converse, inbound_converse_many
 from core.queueing import task_queue
 from core.tokens import new_token
 from distributions.models import Message
@@ -188,25 +188,36 @@ def replies_apply_batch(*, batch_size: int = BATCH_SIZE) -> dict:
         return stats
     last = _last_messages(rows)
     people = _people(rows, last)
-    with turns_batch(), transaction.atomic():
-        for row in rows:
+    filled = []
+    for row in rows:
+        if row.message_id is None and row.person_id is None:
+            # Stored by the webhook without them: what the brand's last message and its
+            # directory say now (STOP and START had them in the request).
             key = (row.brand_id, row.from_number)
-            message = last.get(key)
-            fields: dict = {"apply_state": Pending.APPLIED}
-            if row.message_id is None and row.person_id is None:
-                # Stored by the webhook without them: what the brand's last message and its
-                # directory say now (STOP and START had them in the request).
-                row.message = fields["message"] = message
-                row.person = fields["person"] = (
-                    message.person if message is not None else None
-                ) or people.get(key)
+            row.message = last.get(key)
+            row.person = (row.message.person if row.message else None) or people.get(key)
+            filled.append(row)
+    with turns_batch(), transaction.atomic():
+        done = _apply_together(rows, last, token, filled)
+        stats["applied"] = len(done)
+        for row in rows:
+            if row.pk in done:
+                continue
             try:
                 with transaction.atomic():
                     if not InboundMessage.objects.filter(
                         pk=row.pk, claim=token, apply_state=Pending.PENDING
-                    ).update(**fields):
+                    ).update(
+                        apply_state=Pending.APPLIED,
+                        message_id=row.message_id,
+                        person_id=row.person_id,
+                    ):
                         continue  # its claim lapsed and another worker took it
-                    inbound_converse(brand=row.brand, inbound=row, last_message=message)
+                    inbound_converse(
+                        brand=row.brand,
+                        inbound=row,
+                        last_message=last.get((row.brand_id, row.from_number)),
+                    )
             except Exception:
                 logger.exception("inbound reply %s could not be applied", row.pk)
                 InboundMessage.objects.filter(pk=row.pk, claim=token).update(
@@ -220,6 +231,45 @@ def replies_apply_batch(*, batch_size: int = BATCH_SIZE) -> dict:
             applied_at=timezone.now()
         )
     return stats
+
+
+def _apply_together(
+    rows: list[InboundMessage], last: dict, token: str, filled: list[InboundMessage]
+) -> set[int]:
+    """Apply the first reply of each number at once where ``inbound_converse_many`` can (a
+    number's later replies follow one by one, after it); marked applied in one conditional
+    UPDATE. Returns their ids; none if anything failed (nothing of it is kept: the replies
+    go one by one)."""
+    firsts: dict[str, InboundMessage] = {}
+    for row in rows:
+        firsts.setdefault(row.from_number, row)
+    try:
+        with transaction.atomic():
+            done = inbound_converse_many(
+                replies=[
+                    (row, last.get((row.brand_id, row.from_number))) for row in firsts.values()
+                ]
+            )
+            if not done:
+                return set()
+            marked = InboundMessage.objects.filter(
+                pk__in=done, claim=token, apply_state=Pending.PENDING
+            ).update(apply_state=Pending.APPLIED)
+            if marked != len(done):
+                raise _ClaimLost
+            fill = [row for row in filled if row.pk in done]
+            if fill:
+                InboundMessage.objects.bulk_update(fill, ["message", "person"])
+    except _ClaimLost:
+        return set()
+    except Exception:
+        logger.exception("replies could not be applied together: one by one instead")
+        return set()
+    return done
+
+
+class _ClaimLost(Exception):
+    """A claim lapsed and another worker took one of the batch's replies."""
 
 
 def replies_pending_count() -> int:

@@ -541,3 +541,45 @@ def response_save_sms(
     if complete:
         _completed(saved)
     return saved
+
+
+SMS_RESPONSE_FIELDS = [  # what a two-way conversation writes on its response
+    "participant",
+    "distribution",
+    "channel",
+    "status",
+    "answers",
+    "embedded_data",
+    "started_at",
+    "completed_at",
+]
+
+
+def responses_save_sms(*, saves: list[dict[str, Any]]) -> list[Response]:
+    """``response_save_sms`` for many conversations at once, each dict its keyword
+    arguments (``now`` required): the new responses in one INSERT, the others in one
+    UPDATE; each completed one then fires what every completed response fires, in order.
+    Returns the responses, in the order of ``saves``."""
+    saved = []
+    for save in saves:
+        response = save.get("response") or Response()
+        response.project = save["project"]
+        response.participant_id = save.get("participant_id")
+        response.distribution_id = save.get("distribution_id")
+        response.channel = Response.Channel.SMS_TWO_WAY
+        response.status = Response.Status.COMPLETE if save["complete"] else Response.Status.PARTIAL
+        response.answers = save["answers"]
+        response.embedded_data = save.get("embedded_data") or {}
+        response.started_at = save.get("started_at")
+        response.completed_at = save["now"]
+        saved.append(response)
+    new = [response for response in saved if response.pk is None]
+    existing = [response for response in saved if response.pk is not None]
+    if new:
+        Response.objects.bulk_create(new)
+    if existing:
+        Response.objects.bulk_update(existing, SMS_RESPONSE_FIELDS)
+    for response, save in zip(saved, saves, strict=True):
+        if save["complete"]:
+            _completed(response)
+    return saved

@@ -35,9 +35,14 @@ PHONE = "+14155550123"
 # brands), the insert. Before the reply's application left the request: 17, 13, 14 (and 28,
 # 22, 22 before issue 20's work).
 WEBHOOK = 4
-# The applier: statements per batch whatever its size, and per first answer applied.
-BATCH_FIXED = 7
-FIRST_ANSWER_APPLIED = 13
+# The applier: statements per batch whatever its size (its claim, reads and bulk writes),
+# for a batch of first answers (the invite opens the session), of next answers and of last
+# answers, and what each completed response adds (its webhook event reads the endpoints).
+# Applied one by one in the request, a first answer had taken 17 statements.
+FIRST_ANSWERS = 19
+NEXT_ANSWERS = 17
+LAST_ANSWERS = 17
+PER_COMPLETED = 1
 
 
 @pytest.fixture
@@ -118,26 +123,30 @@ def test_a_signed_reply_costs_the_webhook_one_read_and_one_insert(client, two_wa
     ) == ["question", "question", "thank_you"]
 
 
-def test_the_applier_reads_once_per_batch_and_writes_per_reply(client, two_way_invite):
-    """A batch's reads (its claim, the order check, the numbers' last messages) do not grow
-    with it; what grows is each reply's own conversation step: pinned per reply."""
+def test_the_applier_runs_a_fixed_number_of_statements_per_batch(client, two_way_invite):
+    """A batch's statements do not grow with it: its claim, its reads (the order check, the
+    numbers' last messages, their sessions, invites, projects and surveys) and each write
+    for all its replies at once. Only a completed response fires its own events."""
     two_way_invite.invite_more(6)
-    counts = {}
-    for size, phones in (
-        (2, [PHONE, "+14155550000"]),
-        (4, [f"+1415555{k:04d}" for k in (1, 2, 3, 4)]),
+    small, large = [PHONE, "+14155550000"], [f"+1415555{k:04d}" for k in range(1, 5)]
+    for body, (fixed, per_reply) in zip(
+        ("1", "7", "Friendly staff"),
+        ((FIRST_ANSWERS, 0), (NEXT_ANSWERS, 0), (LAST_ANSWERS, PER_COMPLETED)),
+        strict=True,
     ):
-        for phone in phones:
-            _reply(client, "1", phone)
-        statements = _apply()
-        counts[size] = statements
-    per_reply = (len(counts[4]) - len(counts[2])) / 2
-    fixed = len(counts[2]) - 2 * per_reply
-    assert (fixed, per_reply) == (BATCH_FIXED, FIRST_ANSWER_APPLIED), _listing(counts[4])
-    assert Session.objects.filter(position=2).count() == 6
-    assert InboundMessage.objects.filter(apply_state="applied").count() == 6
-    # One publish for the batch: all its texts in one send task.
-    assert Turn.objects.filter(direction="out", kind="question").count() == 6
+        counts = []
+        for phones in (small, large):
+            for phone in phones:
+                _reply(client, body, phone)
+            counts.append(_apply())
+        grows = (len(counts[1]) - len(counts[0])) / 2
+        assert (len(counts[0]) - 2 * grows, grows) == (fixed, per_reply), _listing(counts[1])
+    assert InboundMessage.objects.filter(apply_state="applied").count() == 18
+    assert Session.objects.filter(status="completed").count() == 6
+    assert Response.objects.filter(status="complete").count() == 6
+    assert Turn.objects.filter(direction="in", kind="answer").count() == 18
+    assert Turn.objects.filter(direction="out", kind="question").count() == 12
+    assert Turn.objects.filter(direction="out", kind="thank_you").count() == 6
 
 
 def test_stop_still_wins_and_is_recorded_once(client, two_way_invite):
