@@ -16,8 +16,8 @@ What callers can rely on:
   kick or by the periodic run (``replies_apply_task`` in the beat schedule);
 - the texts the batch records (next questions, corrections...) and its replies to debit are
   handed to the send task in one publish per batch, after commit;
-- kicking the applier costs a cache ``add`` per reply and one publish per batch, not per
-  reply (``replies_kick``).
+- kicking the applier costs a Redis ``SET NX`` per reply (``core.flags``) and one publish
+  when no applier is draining, not one per reply (``replies_kick``).
 """
 
 from __future__ import annotations
@@ -26,14 +26,16 @@ import logging
 import time
 from datetime import timedelta
 
-from django.core.cache import cache
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q, Subquery, Window
 from django.db.models.functions import RowNumber
 from django.utils import timezone
 
+from brands.models import Brand
 from conversations.sending import turns_batch
 from conversations.services import inbound_converse, inbound_converse_many
+from core.bulk import update_rows_returning
+from core.flags import flag_add, flag_clear
 from core.queueing import task_queue
 from core.tokens import new_token
 from distributions.models import Message
@@ -47,21 +49,27 @@ APPLY_TASK = "conversations.tasks.replies_apply_task"
 # distribution and person) is a few kilobytes in memory; the batch is one transaction.
 BATCH_SIZE = 200
 LEASE = timedelta(minutes=2)  # a batch takes well under a second a reply; a dead claim lapses
+# After a batch smaller than this, the next claim waits GATHER_SECONDS (re-queued, no sleep):
+# a batch costs about 18 statements whatever its size, so under a steady trickle of replies
+# claiming each one at once would spend most of the worker on them. It adds at most that
+# wait to the apply latency of the replies after the first.
+GATHER_BELOW = 50
+GATHER_SECONDS = 0.05
 # A worker drains batches for at most this long, then queues itself again (others get a turn).
 DRAIN_SECONDS = 20.0
-KICK_KEY = "conversations:replies-kick"
-# How long a kick stands for the ones after it: the applier clears it before each claim, so
-# a reply stored after that claim kicks again; it only lapses if the publish was lost.
+KICK_FLAG = "conversations:replies-kick"
+# How long a kick stands for the replies after it: the applier clears it when it runs dry, so
+# a reply stored after that kicks again. It lapses if the publish was lost (or a drain lasts
+# longer: another applier then joins, the claims keep them apart).
 KICK_SECONDS = 10
 Pending = InboundMessage.Apply
 
 
 def replies_kick() -> None:
-    """After commit: queue the applier unless a queued one has not claimed yet (one publish
-    a batch, not one a reply)."""
+    """After commit: queue the applier unless one is queued or draining (the kick stands)."""
 
     def kick() -> None:
-        if cache.add(KICK_KEY, 1, KICK_SECONDS):
+        if flag_add(KICK_FLAG, KICK_SECONDS):
             task_queue(APPLY_TASK)
 
     transaction.on_commit(kick)
@@ -69,19 +77,34 @@ def replies_kick() -> None:
 
 def replies_apply(*, batch_size: int = BATCH_SIZE, drain_seconds: float = DRAIN_SECONDS) -> dict:
     """Apply the pending replies that are free to take, batch after batch, until none is
-    left (or ``drain_seconds`` passed: the task is queued again). Returns counts."""
+    left (or a batch was small, or ``drain_seconds`` passed: the task is queued again, a
+    moment later for a small batch). Returns counts.
+
+    The kick stands while it drains (replies stored meanwhile publish nothing); when a claim
+    finds nothing it clears the kick and claims once more: a reply committed before the clear
+    is seen by that claim, one committed after it kicks again."""
     stats = {"batches": 0, "applied": 0, "failed": 0, "released": 0}
     started = time.monotonic()
+    cleared = False
     while True:
-        cache.delete(KICK_KEY)  # a reply stored from now on kicks again
         batch = replies_apply_batch(batch_size=batch_size)
         stats["batches"] += 1
         for key in ("applied", "failed", "released"):
             stats[key] += batch[key]
-        if batch["claimed"] < batch_size:
+        if batch["claimed"] == 0:
+            if cleared:
+                return stats
+            flag_clear(KICK_FLAG)
+            cleared = True
+            continue
+        cleared = False
+        if batch["claimed"] < GATHER_BELOW:
+            # Few replies came since the last claim: the next run waits a moment for more, so
+            # that a batch's fixed statements are shared (the kick stands meanwhile).
+            task_queue(APPLY_TASK, countdown=GATHER_SECONDS)
             return stats
         if time.monotonic() - started > drain_seconds:
-            task_queue(APPLY_TASK)
+            task_queue(APPLY_TASK)  # it goes on draining: the kick still stands
             return stats
 
 
@@ -175,10 +198,17 @@ def replies_apply_batch(*, batch_size: int = BATCH_SIZE) -> dict:
     now = timezone.now()
     token = _claim(batch_size, now)
     claimed = list(
-        InboundMessage.objects.filter(claim=token, apply_state=Pending.PENDING)
-        .select_related("brand__provider_account")
-        .order_by("pk")
+        InboundMessage.objects.filter(claim=token, apply_state=Pending.PENDING).order_by("pk")
     )
+    # Each brand once, with its provider account (the conversation's sender match).
+    brands = {
+        brand.pk: brand
+        for brand in Brand.objects.filter(pk__in={row.brand_id for row in claimed}).select_related(
+            "provider_account"
+        )
+    }
+    for row in claimed:
+        row.brand = brands[row.brand_id]
     stats = {"claimed": len(claimed), "applied": 0, "failed": 0, "released": 0}
     rows, left = _in_order(claimed, token)
     if left:
@@ -188,7 +218,6 @@ def replies_apply_batch(*, batch_size: int = BATCH_SIZE) -> dict:
         return stats
     last = _last_messages(rows)
     people = _people(rows, last)
-    filled = []
     for row in rows:
         if row.message_id is None and row.person_id is None:
             # Stored by the webhook without them: what the brand's last message and its
@@ -196,9 +225,8 @@ def replies_apply_batch(*, batch_size: int = BATCH_SIZE) -> dict:
             key = (row.brand_id, row.from_number)
             row.message = last.get(key)
             row.person = (row.message.person if row.message else None) or people.get(key)
-            filled.append(row)
     with turns_batch(), transaction.atomic():
-        done = _apply_together(rows, last, token, filled)
+        done = _apply_together(rows, last, token)
         stats["applied"] = len(done)
         for row in rows:
             if row.pk in done:
@@ -226,16 +254,15 @@ def replies_apply_batch(*, batch_size: int = BATCH_SIZE) -> dict:
                 stats["failed"] += 1
                 continue
             stats["applied"] += 1
-        # Applied when committed: the time the next texts are handed to the send task.
-        InboundMessage.objects.filter(claim=token, apply_state=Pending.APPLIED).update(
-            applied_at=timezone.now()
-        )
+        if stats["applied"] > len(done):
+            # Applied when committed: the time the next texts are handed to the send task.
+            InboundMessage.objects.filter(
+                claim=token, apply_state=Pending.APPLIED, applied_at__isnull=True
+            ).update(applied_at=timezone.now())
     return stats
 
 
-def _apply_together(
-    rows: list[InboundMessage], last: dict, token: str, filled: list[InboundMessage]
-) -> set[int]:
+def _apply_together(rows: list[InboundMessage], last: dict, token: str) -> set[int]:
     """Apply the first reply of each number at once where ``inbound_converse_many`` can (a
     number's later replies follow one by one, after it); marked applied in one conditional
     UPDATE. Returns their ids; none if anything failed (nothing of it is kept: the replies
@@ -252,14 +279,24 @@ def _apply_together(
             )
             if not done:
                 return set()
-            marked = InboundMessage.objects.filter(
-                pk__in=done, claim=token, apply_state=Pending.PENDING
-            ).update(apply_state=Pending.APPLIED)
-            if marked != len(done):
+            # Marked applied (with the last message and person the webhook left out) only
+            # where the claim is still this batch's: a row another worker took is not. The
+            # batch's last statement before its commit: its time is the applied time.
+            applied_at = connection.ops.adapt_datetimefield_value(timezone.now())
+            marked = update_rows_returning(
+                InboundMessage,
+                ["apply_state", "message_id", "person_id", "applied_at"],
+                [
+                    (r.pk, Pending.APPLIED, r.message_id, r.person_id, applied_at)
+                    for r in firsts.values()
+                    if r.pk in done
+                ],
+                where="t.claim = %s AND t.apply_state = %s",
+                params=[token, Pending.PENDING],
+                casts={"message_id": "bigint", "person_id": "bigint", "applied_at": "timestamptz"},
+            )
+            if len(marked) != len(done):
                 raise _ClaimLost
-            fill = [row for row in filled if row.pk in done]
-            if fill:
-                InboundMessage.objects.bulk_update(fill, ["message", "person"])
     except _ClaimLost:
         return set()
     except Exception:

@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import datetime, timedelta
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists
 
 from brands.models import Brand
@@ -40,6 +40,7 @@ from conversations.sending import (
     turns_batch,
     turns_record_many,
 )
+from core.bulk import update_rows
 from distributions.models import Distribution, Message
 from distributions.selectors import brand_provider_account
 from distributions.sending import sender_identity
@@ -400,6 +401,11 @@ def _embedded_data(session: Session) -> dict:
 
 
 # --- many replies at once (conversations.replies) ------------------------------------------
+def _db_time(value: datetime | None):
+    """A datetime as the database takes it in a raw statement (``core.bulk``)."""
+    return connection.ops.adapt_datetimefield_value(value) if value is not None else None
+
+
 def inbound_converse_many(*, replies: list[tuple[InboundMessage, Message | None]]) -> set[int]:
     """Apply at once the replies among ``replies`` (each with its brand's last message to
     the number; at most one reply per number, the caller holding their order) that are a
@@ -512,7 +518,12 @@ def inbound_converse_many(*, replies: list[tuple[InboundMessage, Message | None]
         return set()
 
     if replaced:
-        Session.objects.bulk_update(replaced, ["status", "closed_at"])
+        update_rows(
+            Session,
+            ["status", "closed_at"],
+            [(r.pk, r.status, _db_time(r.closed_at)) for r in replaced],
+            casts={"closed_at": "timestamptz"},
+        )
     if opened:
         Session.objects.bulk_create(opened)
     turns = [
@@ -562,18 +573,39 @@ def inbound_converse_many(*, replies: list[tuple[InboundMessage, Message | None]
                 now=now,
             )
         )
-    Session.objects.bulk_update(
-        [session for _, session, _, _ in steps],
+    update_rows(
+        Session,
         [
             "status",
             "closed_at",
-            "question",
+            "question_id",
             "position",
             "invalid_count",
             "asked_at",
             "expires_at",
-            "response",
+            "response_id",
         ],
+        [
+            (
+                session.pk,
+                session.status,
+                _db_time(session.closed_at),
+                session.question_id,
+                session.position,
+                session.invalid_count,
+                _db_time(session.asked_at),
+                _db_time(session.expires_at),
+                session.response_id,
+            )
+            for _, session, _, _ in steps
+        ],
+        casts={
+            "closed_at": "timestamptz",
+            "question_id": "bigint",
+            "asked_at": "timestamptz",
+            "expires_at": "timestamptz",
+            "response_id": "bigint",
+        },
     )
     turns_record_many(turns)
     return {inbound.pk for inbound, *_ in steps}

@@ -8,17 +8,19 @@ emails on completion) after the write."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Max
 from django.http import Http404
 from django.utils import timezone
 
+from core.bulk import update_rows
 from core.tokens import new_token
 from participants.models import Participant
 from projects.models import Project, Question, Response, ResponseReset, SurveyLink
@@ -543,18 +545,6 @@ def response_save_sms(
     return saved
 
 
-SMS_RESPONSE_FIELDS = [  # what a two-way conversation writes on its response
-    "participant",
-    "distribution",
-    "channel",
-    "status",
-    "answers",
-    "embedded_data",
-    "started_at",
-    "completed_at",
-]
-
-
 def responses_save_sms(*, saves: list[dict[str, Any]]) -> list[Response]:
     """``response_save_sms`` for many conversations at once, each dict its keyword
     arguments (``now`` required): the new responses in one INSERT, the others in one
@@ -578,7 +568,21 @@ def responses_save_sms(*, saves: list[dict[str, Any]]) -> list[Response]:
     if new:
         Response.objects.bulk_create(new)
     if existing:
-        Response.objects.bulk_update(existing, SMS_RESPONSE_FIELDS)
+        # Of the conversation's fields, only these change once its response exists.
+        update_rows(
+            Response,
+            ["answers", "status", "completed_at"],
+            [
+                (
+                    r.pk,
+                    json.dumps(r.answers),
+                    r.status,
+                    connection.ops.adapt_datetimefield_value(r.completed_at),
+                )
+                for r in existing
+            ],
+            casts={"answers": "jsonb", "completed_at": "timestamptz"},
+        )
     for response, save in zip(saved, saves, strict=True):
         if save["complete"]:
             _completed(response)

@@ -39,9 +39,9 @@ WEBHOOK = 4
 # for a batch of first answers (the invite opens the session), of next answers and of last
 # answers, and what each completed response adds (its webhook event reads the endpoints).
 # Applied one by one in the request, a first answer had taken 17 statements.
-FIRST_ANSWERS = 19
-NEXT_ANSWERS = 17
-LAST_ANSWERS = 17
+FIRST_ANSWERS = 18
+NEXT_ANSWERS = 16
+LAST_ANSWERS = 16
 PER_COMPLETED = 1
 
 
