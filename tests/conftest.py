@@ -118,16 +118,20 @@ def make_api_client(*, user=None, api_key=None) -> APIClient:
 @pytest.fixture(autouse=True)
 def _fresh_process_caches():
     """Each test starts with nothing cached by the process: key lookups (brands.services),
-    transactional distributions (transactional.services). A rolled-back test's pks are
+    transactional distributions (transactional.services), the inbound webhook's accounts
+    (distributions.selectors). A rolled-back test's pks are
     reused by the next one on SQLite."""
     from brands.services import api_key_cache_forget
+    from distributions.selectors import inbound_accounts_forget
     from transactional.services import transactional_distribution_cache_clear
 
     api_key_cache_forget()
     transactional_distribution_cache_clear()
+    inbound_accounts_forget()
     yield
     api_key_cache_forget()
     transactional_distribution_cache_clear()
+    inbound_accounts_forget()
 
 
 @pytest.fixture
