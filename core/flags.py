@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.core.cache import cache
+from django.db import connection
 
 import redis
 
@@ -27,18 +28,24 @@ def _redis() -> redis.Redis | None:
     return _client
 
 
+def _key(name: str) -> str:
+    """Flags are about the work of one database (its queue): named with it, so that two
+    databases on one Redis (tests in parallel, a benchmark) never share one."""
+    return f"{PREFIX}{connection.settings_dict['NAME']}:{name}"
+
+
 def flag_add(name: str, seconds: float) -> bool:
     """Set flag ``name`` for ``seconds`` unless it is set; True if this call set it."""
     client = _redis()
     if client is None:
-        return cache.add(PREFIX + name, 1, seconds)
-    return bool(client.set(PREFIX + name, 1, nx=True, px=max(1, int(seconds * 1000))))
+        return cache.add(_key(name), 1, seconds)
+    return bool(client.set(_key(name), 1, nx=True, px=max(1, int(seconds * 1000))))
 
 
 def flag_clear(name: str) -> None:
     """Clear flag ``name`` (the next ``flag_add`` sets it)."""
     client = _redis()
     if client is None:
-        cache.delete(PREFIX + name)
+        cache.delete(_key(name))
     else:
-        client.delete(PREFIX + name)
+        client.delete(_key(name))
