@@ -76,7 +76,7 @@ def parse_args():
     parser.add_argument("--db", default="relay_bench_inbound")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/6")
     parser.add_argument(
-        "--apply-concurrency", type=int, default=2, help="worker processes applying replies"
+        "--apply-concurrency", type=int, default=1, help="worker processes applying replies"
     )
     return parser.parse_args()
 
