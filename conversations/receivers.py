@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from brands.models import Brand
-from conversations.services import inbound_converse
+from conversations.replies import replies_kick
 from optouts.services import InboundResult
 
 
-def on_inbound_received(*, brand: Brand, result: InboundResult, last_message=None) -> None:
-    """A reply was stored and STOP/HELP acted on: the conversation it belongs to goes on."""
-    inbound_converse(brand=brand, inbound=result.inbound, last_message=last_message)
+def on_inbound_received(*, brand: Brand, result: InboundResult) -> None:
+    """A reply was stored with its conversation step pending (STOP and START acted on): the
+    applier takes it after commit (``conversations.replies``)."""
+    replies_kick()

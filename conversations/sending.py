@@ -53,7 +53,11 @@ _batch: ContextVar[list[int] | None] = ContextVar("conversation_turns", default=
 @contextlib.contextmanager
 def turns_batch() -> Iterator[None]:
     """Within it, the turns recorded (texts to send, replies to debit) are queued as one
-    task after commit, when it ends: a reply costs one publish to the broker."""
+    task after commit, when it ends: a reply costs one publish to the broker, and a batch of
+    replies (``conversations.replies``) one for the batch. Nested, the outermost one queues."""
+    if _batch.get() is not None:
+        yield
+        return
     ids: list[int] = []
     token = _batch.set(ids)
     try:
@@ -74,15 +78,23 @@ def turn_enqueue(turn_id: int) -> None:
         batch.append(turn_id)
 
 
-def _turn_record(**fields) -> Turn:
-    turn = Turn.objects.create(**fields)
+def _turn_record(turn: Turn) -> Turn:
+    turn.save(force_insert=True)
     turn_enqueue(turn.pk)
     return turn
 
 
-def turn_queue(*, session: Session, kind: str, body: str, question=None, now=None) -> Turn:
-    """Record an outbound text of ``session`` (Pending) and queue its send after commit."""
-    return _turn_record(
+def turns_record_many(turns: list[Turn]) -> None:
+    """Record turns built by ``text_turn``/``reply_turn`` in one INSERT and hand them to the
+    send task like ``turn_queue``/``reply_record`` do one by one."""
+    Turn.objects.bulk_create(turns)
+    for turn in turns:
+        turn_enqueue(turn.pk)
+
+
+def text_turn(*, session: Session, kind: str, body: str, question=None, now=None) -> Turn:
+    """An outbound text of ``session``, Pending (not saved)."""
+    return Turn(
         brand_id=session.brand_id,
         session=session,
         direction=Turn.Direction.OUT,
@@ -97,10 +109,9 @@ def turn_queue(*, session: Session, kind: str, body: str, question=None, now=Non
     )
 
 
-def reply_record(*, session: Session | None, inbound, kind: str, question=None) -> Turn:
-    """Record a reply in the session's history; the send task debits it (every reply that
-    reaches a conversation costs the inbound rate of its country, once)."""
-    return _turn_record(
+def reply_turn(*, session: Session | None, inbound, kind: str, question=None) -> Turn:
+    """A reply in the session's history (not saved)."""
+    return Turn(
         brand_id=inbound.brand_id,
         session=session,
         direction=Turn.Direction.IN,
@@ -114,6 +125,19 @@ def reply_record(*, session: Session | None, inbound, kind: str, question=None) 
         inbound=inbound,
         created_at=inbound.received_at,
     )
+
+
+def turn_queue(*, session: Session, kind: str, body: str, question=None, now=None) -> Turn:
+    """Record an outbound text of ``session`` (Pending) and queue its send after commit."""
+    return _turn_record(
+        text_turn(session=session, kind=kind, body=body, question=question, now=now)
+    )
+
+
+def reply_record(*, session: Session | None, inbound, kind: str, question=None) -> Turn:
+    """Record a reply in the session's history; the send task debits it (every reply that
+    reaches a conversation costs the inbound rate of its country, once)."""
+    return _turn_record(reply_turn(session=session, inbound=inbound, kind=kind, question=question))
 
 
 def turn_debit_key(turn_id: int) -> str:

@@ -24,14 +24,23 @@ What callers can rely on (docs/two-way.md):
 
 from __future__ import annotations
 
+from collections import defaultdict
 from datetime import datetime, timedelta
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists
 
 from brands.models import Brand
 from conversations.models import Session, SmsKeyword, Turn, TwoWaySettings
-from conversations.sending import reply_record, turn_queue, turns_batch
+from conversations.sending import (
+    reply_record,
+    reply_turn,
+    text_turn,
+    turn_queue,
+    turns_batch,
+    turns_record_many,
+)
+from core.bulk import update_rows
 from distributions.models import Distribution, Message
 from distributions.selectors import brand_provider_account
 from distributions.sending import sender_identity
@@ -40,7 +49,7 @@ from optouts.models import ConsentPolicy, InboundMessage
 from optouts.services import consent_record, consent_words_match
 from projects.models import Project, Question
 from surveys.answers import may_finish
-from surveys.services import response_save_sms
+from surveys.services import response_save_sms, responses_save_sms
 from surveys.sms import (
     CLOSED_TEXT,
     GAVE_UP_TEXT,
@@ -389,6 +398,217 @@ def _embedded_data(session: Session) -> dict:
     if session.origin == Session.Origin.KEYWORD:
         return {KEYWORD_EMBEDDED_FIELD: session.address, "sms_keyword": session.keyword.keyword}
     return {}
+
+
+# --- many replies at once (conversations.replies) ------------------------------------------
+def _db_time(value: datetime | None):
+    """A datetime as the database takes it in a raw statement (``core.bulk``)."""
+    return connection.ops.adapt_datetimefield_value(value) if value is not None else None
+
+
+def inbound_converse_many(*, replies: list[tuple[InboundMessage, Message | None]]) -> set[int]:
+    """Apply at once the replies among ``replies`` (each with its brand's last message to
+    the number; at most one reply per number, the caller holding their order) that are a
+    valid answer to the question their session waits for, in an open session or in the one
+    their two-way invite opens: the same rows as ``inbound_converse`` writes for them, in a
+    fixed number of statements for the batch (plus what each completed response fires).
+    Returns the ids of the replies applied; the caller applies the others one by one. It
+    writes nothing for a reply it leaves."""
+    replies = [
+        (inbound, last)
+        for inbound, last in replies
+        if inbound.kind == Keyword.OTHER and not _is_consent_request(last)
+    ]
+    if not replies:
+        return set()
+    keys = {(i.brand_id, i.from_number, i.to_number) for i, _ in replies}
+    open_sessions = {
+        (s.brand_id, s.address, s.sender): s
+        for s in Session.objects.select_for_update(of=("self",))
+        .select_related("project__two_way", "response", "question", "keyword")
+        .filter(
+            brand_id__in={b for b, _, _ in keys},
+            address__in={a for _, a, _ in keys},
+            status=SStatus.OPEN,
+        )
+        if (s.brand_id, s.address, s.sender) in keys
+    }
+    # The two-way invites that would open a session (``_session_for``), where the last
+    # message answers it without a query; a reply that needs more goes one by one.
+    invites: dict[int, Message] = {}
+    plain: list[tuple[InboundMessage, Message | None]] = []
+    for inbound, last in replies:
+        current = open_sessions.get((inbound.brand_id, inbound.from_number, inbound.to_number))
+        if last is None or (current is not None and last.sent_at <= current.opened_at):
+            plain.append((inbound, None))
+        elif last.distribution.mode != Distribution.Mode.TWO_WAY:
+            continue  # an older two-way invite may be the one: ``_latest_two_way_invite``
+        elif _invite_sender_matches(last, inbound, brand_provider_account(inbound.brand)):
+            invites[inbound.pk] = last
+            plain.append((inbound, last))
+        else:
+            plain.append((inbound, None))
+    taken = (
+        set(
+            Session.objects.filter(message__in=list(invites.values())).values_list(
+                "message_id", flat=True
+            )
+        )
+        if invites
+        else set()
+    )
+    project_ids = {m.distribution.project_id for m in invites.values()} | {
+        s.project_id for s in open_sessions.values()
+    }
+    projects = {
+        p.pk: p for p in Project.objects.select_related("two_way").filter(pk__in=project_ids)
+    }
+    survey: dict[int, list[Question]] = defaultdict(list)
+    for question in Question.objects.filter(project_id__in=project_ids).order_by("position", "pk"):
+        survey[question.project_id].append(question)
+    for project in projects.values():
+        project._two_way_questions = survey[project.pk]
+
+    replaced: list[Session] = []
+    opened: list[Session] = []
+    steps: list[tuple[InboundMessage, Session, Question, object]] = []
+    for inbound, invite in plain:
+        now = inbound.received_at
+        session = open_sessions.get((inbound.brand_id, inbound.from_number, inbound.to_number))
+        if session is not None:
+            session.project = projects[session.project_id]
+        if invite is not None and invite.pk not in taken:
+            project = projects[invite.distribution.project_id]
+            questions = _questions(project)
+            if questions:
+                if session is not None:
+                    session.status, session.closed_at = SStatus.REPLACED, invite.sent_at
+                    replaced.append(session)
+                session = Session(
+                    brand_id=inbound.brand_id,
+                    address=inbound.from_number,
+                    sender=inbound.to_number,
+                    project=project,
+                    origin=Session.Origin.INVITE,
+                    distribution=invite.distribution,
+                    message=invite,
+                    participant_id=invite.participant_id,
+                    question=questions[0],
+                    position=1,
+                    opened_at=invite.sent_at,
+                    asked_at=invite.sent_at,
+                    expires_at=invite.sent_at + timedelta(hours=settings_for(project).expiry_hours),
+                )
+                opened.append(session)
+        if session is None or session.expires_at <= now:
+            continue
+        if not may_finish(session.project, started_at=session.opened_at, now=now):
+            continue
+        question = session.question
+        if question is None or question not in _questions(session.project):
+            continue
+        try:
+            value = sms_answer_parse(question, inbound.body)
+        except ValueError:
+            continue
+        steps.append((inbound, session, question, value))
+    opened = [s for s in opened if any(s is step[1] for step in steps)]
+    replaced = [s for s in replaced if s.address in {o.address for o in opened}]
+    if not steps:
+        return set()
+
+    if replaced:
+        update_rows(
+            Session,
+            ["status", "closed_at"],
+            [(r.pk, r.status, _db_time(r.closed_at)) for r in replaced],
+            casts={"closed_at": "timestamptz"},
+        )
+    if opened:
+        Session.objects.bulk_create(opened)
+    turns = [
+        reply_turn(session=session, inbound=inbound, kind=TKind.ANSWER, question=question)
+        for inbound, session, question, _ in steps
+    ]
+    saves = []
+    for inbound, session, question, value in steps:
+        questions = _questions(session.project)
+        answers = dict(session.response.answers) if session.response else {}
+        answers[str(question.pk)] = value
+        saves.append(
+            {
+                "project": session.project,
+                "answers": answers,
+                "complete": questions.index(question) + 1 == len(questions),
+                "response": session.response,
+                "participant_id": session.participant_id,
+                "distribution_id": session.distribution_id,
+                "embedded_data": _embedded_data(session),
+                "started_at": session.opened_at,
+                "now": inbound.received_at,
+            }
+        )
+    responses = responses_save_sms(saves=saves)
+    for (inbound, session, question, _), response in zip(steps, responses, strict=True):
+        now = inbound.received_at
+        questions = _questions(session.project)
+        index = questions.index(question)
+        session.response = response
+        if index + 1 == len(questions):
+            session.status, session.closed_at, session.question = SStatus.COMPLETED, now, None
+            turns.append(
+                text_turn(session=session, kind=TKind.THANK_YOU, body=THANK_YOU_TEXT, now=now)
+            )
+            continue
+        following = questions[index + 1]
+        expiry = timedelta(hours=settings_for(session.project).expiry_hours)
+        session.question, session.position, session.invalid_count = following, index + 2, 0
+        session.asked_at, session.expires_at = now, now + expiry
+        turns.append(
+            text_turn(
+                session=session,
+                kind=TKind.QUESTION,
+                body=sms_question_text(following, number=session.position, total=len(questions)),
+                question=following,
+                now=now,
+            )
+        )
+    update_rows(
+        Session,
+        [
+            "status",
+            "closed_at",
+            "question_id",
+            "position",
+            "invalid_count",
+            "asked_at",
+            "expires_at",
+            "response_id",
+        ],
+        [
+            (
+                session.pk,
+                session.status,
+                _db_time(session.closed_at),
+                session.question_id,
+                session.position,
+                session.invalid_count,
+                _db_time(session.asked_at),
+                _db_time(session.expires_at),
+                session.response_id,
+            )
+            for _, session, _, _ in steps
+        ],
+        casts={
+            "closed_at": "timestamptz",
+            "question_id": "bigint",
+            "asked_at": "timestamptz",
+            "expires_at": "timestamptz",
+            "response_id": "bigint",
+        },
+    )
+    turns_record_many(turns)
+    return {inbound.pk for inbound, *_ in steps}
 
 
 # --- keywords -------------------------------------------------------------------------------

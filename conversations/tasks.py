@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from conversations.replies import replies_apply
 from conversations.sending import turns_send, turns_send_stale
 
 
@@ -17,3 +18,10 @@ def turns_send_task(turn_ids: list[int]) -> dict:
 def turns_send_stale_task() -> dict:
     """Periodic: queue again the Pending texts whose task was lost."""
     return {"queued": turns_send_stale()}
+
+
+@shared_task(name="conversations.tasks.replies_apply_task")
+def replies_apply_task() -> dict:
+    """Apply the stored replies waiting for their conversation step (kicked after a reply is
+    stored, and periodic: picks up what a dead worker or a lost kick left)."""
+    return replies_apply()

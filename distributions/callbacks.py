@@ -17,7 +17,7 @@ import hmac
 import logging
 
 from django.conf import settings
-from django.core.exceptions import BadRequest
+from django.core.exceptions import BadRequest, PermissionDenied
 from django.db import IntegrityError, transaction
 from django.http import Http404, HttpResponse, HttpResponseForbidden, JsonResponse, QueryDict
 from django.views.decorators.csrf import csrf_exempt
@@ -99,16 +99,70 @@ def status_callback(request, code: str, message_id: int):
 @csrf_exempt
 @require_POST
 def inbound_callback(request, code: str):
-    """A message a recipient sent to one of our numbers: stored and acted on (STOP, HELP...)
-    by ``distributions.inbound``; the answer is the provider's (Twilio: TwiML)."""
+    """A message a recipient sent to one of our numbers: stored (STOP and START acted on,
+    HELP answered) by ``distributions.inbound``, whose conversation step a worker applies
+    moments later; the answer is the provider's (Twilio: TwiML)."""
     provider = _provider_class(code)
     form = _form(request)
     inbound = provider.read_inbound(form)
     if inbound is None:
         raise Http404("this provider sends no inbound messages")
-    # The sender's last messages, read once: the candidates' order, the brand's last message
-    # to the number and the conversation's invite come from them.
-    recent = recent_messages_to(address=inbound.from_number) if inbound.from_number else None
+    brand = _only_authentic_brand(request, provider, code, form, inbound)
+    recent = None
+    if brand is None:
+        recent = recent_messages_to(address=inbound.from_number) if inbound.from_number else None
+        try:
+            brand = _first_authentic_brand(request, provider, code, form, inbound, recent)
+        except PermissionDenied:
+            logger.warning(
+                "%s inbound callback with an invalid signature (To=%s)", code, inbound.to_number
+            )
+            return HttpResponseForbidden("invalid signature")
+    result = sms_reply_receive(brand=brand, inbound=inbound, provider=code, recent=recent)
+    return provider.inbound_response(result.reply)
+
+
+def _secret(provider: type[Provider], code: str, account: ProviderAccount | None) -> str:
+    """The secret a candidate brand's requests are signed with: its account of this
+    provider's, else (None) the platform's."""
+    return provider.callback_secret(account if account and account.provider == code else None)
+
+
+def _only_authentic_brand(request, provider, code: str, form, inbound) -> Brand | None:
+    """The brand, when the provider's candidates found without the sender's history (the
+    accounts of the numbers involved: one read) hold exactly one whose secret authenticates
+    the request: the candidates with history are the same brands in another order, plus the
+    brands that last messaged the sender *after* them, so that brand comes first whatever the
+    history says. None: ask ``_first_authentic_brand`` (several authenticate, as on a shared
+    number; none does; or the provider needs more than it read)."""
+    found: dict[int, ProviderAccount] = {}
+    candidates = provider.inbound_brand_candidates_among(
+        inbound, recent_brand_ids=[], accounts=found
+    )
+    if (
+        not candidates
+        or len(candidates) > MAX_CANDIDATES
+        or any(b not in found for b in candidates)
+    ):
+        return None
+    authentic = [
+        brand_id
+        for brand_id in candidates
+        if provider.request_authentic(
+            request, form, secret=_secret(provider, code, found[brand_id])
+        )
+    ]
+    if len(authentic) != 1:
+        return None
+    account = found[authentic[0]]
+    return account.brand  # read with its account, which it keeps (brand_provider_account)
+
+
+def _first_authentic_brand(request, provider, code: str, form, inbound, recent) -> Brand | None:
+    """The first of the provider's candidates (ordered by the sender's history, ``recent``)
+    whose secret authenticates the request; None for a request signed with the platform's
+    secret (a number of the platform account: stored, not acted on). Raises PermissionDenied
+    when nothing authenticates it."""
     found: dict[int, ProviderAccount] = {}
     candidates = provider.inbound_brand_candidates_among(
         inbound, recent_brand_ids=recent.brand_ids if recent else [], accounts=found
@@ -124,21 +178,14 @@ def inbound_callback(request, code: str):
                 brand_id__in=missing, provider=code
             ).select_related("brand")
         )
-    brand = None
     for brand_id in candidates:
         account = accounts.get(brand_id)
         if provider.request_authentic(request, form, secret=provider.callback_secret(account)):
-            brand = account.brand if account else Brand.objects.get(pk=brand_id)
-            break
-    else:
-        # No brand of ours: a number of the platform account (stored, not acted on), or forged.
-        if not provider.request_authentic(request, form, secret=provider.callback_secret(None)):
-            logger.warning(
-                "%s inbound callback with an invalid signature (To=%s)", code, inbound.to_number
-            )
-            return HttpResponseForbidden("invalid signature")
-    result = sms_reply_receive(brand=brand, inbound=inbound, provider=code, recent=recent)
-    return provider.inbound_response(result.reply)
+            return account.brand if account else Brand.objects.get(pk=brand_id)
+    # No brand of ours: a number of the platform account (stored, not acted on), or forged.
+    if not provider.request_authentic(request, form, secret=provider.callback_secret(None)):
+        raise PermissionDenied("invalid signature")
+    return None
 
 
 BOUNCE_SIGNATURE_HEADER = "X-Relay-Signature"  # "sha256=<hex HMAC of the body>"

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
+from django.db import connection
 from django.db.models import Count, F, Max, Min, OuterRef, Q, Sum
 from django.utils import timezone
 
@@ -295,6 +296,64 @@ def brand_provider_account(brand: Brand) -> ProviderAccount | None:
     if Brand.provider_account.is_cached(brand):
         return getattr(brand, "provider_account", None)
     return ProviderAccount.objects.filter(brand=brand).first()
+
+
+# The accounts an inbound webhook's numbers name, kept by each process: (To, messaging
+# service, account) -> (their versions, the accounts with their brands). At most this many.
+_INBOUND_ACCOUNTS: dict[tuple[str, str, str], tuple[tuple, list[ProviderAccount]]] = {}
+INBOUND_ACCOUNTS_KEPT = 1000
+
+
+def inbound_accounts(
+    *, to_number: str, service_sid: str = "", account_sid: str = ""
+) -> list[ProviderAccount]:
+    """The provider accounts (any provider) that send from ``to_number``, through the
+    messaging service ``service_sid`` or under ``account_sid``, each with its brand, by id.
+
+    Kept by the process and checked on every call by one raw read of the matching rows' ids,
+    versions (``updated_at``: every save moves it) and brand names: a new or changed account
+    (an auth token) is read again at once; only an unchanged one skips the ORM's query
+    building and the token's decryption (most of an inbound webhook's time otherwise)."""
+    conditions, params = [], []
+    for column, value in (
+        ("default_sender", to_number),
+        ("messaging_service_sid", service_sid),
+        ("account_sid", account_sid),
+    ):
+        if value:
+            conditions.append(f"a.{column} = %s")
+            params.append(value)
+    if not conditions:
+        return []
+    accounts = connection.ops.quote_name(ProviderAccount._meta.db_table)
+    brands = connection.ops.quote_name(Brand._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT a.id, a.updated_at, b.name FROM {accounts} a "  # noqa: S608 - names are ours
+            f"JOIN {brands} b ON b.id = a.brand_id WHERE {' OR '.join(conditions)} ORDER BY a.id",
+            params,
+        )
+        versions = tuple(tuple(row) for row in cursor.fetchall())
+    key = (to_number, service_sid, account_sid)
+    kept = _INBOUND_ACCOUNTS.get(key)
+    if kept is not None and kept[0] == versions:
+        return list(kept[1])
+    # Read after the versions: a row saved in between is newer than its version, so the next
+    # call reads it again (never the other way round).
+    rows = list(
+        ProviderAccount.objects.filter(pk__in=[row[0] for row in versions])
+        .select_related("brand")
+        .order_by("pk")
+    )
+    if len(_INBOUND_ACCOUNTS) >= INBOUND_ACCOUNTS_KEPT:
+        _INBOUND_ACCOUNTS.clear()
+    _INBOUND_ACCOUNTS[key] = (versions, rows)
+    return list(rows)
+
+
+def inbound_accounts_forget() -> None:
+    """Forget the accounts kept by ``inbound_accounts`` (tests: a rolled-back test's rows)."""
+    _INBOUND_ACCOUNTS.clear()
 
 
 @dataclass(frozen=True)

@@ -83,7 +83,18 @@ class InboundMessage(models.Model):
 
     ``provider_sid`` is unique per provider: a replayed webhook finds its row and changes
     nothing. ``brand`` is empty when no brand could be found for the numbers involved.
+
+    A reply of a known brand is stored by the webhook with its conversation step *pending*
+    (``apply_state``); a worker applies it (``conversations.replies``) and marks it *applied*
+    in the same transaction, so it is applied once. ``claim``/``claimed_until``: the worker
+    that holds it; a claim that lapsed (its worker died) is taken again.
     """
+
+    class Apply(models.TextChoices):
+        NONE = "", "Nothing to apply"
+        PENDING = "pending", "Waiting for its conversation"
+        APPLIED = "applied", "Applied to its conversation"
+        FAILED = "failed", "Could not be applied (logged)"
 
     class Action(models.TextChoices):
         OPTED_OUT = "opted_out", "Opted out (directory and project)"
@@ -131,6 +142,14 @@ class InboundMessage(models.Model):
         OptOut, null=True, blank=True, on_delete=models.SET_NULL, related_name="inbound_messages"
     )
     reply = models.CharField(max_length=480, blank=True, help_text="What we answered.")
+    apply_state = models.CharField(
+        max_length=10, choices=Apply.choices, default=Apply.NONE, blank=True
+    )
+    applied_at = models.DateTimeField(
+        null=True, blank=True, help_text="When its conversation step was committed."
+    )
+    claim = models.CharField(max_length=16, blank=True)
+    claimed_until = models.DateTimeField(null=True, blank=True)
 
     objects = BrandScopedManager()
 
@@ -146,6 +165,10 @@ class InboundMessage(models.Model):
         indexes = [
             models.Index(fields=["brand", "-received_at"], name="inbound_brand_received"),
             models.Index(fields=["brand", "from_number"], name="inbound_brand_from"),
+            # The applier's queue: only the pending rows, in received order.
+            models.Index(
+                fields=["id"], condition=Q(apply_state="pending"), name="inbound_apply_pending"
+            ),
         ]
 
     def __str__(self) -> str:

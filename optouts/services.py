@@ -332,6 +332,113 @@ def clean_inbound_text(text: str | None) -> str:
     return text[:MAX_BODY_LENGTH]
 
 
+def inbound_kind(*, body: str, opt_out_type: str = "") -> Keyword:
+    """What a reply is (STOP, START, HELP or OTHER): its words, unless the provider's own
+    opt-out handling names the class it acted on."""
+    return PROVIDER_OPT_OUT_TYPES.get(
+        (opt_out_type or "").strip().upper(), match_reply(clean_inbound_text(body)).kind
+    )
+
+
+def inbound_needs_known(kind: Keyword) -> bool:
+    """Does acting on a reply of this kind depend on the brand's last message to the number
+    and its person (STOP's 2-day window, START's re-subscription)? HELP and any other text
+    do not: the webhook stores them without reading either (``inbound_reply_queue``)."""
+    return kind in (Keyword.STOP, Keyword.START)
+
+
+def _inbound_row(
+    *,
+    brand: Brand | None,
+    from_number: str,
+    to_number: str,
+    body: str,
+    provider: str,
+    provider_sid: str,
+    account_sid: str,
+    messaging_service_sid: str,
+    opt_out_type: str,
+    received_at: datetime | None,
+) -> tuple[InboundMessage, Keyword]:
+    """The row of a reply as stored (not saved), with its kind."""
+    body = clean_inbound_text(body)
+    match = match_reply(body)
+    kind = PROVIDER_OPT_OUT_TYPES.get((opt_out_type or "").strip().upper(), match.kind)
+    inbound = InboundMessage(
+        brand=brand,
+        provider=provider,
+        provider_sid=(provider_sid or "").strip()[:64],
+        account_sid=clean_inbound_text(account_sid)[:64],
+        messaging_service_sid=clean_inbound_text(messaging_service_sid)[:64],
+        from_number=clean_inbound_text(from_number).strip()[:64],
+        to_number=clean_inbound_text(to_number)[:64],
+        body=body,
+        received_at=received_at or timezone.now(),
+        kind=kind.value,
+        keyword=(match.keyword or "")[:40] if match.kind == kind else "",
+        language=(match.language or "") if match.kind == kind else "",
+        approximate=match.approximate and match.kind == kind,
+        action=InboundMessage.Action.STORED,
+    )
+    return inbound, kind
+
+
+def _replayed(inbound: InboundMessage) -> InboundResult:
+    """The same webhook, delivered twice (or at once): the other request stored it. A
+    replay is found by the unique (provider, provider_sid): no read before the insert."""
+    found = InboundMessage.objects.filter(
+        provider=inbound.provider, provider_sid=inbound.provider_sid
+    ).first()
+    if found is None:
+        raise IntegrityError("inbound message refused, and not by its provider id")
+    return InboundResult(found, "", replayed=True)
+
+
+def inbound_reply_queue(
+    *,
+    brand: Brand,
+    from_number: str,
+    to_number: str = "",
+    body: str = "",
+    provider: str = "twilio",
+    provider_sid: str = "",
+    account_sid: str = "",
+    messaging_service_sid: str = "",
+    opt_out_type: str = "",
+    received_at: datetime | None = None,
+    help_text: str = "",
+) -> InboundResult:
+    """Store a reply of ``brand`` that is not STOP or START (``inbound_needs_known`` is
+    false) in one INSERT, its conversation step *pending*; HELP is answered at once with the
+    brand's help text. The brand's last message to the number and its person are filled in
+    by the worker that applies it (``conversations.replies``). A replay changes nothing."""
+    inbound, kind = _inbound_row(
+        brand=brand,
+        from_number=from_number,
+        to_number=to_number,
+        body=body,
+        provider=provider,
+        provider_sid=provider_sid,
+        account_sid=account_sid,
+        messaging_service_sid=messaging_service_sid,
+        opt_out_type=opt_out_type,
+        received_at=received_at,
+    )
+    if inbound_needs_known(kind):
+        raise ValueError("STOP and START are acted on by inbound_reply_handle")
+    inbound.action, reply = _decide_without_row(
+        brand, kind=kind, known=True, opt_out_type=opt_out_type, help_text=help_text
+    )
+    inbound.reply = reply[:480]
+    inbound.apply_state = InboundMessage.Apply.PENDING
+    try:
+        with transaction.atomic():
+            inbound.save(force_insert=True)
+    except IntegrityError:
+        return _replayed(inbound)
+    return InboundResult(inbound, inbound.reply)
+
+
 def inbound_reply_handle(
     *,
     brand: Brand | None,
@@ -346,10 +453,12 @@ def inbound_reply_handle(
     received_at: datetime | None = None,
     last_message=None,
     help_text: str = "",
+    apply_pending: bool = False,
 ) -> InboundResult:
     """Store a reply and act on it. ``last_message``: the brand's last message handed over
     to ``from_number`` (None: never), ``help_text``: the brand's own answer to HELP; the
-    caller (``distributions.inbound``) reads both where they are kept.
+    caller (``distributions.inbound``) reads both where they are kept. ``apply_pending``:
+    the row waits for its conversation step (``InboundMessage.apply_state``).
 
     - STOP words (any language) from a number the brand messaged: within ``DIRECTORY_WINDOW``
       of our last message to it, a DIRECTORY opt-out (``Opted out: Yes``); later, or when the
@@ -359,14 +468,19 @@ def inbound_reply_handle(
     - HELP words: answered with the brand's help text (unless the provider already did).
     - Anything else, and any reply from a number the brand does not know: stored, not acted on.
     """
-    received_at = received_at or timezone.now()
-    provider_sid = (provider_sid or "").strip()[:64]
-    # A replay is found by the unique (provider, provider_sid) below: no read before.
-    from_number = clean_inbound_text(from_number).strip()[:64]
-    body = clean_inbound_text(body)
-    match = match_reply(body)
-    kind = PROVIDER_OPT_OUT_TYPES.get((opt_out_type or "").strip().upper(), match.kind)
-
+    inbound, kind = _inbound_row(
+        brand=brand,
+        from_number=from_number,
+        to_number=to_number,
+        body=body,
+        provider=provider,
+        provider_sid=provider_sid,
+        account_sid=account_sid,
+        messaging_service_sid=messaging_service_sid,
+        opt_out_type=opt_out_type,
+        received_at=received_at,
+    )
+    from_number = inbound.from_number
     last = last_message if brand is not None else None
     person = None
     if brand is not None and from_number:
@@ -374,27 +488,12 @@ def inbound_reply_handle(
             brand_id=brand.pk, channel=Channel.SMS, address=from_number
         )
     known = last is not None or person is not None
+    inbound.message, inbound.person = last, person
+    if apply_pending:
+        inbound.apply_state = InboundMessage.Apply.PENDING
 
     try:
         with transaction.atomic():
-            inbound = InboundMessage(
-                brand=brand,
-                provider=provider,
-                provider_sid=provider_sid,
-                account_sid=clean_inbound_text(account_sid)[:64],
-                messaging_service_sid=clean_inbound_text(messaging_service_sid)[:64],
-                from_number=from_number,
-                to_number=clean_inbound_text(to_number)[:64],
-                body=body,
-                received_at=received_at,
-                kind=kind.value,
-                keyword=(match.keyword or "")[:40] if match.kind == kind else "",
-                language=(match.language or "") if match.kind == kind else "",
-                approximate=match.approximate and match.kind == kind,
-                action=InboundMessage.Action.STORED,
-                message=last,
-                person=person,
-            )
             decided = _decide_without_row(
                 brand, kind=kind, known=known, opt_out_type=opt_out_type, help_text=help_text
             )
@@ -408,11 +507,7 @@ def inbound_reply_handle(
                 inbound.reply = reply[:480]
                 inbound.save(update_fields=["action", "optout", "reply"])
     except IntegrityError:
-        # The same webhook, delivered twice at once: the other request stored it.
-        found = InboundMessage.objects.filter(provider=provider, provider_sid=provider_sid).first()
-        if found is None:
-            raise
-        return InboundResult(found, "", replayed=True)
+        return _replayed(inbound)
     return InboundResult(inbound, inbound.reply)
 
 

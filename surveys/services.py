@@ -8,17 +8,19 @@ emails on completion) after the write."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Max
 from django.http import Http404
 from django.utils import timezone
 
+from core.bulk import update_rows
 from core.tokens import new_token
 from participants.models import Participant
 from projects.models import Project, Question, Response, ResponseReset, SurveyLink
@@ -540,4 +542,48 @@ def response_save_sms(
     )
     if complete:
         _completed(saved)
+    return saved
+
+
+def responses_save_sms(*, saves: list[dict[str, Any]]) -> list[Response]:
+    """``response_save_sms`` for many conversations at once, each dict its keyword
+    arguments (``now`` required): the new responses in one INSERT, the others in one
+    UPDATE; each completed one then fires what every completed response fires, in order.
+    Returns the responses, in the order of ``saves``."""
+    saved = []
+    for save in saves:
+        response = save.get("response") or Response()
+        response.project = save["project"]
+        response.participant_id = save.get("participant_id")
+        response.distribution_id = save.get("distribution_id")
+        response.channel = Response.Channel.SMS_TWO_WAY
+        response.status = Response.Status.COMPLETE if save["complete"] else Response.Status.PARTIAL
+        response.answers = save["answers"]
+        response.embedded_data = save.get("embedded_data") or {}
+        response.started_at = save.get("started_at")
+        response.completed_at = save["now"]
+        saved.append(response)
+    new = [response for response in saved if response.pk is None]
+    existing = [response for response in saved if response.pk is not None]
+    if new:
+        Response.objects.bulk_create(new)
+    if existing:
+        # Of the conversation's fields, only these change once its response exists.
+        update_rows(
+            Response,
+            ["answers", "status", "completed_at"],
+            [
+                (
+                    r.pk,
+                    json.dumps(r.answers),
+                    r.status,
+                    connection.ops.adapt_datetimefield_value(r.completed_at),
+                )
+                for r in existing
+            ],
+            casts={"answers": "jsonb", "completed_at": "timestamptz"},
+        )
+    for response, save in zip(saved, saves, strict=True):
+        if save["complete"]:
+            _completed(response)
     return saved

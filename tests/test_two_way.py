@@ -15,6 +15,7 @@ import pytest
 
 from conversations.keywords import keyword_create
 from conversations.models import Session, SmsKeyword, Turn
+from conversations.replies import replies_apply
 from credits.models import CountryRate, CreditEntry
 from distributions.copies import distribution_copy
 from distributions.inbound import sms_reply_receive
@@ -65,11 +66,17 @@ def invite(project, django_capture_on_commit_callbacks, **kwargs):
 
 
 def reply(brand, number, body, *, sid, to=SENDER, at=None, callbacks=None):
+    """The webhook's part (stored; STOP and START acted on), then the applier's (the
+    conversation), as a worker runs it right after."""
     inbound = InboundSms(from_number=number, to_number=to, body=body, provider_sid=sid)
     if callbacks is None:
-        return sms_reply_receive(brand=brand, inbound=inbound, provider="twilio", received_at=at)
+        result = sms_reply_receive(brand=brand, inbound=inbound, provider="twilio", received_at=at)
+        replies_apply()
+        return result
     with callbacks(execute=True):
-        return sms_reply_receive(brand=brand, inbound=inbound, provider="twilio", received_at=at)
+        result = sms_reply_receive(brand=brand, inbound=inbound, provider="twilio", received_at=at)
+        replies_apply()
+        return result
 
 
 def texts_to(number):

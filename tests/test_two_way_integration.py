@@ -144,13 +144,20 @@ def test_two_hundred_conversations_through_the_fake(
     answer_all(dict.fromkeys(helpers, "8") | dict.fromkeys(twice, "7") | dict.fromkeys(stop, "5"))
     # Round 3: the last question.
     answer_all({n: f"Because {n}" for n in numbers if n not in stop and n not in late})
-    done = Session.objects.exclude(status="open").count()
+    # The webhook stored the replies; the worker applies them moments later (and sends).
     until(
-        lambda: not Turn.objects.filter(status__in=["pending", "sending"]).exists(),
-        progress=sent_turns,
+        lambda: (
+            not InboundMessage.objects.filter(apply_state="pending").exists()
+            and not Turn.objects.filter(status__in=["pending", "sending"]).exists()
+        ),
+        progress=lambda: (
+            InboundMessage.objects.filter(apply_state="applied").count(),
+            sent_turns(),
+        ),
         describe=worker.output,
     )
-    assert done == Session.objects.count()
+    assert not InboundMessage.objects.filter(apply_state="failed").exists()
+    assert Session.objects.exclude(status="open").count() == Session.objects.count()
 
     # Responses are exactly what was answered.
     complete = Response.objects.filter(project=project, status="complete")

@@ -22,7 +22,6 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from xml.sax.saxutils import escape
 
 from django.conf import settings
-from django.db.models import Q
 from django.http import HttpResponse
 
 from aiohttp import BasicAuth, ClientTimeout
@@ -46,6 +45,7 @@ from distributions.providers.base import (
 )
 from distributions.providers.loop import handover_loop
 from distributions.providers.loop import run as run_on_loop
+from distributions.selectors import inbound_accounts
 
 logger = logging.getLogger(__name__)
 
@@ -519,14 +519,9 @@ class TwilioProvider(SmsProvider):
 
         to_number, service_sid = inbound.to_number, inbound.messaging_service_sid
         account_sid = inbound.account_sid
-        match = Q(pk__in=[])
-        if to_number:
-            match |= Q(default_sender=to_number)
-        if service_sid:
-            match |= Q(messaging_service_sid=service_sid)
-        if account_sid:
-            match |= Q(account_sid=account_sid)
-        rows = list(ProviderAccount.objects.filter(match).select_related("brand"))
+        rows = inbound_accounts(
+            to_number=to_number, service_sid=service_sid, account_sid=account_sid
+        )
         if accounts is not None:
             accounts.update((row.brand_id, row) for row in rows)
         candidates = by_recency(

@@ -1,0 +1,314 @@
+"""Applying stored replies to their conversations, in a worker (docs/two-way.md, "The
+conversation"): the webhook stores a reply *pending* in one INSERT and answers the provider
+at once; ``replies_apply`` takes the pending replies in batches and applies each with
+``conversations.services`` (the same matching, answers, expiry, consent and keywords as
+before the reply left the request).
+
+What callers can rely on:
+- a reply is applied once: it is marked applied by a conditional UPDATE (its claim, still
+  pending) in the transaction that applies it, so a worker that dies mid-batch leaves its
+  replies pending (nothing of the batch is committed) and a later run applies them;
+- the replies of one number are applied in received order (the order they were stored),
+  never two at once: a batch applies a number's replies only when no earlier pending reply
+  of that number is outside it (another worker's, or not claimed yet); it leaves the others
+  for the run that follows;
+- a claim lasts ``LEASE``: a claim whose worker died is taken again after it, by the next
+  kick or by the periodic run (``replies_apply_task`` in the beat schedule);
+- the texts the batch records (next questions, corrections...) and its replies to debit are
+  handed to the send task in one publish per batch, after commit;
+- kicking the applier costs a Redis ``SET NX`` per reply (``core.flags``) and one publish
+  when no applier is draining, not one per reply (``replies_kick``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+
+from django.db import connection, transaction
+from django.db.models import F, Q, Subquery, Window
+from django.db.models.functions import RowNumber
+from django.utils import timezone
+
+from brands.models import Brand
+from conversations.sending import turns_batch
+from conversations.services import inbound_converse, inbound_converse_many
+from core.bulk import update_rows_returning
+from core.flags import flag_add, flag_clear
+from core.queueing import task_queue
+from core.tokens import new_token
+from distributions.models import Message
+from optouts.models import Channel, InboundMessage
+from participants.models import Person
+
+logger = logging.getLogger(__name__)
+
+APPLY_TASK = "conversations.tasks.replies_apply_task"
+# Replies claimed at once: each row with its brand and its number's last message (with the
+# distribution and person) is a few kilobytes in memory; the batch is one transaction.
+BATCH_SIZE = 200
+LEASE = timedelta(minutes=2)  # a batch takes well under a second a reply; a dead claim lapses
+# After a batch smaller than this, the next claim waits GATHER_SECONDS (re-queued, no sleep):
+# a batch costs about 18 statements whatever its size, so under a steady trickle of replies
+# claiming each one at once would spend most of the worker on them. It adds at most that
+# wait to the apply latency of the replies after the first.
+GATHER_BELOW = 50
+GATHER_SECONDS = 0.05
+# A worker drains batches for at most this long, then queues itself again (others get a turn).
+DRAIN_SECONDS = 20.0
+KICK_FLAG = "conversations:replies-kick"
+# How long a kick stands for the replies after it: the applier clears it when it runs dry, so
+# a reply stored after that kicks again. It lapses if the publish was lost (or a drain lasts
+# longer: another applier then joins, the claims keep them apart).
+KICK_SECONDS = 10
+Pending = InboundMessage.Apply
+
+
+def replies_kick() -> None:
+    """After commit: queue the applier unless one is queued or draining (the kick stands)."""
+
+    def kick() -> None:
+        if flag_add(KICK_FLAG, KICK_SECONDS):
+            task_queue(APPLY_TASK)
+
+    transaction.on_commit(kick)
+
+
+def replies_apply(*, batch_size: int = BATCH_SIZE, drain_seconds: float = DRAIN_SECONDS) -> dict:
+    """Apply the pending replies that are free to take, batch after batch, until none is
+    left (or a batch was small, or ``drain_seconds`` passed: the task is queued again, a
+    moment later for a small batch). Returns counts.
+
+    The kick stands while it drains (replies stored meanwhile publish nothing); when a claim
+    finds nothing it clears the kick and claims once more: a reply committed before the clear
+    is seen by that claim, one committed after it kicks again."""
+    stats = {"batches": 0, "applied": 0, "failed": 0, "released": 0}
+    started = time.monotonic()
+    cleared = False
+    while True:
+        batch = replies_apply_batch(batch_size=batch_size)
+        stats["batches"] += 1
+        for key in ("applied", "failed", "released"):
+            stats[key] += batch[key]
+        if batch["claimed"] == 0:
+            if cleared:
+                return stats
+            flag_clear(KICK_FLAG)
+            cleared = True
+            continue
+        cleared = False
+        if batch["claimed"] < GATHER_BELOW:
+            # Few replies came since the last claim: the next run waits a moment for more, so
+            # that a batch's fixed statements are shared (the kick stands meanwhile).
+            task_queue(APPLY_TASK, countdown=GATHER_SECONDS)
+            return stats
+        if time.monotonic() - started > drain_seconds:
+            task_queue(APPLY_TASK)  # it goes on draining: the kick still stands
+            return stats
+
+
+def _claim(batch_size: int, now) -> str:
+    """Claim up to ``batch_size`` pending replies that no live claim holds, oldest first, in
+    one conditional UPDATE (a row another worker claimed meanwhile is not taken twice: the
+    condition is checked again on the locked row). Returns the claim's token."""
+    token = new_token()[:16]
+    free = InboundMessage.objects.filter(apply_state=Pending.PENDING).filter(
+        Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
+    )
+    oldest = free.order_by("pk").values("pk")[:batch_size]
+    free.filter(pk__in=Subquery(oldest)).update(claim=token, claimed_until=now + LEASE)
+    return token
+
+
+def _in_order(rows: list[InboundMessage], token: str) -> tuple[list[InboundMessage], list[int]]:
+    """The claimed replies this batch may apply, and the ones it must leave: a number's
+    replies wait while an earlier pending reply of that number is not in the batch."""
+    if not rows:
+        return [], []
+    numbers = {row.from_number for row in rows}
+    earlier: dict[str, int] = {}
+    for number, pk in (
+        InboundMessage.objects.filter(
+            apply_state=Pending.PENDING, from_number__in=numbers, pk__lt=rows[-1].pk
+        )
+        .exclude(claim=token)
+        .values_list("from_number", "pk")
+    ):
+        earlier[number] = min(pk, earlier.get(number, pk))
+    if not earlier:
+        return rows, []
+    blocked = {row.from_number for row in rows if earlier.get(row.from_number, row.pk) < row.pk}
+    return (
+        [row for row in rows if row.from_number not in blocked],
+        [row.pk for row in rows if row.from_number in blocked],
+    )
+
+
+def _last_messages(rows: list[InboundMessage]) -> dict[tuple[int, str], Message]:
+    """Each (brand, number)'s last SMS handed over (``last_message_to``), for the whole
+    batch in one read: the newest per pair, with its distribution and person."""
+    numbers = {row.from_number for row in rows}
+    brands = {row.brand_id for row in rows}
+    found = (
+        Message.objects.filter(
+            address__in=numbers,
+            sent_at__isnull=False,
+            distribution__channel=Channel.SMS,
+            distribution__project__brand_id__in=brands,
+        )
+        .select_related("person", "distribution")
+        .annotate(
+            brand_id=F("distribution__project__brand_id"),
+            newest=Window(
+                RowNumber(),
+                partition_by=[F("address"), F("distribution__project__brand_id")],
+                order_by=[F("sent_at").desc(), F("pk").desc()],
+            ),
+        )
+        .filter(newest=1)
+    )
+    return {(message.brand_id, message.address): message for message in found}
+
+
+def _people(rows: list[InboundMessage], last: dict) -> dict[tuple[int, str], Person]:
+    """The directory person of each (brand, number) that no last message names
+    (``directory_person_for``: the first by id), in one read."""
+    wanted = {
+        (row.brand_id, row.from_number)
+        for row in rows
+        if row.message_id is None
+        and row.person_id is None
+        and getattr(last.get((row.brand_id, row.from_number)), "person", None) is None
+    }
+    if not wanted:
+        return {}
+    people: dict[tuple[int, str], Person] = {}
+    for person in Person.objects.filter(
+        brand_id__in={b for b, _ in wanted}, phone__in={n for _, n in wanted}
+    ).order_by("pk"):
+        people.setdefault((person.brand_id, person.phone), person)
+    return people
+
+
+def replies_apply_batch(*, batch_size: int = BATCH_SIZE) -> dict:
+    """Claim a batch of pending replies and apply them in one transaction (see the module
+    docstring). Returns counts: claimed, applied, failed (logged, marked failed: the others
+    go on), released (left for a later run, to keep a number's order)."""
+    now = timezone.now()
+    token = _claim(batch_size, now)
+    claimed = list(
+        InboundMessage.objects.filter(claim=token, apply_state=Pending.PENDING).order_by("pk")
+    )
+    # Each brand once, with its provider account (the conversation's sender match).
+    brands = {
+        brand.pk: brand
+        for brand in Brand.objects.filter(pk__in={row.brand_id for row in claimed}).select_related(
+            "provider_account"
+        )
+    }
+    for row in claimed:
+        row.brand = brands[row.brand_id]
+    stats = {"claimed": len(claimed), "applied": 0, "failed": 0, "released": 0}
+    rows, left = _in_order(claimed, token)
+    if left:
+        InboundMessage.objects.filter(pk__in=left, claim=token).update(claim="", claimed_until=None)
+        stats["released"] = len(left)
+    if not rows:
+        return stats
+    last = _last_messages(rows)
+    people = _people(rows, last)
+    for row in rows:
+        if row.message_id is None and row.person_id is None:
+            # Stored by the webhook without them: what the brand's last message and its
+            # directory say now (STOP and START had them in the request).
+            key = (row.brand_id, row.from_number)
+            row.message = last.get(key)
+            row.person = (row.message.person if row.message else None) or people.get(key)
+    with turns_batch(), transaction.atomic():
+        done = _apply_together(rows, last, token)
+        stats["applied"] = len(done)
+        for row in rows:
+            if row.pk in done:
+                continue
+            try:
+                with transaction.atomic():
+                    if not InboundMessage.objects.filter(
+                        pk=row.pk, claim=token, apply_state=Pending.PENDING
+                    ).update(
+                        apply_state=Pending.APPLIED,
+                        message_id=row.message_id,
+                        person_id=row.person_id,
+                    ):
+                        continue  # its claim lapsed and another worker took it
+                    inbound_converse(
+                        brand=row.brand,
+                        inbound=row,
+                        last_message=last.get((row.brand_id, row.from_number)),
+                    )
+            except Exception:
+                logger.exception("inbound reply %s could not be applied", row.pk)
+                InboundMessage.objects.filter(pk=row.pk, claim=token).update(
+                    apply_state=Pending.FAILED
+                )
+                stats["failed"] += 1
+                continue
+            stats["applied"] += 1
+        if stats["applied"] > len(done):
+            # Applied when committed: the time the next texts are handed to the send task.
+            InboundMessage.objects.filter(
+                claim=token, apply_state=Pending.APPLIED, applied_at__isnull=True
+            ).update(applied_at=timezone.now())
+    return stats
+
+
+def _apply_together(rows: list[InboundMessage], last: dict, token: str) -> set[int]:
+    """Apply the first reply of each number at once where ``inbound_converse_many`` can (a
+    number's later replies follow one by one, after it); marked applied in one conditional
+    UPDATE. Returns their ids; none if anything failed (nothing of it is kept: the replies
+    go one by one)."""
+    firsts: dict[str, InboundMessage] = {}
+    for row in rows:
+        firsts.setdefault(row.from_number, row)
+    try:
+        with transaction.atomic():
+            done = inbound_converse_many(
+                replies=[
+                    (row, last.get((row.brand_id, row.from_number))) for row in firsts.values()
+                ]
+            )
+            if not done:
+                return set()
+            # Marked applied (with the last message and person the webhook left out) only
+            # where the claim is still this batch's: a row another worker took is not. The
+            # batch's last statement before its commit: its time is the applied time.
+            applied_at = connection.ops.adapt_datetimefield_value(timezone.now())
+            marked = update_rows_returning(
+                InboundMessage,
+                ["apply_state", "message_id", "person_id", "applied_at"],
+                [
+                    (r.pk, Pending.APPLIED, r.message_id, r.person_id, applied_at)
+                    for r in firsts.values()
+                    if r.pk in done
+                ],
+                where="t.claim = %s AND t.apply_state = %s",
+                params=[token, Pending.PENDING],
+                casts={"message_id": "bigint", "person_id": "bigint", "applied_at": "timestamptz"},
+            )
+            if len(marked) != len(done):
+                raise _ClaimLost
+    except _ClaimLost:
+        return set()
+    except Exception:
+        logger.exception("replies could not be applied together: one by one instead")
+        return set()
+    return done
+
+
+class _ClaimLost(Exception):
+    """A claim lapsed and another worker took one of the batch's replies."""
+
+
+def replies_pending_count() -> int:
+    """Replies waiting for their conversation step (for monitoring and tests)."""
+    return InboundMessage.objects.filter(apply_state=Pending.PENDING).count()

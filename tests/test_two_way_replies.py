@@ -1,0 +1,186 @@
+"""Replies applied by a worker (``conversations.replies``, docs/two-way.md): the webhook stores a
+reply pending and answers; the applier takes pending replies in batches, in received order per
+number, once each, whatever dies on the way. The replies here are stored as the webhook stores
+them (``sms_reply_receive``) and applied by running the applier, as a worker does."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+from django.utils import timezone
+
+import pytest
+
+from conversations.models import Session, Turn
+from conversations.replies import _claim, replies_apply, replies_apply_batch
+from conversations.sending import turns_send
+from credits.models import CountryRate, CreditEntry
+from distributions.inbound import sms_reply_receive
+from distributions.providers.base import InboundSms
+from optouts.models import InboundMessage, OptOut
+from projects.models import Response
+from tests.factories.credits import grant
+from tests.test_two_way import SENDER, invite, survey, texts_to  # noqa: F401 - a fixture
+
+pytestmark = pytest.mark.django_db
+S = Session.Status
+
+
+def store(brand, number, body, *, sid, to=SENDER):
+    """What the webhook does with a reply: stored (STOP and START acted on), not applied."""
+    inbound = InboundSms(from_number=number, to_number=to, body=body, provider_sid=sid)
+    return sms_reply_receive(brand=brand, inbound=inbound, provider="twilio")
+
+
+def pending() -> list[int]:
+    return list(
+        InboundMessage.objects.filter(apply_state="pending")
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+
+
+@pytest.fixture
+def sent(survey, eager_tasks, django_capture_on_commit_callbacks):  # noqa: F811
+    distribution = invite(survey.project_a, django_capture_on_commit_callbacks)
+    survey.ada = distribution.messages.get(person__first_name="Ada").address
+    survey.bob = distribution.messages.get(person__first_name="Bob").address
+    return survey
+
+
+def answers_of(number) -> list:
+    session = Session.objects.get(address=number)
+    return list(Response.objects.get(pk=session.response_id).answers.values())
+
+
+def test_a_numbers_replies_are_applied_in_received_order_across_batches(sent):
+    brand = sent.brand_a
+    for n, body in enumerate(["1", "7", "Friendly staff"]):
+        store(brand, sent.ada, body, sid=f"SMa{n}")
+        store(brand, sent.bob, body, sid=f"SMb{n}")
+    # Batches of 3: Ada's "1" and Bob's "1" together, then Ada's "7" after hers...
+    sizes = []
+    while (batch := replies_apply_batch(batch_size=3))["claimed"]:
+        sizes.append(batch["applied"])
+    assert sum(sizes) == 6 and len(sizes) >= 2
+    for number in (sent.ada, sent.bob):
+        # "7" answered the rating (it is no choice of the first question): in order.
+        assert Session.objects.get(address=number).status == S.COMPLETED
+        assert answers_of(number) == ["Web", 7, "Friendly staff"]
+        kinds = Turn.objects.filter(address=number).order_by("created_at", "pk")
+        assert [(t.direction, t.kind) for t in kinds] == [
+            ("in", "answer"),
+            ("out", "question"),
+            ("in", "answer"),
+            ("out", "question"),
+            ("in", "answer"),
+            ("out", "thank_you"),
+        ]
+    assert not pending()
+
+
+def test_a_later_reply_waits_while_an_earlier_one_of_its_number_is_held(sent):
+    brand = sent.brand_a
+    first = store(brand, sent.ada, "1", sid="SM1").inbound
+    store(brand, sent.ada, "7", sid="SM2")
+    store(brand, sent.bob, "1", sid="SM3")
+    # Another worker claimed Ada's first reply and is still applying it.
+    InboundMessage.objects.filter(pk=first.pk).update(
+        claim="other-worker", claimed_until=timezone.now() + timedelta(minutes=1)
+    )
+
+    stats = replies_apply_batch()
+
+    assert (stats["claimed"], stats["applied"], stats["released"]) == (2, 1, 1)
+    assert Session.objects.get(address=sent.bob).position == 2
+    assert not Session.objects.filter(address=sent.ada).exists()  # "7" was not applied first
+    assert len(pending()) == 2
+
+    # That worker died: its claim lapses and the next run applies Ada's replies in order.
+    InboundMessage.objects.filter(pk=first.pk).update(
+        claimed_until=timezone.now() - timedelta(seconds=1)
+    )
+    replies_apply()
+    assert answers_of(sent.ada) == ["Web", 7]
+    assert Session.objects.get(address=sent.ada).position == 3
+    assert not pending()
+
+
+def test_a_worker_killed_mid_batch_leaves_nothing_applied_twice(sent):
+    brand = sent.brand_a
+    CountryRate.objects.create(country="US", rate=Decimal("0.01"), inbound_rate=Decimal("0.002"))
+    grant(brand, 100)
+    for n, body in enumerate(["1", "7"]):
+        store(brand, sent.ada, body, sid=f"SMa{n}")
+    store(brand, sent.bob, "1", sid="SMb")
+    # A worker claimed the batch and died before it committed anything.
+    _claim(200, timezone.now())
+    assert replies_apply_batch()["claimed"] == 0  # its claim still holds them
+    InboundMessage.objects.update(claimed_until=timezone.now() - timedelta(seconds=1))
+
+    assert replies_apply()["applied"] == 3
+    InboundMessage.objects.update(claimed_until=timezone.now() - timedelta(seconds=1))
+    assert replies_apply()["applied"] == 0  # applied rows are never taken again
+
+    assert answers_of(sent.ada) == ["Web", 7] and answers_of(sent.bob) == ["Web"]
+    replies = Turn.objects.filter(direction="in")
+    assert replies.count() == 3
+    assert Turn.objects.filter(direction="out", kind="question").count() == 3
+    # The send task debits each reply once, keyed by its stored message, however often it runs.
+    ids = list(Turn.objects.values_list("pk", flat=True))
+    turns_send(turn_ids=ids)
+    turns_send(turn_ids=ids)
+    debits = CreditEntry.objects.filter(idempotency_key__startswith="sms-inbound:")
+    assert debits.count() == 3
+    assert (
+        InboundMessage.objects.filter(apply_state="applied", applied_at__isnull=False).count() == 3
+    )
+
+
+def test_stop_beats_an_answer_queued_before_it(sent, django_capture_on_commit_callbacks):
+    brand = sent.brand_a
+    grant(brand, 100)
+    store(brand, sent.bob, "1", sid="SM1")  # not applied yet
+    stop = store(brand, sent.bob, "STOP", sid="SM2")
+    # The opt-out is recorded by the request itself, before any worker ran.
+    assert OptOut.objects.filter(address=sent.bob, active=True).count() == 1
+    assert stop.inbound.action == "opted_out"
+    assert not Session.objects.exists()
+
+    with django_capture_on_commit_callbacks(execute=True):  # the send task runs (eager)
+        replies_apply()
+
+    # The answer is applied in its order (kept as a partial response), then STOP ends the
+    # session; the question the answer asked for is never handed over.
+    session = Session.objects.get(address=sent.bob)
+    assert session.status == S.OPTED_OUT
+    assert answers_of(sent.bob) == ["Web"]
+    assert [status for _, status in texts_to(sent.bob)] == [Turn.Status.SKIPPED_OPTOUT]
+    assert list(
+        Turn.objects.filter(address=sent.bob, direction="in").values_list("kind", flat=True)
+    ) == ["answer", "stop"]
+
+
+def test_a_replayed_reply_is_stored_and_applied_once(sent):
+    brand = sent.brand_a
+    first = store(brand, sent.ada, "1", sid="SM1")
+    again = store(brand, sent.ada, "1", sid="SM1")  # before it was applied
+    assert (first.replayed, again.replayed, len(pending())) == (False, True, 1)
+    replies_apply()
+    late = store(brand, sent.ada, "1", sid="SM1")  # after
+    assert late.replayed and not pending()
+    assert replies_apply()["applied"] == 0
+    assert InboundMessage.objects.count() == 1
+    assert Turn.objects.filter(direction="in").count() == 1
+    assert Session.objects.get(address=sent.ada).position == 2
+
+
+def test_another_brands_reply_in_the_same_batch_touches_nothing_of_this_brand(sent):
+    store(sent.brand_b, sent.ada, "1", sid="SMb", to="+15005550999")
+    store(sent.brand_a, sent.ada, "1", sid="SMa")
+    assert replies_apply()["applied"] == 2
+    assert not Session.objects.filter(brand=sent.brand_b).exists()
+    assert not Turn.objects.filter(brand=sent.brand_b).exists()
+    session = Session.objects.get(brand=sent.brand_a, address=sent.ada)
+    assert (session.position, answers_of(sent.ada)) == (2, ["Web"])
