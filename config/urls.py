@@ -22,6 +22,10 @@ urlpatterns = [
     # The API first: its calls are the busiest, and each pattern tried before a match costs
     # time (the page includes below are mounted at "" and hold dozens).
     path("api/v1/", include(("config.api_urls", "api"), namespace="api")),
+    # Then the providers' callbacks (a status per message, every inbound reply), before the
+    # pages; the webhook endpoints' pages stay before the callbacks' ``<code>/...``.
+    path("webhooks/endpoints/", include("webhooks.urls")),
+    path("webhooks/", include("distributions.callback_urls")),
     path("", RedirectView.as_view(pattern_name="projects:list", permanent=False), name="home"),
     path("healthz/", healthz, name="healthz"),
     path("metrics/", metrics_view, name="metrics"),
@@ -36,8 +40,6 @@ urlpatterns = [
     path("", include("participants.urls")),
     path("", include("distributions.urls")),
     path("", include("conversations.urls")),
-    path("webhooks/endpoints/", include("webhooks.urls")),
-    path("webhooks/", include("distributions.callback_urls")),
     path("optouts/", include("optouts.urls")),
     path("credits/", include("credits.urls")),
     path("o/", include("distributions.optout_link_urls")),

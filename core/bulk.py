@@ -105,3 +105,31 @@ def insert_rows(model, columns: Sequence[str], rows: Sequence[Sequence]) -> None
                 + ", ".join([row_marks] * len(batch)),
                 [value for row in batch for value in row],
             )
+
+
+def insert_returning_pk(instance, *, ignore_conflicts: bool = False) -> int | None:
+    """``INSERT`` one model instance (every concrete field but the primary key, prepared as
+    Django saves it) and return its new primary key, setting it on the instance. With
+    ``ignore_conflicts`` a row refused by a unique constraint is not inserted and None comes
+    back: one statement, where ``save()`` in a savepoint to catch the ``IntegrityError``
+    costs three (and the SQL compiler, a hot webhook's largest share of Python time)."""
+    meta = instance._meta
+    fields = [field for field in meta.concrete_fields if not field.primary_key]
+    table = connection.ops.quote_name(meta.db_table)
+    names = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+    values = [
+        field.get_db_prep_save(field.pre_save(instance, True), connection) for field in fields
+    ]
+    conflict = " ON CONFLICT DO NOTHING" if ignore_conflicts else ""
+    marks = ", ".join(["%s"] * len(fields))
+    key = connection.ops.quote_name(meta.pk.column)
+    sql = f"INSERT INTO {table} ({names}) VALUES ({marks}){conflict} RETURNING {key}"  # noqa: S608 - names are ours
+    with connection.cursor() as cursor:
+        cursor.execute(sql, values)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    instance.pk = row[0]
+    instance._state.adding = False
+    instance._state.db = connection.alias
+    return instance.pk

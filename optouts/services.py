@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from brands.models import Brand
 from brands.roles import Role, role_allows
+from core.bulk import insert_returning_pk
 from optouts.events import opted_out_raised
 from optouts.guard import optout_write_lock
 from optouts.keywords import Keyword, match_reply, normalize_reply
@@ -431,10 +432,7 @@ def inbound_reply_queue(
     )
     inbound.reply = reply[:480]
     inbound.apply_state = InboundMessage.Apply.PENDING
-    try:
-        with transaction.atomic():
-            inbound.save(force_insert=True)
-    except IntegrityError:
+    if insert_returning_pk(inbound, ignore_conflicts=True) is None:
         return _replayed(inbound)
     return InboundResult(inbound, inbound.reply)
 
