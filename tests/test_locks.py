@@ -65,3 +65,23 @@ def test_a_failing_job_releases_the_lock():
         pass
     with periodic_lock(name, timeout=5) as again:
         assert again
+
+
+def test_flags_are_set_once_in_redis_and_always_kick_without_it(settings, monkeypatch):
+    """core.flags: with Redis a flag is set once until cleared (one kick for many requests);
+    without it (embedded defaults, web and worker in separate memories) every call kicks."""
+    import core.flags as flags
+
+    monkeypatch.setattr(flags, "_client", None)
+    name = _name()
+    if settings.REDIS_URL:
+        assert flags.flag_add(name, 5)
+        assert not flags.flag_add(name, 5)
+        flags.flag_clear(name)
+        assert flags.flag_add(name, 5)
+        flags.flag_clear(name)
+    settings.REDIS_URL = ""
+    monkeypatch.setattr(flags, "_client", None)
+    assert flags.flag_add(name, 5)
+    assert flags.flag_add(name, 5)  # nothing shared to hold it back
+    flags.flag_clear(name)
