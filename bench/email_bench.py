@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import recreate_database  # noqa: E402
+from bench.common import celery_worker, recreate_database  # noqa: E402
 
 
 def parse_args():
@@ -137,29 +137,11 @@ def main() -> None:
         env = {**os.environ, "LOG_LEVEL": "WARNING", "RELAY_SEND_PUMPS": pumps}
         for i in range(args.workers):
             workers.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "celery",
-                        "-A",
-                        "config",
-                        "worker",
-                        "-l",
-                        "WARNING",
-                        "-c",
-                        str(args.concurrency),
-                        "-Q",
-                        "control,send",
-                        "-n",
-                        f"emailbench{i}@%h",
-                        "--without-gossip",
-                        "--without-mingle",
-                        "--without-heartbeat",
-                    ],
-                    cwd=ROOT,
+                celery_worker(
                     env=env,
-                    start_new_session=True,
+                    concurrency=args.concurrency,
+                    name=f"emailbench{i}@%h",
+                    queues="control,send",
                 )
             )
         from config.celery import ping

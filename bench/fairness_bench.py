@@ -40,7 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import recreate_database  # noqa: E402
+from bench.common import celery_worker, recreate_database  # noqa: E402
 
 
 def parse_args():
@@ -103,30 +103,7 @@ def start_workers(env: dict, slots: int) -> list[subprocess.Popen]:
     workers = []
     for queue, concurrency in (("send", slots), ("control", 2)):
         workers.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "config",
-                    "worker",
-                    "-l",
-                    "WARNING",
-                    "-Q",
-                    queue,
-                    "-c",
-                    str(concurrency),
-                    "-n",
-                    f"bench-{queue}@%h",
-                    "--without-gossip",
-                    "--without-mingle",
-                    "--without-heartbeat",
-                ],
-                cwd=ROOT,
-                env=env,
-                start_new_session=True,
-            )
+            celery_worker(env=env, concurrency=concurrency, name=f"bench-{queue}@%h", queues=queue)
         )
     return workers
 

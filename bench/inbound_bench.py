@@ -45,7 +45,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import recreate_database  # noqa: E402
+from bench.common import celery_worker, recreate_database  # noqa: E402
 from bench.links_bench import (  # noqa: E402
     SETTLE,
     ServerCpu,
@@ -224,29 +224,11 @@ class Applied:
 
 def start_worker(env: dict[str, str], concurrency: int) -> subprocess.Popen:
     """A Celery worker on the control queue (the applier's); prefork, like production."""
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "worker",
-            "-l",
-            "WARNING",
-            "-c",
-            str(concurrency),
-            "-Q",
-            "control",
-            "-n",
-            "bench-apply@%h",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ],
-        cwd=ROOT,
+    return celery_worker(
         env={**env, "LOG_LEVEL": "WARNING"},
-        start_new_session=True,
+        concurrency=concurrency,
+        name="bench-apply@%h",
+        queues="control",
     )
 
 

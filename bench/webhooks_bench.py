@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import recreate_database  # noqa: E402
+from bench.common import celery_worker, recreate_database  # noqa: E402
 
 
 def parse_args():
@@ -211,28 +211,7 @@ def main() -> None:
         print(f"   {baseline:,.0f} events/s")
         receiver_reset(base)
 
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "config",
-                "worker",
-                "-l",
-                "WARNING",
-                "-c",
-                str(args.concurrency),
-                "-n",
-                "benchwh@%h",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-            ],
-            cwd=ROOT,
-            env={**os.environ},
-            start_new_session=True,
-        )
+        worker = celery_worker(env={**os.environ}, concurrency=args.concurrency, name="benchwh@%h")
         from config.celery import ping
 
         ping.delay().get(timeout=60)
