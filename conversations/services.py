@@ -129,6 +129,25 @@ def _latest_two_way_invite(
     return None
 
 
+def _invite_session_fields(inbound, invite: Message, project: Project, questions) -> dict:
+    """The session a two-way invite opens when its number first replies: asked the first
+    question when the invite was handed over, expiring the project's hours after that."""
+    return {
+        "address": inbound.from_number,
+        "sender": inbound.to_number,
+        "project": project,
+        "origin": Session.Origin.INVITE,
+        "distribution": invite.distribution,
+        "message": invite,
+        "participant_id": invite.participant_id,
+        "question": questions[0],
+        "position": 1,
+        "opened_at": invite.sent_at,
+        "asked_at": invite.sent_at,
+        "expires_at": invite.sent_at + timedelta(hours=settings_for(project).expiry_hours),
+    }
+
+
 def _open(
     brand: Brand, *, address: str, sender: str, replaces: bool = True, **values
 ) -> Session | None:
@@ -179,22 +198,10 @@ def _session_for(brand: Brand, inbound: InboundMessage, last_message=None) -> Se
     questions = _questions(project)
     if not questions:
         return current
-    expiry = timedelta(hours=settings_for(project).expiry_hours)
     opened = _open(
         brand,
-        address=inbound.from_number,
-        sender=inbound.to_number,
         replaces=current is not None,
-        project=project,
-        origin=Session.Origin.INVITE,
-        distribution=invite.distribution,
-        message=invite,
-        participant_id=invite.participant_id,
-        question=questions[0],
-        position=1,
-        opened_at=invite.sent_at,
-        asked_at=invite.sent_at,
-        expires_at=invite.sent_at + expiry,
+        **_invite_session_fields(inbound, invite, project, questions),
     )
     # The row this transaction inserted is ours until commit; a concurrent reply that
     # opened it first is read (and locked) instead.
@@ -486,18 +493,7 @@ def inbound_converse_many(*, replies: list[tuple[InboundMessage, Message | None]
                     replaced.append(session)
                 session = Session(
                     brand_id=inbound.brand_id,
-                    address=inbound.from_number,
-                    sender=inbound.to_number,
-                    project=project,
-                    origin=Session.Origin.INVITE,
-                    distribution=invite.distribution,
-                    message=invite,
-                    participant_id=invite.participant_id,
-                    question=questions[0],
-                    position=1,
-                    opened_at=invite.sent_at,
-                    asked_at=invite.sent_at,
-                    expires_at=invite.sent_at + timedelta(hours=settings_for(project).expiry_hours),
+                    **_invite_session_fields(inbound, invite, project, questions),
                 )
                 opened.append(session)
         if session is None or session.expires_at <= now:
