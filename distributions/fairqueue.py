@@ -34,6 +34,7 @@ the moment, not after it.
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections import defaultdict
@@ -350,21 +351,34 @@ def fair_order(lanes: list[tuple], brand_turns: dict[int, datetime]) -> list[tup
     return order
 
 
-def _lock(distribution_ids: list[int], now: datetime) -> dict[int, tuple]:
-    """Lock the lanes and their senders that no other pump holds; still ready."""
-    marks = ", ".join(["%s"] * len(distribution_ids))
-    skip = " FOR UPDATE OF l, s SKIP LOCKED" if connection.vendor == "postgresql" else ""
+def _lock(distribution_ids: list[int], now: datetime, *, limit: int) -> dict[int, tuple]:
+    """Lock the first ``limit`` lanes of ``distribution_ids`` (in that order: the fair order)
+    that no other pump holds and that are still ready, with their senders. On PostgreSQL the
+    lanes another pump is picking this moment are skipped and the next ones in turn are taken
+    (``ORDER BY ... LIMIT ... SKIP LOCKED`` locks rows as it returns them), so that two pumps
+    picking at once share the ready lanes instead of one of them finding its first ``limit``
+    all held and nothing to do."""
+    if not distribution_ids:
+        return {}
+    if connection.vendor == "postgresql":
+        turns, ids = (
+            "unnest(%s) WITH ORDINALITY AS o(distribution_id, turn)",
+            list(distribution_ids),
+        )
+        tail, tail_params = " ORDER BY o.turn LIMIT %s FOR UPDATE OF l, s SKIP LOCKED", [limit]
+    else:  # SQLite: no row locks (one writer at a time); the order is kept below
+        turns = "(SELECT value AS distribution_id FROM json_each(%s)) o"
+        ids, tail, tail_params = json.dumps(list(distribution_ids)), "", []
     with connection.cursor() as cursor:
         cursor.execute(
-            f"""
-            SELECT l.distribution_id, s.id, s.rate, s.tokens, s.tokens_at
-            FROM {_quote(SendLane)} l JOIN {_quote(Sender)} s ON s.id = l.sender_id
-            WHERE l.distribution_id IN ({marks}) AND l.ready_at <= %s AND s.ready_at <= %s
-            {skip}
-            """,  # noqa: S608
-            [*distribution_ids, _t(now), _t(now + pick_ahead())],
+            f"SELECT l.distribution_id, s.id, s.rate, s.tokens, s.tokens_at FROM {turns} "  # noqa: S608
+            f"JOIN {_quote(SendLane)} l ON l.distribution_id = o.distribution_id "
+            f"JOIN {_quote(Sender)} s ON s.id = l.sender_id "
+            f"WHERE l.ready_at <= %s AND s.ready_at <= %s{tail}",
+            [ids, _t(now), _t(now + pick_ahead()), *tail_params],
         )
-        return {row[0]: row[1:] for row in cursor.fetchall()}
+        rows = {row[0]: row[1:] for row in cursor.fetchall()}
+    return {pk: rows[pk] for pk in [pk for pk in distribution_ids if pk in rows][:limit]}
 
 
 def _lease_lane(
@@ -479,8 +493,8 @@ def pick(
         ready = _ready_lanes(now)
         if not ready:
             return Picked()
-        order = fair_order(ready, _brand_turns({lane[1] for lane in ready}))[:max_lanes]
-        locked = _lock([lane[0] for lane in order], now)
+        order = fair_order(ready, _brand_turns({lane[1] for lane in ready}))
+        locked = _lock([lane[0] for lane in order], now, limit=max_lanes)
         grants: list[Grant] = []
         lanes_served: list[tuple] = []
         lanes_idle: list[tuple] = []

@@ -42,8 +42,10 @@ from distributions.sending import Batch, batch_start
 PUMP_SLICE_SECONDS = 5.0
 MAX_SLEEP_SECONDS = 2.0
 TOUCH_EVERY_SECONDS = 2.0
-# Picks in a row that found every ready lane held by other pumps before this one goes idle.
+# Picks in a row that found every ready lane held by other pumps before this one sleeps ...
 BUSY_RETRIES = 3
+# ... and then sleeps in the broker this long before it looks again.
+BUSY_SLEEP_SECONDS = 0.1
 # Tests that run tasks inline (no broker) wait in the caller for work due this soon at most.
 EAGER_WAIT_SECONDS = 15.0
 # A pump with batches in flight and nothing to pick waits for their answers this long at most
@@ -160,17 +162,18 @@ def _pump_loop(slot: int, ticket: str, stats: dict, flights: list[Batch]) -> dic
             continue
         if wake is not None and wake <= now:
             # Ready lanes that another pump was picking that very moment: try again, then
-            # leave them to it and sleep until the next lane not ready yet comes due (a sender
-            # refills), so that this slot keeps taking senders in turn (gone idle, it waited
-            # for the next kick: up to the recovery beat, with 200 slow senders waiting).
+            # leave them to it and look again shortly, asleep in the broker. Its pick takes
+            # only the lanes it can serve (``fairqueue.pick``); the rest, and the lanes its
+            # answered windows free, are this slot's. Never idle while lanes are ready: gone
+            # idle, this slot waited for the next kick while the other pump served every
+            # sender alone (with 200 slow senders behind their rate, 40 % of slot time).
             busy_elsewhere += 1
             if busy_elsewhere <= BUSY_RETRIES:
                 continue
             busy_elsewhere = 0
-            wake = fairqueue.next_ready_at(after=now)
-            if wake is None:
-                pump_set(slot, ticket, state=State.IDLE, until=None)
-                return {**stats, "idle": "the ready lanes are being served"}
+            later = fairqueue.next_ready_at(after=now)
+            soon = now + timedelta(seconds=BUSY_SLEEP_SECONDS)
+            wake = soon if later is None else min(later, soon)
         if wake is None or (_eager() and (wake - now).total_seconds() > EAGER_WAIT_SECONDS):
             pump_set(slot, ticket, state=State.IDLE, until=None)
             # A lane that opened while this pump was deciding saw it running: no one was

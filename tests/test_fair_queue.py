@@ -3,8 +3,10 @@ and what one pick leases (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 
+from django.db import connection, transaction
 from django.utils import timezone
 
 import pytest
@@ -256,3 +258,84 @@ def test_hand_overs_keep_to_the_bucket_whatever_the_work_between_pick_and_hand_o
             assert j - i + 1 <= rate * span + throttle.capacity(rate) + 1e-6
     achieved = (len(sends) - throttle.capacity(rate)) / (sends[-1] - sends[0]).total_seconds()
     assert achieved >= share * rate
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_pumps_picking_at_once_share_the_ready_lanes():
+    """A pick takes the lanes in fair order that no other pick holds: a second pump picking
+    while the first is mid-pick gets the next lanes in turn, not nothing (it went idle and
+    left every sender to the first)."""
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks: PostgreSQL only (SQLite has one writer at a time)")
+    lanes = [populated(BrandFactory(), 2, rate=1, prefix=f"3{i:02d}").pk for i in range(4)]
+    holding, release, first = threading.Event(), threading.Event(), {}
+
+    def first_pick():
+        try:
+            with transaction.atomic():
+                first["locked"] = set(fairqueue._lock(lanes, timezone.now(), limit=2))
+                holding.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=first_pick)
+    thread.start()
+    try:
+        assert holding.wait(10)
+        grants = fairqueue.pick(lease="second", max_lanes=2)
+    finally:
+        release.set()
+        thread.join(10)
+    second = {grant.distribution_id for grant in grants}
+    assert len(first["locked"]) == 2 and len(second) == 2
+    assert first["locked"] | second == set(lanes)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_pump_finding_every_ready_lane_held_sleeps_briefly_not_idle(monkeypatch):
+    """Ready lanes that another pump holds are looked at again shortly (asleep in the
+    broker): gone idle, this slot waited for the next kick while the other pump served every
+    sender alone."""
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks: PostgreSQL only (SQLite has one writer at a time)")
+    from distributions import pump
+
+    lanes = [populated(BrandFactory(), 2, rate=1, prefix=f"4{i:02d}").pk for i in range(2)]
+    SendPump.objects.update_or_create(
+        slot=0,
+        defaults={
+            "ticket": "mine",
+            "state": SendPump.State.QUEUED,
+            "until": timezone.now() + timedelta(seconds=10),
+        },
+    )
+    queued = []
+    monkeypatch.setattr(pump, "pumps_queue", lambda claimed, eta=None: queued.append(eta))
+    holding, release = threading.Event(), threading.Event()
+
+    def other_pump():
+        try:
+            with transaction.atomic():
+                fairqueue._lock(lanes, timezone.now(), limit=10)
+                holding.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=other_pump)
+    thread.start()
+    try:
+        assert holding.wait(10)
+        outcome = pump.pump_run(slot=0, ticket="mine")
+        returned = timezone.now()
+    finally:
+        release.set()
+        thread.join(10)
+    assert outcome["batches"] == 0 and "sleeping_until" in outcome
+    slot = SendPump.objects.get(slot=0)
+    assert slot.state == SendPump.State.SLEEPING
+    assert queued == [slot.until]
+    assert slot.until <= returned + timedelta(seconds=pump.BUSY_SLEEP_SECONDS)
