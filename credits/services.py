@@ -279,10 +279,16 @@ def _exact(value) -> Decimal:
 
 def _tail_sums(key: str, checkpoints: list[tuple[int, int | None]]) -> dict[int, Tail]:
     """Each key's entries after its checkpoint (``key``: ``brand_id`` or ``reservation_id``),
-    in one statement whatever their number: the (key, checkpoint) pairs are a VALUES list
-    joined to the entries by the (key, id) index. It runs with every send batch's cover, for
+    in one statement whatever their number: the (key, checkpoint) pairs are a VALUES list,
+    each pair's entries read by the (key, id) index. It runs with every send batch's cover, for
     every distribution of the batch: as an ORM filter, one OR branch per pair cost more to
-    build and compile in Python than the database took to answer."""
+    build and compile in Python than the database took to answer.
+
+    On PostgreSQL each pair is summed in a LATERAL subquery, so that the plan is an index
+    range scan per pair (the tail after a checkpoint: at most about ``CHECKPOINT_EVERY``
+    entries) whatever the table's statistics say: as a plain join, the planner hashed the
+    VALUES list and read the whole table (0.1-0.3 s a cover at 350,000 entries, a third of
+    the send pumps' time with 200 slow senders)."""
     if not checkpoints:
         return {}
     assert key in ("brand_id", "reservation_id")
@@ -290,10 +296,19 @@ def _tail_sums(key: str, checkpoints: list[tuple[int, int | None]]) -> dict[int,
     pairs = ", ".join(["(%s, %s)"] * len(checkpoints))
     params = [value for pk, upto in checkpoints for value in (pk, upto or 0)]
     # the table and the column are ours, the values are bound
-    sql = f"""WITH v(k, upto) AS (VALUES {pairs})
-        SELECT e.{key}, SUM(e.amount), SUM(e.held), COUNT(e.id), MAX(e.id)
-        FROM {table} e JOIN v ON e.{key} = v.k AND e.id > v.upto
-        GROUP BY e.{key}"""  # noqa: S608
+    if connection.vendor == "postgresql":
+        sql = f"""SELECT v.k, t.amount, t.held, t.n, t.last
+            FROM (VALUES {pairs}) AS v(k, upto) CROSS JOIN LATERAL (
+                SELECT SUM(e.amount) AS amount, SUM(e.held) AS held, COUNT(e.id) AS n,
+                    MAX(e.id) AS last
+                FROM {table} e WHERE e.{key} = v.k AND e.id > v.upto
+            ) t
+            WHERE t.n > 0"""  # noqa: S608
+    else:  # SQLite's planner walks the (key, id) index for each pair of the join
+        sql = f"""WITH v(k, upto) AS (VALUES {pairs})
+            SELECT e.{key}, SUM(e.amount), SUM(e.held), COUNT(e.id), MAX(e.id)
+            FROM {table} e JOIN v ON e.{key} = v.k AND e.id > v.upto
+            GROUP BY e.{key}"""  # noqa: S608
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return {
