@@ -3,6 +3,7 @@ and what one pick leases (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -260,37 +261,45 @@ def test_hand_overs_keep_to_the_bucket_whatever_the_work_between_pick_and_hand_o
     assert achieved >= share * rate
 
 
+@contextlib.contextmanager
+def another_pump_holding(lanes: list[int], *, limit: int):
+    """Another pump mid-pick (its own connection, in a thread): it holds the first ``limit``
+    of ``lanes`` (in that order) until the block ends. Yields the ids it holds."""
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks: PostgreSQL only (SQLite has one writer at a time)")
+    holding, release, held = threading.Event(), threading.Event(), set()
+
+    def other_pump():
+        try:
+            with transaction.atomic():
+                held.update(fairqueue._lock(lanes, timezone.now(), limit=limit))
+                holding.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=other_pump)
+    thread.start()
+    try:
+        assert holding.wait(10)
+        yield held
+    finally:
+        release.set()
+        thread.join(10)
+
+
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_two_pumps_picking_at_once_share_the_ready_lanes():
     """A pick takes the lanes in fair order that no other pick holds: a second pump picking
     while the first is mid-pick gets the next lanes in turn, not nothing (it went idle and
     left every sender to the first)."""
-    if connection.vendor != "postgresql":
-        pytest.skip("row locks: PostgreSQL only (SQLite has one writer at a time)")
     lanes = [populated(BrandFactory(), 2, rate=1, prefix=f"3{i:02d}").pk for i in range(4)]
-    holding, release, first = threading.Event(), threading.Event(), {}
-
-    def first_pick():
-        try:
-            with transaction.atomic():
-                first["locked"] = set(fairqueue._lock(lanes, timezone.now(), limit=2))
-                holding.set()
-                release.wait(10)
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=first_pick)
-    thread.start()
-    try:
-        assert holding.wait(10)
+    with another_pump_holding(lanes, limit=2) as first:
         grants = fairqueue.pick(lease="second", max_lanes=2)
-    finally:
-        release.set()
-        thread.join(10)
     second = {grant.distribution_id for grant in grants}
-    assert len(first["locked"]) == 2 and len(second) == 2
-    assert first["locked"] | second == set(lanes)
+    assert len(first) == 2 and len(second) == 2
+    assert first | second == set(lanes)
 
 
 @pytest.mark.postgres
@@ -299,8 +308,6 @@ def test_a_pump_finding_every_ready_lane_held_sleeps_briefly_not_idle(monkeypatc
     """Ready lanes that another pump holds are looked at again shortly (asleep in the
     broker): gone idle, this slot waited for the next kick while the other pump served every
     sender alone."""
-    if connection.vendor != "postgresql":
-        pytest.skip("row locks: PostgreSQL only (SQLite has one writer at a time)")
     from distributions import pump
 
     lanes = [populated(BrandFactory(), 2, rate=1, prefix=f"4{i:02d}").pk for i in range(2)]
@@ -314,26 +321,9 @@ def test_a_pump_finding_every_ready_lane_held_sleeps_briefly_not_idle(monkeypatc
     )
     queued = []
     monkeypatch.setattr(pump, "pumps_queue", lambda claimed, eta=None: queued.append(eta))
-    holding, release = threading.Event(), threading.Event()
-
-    def other_pump():
-        try:
-            with transaction.atomic():
-                fairqueue._lock(lanes, timezone.now(), limit=10)
-                holding.set()
-                release.wait(10)
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=other_pump)
-    thread.start()
-    try:
-        assert holding.wait(10)
+    with another_pump_holding(lanes, limit=10):
         outcome = pump.pump_run(slot=0, ticket="mine")
         returned = timezone.now()
-    finally:
-        release.set()
-        thread.join(10)
     assert outcome["batches"] == 0 and "sleeping_until" in outcome
     slot = SendPump.objects.get(slot=0)
     assert slot.state == SendPump.State.SLEEPING
