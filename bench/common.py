@@ -11,15 +11,17 @@ ROOT = Path(__file__).resolve().parent.parent
 ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres"
 
 
-def recreate_database(name: str) -> str:
-    """Drop and create database ``name`` on the local server; return its URL."""
+def recreate_database(name: str, template: str | None = None) -> str:
+    """Drop and create database ``name`` on the local server (empty, or a copy of database
+    ``template``); return its URL."""
     import psycopg2
 
     admin = psycopg2.connect(ADMIN_URL)
     admin.autocommit = True
     with admin.cursor() as cursor:
         cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        cursor.execute(f'CREATE DATABASE "{name}"')
+        copy = f' TEMPLATE "{template}"' if template else ""
+        cursor.execute(f'CREATE DATABASE "{name}"{copy}')
     admin.close()
     return f"postgres://postgres@127.0.0.1:5432/{name}"
 

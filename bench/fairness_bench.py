@@ -57,6 +57,11 @@ def parse_args():
     parser.add_argument("--slots", type=int, default=2, help="send worker slots and pumps")
     parser.add_argument("--db", default="relay_bench_fair")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/9")
+    parser.add_argument(
+        "--from-db",
+        help="start from a copy of this database (one a run of --scenarios a,b left), not "
+        "an empty one: (c) on the tables (a) and (b) filled, without their 15 minutes",
+    )
     return parser.parse_args()
 
 
@@ -448,7 +453,7 @@ async def bare_sdk_rate(fake, count: int, in_flight: int = 64) -> float:
 def main() -> None:
     args = parse_args()
     print("load average at the start: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
-    database_url = recreate_database(args.db)
+    database_url = recreate_database(args.db, args.from_db)
     import redis
 
     redis.Redis.from_url(args.redis).flushdb()
