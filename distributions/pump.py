@@ -11,7 +11,10 @@ send queue). Each holds a *slot* (``SendPump``) with a ticket; a pump:
    bucket) and for their answers on the process's hand-over loop (``providers.loop``), and
    the pump records each batch as soon as it is answered (``Batch.finish``), before it picks
    again. Many slow senders' windows are then handed over at their moments, not when the
-   pump gets round to them, and no slot waits for a moment while there is work to prepare;
+   pump gets round to them, and no slot waits for a moment while there is work to prepare.
+   It picks when something is due now or within the pick lead (``fairqueue.pick_due``), not
+   as soon as a window comes within the pick-ahead: one batch for every slow sender due
+   close together, not one each;
 2. when nothing is ready now but something will be (a sender refills, a deferred row comes
    due), it records its batches in flight, then queues itself for that time (at most
    ``MAX_SLEEP_SECONDS`` ahead) and gives its worker slot back: it sleeps in the broker,
@@ -123,13 +126,18 @@ def _pump_loop(slot: int, ticket: str, stats: dict, flights: list[Batch]) -> dic
     busy_elsewhere = 0
     while True:
         _land(flights, stats)
-        lease = fairqueue.new_lease()
-        picked = time.monotonic()
-        grants = fairqueue.pick(lease=lease)
-        granted = {grant.distribution_id for grant in grants}
-        for distribution_id in grants.idled:
-            if distribution_id not in granted:  # its last rows went in an earlier batch
-                distribution_finish_if_done(distribution_id=distribution_id)
+        due, wake = fairqueue.pick_due(timezone.now())
+        grants = fairqueue.Picked()
+        if due:  # then every slow sender's window within the pick-ahead: one batch for them
+            lease = fairqueue.new_lease()
+            picked = time.monotonic()
+            grants = fairqueue.pick(lease=lease)
+            granted = {grant.distribution_id for grant in grants}
+            for distribution_id in grants.idled:
+                if distribution_id not in granted:  # its last rows went in an earlier batch
+                    distribution_finish_if_done(distribution_id=distribution_id)
+            if not grants:
+                wake = fairqueue.next_ready_at()
         if grants:
             busy_elsewhere = 0
             stats["batches"] += 1
@@ -153,7 +161,6 @@ def _pump_loop(slot: int, ticket: str, stats: dict, flights: list[Batch]) -> dic
                     _land(flights, stats, wait=True)
                     return {**stats, "superseded": True}
             continue
-        wake = fairqueue.next_ready_at()
         now = timezone.now()
         if flights:
             # Batches in flight: wait for the first to be answered, or until the next lane

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 from django.db import connection, transaction
@@ -329,3 +330,56 @@ def test_a_pump_finding_every_ready_lane_held_sleeps_briefly_not_idle(monkeypatc
     assert slot.state == SendPump.State.SLEEPING
     assert queued == [slot.until]
     assert slot.until <= returned + timedelta(seconds=pump.BUSY_SLEEP_SECONDS)
+
+
+def due_in(distribution, seconds: float) -> datetime:
+    """Its sender (1 message/s) holds its next token in ``seconds``; returns that moment."""
+    moment = timezone.now() + timedelta(seconds=seconds)
+    Sender.objects.filter(brand=distribution.project.brand).update(
+        tokens=0.0, tokens_at=moment - timedelta(seconds=1), ready_at=moment
+    )
+    return moment
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_pump_gathers_slow_senders_windows_into_one_batch(settings, monkeypatch):
+    """A pump picks when a window is due within the pick lead (half the pick-ahead), and then
+    takes every window due within the pick-ahead. Here the first long code's window is within
+    the pick-ahead, the second's 0.3 s after it: a pump that picked whatever was within the
+    pick-ahead took the first alone, and the second in a batch of its own (with 200 long
+    codes, batches of one or two windows); now both go in one batch, whenever it is picked."""
+    from distributions import pump
+    from distributions.providers.registry import providers_warm
+
+    settings.RELAY_SEND_PICK_AHEAD_SECONDS = 1.0  # the lead: 0.5 s
+    first = populated(BrandFactory(), 2, rate=1, prefix="501")
+    second = populated(BrandFactory(), 2, rate=1, prefix="502")
+    SendPump.objects.update_or_create(
+        slot=0,
+        defaults={
+            "ticket": "mine",
+            "state": SendPump.State.QUEUED,
+            "until": timezone.now() + timedelta(seconds=10),
+        },
+    )
+    monkeypatch.setattr(pump, "pumps_queue", lambda claimed, eta=None: None)
+    monkeypatch.setattr(pump, "PUMP_SLICE_SECONDS", 0.0)  # a batch a slice, at most
+    providers_warm()
+    moment = due_in(first, 0.75)  # within the pick-ahead, not within the lead
+    due_in(second, 1.05)
+    stats, slices = [], 0
+    while Message.objects.filter(status=S.PENDING).exists():
+        slices += 1
+        assert slices < 100, stats
+        outcome = pump.pump_run(slot=0, ticket="mine")
+        stats.append(outcome)
+        if outcome.get("sleeping_until"):
+            wake = datetime.fromisoformat(outcome["sleeping_until"])
+            time.sleep(max(0.0, (wake - timezone.now()).total_seconds()))
+    batches = [s for s in stats if s["batches"]]
+    # The first batch: both senders' windows, picked no sooner than the first one's lead.
+    assert (batches[0]["batches"], batches[0]["lanes"]) == (1, 2), stats
+    if not stats[0]["batches"]:
+        assert datetime.fromisoformat(stats[0]["sleeping_until"]) >= moment - fairqueue.pick_lead()
+    assert sum(s["sent"] for s in stats) == 4
