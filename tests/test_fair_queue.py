@@ -289,6 +289,18 @@ def another_pump_holding(lanes: list[int], *, limit: int):
         thread.join(10)
 
 
+def slot_queued(slot: int, *, ticket: str) -> None:
+    """Pump slot ``slot`` queued for a pump holding ``ticket`` (as a kick leaves it)."""
+    SendPump.objects.update_or_create(
+        slot=slot,
+        defaults={
+            "ticket": ticket,
+            "state": SendPump.State.QUEUED,
+            "until": timezone.now() + timedelta(seconds=10),
+        },
+    )
+
+
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_two_pumps_picking_at_once_share_the_ready_lanes():
@@ -312,14 +324,7 @@ def test_a_pump_finding_every_ready_lane_held_sleeps_briefly_not_idle(monkeypatc
     from distributions import pump
 
     lanes = [populated(BrandFactory(), 2, rate=1, prefix=f"4{i:02d}").pk for i in range(2)]
-    SendPump.objects.update_or_create(
-        slot=0,
-        defaults={
-            "ticket": "mine",
-            "state": SendPump.State.QUEUED,
-            "until": timezone.now() + timedelta(seconds=10),
-        },
-    )
+    slot_queued(0, ticket="mine")
     queued = []
     monkeypatch.setattr(pump, "pumps_queue", lambda claimed, eta=None: queued.append(eta))
     with another_pump_holding(lanes, limit=10):
@@ -355,14 +360,7 @@ def test_a_pump_gathers_slow_senders_windows_into_one_batch(settings, monkeypatc
     settings.RELAY_SEND_PICK_AHEAD_SECONDS = 1.0  # the lead: 0.5 s
     first = populated(BrandFactory(), 2, rate=1, prefix="501")
     second = populated(BrandFactory(), 2, rate=1, prefix="502")
-    SendPump.objects.update_or_create(
-        slot=0,
-        defaults={
-            "ticket": "mine",
-            "state": SendPump.State.QUEUED,
-            "until": timezone.now() + timedelta(seconds=10),
-        },
-    )
+    slot_queued(0, ticket="mine")
     monkeypatch.setattr(pump, "pumps_queue", lambda claimed, eta=None: None)
     monkeypatch.setattr(pump, "PUMP_SLICE_SECONDS", 0.0)  # a batch a slice, at most
     providers_warm()
