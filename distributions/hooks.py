@@ -26,7 +26,9 @@ def on_link_opened(*, link: SurveyLink, at: datetime) -> None:
         message_mark_opened(message_id=link.message_id, at=at)
 
 
-def on_response_completed(*, response: Response) -> None:
-    """A response is complete: thank-you emails triggered by completion, after commit."""
-    response_id = response.pk
-    transaction.on_commit(lambda: distribution_on_completion_task.delay(response_id))
+def on_response_completed(*, responses: list[Response]) -> None:
+    """Responses are complete: thank-you emails triggered by completion, after commit, one
+    task for them all (a recipient's: an anonymous response has nobody to thank)."""
+    response_ids = [response.pk for response in responses if response.participant_id]
+    if response_ids:
+        transaction.on_commit(lambda: distribution_on_completion_task.delay(response_ids))

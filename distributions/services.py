@@ -403,28 +403,35 @@ def _enforce_weekly_limit(distribution: Distribution) -> None:
         open_messages_close(distribution, status=MStatus.FAILED, reason=f"Not sent: {error}")
 
 
-def distribution_on_completion(*, response: Response) -> int:
-    """A recipient completed the survey: queue the project's completion-triggered thank-you
-    emails to them (once per distribution and participant). Returns how many were queued."""
-    if not response.participant_id:
+def distribution_on_completion(*, responses: list[Response]) -> int:
+    """Recipients completed the survey: queue their projects' completion-triggered thank-you
+    emails to them (once per distribution and participant; each recipient on its own, as
+    the weekly limit counts them). The distributions are read in one query for them all.
+    Returns how many were queued."""
+    participants: dict[int, list[int]] = {}
+    for response in responses:
+        if response.participant_id:
+            participants.setdefault(response.project_id, []).append(response.participant_id)
+    if not participants:
         return 0
 
     queued = 0
     for distribution in Distribution.objects.filter(
-        project_id=response.project_id,
+        project_id__in=participants,
         trigger=Distribution.TRIGGER_COMPLETION,
         status=Status.IN_PROGRESS,
     ).select_related("project__brand"):
-        with transaction.atomic():
-            distribution_materialise(
-                distribution=distribution, participant_ids=[response.participant_id]
-            )
-            error = weekly_limit_error(brand=distribution.project.brand, wanted=1)
-            if error:
-                open_messages_close(
-                    distribution, status=MStatus.FAILED, reason=f"Not sent: {error}"
+        for participant_id in participants[distribution.project_id]:
+            with transaction.atomic():
+                distribution_materialise(
+                    distribution=distribution, participant_ids=[participant_id]
                 )
-            queued += distribution_enqueue(distribution=distribution)
+                error = weekly_limit_error(brand=distribution.project.brand, wanted=1)
+                if error:
+                    open_messages_close(
+                        distribution, status=MStatus.FAILED, reason=f"Not sent: {error}"
+                    )
+                queued += distribution_enqueue(distribution=distribution)
     return queued
 
 

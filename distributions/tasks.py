@@ -95,13 +95,13 @@ def outbox_deliver_task(receipts: list[list]) -> dict:
 
 
 @shared_task(name="distributions.tasks.distribution_on_completion_task")
-def distribution_on_completion_task(response_id: int) -> dict:
-    """Thank-you emails to a recipient who completed the survey (if any are set to go)."""
-
-    response = Response.objects.filter(pk=response_id).first()
-    if response is None:
-        return {"queued": 0}
-    return {"queued": services.distribution_on_completion(response=response)}
+def distribution_on_completion_task(response_ids: list[int] | int) -> dict:
+    """Thank-you emails to the recipients who completed the survey (if any are set to go).
+    ``response_ids``: a list (a single id: a task queued before lists)."""
+    if isinstance(response_ids, int):
+        response_ids = [response_ids]
+    responses = list(Response.objects.filter(pk__in=response_ids).order_by("pk"))
+    return {"queued": services.distribution_on_completion(responses=responses)}
 
 
 @shared_task(name="distributions.tasks.distribution_series_run_due_task")

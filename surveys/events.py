@@ -8,7 +8,7 @@ from datetime import datetime
 from participants.selectors import person_ids_of
 from projects.models import Question, Response, SurveyLink
 from projects.transactions import Transaction
-from webhooks.events import events_raise, iso
+from webhooks.events import brands_subscribed, events_raise, iso
 from webhooks.models import EventType
 
 
@@ -100,4 +100,21 @@ def response_completed_raised(*, response: Response) -> int:
         event_type=EventType.RESPONSE_COMPLETED,
         build=build,
         at=response.completed_at,
+    )
+
+
+def responses_completed_raised(*, responses: list[Response]) -> int:
+    """``response_completed_raised`` for each of ``responses`` (a batch of two-way SMS
+    conversations completes many at once): the brands that want the event are read once
+    for them all, so a brand without an endpoint costs one query, not one per response."""
+    if len(responses) == 1:
+        return response_completed_raised(response=responses[0])
+    wanted = brands_subscribed(
+        event_type=EventType.RESPONSE_COMPLETED,
+        brand_ids={response.project.brand_id for response in responses},
+    )
+    return sum(
+        response_completed_raised(response=response)
+        for response in responses
+        if response.project.brand_id in wanted
     )

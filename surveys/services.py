@@ -38,7 +38,7 @@ from surveys.answers import (
     may_finish,
     url_embedded_data,
 )
-from surveys.events import link_opened_raised, response_completed_raised
+from surveys.events import link_opened_raised, responses_completed_raised
 from surveys.signed_links import SignedParameters, signed_link_used
 
 QKind = Question.Kind
@@ -259,11 +259,11 @@ def _transaction_embedded_data(link: SurveyLink) -> dict:
     }
 
 
-def _completed(response: Response) -> None:
-    """Tell the world a response is complete: its webhook event and ``response_completed``
-    (thank-you emails on completion)."""
-    response_completed_raised(response=response)
-    hooks.response_completed.fire(response=response)
+def _completed(responses: list[Response]) -> None:
+    """Tell the world these responses are complete: their webhook events and
+    ``response_completed`` (thank-you emails on completion), once for them all."""
+    responses_completed_raised(responses=responses)
+    hooks.response_completed.fire(responses=responses)
 
 
 def _save_response(*, existing: Response | None = None, **values) -> Response:
@@ -359,7 +359,7 @@ def response_submit_link(
         response = save(status=Response.Status.COMPLETE, answers=answers)
         SurveyLink.objects.filter(pk=link.pk).update(completed_at=now)
         survey_link_open(link=link, now=now)
-        _completed(response)
+        _completed([response])
     return SubmitResult(SubmitOutcome.COMPLETE, project, questions, response)
 
 
@@ -426,7 +426,7 @@ def response_submit_anonymous(
     response = save(status=Response.Status.COMPLETE, answers=answers)
     if response is None:  # the same form, submitted twice at once: the first one won
         return SubmitResult(SubmitOutcome.ANSWERED, project, questions)
-    _completed(response)
+    _completed([response])
     return SubmitResult(SubmitOutcome.COMPLETE, project, questions, response)
 
 
@@ -505,7 +505,7 @@ def response_create(
         started_at=now,
         completed_at=now,
     )
-    _completed(response)
+    _completed([response])
     return response
 
 
@@ -541,7 +541,7 @@ def response_save_sms(
         completed_at=now,
     )
     if complete:
-        _completed(saved)
+        _completed([saved])
     return saved
 
 
@@ -583,7 +583,7 @@ def responses_save_sms(*, saves: list[dict[str, Any]]) -> list[Response]:
             ],
             casts={"answers": "jsonb", "completed_at": "timestamptz"},
         )
-    for response, save in zip(saved, saves, strict=True):
-        if save["complete"]:
-            _completed(response)
+    completed = [r for r, save in zip(saved, saves, strict=True) if save["complete"]]
+    if completed:
+        _completed(completed)
     return saved

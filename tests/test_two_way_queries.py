@@ -37,12 +37,14 @@ PHONE = "+14155550123"
 WEBHOOK = 2
 # The applier: statements per batch whatever its size (its claim, reads and bulk writes),
 # for a batch of first answers (the invite opens the session), of next answers and of last
-# answers, and what each completed response adds (its webhook event reads the endpoints).
-# Applied one by one in the request, a first answer had taken 17 statements.
+# answers (the brands wanting the completed responses' webhook event: one read for the
+# batch), and what each completed response adds (it was 1, its endpoints' read, and a task
+# each for the thank-you messages: now one for the batch). Applied one by one in the
+# request, a first answer had taken 17 statements.
 FIRST_ANSWERS = 18
 NEXT_ANSWERS = 16
-LAST_ANSWERS = 16
-PER_COMPLETED = 1
+LAST_ANSWERS = 17
+PER_COMPLETED = 0
 
 
 @pytest.fixture

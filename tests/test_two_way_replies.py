@@ -5,6 +5,7 @@ them (``sms_reply_receive``) and applied by running the applier, as a worker doe
 
 from __future__ import annotations
 
+import email
 from datetime import timedelta
 from decimal import Decimal
 
@@ -21,6 +22,7 @@ from distributions.providers.base import InboundSms
 from optouts.models import InboundMessage, OptOut
 from projects.models import Response
 from tests.factories.credits import grant
+from tests.test_email_sending import smtp  # noqa: F401 - a fixture
 from tests.test_two_way import SENDER, invite, survey, texts_to  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.django_db
@@ -184,3 +186,48 @@ def test_another_brands_reply_in_the_same_batch_touches_nothing_of_this_brand(se
     assert not Turn.objects.filter(brand=sent.brand_b).exists()
     session = Session.objects.get(brand=sent.brand_a, address=sent.ada)
     assert (session.position, answers_of(sent.ada)) == (2, ["Web"])
+
+
+def test_a_batch_that_completes_many_responses_thanks_each_with_one_task(
+    sent,
+    smtp,
+    django_capture_on_commit_callbacks,  # noqa: F811 - a fixture
+):
+    """Each recipient whose conversation the batch completes gets the completion-triggered
+    thank-you, and the batch queues one task for them all (it had queued one per response,
+    each a task of the worker's with its own connection and reads)."""
+    from celery.signals import task_prerun
+
+    from tests.test_email_sending import send_now
+
+    thanks = send_now(
+        sent.project_a,
+        django_capture_on_commit_callbacks,
+        kind="thank_you",
+        trigger="completion",
+        subject="Thank you ${first_name}",
+        message='<p>Thanks!</p><a href="${opt_out_link}">out</a>',
+    )
+    assert thanks.status == "in_progress"
+    ran = []
+
+    def record(sender=None, args=None, **kwargs):
+        if sender.name == "distributions.tasks.distribution_on_completion_task":
+            ran.append(args)
+
+    task_prerun.connect(record, weak=False)
+    try:
+        for n, body in enumerate(["1", "7", "Friendly staff"]):
+            store(sent.brand_a, sent.ada, body, sid=f"SMa{n}")
+            store(sent.brand_a, sent.bob, body, sid=f"SMb{n}")
+            with django_capture_on_commit_callbacks(execute=True):
+                assert replies_apply_batch()["applied"] == 2
+    finally:
+        task_prerun.disconnect(record)
+    completed = set(Response.objects.filter(status="complete").values_list("pk", flat=True))
+    assert len(completed) == 2
+    assert len(ran) == 1 and set(ran[0][0]) == completed
+    received = smtp.wait_for(2, timeout=10)
+    subjects = sorted(email.message_from_bytes(r.data)["Subject"] for r in received)
+    assert subjects == ["Thank you Ada", "Thank you Bob"]
+    assert thanks.messages.filter(status="sent").count() == 2
