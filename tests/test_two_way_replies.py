@@ -190,8 +190,8 @@ def test_another_brands_reply_in_the_same_batch_touches_nothing_of_this_brand(se
 
 def test_a_batch_that_completes_many_responses_thanks_each_with_one_task(
     sent,
-    smtp,
-    django_capture_on_commit_callbacks,  # noqa: F811 - a fixture
+    smtp,  # noqa: F811 - a fixture
+    django_capture_on_commit_callbacks,
 ):
     """Each recipient whose conversation the batch completes gets the completion-triggered
     thank-you, and the batch queues one task for them all (it had queued one per response,
