@@ -294,6 +294,12 @@ CELERY_TASK_ROUTES = {
     "distributions.tasks.send_pump_task": {"queue": "send"},
     "conversations.tasks.turns_send_task": {"queue": "send"},
 }
+# Celery's Django fix-up closes the database connections before and after every task: each
+# task paid a new PostgreSQL session (a backend process, its authentication and set-up). A
+# worker keeps them instead, by the rules of a web request (``config.celery``: a connection
+# that errored or outlived ``CONN_MAX_AGE`` is closed, an idle one is health-checked); the
+# fix-up's own recycling is pushed out of the way.
+CELERY_DB_REUSE_MAX = 1_000_000_000
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

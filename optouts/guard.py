@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import time
 from collections.abc import Iterable, Iterator
 
 from django.db import DatabaseError, OperationalError, connection, transaction
@@ -87,10 +88,15 @@ def _unlock_shared(keys: list[int]) -> None:
                 [LOCK_CLASS, keys],
             )
     except DatabaseError:
-        # An aborted transaction refuses the unlock; a closed connection releases the locks.
+        # An aborted transaction refuses the unlock; a closed connection releases the locks:
+        # now, or (inside a transaction) when the request or task ends, where the connection
+        # is closed once it is past ``close_at`` (``close_old_connections``; a worker keeps
+        # its connections across tasks, config.celery).
         logger.exception("could not release the opt-out guard of %s addresses", len(keys))
         if not connection.in_atomic_block:
             connection.close()
+        else:
+            connection.close_at = time.monotonic()
 
 
 def optout_write_lock(*, brand_id: int, channel: str, address: str) -> None:

@@ -8,7 +8,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from django.db import connection
+from django.db import DatabaseError, close_old_connections, connection, transaction
 from django.utils import timezone
 
 import pytest
@@ -199,6 +199,35 @@ def test_only_the_numbers_of_the_window_wait_and_windows_share(tenancy):
     for thread in (sender, other_window):
         thread.join(10)
     assert OptOut.objects.count() == 2
+
+
+def _advisory_locks(*, own: bool) -> int:
+    """Advisory locks held: by this session (``own``) or by any."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+            "AND (NOT %s OR pid = pg_backend_pid())",
+            [own],
+        )
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.postgres
+def test_a_guard_refused_its_release_is_released_when_the_work_ends(tenancy):
+    """A window's guard is a session lock: inside a transaction that failed, its release is
+    refused, so the connection is closed when the task or request ends (a worker keeps its
+    connection from one task to the next: without that, the numbers' opt-outs would wait
+    for its next release or its end of life)."""
+    if connection.vendor != "postgresql":
+        pytest.skip("advisory locks: PostgreSQL")
+    guard = handover_guard(brand_id=tenancy.brand_a.pk, channel="sms", addresses=WINDOW)
+    with pytest.raises(DatabaseError), transaction.atomic(), guard, connection.cursor() as cursor:
+        cursor.execute("SELECT 1 / 0")  # the transaction fails: the release is refused
+    assert _advisory_locks(own=True) == len(WINDOW)  # still held after the rollback
+    close_old_connections()  # what the end of a task (config.celery) or request does
+    assert _advisory_locks(own=False) == 0
+    optout_record(brand_id=tenancy.brand_a.pk, channel="sms", address=WINDOW[0], source="x")
 
 
 # --- 5,000 recipients, a real worker, opt-outs arriving mid-send ---------------------------
