@@ -40,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -159,8 +160,100 @@ def prepare(env: dict[str, str], numbers: int) -> None:
         ],
         batch_size=5000,
     )
+    history(brand, project, participants, earlier=now - timedelta(days=30))
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
+
+
+def history(brand, project, participants, *, earlier) -> None:
+    """An earlier two-way survey of the same numbers, answered and closed: each number's
+    reply, session, complete response and turns. A live database has such a history; an
+    empty table would have PostgreSQL plan the foreign-key checks of a worker's connection
+    on it (sequential scans, kept for the connection's life: this machine runs without
+    autovacuum, which would analyse the tables as they grow and have them planned again)."""
+    from conversations.models import Session, Turn
+    from distributions.models import Distribution
+    from optouts.models import InboundMessage
+    from projects.models import Response
+
+    old = Distribution.objects.create(
+        project=project, message="Hi", mode="two_way", send_at=earlier, status="sent"
+    )
+    replies = InboundMessage.objects.bulk_create(
+        [
+            InboundMessage(
+                brand=brand,
+                provider_sid=f"SMH{n:031d}",
+                account_sid=ACCOUNT_SID,
+                from_number=p.person.phone,
+                to_number=SENDER,
+                body="Friendly staff",
+                received_at=earlier,
+                kind="OTHER",
+                action="stored",
+                apply_state="applied",
+                applied_at=earlier,
+                person=p.person,
+            )
+            for n, p in enumerate(participants)
+        ],
+        batch_size=5000,
+    )
+    responses = Response.objects.bulk_create(
+        [
+            Response(
+                project=project,
+                participant=p,
+                distribution=old,
+                channel="sms_two_way",
+                answers={"1": "Lyon"},
+                started_at=earlier,
+                completed_at=earlier,
+            )
+            for p in participants
+        ],
+        batch_size=5000,
+    )
+    sessions = Session.objects.bulk_create(
+        [
+            Session(
+                brand=brand,
+                project=project,
+                distribution=old,
+                participant=p,
+                address=p.person.phone,
+                sender=SENDER,
+                status="completed",
+                position=3,
+                response=response,
+                opened_at=earlier,
+                asked_at=earlier,
+                expires_at=earlier,
+                closed_at=earlier,
+            )
+            for p, response in zip(participants, responses, strict=True)
+        ],
+        batch_size=5000,
+    )
+    Turn.objects.bulk_create(
+        [
+            Turn(
+                brand=brand,
+                session=session,
+                direction=direction,
+                kind=kind,
+                address=session.address,
+                sender=SENDER,
+                body=reply.body if direction == "in" else "Thank you!",
+                status="received" if direction == "in" else "sent",
+                inbound=reply if direction == "in" else None,
+                created_at=earlier,
+            )
+            for session, reply in zip(sessions, replies, strict=True)
+            for direction, kind in (("in", "answer"), ("out", "thank_you"))
+        ],
+        batch_size=5000,
+    )
 
 
 def signed_reply(url: str, k: int) -> tuple[dict, dict]:
