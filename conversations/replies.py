@@ -27,7 +27,7 @@ import time
 from datetime import timedelta
 
 from django.db import connection, transaction
-from django.db.models import F, Q, Subquery, Window
+from django.db.models import F, Q, Window
 from django.db.models.functions import RowNumber
 from django.utils import timezone
 
@@ -109,15 +109,27 @@ def replies_apply(*, batch_size: int = BATCH_SIZE, drain_seconds: float = DRAIN_
 
 
 def _claim(batch_size: int, now) -> str:
-    """Claim up to ``batch_size`` pending replies that no live claim holds, oldest first, in
+    """Claim up to ``batch_size`` pending replies that no live claim holds, oldest first:
+    their ids read (rows another applier is claiming skipped, where the database can), then
     one conditional UPDATE (a row another worker claimed meanwhile is not taken twice: the
-    condition is checked again on the locked row). Returns the claim's token."""
+    condition is checked again on the locked row). Returns the claim's token.
+
+    Two statements, not an UPDATE of ``pk IN (SELECT ... LIMIT n)``: planned on statistics
+    taken while few replies were pending, PostgreSQL ran that subquery again for every
+    pending row (a nested-loop semi-join), 80 ms a claim with 2,000 pending, growing with the
+    backlog it is meant to drain."""
     token = new_token()[:16]
     free = InboundMessage.objects.filter(apply_state=Pending.PENDING).filter(
         Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
     )
-    oldest = free.order_by("pk").values("pk")[:batch_size]
-    free.filter(pk__in=Subquery(oldest)).update(claim=token, claimed_until=now + LEASE)
+    with transaction.atomic():
+        oldest = list(
+            free.order_by("pk")
+            .select_for_update(skip_locked=True)
+            .values_list("pk", flat=True)[:batch_size]
+        )
+        if oldest:
+            free.filter(pk__in=oldest).update(claim=token, claimed_until=now + LEASE)
     return token
 
 
