@@ -107,8 +107,15 @@ class InboundMessage(models.Model):
 
     brand_path = "brand"
 
+    # No index of its own: ``inbound_brand_from`` and ``inbound_brand_received`` lead with it,
+    # and every reply stored (and each of its updates by the applier) writes every index.
     brand = models.ForeignKey(
-        Brand, null=True, blank=True, on_delete=models.CASCADE, related_name="inbound_messages"
+        Brand,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="inbound_messages",
+        db_index=False,
     )
     provider = models.CharField(max_length=40, default="twilio")
     provider_sid = models.CharField(max_length=64, blank=True)
