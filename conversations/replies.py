@@ -53,9 +53,9 @@ LEASE = timedelta(minutes=2)  # a batch takes well under a second a reply; a dea
 # After a batch smaller than this, the next claim waits GATHER_SECONDS (re-queued, no sleep):
 # a batch costs about 20 statements (≈ 30 ms of a worker's CPU) whatever its size, so under a
 # steady flow of replies claiming each one at once would spend most of the worker on them (at
-# 200 replies a second, 50 ms gathered batches of 26 at 2.3 ms of worker CPU a reply; 200 ms,
-# batches of about 70 at 1.5 ms). It adds at most that wait to the apply latency of the
-# replies after the first; a phone's next text comes seconds later anyway.
+# 200 replies a second, 50 ms gathered batches of 26 at 2.0 ms of worker CPU a reply; 200 ms,
+# batches of about 50 at 1.4 ms: docs/benchmarks.md). It adds at most that wait to the apply
+# latency of the replies after the first; a phone's next text comes seconds later anyway.
 GATHER_BELOW = 100
 GATHER_SECONDS = 0.2
 # A worker drains batches for at most this long, then queues itself again (others get a turn).
