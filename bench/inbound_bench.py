@@ -26,7 +26,9 @@ What it does, on this machine (PostgreSQL at 127.0.0.1:5432, user postgres; Redi
    the next no-op window (the worker's backlog never runs in the ceiling's window).
 Reported: the webhook's requests/s and HTTP p99, and end to end: replies of the window fully
 applied per second (the window's replies over the time from its start until the last of them
-was applied, at least the window) and the p99 of applied_at - received_at.
+was applied, at least the window) and the p99 of applied_at - received_at; and each phase's
+CPU per call, side by side: gunicorn, PostgreSQL (every backend of the database, the worker's
+too), the worker, and this load client (all on the same cores).
 Targets (issue 20): replies (end to end) at least 40 % of the ceiling, p99 < 100 ms.
 """
 
@@ -340,19 +342,40 @@ def start_worker(env: dict[str, str], concurrency: int) -> subprocess.Popen:
     )
 
 
+def worker_pids(pid: int) -> list[int]:
+    """The worker's process and its pool's."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return [pid] + ([int(p) for p in children.read_text().split()] if children.exists() else [])
+
+
 def worker_cpu(pid: int) -> float:
     """CPU seconds of the worker and its pool processes."""
     ticks = os.sysconf("SC_CLK_TCK")
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    pids = [pid] + ([int(p) for p in children.read_text().split()] if children.exists() else [])
     total = 0.0
-    for one in pids:
+    for one in worker_pids(pid):
         try:
             fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
         total += (int(fields[11]) + int(fields[12])) / ticks
     return total
+
+
+class CpuShares(ServerCpu):
+    """The server's CPU (gunicorn, every PostgreSQL backend of the database: the worker's
+    too), and beside it the applier's (the Celery worker and its pool) and this load
+    client's, which share the machine's cores with it: what each call costs, side by side."""
+
+    def __init__(self, master_pid: int, database: str, worker_pid: int):
+        super().__init__(master_pid, database)
+        self.worker_pid = worker_pid
+
+    def pids(self) -> list[tuple[str, int]]:
+        return [
+            *super().pids(),
+            *(("worker", pid) for pid in worker_pids(self.worker_pid)),
+            ("client", os.getpid()),
+        ]
 
 
 async def run(args, port: int, cpu: ServerCpu, applied: Applied) -> dict:
@@ -421,6 +444,15 @@ async def run(args, port: int, cpu: ServerCpu, applied: Applied) -> dict:
             )
             ends.append((began, began + args.seconds / args.rounds, await applied.drained()))
     figures = {name: summary(phase) for name, phase in windows.items()}
+    figures["shares"] = {
+        name: {
+            side: 1000
+            * sum(w.shares.get(side, 0.0) for w in phase)
+            / max(1, sum(len(w.latencies) for w in phase))
+            for side in ("app", "db", "worker", "client")
+        }
+        for name, phase in windows.items()
+    }
     latencies: list[float] = []
     rates = []
     for start, end, _drained in ends:
@@ -459,6 +491,12 @@ def report(figures: dict, args) -> None:
         f"applied  {rate:8.1f}/s  apply latency p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  "
         f"worker CPU {figures['worker_ms']:5.2f} ms/reply"
     )
+    for name, shares in figures["shares"].items():
+        print(
+            f"{name:8s} CPU per call: gunicorn {shares['app']:5.2f} ms, PostgreSQL "
+            f"{shares['db']:5.2f}, worker {shares['worker']:5.2f}, load client "
+            f"{shares['client']:5.2f}: {sum(shares.values()):5.2f} ms in all"
+        )
     ratio = rate / figures["noop"][0]
     rounds = ", ".join(f"{r:.0%}" for r in figures["applied_rounds"])
     print(
@@ -505,7 +543,7 @@ def main() -> None:
         from config.celery import ping
 
         ping.delay().get(timeout=60)
-        cpu = ServerCpu(server.pid, args.db)
+        cpu = CpuShares(server.pid, args.db, worker.pid)
         applied = Applied(args.db)
         spent = worker_cpu(worker.pid)
         figures = asyncio.run(run(args, port, cpu, applied))

@@ -39,7 +39,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -226,12 +226,17 @@ class ServerCpu:
 
     @staticmethod
     def spent(before: dict, after: dict, side: str = "") -> float:
-        """CPU seconds between two samples: the server's, or one side's ("app" or "db")."""
+        """CPU seconds between two samples: the server's ("app" and "db"), or one side's
+        (those two, or another a subclass samples, such as a worker's)."""
         return sum(
             seconds - before.get(key, 0.0)
             for key, seconds in after.items()
-            if not side or key[0] == side
+            if key[0] == side or (not side and key[0] in ("app", "db"))
         )
+
+    @staticmethod
+    def sides(sample: dict) -> set[str]:
+        return {side for side, _pid in sample}
 
 
 def one_item(number: int) -> dict:
@@ -261,6 +266,8 @@ class Window:
     seconds: float
     cpu_seconds: float
     db_seconds: float
+    # CPU seconds of every side sampled ("app", "db", and what a subclass of ServerCpu adds).
+    shares: dict[str, float] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -331,7 +338,12 @@ async def load(
 
     await asyncio.gather(sampler(), *(worker() for _ in range(concurrency)))
     return Window(
-        latencies, errors, seconds, ServerCpu.spent(*samples), ServerCpu.spent(*samples, "db")
+        latencies,
+        errors,
+        seconds,
+        ServerCpu.spent(*samples),
+        ServerCpu.spent(*samples, "db"),
+        {side: ServerCpu.spent(*samples, side) for side in ServerCpu.sides(samples[1])},
     )
 
 
