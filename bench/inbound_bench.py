@@ -429,8 +429,10 @@ async def run(args, port: int, cpu: ServerCpu, applied: Applied) -> dict:
                     cpu=cpu,
                 )
             )
-            # More replies than the window can send: at most the no-op view's rate.
-            sign_next(int(windows["noop"][-1].rate * (args.seconds / args.rounds + warmup + 1)))
+            # More replies than the window can send: twice the no-op view's rate (the ceiling;
+            # twice in case the machine was slower during the no-op window than now).
+            window = args.seconds / args.rounds + warmup + 1
+            sign_next(int(2 * windows["noop"][-1].rate * window) + 1000)
             began = time.time() + warmup
             windows["inbound"].append(
                 await load(
