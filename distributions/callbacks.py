@@ -29,7 +29,7 @@ from distributions.inbound import sms_reply_receive
 from distributions.models import Message, ProviderAccount
 from distributions.providers.base import Provider
 from distributions.providers.registry import provider_classes
-from distributions.selectors import recent_messages_to
+from distributions.selectors import inbound_accounts_expire, recent_messages_to
 from distributions.services import status_update_apply
 
 logger = logging.getLogger(__name__)
@@ -112,7 +112,16 @@ def inbound_callback(request, code: str):
     if brand is None:
         recent = recent_messages_to(address=inbound.from_number) if inbound.from_number else None
         try:
-            brand = _first_authentic_brand(request, provider, code, form, inbound, recent)
+            try:
+                brand = _first_authentic_brand(request, provider, code, form, inbound, recent)
+            except PermissionDenied:
+                # The accounts this process kept may be older than a token rotated elsewhere
+                # (``inbound_accounts``): checked again before the request is refused.
+                if not inbound_accounts_expire():
+                    raise
+                brand = _only_authentic_brand(
+                    request, provider, code, form, inbound
+                ) or _first_authentic_brand(request, provider, code, form, inbound, recent)
         except PermissionDenied:
             logger.warning(
                 "%s inbound callback with an invalid signature (To=%s)", code, inbound.to_number

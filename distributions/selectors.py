@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from time import monotonic
 
 from django.db import connection
 from django.db.models import Count, F, Max, Min, OuterRef, Q, Sum
@@ -299,9 +300,17 @@ def brand_provider_account(brand: Brand) -> ProviderAccount | None:
 
 
 # The accounts an inbound webhook's numbers name, kept by each process: (To, messaging
-# service, account) -> (their versions, the accounts with their brands). At most this many.
-_INBOUND_ACCOUNTS: dict[tuple[str, str, str], tuple[tuple, list[ProviderAccount]]] = {}
+# service, account) -> (their versions, the accounts with their brands, until when they are
+# trusted without a read: ``monotonic()``). At most this many.
+_INBOUND_ACCOUNTS: dict[tuple[str, str, str], tuple[tuple, list[ProviderAccount], float]] = {}
 INBOUND_ACCOUNTS_KEPT = 1000
+# How long kept accounts are used without checking their versions. A change saved in this
+# process is seen at once (``inbound_accounts_forget`` on every save of an account or a
+# brand); one saved by another process within this long (an auth token rotated, a number
+# moved), and a request the kept tokens do not authenticate checks again at once
+# (``inbound_accounts_expire``): an old token is accepted at most this long after its
+# rotation, a new one at once.
+INBOUND_ACCOUNTS_TRUSTED_SECONDS = 1.0
 
 
 def inbound_accounts(
@@ -310,10 +319,11 @@ def inbound_accounts(
     """The provider accounts (any provider) that send from ``to_number``, through the
     messaging service ``service_sid`` or under ``account_sid``, each with its brand, by id.
 
-    Kept by the process and checked on every call by one raw read of the matching rows' ids,
-    versions (``updated_at``: every save moves it) and brand names: a new or changed account
-    (an auth token) is read again at once; only an unchanged one skips the ORM's query
-    building and the token's decryption (most of an inbound webhook's time otherwise)."""
+    Kept by the process: used without a read for ``INBOUND_ACCOUNTS_TRUSTED_SECONDS``, then
+    checked by one raw read of the matching rows' ids, versions (``updated_at``: every save
+    moves it) and brand names: a new or changed account (an auth token) is read again; an
+    unchanged one skips the ORM's query building and the token's decryption (most of an
+    inbound webhook's time otherwise). Numbers that match no account are never kept."""
     conditions, params = [], []
     for column, value in (
         ("default_sender", to_number),
@@ -325,6 +335,10 @@ def inbound_accounts(
             params.append(value)
     if not conditions:
         return []
+    key = (to_number, service_sid, account_sid)
+    kept = _INBOUND_ACCOUNTS.get(key)
+    if kept is not None and monotonic() < kept[2]:
+        return list(kept[1])
     accounts = connection.ops.quote_name(ProviderAccount._meta.db_table)
     brands = connection.ops.quote_name(Brand._meta.db_table)
     with connection.cursor() as cursor:
@@ -334,9 +348,9 @@ def inbound_accounts(
             params,
         )
         versions = tuple(tuple(row) for row in cursor.fetchall())
-    key = (to_number, service_sid, account_sid)
-    kept = _INBOUND_ACCOUNTS.get(key)
+    trusted_until = monotonic() + INBOUND_ACCOUNTS_TRUSTED_SECONDS
     if kept is not None and kept[0] == versions:
+        _INBOUND_ACCOUNTS[key] = (versions, kept[1], trusted_until)
         return list(kept[1])
     # Read after the versions: a row saved in between is newer than its version, so the next
     # call reads it again (never the other way round).
@@ -345,15 +359,33 @@ def inbound_accounts(
         .select_related("brand")
         .order_by("pk")
     )
+    if not rows:
+        _INBOUND_ACCOUNTS.pop(key, None)
+        return []
     if len(_INBOUND_ACCOUNTS) >= INBOUND_ACCOUNTS_KEPT:
         _INBOUND_ACCOUNTS.clear()
-    _INBOUND_ACCOUNTS[key] = (versions, rows)
+    _INBOUND_ACCOUNTS[key] = (versions, rows, trusted_until)
     return list(rows)
 
 
-def inbound_accounts_forget() -> None:
-    """Forget the accounts kept by ``inbound_accounts`` (tests: a rolled-back test's rows)."""
+def inbound_accounts_forget(**_signal) -> None:
+    """Forget the accounts kept by ``inbound_accounts``: on every save or delete of an
+    account or a brand (``DistributionsConfig.ready``), and in tests (a rolled-back test's
+    rows)."""
     _INBOUND_ACCOUNTS.clear()
+
+
+def inbound_accounts_expire() -> bool:
+    """Check the kept accounts' versions again on their next use (a request they did not
+    authenticate: a token may have been rotated in another process). True if any was
+    trusted without a read until now."""
+    now = monotonic()
+    trusted = False
+    for key, (versions, rows, until) in list(_INBOUND_ACCOUNTS.items()):
+        if until > now:
+            trusted = True
+            _INBOUND_ACCOUNTS[key] = (versions, rows, now)
+    return trusted
 
 
 @dataclass(frozen=True)
