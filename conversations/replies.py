@@ -16,8 +16,10 @@ What callers can rely on:
   kick or by the periodic run (``replies_apply_task`` in the beat schedule);
 - the texts the batch records (next questions, corrections...) and its replies to debit are
   handed to the send task in one publish per batch, after commit;
-- kicking the applier costs a Redis ``SET NX`` per reply (``core.flags``) and one publish
-  when no applier is draining, not one per reply (``replies_kick``).
+- kicking the applier costs a Redis ``SET NX`` (``core.flags``) and one publish when no
+  applier is draining, not one per reply; a process that has just seen the kick standing
+  trusts it for ``KICK_TRUSTED_SECONDS`` (no Redis call), and an applier that runs dry takes
+  a last look that long after it cleared the kick (``replies_kick``, ``replies_apply``).
 """
 
 from __future__ import annotations
@@ -65,39 +67,71 @@ KICK_FLAG = "conversations:replies-kick"
 # a reply stored after that kicks again. It lapses if the publish was lost (or a drain lasts
 # longer: another applier then joins, the claims keep them apart).
 KICK_SECONDS = 10
+# A process that set the kick or saw it standing trusts it this long: the replies it stores
+# meanwhile kick nothing (no Redis call: at a few hundred replies a second, most of them).
+# An applier that runs dry takes a last look this long after it cleared the kick, for the
+# replies a process stored trusting a kick it had seen just before the clear.
+KICK_TRUSTED_SECONDS = 0.2
+_kick_trusted_until = 0.0  # time.monotonic() of this process
 Pending = InboundMessage.Apply
 
 
 def replies_kick() -> None:
-    """After commit: queue the applier unless one is queued or draining (the kick stands)."""
+    """After commit: queue the applier unless one is queued or draining (the kick stands),
+    or this process saw it standing less than ``KICK_TRUSTED_SECONDS`` ago."""
 
     def kick() -> None:
+        global _kick_trusted_until
+        now = time.monotonic()  # before the SET: the trust never outlasts what was seen
+        if now < _kick_trusted_until:
+            return
+        _kick_trusted_until = now + KICK_TRUSTED_SECONDS
         if flag_add(KICK_FLAG, KICK_SECONDS):
             task_queue(APPLY_TASK)
 
     transaction.on_commit(kick)
 
 
-def replies_apply(*, batch_size: int = BATCH_SIZE, drain_seconds: float = DRAIN_SECONDS) -> dict:
+def replies_kick_forget() -> None:
+    """Forget the kick this process trusts (tests: a kick a test left standing)."""
+    global _kick_trusted_until
+    _kick_trusted_until = 0.0
+
+
+def replies_apply(
+    *,
+    batch_size: int = BATCH_SIZE,
+    drain_seconds: float = DRAIN_SECONDS,
+    last_look: bool = False,
+) -> dict:
     """Apply the pending replies that are free to take, batch after batch, until none is
     left (or a batch was small, or ``drain_seconds`` passed: the task is queued again, a
     moment later for a small batch). Returns counts.
 
     The kick stands while it drains (replies stored meanwhile publish nothing); when a claim
     finds nothing it clears the kick and claims once more: a reply committed before the clear
-    is seen by that claim, one committed after it kicks again."""
+    is seen by that claim, one committed after it kicks again, or (stored by a process that
+    trusted the kick it saw before the clear: ``replies_kick``) is seen by the last look,
+    queued ``KICK_TRUSTED_SECONDS`` later. A last look (``last_look``) that finds nothing
+    ends there: it neither clears the kick nor looks again."""
     stats = {"batches": 0, "applied": 0, "failed": 0, "released": 0}
     started = time.monotonic()
     cleared = False
+    claimed = 0
     while True:
         batch = replies_apply_batch(batch_size=batch_size)
         stats["batches"] += 1
+        claimed += batch["claimed"]
         for key in ("applied", "failed", "released"):
             stats[key] += batch[key]
         if batch["claimed"] == 0:
+            if last_look and not claimed:
+                return stats
             if cleared:
+                task_queue(APPLY_TASK, last_look=True, countdown=KICK_TRUSTED_SECONDS)
                 return stats
             flag_clear(KICK_FLAG)
+            replies_kick_forget()  # this process too stores replies (eager tasks): they kick
             cleared = True
             continue
         cleared = False

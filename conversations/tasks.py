@@ -21,7 +21,8 @@ def turns_send_stale_task() -> dict:
 
 
 @shared_task(name="conversations.tasks.replies_apply_task")
-def replies_apply_task() -> dict:
+def replies_apply_task(last_look: bool = False) -> dict:
     """Apply the stored replies waiting for their conversation step (kicked after a reply is
-    stored, and periodic: picks up what a dead worker or a lost kick left)."""
-    return replies_apply()
+    stored, and periodic: picks up what a dead worker or a lost kick left; ``last_look``:
+    queued by a run that went dry, see ``replies_apply``)."""
+    return replies_apply(last_look=last_look)

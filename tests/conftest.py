@@ -122,7 +122,7 @@ def _fresh_process_caches():
     (distributions.selectors), the replies' kick (core.flags). A rolled-back test's pks are
     reused by the next one on SQLite."""
     from brands.services import api_key_cache_forget
-    from conversations.replies import KICK_FLAG
+    from conversations.replies import KICK_FLAG, replies_kick_forget
     from core.flags import flag_clear
     from distributions.selectors import inbound_accounts_forget
     from transactional.services import transactional_distribution_cache_clear
@@ -131,6 +131,7 @@ def _fresh_process_caches():
     transactional_distribution_cache_clear()
     inbound_accounts_forget()
     flag_clear(KICK_FLAG)  # a kick a test left standing (its task never ran) is not the next's
+    replies_kick_forget()
     yield
     api_key_cache_forget()
     transactional_distribution_cache_clear()

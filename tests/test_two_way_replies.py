@@ -231,3 +231,51 @@ def test_a_batch_that_completes_many_responses_thanks_each_with_one_task(
     subjects = sorted(email.message_from_bytes(r.data)["Subject"] for r in received)
     assert subjects == ["Thank you Ada", "Thank you Bob"]
     assert thanks.messages.filter(status="sent").count() == 2
+
+
+def test_a_process_trusts_the_kick_it_saw_for_a_moment(
+    monkeypatch, django_capture_on_commit_callbacks
+):
+    """Replies stored right after a kick ask Redis nothing: the applier kicked (or draining)
+    takes them; after KICK_TRUSTED_SECONDS the next one asks again."""
+    from conversations import replies
+
+    asked, queued = [], []
+    real_flag_add = replies.flag_add
+    monkeypatch.setattr(replies, "flag_add", lambda *a: asked.append(a) or real_flag_add(*a))
+    monkeypatch.setattr(replies, "task_queue", lambda name, **kw: queued.append(kw))
+    clock = [1000.0]
+    monkeypatch.setattr(replies.time, "monotonic", lambda: clock[0])
+    with django_capture_on_commit_callbacks(execute=True):
+        for _ in range(5):
+            replies.replies_kick()
+    assert (len(asked), len(queued)) == (1, 1)
+    clock[0] += replies.KICK_TRUSTED_SECONDS
+    with django_capture_on_commit_callbacks(execute=True):
+        replies.replies_kick()
+    assert len(asked) == 2
+
+
+def test_a_run_that_runs_dry_takes_one_last_look(sent, monkeypatch):
+    """The last look comes KICK_TRUSTED_SECONDS after the kick is cleared (replies stored by
+    a process that trusted the kick just before are applied then); a last look that finds
+    nothing looks no more, one that finds replies looks again after them."""
+    from conversations import replies
+
+    queued = []
+    monkeypatch.setattr(
+        replies, "task_queue", lambda name, countdown=None, **kw: queued.append((countdown, kw))
+    )
+    store(sent.brand_a, sent.ada, "1", sid="SM1")
+    assert replies_apply()["applied"] == 1
+    assert queued == [(replies.GATHER_SECONDS, {})]  # a small batch: more may follow
+    queued.clear()
+    assert replies_apply()["applied"] == 0
+    assert queued == [(replies.KICK_TRUSTED_SECONDS, {"last_look": True})]
+    queued.clear()
+    assert replies_apply(last_look=True)["applied"] == 0
+    assert queued == []
+    store(sent.brand_a, sent.bob, "1", sid="SM2")  # stored trusting the kick: no new kick
+    assert replies_apply(last_look=True)["applied"] == 1
+    assert queued == [(replies.GATHER_SECONDS, {})]  # that run will look again when dry
+    assert Session.objects.get(address=sent.bob).position == 2
