@@ -1,11 +1,15 @@
 import gc
 import os
 
-from django.core.wsgi import get_wsgi_application
+import django
 from django.urls import get_resolver
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-application = get_wsgi_application()
+django.setup(set_prefix=False)  # what get_wsgi_application does, with our handler
+
+from config.handlers import RelayWSGIHandler  # noqa: E402 - needs the apps loaded
+
+application = RelayWSGIHandler()
 
 # Load every view now (the URLconf imports them), then move what is loaded out of the garbage
 # collector's sight: modules, classes and settings live as long as the process, and without

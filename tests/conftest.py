@@ -184,3 +184,33 @@ def eager_tasks():
 
 
 from tests.browser import browser, page  # noqa: E402, F401
+
+
+@pytest.fixture
+def client(client):
+    """Django's test client, whose handler takes provider callbacks through the short chain
+    as ``config.wsgi.application`` does (``config.handlers``): every other request is
+    handled exactly as before."""
+    from django.test.client import ClientHandler
+
+    from config.handlers import CallbackShortcut
+
+    class Handler(CallbackShortcut, ClientHandler):
+        pass
+
+    client.handler = Handler(client.handler.enforce_csrf_checks)
+    return client
+
+
+@pytest.fixture
+def wsgi_in_test_transaction():
+    """The WSGI handler closes "old" connections around each request, which would close the
+    test's own (inside its transaction): Django's test client switches that off the same way."""
+    from django.core.signals import request_finished, request_started
+    from django.db import close_old_connections
+
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    yield
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)

@@ -168,20 +168,6 @@ def _real_ids(case, ids: dict) -> None:
                 case.path_parameters[name] = real
 
 
-@pytest.fixture
-def wsgi_in_test_transaction():
-    """The WSGI handler closes "old" connections around each request, which would close the
-    test's own (inside its transaction): Django's test client switches that off the same way."""
-    from django.core.signals import request_finished, request_started
-    from django.db import close_old_connections
-
-    request_started.disconnect(close_old_connections)
-    request_finished.disconnect(close_old_connections)
-    yield
-    request_started.connect(close_old_connections)
-    request_finished.connect(close_old_connections)
-
-
 # The app's own schema, served by the app (no database needed to serve it).
 schema = schemathesis.openapi.from_wsgi("/api/v1/schema/", application, config=CONFIG)
 
