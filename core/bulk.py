@@ -9,8 +9,9 @@ at thousands of messages a second. Works on PostgreSQL and SQLite (3.35+: ``RETU
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 
 # Rows per statement: 500 rows x 4 values stays far below SQLite's 32,766 bound parameters.
 UPDATE_BATCH = 500
@@ -112,24 +113,33 @@ def insert_returning_pk(instance, *, ignore_conflicts: bool = False) -> int | No
     Django saves it) and return its new primary key, setting it on the instance. With
     ``ignore_conflicts`` a row refused by a unique constraint is not inserted and None comes
     back: one statement, where ``save()`` in a savepoint to catch the ``IntegrityError``
-    costs three (and the SQL compiler, a hot webhook's largest share of Python time)."""
-    meta = instance._meta
-    fields = [field for field in meta.concrete_fields if not field.primary_key]
-    table = connection.ops.quote_name(meta.db_table)
-    names = ", ".join(connection.ops.quote_name(field.column) for field in fields)
-    values = [
-        field.get_db_prep_save(field.pre_save(instance, True), connection) for field in fields
-    ]
-    conflict = " ON CONFLICT DO NOTHING" if ignore_conflicts else ""
-    marks = ", ".join(["%s"] * len(fields))
-    key = connection.ops.quote_name(meta.pk.column)
-    sql = f"INSERT INTO {table} ({names}) VALUES ({marks}){conflict} RETURNING {key}"  # noqa: S608 - names are ours
-    with connection.cursor() as cursor:
+    costs three (and the SQL compiler, a hot webhook's largest share of Python time). The
+    statement is built once per model and database (``_insert_plan``)."""
+    db = connections[DEFAULT_DB_ALIAS]  # once: each ``connection.x`` is a lookup of its own
+    fields, sql = _insert_plan(type(instance), ignore_conflicts, db.alias, db.vendor)
+    values = [field.get_db_prep_save(field.pre_save(instance, True), db) for field in fields]
+    with db.cursor() as cursor:
         cursor.execute(sql, values)
         row = cursor.fetchone()
     if row is None:
         return None
     instance.pk = row[0]
     instance._state.adding = False
-    instance._state.db = connection.alias
+    instance._state.db = db.alias
     return instance.pk
+
+
+@lru_cache(maxsize=64)
+def _insert_plan(model, ignore_conflicts: bool, alias: str, vendor: str) -> tuple[list, str]:
+    """The fields ``insert_returning_pk`` writes and its statement, for ``model`` on the
+    database ``alias`` (of ``vendor``)."""
+    ops = connections[alias].ops
+    meta = model._meta
+    fields = [field for field in meta.concrete_fields if not field.primary_key]
+    table = ops.quote_name(meta.db_table)
+    names = ", ".join(ops.quote_name(field.column) for field in fields)
+    conflict = " ON CONFLICT DO NOTHING" if ignore_conflicts else ""
+    marks = ", ".join(["%s"] * len(fields))
+    key = ops.quote_name(meta.pk.column)
+    sql = f"INSERT INTO {table} ({names}) VALUES ({marks}){conflict} RETURNING {key}"  # noqa: S608 - names are ours
+    return fields, sql

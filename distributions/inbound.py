@@ -13,7 +13,6 @@ What callers can rely on:
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import datetime
 
 from django.db import transaction
@@ -50,7 +49,7 @@ def sms_reply_receive(
     and act on what cannot wait: STOP and START (with the brand's last message to the number:
     ``recent``, the sender's last messages, if the caller read them) and HELP's answer. Any
     other reply of a known brand costs one INSERT here."""
-    fields = dataclasses.asdict(inbound)
+    fields = vars(inbound).copy()  # its fields (``dataclasses.asdict`` copies each deeply)
     kind = inbound_kind(body=inbound.body, opt_out_type=inbound.opt_out_type)
     account = brand_provider_account(brand) if brand is not None else None
     help_text = (account.help_text if account is not None else None) or ""

@@ -49,6 +49,7 @@ import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 from types import MappingProxyType
 from typing import Final
 
@@ -357,6 +358,16 @@ def match_reply(text: str | bytes | None) -> KeywordMatch:
     <Keyword.OTHER: 'OTHER'>
     """
     text = _as_str(text).strip()
+    if len(text) > MAX_REPLY_LENGTH:
+        return _NO_MATCH  # never a keyword (normalize_reply's guard), and not worth keeping
+    return _match_stripped(text)
+
+
+@lru_cache(maxsize=4096)
+def _match_stripped(text: str) -> KeywordMatch:
+    """``match_reply`` of a stripped reply, kept for the replies that come again and again
+    (a choice's code, a score, YES, STOP: most of a two-way survey's), each read twice by the
+    webhook (its kind, then its row)."""
     key = normalize_reply(text)
     entries = _INDEX.get(key) if key else None
     approximate = False

@@ -348,3 +348,34 @@ def test_a_window_picked_ahead_waits_for_its_moment_on_the_hand_over_loop(
     assert len(created) == 2
     assert created[1] >= moment.timestamp() - 0.001 and created[1] - created[0] >= 1.0
     assert set(distribution.messages.values_list("status", flat=True)) <= {S.SENT, S.DELIVERED}
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://relay.example.com/webhooks/twilio/inbound/",
+        "http://127.0.0.1:8000/webhooks/twilio/inbound/",
+        "https://relay.example.com:443/webhooks/twilio/inbound/?x=1",
+    ],
+)
+def test_one_hmac_validation_answers_as_the_sdk(url):
+    """``signature_valid`` stops at the first signature that matches; it accepts exactly
+    what the SDK's ``validate`` accepts (the URL with or without its port)."""
+    from urllib.parse import urlparse
+
+    from twilio.request_validator import RequestValidator, add_port, remove_port
+
+    from distributions.providers.twilio import signature_valid
+
+    validator = RequestValidator("a-token")
+    params = {"Body": "Hi", "From": "+14155550123", "To": "+15005550006"}
+    parsed = urlparse(url)
+    for signed in (url, remove_port(parsed), add_port(parsed), url + "x"):
+        signature = validator.compute_signature(signed, params)
+        expected = validator.validate(url, params, signature)
+        assert signature_valid(validator, url, params, signature) is expected
+        assert expected is (signed != url + "x")
+    assert not signature_valid(validator, url, params, "forged")
+    signature = validator.compute_signature(url, params)
+    assert signature_valid(validator, url, params, signature)
+    assert not signature_valid(validator, url, {**params, "Body": "Hi!"}, signature)
