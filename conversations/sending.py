@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from brands.models import Brand
 from conversations.models import Session, Turn
+from core.bulk import insert_objects
 from core.queueing import task_queue
 from core.tokens import new_token
 from credits.rates import disabled_reason, phone_country, rate_table
@@ -87,7 +88,7 @@ def _turn_record(turn: Turn) -> Turn:
 def turns_record_many(turns: list[Turn]) -> None:
     """Record turns built by ``text_turn``/``reply_turn`` in one INSERT and hand them to the
     send task like ``turn_queue``/``reply_record`` do one by one."""
-    Turn.objects.bulk_create(turns)
+    insert_objects(turns)
     for turn in turns:
         turn_enqueue(turn.pk)
 

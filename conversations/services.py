@@ -40,7 +40,7 @@ from conversations.sending import (
     turns_batch,
     turns_record_many,
 )
-from core.bulk import update_rows
+from core.bulk import insert_objects, update_rows
 from distributions.models import Distribution, Message
 from distributions.selectors import brand_provider_account
 from distributions.sending import sender_identity
@@ -521,7 +521,7 @@ def inbound_converse_many(*, replies: list[tuple[InboundMessage, Message | None]
             casts={"closed_at": "timestamptz"},
         )
     if opened:
-        Session.objects.bulk_create(opened)
+        insert_objects(opened)
     turns = [
         reply_turn(session=session, inbound=inbound, kind=TKind.ANSWER, question=question)
         for inbound, session, question, _ in steps

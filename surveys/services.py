@@ -20,7 +20,7 @@ from django.db.models import Max
 from django.http import Http404
 from django.utils import timezone
 
-from core.bulk import update_rows
+from core.bulk import insert_objects, update_rows
 from core.tokens import new_token
 from participants.models import Participant
 from projects.models import Project, Question, Response, ResponseReset, SurveyLink
@@ -566,7 +566,7 @@ def responses_save_sms(*, saves: list[dict[str, Any]]) -> list[Response]:
     new = [response for response in saved if response.pk is None]
     existing = [response for response in saved if response.pk is not None]
     if new:
-        Response.objects.bulk_create(new)
+        insert_objects(new)
     if existing:
         # Of the conversation's fields, only these change once its response exists.
         update_rows(
