@@ -63,7 +63,12 @@ class Session(models.Model):
 
     brand_path = "brand"
 
-    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="sms_sessions")
+    # No index of their own for brand and distribution: the indexes below lead with them.
+    # Every answer rewrites its session (its question moves: not a HOT update), and each
+    # index is written again then.
+    brand = models.ForeignKey(
+        Brand, on_delete=models.CASCADE, related_name="sms_sessions", db_index=False
+    )
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="sms_sessions")
     origin = models.CharField(max_length=10, choices=Origin.choices, default=Origin.INVITE)
     distribution = models.ForeignKey(
@@ -72,6 +77,7 @@ class Session(models.Model):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="sms_sessions",
+        db_index=False,
     )
     message = models.OneToOneField(
         "distributions.Message",
@@ -166,8 +172,13 @@ class Turn(models.Model):
     brand_path = "brand"
 
     brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="+")
-    session = models.ForeignKey(
-        Session, null=True, blank=True, on_delete=models.CASCADE, related_name="turns"
+    session = models.ForeignKey(  # indexed by (session, created_at), below
+        Session,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="turns",
+        db_index=False,
     )
     direction = models.CharField(max_length=3, choices=Direction.choices)
     kind = models.CharField(max_length=12, choices=Kind.choices)

@@ -292,7 +292,11 @@ class Response(models.Model):
 
     brand_path = "project__brand"
 
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="responses")
+    # Indexed by (project, status, participant) and (project, completed_at), below: an
+    # index of its own would be one more written on each answer of a two-way survey.
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="responses", db_index=False
+    )
     participant = models.ForeignKey(
         "participants.Participant",
         null=True,
