@@ -313,8 +313,8 @@ CELERY_BEAT_SCHEDULE = {
         "task": "conversations.tasks.turns_send_stale_task",
         "schedule": 60.0,
     },
-    # Replies a dead worker claimed (after their lease) or whose kick was lost: on the
-    # control queue, like every task not routed to "send".
+    # Replies whose kick was lost (a dead worker's batch is free again at once: its
+    # transaction rolled back): on the control queue, like every task not routed to "send".
     "conversations-apply-replies": {
         "task": "conversations.tasks.replies_apply_task",
         "schedule": 30.0,

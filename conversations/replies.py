@@ -5,15 +5,17 @@ at once; ``replies_apply`` takes the pending replies in batches and applies each
 before the reply left the request).
 
 What callers can rely on:
-- a reply is applied once: it is marked applied by a conditional UPDATE (its claim, still
-  pending) in the transaction that applies it, so a worker that dies mid-batch leaves its
-  replies pending (nothing of the batch is committed) and a later run applies them;
+- a reply is applied once: a batch is one transaction, which claims its replies by locking
+  their rows (``FOR UPDATE SKIP LOCKED``: another applier skips them, never waits for them)
+  and marks each applied by a conditional UPDATE (still pending) before it commits; a
+  worker that dies mid-batch leaves its replies pending and free at once (its transaction
+  rolled back, its locks gone), and the next run applies them;
 - the replies of one number are applied in received order (the order they were stored),
   never two at once: a batch applies a number's replies only when no earlier pending reply
-  of that number is outside it (another worker's, or not claimed yet); it leaves the others
-  for the run that follows;
-- a claim lasts ``LEASE``: a claim whose worker died is taken again after it, by the next
-  kick or by the periodic run (``replies_apply_task`` in the beat schedule);
+  of that number is outside it (another applier's); it leaves the others for the run that
+  follows;
+- a reply whose kick was lost is taken by the periodic run (``replies_apply_task`` in the
+  beat schedule);
 - the texts the batch records (next questions, corrections...) and its replies to debit are
   handed to the send task in one publish per batch, after commit;
 - kicking the applier costs a Redis ``SET NX`` (``core.flags``) and one publish when no
@@ -26,10 +28,9 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import timedelta
 
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import F
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
@@ -39,7 +40,6 @@ from conversations.services import inbound_converse, inbound_converse_many
 from core.bulk import update_rows_returning
 from core.flags import flag_add, flag_clear
 from core.queueing import task_queue
-from core.tokens import new_token
 from distributions.models import Distribution, Message
 from optouts.models import Channel, InboundMessage
 from participants.models import Person
@@ -51,7 +51,6 @@ APPLY_TASK = "conversations.tasks.replies_apply_task"
 # Replies claimed at once: each row with its brand and its number's last message (with the
 # distribution and person) is a few kilobytes in memory; the batch is one transaction.
 BATCH_SIZE = 200
-LEASE = timedelta(minutes=2)  # a batch takes well under a second a reply; a dead claim lapses
 # After a batch smaller than this, the next claim waits GATHER_SECONDS (re-queued, no sleep):
 # a batch costs about 20 statements (≈ 30 ms of a worker's CPU) whatever its size, so under a
 # steady flow of replies claiming each one at once would spend most of the worker on them (at
@@ -145,34 +144,25 @@ def replies_apply(
             return stats
 
 
-def _claim(batch_size: int, now) -> str:
-    """Claim up to ``batch_size`` pending replies that no live claim holds, oldest first:
-    their ids read (rows another applier is claiming skipped, where the database can), then
-    one conditional UPDATE (a row another worker claimed meanwhile is not taken twice: the
-    condition is checked again on the locked row). Returns the claim's token.
-
-    Two statements, not an UPDATE of ``pk IN (SELECT ... LIMIT n)``: planned on statistics
-    taken while few replies were pending, PostgreSQL ran that subquery again for every
-    pending row (a nested-loop semi-join), 80 ms a claim with 2,000 pending, growing with the
-    backlog it is meant to drain."""
-    token = new_token()[:16]
-    free = InboundMessage.objects.filter(apply_state=Pending.PENDING).filter(
-        Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
+def _claim(batch_size: int) -> list[InboundMessage]:
+    """Up to ``batch_size`` pending replies, oldest first, each row locked until the batch's
+    transaction ends (call it inside): the rows another applier holds are skipped, not
+    waited for (``SKIP LOCKED``, where the database has row locks; SQLite has one writer at
+    a time). One read through the partial index of pending replies, however long the
+    backlog: no claim is written (a claim column cost an UPDATE of every reply, and an
+    UPDATE of ``pk IN (SELECT ... LIMIT n)`` once ran that subquery again for every pending
+    row, 80 ms a claim at 2,000 pending)."""
+    return list(
+        InboundMessage.objects.filter(apply_state=Pending.PENDING)
+        .order_by("pk")
+        .select_for_update(skip_locked=True)[:batch_size]
     )
-    with transaction.atomic():
-        oldest = list(
-            free.order_by("pk")
-            .select_for_update(skip_locked=True)
-            .values_list("pk", flat=True)[:batch_size]
-        )
-        if oldest:
-            free.filter(pk__in=oldest).update(claim=token, claimed_until=now + LEASE)
-    return token
 
 
-def _in_order(rows: list[InboundMessage], token: str) -> tuple[list[InboundMessage], list[int]]:
+def _in_order(rows: list[InboundMessage]) -> tuple[list[InboundMessage], list[int]]:
     """The claimed replies this batch may apply, and the ones it must leave: a number's
-    replies wait while an earlier pending reply of that number is not in the batch."""
+    replies wait while an earlier pending reply of that number is not in the batch (held
+    by another applier)."""
     if not rows:
         return [], []
     numbers = {row.from_number for row in rows}
@@ -181,7 +171,7 @@ def _in_order(rows: list[InboundMessage], token: str) -> tuple[list[InboundMessa
         InboundMessage.objects.filter(
             apply_state=Pending.PENDING, from_number__in=numbers, pk__lt=rows[-1].pk
         )
-        .exclude(claim=token)
+        .exclude(pk__in=[row.pk for row in rows])
         .values_list("from_number", "pk")
     ):
         earlier[number] = min(pk, earlier.get(number, pk))
@@ -245,55 +235,50 @@ def _people(rows: list[InboundMessage], last: dict) -> dict[tuple[int, str], Per
 
 
 def replies_apply_batch(*, batch_size: int = BATCH_SIZE) -> dict:
-    """Claim a batch of pending replies and apply them in one transaction (see the module
+    """Claim a batch of pending replies and apply them, in one transaction (see the module
     docstring). Returns counts: claimed, applied, failed (logged, marked failed: the others
-    go on), released (left for a later run, to keep a number's order)."""
-    now = timezone.now()
-    token = _claim(batch_size, now)
-    claimed = list(
-        InboundMessage.objects.filter(claim=token, apply_state=Pending.PENDING).order_by("pk")
-    )
-    # Each brand once, with its provider account (the conversation's sender match).
-    brands = {
-        brand.pk: brand
-        for brand in Brand.objects.filter(pk__in={row.brand_id for row in claimed}).select_related(
-            "provider_account"
-        )
-    }
-    for row in claimed:
-        row.brand = brands[row.brand_id]
-    stats = {"claimed": len(claimed), "applied": 0, "failed": 0, "released": 0}
-    rows, left = _in_order(claimed, token)
-    if left:
-        InboundMessage.objects.filter(pk__in=left, claim=token).update(claim="", claimed_until=None)
-        stats["released"] = len(left)
-    if not rows:
-        return stats
-    last = _last_messages(rows)
-    people = _people(rows, last)
-    for row in rows:
-        if row.message_id is None and row.person_id is None:
-            # Stored by the webhook without them: what the brand's last message and its
-            # directory say now (STOP and START had them in the request).
-            key = (row.brand_id, row.from_number)
-            row.message = last.get(key)
-            row.person = (row.message.person if row.message else None) or people.get(key)
+    go on), released (left pending for a later run, to keep a number's order)."""
     with turns_batch(), transaction.atomic():
-        done = _apply_together(rows, last, token)
+        claimed = _claim(batch_size)
+        stats = {"claimed": len(claimed), "applied": 0, "failed": 0, "released": 0}
+        rows, left = _in_order(claimed)
+        stats["released"] = len(left)
+        if not rows:
+            return stats
+        # Each brand once, with its provider account (the conversation's sender match).
+        brands = {
+            brand.pk: brand
+            for brand in Brand.objects.filter(pk__in={row.brand_id for row in rows}).select_related(
+                "provider_account"
+            )
+        }
+        for row in rows:
+            row.brand = brands[row.brand_id]
+        last = _last_messages(rows)
+        people = _people(rows, last)
+        for row in rows:
+            if row.message_id is None and row.person_id is None:
+                # Stored by the webhook without them: what the brand's last message and its
+                # directory say now (STOP and START had them in the request).
+                key = (row.brand_id, row.from_number)
+                row.message = last.get(key)
+                row.person = (row.message.person if row.message else None) or people.get(key)
+        done = _apply_together(rows, last)
         stats["applied"] = len(done)
+        one_by_one: list[int] = []
         for row in rows:
             if row.pk in done:
                 continue
             try:
                 with transaction.atomic():
                     if not InboundMessage.objects.filter(
-                        pk=row.pk, claim=token, apply_state=Pending.PENDING
+                        pk=row.pk, apply_state=Pending.PENDING
                     ).update(
                         apply_state=Pending.APPLIED,
                         message_id=row.message_id,
                         person_id=row.person_id,
                     ):
-                        continue  # its claim lapsed and another worker took it
+                        continue  # applied meanwhile (not while this batch holds its row)
                     inbound_converse(
                         brand=row.brand,
                         inbound=row,
@@ -301,21 +286,18 @@ def replies_apply_batch(*, batch_size: int = BATCH_SIZE) -> dict:
                     )
             except Exception:
                 logger.exception("inbound reply %s could not be applied", row.pk)
-                InboundMessage.objects.filter(pk=row.pk, claim=token).update(
-                    apply_state=Pending.FAILED
-                )
+                InboundMessage.objects.filter(pk=row.pk).update(apply_state=Pending.FAILED)
                 stats["failed"] += 1
                 continue
-            stats["applied"] += 1
-        if stats["applied"] > len(done):
+            one_by_one.append(row.pk)
+        stats["applied"] += len(one_by_one)
+        if one_by_one:
             # Applied when committed: the time the next texts are handed to the send task.
-            InboundMessage.objects.filter(
-                claim=token, apply_state=Pending.APPLIED, applied_at__isnull=True
-            ).update(applied_at=timezone.now())
+            InboundMessage.objects.filter(pk__in=one_by_one).update(applied_at=timezone.now())
     return stats
 
 
-def _apply_together(rows: list[InboundMessage], last: dict, token: str) -> set[int]:
+def _apply_together(rows: list[InboundMessage], last: dict) -> set[int]:
     """Apply the first reply of each number at once where ``inbound_converse_many`` can (a
     number's later replies follow one by one, after it); marked applied in one conditional
     UPDATE. Returns their ids; none if anything failed (nothing of it is kept: the replies
@@ -333,8 +315,8 @@ def _apply_together(rows: list[InboundMessage], last: dict, token: str) -> set[i
             if not done:
                 return set()
             # Marked applied (with the last message and person the webhook left out) only
-            # where the claim is still this batch's: a row another worker took is not. The
-            # batch's last statement before its commit: its time is the applied time.
+            # where still pending (the batch holds the rows: all of them). The batch's last
+            # statement before its commit: its time is the applied time.
             applied_at = connection.ops.adapt_datetimefield_value(timezone.now())
             marked = update_rows_returning(
                 InboundMessage,
@@ -344,8 +326,8 @@ def _apply_together(rows: list[InboundMessage], last: dict, token: str) -> set[i
                     for r in firsts.values()
                     if r.pk in done
                 ],
-                where="t.claim = %s AND t.apply_state = %s",
-                params=[token, Pending.PENDING],
+                where="t.apply_state = %s",
+                params=[Pending.PENDING],
                 casts={"message_id": "bigint", "person_id": "bigint", "applied_at": "timestamptz"},
             )
             if len(marked) != len(done):
@@ -359,7 +341,7 @@ def _apply_together(rows: list[InboundMessage], last: dict, token: str) -> set[i
 
 
 class _ClaimLost(Exception):
-    """A claim lapsed and another worker took one of the batch's replies."""
+    """One of the batch's replies was no longer pending when marked applied."""
 
 
 def replies_pending_count() -> int:

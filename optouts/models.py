@@ -86,8 +86,8 @@ class InboundMessage(models.Model):
 
     A reply of a known brand is stored by the webhook with its conversation step *pending*
     (``apply_state``); a worker applies it (``conversations.replies``) and marks it *applied*
-    in the same transaction, so it is applied once. ``claim``/``claimed_until``: the worker
-    that holds it; a claim that lapsed (its worker died) is taken again.
+    in the same transaction, so it is applied once; the transaction holds the row locked
+    meanwhile (its claim: another worker skips it, and a dead worker's lock goes with it).
     """
 
     class Apply(models.TextChoices):
@@ -155,8 +155,6 @@ class InboundMessage(models.Model):
     applied_at = models.DateTimeField(
         null=True, blank=True, help_text="When its conversation step was committed."
     )
-    claim = models.CharField(max_length=16, blank=True)
-    claimed_until = models.DateTimeField(null=True, blank=True)
 
     objects = BrandScopedManager()
 

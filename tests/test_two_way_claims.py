@@ -1,7 +1,8 @@
-"""Two appliers claiming pending replies at once (``conversations.replies._claim``): rows
-another applier is claiming are skipped, not waited for and not taken twice; and a claim
-costs the same however long the backlog it drains. Real threads, real connections, on
-PostgreSQL (row locks)."""
+"""Two appliers claiming pending replies at once (``conversations.replies._claim``: the rows
+locked by the batch's transaction): rows another applier holds are skipped, not waited for
+and not taken twice; a number's later reply waits while another applier holds an earlier
+one; and a claim costs the same however long the backlog it drains. Real threads, real
+connections, on PostgreSQL (row locks)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ import threading
 
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
-from django.utils import timezone
 
 import pytest
 
-from conversations.replies import Pending, _claim
+from conversations.models import Session
+from conversations.replies import Pending, _claim, replies_apply, replies_apply_batch
 from optouts.models import InboundMessage
+from tests.test_two_way import survey  # noqa: F401 - a fixture
+from tests.test_two_way_replies import answers_of, pending, sent, store  # noqa: F401
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -40,54 +43,91 @@ def backlog(brand, count: int) -> list[int]:
     return [row.pk for row in rows]
 
 
-def claimed(token: str) -> list[int]:
-    return list(
-        InboundMessage.objects.filter(claim=token).order_by("pk").values_list("pk", flat=True)
-    )
+def claim(size: int) -> list[int]:
+    """The ids a batch of ``size`` would take now (its transaction then ends: released)."""
+    with transaction.atomic():
+        return [row.pk for row in _claim(size)]
 
 
-def test_a_claim_skips_the_rows_another_applier_is_claiming(tenancy):
-    ids = backlog(tenancy.brand_a, 6)
-    locked, release = threading.Event(), threading.Event()
+def holding(ids: list[int]):
+    """Another applier, in a thread, holding rows ``ids`` (as in the middle of its batch)
+    until the returned ``release`` is called."""
+    locked, done = threading.Event(), threading.Event()
 
     def other_applier():
-        """Holds the three oldest rows, as an applier between its read and its UPDATE."""
         try:
             with transaction.atomic():
-                list(InboundMessage.objects.filter(pk__in=ids[:3]).select_for_update())
+                list(InboundMessage.objects.filter(pk__in=ids).select_for_update())
                 locked.set()
-                release.wait(timeout=30)
+                done.wait(timeout=30)
         finally:
             connection.close()
 
     thread = threading.Thread(target=other_applier)
     thread.start()
-    try:
-        assert locked.wait(timeout=30)
-        token = _claim(3, timezone.now())  # would block on the held rows without SKIP LOCKED
-        assert claimed(token) == ids[3:]
-    finally:
-        release.set()
+    assert locked.wait(timeout=30)
+
+    def release():
+        done.set()
         thread.join(timeout=30)
-    # Released, the oldest rows go to the next claim; nothing is claimed twice.
-    assert claimed(_claim(10, timezone.now())) == ids[:3]
+
+    return release
+
+
+def test_a_claim_skips_the_rows_another_applier_holds(tenancy):
+    ids = backlog(tenancy.brand_a, 6)
+    release = holding(ids[:3])
+    try:
+        assert claim(3) == ids[3:]  # would block on the held rows without SKIP LOCKED
+    finally:
+        release()
+    # Released, every row is free again: a claim writes nothing, it only locks.
+    assert claim(10) == ids
+
+
+def test_a_later_reply_waits_while_another_applier_holds_an_earlier_one(
+    sent,  # noqa: F811 - a fixture
+    django_capture_on_commit_callbacks,
+    monkeypatch,
+):
+    from conversations import replies
+
+    monkeypatch.setattr(replies, "task_queue", lambda *a, **kw: None)  # no applier kicked
+    brand = sent.brand_a
+    first = store(brand, sent.ada, "1", sid="SM1").inbound
+    store(brand, sent.ada, "7", sid="SM2")
+    store(brand, sent.bob, "1", sid="SM3")
+    release = holding([first.pk])  # another worker is applying Ada's first reply
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            stats = replies_apply_batch()
+        assert (stats["claimed"], stats["applied"], stats["released"]) == (2, 1, 1)
+        assert Session.objects.get(address=sent.bob).position == 2
+        assert not Session.objects.filter(address=sent.ada).exists()  # "7" not applied first
+        assert len(pending()) == 2
+    finally:
+        release()  # that worker died: its transaction rolled back, its lock gone at once
+    with django_capture_on_commit_callbacks(execute=True):
+        replies_apply()
+    assert answers_of(sent.ada) == ["Web", 7]
+    assert Session.objects.get(address=sent.ada).position == 3
+    assert not pending()
 
 
 def test_a_claim_reads_only_its_batch_whatever_the_backlog(tenancy):
     """Each statement of a claim scans once, however many replies are pending and whatever
     statistics the planner has. Its old form (an UPDATE of ``pk IN (SELECT ... LIMIT n)``),
     planned on statistics taken while few replies were pending, ran that subquery again for
-    every pending row: 80 ms a claim at 2,000 pending."""
+    every pending row: 80 ms a claim at 2,000 pending. Now it is one read, its rows locked."""
     backlog(tenancy.brand_a, 2_000)
     InboundMessage.objects.update(apply_state=Pending.APPLIED)
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE optouts_inboundmessage")  # planned as if nothing was pending
     InboundMessage.objects.update(apply_state=Pending.PENDING)
-    with CaptureQueriesContext(connection) as statements:
-        token = _claim(40, timezone.now())
-    assert len(claimed(token)) == 40
+    with CaptureQueriesContext(connection) as statements, transaction.atomic():
+        assert len(_claim(40)) == 40
     work = [q["sql"] for q in statements if q["sql"].startswith(("SELECT", "UPDATE"))]
-    assert len(work) == 2
+    assert len(work) == 1 and work[0].endswith("FOR UPDATE SKIP LOCKED")
     for sql in work:
         with transaction.atomic():
             with connection.cursor() as cursor:

@@ -42,12 +42,13 @@ WEBHOOK = 1
 # answers (the brands wanting the completed responses' webhook event: one read for the
 # batch), and what each completed response adds (it was 1, its endpoints' read, and a task
 # each for the thank-you messages: now one for the batch). Applied one by one in the
-# request, a first answer had taken 17 statements. The claim is 4 of them here (SAVEPOINT,
-# the ids read with SKIP LOCKED, the UPDATE, RELEASE) where it was one UPDATE of
-# ``pk IN (SELECT ... LIMIT n)``: 18, 16 and 17 then.
-FIRST_ANSWERS = 21
-NEXT_ANSWERS = 19
-LAST_ANSWERS = 20
+# request, a first answer had taken 17 statements. The claim is the batch's first read (its
+# rows locked ``FOR UPDATE SKIP LOCKED`` in the batch's transaction); it was a transaction
+# of its own (SAVEPOINT, the ids read, an UPDATE of a claim column, RELEASE) and a read of
+# the claimed rows: 21, 19 and 20 then.
+FIRST_ANSWERS = 17
+NEXT_ANSWERS = 15
+LAST_ANSWERS = 16
 PER_COMPLETED = 0
 
 

@@ -6,15 +6,12 @@ them (``sms_reply_receive``) and applied by running the applier, as a worker doe
 from __future__ import annotations
 
 import email
-from datetime import timedelta
 from decimal import Decimal
-
-from django.utils import timezone
 
 import pytest
 
 from conversations.models import Session, Turn
-from conversations.replies import _claim, replies_apply, replies_apply_batch
+from conversations.replies import replies_apply, replies_apply_batch
 from conversations.sending import turns_send
 from credits.models import CountryRate, CreditEntry
 from distributions.inbound import sms_reply_receive
@@ -82,47 +79,31 @@ def test_a_numbers_replies_are_applied_in_received_order_across_batches(sent):
     assert not pending()
 
 
-def test_a_later_reply_waits_while_an_earlier_one_of_its_number_is_held(sent):
-    brand = sent.brand_a
-    first = store(brand, sent.ada, "1", sid="SM1").inbound
-    store(brand, sent.ada, "7", sid="SM2")
-    store(brand, sent.bob, "1", sid="SM3")
-    # Another worker claimed Ada's first reply and is still applying it.
-    InboundMessage.objects.filter(pk=first.pk).update(
-        claim="other-worker", claimed_until=timezone.now() + timedelta(minutes=1)
-    )
-
-    stats = replies_apply_batch()
-
-    assert (stats["claimed"], stats["applied"], stats["released"]) == (2, 1, 1)
-    assert Session.objects.get(address=sent.bob).position == 2
-    assert not Session.objects.filter(address=sent.ada).exists()  # "7" was not applied first
-    assert len(pending()) == 2
-
-    # That worker died: its claim lapses and the next run applies Ada's replies in order.
-    InboundMessage.objects.filter(pk=first.pk).update(
-        claimed_until=timezone.now() - timedelta(seconds=1)
-    )
-    replies_apply()
-    assert answers_of(sent.ada) == ["Web", 7]
-    assert Session.objects.get(address=sent.ada).position == 3
-    assert not pending()
-
-
-def test_a_worker_killed_mid_batch_leaves_nothing_applied_twice(sent):
+def test_a_worker_killed_mid_batch_leaves_nothing_applied_twice(sent, monkeypatch):
     brand = sent.brand_a
     CountryRate.objects.create(country="US", rate=Decimal("0.01"), inbound_rate=Decimal("0.002"))
     grant(brand, 100)
     for n, body in enumerate(["1", "7"]):
         store(brand, sent.ada, body, sid=f"SMa{n}")
     store(brand, sent.bob, "1", sid="SMb")
-    # A worker claimed the batch and died before it committed anything.
-    _claim(200, timezone.now())
-    assert replies_apply_batch()["claimed"] == 0  # its claim still holds them
-    InboundMessage.objects.update(claimed_until=timezone.now() - timedelta(seconds=1))
+    # A worker applied the batch and died before it committed: nothing of it is kept, and
+    # its replies are free at once (its locks went with its transaction).
+    from conversations import replies
+
+    def dies_after(*args, **kwargs):
+        replies_applied = real(*args, **kwargs)
+        assert replies_applied and Session.objects.exists()  # written, not committed
+        raise SystemExit("worker killed")
+
+    real = replies.inbound_converse_many
+    monkeypatch.setattr(replies, "inbound_converse_many", dies_after)
+    with pytest.raises(SystemExit):
+        replies_apply_batch()
+    monkeypatch.setattr(replies, "inbound_converse_many", real)
+    assert not Session.objects.exists() and not Turn.objects.exists()
+    assert len(pending()) == 3
 
     assert replies_apply()["applied"] == 3
-    InboundMessage.objects.update(claimed_until=timezone.now() - timedelta(seconds=1))
     assert replies_apply()["applied"] == 0  # applied rows are never taken again
 
     assert answers_of(sent.ada) == ["Web", 7] and answers_of(sent.bob) == ["Web"]
