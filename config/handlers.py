@@ -28,6 +28,7 @@ CALLBACK_PREFIX = "/webhooks/"
 CALLBACK_VIEWS = frozenset(
     {callbacks.status_callback, callbacks.inbound_callback, callbacks.email_bounce_inbound}
 )
+# Of ``MIDDLEWARE``, what callbacks go through (in its order, those it lists).
 CALLBACK_MIDDLEWARE = (
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -42,7 +43,8 @@ class CallbackShortcut:
     def load_middleware(self, is_async: bool = False) -> None:
         super().load_middleware(is_async)
         handler = convert_exception_to_response(_call_resolved_view)
-        for path in reversed(CALLBACK_MIDDLEWARE):
+        chosen = [path for path in settings.MIDDLEWARE if path in CALLBACK_MIDDLEWARE]
+        for path in reversed(chosen):
             handler = convert_exception_to_response(import_string(path)(handler))
         self._callback_chain = handler
 
