@@ -186,7 +186,7 @@ def _in_order(rows: list[InboundMessage]) -> tuple[list[InboundMessage], list[in
 
 def _last_messages(rows: list[InboundMessage]) -> dict[tuple[int, str], Message]:
     """Each (brand, number)'s last SMS handed over (``last_message_to``), for the whole
-    batch in one read: the newest per pair, with its distribution and person. The ranking
+    batch in one read: the newest per pair, with its distribution (one read). The ranking
     is raw SQL: the ORM's window filter cost more to compile than the batch took to apply."""
     numbers = sorted({row.from_number for row in rows})
     brands = sorted({row.brand_id for row in rows})
@@ -206,11 +206,16 @@ def _last_messages(rows: list[InboundMessage]) -> dict[tuple[int, str], Message]
         ") ranked WHERE newest = 1"
     )
     newest = RawSQL(ranked, [*numbers, Channel.SMS, *brands])  # noqa: S611 - values are bound
-    found = (
-        Message.objects.filter(pk__in=newest)
-        .select_related("person", "distribution")
-        .annotate(brand_id=F("distribution__project__brand_id"))
+    found = list(
+        Message.objects.filter(pk__in=newest).annotate(
+            brand_id=F("distribution__project__brand_id")
+        )
     )
+    # Their distributions (a batch answers a few), each read once and shared; their people
+    # are read only where needed (by id: ``person_id``).
+    shared = Distribution.objects.in_bulk({message.distribution_id for message in found})
+    for message in found:
+        message.distribution = shared[message.distribution_id]
     return {(message.brand_id, message.address): message for message in found}
 
 
@@ -222,7 +227,7 @@ def _people(rows: list[InboundMessage], last: dict) -> dict[tuple[int, str], Per
         for row in rows
         if row.message_id is None
         and row.person_id is None
-        and getattr(last.get((row.brand_id, row.from_number)), "person", None) is None
+        and getattr(last.get((row.brand_id, row.from_number)), "person_id", None) is None
     }
     if not wanted:
         return {}
@@ -262,7 +267,10 @@ def replies_apply_batch(*, batch_size: int = BATCH_SIZE) -> dict:
                 # directory say now (STOP and START had them in the request).
                 key = (row.brand_id, row.from_number)
                 row.message = last.get(key)
-                row.person = (row.message.person if row.message else None) or people.get(key)
+                if row.message is not None and row.message.person_id is not None:
+                    row.person_id = row.message.person_id  # read if needed (consent)
+                else:
+                    row.person = people.get(key)
         done = _apply_together(rows, last)
         stats["applied"] = len(done)
         one_by_one: list[int] = []

@@ -431,8 +431,10 @@ def inbound_converse_many(*, replies: list[tuple[InboundMessage, Message | None]
     keys = {(i.brand_id, i.from_number, i.to_number) for i, _ in replies}
     open_sessions = {
         (s.brand_id, s.address, s.sender): s
+        # Its project and question are attached below from the batch's one read of each
+        # project and survey (not a model instance of each for every session).
         for s in Session.objects.select_for_update(of=("self",))
-        .select_related("project__two_way", "response", "question", "keyword")
+        .select_related("response", "keyword")
         .filter(
             brand_id__in={b for b, _, _ in keys},
             address__in={a for _, a, _ in keys},
@@ -473,8 +475,14 @@ def inbound_converse_many(*, replies: list[tuple[InboundMessage, Message | None]
     survey: dict[int, list[Question]] = defaultdict(list)
     for question in Question.objects.filter(project_id__in=project_ids).order_by("position", "pk"):
         survey[question.project_id].append(question)
+    asked: dict[int, Question] = {}
     for project in projects.values():
         project._two_way_questions = survey[project.pk]
+        asked.update((question.pk, question) for question in survey[project.pk])
+    for session in open_sessions.values():
+        session.project = projects[session.project_id]
+        if session.question_id in asked:  # else read if needed: not a question of its survey
+            session.question = asked[session.question_id]
 
     replaced: list[Session] = []
     opened: list[Session] = []
@@ -482,8 +490,6 @@ def inbound_converse_many(*, replies: list[tuple[InboundMessage, Message | None]
     for inbound, invite in plain:
         now = inbound.received_at
         session = open_sessions.get((inbound.brand_id, inbound.from_number, inbound.to_number))
-        if session is not None:
-            session.project = projects[session.project_id]
         if invite is not None and invite.pk not in taken:
             project = projects[invite.distribution.project_id]
             questions = _questions(project)

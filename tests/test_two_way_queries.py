@@ -45,10 +45,12 @@ WEBHOOK = 1
 # request, a first answer had taken 17 statements. The claim is the batch's first read (its
 # rows locked ``FOR UPDATE SKIP LOCKED`` in the batch's transaction); it was a transaction
 # of its own (SAVEPOINT, the ids read, an UPDATE of a claim column, RELEASE) and a read of
-# the claimed rows: 21, 19 and 20 then.
-FIRST_ANSWERS = 17
-NEXT_ANSWERS = 15
-LAST_ANSWERS = 16
+# the claimed rows: 21, 19 and 20 then. The numbers' last messages' distributions are one
+# read of their own (a batch answers a few): one model instance each, not one a reply (17,
+# 15 and 16 before).
+FIRST_ANSWERS = 18
+NEXT_ANSWERS = 16
+LAST_ANSWERS = 17
 PER_COMPLETED = 0
 
 
