@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.db import models as m
 
 # Rows per statement: 500 rows x 4 values stays far below SQLite's 32,766 bound parameters.
 UPDATE_BATCH = 500
@@ -161,23 +162,63 @@ def insert_objects(objs: Sequence) -> None:
         return
     db = connections[DEFAULT_DB_ALIAS]
     fields, sql, row_marks = _insert_objects_plan(model, db.alias, db.vendor)
+    plain = _plain_types(tuple(fields))
     for obj in objs:
         obj._prepare_related_fields_for_save(operation_name="bulk_create")
     per_batch = max(1, db.ops.bulk_batch_size(fields, objs))
     with db.cursor() as cursor:
         for start in range(0, len(objs), per_batch):
             batch = objs[start : start + per_batch]
-            values = [
-                field.get_db_prep_save(field.pre_save(obj, True), db)
-                for obj in batch
-                for field in fields
-            ]
+            values = []
+            for obj in batch:
+                state = obj.__dict__
+                for field, kind in zip(fields, plain, strict=True):
+                    value = state.get(field.attname, _UNSET) if kind is not None else _UNSET
+                    if value is None or type(value) is kind:
+                        values.append(value)  # what the field would bind (``_plain_types``)
+                    else:
+                        values.append(field.get_db_prep_save(field.pre_save(obj, True), db))
             cursor.execute(sql.format(rows=", ".join([row_marks] * len(batch))), values)
             keys = [row[0] for row in cursor.fetchall()]
             for obj, key in zip(batch, keys, strict=True):
                 obj.pk = key
                 obj._state.adding = False
                 obj._state.db = db.alias
+
+
+_UNSET = object()
+# Fields whose ``pre_save`` is the attribute and whose ``get_db_prep_save`` returns a value of
+# this exact type (or None) unchanged, on every backend: bound as they are by
+# ``insert_objects`` (a subclass, or a value of another type, takes the field's own way).
+_PLAIN = {
+    m.CharField: str,
+    m.TextField: str,
+    m.SlugField: str,
+    m.BooleanField: bool,
+    m.IntegerField: int,
+    m.SmallIntegerField: int,
+    m.BigIntegerField: int,
+    m.PositiveIntegerField: int,
+    m.PositiveSmallIntegerField: int,
+    m.PositiveBigIntegerField: int,
+    m.AutoField: int,
+    m.BigAutoField: int,
+}
+
+
+@lru_cache(maxsize=64)
+def _plain_types(fields: tuple) -> list:
+    """For each field, the type of the values bound as they are (``_PLAIN``; a foreign key:
+    its target's), else None."""
+    found = []
+    for field in fields:
+        target = field.target_field if type(field) in (m.ForeignKey, m.OneToOneField) else field
+        kind = _PLAIN.get(type(target))
+        found.append(kind if target is field or type(target) in _AUTO_KEYS else None)
+    return found
+
+
+_AUTO_KEYS = (m.AutoField, m.BigAutoField, m.SmallAutoField)
 
 
 @lru_cache(maxsize=64)

@@ -59,3 +59,35 @@ def test_rows_it_does_not_cover_go_through_bulk_create():
     insert_objects([keyed])
     assert Person.objects.get(pk=987654).first_name == "Kept"
     insert_objects([])  # nothing to do
+
+
+def test_plain_values_are_bound_as_the_fields_themselves_prepare_them():
+    """Fields whose value is bound as it is (``core.bulk._plain_types``: text, integers,
+    booleans, keys) bind exactly what ``get_db_prep_save`` gives; a value of another type (a
+    lazy string, a number as text) still goes through the field."""
+    from django.utils.functional import lazy
+
+    from conversations.models import Turn
+    from core.bulk import _insert_objects_plan, _plain_types
+
+    brand = Brand.objects.create(name="Theta", slug="theta")
+    lazy_text = lazy(lambda: "lazy body", str)()
+    turn = Turn(
+        brand_id=str(brand.pk),  # a key given as text: the field's int()
+        direction="out",
+        kind="question",
+        address="+14155550100",
+        sender="+15005550006",
+        body=lazy_text,
+        segments=True,  # a bool in an integer field: not bound as it is
+        status="pending",
+        created_at=timezone.now(),
+    )
+    fields, _, _ = _insert_objects_plan(Turn, connection.alias, connection.vendor)
+    plain = dict(zip(fields, _plain_types(tuple(fields)), strict=True))
+    assert plain[Turn._meta.get_field("body")] is str
+    assert plain[Turn._meta.get_field("brand")] is int
+    assert plain[Turn._meta.get_field("created_at")] is None  # adapted per backend
+    insert_objects([turn])
+    stored = Turn.objects.get(pk=turn.pk)
+    assert (stored.brand_id, stored.body, stored.segments) == (brand.pk, "lazy body", 1)
