@@ -51,13 +51,15 @@ APPLY_TASK = "conversations.tasks.replies_apply_task"
 # Replies claimed at once: each row with its brand and its number's last message (with the
 # distribution and person) is a few kilobytes in memory; the batch is one transaction.
 BATCH_SIZE = 200
-# After a batch smaller than this, the next claim waits GATHER_SECONDS (re-queued, no sleep):
-# a batch costs about 20 statements (≈ 30 ms of a worker's CPU) whatever its size, so under a
-# steady flow of replies claiming each one at once would spend most of the worker on them (at
-# 200 replies a second, 50 ms gathered batches of 26 at 2.0 ms of worker CPU a reply; 200 ms,
-# batches of about 50 at 1.4 ms: docs/benchmarks.md). It adds at most that wait to the apply
-# latency of the replies after the first; a phone's next text comes seconds later anyway.
-GATHER_BELOW = 100
+# After a batch that was not full (no backlog: the replies came in since the last claim), the
+# next claim waits GATHER_SECONDS (re-queued, no sleep); a full batch claims again at once. A
+# batch costs a fixed number of statements (≈ 12 ms of a worker's and PostgreSQL's CPU)
+# whatever its size, so under a steady flow claiming each reply at once would spend most of
+# the worker on them: in-process, 0.35 ms of CPU a reply in batches of 40, 0.22 in batches
+# of 200 (docs/benchmarks.md). Claiming again at once after any batch of 100 or more made
+# every other batch a small one (what came in while the last was applied). It adds at most
+# that wait to the apply latency of the replies after the first (a lone reply is applied at
+# once); a phone's next text comes seconds later anyway.
 GATHER_SECONDS = 0.2
 # A worker drains batches for at most this long, then queues itself again (others get a turn).
 DRAIN_SECONDS = 20.0
@@ -134,9 +136,9 @@ def replies_apply(
             cleared = True
             continue
         cleared = False
-        if batch["claimed"] < GATHER_BELOW:
-            # Few replies came since the last claim: the next run waits a moment for more, so
-            # that a batch's fixed statements are shared (the kick stands meanwhile).
+        if batch["claimed"] < batch_size:
+            # No backlog: the next run waits a moment for more replies, so that a batch's
+            # fixed statements are shared (the kick stands meanwhile).
             task_queue(APPLY_TASK, countdown=GATHER_SECONDS)
             return stats
         if time.monotonic() - started > drain_seconds:

@@ -1,4 +1,5 @@
-"""Thin tasks: load by id, call one service, return a small stats dict."""
+"""Thin tasks: load by id, call one service, return a small stats dict (for the worker's log:
+no result is stored, nobody waits for one)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from conversations.replies import replies_apply
 from conversations.sending import turns_send, turns_send_stale
 
 
-@shared_task(name="conversations.tasks.turns_send_task")
+@shared_task(name="conversations.tasks.turns_send_task", ignore_result=True)
 def turns_send_task(turn_ids: list[int]) -> dict:
     """Send a conversation's Pending texts (each at most once)."""
     return turns_send(turn_ids=turn_ids)
@@ -20,7 +21,7 @@ def turns_send_stale_task() -> dict:
     return {"queued": turns_send_stale()}
 
 
-@shared_task(name="conversations.tasks.replies_apply_task")
+@shared_task(name="conversations.tasks.replies_apply_task", ignore_result=True)
 def replies_apply_task(last_look: bool = False) -> dict:
     """Apply the stored replies waiting for their conversation step (kicked after a reply is
     stored, and periodic: picks up what a dead worker or a lost kick left; ``last_look``:

@@ -237,6 +237,25 @@ def test_a_process_trusts_the_kick_it_saw_for_a_moment(
     assert len(asked) == 2
 
 
+def test_a_full_batch_claims_again_at_once_and_a_partial_one_waits(sent, monkeypatch):
+    """A backlog drains batch after batch; a batch that was not full (the replies that came in
+    since the last claim) has the next claim wait GATHER_SECONDS for more, so that batches
+    under a steady flow are not every other one a small one."""
+    from conversations import replies
+
+    queued = []
+    monkeypatch.setattr(
+        replies, "task_queue", lambda name, countdown=None, **kw: queued.append((countdown, kw))
+    )
+    store(sent.brand_a, sent.ada, "1", sid="SM1")
+    store(sent.brand_a, sent.bob, "1", sid="SM2")
+    store(sent.brand_a, sent.ada, "7", sid="SM3")
+    stats = replies_apply(batch_size=2)
+    assert (stats["batches"], stats["applied"], pending()) == (2, 3, [])
+    assert queued == [(replies.GATHER_SECONDS, {})]
+    assert answers_of(sent.ada) == ["Web", 7]
+
+
 def test_a_run_that_runs_dry_takes_one_last_look(sent, monkeypatch):
     """The last look comes KICK_TRUSTED_SECONDS after the kick is cleared (replies stored by
     a process that trusted the kick just before are applied then); a last look that finds
