@@ -7,9 +7,11 @@ by a real Celery worker, with the framework's ceiling (the bare no-op view) in t
 
 What it does, on this machine (PostgreSQL at 127.0.0.1:5432, user postgres; Redis at
 127.0.0.1:6379, the broker and cache, as in production):
-1. recreates its own database (``relay_bench_inbound``), migrates, makes a brand with a Twilio
-   account (its number and auth token), an active project with a three-question survey, and a
-   two-way invite already handed over to ``--numbers`` participants, then ``ANALYZE``;
+1. recreates its own database (``relay_bench_inbound``), migrates, makes two brands (tenants
+   sharing the webhook, the worker and the database), each with its Twilio account (its own
+   number and auth token), an active project with a three-question survey, and a two-way
+   invite already handed over to half of ``--numbers`` participants (number n is brand
+   n % 2's: their replies interleave), then ``ANALYZE``;
 2. starts gunicorn (``config.wsgi``, sync workers, DEBUG off, ``RELAY_BENCH_ENDPOINTS`` on)
    and a Celery worker (prefork, ``--apply-concurrency`` processes) on the ``control`` queue:
    it applies the stored replies (``conversations.replies``); nothing consumes the ``send``
@@ -26,7 +28,9 @@ What it does, on this machine (PostgreSQL at 127.0.0.1:5432, user postgres; Redi
    the next no-op window (the worker's backlog never runs in the ceiling's window).
 Reported: the webhook's requests/s and HTTP p99, and end to end: replies of the window fully
 applied per second (the window's replies over the time from its start until the last of them
-was applied, at least the window) and the p99 of applied_at - received_at; and each phase's
+was applied, at least the window) and the p99 of applied_at - received_at, overall and for
+each brand (with its share of the replies applied: half each when neither holds the other
+back); and each phase's
 CPU per call, side by side: gunicorn, PostgreSQL (every backend of the database, the worker's
 too), the worker, and this load client (all on the same cores).
 Targets (issue 20): replies (end to end) at least 40 % of the ceiling, p99 < 100 ms.
@@ -42,6 +46,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlencode
@@ -64,12 +69,26 @@ from bench.links_bench import (  # noqa: E402
     uptime,
 )
 
-SENDER = "+15005550006"
-ACCOUNT_SID = "AC" + "b3" * 16
-AUTH_TOKEN = "bench-auth-token-" + "0" * 15  # noqa: S105 - a made-up token of the bench brand
+
+@dataclass(frozen=True)
+class Tenant:
+    """A bench brand: its Twilio account (made up) and the number its replies are texted to."""
+
+    name: str
+    slug: str
+    sender: str
+    account_sid: str
+    auth_token: str
+
+
+# Two brands share the webhook, the worker and the database (number n is brand n % 2's).
+TENANTS = (
+    Tenant("Bench A", "bench-a", "+15005550006", "AC" + "b3" * 16, "bench-auth-token-" + "0" * 15),
+    Tenant("Bench B", "bench-b", "+15005550007", "AC" + "c4" * 16, "bench-auth-token-" + "1" * 15),
+)
 BLOCK = 2_000  # numbers answering together; a number's next reply comes a block later
 ANSWERS = ("1", "7", "Friendly staff")
-VALIDATOR = RequestValidator(AUTH_TOKEN)
+VALIDATORS = [RequestValidator(tenant.auth_token) for tenant in TENANTS]
 
 
 def parse_args():
@@ -93,7 +112,8 @@ def number(n: int) -> str:
 
 
 def prepare(env: dict[str, str], numbers: int) -> None:
-    """Migrate, then the brand, its Twilio account, the survey and a sent two-way invite."""
+    """Migrate, then for each brand its Twilio account, the survey and a sent two-way invite
+    (number n is brand n % 2's)."""
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True
     )
@@ -121,57 +141,63 @@ def prepare(env: dict[str, str], numbers: int) -> None:
     from projects.models import Project
     from surveys.services import question_create
 
-    brand = Brand.objects.create(name="Bench", slug="bench")
-    ProviderAccount.objects.create(
-        brand=brand,
-        provider="twilio",
-        account_sid=ACCOUNT_SID,
-        auth_token=AUTH_TOKEN,
-        default_sender=SENDER,
-    )
     CountryRate.objects.create(country="US", rate="0.0079", inbound_rate="0.0079")
-    project = Project.objects.create(brand=brand, name="Store visits", stage="active")
-    question_create(project=project, kind="single", text="Which store?", choices=["Lyon", "Nice"])
-    question_create(project=project, kind="rating", text="How likely to recommend us?")
-    question_create(project=project, kind="text", text="What should we improve?")
-    people = Person.objects.bulk_create(
-        [Person(brand=brand, first_name="Ana", phone=number(n)) for n in range(numbers)],
-        batch_size=5000,
-    )
-    participants = Participant.objects.bulk_create(
-        [Participant(project=project, person=person) for person in people], batch_size=5000
-    )
     now = timezone.now()
-    invite = Distribution.objects.create(
-        project=project,
-        message="Hi ${first_name}",
-        mode="two_way",
-        send_at=now,
-        status="sent",
-    )
-    Message.objects.bulk_create(
-        [
-            Message(
-                distribution=invite,
-                participant=participant,
-                person=participant.person,
-                address=participant.person.phone,
-                status="sent",
-                status_changed_at=now,
-                sent_at=now,
-                body="Hi Ana\n\n(1/3) Which store?",
-                segments=1,
-            )
-            for participant in participants
-        ],
-        batch_size=5000,
-    )
-    history(brand, project, participants, earlier=now - timedelta(days=30))
+    for index, tenant in enumerate(TENANTS):
+        brand = Brand.objects.create(name=tenant.name, slug=tenant.slug)
+        ProviderAccount.objects.create(
+            brand=brand,
+            provider="twilio",
+            account_sid=tenant.account_sid,
+            auth_token=tenant.auth_token,
+            default_sender=tenant.sender,
+        )
+        project = Project.objects.create(brand=brand, name="Store visits", stage="active")
+        question_create(
+            project=project, kind="single", text="Which store?", choices=["Lyon", "Nice"]
+        )
+        question_create(project=project, kind="rating", text="How likely to recommend us?")
+        question_create(project=project, kind="text", text="What should we improve?")
+        people = Person.objects.bulk_create(
+            [
+                Person(brand=brand, first_name="Ana", phone=number(n))
+                for n in range(index, numbers, len(TENANTS))
+            ],
+            batch_size=5000,
+        )
+        participants = Participant.objects.bulk_create(
+            [Participant(project=project, person=person) for person in people], batch_size=5000
+        )
+        invite = Distribution.objects.create(
+            project=project,
+            message="Hi ${first_name}",
+            mode="two_way",
+            send_at=now,
+            status="sent",
+        )
+        Message.objects.bulk_create(
+            [
+                Message(
+                    distribution=invite,
+                    participant=participant,
+                    person=participant.person,
+                    address=participant.person.phone,
+                    status="sent",
+                    status_changed_at=now,
+                    sent_at=now,
+                    body="Hi Ana\n\n(1/3) Which store?",
+                    segments=1,
+                )
+                for participant in participants
+            ],
+            batch_size=5000,
+        )
+        history(tenant, brand, project, participants, earlier=now - timedelta(days=30))
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
 
 
-def history(brand, project, participants, *, earlier) -> None:
+def history(tenant: Tenant, brand, project, participants, *, earlier) -> None:
     """An earlier two-way survey of the same numbers, answered and closed: each number's
     reply, session, complete response and turns. A live database has such a history; an
     empty table would have PostgreSQL plan the foreign-key checks of a worker's connection
@@ -189,10 +215,10 @@ def history(brand, project, participants, *, earlier) -> None:
         [
             InboundMessage(
                 brand=brand,
-                provider_sid=f"SMH{n:031d}",
-                account_sid=ACCOUNT_SID,
+                provider_sid=f"SMH{brand.pk}{n:030d}",
+                account_sid=tenant.account_sid,
                 from_number=p.person.phone,
-                to_number=SENDER,
+                to_number=tenant.sender,
                 body="Friendly staff",
                 received_at=earlier,
                 kind="OTHER",
@@ -228,7 +254,7 @@ def history(brand, project, participants, *, earlier) -> None:
                 distribution=old,
                 participant=p,
                 address=p.person.phone,
-                sender=SENDER,
+                sender=tenant.sender,
                 status="completed",
                 position=3,
                 response=response,
@@ -249,7 +275,7 @@ def history(brand, project, participants, *, earlier) -> None:
                 direction=direction,
                 kind=kind,
                 address=session.address,
-                sender=SENDER,
+                sender=tenant.sender,
                 body=reply.body if direction == "in" else "Thank you!",
                 status="received" if direction == "in" else "sent",
                 inbound=reply if direction == "in" else None,
@@ -263,19 +289,20 @@ def history(brand, project, participants, *, earlier) -> None:
 
 
 def signed_reply(url: str, k: int) -> tuple[dict, dict]:
-    """Reply ``k``: its form and Twilio's signature header."""
+    """Reply ``k``: its form and Twilio's signature header (with its brand's auth token)."""
 
     block, offset = divmod(k, BLOCK * len(ANSWERS))
     who = block * BLOCK + offset % BLOCK
+    tenant = TENANTS[who % len(TENANTS)]
     form = {
         "From": number(who),
-        "To": SENDER,
+        "To": tenant.sender,
         "Body": ANSWERS[offset // BLOCK],
         "MessageSid": f"SM{k:032d}",
-        "AccountSid": ACCOUNT_SID,
+        "AccountSid": tenant.account_sid,
         "NumMedia": "0",
     }
-    signature = VALIDATOR.compute_signature(url, form)
+    signature = VALIDATORS[who % len(TENANTS)].compute_signature(url, form)
     return form, {"X-Twilio-Signature": signature}
 
 
@@ -317,19 +344,24 @@ class Applied:
             await asyncio.sleep(0.05)
         return time.time()
 
-    def window(self, start: float, end: float) -> tuple[int, float, list[float]]:
+    def window(self, start: float, end: float) -> tuple[int, float, dict[str, list[float]]]:
         """The replies received in [start, end) (epoch seconds): how many, when the last of
-        them was applied (epoch), and each one's apply latency (seconds)."""
+        them was applied (epoch), and each one's apply latency (seconds), by brand."""
         with self.db.cursor() as cursor:
             cursor.execute(
-                "SELECT extract(epoch FROM received_at), extract(epoch FROM applied_at) "
-                "FROM optouts_inboundmessage WHERE received_at >= to_timestamp(%s) "
-                "AND received_at < to_timestamp(%s) AND apply_state = 'applied'",
+                "SELECT b.slug, extract(epoch FROM i.received_at), "
+                "extract(epoch FROM i.applied_at) FROM optouts_inboundmessage i "
+                "JOIN brands_brand b ON b.id = i.brand_id "
+                "WHERE i.received_at >= to_timestamp(%s) "
+                "AND i.received_at < to_timestamp(%s) AND i.apply_state = 'applied'",
                 [start, end],
             )
-            rows = [(float(r), float(a)) for r, a in cursor.fetchall()]
-        last = max((a for _, a in rows), default=end)
-        return len(rows), last, [a - r for r, a in rows]
+            rows = [(slug, float(r), float(a)) for slug, r, a in cursor.fetchall()]
+        last = max((a for _, _, a in rows), default=end)
+        waits: dict[str, list[float]] = {tenant.slug: [] for tenant in TENANTS}
+        for slug, received, applied in rows:
+            waits[slug].append(applied - received)
+        return len(rows), last, waits
 
 
 def start_worker(env: dict[str, str], concurrency: int) -> subprocess.Popen:
@@ -456,12 +488,19 @@ async def run(args, port: int, cpu: ServerCpu, applied: Applied) -> dict:
         for name, phase in windows.items()
     }
     latencies: list[float] = []
+    by_brand: dict[str, list[float]] = {tenant.slug: [] for tenant in TENANTS}
     rates = []
     for start, end, _drained in ends:
         count, last, waits = applied.window(start, end)
         rates.append(count / (max(end, last) - start))
-        latencies += waits
+        for slug, brand_waits in waits.items():
+            latencies += brand_waits
+            by_brand[slug] += brand_waits
     latencies.sort()
+    figures["brands"] = {
+        slug: (len(waits) / max(1, len(latencies)), *percentiles(waits))
+        for slug, waits in by_brand.items()
+    }
     figures["applied"] = (
         sum(rates) / len(rates),
         1000 * statistics.median(latencies) if latencies else 0.0,
@@ -475,6 +514,14 @@ async def run(args, port: int, cpu: ServerCpu, applied: Applied) -> dict:
         for one, ceiling in zip(windows["inbound"], windows["noop"], strict=True)
     ]
     return figures
+
+
+def percentiles(waits: list[float]) -> tuple[float, float]:
+    """p50 and p99 of apply latencies (seconds), in milliseconds."""
+    if not waits:
+        return 0.0, 0.0
+    ordered = sorted(waits)
+    return 1000 * statistics.median(ordered), 1000 * ordered[int(len(ordered) * 0.99)]
 
 
 def report(figures: dict, args) -> None:
@@ -498,6 +545,11 @@ def report(figures: dict, args) -> None:
             f"{name:8s} CPU per call: gunicorn {shares['app']:5.2f} ms, PostgreSQL "
             f"{shares['db']:5.2f}, worker {shares['worker']:5.2f}, load client "
             f"{shares['client']:5.2f}: {sum(shares.values()):5.2f} ms in all"
+        )
+    for slug, (share, p50, p99) in figures["brands"].items():
+        print(
+            f"  {slug}: {share:.0%} of the replies applied, apply latency p50 {p50:6.1f} ms  "
+            f"p99 {p99:6.1f} ms"
         )
     ratio = rate / figures["noop"][0]
     rounds = ", ".join(f"{r:.0%}" for r in figures["applied_rounds"])
