@@ -69,8 +69,8 @@ def start_workers(start_worker):
     """The workers as production runs them (Procfile.dev, docker-compose.yml): two pumps on
     the ``send`` queue, and the ``control`` queue (starting a distribution, its recovery) on a
     worker of its own. Returns the send worker. (With one worker for both queues, A's two
-    pumps held both of its slots and B's start waited for them: on a fast machine until A's
-    30,000 were all handed over.)"""
+    pumps held both of its slots and B's start waited for a pump's slice, PUMP_SLICE_SECONDS:
+    on a fast machine A's 30,000 were all handed over by then.)"""
     pumps = {"RELAY_SEND_PUMPS": "2"}  # what every process that kicks pumps is told
     start_worker(concurrency=1, queues="control", extra_env=pumps)
     return start_worker(concurrency=2, queues="send", extra_env=pumps)
