@@ -161,8 +161,7 @@ def insert_objects(objs: Sequence) -> None:
         model._default_manager.bulk_create(objs)  # what this does not cover: Django's way
         return
     db = connections[DEFAULT_DB_ALIAS]
-    fields, sql, row_marks = _insert_objects_plan(model, db.alias, db.vendor)
-    plain = _plain_types(tuple(fields))
+    fields, plain, sql, row_marks = _insert_objects_plan(model, db.alias, db.vendor)
     for obj in objs:
         obj._prepare_related_fields_for_save(operation_name="bulk_create")
     per_batch = max(1, db.ops.bulk_batch_size(fields, objs))
@@ -175,7 +174,7 @@ def insert_objects(objs: Sequence) -> None:
                 for field, kind in zip(fields, plain, strict=True):
                     value = state.get(field.attname, _UNSET) if kind is not None else _UNSET
                     if value is None or type(value) is kind:
-                        values.append(value)  # what the field would bind (``_plain_types``)
+                        values.append(value)  # what the field would bind (``_plain_type``)
                     else:
                         values.append(field.get_db_prep_save(field.pre_save(obj, True), db))
             cursor.execute(sql.format(rows=", ".join([row_marks] * len(batch))), values)
@@ -189,7 +188,8 @@ def insert_objects(objs: Sequence) -> None:
 _UNSET = object()
 # Fields whose ``pre_save`` is the attribute and whose ``get_db_prep_save`` returns a value of
 # this exact type (or None) unchanged, on every backend: bound as they are by
-# ``insert_objects`` (a subclass, or a value of another type, takes the field's own way).
+# ``insert_objects`` (a subclass, or a value of another type, takes the field's own way). A
+# foreign key to an automatic key binds an int as it is too.
 _PLAIN = {
     m.CharField: str,
     m.TextField: str,
@@ -201,30 +201,22 @@ _PLAIN = {
     m.PositiveIntegerField: int,
     m.PositiveSmallIntegerField: int,
     m.PositiveBigIntegerField: int,
-    m.AutoField: int,
-    m.BigAutoField: int,
 }
-
-
-@lru_cache(maxsize=64)
-def _plain_types(fields: tuple) -> list:
-    """For each field, the type of the values bound as they are (``_PLAIN``; a foreign key:
-    its target's), else None."""
-    found = []
-    for field in fields:
-        target = field.target_field if type(field) in (m.ForeignKey, m.OneToOneField) else field
-        kind = _PLAIN.get(type(target))
-        found.append(kind if target is field or type(target) in _AUTO_KEYS else None)
-    return found
-
-
 _AUTO_KEYS = (m.AutoField, m.BigAutoField, m.SmallAutoField)
 
 
+def _plain_type(field) -> type | None:
+    """The type of the values ``field`` binds as they are (``_PLAIN``), else None."""
+    if type(field) in (m.ForeignKey, m.OneToOneField):
+        return int if type(field.target_field) in _AUTO_KEYS else None
+    return _PLAIN.get(type(field))
+
+
 @lru_cache(maxsize=64)
-def _insert_objects_plan(model, alias: str, vendor: str) -> tuple[list, str, str]:
-    """The fields ``insert_objects`` writes, its statement (``{rows}`` left to fill) and the
-    placeholders of one row, for ``model`` on the database ``alias`` (of ``vendor``)."""
+def _insert_objects_plan(model, alias: str, vendor: str) -> tuple[list, list, str, str]:
+    """The fields ``insert_objects`` writes, the type of the values each binds as they are
+    (None: through the field), its statement (``{rows}`` left to fill) and the placeholders
+    of one row, for ``model`` on the database ``alias`` (of ``vendor``)."""
     ops = connections[alias].ops
     meta = model._meta
     fields = [field for field in meta.concrete_fields if not field.primary_key]
@@ -232,4 +224,5 @@ def _insert_objects_plan(model, alias: str, vendor: str) -> tuple[list, str, str
     names = ", ".join(ops.quote_name(field.column) for field in fields)
     key = ops.quote_name(meta.pk.column)
     sql = f"INSERT INTO {table} ({names}) VALUES {{rows}} RETURNING {key}"  # noqa: S608 - names are ours
-    return fields, sql, "(" + ", ".join(["%s"] * len(fields)) + ")"
+    plain = [_plain_type(field) for field in fields]
+    return fields, plain, sql, "(" + ", ".join(["%s"] * len(fields)) + ")"

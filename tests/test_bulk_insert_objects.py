@@ -62,13 +62,13 @@ def test_rows_it_does_not_cover_go_through_bulk_create():
 
 
 def test_plain_values_are_bound_as_the_fields_themselves_prepare_them():
-    """Fields whose value is bound as it is (``core.bulk._plain_types``: text, integers,
+    """Fields whose value is bound as it is (``core.bulk._plain_type``: text, integers,
     booleans, keys) bind exactly what ``get_db_prep_save`` gives; a value of another type (a
     lazy string, a number as text) still goes through the field."""
     from django.utils.functional import lazy
 
     from conversations.models import Turn
-    from core.bulk import _insert_objects_plan, _plain_types
+    from core.bulk import _insert_objects_plan
 
     brand = Brand.objects.create(name="Theta", slug="theta")
     lazy_text = lazy(lambda: "lazy body", str)()
@@ -83,8 +83,8 @@ def test_plain_values_are_bound_as_the_fields_themselves_prepare_them():
         status="pending",
         created_at=timezone.now(),
     )
-    fields, _, _ = _insert_objects_plan(Turn, connection.alias, connection.vendor)
-    plain = dict(zip(fields, _plain_types(tuple(fields)), strict=True))
+    fields, kinds, _, _ = _insert_objects_plan(Turn, connection.alias, connection.vendor)
+    plain = dict(zip(fields, kinds, strict=True))
     assert plain[Turn._meta.get_field("body")] is str
     assert plain[Turn._meta.get_field("brand")] is int
     assert plain[Turn._meta.get_field("created_at")] is None  # adapted per backend
