@@ -23,6 +23,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import math
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -1413,12 +1414,30 @@ def distributions_recover(*, now=None, suspect_before: float | None = None) -> d
     return stats
 
 
+RECOVER_GENERATION_KEY = "relay:recover-generation"
+
+
+def recoveries_forget_scheduled() -> None:
+    """A worker starts: forget which recovery runs were asked for (``_recover_again_at``).
+
+    The worker it replaces may have held them: a killed worker's countdown tasks come back
+    only after the broker's visibility timeout, and a purge drops them, while their keys
+    would turn away every later request for those seconds. A run whose worker is alive
+    merely runs twice; recovery is idempotent."""
+    cache.set(RECOVER_GENERATION_KEY, new_token(8), timeout=None)
+
+
 def _recover_again_at(when, suspect_before: float | None) -> None:
-    """Run recovery again at ``when`` (a lease or a pump's claim lapses): once per second of
-    target time, however many runs ask for it."""
-    if not cache.add(f"relay:recover-at:{int(when.timestamp())}", 1, timeout=300):
+    """Run recovery again just after ``when`` (a lease or a pump's claim lapses): once per
+    second, however many runs ask for it. The run for a second starts after that second has
+    ended, so that it finds stale everything that lapses within it: a run that started in the
+    second may still ask for a lease that lapses later in it (taking it back at once rather
+    than at beat's next run or a pump slot's lapse, 5-10 s later)."""
+    second = math.ceil(when.timestamp())
+    generation = cache.get(RECOVER_GENERATION_KEY, "")
+    if not cache.add(f"relay:recover-at:{generation}:{second}", 1, timeout=300):
         return
-    delay = max(0.5, (when - timezone.now()).total_seconds() + 0.5)
+    delay = max(0.5, second - time.time() + 0.5)
     task_queue(
         "distributions.tasks.distributions_recover_task",
         countdown=delay,

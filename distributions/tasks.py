@@ -76,7 +76,9 @@ def distributions_recover_task(suspect_before: float | None = None) -> dict:
 def _recover_when_a_worker_starts(sender=None, **kwargs) -> None:
     """A worker that (re)starts runs recovery at once: rows leased before it started may be
     a dead worker's, settled as soon as their lease lapses, and its pumps replaced, without
-    waiting for beat."""
+    waiting for beat. Runs asked for before it started are forgotten: the dead worker may
+    hold them."""
+    sending.recoveries_forget_scheduled()
     distributions_recover_task.apply_async(kwargs={"suspect_before": time.time()}, countdown=1)
 
 

@@ -1,26 +1,36 @@
 """Reliability through real parts: Redis broker, real Celery worker processes, PostgreSQL (or
 SQLite), the real twilio SDK against the fake server. Integration: needs REDIS_URL."""
 
+import math
+import re
 import signal
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 
+from django.conf import settings
 from django.utils import timezone
 
 import pytest
 
 from distributions.models import Distribution, Message, OutboxMessage, ProviderAccount
-from distributions.services import distribution_create
+from distributions.sending import distributions_recover
+from distributions.services import distribution_create, distribution_materialise
 from distributions.tasks import distribution_start_task
 from participants.models import Participant, Person
 from tests.fake_twilio import FakeTwilio
-from tests.progress import KillClock, wait_for_progress, wait_until_finished
+from tests.progress import KillClock, until, wait_for_progress, wait_until_finished
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 SENDER = "+15005550006"
 
 
+def populate_phones(count: int) -> list[str]:
+    return [f"+1415{2000000 + i:07d}" for i in range(count)]
+
+
 def populate(project, count: int) -> list[str]:
-    phones = [f"+1415{2000000 + i:07d}" for i in range(count)]
+    phones = populate_phones(count)
     people = Person.objects.bulk_create(
         [
             Person(brand=project.brand, person_id=f"R{i}", first_name=f"N{i}", phone=phone)
@@ -78,6 +88,83 @@ def test_worker_killed_mid_distribution_sends_each_message_exactly_once(start_wo
         assert rows.filter(status=Message.Status.SENT).count() == 3000
         assert rows.filter(provider_id="").count() == 0
         assert len(set(rows.values_list("provider_id", flat=True))) == 3000
+
+
+def held_rows(project, lapses: dict[str, float]) -> tuple[Distribution, Callable[[str], int]]:
+    """An in-progress distribution of 40 people whose rows a dead worker holds: one lease a
+    group, named and lapsing at ``lapses`` (Unix times); and how many of a group are held."""
+    populate(project, 40)
+    distribution = Distribution.objects.create(
+        project=project,
+        message="Hello ${first_name}",
+        send_at=timezone.now(),
+        status=Distribution.Status.IN_PROGRESS,
+    )
+    distribution_materialise(distribution=distribution)
+    rows = list(distribution.messages.order_by("pk").values_list("pk", flat=True))
+    size = len(rows) // len(lapses)
+    for i, (name, lapse) in enumerate(lapses.items()):
+        Message.objects.filter(pk__in=rows[i * size : (i + 1) * size]).update(
+            status=Message.Status.SENDING,
+            lease=f"dead-{name}",
+            leased_at=datetime.fromtimestamp(lapse - settings.RELAY_SEND_LEASE_SECONDS, UTC),
+        )
+
+    def held(name: str) -> int:
+        return Message.objects.filter(
+            distribution=distribution, status=Message.Status.SENDING, lease=f"dead-{name}"
+        ).count()
+
+    return distribution, held
+
+
+def assert_taken_back_as_they_lapse(distribution, held, lapses: dict[str, float]) -> None:
+    """Every group is taken back, the last one by the recovery run asked for its lapse
+    (0.5-1.5 s after it), not by a safety net seconds later (beat's 5 s period, a pump
+    slot's 10 s lapse, the broker's visibility timeout); then the distribution finishes."""
+    last = max(lapses, key=lapses.get)
+    until(lambda: held(last) == 0, progress=lambda: [held(name) for name in lapses])
+    late_by = time.time() - lapses[last]
+    assert [held(name) for name in lapses] == [0] * len(lapses)
+    assert late_by < 5.0, f"the rows were taken back {late_by:.1f} s after their lease lapsed"
+    wait_until_finished(distribution)
+    assert distribution.status == Distribution.Status.SENT
+    assert OutboxMessage.objects.filter(to__in=populate_phones(40)).count() == 40
+
+
+def test_leases_lapsing_within_one_second_are_all_taken_back_as_they_lapse(start_worker, tenancy):
+    """A dead worker's rows whose leases lapse in the same second, the later ones just after
+    the recovery run that the earlier ones asked for: they are taken back as they lapse too
+    (CI on 092ed93 waited 10.5 s for them, and so took 30.1 s to recover from a kill)."""
+    tenancy.participant_a.delete()
+    start_worker(concurrency=2)
+    # Both lapse within the second ``at`` (2-3 s from now): one as it starts, one near its end.
+    at = math.floor(time.time()) + 3
+    lapses = {"early": at + 0.02, "late": at + 0.95}
+    distribution, held = held_rows(tenancy.project_a, lapses)
+    # What a worker's start does after a death: recovery, suspecting every lease so far.
+    distributions_recover(suspect_before=time.time())
+    assert_taken_back_as_they_lapse(distribution, held, lapses)
+
+
+def test_a_recovery_run_held_by_a_killed_worker_is_asked_for_again(start_worker, tenancy):
+    """Recovery asked for a run at a lease's lapse, and the worker holding that run (a
+    countdown task) was killed: its replacement asks again and the rows are taken back as
+    they lapse, not when the broker gives the dead worker's task back."""
+    tenancy.participant_a.delete()
+    worker = start_worker(concurrency=1)
+    lapses = {"dead": time.time() + 8}
+    distribution, held = held_rows(tenancy.project_a, lapses)
+
+    def received() -> int:
+        return len(re.findall(r"distributions_recover_task\[[^]]+\] received", worker.output()))
+
+    before = received()
+    distributions_recover(suspect_before=time.time())
+    wait_for_progress(received, lambda count: count > before, describe=worker.output)
+    worker.kill(signal.SIGKILL)
+    start_worker(concurrency=1)
+    assert_taken_back_as_they_lapse(distribution, held, lapses)
 
 
 def test_racing_dispatchers_start_a_distribution_once(start_worker, tenancy):
