@@ -26,13 +26,18 @@ What it does, on this machine (PostgreSQL at 127.0.0.1:5432, user postgres; Redi
    replies of one number are rarely in flight together (a phone answers after reading the
    question). After each webhook window the bench waits until every reply is applied before
    the next no-op window (the worker's backlog never runs in the ceiling's window).
+4. then the flood (``--flood``, after the rounds, measured apart from them): the applier
+   is stopped, brand A's replies pile up (a keyword on TV during a deploy), and while a new
+   applier drains them brand B's replies come at 20 a second: how long B's wait while A's
+   backlog drains (fairness between tenants: without it, B's wait behind all of A's).
 Reported: the webhook's requests/s and HTTP p99, and end to end: replies of the window fully
 applied per second (the window's replies over the time from its start until the last of them
 was applied, at least the window) and the p99 of applied_at - received_at, overall and for
 each brand (with its share of the replies applied: half each when neither holds the other
 back); and each phase's
 CPU per call, side by side: gunicorn, PostgreSQL (every backend of the database, the worker's
-too), the worker, and this load client (all on the same cores).
+too), the worker, and this load client (all on the same cores); the flood's drain time and
+B's apply latency meanwhile.
 Targets (issue 20): replies (end to end) at least 40 % of the ceiling, p99 < 100 ms.
 """
 
@@ -89,6 +94,7 @@ TENANTS = (
 BLOCK = 2_000  # numbers answering together; a number's next reply comes a block later
 ANSWERS = ("1", "7", "Friendly staff")
 VALIDATORS = [RequestValidator(tenant.auth_token) for tenant in TENANTS]
+TRICKLE_PER_SECOND = 20  # brand B's replies while brand A's flood drains
 
 
 def parse_args():
@@ -103,6 +109,12 @@ def parse_args():
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/6")
     parser.add_argument(
         "--apply-concurrency", type=int, default=1, help="worker processes applying replies"
+    )
+    parser.add_argument(
+        "--flood",
+        type=int,
+        default=10_000,
+        help="brand A's replies stored while the applier is down, then drained (0: none)",
     )
     return parser.parse_args()
 
@@ -288,17 +300,22 @@ def history(tenant: Tenant, brand, project, participants, *, earlier) -> None:
     )
 
 
+def replier(k: int) -> tuple[int, int]:
+    """Who sends reply ``k`` (number ``who``, brand ``who % 2``'s), and which answer."""
+    block, offset = divmod(k, BLOCK * len(ANSWERS))
+    return block * BLOCK + offset % BLOCK, offset // BLOCK
+
+
 def signed_reply(url: str, k: int) -> tuple[dict, dict]:
     """Reply ``k``: its form and Twilio's signature header (with its brand's auth token)."""
 
-    block, offset = divmod(k, BLOCK * len(ANSWERS))
-    who = block * BLOCK + offset % BLOCK
+    who, answer = replier(k)
     brand = who % len(TENANTS)
     tenant = TENANTS[brand]
     form = {
         "From": number(who),
         "To": tenant.sender,
-        "Body": ANSWERS[offset // BLOCK],
+        "Body": ANSWERS[answer],
         "MessageSid": f"SM{k:032d}",
         "AccountSid": tenant.account_sid,
         "NumMedia": "0",
@@ -311,12 +328,14 @@ def signed_replies(url: str, first: int, count: int) -> list[tuple[bytes, dict]]
     """Replies ``first`` .. ``first + count - 1`` as Twilio posts them (the url-encoded body
     and its headers), made before a window: signing is Twilio's work, not the server's, and
     the load client shares this machine's cores with the server."""
-    replies = []
-    for k in range(first, first + count):
-        form, headers = signed_reply(url, k)
-        headers["Content-Type"] = "application/x-www-form-urlencoded"
-        replies.append((urlencode(form).encode(), headers))
-    return replies
+    return [posted_reply(url, k) for k in range(first, first + count)]
+
+
+def posted_reply(url: str, k: int) -> tuple[bytes, dict]:
+    """Reply ``k`` as Twilio posts it: the url-encoded body and its headers."""
+    form, headers = signed_reply(url, k)
+    headers["Content-Type"] = "application/x-www-form-urlencoded"
+    return urlencode(form).encode(), headers
 
 
 class Applied:
@@ -333,6 +352,16 @@ class Applied:
         with self.db.cursor() as cursor:
             cursor.execute(
                 "SELECT count(*) FROM optouts_inboundmessage WHERE apply_state = 'pending'"
+            )
+            return cursor.fetchone()[0]
+
+    def pending_of(self, tenant: int) -> int:
+        """Replies pending of ``TENANTS[tenant]``'s brand."""
+        with self.db.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM optouts_inboundmessage i JOIN brands_brand b "
+                "ON b.id = i.brand_id WHERE i.apply_state = 'pending' AND b.slug = %s",
+                [TENANTS[tenant].slug],
             )
             return cursor.fetchone()[0]
 
@@ -479,6 +508,7 @@ async def run(args, port: int, cpu: ServerCpu, applied: Applied) -> dict:
             )
             ends.append((began, began + args.seconds / args.rounds, await applied.drained()))
     figures = {name: summary(phase) for name, phase in windows.items()}
+    figures["sent"] = sent
     figures["shares"] = {
         name: {
             side: 1000
@@ -510,6 +540,71 @@ async def run(args, port: int, cpu: ServerCpu, applied: Applied) -> dict:
         for one, ceiling in zip(windows["inbound"], windows["noop"], strict=True)
     ]
     return figures
+
+
+async def flood(args, port: int, applied: Applied, first: int, restart) -> dict:
+    """Brand A's replies pile up while the applier is down (``--flood`` of them: a keyword
+    on TV during a deploy); then, while a new applier drains them, brand B's replies arrive
+    at ``TRICKLE_PER_SECOND``: how long B's waited (their apply latency) while A's backlog
+    drained, and how long that took. Replies after the rounds' ones, from the same numbers'
+    sequence from reply ``first`` (A's and B's interleave in it: A's are posted first, B's
+    kept for the trickle). ``restart()`` starts the applier; the trickle begins with its
+    first batch.
+    """
+    import aiohttp
+
+    inbound_url = f"http://127.0.0.1:{port}/webhooks/twilio/inbound/"
+    backlog: list[tuple[bytes, dict]] = []
+    trickle: list[tuple[bytes, dict]] = []
+    k = first
+    while len(backlog) < args.flood:
+        brand = replier(k)[0] % len(TENANTS)
+        (trickle if brand else backlog).append(posted_reply(inbound_url, k))
+        k += 1
+    connector = aiohttp.TCPConnector(limit=args.concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def post(reply) -> None:
+            body, headers = reply
+            async with session.post(inbound_url, data=body, headers=headers) as answer:
+                await answer.read()
+                if answer.status >= 300:
+                    raise SystemExit(f"the webhook answered {answer.status}")
+
+        queue = iter(backlog)
+
+        async def poster() -> None:
+            for reply in queue:
+                await post(reply)
+
+        await asyncio.gather(*(poster() for _ in range(args.concurrency)))
+        stored = await asyncio.to_thread(applied.pending_of, 0)
+        restart()
+        while await asyncio.to_thread(applied.pending_of, 0) == stored:
+            await asyncio.sleep(0.01)  # the new applier's first batch
+        # B's trickle while A's backlog drains (and a second after).
+        ready = began = time.time()
+        drained_at = None
+        posts: list[asyncio.Task] = []
+        while True:
+            now = time.time()
+            if drained_at is None and not await asyncio.to_thread(applied.pending_of, 0):
+                drained_at = now
+            if drained_at is not None and now > drained_at + 1:
+                break
+            due = int((now - began) * TRICKLE_PER_SECOND) + 1
+            while len(posts) < min(due, len(trickle)):
+                posts.append(asyncio.create_task(post(trickle[len(posts)])))
+            await asyncio.sleep(0.01)
+        await asyncio.gather(*posts)
+        await applied.drained()
+    waits = applied.window(began, time.time())[2]
+    return {
+        "stored": stored,
+        "drain_seconds": drained_at - ready,
+        "b_replies": len(waits[TENANTS[1].slug]),
+        "b": percentiles(waits[TENANTS[1].slug]),
+    }
 
 
 def percentiles(waits: list[float]) -> tuple[float, float]:
@@ -546,6 +641,14 @@ def report(figures: dict, args) -> None:
         print(
             f"  {slug}: {share:.0%} of the replies applied, apply latency p50 {p50:6.1f} ms  "
             f"p99 {p99:6.1f} ms"
+        )
+    if "flood" in figures:
+        flood_ = figures["flood"]
+        print(
+            f"flood: brand A's {flood_['stored']} replies stored while the applier was down "
+            f"drained in {flood_['drain_seconds']:.1f} s; meanwhile brand B's "
+            f"{flood_['b_replies']} replies ({TRICKLE_PER_SECOND}/s): apply latency p50 "
+            f"{flood_['b'][0]:6.1f} ms  p99 {flood_['b'][1]:6.1f} ms"
         )
     ratio = rate / figures["noop"][0]
     rounds = ", ".join(f"{r:.0%}" for r in figures["applied_rounds"])
@@ -598,10 +701,18 @@ def main() -> None:
         spent = worker_cpu(worker.pid)
         figures = asyncio.run(run(args, port, cpu, applied))
         spent = worker_cpu(worker.pid) - spent
+        written = counts()  # the rounds' (the flood's replies come after)
+        if args.flood:
+            stop(worker)
+
+            def restart() -> None:
+                nonlocal worker
+                worker = start_worker(env, args.apply_concurrency)
+
+            figures["flood"] = asyncio.run(flood(args, port, applied, figures["sent"], restart))
     finally:
         stop(server)
         stop(worker)
-    written = counts()
     figures["worker_ms"] = 1000 * spent / max(1, written["replies_applied"])
     report(figures, args)
     print("written:", written)

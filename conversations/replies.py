@@ -30,7 +30,7 @@ import logging
 import time
 
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import Count, F, Q
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
@@ -147,42 +147,128 @@ def replies_apply(
 
 
 def _claim(batch_size: int) -> list[InboundMessage]:
-    """Up to ``batch_size`` pending replies, oldest first, each row locked until the batch's
-    transaction ends (call it inside): the rows another applier holds are skipped, not
-    waited for (``SKIP LOCKED``, where the database has row locks; SQLite has one writer at
-    a time). One read through the partial index of pending replies, however long the
-    backlog: no claim is written (a claim column cost an UPDATE of every reply, and an
-    UPDATE of ``pk IN (SELECT ... LIMIT n)`` once ran that subquery again for every pending
-    row, 80 ms a claim at 2,000 pending)."""
+    """Up to ``batch_size`` pending replies, shared fairly between the brands that have
+    some, each brand's oldest first; each row locked until the batch's transaction ends
+    (call it inside). A brand whose replies arrive faster than they are applied never holds
+    back another brand's: the batch gives each brand an equal share of its room, and the
+    share a brand cannot use goes to the others (``_shares``). A pending reply always has
+    its brand (``distributions.inbound``).
+
+    Two reads, whatever the backlog: how many each brand has waiting (at most a batch each,
+    one probe a brand), then each brand's oldest rows (``FOR UPDATE SKIP LOCKED`` where the
+    database has row locks: rows another applier holds are skipped, not waited for; SQLite
+    has one writer at a time). Both go through the partial index of pending replies by
+    (brand, id), whose every plan reads only the rows taken: a brand's equality and its id
+    order, not a scan of pending ids that the statistics of an empty queue would choose (a
+    skip scan over brands did, and read the whole backlog on every claim). No claim is
+    written (a claim column cost an UPDATE of every reply)."""
+    waiting = _waiting(batch_size)
+    if not waiting:
+        return []
+    wanted = _shares(waiting, batch_size)
+    if connection.vendor != "postgresql":
+        rows = [
+            row
+            for brand_id, count in wanted.items()
+            for row in InboundMessage.objects.filter(
+                apply_state=Pending.PENDING, brand_id=brand_id
+            ).order_by("pk")[:count]
+        ]
+        return sorted(rows, key=lambda row: row.pk)
+    table = connection.ops.quote_name(InboundMessage._meta.db_table)
+    values = ", ".join(["(%s::bigint, %s::int)"] * len(wanted))
     return list(
-        InboundMessage.objects.filter(apply_state=Pending.PENDING)
-        .order_by("pk")
-        .select_for_update(skip_locked=True)[:batch_size]
+        InboundMessage.objects.raw(
+            f"""
+            SELECT i.* FROM (VALUES {values}) AS g(brand_id, wanted)
+            CROSS JOIN LATERAL (
+                SELECT * FROM {table} WHERE apply_state = %s AND brand_id = g.brand_id
+                ORDER BY id LIMIT g.wanted FOR UPDATE SKIP LOCKED
+            ) i
+            ORDER BY id
+            """,  # noqa: S608 - the table's quoted name; values are parameters
+            [*(value for pair in wanted.items() for value in pair), Pending.PENDING],
+        )
     )
+
+
+def _waiting(batch_size: int) -> dict[int, int]:
+    """How many pending replies each brand has, counted up to ``batch_size`` (one probe of
+    the pending index a brand: a long backlog is not counted), for the brands with some.
+    The probe's order is the index's, so that no plan reads the table instead: with
+    statistics taken during a backlog, a scan that stops at the first rows of a brand looks
+    cheap, and reads every row before them."""
+    if connection.vendor != "postgresql":
+        counts = (
+            InboundMessage.objects.filter(apply_state=Pending.PENDING)
+            .values_list("brand_id")
+            .annotate(count=Count("pk"))
+            .order_by()
+        )
+        return {brand_id: min(count, batch_size) for brand_id, count in counts}
+    table = connection.ops.quote_name(InboundMessage._meta.db_table)
+    brands = connection.ops.quote_name(Brand._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT b.id, w.waiting FROM {brands} b
+            CROSS JOIN LATERAL (
+                SELECT count(*) AS waiting FROM (
+                    SELECT 1 FROM {table} WHERE apply_state = %s AND brand_id = b.id
+                    ORDER BY id LIMIT %s
+                ) s
+            ) w
+            WHERE w.waiting > 0
+            """,  # noqa: S608 - the tables' quoted names; values are parameters
+            [Pending.PENDING, batch_size],
+        )
+        return dict(cursor.fetchall())
+
+
+def _shares(waiting: dict[int, int], room: int) -> dict[int, int]:
+    """Each brand's share of ``room`` rows: equal shares, and what a brand with fewer rows
+    waiting leaves goes to the others equally (the fewest waiting are served first)."""
+    shares: dict[int, int] = {}
+    order = sorted(waiting.items(), key=lambda item: (item[1], item[0]))
+    for i, (brand_id, count) in enumerate(order):
+        share = min(count, -(-room // (len(order) - i)))  # the room split between the rest
+        shares[brand_id] = share
+        room -= share
+    return shares
 
 
 def _in_order(rows: list[InboundMessage]) -> tuple[list[InboundMessage], list[int]]:
     """The claimed replies this batch may apply, and the ones it must leave: a number's
-    replies wait while an earlier pending reply of that number is not in the batch (held
-    by another applier)."""
+    replies (to one brand) wait while an earlier pending reply of that number is not in the
+    batch (held by another applier). Each brand's claimed rows are its oldest that were
+    free, so only its pending rows before its last claimed one are looked at, not another
+    brand's backlog."""
     if not rows:
         return [], []
     numbers = {row.from_number for row in rows}
-    earlier: dict[str, int] = {}
-    for number, pk in (
-        InboundMessage.objects.filter(
-            apply_state=Pending.PENDING, from_number__in=numbers, pk__lt=rows[-1].pk
-        )
+    last: dict[int, int] = {}
+    for row in rows:
+        last[row.brand_id] = max(row.pk, last.get(row.brand_id, row.pk))
+    before = Q()
+    for brand_id, pk in last.items():
+        before |= Q(brand_id=brand_id, pk__lt=pk)
+    earlier: dict[tuple[int, str], int] = {}
+    for brand_id, number, pk in (
+        InboundMessage.objects.filter(before, apply_state=Pending.PENDING, from_number__in=numbers)
         .exclude(pk__in=[row.pk for row in rows])
-        .values_list("from_number", "pk")
+        .values_list("brand_id", "from_number", "pk")
     ):
-        earlier[number] = min(pk, earlier.get(number, pk))
+        earlier[brand_id, number] = min(pk, earlier.get((brand_id, number), pk))
     if not earlier:
         return rows, []
-    blocked = {row.from_number for row in rows if earlier.get(row.from_number, row.pk) < row.pk}
+    blocked = {
+        (row.brand_id, row.from_number)
+        for row in rows
+        if earlier.get((row.brand_id, row.from_number), row.pk) < row.pk
+    }
     return (
-        [row for row in rows if row.from_number not in blocked],
-        [row.pk for row in rows if row.from_number in blocked],
+        [row for row in rows if (row.brand_id, row.from_number) not in blocked],
+        [row.pk for row in rows if (row.brand_id, row.from_number) in blocked],
     )
 
 

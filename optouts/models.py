@@ -170,9 +170,12 @@ class InboundMessage(models.Model):
         indexes = [
             models.Index(fields=["brand", "-received_at"], name="inbound_brand_received"),
             models.Index(fields=["brand", "from_number"], name="inbound_brand_from"),
-            # The applier's queue: only the pending rows, in received order.
+            # The applier's queue: only the pending rows, each brand's in received order
+            # (``conversations.replies._claim`` shares a batch between the brands).
             models.Index(
-                fields=["id"], condition=Q(apply_state="pending"), name="inbound_apply_pending"
+                fields=["brand", "id"],
+                condition=Q(apply_state="pending"),
+                name="inbound_pending_by_brand",
             ),
         ]
 
