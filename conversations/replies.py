@@ -246,9 +246,7 @@ def _in_order(rows: list[InboundMessage]) -> tuple[list[InboundMessage], list[in
     if not rows:
         return [], []
     numbers = {row.from_number for row in rows}
-    last: dict[int, int] = {}
-    for row in rows:
-        last[row.brand_id] = max(row.pk, last.get(row.brand_id, row.pk))
+    last = {row.brand_id: row.pk for row in rows}  # rows come in id order (``_claim``)
     before = Q()
     for brand_id, pk in last.items():
         before |= Q(brand_id=brand_id, pk__lt=pk)
