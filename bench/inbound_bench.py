@@ -348,20 +348,15 @@ class Applied:
         self.db = psycopg2.connect(f"postgres://postgres@127.0.0.1:5432/{database}")
         self.db.autocommit = True
 
-    def pending(self) -> int:
+    def pending(self, tenant: int | None = None) -> int:
+        """Replies pending: all, or ``TENANTS[tenant]``'s brand's."""
+        slug = None if tenant is None else TENANTS[tenant].slug
         with self.db.cursor() as cursor:
             cursor.execute(
-                "SELECT count(*) FROM optouts_inboundmessage WHERE apply_state = 'pending'"
-            )
-            return cursor.fetchone()[0]
-
-    def pending_of(self, tenant: int) -> int:
-        """Replies pending of ``TENANTS[tenant]``'s brand."""
-        with self.db.cursor() as cursor:
-            cursor.execute(
-                "SELECT count(*) FROM optouts_inboundmessage i JOIN brands_brand b "
-                "ON b.id = i.brand_id WHERE i.apply_state = 'pending' AND b.slug = %s",
-                [TENANTS[tenant].slug],
+                "SELECT count(*) FROM optouts_inboundmessage WHERE apply_state = 'pending' "
+                "AND (%(slug)s IS NULL "
+                "OR brand_id = (SELECT id FROM brands_brand WHERE slug = %(slug)s))",
+                {"slug": slug},
             )
             return cursor.fetchone()[0]
 
@@ -578,17 +573,17 @@ async def flood(args, port: int, applied: Applied, first: int, restart) -> dict:
                 await post(reply)
 
         await asyncio.gather(*(poster() for _ in range(args.concurrency)))
-        stored = await asyncio.to_thread(applied.pending_of, 0)
+        stored = await asyncio.to_thread(applied.pending, 0)
         restart()
-        while await asyncio.to_thread(applied.pending_of, 0) == stored:
+        while await asyncio.to_thread(applied.pending, 0) == stored:
             await asyncio.sleep(0.01)  # the new applier's first batch
         # B's trickle while A's backlog drains (and a second after).
-        ready = began = time.time()
+        began = time.time()
         drained_at = None
         posts: list[asyncio.Task] = []
         while True:
             now = time.time()
-            if drained_at is None and not await asyncio.to_thread(applied.pending_of, 0):
+            if drained_at is None and not await asyncio.to_thread(applied.pending, 0):
                 drained_at = now
             if drained_at is not None and now > drained_at + 1:
                 break
@@ -601,7 +596,7 @@ async def flood(args, port: int, applied: Applied, first: int, restart) -> dict:
     waits = applied.window(began, time.time())[2]
     return {
         "stored": stored,
-        "drain_seconds": drained_at - ready,
+        "drain_seconds": drained_at - began,
         "b_replies": len(waits[TENANTS[1].slug]),
         "b": percentiles(waits[TENANTS[1].slug]),
     }
